@@ -1,0 +1,77 @@
+//! `vine disk serve`: one image (with its chain) exported over NBD until SIGINT/SIGTERM, when
+//! the image is flushed and the process exits.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use vhd::OpenOptions;
+
+/// Arguments of `vine disk serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The image.
+    path: PathBuf,
+    /// Listen on this Unix socket.
+    #[arg(long, conflicts_with = "listen")]
+    socket: Option<PathBuf>,
+    /// Listen on this TCP address, e.g. 127.0.0.1:10809.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Refuse writes.
+    #[arg(long)]
+    read_only: bool,
+    /// Export name (default: the image's file name).
+    #[arg(long)]
+    export: Option<String>,
+    /// Allow several read-write connections at once (guest clustering, multi-conn clients).
+    #[arg(long)]
+    shared: bool,
+}
+
+/// Runs the server in the foreground.
+pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
+    if args.socket.is_none() && args.listen.is_none() {
+        bail!("say where to listen: --socket PATH or --listen ADDR:PORT");
+    }
+    let disk = vhd::Disk::open(&args.path, OpenOptions { writable: !args.read_only, ..Default::default() })
+        .with_context(|| format!("opening {}", args.path.display()))?;
+    let disk = Arc::new(disk);
+    let name = args
+        .export
+        .clone()
+        .unwrap_or_else(|| args.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    let mut export = nbd::Export::new(name.clone(), disk.clone());
+    export.read_only = args.read_only;
+    export.shared = args.shared;
+    export.description = format!("vine VHD {}", args.path.display());
+    let server = Arc::new(nbd::Server::new(vec![export]).context("configuring the NBD export")?);
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+    let where_ = match (&args.socket, &args.listen) {
+        (Some(s), _) => {
+            let listener = nbd::bind_unix(s).with_context(|| format!("listening on {}", s.display()))?;
+            let srv = server.clone();
+            std::thread::spawn(move || srv.serve_unix_listener(listener));
+            format!("unix socket {}", s.display())
+        }
+        (None, Some(a)) => {
+            let listener = std::net::TcpListener::bind(a).with_context(|| format!("listening on {a}"))?;
+            let srv = server.clone();
+            std::thread::spawn(move || srv.serve_tcp_listener(listener));
+            format!("tcp {a}")
+        }
+        (None, None) => unreachable!("checked above"),
+    };
+    println!("serving {} as export '{name}' on {where_}", args.path.display());
+    use std::io::Write;
+    std::io::stdout().flush().ok();
+    let sig = signals.forever().next();
+    tracing::info!(signal = ?sig, "stopping");
+    disk.flush().context("flushing the image")?;
+    if let Some(s) = &args.socket {
+        let _ = std::fs::remove_file(s);
+    }
+    Ok(0)
+}

@@ -1,0 +1,45 @@
+//! Command-line definitions and dispatch. Exit codes: 0 success, 1 a check found problems,
+//! 2 the command failed (the message says why).
+
+pub mod disk;
+pub mod size;
+
+use clap::{Parser, Subcommand};
+
+/// vine: a virtual infrastructure manager.
+#[derive(Debug, Parser)]
+#[command(name = "vine", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log more (repeat for more detail).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Virtual disks (VHD): create, inspect, check, convert, serve over NBD.
+    #[command(subcommand)]
+    Disk(disk::DiskCommand),
+}
+
+/// Sets up `tracing` on stderr; `RUST_LOG` overrides the level.
+pub fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Runs a parsed command line; returns the exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Disk(cmd) => disk::run(cmd),
+    }
+}

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Installs everything vine's build, demo and tests need on a Debian bookworm host, as root.
+# Idempotent: a second run changes nothing and finishes quickly.
+set -euo pipefail
+
+# QEMU is pinned to the bookworm-backports 10.0 series: its VHD size rule (current_size unless the
+# creator is `vpc `/`qemu`) is the one vine's tests assert. See docs/disk.md.
+QEMU_SERIES="1:10.0"
+APT_PACKAGES=(7zip libnbd-bin fio libvhdi-utils busybox-static iproute2 procps psmisc)
+BACKPORTS_PACKAGES=(qemu-system-x86 qemu-utils qemu-block-extra)
+
+log() { printf 'setup: %s\n' "$*"; }
+
+need_root() {
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: must run as root (it installs Debian packages)" >&2
+        exit 1
+    fi
+}
+
+add_backports() {
+    local list=/etc/apt/sources.list.d/vine-backports.list
+    if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        log "adding bookworm-backports to apt sources"
+        echo "deb http://deb.debian.org/debian bookworm-backports main" >"$list"
+        rm -f /var/lib/vine-setup.apt-updated
+    fi
+}
+
+apt_update_once() {
+    local stamp=/var/lib/vine-setup.apt-updated
+    if [ ! -f "$stamp" ]; then
+        log "apt-get update"
+        apt-get update -qq
+        touch "$stamp"
+    fi
+}
+
+installed_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true; }
+
+install_packages() {
+    local missing=()
+    for p in "${APT_PACKAGES[@]}"; do
+        [ -n "$(installed_version "$p")" ] || missing+=("$p")
+    done
+    local qemu_missing=()
+    for p in "${BACKPORTS_PACKAGES[@]}"; do
+        case "$(installed_version "$p")" in
+            "$QEMU_SERIES"*) ;;
+            *) qemu_missing+=("$p") ;;
+        esac
+    done
+    if [ ${#missing[@]} -gt 0 ] || [ ${#qemu_missing[@]} -gt 0 ]; then
+        apt_update_once
+    fi
+    if [ ${#qemu_missing[@]} -gt 0 ]; then
+        log "installing ${qemu_missing[*]} from bookworm-backports"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -t bookworm-backports "${qemu_missing[@]}" >/dev/null
+    fi
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+check_tools() {
+    local v
+    v=$(qemu-img --version | head -n1)
+    case "$v" in
+        *"version 10.0"*) log "qemu-img: $v" ;;
+        *) echo "setup: expected qemu-img 10.0.x, found: $v" >&2; exit 1 ;;
+    esac
+    command -v cargo >/dev/null || { echo "setup: cargo not found (rustup toolchain expected)" >&2; exit 1; }
+}
+
+need_root
+add_backports
+install_packages
+check_tools
+log "done"
