@@ -51,15 +51,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
     let where_ = match (&args.socket, &args.listen) {
         (Some(s), _) => {
-            let listener = nbd::bind_unix(s).with_context(|| format!("listening on {}", s.display()))?;
+            remove_stale_socket(s)?;
+            let listener =
+                std::os::unix::net::UnixListener::bind(s).with_context(|| format!("listening on {}", s.display()))?;
             let srv = server.clone();
-            std::thread::spawn(move || srv.serve_unix_listener(listener));
+            std::thread::spawn(move || srv.serve(listener));
             format!("unix socket {}", s.display())
         }
         (None, Some(a)) => {
             let listener = std::net::TcpListener::bind(a).with_context(|| format!("listening on {a}"))?;
             let srv = server.clone();
-            std::thread::spawn(move || srv.serve_tcp_listener(listener));
+            std::thread::spawn(move || srv.serve(listener));
             format!("tcp {a}")
         }
         (None, None) => unreachable!("checked above"),
@@ -69,9 +71,23 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
     std::io::stdout().flush().ok();
     let sig = signals.forever().next();
     tracing::info!(signal = ?sig, "stopping");
+    server.shutdown_handle().shutdown();
     disk.flush().context("flushing the image")?;
     if let Some(s) = &args.socket {
         let _ = std::fs::remove_file(s);
     }
     Ok(0)
+}
+
+/// Removes a socket file nobody listens on; refuses to touch anything else.
+fn remove_stale_socket(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
+    if !meta.file_type().is_socket() {
+        bail!("{} exists and is not a socket; refusing to replace it", path.display());
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        bail!("{} is in use by another server", path.display());
+    }
+    std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))
 }

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Sets up this machine (as root) and runs vine's whole test suite: formatting, lints, unit,
+# property, interop (qemu-img, qemu-io, 7zz, nbdinfo, nbdcopy), crash and corpus tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export CARGO_TERM_COLOR=never
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo test"
+cargo build --workspace --quiet
+cargo test --workspace --no-fail-fast 2>&1 | tee target/test.log
+# cargo test's exit status already fails the run; also state the totals on one line.
+python3 - <<'PY'
+import re
+passed = failed = 0
+for line in open("target/test.log"):
+    m = re.match(r"test result: \w+\. (\d+) passed; (\d+) failed", line)
+    if m:
+        passed += int(m.group(1)); failed += int(m.group(2))
+print(f"{passed} passed, {failed} failed")
+PY
