@@ -21,6 +21,7 @@ pub mod image;
 pub mod locator;
 pub mod ops;
 pub mod spec;
+pub mod workload;
 
 pub use chain::{Disk, OpenOptions};
 pub use error::{FormatError, VhdError};

@@ -106,6 +106,18 @@ pub enum DiskCommand {
     },
     /// Serve the image (with its chain) over NBD until interrupted.
     Serve(serve::ServeArgs),
+    /// Run a deterministic write workload and report each completed flush (crash tests).
+    #[command(hide = true)]
+    Exercise {
+        /// The image.
+        path: PathBuf,
+        /// Workload seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Number of operations.
+        #[arg(long, default_value_t = 200)]
+        ops: usize,
+    },
 }
 
 /// Base image types.
@@ -230,6 +242,7 @@ pub fn run(cmd: DiskCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         DiskCommand::Serve(args) => serve::run(args),
+        DiskCommand::Exercise { path, seed, ops } => exercise(&path, seed, ops),
     }
 }
 
@@ -341,4 +354,25 @@ fn check(path: &Path, repair: bool, as_json: bool) -> anyhow::Result<i32> {
         }
     }
     Ok(if report.is_clean() { 0 } else { 1 })
+}
+
+/// Applies `vhd::workload::generate(seed, size, ops)` and prints `flushed N` after every
+/// completed flush (N = operations made durable) and `done` at the end.
+fn exercise(path: &Path, seed: u64, ops: usize) -> anyhow::Result<i32> {
+    use std::io::Write;
+    let disk = vhd::Disk::open(path, OpenOptions { writable: true, ..Default::default() })?;
+    let mut out = std::io::stdout().lock();
+    for (i, op) in vhd::workload::generate(seed, disk.size(), ops).into_iter().enumerate() {
+        match op {
+            vhd::workload::Op::Write { offset, len, value } => disk.write(&vec![value; len as usize], offset)?,
+            vhd::workload::Op::Flush => {
+                disk.flush()?;
+                writeln!(out, "flushed {i}")?;
+                out.flush()?;
+            }
+        }
+    }
+    disk.flush()?;
+    writeln!(out, "done")?;
+    Ok(0)
 }
