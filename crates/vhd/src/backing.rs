@@ -94,3 +94,77 @@ impl<B: Backing> Backing for FailingBacking<B> {
         self.inner.set_len(len)
     }
 }
+
+/// An image held in memory (fuzzing and tests).
+#[derive(Debug, Default)]
+pub struct MemBacking(std::sync::Mutex<Vec<u8>>);
+
+impl MemBacking {
+    /// A backing holding `bytes`.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(std::sync::Mutex::new(bytes))
+    }
+
+    /// A copy of the bytes.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Backing for MemBacking {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let v = self.lock();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(v.len());
+        let n = (v.len() - start).min(buf.len());
+        buf[..n].copy_from_slice(&v[start..start + n]);
+        buf[n..].fill(0);
+        Ok(())
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let mut v = self.lock();
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= 1 << 32)
+            .ok_or_else(|| io::Error::other("in-memory image limited to 4 GiB"))? as usize;
+        if v.len() < end {
+            v.resize(end, 0);
+        }
+        v[offset as usize..end].copy_from_slice(buf);
+        Ok(())
+    }
+    fn sync(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.lock().len() as u64)
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        if len > 1 << 32 {
+            return Err(io::Error::other("in-memory image limited to 4 GiB"));
+        }
+        self.lock().resize(len as usize, 0);
+        Ok(())
+    }
+}
+
+impl<B: Backing + ?Sized> Backing for std::sync::Arc<B> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        (**self).read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        (**self).write_at(buf, offset)
+    }
+    fn sync(&self) -> io::Result<()> {
+        (**self).sync()
+    }
+    fn len(&self) -> io::Result<u64> {
+        (**self).len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        (**self).set_len(len)
+    }
+}

@@ -64,7 +64,11 @@ pub fn check(path: &Path, repair: bool) -> Result<Report> {
 
 fn check_once(path: &Path) -> Result<Report> {
     let file = std::fs::File::open(path).map_err(|e| VhdError::io("open", path, e))?;
-    let io: &dyn Backing = &file;
+    check_backing(path, &file)
+}
+
+/// Checks the image held by `io` (named `path` in messages); no repair.
+pub fn check_backing(path: &Path, io: &dyn Backing) -> Result<Report> {
     let len = io.len().map_err(|e| VhdError::io("stat", path, e))?;
     let mut r = Report { path: path.to_path_buf(), ..Default::default() };
     if len < FOOTER_LEN as u64 {

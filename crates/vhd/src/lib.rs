@@ -15,6 +15,8 @@ pub mod check;
 pub mod create;
 pub mod error;
 pub mod footer;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod geometry;
 pub mod header;
 pub mod image;

@@ -49,19 +49,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
     export.description = format!("vine VHD {}", args.path.display());
     let server = Arc::new(nbd::Server::new(vec![export]).context("configuring the NBD export")?);
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+    let mut serving = None;
     let where_ = match (&args.socket, &args.listen) {
         (Some(s), _) => {
             remove_stale_socket(s)?;
             let listener =
                 std::os::unix::net::UnixListener::bind(s).with_context(|| format!("listening on {}", s.display()))?;
             let srv = server.clone();
-            std::thread::spawn(move || srv.serve(listener));
+            serving = Some(std::thread::spawn(move || srv.serve(listener)));
             format!("unix socket {}", s.display())
         }
         (None, Some(a)) => {
             let listener = std::net::TcpListener::bind(a).with_context(|| format!("listening on {a}"))?;
             let srv = server.clone();
-            std::thread::spawn(move || srv.serve(listener));
+            serving = Some(std::thread::spawn(move || srv.serve(listener)));
             format!("tcp {a}")
         }
         (None, None) => unreachable!("checked above"),
@@ -71,7 +72,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
     std::io::stdout().flush().ok();
     let sig = signals.forever().next();
     tracing::info!(signal = ?sig, "stopping");
+    // Stop accepting, let requests already received finish, then make everything durable.
     server.shutdown_handle().shutdown();
+    if let Some(t) = serving {
+        match t.join() {
+            Ok(Err(e)) => tracing::warn!(error = %e, "NBD server stopped with an error"),
+            Err(_) => tracing::error!("NBD server thread panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
     disk.flush().context("flushing the image")?;
     if let Some(s) = &args.socket {
         let _ = std::fs::remove_file(s);
