@@ -104,10 +104,7 @@ mod tests {
 
     #[test]
     fn range_that_overflows_u64_is_rejected() {
-        assert!(matches!(
-            check_range(u64::MAX, 2, u64::MAX).unwrap_err(),
-            BlockError::OutOfRange { .. }
-        ));
+        assert!(matches!(check_range(u64::MAX, 2, u64::MAX).unwrap_err(), BlockError::OutOfRange { .. }));
     }
 
     #[test]

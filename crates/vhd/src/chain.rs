@@ -44,7 +44,8 @@ impl Disk {
         let top = VhdFile::open(path, FileOptions { writable: opts.writable, lock: opts.lock })?;
         let mut layers = vec![top];
         if let Some(target) = linked_target(&layers[0])? {
-            let raw = block::raw::RawFile::open(&target, !opts.writable).map_err(|e| VhdError::io("open linked target", &target, e))?;
+            let raw = block::raw::RawFile::open(&target, !opts.writable)
+                .map_err(|e| VhdError::io("open linked target", &target, e))?;
             return Ok(Disk { layers, linked: Some(raw) });
         }
         let mut seen = HashSet::new();
@@ -144,7 +145,7 @@ impl Disk {
         if let Some(raw) = &self.linked {
             return Ok(raw.write_at(buf, offset)?);
         }
-        if offset % SECTOR == 0 && buf.len() as u64 % SECTOR == 0 {
+        if offset.is_multiple_of(SECTOR) && (buf.len() as u64).is_multiple_of(SECTOR) {
             return top.write_aligned(buf, offset);
         }
         let start = offset / SECTOR * SECTOR;
@@ -192,7 +193,12 @@ impl Disk {
 
 impl BlockDevice for Disk {
     fn info(&self) -> DeviceInfo {
-        DeviceInfo { size: self.size(), read_only: !self.top().writable(), preferred_block: 4096, can_trim: false }
+        DeviceInfo {
+            size: self.size(),
+            read_only: !self.top().writable(),
+            preferred_block: 4096,
+            can_trim: false,
+        }
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BlockError> {
         Ok(self.read(buf, offset)?)
@@ -215,7 +221,7 @@ pub fn linked_target(f: &VhdFile) -> Result<Option<PathBuf>> {
     if f.disk_type() != DiskType::Differencing || h.parent_uuid != [0; 16] {
         return Ok(None);
     }
-    for (_, l) in h.used_locators().filter(|(_, l)| l.platform == spec::PLATFORM_VINE_RAW) {
+    if let Some((_, l)) = h.used_locators().find(|(_, l)| l.platform == spec::PLATFORM_VINE_RAW) {
         let mut payload = vec![0u8; (l.data_len as usize).min(64 * 1024)];
         f.read_data(&mut payload, l.data_offset)?;
         return Ok(locator::candidate(l.platform, &payload, Path::new("/")));
@@ -228,7 +234,13 @@ pub fn parent_candidates(child: &VhdFile) -> Vec<PathBuf> {
     let header = child.header().expect("differencing disks have a header");
     let dir = child.path().parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     let mut out: Vec<PathBuf> = Vec::new();
-    let order = [spec::PLATFORM_W2RU, spec::PLATFORM_MACX, spec::PLATFORM_W2KU, spec::PLATFORM_WI2R, spec::PLATFORM_WI2K];
+    let order = [
+        spec::PLATFORM_W2RU,
+        spec::PLATFORM_MACX,
+        spec::PLATFORM_W2KU,
+        spec::PLATFORM_WI2R,
+        spec::PLATFORM_WI2K,
+    ];
     for code in order {
         for (_, l) in header.used_locators().filter(|(_, l)| l.platform == code) {
             let len = (l.data_len as usize).min(64 * 1024);

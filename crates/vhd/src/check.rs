@@ -97,10 +97,26 @@ pub fn check_backing(path: &Path, io: &dyn Backing) -> Result<Report> {
     if footer.features & spec::FEATURE_RESERVED == 0 {
         r.notes.push("footer Features lacks the reserved bit 0x2 that the spec requires".into());
     }
-    if !matches!(&footer.creator_app, b"vine" | b"qemu" | b"qem2" | b"win " | b"vpc " | b"vs  " | b"vbox" | b"tap\0" | b"d2v\0" | b"d2v " | b"CTXS" | b"wa\0\0") {
+    if !matches!(
+        &footer.creator_app,
+        b"vine"
+            | b"qemu"
+            | b"qem2"
+            | b"win "
+            | b"vpc "
+            | b"vs  "
+            | b"vbox"
+            | b"tap\0"
+            | b"d2v\0"
+            | b"d2v "
+            | b"CTXS"
+            | b"wa\0\0"
+    ) {
         r.notes.push(format!("unusual creator application {:?}", footer.creator_app_text()));
     }
-    if (&footer.creator_app == b"vpc " || &footer.creator_app == b"qemu") && footer.qemu_size() != footer.current_size {
+    if (&footer.creator_app == b"vpc " || &footer.creator_app == b"qemu")
+        && footer.qemu_size() != footer.current_size
+    {
         r.notes.push(format!(
             "QEMU and Virtual PC size this disk by its geometry ({} bytes), others by its current size ({} bytes)",
             footer.qemu_size(),
@@ -110,18 +126,33 @@ pub fn check_backing(path: &Path, io: &dyn Backing) -> Result<Report> {
     if footer.disk_type == DiskType::Fixed {
         let want = footer.current_size + FOOTER_LEN as u64;
         if len != want && len % SECTOR != 511 {
-            r.problem(format!("fixed disk of {} bytes must be a {want}-byte file, but the file is {len} bytes", footer.current_size), Some(eof_at), false);
+            r.problem(
+                format!(
+                    "fixed disk of {} bytes must be a {want}-byte file, but the file is {len} bytes",
+                    footer.current_size
+                ),
+                Some(eof_at),
+                false,
+            );
         }
         return Ok(r);
     }
     match &copy {
-        Ok(cf) if eof.is_ok() && *cf != footer => r.problem("footer copy at offset 0 differs from the footer at the end of the file".into(), Some(0), true),
+        Ok(cf) if eof.is_ok() && *cf != footer => r.problem(
+            "footer copy at offset 0 differs from the footer at the end of the file".into(),
+            Some(0),
+            true,
+        ),
         Err(e) => r.problem(format!("footer copy at offset 0: {e}"), Some(0), true),
         _ => {}
     }
     let hoff = footer.data_offset;
     if hoff.checked_add(HEADER_LEN as u64).is_none_or(|e| e > len) {
-        r.problem(format!("dynamic header offset {hoff:#x} lies outside the {len}-byte file"), Some(16), false);
+        r.problem(
+            format!("dynamic header offset {hoff:#x} lies outside the {len}-byte file"),
+            Some(16),
+            false,
+        );
         return Ok(r);
     }
     let mut hb = [0u8; HEADER_LEN];
@@ -148,15 +179,31 @@ pub fn check_backing(path: &Path, io: &dyn Backing) -> Result<Report> {
     let bs = u64::from(header.block_size);
     let needed = footer.current_size.div_ceil(bs);
     if u64::from(header.max_table_entries) < needed {
-        r.problem(format!("BAT has {} entries, the disk needs {needed}", header.max_table_entries), Some(hoff + 28), false);
+        r.problem(
+            format!("BAT has {} entries, the disk needs {needed}", header.max_table_entries),
+            Some(hoff + 28),
+            false,
+        );
         return Ok(r);
     }
     if u64::from(header.max_table_entries) > needed {
-        r.notes.push(format!("BAT has {} entries, {} more than the disk needs (Azure refuses this)", header.max_table_entries, u64::from(header.max_table_entries) - needed));
+        r.notes.push(format!(
+            "BAT has {} entries, {} more than the disk needs (Azure refuses this)",
+            header.max_table_entries,
+            u64::from(header.max_table_entries) - needed
+        ));
     }
     let bat_end = header.table_offset + header.bat_bytes();
     if bat_end > len {
-        r.problem(format!("BAT at {:#x} ({} bytes) runs past the end of the file", header.table_offset, header.bat_bytes()), Some(hoff + 16), false);
+        r.problem(
+            format!(
+                "BAT at {:#x} ({} bytes) runs past the end of the file",
+                header.table_offset,
+                header.bat_bytes()
+            ),
+            Some(hoff + 16),
+            false,
+        );
         return Ok(r);
     }
     let data_limit = if eof.is_ok() { eof_at } else { len };
@@ -174,10 +221,26 @@ pub fn check_backing(path: &Path, io: &dyn Backing) -> Result<Report> {
                 continue;
             };
             if u64::from(l.data_len) > space {
-                r.problem(format!("parent locator {slot} ({}) holds {} bytes in {space} bytes of space", l.platform_text(), l.data_len), Some(at + 8), false);
+                r.problem(
+                    format!(
+                        "parent locator {slot} ({}) holds {} bytes in {space} bytes of space",
+                        l.platform_text(),
+                        l.data_len
+                    ),
+                    Some(at + 8),
+                    false,
+                );
             }
             if l.data_offset % SECTOR != 0 || l.data_offset.saturating_add(space) > data_limit {
-                r.problem(format!("parent locator {slot} ({}) data at {:#x} is unaligned or outside the data area", l.platform_text(), l.data_offset), Some(at + 16), false);
+                r.problem(
+                    format!(
+                        "parent locator {slot} ({}) data at {:#x} is unaligned or outside the data area",
+                        l.platform_text(),
+                        l.data_offset
+                    ),
+                    Some(at + 16),
+                    false,
+                );
                 continue;
             }
             regions.push((l.data_offset, l.data_offset + space, format!("parent locator {slot} data")));
@@ -203,7 +266,11 @@ pub fn check_backing(path: &Path, io: &dyn Backing) -> Result<Report> {
             continue;
         }
         if let Some((_, _, name)) = regions.iter().find(|(s, t, _)| start < *t && *s < end) {
-            r.problem(format!("BAT entry {i}: block at {start:#x}..{end:#x} overlaps the {name}"), Some(at), true);
+            r.problem(
+                format!("BAT entry {i}: block at {start:#x}..{end:#x} overlaps the {name}"),
+                Some(at),
+                true,
+            );
             bad_entries.push(i);
             continue;
         }
@@ -212,7 +279,11 @@ pub fn check_backing(path: &Path, io: &dyn Backing) -> Result<Report> {
     blocks.sort();
     for w in blocks.windows(2) {
         if w[0].1 > w[1].0 {
-            r.problem(format!("blocks {} and {} overlap at {:#x}", w[0].2, w[1].2, w[1].0), Some(header.table_offset + 4 * w[1].2 as u64), true);
+            r.problem(
+                format!("blocks {} and {} overlap at {:#x}", w[0].2, w[1].2, w[1].0),
+                Some(header.table_offset + 4 * w[1].2 as u64),
+                true,
+            );
         }
     }
     let used_end = blocks.iter().map(|b| b.1).chain(regions.iter().map(|x| x.1)).max().unwrap_or(0);
@@ -225,7 +296,10 @@ pub fn check_backing(path: &Path, io: &dyn Backing) -> Result<Report> {
             read(&mut buf, start)?;
             let (bm, data) = buf.split_at(blen as usize);
             let sectors = bs / SECTOR;
-            if let Some(s) = (0..sectors).find(|&s| !bit(bm, s) && data[(s * SECTOR) as usize..((s + 1) * SECTOR) as usize].iter().any(|&x| x != 0)) {
+            if let Some(s) = (0..sectors).find(|&s| {
+                !bit(bm, s)
+                    && data[(s * SECTOR) as usize..((s + 1) * SECTOR) as usize].iter().any(|&x| x != 0)
+            }) {
                 r.problem(format!("block {i}: sector {s} holds data but its bitmap bit is clear (spec: unwritten sectors are zero)"), Some(start), true);
             }
         }
@@ -250,7 +324,15 @@ fn check_parent(path: &Path, header: &DynamicHeader, r: &mut Report) {
             let size = std::fs::File::open(&target).and_then(|f| block::raw::file_len(&f));
             match size {
                 Ok(n) if n >= child.size() => {}
-                Ok(n) => r.problem(format!("linked target {} is {n} bytes, smaller than the disk ({} bytes)", target.display(), child.size()), None, false),
+                Ok(n) => r.problem(
+                    format!(
+                        "linked target {} is {n} bytes, smaller than the disk ({} bytes)",
+                        target.display(),
+                        child.size()
+                    ),
+                    None,
+                    false,
+                ),
                 Err(e) => r.problem(format!("linked target {}: {e}", target.display()), None, false),
             }
             return;
@@ -265,7 +347,16 @@ fn check_parent(path: &Path, header: &DynamicHeader, r: &mut Report) {
     for p in &tried {
         let Ok(f) = VhdFile::open(p, FileOptions { writable: false, lock: false }) else { continue };
         if f.footer().uuid != header.parent_uuid {
-            r.problem(format!("parent candidate {} has unique id {}, the child expects {}", p.display(), uuid_text(&f.footer().uuid), uuid_text(&header.parent_uuid)), None, false);
+            r.problem(
+                format!(
+                    "parent candidate {} has unique id {}, the child expects {}",
+                    p.display(),
+                    uuid_text(&f.footer().uuid),
+                    uuid_text(&header.parent_uuid)
+                ),
+                None,
+                false,
+            );
             continue;
         }
         match file_vhd_time(p) {
@@ -278,12 +369,23 @@ fn check_parent(path: &Path, header: &DynamicHeader, r: &mut Report) {
         }
         return;
     }
-    r.problem(format!("parent disk not found (tried {})", tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")), None, false);
+    r.problem(
+        format!(
+            "parent disk not found (tried {})",
+            tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ),
+        None,
+        false,
+    );
 }
 
 /// Applies the repairs a report marked repairable; returns what was done.
 fn repair_image(path: &Path, report: &Report) -> Result<Vec<String>> {
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(|e| VhdError::io("open", path, e))?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| VhdError::io("open", path, e))?;
     file.try_lock().map_err(|_| VhdError::Locked { path: path.to_path_buf() })?;
     let io: &dyn Backing = &file;
     let w = |buf: &[u8], at: u64| io.write_at(buf, at).map_err(|e| VhdError::io("write", path, e));
@@ -312,7 +414,11 @@ fn repair_image(path: &Path, report: &Report) -> Result<Vec<String>> {
     }
     let header = DynamicHeader::decode(&hb, hoff).map_err(|err| VhdError::format(path, err))?;
     // Unhook BAT entries the check condemned (they point outside the file or into metadata).
-    for p in report.problems.iter().filter(|p| p.repairable && p.message.starts_with("BAT entry") || p.message.starts_with("blocks ")) {
+    for p in report
+        .problems
+        .iter()
+        .filter(|p| p.repairable && p.message.starts_with("BAT entry") || p.message.starts_with("blocks "))
+    {
         if let Some(at) = p.offset {
             w(&BAT_UNALLOCATED.to_be_bytes(), at)?;
             done.push(format!("unallocated the BAT entry at {at:#x} ({})", p.message));
@@ -334,7 +440,11 @@ fn repair_image(path: &Path, report: &Report) -> Result<Vec<String>> {
     let bytes = f.footer().encode();
     let end = f.data_end()?;
     drop(f);
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(|e| VhdError::io("open", path, e))?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| VhdError::io("open", path, e))?;
     let io: &dyn Backing = &file;
     io.write_at(&bytes, end).map_err(|e| VhdError::io("write", path, e))?;
     io.sync().map_err(|e| VhdError::io("sync", path, e))?;

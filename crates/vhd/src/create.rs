@@ -39,7 +39,12 @@ pub struct NewImage {
 
 impl Default for NewImage {
     fn default() -> Self {
-        Self { size: 0, disk_type: DiskType::Dynamic, block_size: spec::DEFAULT_BLOCK_SIZE, rule: SizeRule::Compatible }
+        Self {
+            size: 0,
+            disk_type: DiskType::Dynamic,
+            block_size: spec::DEFAULT_BLOCK_SIZE,
+            rule: SizeRule::Compatible,
+        }
     }
 }
 
@@ -110,7 +115,9 @@ pub fn create(path: &Path, img: NewImage) -> Result<Footer> {
             write_sparse_layout(&file, path, &footer, &header, &[])?;
             Ok(footer)
         }
-        DiskType::Differencing => Err(VhdError::Invalid("use create_differencing for differencing disks".into())),
+        DiskType::Differencing => {
+            Err(VhdError::Invalid("use create_differencing for differencing disks".into()))
+        }
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(path);

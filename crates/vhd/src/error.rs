@@ -58,7 +58,9 @@ pub enum FormatError {
         file_len: u64,
     },
     /// Two on-disk regions that must be disjoint overlap.
-    #[error("{first} ({first_start:#x}..{first_end:#x}) overlaps {second} ({second_start:#x}..{second_end:#x})")]
+    #[error(
+        "{first} ({first_start:#x}..{first_end:#x}) overlaps {second} ({second_start:#x}..{second_end:#x})"
+    )]
     Overlap {
         /// Name of one region.
         first: String,

@@ -111,21 +111,36 @@ impl Footer {
         }
         let format_version = spec::be_u32(b, off::VERSION);
         if format_version >> 16 != 1 {
-            return Err(field("File Format Version", off::VERSION, format_version.into(), "major version must be 1"));
+            return Err(field(
+                "File Format Version",
+                off::VERSION,
+                format_version.into(),
+                "major version must be 1",
+            ));
         }
         let code = spec::be_u32(b, off::DISK_TYPE);
         let disk_type = DiskType::from_code(code).ok_or_else(|| {
-            field("Disk Type", off::DISK_TYPE, code.into(), "must be 2 (fixed), 3 (dynamic) or 4 (differencing)")
+            field(
+                "Disk Type",
+                off::DISK_TYPE,
+                code.into(),
+                "must be 2 (fixed), 3 (dynamic) or 4 (differencing)",
+            )
         })?;
         let current_size = spec::be_u64(b, off::CURRENT_SIZE);
-        if current_size % SECTOR != 0 {
+        if !current_size.is_multiple_of(SECTOR) {
             return Err(field("Current Size", off::CURRENT_SIZE, current_size, "not a multiple of 512"));
         }
         if current_size / SECTOR > spec::MAX_DISK_SECTORS {
-            return Err(field("Current Size", off::CURRENT_SIZE, current_size, "larger than the 2040 GiB limit"));
+            return Err(field(
+                "Current Size",
+                off::CURRENT_SIZE,
+                current_size,
+                "larger than the 2040 GiB limit",
+            ));
         }
         let data_offset = spec::be_u64(b, off::DATA_OFFSET);
-        if disk_type.is_sparse() && (data_offset % SECTOR != 0 || data_offset == u64::MAX) {
+        if disk_type.is_sparse() && (!data_offset.is_multiple_of(SECTOR) || data_offset == u64::MAX) {
             return Err(field(
                 "Data Offset",
                 off::DATA_OFFSET,
@@ -212,7 +227,14 @@ pub fn new_uuid() -> [u8; 16] {
 /// Formats raw UUID bytes in the usual 8-4-4-4-12 form, in stored byte order.
 pub fn uuid_text(u: &[u8; 16]) -> String {
     let h: Vec<String> = u.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", h[0..4].concat(), h[4..6].concat(), h[6..8].concat(), h[8..10].concat(), h[10..].concat())
+    format!(
+        "{}-{}-{}-{}-{}",
+        h[0..4].concat(),
+        h[4..6].concat(),
+        h[6..8].concat(),
+        h[8..10].concat(),
+        h[10..].concat()
+    )
 }
 
 #[cfg(test)]

@@ -10,17 +10,46 @@ use crate::header::DynamicHeader;
 use crate::image::{Extent, ExtentKind, VhdFile};
 use crate::{locator, spec};
 
-/// Decodes a footer; a decoded footer must survive an encode/decode round trip.
+/// Recomputes the checksum of the structure of `len` bytes at `at` in `buf` (if it fits), so
+/// the fuzzer reaches the checks behind it.
+fn fix_checksum(buf: &mut [u8], at: usize, len: usize, field: usize) {
+    if let Some(s) = buf.get_mut(at..at.saturating_add(len)) {
+        if s.len() == len {
+            let sum = spec::checksum(s, field);
+            spec::put_u32(s, field, sum);
+        }
+    }
+}
+
+/// Decodes a footer as given and with its checksum fixed; a decoded footer must survive an
+/// encode/decode round trip.
 pub fn footer(data: &[u8]) {
-    let Ok(b) = <&[u8; spec::FOOTER_LEN]>::try_from(data.get(..spec::FOOTER_LEN).unwrap_or_default()) else { return };
+    let Some(raw) = data.get(..spec::FOOTER_LEN) else { return };
+    let mut fixed = raw.to_vec();
+    fix_checksum(&mut fixed, 0, spec::FOOTER_LEN, spec::footer_off::CHECKSUM);
+    footer_once(raw);
+    footer_once(&fixed);
+}
+
+fn footer_once(data: &[u8]) {
+    let Ok(b) = <&[u8; spec::FOOTER_LEN]>::try_from(data) else { return };
     if let Ok(f) = Footer::decode(b, 0) {
         assert_eq!(Footer::decode(&f.encode(), 0).as_ref(), Ok(&f), "footer round trip");
     }
 }
 
-/// Decodes a dynamic header; a decoded header must survive an encode/decode round trip.
+/// Decodes a dynamic header as given and with its checksum fixed; a decoded header must
+/// survive an encode/decode round trip.
 pub fn header(data: &[u8]) {
-    let Ok(b) = <&[u8; spec::HEADER_LEN]>::try_from(data.get(..spec::HEADER_LEN).unwrap_or_default()) else { return };
+    let Some(raw) = data.get(..spec::HEADER_LEN) else { return };
+    let mut fixed = raw.to_vec();
+    fix_checksum(&mut fixed, 0, spec::HEADER_LEN, spec::header_off::CHECKSUM);
+    header_once(raw);
+    header_once(&fixed);
+}
+
+fn header_once(data: &[u8]) {
+    let Ok(b) = <&[u8; spec::HEADER_LEN]>::try_from(data) else { return };
     if let Ok(h) = DynamicHeader::decode(b, 512) {
         let again = DynamicHeader::decode(&h.encode(), 512).expect("re-encoded header decodes");
         assert_eq!(again.block_size, h.block_size);
@@ -30,14 +59,39 @@ pub fn header(data: &[u8]) {
 
 /// Decodes a parent locator payload of every platform.
 pub fn locator_payload(data: &[u8]) {
-    for code in [spec::PLATFORM_W2RU, spec::PLATFORM_W2KU, spec::PLATFORM_MACX, spec::PLATFORM_WI2R, spec::PLATFORM_WI2K, 0] {
+    for code in [
+        spec::PLATFORM_W2RU,
+        spec::PLATFORM_W2KU,
+        spec::PLATFORM_MACX,
+        spec::PLATFORM_WI2R,
+        spec::PLATFORM_WI2K,
+        0,
+    ] {
         let _ = locator::candidate(code, data, Path::new("/images"));
     }
 }
 
-/// Opens a whole image held in memory, maps and reads it (BAT, bitmaps, locators), checks it,
-/// and when it opens writes into it and reopens it.
+/// Opens a whole image held in memory, as given and with its footers' and header's checksums
+/// fixed; maps and reads it (BAT, bitmaps, locators), checks it, and when it opens writes into it
+/// and reopens it.
 pub fn image(data: &[u8]) {
+    image_once(data);
+    let mut fixed = data.to_vec();
+    fix_checksum(&mut fixed, 0, spec::FOOTER_LEN, spec::footer_off::CHECKSUM);
+    let eof = fixed.len().saturating_sub(spec::FOOTER_LEN);
+    fix_checksum(&mut fixed, eof, spec::FOOTER_LEN, spec::footer_off::CHECKSUM);
+    if let Some(f) = fixed.get(spec::footer_off::DATA_OFFSET..spec::footer_off::DATA_OFFSET + 8) {
+        let at = u64::from_be_bytes(f.try_into().expect("8 bytes"));
+        if let Ok(at) = usize::try_from(at) {
+            fix_checksum(&mut fixed, at, spec::HEADER_LEN, spec::header_off::CHECKSUM);
+        }
+    }
+    if fixed != data {
+        image_once(&fixed);
+    }
+}
+
+fn image_once(data: &[u8]) {
     let mem = Arc::new(MemBacking::new(data.to_vec()));
     let path = Path::new("/fuzz/image.vhd");
     let _ = crate::check::check_backing(path, &*mem);

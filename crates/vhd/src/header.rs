@@ -87,14 +87,26 @@ impl DynamicHeader {
         }
         let header_version = spec::be_u32(b, off::VERSION);
         if header_version >> 16 != 1 {
-            return Err(bad("Header Version", off::VERSION, header_version.into(), "major version must be 1"));
+            return Err(bad(
+                "Header Version",
+                off::VERSION,
+                header_version.into(),
+                "major version must be 1",
+            ));
         }
         let table_offset = spec::be_u64(b, off::TABLE_OFFSET);
-        if table_offset % SECTOR != 0 || table_offset < SECTOR {
-            return Err(bad("Table Offset", off::TABLE_OFFSET, table_offset, "must be a non-zero multiple of 512"));
+        if !table_offset.is_multiple_of(SECTOR) || table_offset < SECTOR {
+            return Err(bad(
+                "Table Offset",
+                off::TABLE_OFFSET,
+                table_offset,
+                "must be a non-zero multiple of 512",
+            ));
         }
         let block_size = spec::be_u32(b, off::BLOCK_SIZE);
-        if !block_size.is_power_of_two() || !(spec::MIN_BLOCK_SIZE..=spec::MAX_BLOCK_SIZE).contains(&block_size) {
+        if !block_size.is_power_of_two()
+            || !(spec::MIN_BLOCK_SIZE..=spec::MAX_BLOCK_SIZE).contains(&block_size)
+        {
             return Err(bad(
                 "Block Size",
                 off::BLOCK_SIZE,
@@ -185,7 +197,8 @@ mod tests {
 
     fn sample() -> DynamicHeader {
         let mut locators = [LocatorEntry::default(); LOCATOR_SLOTS];
-        locators[0] = LocatorEntry { platform: spec::PLATFORM_W2RU, data_space: 512, data_len: 20, data_offset: 2048 };
+        locators[0] =
+            LocatorEntry { platform: spec::PLATFORM_W2RU, data_space: 512, data_len: 20, data_offset: 2048 };
         DynamicHeader {
             table_offset: 1536,
             header_version: spec::FORMAT_VERSION,

@@ -128,7 +128,9 @@ impl VhdFile {
         let footer = match (eof, copy) {
             (Ok(f), Ok(c)) => {
                 if f.disk_type.is_sparse() && f != c {
-                    notes.push("the footer copy at offset 0 differs from the footer at the end of the file".into());
+                    notes.push(
+                        "the footer copy at offset 0 differs from the footer at the end of the file".into(),
+                    );
                 }
                 f
             }
@@ -169,7 +171,14 @@ impl VhdFile {
         Ok(file)
     }
 
-    fn open_sparse(path: &Path, io: &dyn Backing, footer: &Footer, len: u64, eof_at: u64, eof_ok: bool) -> Result<Sparse> {
+    fn open_sparse(
+        path: &Path,
+        io: &dyn Backing,
+        footer: &Footer,
+        len: u64,
+        eof_at: u64,
+        eof_ok: bool,
+    ) -> Result<Sparse> {
         let fmt = |e: FormatError| VhdError::format(path, e);
         let header_offset = footer.data_offset;
         if header_offset.checked_add(HEADER_LEN as u64).is_none_or(|end| end > len) {
@@ -186,7 +195,13 @@ impl VhdFile {
         let block_size = u64::from(header.block_size);
         let needed = footer.current_size.div_ceil(block_size);
         let field = |name: &'static str, o: usize, value: u64, reason: String| {
-            fmt(FormatError::BadField { structure: "dynamic header", field: name, offset: header_offset + o as u64, value, reason })
+            fmt(FormatError::BadField {
+                structure: "dynamic header",
+                field: name,
+                offset: header_offset + o as u64,
+                value,
+                reason,
+            })
         };
         if u64::from(header.max_table_entries) < needed {
             return Err(field(
@@ -221,7 +236,8 @@ impl VhdFile {
         let mut raw = vec![0u8; bat_bytes as usize];
         read(io, path, &mut raw, header.table_offset)?;
         let entries = usize::try_from(needed).expect("at most 2^32 entries");
-        let bat: Vec<u32> = raw.chunks_exact(4).take(entries).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let bat: Vec<u32> =
+            raw.chunks_exact(4).take(entries).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect();
         let mut meta_end = bat_end.max(header_offset + HEADER_LEN as u64);
         if footer.disk_type == DiskType::Differencing {
             for (slot, l) in header.used_locators() {
@@ -234,7 +250,10 @@ impl VhdFile {
                     )
                 })?;
                 let end = l.data_offset.checked_add(space.max(u64::from(l.data_len)));
-                if l.data_offset % SECTOR != 0 || end.is_none_or(|e| e > eof_at) || l.data_offset < FOOTER_LEN as u64 {
+                if l.data_offset % SECTOR != 0
+                    || end.is_none_or(|e| e > eof_at)
+                    || l.data_offset < FOOTER_LEN as u64
+                {
                     return Err(field(
                         "Parent Locator Data Offset",
                         spec::header_off::LOCATORS + slot * 24 + 16,
@@ -264,7 +283,10 @@ impl VhdFile {
                     reason: format!("block {i} at {start:#x}..{end:#x} ends past the data area (which ends at {limit:#x}); the image is truncated"),
                 }));
             }
-            if start < FOOTER_LEN as u64 || ranges_overlap(start, end, header_offset, header_offset + HEADER_LEN as u64) || ranges_overlap(start, end, header.table_offset, bat_end) {
+            if start < FOOTER_LEN as u64
+                || ranges_overlap(start, end, header_offset, header_offset + HEADER_LEN as u64)
+                || ranges_overlap(start, end, header.table_offset, bat_end)
+            {
                 return Err(fmt(FormatError::BadField {
                     structure: "block allocation table",
                     field: "entry",
@@ -449,7 +471,7 @@ impl VhdFile {
 
     /// Writes sector-aligned `buf` at sector-aligned `offset` into this file.
     pub fn write_aligned(&self, buf: &[u8], offset: u64) -> Result<()> {
-        debug_assert!(offset % SECTOR == 0 && buf.len() as u64 % SECTOR == 0);
+        debug_assert!(offset.is_multiple_of(SECTOR) && (buf.len() as u64).is_multiple_of(SECTOR));
         if !self.writable {
             return Err(block::BlockError::ReadOnly.into());
         }
@@ -514,7 +536,9 @@ impl VhdFile {
         if at / SECTOR > spec::MAX_BAT_SECTOR {
             return Err(VhdError::NoSpace {
                 path: self.path.clone(),
-                reason: format!("a block at offset {at:#x} cannot be addressed by a 32-bit BAT entry (2 TiB file limit)"),
+                reason: format!(
+                    "a block at offset {at:#x} cannot be addressed by a 32-bit BAT entry (2 TiB file limit)"
+                ),
             });
         }
         // Footer first: the file ends in a valid footer at every instant.

@@ -33,7 +33,10 @@ pub fn candidate(platform: u32, payload: &[u8], child_dir: &Path) -> Option<Path
         }
         spec::PLATFORM_MACX | spec::PLATFORM_VINE_RAW => {
             let text = String::from_utf8_lossy(payload).trim_end_matches('\0').to_string();
-            let path = text.strip_prefix("file://").map(|p| p.strip_prefix("localhost").unwrap_or(p)).unwrap_or(&text);
+            let path = text
+                .strip_prefix("file://")
+                .map(|p| p.strip_prefix("localhost").unwrap_or(p))
+                .unwrap_or(&text);
             Some(PathBuf::from(percent_decode(path)))
         }
         _ => None,
@@ -79,7 +82,8 @@ fn percent_encode(s: &str) -> String {
 /// The `W2ru` payload for a parent at `parent` seen from `child_dir`: `.\name.vhd` style.
 pub fn w2ru_payload(parent: &Path, child_dir: &Path) -> Vec<u8> {
     let rel = relative_path(parent, child_dir);
-    let text = if rel.starts_with("..") { rel.replace('/', "\\") } else { format!(".\\{}", rel.replace('/', "\\")) };
+    let text =
+        if rel.starts_with("..") { rel.replace('/', "\\") } else { format!(".\\{}", rel.replace('/', "\\")) };
     encode_utf16(&text, false)
 }
 
@@ -112,10 +116,16 @@ mod tests {
         let dir = Path::new("/images/kids");
         let payload = w2ru_payload(Path::new("/images/kids/base.vhd"), dir);
         assert_eq!(decode_utf16(&payload, false), ".\\base.vhd");
-        assert_eq!(candidate(spec::PLATFORM_W2RU, &payload, dir).unwrap(), PathBuf::from("/images/kids/base.vhd"));
+        assert_eq!(
+            candidate(spec::PLATFORM_W2RU, &payload, dir).unwrap(),
+            PathBuf::from("/images/kids/base.vhd")
+        );
         let up = w2ru_payload(Path::new("/images/base/p.vhd"), dir);
         assert_eq!(decode_utf16(&up, false), "..\\base\\p.vhd");
-        assert_eq!(candidate(spec::PLATFORM_W2RU, &up, dir).unwrap(), PathBuf::from("/images/kids/../base/p.vhd"));
+        assert_eq!(
+            candidate(spec::PLATFORM_W2RU, &up, dir).unwrap(),
+            PathBuf::from("/images/kids/../base/p.vhd")
+        );
     }
 
     #[test]
@@ -132,7 +142,10 @@ mod tests {
     #[test]
     fn w2ku_drive_path_falls_back_to_file_name() {
         let payload = encode_utf16("C:\\VMs\\base.vhd", false);
-        assert_eq!(candidate(spec::PLATFORM_W2KU, &payload, Path::new("/d")).unwrap(), PathBuf::from("/d/base.vhd"));
+        assert_eq!(
+            candidate(spec::PLATFORM_W2KU, &payload, Path::new("/d")).unwrap(),
+            PathBuf::from("/d/base.vhd")
+        );
     }
 
     #[test]

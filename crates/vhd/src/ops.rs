@@ -101,7 +101,13 @@ pub fn convert(src: &Path, dst: &Path, to: Target, rule: SizeRule, progress: Pro
     result
 }
 
-fn copy(src: &dyn BlockDevice, dst: &dyn BlockDevice, len: u64, skip_zeros: bool, progress: Progress) -> Result<()> {
+fn copy(
+    src: &dyn BlockDevice,
+    dst: &dyn BlockDevice,
+    len: u64,
+    skip_zeros: bool,
+    progress: Progress,
+) -> Result<()> {
     const CHUNK: u64 = 2 << 20;
     let mut buf = vec![0u8; CHUNK as usize];
     let mut pos = 0;
@@ -118,7 +124,13 @@ fn copy(src: &dyn BlockDevice, dst: &dyn BlockDevice, len: u64, skip_zeros: bool
 }
 
 /// Creates a fixed or dynamic image with exactly this size and geometry.
-pub(crate) fn create_exact(path: &Path, t: DiskType, size: u64, geometry: Geometry, bs: u32) -> Result<Footer> {
+pub(crate) fn create_exact(
+    path: &Path,
+    t: DiskType,
+    size: u64,
+    geometry: Geometry,
+    bs: u32,
+) -> Result<Footer> {
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -160,7 +172,10 @@ fn open_child_rw(path: &Path) -> Result<VhdFile> {
     if child.disk_type() != DiskType::Differencing {
         return Err(VhdError::Unsupported {
             path: path.to_path_buf(),
-            reason: format!("is a {} disk; only differencing (undo) disks can be committed or discarded", child.disk_type().name()),
+            reason: format!(
+                "is a {} disk; only differencing (undo) disks can be committed or discarded",
+                child.disk_type().name()
+            ),
         });
     }
     Ok(child)
@@ -262,7 +277,9 @@ pub fn compact(path: &Path, progress: Progress) -> Result<u64> {
     if src.footer().saved_state {
         return Err(VhdError::Unsupported {
             path: path.to_path_buf(),
-            reason: "the disk's saved-state flag is set (spec: no compaction while a saved state depends on it)".into(),
+            reason:
+                "the disk's saved-state flag is set (spec: no compaction while a saved state depends on it)"
+                    .into(),
         });
     }
     let before = std::fs::metadata(path).map_err(|e| VhdError::io("stat", path, e))?.len();
@@ -320,7 +337,8 @@ pub fn compact(path: &Path, progress: Progress) -> Result<u64> {
         out.set_len(end + FOOTER_LEN as u64).map_err(|e| VhdError::io("truncate", &tmp, e))?;
         out.sync_all().map_err(|e| VhdError::io("sync", &tmp, e))?;
         // Keep the file time: children of this disk record it.
-        let mtime = std::fs::metadata(path).and_then(|m| m.modified()).map_err(|e| VhdError::io("stat", path, e))?;
+        let mtime =
+            std::fs::metadata(path).and_then(|m| m.modified()).map_err(|e| VhdError::io("stat", path, e))?;
         out.set_modified(mtime).map_err(|e| VhdError::io("set time of", &tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| VhdError::io("rename", &tmp, e))?;
         sync_dir(path)?;

@@ -137,10 +137,8 @@ pub fn vhd_time_from_unix(unix: u64) -> u32 {
 
 /// The current time as VHD time.
 pub fn vhd_time_now() -> u32 {
-    let unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let unix =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     vhd_time_from_unix(unix)
 }
 

@@ -75,7 +75,11 @@ fn dynamic_random_writes_read_back_after_reopen() {
         drop(d);
         let d = Disk::open(&p, ro()).unwrap();
         assert!(read_all(&d) == model, "after reopen, block size {bs}");
-        assert!(vhd::check::check(&p, false).unwrap().is_clean(), "{:?}", vhd::check::check(&p, false).unwrap().problems);
+        assert!(
+            vhd::check::check(&p, false).unwrap().is_clean(),
+            "{:?}",
+            vhd::check::check(&p, false).unwrap().problems
+        );
     }
 }
 
@@ -262,7 +266,11 @@ fn resize_grows_dynamic_and_fixed_and_refuses_shrinking() {
     d.read(&mut b, 8192).unwrap();
     assert_eq!(b, [7u8; 4096]);
     drop(d);
-    assert!(vhd::check::check(&p, false).unwrap().is_clean(), "{:?}", vhd::check::check(&p, false).unwrap().problems);
+    assert!(
+        vhd::check::check(&p, false).unwrap().is_clean(),
+        "{:?}",
+        vhd::check::check(&p, false).unwrap().problems
+    );
     let err = ops::resize(&p, 1 << 20).unwrap_err();
     assert!(matches!(err, VhdError::Invalid(ref m) if m.contains("shrinking")), "{err}");
 
@@ -292,15 +300,28 @@ fn convert_flattens_chain_into_every_type() {
         let d = Disk::open(&child, rw()).unwrap();
         random_writes(&d, &mut model, &mut Rng(42), 10, 512);
     }
-    for (name, t) in [("o.fixed.vhd", Target::Fixed), ("o.dyn.vhd", Target::Dynamic(512 << 10)), ("o.raw", Target::Raw)] {
+    for (name, t) in
+        [("o.fixed.vhd", Target::Fixed), ("o.dyn.vhd", Target::Dynamic(512 << 10)), ("o.raw", Target::Raw)]
+    {
         let out = dir.path().join(name);
         ops::convert(&child, &out, t, SizeRule::Compatible, &mut |_, _| {}).unwrap();
-        let data = if t == Target::Raw { std::fs::read(&out).unwrap() } else { read_all(&Disk::open(&out, ro()).unwrap()) };
+        let data = if t == Target::Raw {
+            std::fs::read(&out).unwrap()
+        } else {
+            read_all(&Disk::open(&out, ro()).unwrap())
+        };
         assert!(data == model, "{name}");
     }
     // And back from raw.
     let back = dir.path().join("back.vhd");
-    ops::convert(&dir.path().join("o.raw"), &back, Target::Dynamic(2 << 20), SizeRule::Compatible, &mut |_, _| {}).unwrap();
+    ops::convert(
+        &dir.path().join("o.raw"),
+        &back,
+        Target::Dynamic(2 << 20),
+        SizeRule::Compatible,
+        &mut |_, _| {},
+    )
+    .unwrap();
     assert!(read_all(&Disk::open(&back, ro()).unwrap()) == model);
 }
 

@@ -59,7 +59,14 @@ fn read_through_vine(image: &Path, dir: &Path) -> Vec<u8> {
     std::fs::read(&out).unwrap()
 }
 
-fn verify(image: &Path, dir: &Path, seed: u64, durable: usize, initial: impl Fn(u64) -> u8, qemu_reads_it: bool) {
+fn verify(
+    image: &Path,
+    dir: &Path,
+    seed: u64,
+    durable: usize,
+    initial: impl Fn(u64) -> u8,
+    qemu_reads_it: bool,
+) {
     assert_clean(image);
     let size = vine_info(image)["virtual_size"].as_u64().unwrap();
     let ops = generate(seed, size, OPS);
@@ -103,7 +110,12 @@ fn killed_writer_leaves_dynamic_images_whole() {
 fn killed_writer_leaves_differencing_images_whole() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("base.vhd");
-    ok(vine().args(["disk", "create"]).arg(&base).args(["--size", &SIZE.to_string(), "--block-size", "512K"]));
+    ok(vine().args(["disk", "create"]).arg(&base).args([
+        "--size",
+        &SIZE.to_string(),
+        "--block-size",
+        "512K",
+    ]));
     let s = Served::start(&base, dir.path(), &[]);
     qemu_io("raw", &s.url(), &[format!("write -P 0xee 0 {}", SIZE / 2)]);
     s.stop();

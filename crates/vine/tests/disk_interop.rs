@@ -41,7 +41,11 @@ fn vine_images_open_in_qemu_img_with_the_size_vine_reports() {
     ];
     for (name, size, kind, extra) in cases {
         let p = dir.path().join(format!("{name}.vhd"));
-        ok(vine().args(["disk", "create"]).arg(&p).args(["--size", &size.to_string(), "--type", kind]).args(*extra));
+        ok(vine()
+            .args(["disk", "create"])
+            .arg(&p)
+            .args(["--size", &size.to_string(), "--type", kind])
+            .args(*extra));
         let ours = vine_info(&p)["virtual_size"].as_u64().unwrap();
         assert!(ours >= *size, "{name}: {ours} < requested {size}");
         let theirs = qemu_info(&p, "vpc")["virtual-size"].as_u64().unwrap();
@@ -111,11 +115,15 @@ fn qemu_made_images_read_identically_with_qemu_img_size() {
             // vine's NBD export against QEMU's own reading.
             let s = Served::start(&p, dir.path(), &["--read-only"]);
             let count = format!("count={}", limit >> 20);
-            ok(Command::new("qemu-img").args(["dd", "-f", "raw", "-O", "raw", "bs=1M", &count])
-                .arg(format!("if={}", s.url())).arg(format!("of={}", ours.display())));
+            ok(Command::new("qemu-img")
+                .args(["dd", "-f", "raw", "-O", "raw", "bs=1M", &count])
+                .arg(format!("if={}", s.url()))
+                .arg(format!("of={}", ours.display())));
             s.stop();
-            ok(Command::new("qemu-img").args(["dd", "-f", "vpc", "-O", "raw", "bs=1M", &count])
-                .arg(format!("if={}", p.display())).arg(format!("of={}", theirs.display())));
+            ok(Command::new("qemu-img")
+                .args(["dd", "-f", "vpc", "-O", "raw", "bs=1M", &count])
+                .arg(format!("if={}", p.display()))
+                .arg(format!("of={}", theirs.display())));
         }
         ok(Command::new("cmp").arg(&ours).arg(&theirs));
         assert_clean(&p);
@@ -127,16 +135,31 @@ fn qemu_allocated_blocks_match_vine_allocation() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("m.vhd");
     ok(Command::new("qemu-img").args(["create", "-q", "-f", "vpc"]).arg(&p).arg("64M"));
-    qemu_io("vpc", p.to_str().unwrap(), &["write -P 1 0 4k".into(), "write -P 2 10M 1M".into(), "write -P 3 40M 512".into()]);
+    qemu_io(
+        "vpc",
+        p.to_str().unwrap(),
+        &["write -P 1 0 4k".into(), "write -P 2 10M 1M".into(), "write -P 3 40M 512".into()],
+    );
     let out = ok(Command::new("qemu-img").args(["map", "-f", "vpc", "--output=json"]).arg(&p));
     let map: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let data: u64 = map.as_array().unwrap().iter().filter(|e| e["data"].as_bool() == Some(true)).map(|e| e["length"].as_u64().unwrap()).sum();
+    let data: u64 = map
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["data"].as_bool() == Some(true))
+        .map(|e| e["length"].as_u64().unwrap())
+        .sum();
     assert_eq!(vine_info(&p)["allocated_bytes"].as_u64().unwrap(), data);
 }
 
 /// Builds base (dynamic) → mid → top, writing through `vine disk serve` at each level, and the
 /// same writes into a raw oracle with qemu-io.
-fn build_chain(dir: &Path, depth: usize, size: &str, block: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+fn build_chain(
+    dir: &Path,
+    depth: usize,
+    size: &str,
+    block: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
     let base = dir.join("base.vhd");
     ok(vine().args(["disk", "create"]).arg(&base).args(["--size", size, "--block-size", block]));
     let vsize = vine_info(&base)["virtual_size"].as_u64().unwrap();
@@ -216,7 +239,7 @@ fn undo_disk_commit_and_discard_through_the_cli() {
     served.stop();
     ok(vine().args(["disk", "discard"]).arg(&undo));
     let served = Served::start(&undo, dir.path(), &["--read-only"]);
-    qemu_io("raw", &format!("{}", served.url()), &["read -P 0x11 0 1M".into()]);
+    qemu_io("raw", &served.url().to_string(), &["read -P 0x11 0 1M".into()]);
     served.stop();
     assert_clean(&undo);
     assert_clean(&base);

@@ -176,7 +176,9 @@ pub fn run(cmd: DiskCommand) -> anyhow::Result<i32> {
             } else if let Some(target) = linked {
                 vhd::create::create_linked(&path, &target)?
             } else {
-                let Some(size) = size else { bail!("--size is required for a new base disk (e.g. --size 10G)") };
+                let Some(size) = size else {
+                    bail!("--size is required for a new base disk (e.g. --size 10G)")
+                };
                 let disk_type = match kind {
                     Kind::Fixed => DiskType::Fixed,
                     Kind::Dynamic => DiskType::Dynamic,
@@ -214,7 +216,8 @@ pub fn run(cmd: DiskCommand) -> anyhow::Result<i32> {
         }
         DiskCommand::Commit { child } => {
             let (bar, mut cb) = progress("committing");
-            let n = vhd::ops::commit(&child, &mut cb).with_context(|| format!("committing {}", child.display()))?;
+            let n = vhd::ops::commit(&child, &mut cb)
+                .with_context(|| format!("committing {}", child.display()))?;
             bar.finish_and_clear();
             println!("committed {n} bytes from {} into its parent; the child is now empty", child.display());
             Ok(0)
@@ -226,13 +229,15 @@ pub fn run(cmd: DiskCommand) -> anyhow::Result<i32> {
         }
         DiskCommand::Compact { path } => {
             let (bar, mut cb) = progress("compacting");
-            let saved = vhd::ops::compact(&path, &mut cb).with_context(|| format!("compacting {}", path.display()))?;
+            let saved = vhd::ops::compact(&path, &mut cb)
+                .with_context(|| format!("compacting {}", path.display()))?;
             bar.finish_and_clear();
             println!("compacted {}: {saved} bytes given back", path.display());
             Ok(0)
         }
         DiskCommand::Resize { path, size } => {
-            let new = vhd::ops::resize(&path, size).with_context(|| format!("resizing {}", path.display()))?;
+            let new =
+                vhd::ops::resize(&path, size).with_context(|| format!("resizing {}", path.display()))?;
             println!("{} is now {new} bytes", path.display());
             Ok(0)
         }
@@ -291,7 +296,10 @@ fn info(path: &Path, as_json: bool) -> anyhow::Result<i32> {
         println!("{indent}type:           {}", c["type"].as_str().unwrap_or_default());
         println!("{indent}virtual size:   {} bytes", c["virtual_size"]);
         if c["qemu_size"] != c["virtual_size"] {
-            println!("{indent}qemu size:      {} bytes (QEMU and Virtual PC size it by geometry)", c["qemu_size"]);
+            println!(
+                "{indent}qemu size:      {} bytes (QEMU and Virtual PC size it by geometry)",
+                c["qemu_size"]
+            );
         }
         let g = &c["geometry"];
         println!("{indent}geometry:       {}/{}/{} (C/H/S)", g["cylinders"], g["heads"], g["sectors"]);
@@ -340,7 +348,11 @@ fn check(path: &Path, repair: bool, as_json: bool) -> anyhow::Result<i32> {
         }
         for p in &report.problems {
             match p.offset {
-                Some(o) => println!("problem at {o:#x}: {}{}", p.message, if p.repairable { " (repairable)" } else { "" }),
+                Some(o) => println!(
+                    "problem at {o:#x}: {}{}",
+                    p.message,
+                    if p.repairable { " (repairable)" } else { "" }
+                ),
                 None => println!("problem: {}", p.message),
             }
         }
@@ -364,7 +376,9 @@ fn exercise(path: &Path, seed: u64, ops: usize) -> anyhow::Result<i32> {
     let mut out = std::io::stdout().lock();
     for (i, op) in vhd::workload::generate(seed, disk.size(), ops).into_iter().enumerate() {
         match op {
-            vhd::workload::Op::Write { offset, len, value } => disk.write(&vec![value; len as usize], offset)?,
+            vhd::workload::Op::Write { offset, len, value } => {
+                disk.write(&vec![value; len as usize], offset)?
+            }
             vhd::workload::Op::Flush => {
                 disk.flush()?;
                 writeln!(out, "flushed {i}")?;

@@ -28,7 +28,11 @@ pub fn ok(cmd: &mut Command) -> Output {
 /// Runs `cmd`, expecting failure; returns its output.
 pub fn fails(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(!out.status.success(), "{cmd:?} unexpectedly succeeded:\n{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "{cmd:?} unexpectedly succeeded:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     out
 }
 
@@ -52,7 +56,8 @@ pub fn vine_info(path: &Path) -> serde_json::Value {
 /// Asserts `vine disk check` finds nothing wrong.
 pub fn assert_clean(path: &Path) {
     let out = vine().args(["disk", "check", "--json"]).arg(path).output().unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
     assert!(v["clean"].as_bool().unwrap() && out.status.success(), "{} is not clean: {v:#}", path.display());
 }
 
@@ -91,7 +96,12 @@ pub fn pattern_commands(size: u64, seed: u64, n: usize) -> Vec<String> {
 
 /// `qemu-img compare` of two images; content must be identical (a zero tail past the shorter
 /// image is allowed, as qemu-img allows it).
-pub fn qemu_compare(fmt_a: &str, a: impl AsRef<std::ffi::OsStr>, fmt_b: &str, b: impl AsRef<std::ffi::OsStr>) {
+pub fn qemu_compare(
+    fmt_a: &str,
+    a: impl AsRef<std::ffi::OsStr>,
+    fmt_b: &str,
+    b: impl AsRef<std::ffi::OsStr>,
+) {
     let out = ok(Command::new("qemu-img").args(["compare", "-f", fmt_a, "-F", fmt_b]).arg(a).arg(b));
     assert!(text(&out).contains("Images are identical"), "{}", text(&out));
 }

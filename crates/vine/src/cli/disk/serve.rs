@@ -39,30 +39,30 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
     let disk = vhd::Disk::open(&args.path, OpenOptions { writable: !args.read_only, ..Default::default() })
         .with_context(|| format!("opening {}", args.path.display()))?;
     let disk = Arc::new(disk);
-    let name = args
-        .export
-        .clone()
-        .unwrap_or_else(|| args.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    let name = args.export.clone().unwrap_or_else(|| {
+        args.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    });
     let mut export = nbd::Export::new(name.clone(), disk.clone());
     export.read_only = args.read_only;
     export.shared = args.shared;
     export.description = format!("vine VHD {}", args.path.display());
     let server = Arc::new(nbd::Server::new(vec![export]).context("configuring the NBD export")?);
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
-    let mut serving = None;
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+    let serving;
     let where_ = match (&args.socket, &args.listen) {
         (Some(s), _) => {
             remove_stale_socket(s)?;
-            let listener =
-                std::os::unix::net::UnixListener::bind(s).with_context(|| format!("listening on {}", s.display()))?;
+            let listener = std::os::unix::net::UnixListener::bind(s)
+                .with_context(|| format!("listening on {}", s.display()))?;
             let srv = server.clone();
-            serving = Some(std::thread::spawn(move || srv.serve(listener)));
+            serving = std::thread::spawn(move || srv.serve(listener));
             format!("unix socket {}", s.display())
         }
         (None, Some(a)) => {
             let listener = std::net::TcpListener::bind(a).with_context(|| format!("listening on {a}"))?;
             let srv = server.clone();
-            serving = Some(std::thread::spawn(move || srv.serve(listener)));
+            serving = std::thread::spawn(move || srv.serve(listener));
             format!("tcp {a}")
         }
         (None, None) => unreachable!("checked above"),
@@ -74,12 +74,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
     tracing::info!(signal = ?sig, "stopping");
     // Stop accepting, let requests already received finish, then make everything durable.
     server.shutdown_handle().shutdown();
-    if let Some(t) = serving {
-        match t.join() {
-            Ok(Err(e)) => tracing::warn!(error = %e, "NBD server stopped with an error"),
-            Err(_) => tracing::error!("NBD server thread panicked"),
-            Ok(Ok(())) => {}
-        }
+    match serving.join() {
+        Ok(Err(e)) => tracing::warn!(error = %e, "NBD server stopped with an error"),
+        Err(_) => tracing::error!("NBD server thread panicked"),
+        Ok(Ok(())) => {}
     }
     disk.flush().context("flushing the image")?;
     if let Some(s) = &args.socket {

@@ -1,0 +1,3 @@
+//! Fuzz target: vhd::fuzzing::footer (never panics on arbitrary bytes).
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| vhd::fuzzing::footer(data));
