@@ -443,13 +443,6 @@ pub fn resize(path: &Path, new_size: u64) -> Result<u64> {
             h.table_offset = at;
             h.max_table_entries = new_entries;
         })?;
-        drop(disk);
-        let mut file = VhdFile::open(path, FileOptions { writable: true, lock: true })?;
-        file.rewrite_footer(|f| {
-            f.current_size = size;
-            f.geometry = geometry;
-        })?;
-        return Ok(size);
     }
     drop(disk);
     let mut file = VhdFile::open(path, FileOptions { writable: true, lock: true })?;
