@@ -6,7 +6,8 @@
 //! and given back when the connection ends ([`Claim`] is an RAII guard).
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use block::BlockDevice;
 
@@ -67,7 +68,13 @@ impl fmt::Debug for Export {
 pub(crate) struct ExportTable {
     exports: Vec<Export>,
     held: Mutex<Vec<bool>>,
+    freed: Condvar,
 }
+
+/// How long a new connection waits for an unshared export's writer to leave before it is
+/// refused. A client that disconnects and at once reconnects (`qemu-img info` then `qemu-img
+/// convert`) must not be refused because the server has not yet seen the first connection end.
+pub const CLAIM_GRACE: Duration = Duration::from_secs(3);
 
 impl ExportTable {
     /// Checks that the names are unique, non-empty NBD strings.
@@ -89,7 +96,7 @@ impl ExportTable {
             }
         }
         let held = Mutex::new(vec![false; exports.len()]);
-        Ok(Self { exports, held })
+        Ok(Self { exports, held, freed: Condvar::new() })
     }
 
     /// The export a client's name selects: the empty name is the first export.
@@ -108,10 +115,26 @@ impl ExportTable {
         self.exports.iter()
     }
 
-    /// Whether a new connection could use export `index` now; the error is the refusal message.
+    /// Waits up to [`CLAIM_GRACE`] for export `index` to have no writer; the guard says
+    /// whether it is free.
+    fn wait_free(&self, index: usize) -> MutexGuard<'_, Vec<bool>> {
+        let deadline = Instant::now() + CLAIM_GRACE;
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        while held[index] {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            held = self.freed.wait_timeout(held, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
+        }
+        held
+    }
+
+    /// Whether a new connection could use export `index` (waiting briefly for a writer that is
+    /// leaving); the error is the refusal message.
     pub(crate) fn check_available(&self, index: usize) -> Result<(), String> {
         let export = self.get(index);
-        if export.is_exclusive() && self.held.lock().unwrap_or_else(PoisonError::into_inner)[index] {
+        if export.is_exclusive() && self.wait_free(index)[index] {
             return Err(export.busy_message());
         }
         Ok(())
@@ -123,7 +146,7 @@ impl ExportTable {
         if !export.is_exclusive() {
             return Ok(Claim { table: self, held: None });
         }
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = self.wait_free(index);
         if held[index] {
             return Err(export.busy_message());
         }
@@ -142,6 +165,7 @@ impl Drop for Claim<'_> {
     fn drop(&mut self) {
         if let Some(index) = self.held {
             self.table.held.lock().unwrap_or_else(PoisonError::into_inner)[index] = false;
+            self.table.freed.notify_all();
         }
     }
 }
@@ -215,6 +239,18 @@ mod tests {
         assert!(table.check_available(0).is_err());
         drop(first);
         table.claim(0).expect("free again");
+    }
+
+    #[test]
+    fn a_writer_leaving_during_the_grace_period_lets_the_next_one_in() {
+        let table = ExportTable::new(vec![export("disk")]).expect("valid");
+        let first = table.claim(0).expect("first writer");
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| table.claim(0).map(|_| ()));
+            std::thread::sleep(Duration::from_millis(200));
+            drop(first);
+            waiter.join().expect("no panic").expect("claimed once the first writer left");
+        });
     }
 
     #[test]

@@ -35,7 +35,7 @@ mod server;
 mod transmission;
 
 pub use error::{ConfigError, ConnectionError, HandshakeError, OptionError, RequestError, TransmissionError};
-pub use export::Export;
+pub use export::{Export, CLAIM_GRACE};
 pub use server::{Listener, Server, ShutdownHandle, Stream, HANDSHAKE_TIMEOUT, SHUTDOWN_GRACE};
 pub use transmission::{MAX_IN_FLIGHT, MAX_IN_FLIGHT_BYTES};
 

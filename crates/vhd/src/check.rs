@@ -386,7 +386,9 @@ fn repair_image(path: &Path, report: &Report) -> Result<Vec<String>> {
         .write(true)
         .open(path)
         .map_err(|e| VhdError::io("open", path, e))?;
-    file.try_lock().map_err(|_| VhdError::Locked { path: path.to_path_buf() })?;
+    if let Err(holder) = crate::lock::lock(&file, true).map_err(|e| VhdError::io("lock", path, e))? {
+        return Err(VhdError::Locked { path: path.to_path_buf(), holder });
+    }
     let io: &dyn Backing = &file;
     let w = |buf: &[u8], at: u64| io.write_at(buf, at).map_err(|e| VhdError::io("write", path, e));
     let sync = || io.sync().map_err(|e| VhdError::io("sync", path, e));

@@ -93,7 +93,9 @@ fn create_file(path: &Path) -> Result<File> {
             VhdError::io("create", path, e)
         }
     })?;
-    f.try_lock().map_err(|_| VhdError::Locked { path: path.to_path_buf() })?;
+    if let Err(holder) = crate::lock::lock(&f, true).map_err(|e| VhdError::io("lock", path, e))? {
+        return Err(VhdError::Locked { path: path.to_path_buf(), holder });
+    }
     Ok(f)
 }
 

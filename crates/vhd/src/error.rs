@@ -140,11 +140,16 @@ pub enum VhdError {
         /// "loops back to …" or "is deeper than 64 disks".
         reason: String,
     },
-    /// Another process holds the image open for writing.
-    #[error("{path} is in use by another writer (lock held); vine refuses two writers on one image")]
+    /// Another process (vine or QEMU) holds a lock that conflicts with this open.
+    #[error("{path} is {}", match holder {
+        crate::lock::Holder::Writer => "in use by another writer (lock held); vine refuses two writers on one image",
+        crate::lock::Holder::Reader => "open for reading by another process (lock held), e.g. a differencing child served over it; it cannot be written until that ends",
+    })]
     Locked {
         /// The image.
         path: PathBuf,
+        /// Who holds it.
+        holder: crate::lock::Holder,
     },
     /// An invalid argument, e.g. a size that is not allowed.
     #[error("{0}")]

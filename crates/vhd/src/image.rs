@@ -96,9 +96,10 @@ impl VhdFile {
             .open(path)
             .map_err(|e| VhdError::io("open", path, e))?;
         if opts.lock {
-            let r = if opts.writable { file.try_lock() } else { file.try_lock_shared() };
-            if r.is_err() {
-                return Err(VhdError::Locked { path: path.to_path_buf() });
+            if let Err(holder) =
+                crate::lock::lock(&file, opts.writable).map_err(|e| VhdError::io("lock", path, e))?
+            {
+                return Err(VhdError::Locked { path: path.to_path_buf(), holder });
             }
         }
         Self::open_backing(path, Box::new(file), opts.writable)

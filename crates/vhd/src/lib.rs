@@ -21,6 +21,7 @@ pub mod geometry;
 pub mod header;
 pub mod image;
 pub mod locator;
+pub mod lock;
 pub mod ops;
 pub mod spec;
 pub mod workload;

@@ -20,7 +20,9 @@ fn bad_arguments_are_refused_with_the_reason() {
     let p = p.to_str().unwrap();
     let out = fails(vine().args(["disk", "create", p, "--size", "10X"]));
     assert!(text(&out).contains("unknown unit"), "{}", text(&out));
-    assert!(stderr_of(&["disk", "create", p, "--size", "1M", "--block-size", "3000"]).contains("power of two"));
+    assert!(
+        stderr_of(&["disk", "create", p, "--size", "1M", "--block-size", "3000"]).contains("power of two")
+    );
     assert!(stderr_of(&["disk", "create", p, "--size", "2041G"]).contains("2040 GiB"));
     assert!(stderr_of(&["disk", "create", p]).contains("--size is required"));
     assert!(stderr_of(&["disk", "info", "/nonexistent/d.vhd"]).contains("/nonexistent/d.vhd"));
@@ -61,7 +63,12 @@ fn check_repair_fixes_damaged_footer_header_and_bat() {
     let out = fails(vine().args(["disk", "check", "--json"]).arg(&p));
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let msgs: Vec<String> = v["problems"].as_array().unwrap().iter().map(|p| p["message"].as_str().unwrap().to_string()).collect();
+    let msgs: Vec<String> = v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["message"].as_str().unwrap().to_string())
+        .collect();
     assert!(msgs.iter().any(|m| m.contains("footer at end of file")), "{msgs:?}");
     assert!(msgs.iter().any(|m| m.contains("dynamic header checksum")), "{msgs:?}");
     assert!(msgs.iter().any(|m| m.contains("BAT entry 10")), "{msgs:?}");
