@@ -2,6 +2,7 @@
 //! 2 the command failed (the message says why).
 
 pub mod disk;
+pub mod host;
 pub mod size;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,9 @@ pub enum Command {
     /// Virtual disks (VHD): create, inspect, check, convert, serve over NBD.
     #[command(subcommand)]
     Disk(disk::DiskCommand),
+    /// This host: CPUs, memory, accelerator, cgroups.
+    #[command(subcommand)]
+    Host(host::HostCommand),
 }
 
 /// Sets up `tracing` on stderr; `RUST_LOG` overrides the level.
@@ -41,5 +45,6 @@ pub fn init_logging(verbose: u8) {
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Disk(cmd) => disk::run(cmd),
+        Command::Host(cmd) => host::run(cmd),
     }
 }
