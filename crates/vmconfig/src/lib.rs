@@ -1,0 +1,359 @@
+//! The VM definition file (`<name>.vm.toml`), vine's counterpart of Virtual Server's `.vmc`:
+//! everything needed to start a VM, in a documented, versioned TOML format (docs/vm-definition.md)
+//! that external tools may read and edit. Parsing rejects unknown fields; [`VmDefinition::validate`]
+//! names the field at fault. Limits and defaults are the named constants below.
+#![warn(missing_docs)]
+
+use serde::{Deserialize, Serialize};
+
+/// The format version this vine writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Most vCPUs per VM.
+pub const MAX_CPUS: u32 = 64;
+/// Least memory per VM (16 MiB).
+pub const MIN_MEMORY: u64 = 16 << 20;
+/// Most IDE devices (disks and CD/DVD) per VM, as on the original's IDE bus.
+pub const MAX_IDE: usize = 4;
+/// Most NICs per VM.
+pub const MAX_NICS: usize = 8;
+/// Longest VM name.
+pub const MAX_NAME: usize = 63;
+
+/// A VM definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmDefinition {
+    /// Format version; must be [`FORMAT_VERSION`].
+    pub format: u32,
+    /// Name: letters, digits, `-`, `_`, `.`; starts with a letter or digit.
+    pub name: String,
+    /// Unique id (RFC 4122 text form).
+    pub uuid: String,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Memory in bytes.
+    pub memory: u64,
+    /// CPU controls.
+    #[serde(default)]
+    pub cpu: CpuControls,
+    /// Disks, in bus order.
+    #[serde(default, rename = "disk")]
+    pub disks: Vec<Disk>,
+    /// Network interfaces.
+    #[serde(default, rename = "nic")]
+    pub nics: Vec<Nic>,
+    /// Direct kernel boot.
+    #[serde(default)]
+    pub kernel: Option<KernelBoot>,
+    /// The two serial ports.
+    #[serde(default)]
+    pub serial: [SerialPort; 2],
+    /// Boot order, e.g. `["disk", "cdrom", "network"]`.
+    #[serde(default = "default_boot")]
+    pub boot: Vec<BootDevice>,
+    /// Write every disk's changes to undo (differencing) children, committed or discarded at
+    /// the end of the session.
+    #[serde(default)]
+    pub undo_disks: bool,
+    /// Seconds a guest gets to shut down through ACPI before it is reported as not responding.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: u32,
+}
+
+fn default_boot() -> Vec<BootDevice> {
+    vec![BootDevice::Disk, BootDevice::Cdrom]
+}
+fn default_shutdown_timeout() -> u32 {
+    60
+}
+
+/// CPU weight, reservation and cap (see the `cgroups` crate for their meaning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CpuControls {
+    /// Relative weight 1–10000.
+    pub weight: u32,
+    /// Guaranteed minimum, % of one host CPU.
+    pub reserve: u32,
+    /// Cap, % of one host CPU (absent = none).
+    pub max: Option<u32>,
+}
+
+impl Default for CpuControls {
+    fn default() -> Self {
+        Self { weight: 100, reserve: 0, max: None }
+    }
+}
+
+/// The bus a disk sits on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bus {
+    /// IDE (at most 4 devices, CD/DVD included).
+    Ide,
+    /// virtio-blk.
+    Virtio,
+    /// virtio-scsi.
+    Scsi,
+}
+
+/// A disk or CD/DVD.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Disk {
+    /// Image path (VHD, or ISO for a CD/DVD).
+    pub path: String,
+    /// Bus.
+    #[serde(default = "default_bus")]
+    pub bus: Bus,
+    /// A CD/DVD (read-only ISO).
+    #[serde(default)]
+    pub cdrom: bool,
+    /// Shared with another VM on this host (guest clustering).
+    #[serde(default)]
+    pub shared: bool,
+    /// Read-only.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+fn default_bus() -> Bus {
+    Bus::Virtio
+}
+
+/// A network interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Nic {
+    /// The virtual network.
+    pub network: String,
+    /// MAC address, `xx:xx:xx:xx:xx:xx` (allocated by vine when absent).
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+/// Direct kernel boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelBoot {
+    /// Kernel image.
+    pub kernel: String,
+    /// Initial ramdisk.
+    #[serde(default)]
+    pub initrd: Option<String>,
+    /// Kernel command line.
+    #[serde(default)]
+    pub append: String,
+}
+
+/// Where a serial port goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "to", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SerialPort {
+    /// Not connected.
+    #[default]
+    None,
+    /// Appended to a file.
+    File {
+        /// The file.
+        path: String,
+    },
+    /// A Unix socket (a pipe to another program).
+    Socket {
+        /// The socket path.
+        path: String,
+    },
+    /// vine's console log and live console.
+    Console,
+}
+
+/// Boot devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootDevice {
+    /// The first disk.
+    Disk,
+    /// The first CD/DVD.
+    Cdrom,
+    /// PXE from the first NIC.
+    Network,
+}
+
+/// What is wrong with a definition; names the file's field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DefinitionError {
+    /// TOML syntax, a wrong type or an unknown field (the parser's message has line and column).
+    #[error("{0}")]
+    Parse(String),
+    /// A field holds a value that is not allowed.
+    #[error("field `{field}`: {problem}")]
+    Field {
+        /// The field, e.g. `disk[2].path`.
+        field: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+fn bad(field: impl Into<String>, problem: impl Into<String>) -> DefinitionError {
+    DefinitionError::Field { field: field.into(), problem: problem.into() }
+}
+
+/// Checks a VM name.
+pub fn validate_name(name: &str) -> Result<(), DefinitionError> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(bad("name", format!("must be 1 to {MAX_NAME} characters, got {}", name.len())));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) || !name.chars().all(ok_char) {
+        return Err(bad("name", format!("{name:?} may hold only letters, digits, '-', '_' and '.', and must start with a letter or digit")));
+    }
+    Ok(())
+}
+
+fn validate_mac(field: &str, mac: &str) -> Result<(), DefinitionError> {
+    let parts: Vec<&str> = mac.split(':').collect();
+    let hex = parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && u8::from_str_radix(p, 16).is_ok());
+    if !hex {
+        return Err(bad(field, format!("{mac:?} is not a MAC address like 52:54:00:12:34:56")));
+    }
+    let first = u8::from_str_radix(parts[0], 16).expect("checked");
+    if first & 1 == 1 {
+        return Err(bad(field, format!("{mac} is a multicast address; a NIC needs a unicast one")));
+    }
+    Ok(())
+}
+
+impl VmDefinition {
+    /// A definition with defaults for `name`.
+    pub fn new(name: &str, cpus: u32, memory: u64) -> Self {
+        Self {
+            format: FORMAT_VERSION,
+            name: name.into(),
+            uuid: new_uuid(),
+            cpus,
+            memory,
+            cpu: CpuControls::default(),
+            disks: Vec::new(),
+            nics: Vec::new(),
+            kernel: None,
+            serial: [SerialPort::Console, SerialPort::None],
+            boot: default_boot(),
+            undo_disks: false,
+            shutdown_timeout: default_shutdown_timeout(),
+        }
+    }
+
+    /// Parses and validates a definition file's text.
+    pub fn parse(text: &str) -> Result<Self, DefinitionError> {
+        let d: VmDefinition =
+            toml::from_str(text).map_err(|e| DefinitionError::Parse(e.to_string().trim_end().to_string()))?;
+        d.validate()?;
+        Ok(d)
+    }
+
+    /// The file's text.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a definition always serialises")
+    }
+
+    /// Checks every field; the error names the first one at fault.
+    pub fn validate(&self) -> Result<(), DefinitionError> {
+        if self.format != FORMAT_VERSION {
+            return Err(bad(
+                "format",
+                format!(
+                    "version {} is not supported (this vine reads version {FORMAT_VERSION})",
+                    self.format
+                ),
+            ));
+        }
+        validate_name(&self.name)?;
+        let u = self.uuid.as_bytes();
+        let uuid_ok = u.len() == 36
+            && u.iter().enumerate().all(|(i, &c)| {
+                if [8, 13, 18, 23].contains(&i) {
+                    c == b'-'
+                } else {
+                    c.is_ascii_hexdigit()
+                }
+            });
+        if !uuid_ok {
+            return Err(bad(
+                "uuid",
+                format!("{:?} is not a UUID like 0f8fad5b-d9cb-469f-a165-70867728950e", self.uuid),
+            ));
+        }
+        if self.cpus == 0 || self.cpus > MAX_CPUS {
+            return Err(bad("cpus", format!("must be 1 to {MAX_CPUS}, got {}", self.cpus)));
+        }
+        if self.memory < MIN_MEMORY || !self.memory.is_multiple_of(1 << 20) {
+            return Err(bad(
+                "memory",
+                format!("must be a whole number of MiB and at least 16 MiB, got {} bytes", self.memory),
+            ));
+        }
+        if !(1..=10_000).contains(&self.cpu.weight) {
+            return Err(bad("cpu.weight", format!("must be 1 to 10000, got {}", self.cpu.weight)));
+        }
+        if self.cpu.reserve > self.cpus * 100 {
+            return Err(bad(
+                "cpu.reserve",
+                format!("{}% is more than {} vCPU(s) can use", self.cpu.reserve, self.cpus),
+            ));
+        }
+        if let Some(max) = self.cpu.max {
+            if max == 0 || max < self.cpu.reserve {
+                return Err(bad(
+                    "cpu.max",
+                    format!("{max}% must be at least 1% and not below cpu.reserve ({}%)", self.cpu.reserve),
+                ));
+            }
+        }
+        let ide = self.disks.iter().filter(|d| d.bus == Bus::Ide).count();
+        if ide > MAX_IDE {
+            return Err(bad("disk", format!("{ide} IDE devices; the IDE bus holds at most {MAX_IDE}")));
+        }
+        for (i, d) in self.disks.iter().enumerate() {
+            if d.path.is_empty() {
+                return Err(bad(format!("disk[{i}].path"), "is empty"));
+            }
+            if d.cdrom && d.bus != Bus::Ide && d.bus != Bus::Scsi {
+                return Err(bad(format!("disk[{i}].bus"), "a CD/DVD sits on the ide or scsi bus"));
+            }
+        }
+        if self.nics.len() > MAX_NICS {
+            return Err(bad("nic", format!("{} NICs; at most {MAX_NICS}", self.nics.len())));
+        }
+        for (i, n) in self.nics.iter().enumerate() {
+            if n.network.is_empty() {
+                return Err(bad(format!("nic[{i}].network"), "is empty"));
+            }
+            if let Some(mac) = &n.mac {
+                validate_mac(&format!("nic[{i}].mac"), mac)?;
+            }
+        }
+        if let Some(k) = &self.kernel {
+            if k.kernel.is_empty() {
+                return Err(bad("kernel.kernel", "is empty"));
+            }
+        }
+        if self.disks.is_empty() && self.kernel.is_none() && !self.boot.contains(&BootDevice::Network) {
+            return Err(bad("disk", "a VM needs a disk, a CD/DVD, a kernel to boot or network boot"));
+        }
+        Ok(())
+    }
+}
+
+/// A new random UUID in text form.
+pub fn new_uuid() -> String {
+    let mut u = [0u8; 16];
+    getrandom::getrandom(&mut u).expect("the OS random source is available");
+    u[6] = (u[6] & 0x0f) | 0x40;
+    u[8] = (u[8] & 0x3f) | 0x80;
+    let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+#[cfg(test)]
+mod tests;
