@@ -238,10 +238,13 @@ mod tests {
     use Control as C;
     use VmState as S;
 
+    /// A control's row: the states it is allowed in, with the end state (`None` = VM gone).
+    type Row = (Control, &'static [(VmState, Option<VmState>)]);
+
     /// The whole table: (control, state) → allowed end state, `None` = refused. Written out so a
     /// change to the rules is a visible change here.
     fn expected(c: Control, s: VmState) -> Option<Option<VmState>> {
-        let table: &[(Control, &[(VmState, Option<VmState>)])] = &[
+        let table: &[Row] = &[
             (C::Start, &[(S::Off, Some(S::Running)), (S::Crashed, Some(S::Running))]),
             (C::Pause, &[(S::Running, Some(S::Paused))]),
             (C::Resume, &[(S::Paused, Some(S::Running))]),
