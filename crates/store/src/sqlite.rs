@@ -1,0 +1,182 @@
+//! [`Store`] on an embedded SQLite database: WAL journal, `synchronous=FULL` (a committed change
+//! survives a crash of the daemon and of the host), schema versioned with `user_version`.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::{EventRecord, Store, StoreError, VmRecord};
+
+/// Schema version this code writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS vms (
+    name TEXT PRIMARY KEY,
+    uuid TEXT NOT NULL UNIQUE,
+    definition TEXT NOT NULL,
+    state TEXT NOT NULL,
+    pid INTEGER
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_ms INTEGER NOT NULL,
+    vm TEXT,
+    level TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_vm ON events (vm, id);
+";
+
+/// The SQLite store. One connection behind a mutex: the daemon's writes are small and few.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn db(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Db { op, source }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(db("open"))?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db("set WAL journal"))?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(db("set synchronous"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db("set busy timeout"))?;
+        let version: i64 =
+            conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db("read schema version"))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: path.display().to_string(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        conn.execute_batch(SCHEMA).map_err(db("create schema"))?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(db("write schema version"))?;
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn vm_row(r: &rusqlite::Row) -> rusqlite::Result<VmRecord> {
+    Ok(VmRecord {
+        name: r.get(0)?,
+        uuid: r.get(1)?,
+        definition: r.get(2)?,
+        state: r.get(3)?,
+        pid: r.get::<_, Option<i64>>(4)?.map(|p| p as u32),
+    })
+}
+
+impl Store for SqliteStore {
+    fn create_vm(&self, vm: &VmRecord) -> Result<(), StoreError> {
+        let r = self.conn().execute(
+            "INSERT INTO vms (name, uuid, definition, state, pid) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![vm.name, vm.uuid, vm.definition, vm.state, vm.pid.map(i64::from)],
+        );
+        match r {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::Exists(vm.name.clone()))
+            }
+            Err(e) => Err(StoreError::Db { op: "create VM", source: e }),
+        }
+    }
+
+    fn update_definition(&self, name: &str, definition: &str) -> Result<(), StoreError> {
+        let n = self
+            .conn()
+            .execute("UPDATE vms SET definition = ?2 WHERE name = ?1", params![name, definition])
+            .map_err(db("update definition"))?;
+        if n == 0 {
+            return Err(StoreError::NotFound(name.into()));
+        }
+        Ok(())
+    }
+
+    fn set_state(&self, name: &str, state: &str, pid: Option<u32>) -> Result<(), StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE vms SET state = ?2, pid = ?3 WHERE name = ?1",
+                params![name, state, pid.map(i64::from)],
+            )
+            .map_err(db("set state"))?;
+        if n == 0 {
+            return Err(StoreError::NotFound(name.into()));
+        }
+        Ok(())
+    }
+
+    fn get_vm(&self, name: &str) -> Result<Option<VmRecord>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT name, uuid, definition, state, pid FROM vms WHERE name = ?1",
+                params![name],
+                vm_row,
+            )
+            .optional()
+            .map_err(db("read VM"))
+    }
+
+    fn list_vms(&self) -> Result<Vec<VmRecord>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare("SELECT name, uuid, definition, state, pid FROM vms ORDER BY name")
+            .map_err(db("list VMs"))?;
+        let rows = st.query_map([], vm_row).map_err(db("list VMs"))?;
+        rows.collect::<Result<_, _>>().map_err(db("list VMs"))
+    }
+
+    fn remove_vm(&self, name: &str) -> Result<(), StoreError> {
+        let n =
+            self.conn().execute("DELETE FROM vms WHERE name = ?1", params![name]).map_err(db("remove VM"))?;
+        if n == 0 {
+            return Err(StoreError::NotFound(name.into()));
+        }
+        Ok(())
+    }
+
+    fn append_event(&self, e: &EventRecord) -> Result<u64, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO events (time_ms, vm, level, kind, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![e.time_ms, e.vm, e.level, e.kind, e.message],
+        )
+        .map_err(db("append event"))?;
+        Ok(conn.last_insert_rowid() as u64)
+    }
+
+    fn events(&self, vm: Option<&str>, after_id: u64, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare(
+                "SELECT id, time_ms, vm, level, kind, message FROM events
+                 WHERE id > ?1 AND (?2 IS NULL OR vm = ?2) ORDER BY id LIMIT ?3",
+            )
+            .map_err(db("read events"))?;
+        let rows = st
+            .query_map(params![after_id as i64, vm, limit as i64], |r| {
+                Ok(EventRecord {
+                    id: r.get::<_, i64>(0)? as u64,
+                    time_ms: r.get(1)?,
+                    vm: r.get(2)?,
+                    level: r.get(3)?,
+                    kind: r.get(4)?,
+                    message: r.get(5)?,
+                })
+            })
+            .map_err(db("read events"))?;
+        rows.collect::<Result<_, _>>().map_err(db("read events"))
+    }
+}

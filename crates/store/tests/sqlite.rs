@@ -1,0 +1,110 @@
+//! The SQLite store: VMs and events persist across reopening, names are unique, events are
+//! filtered and paged, a newer schema is refused, and a writer killed mid-stream loses nothing
+//! it committed.
+
+use store::{EventRecord, SqliteStore, Store, StoreError, VmRecord};
+
+fn vm(name: &str) -> VmRecord {
+    VmRecord {
+        name: name.into(),
+        uuid: format!("uuid-{name}"),
+        definition: format!("name = \"{name}\""),
+        state: "off".into(),
+        pid: None,
+    }
+}
+
+fn event(vm: Option<&str>, kind: &str) -> EventRecord {
+    EventRecord {
+        id: 0,
+        time_ms: 1,
+        vm: vm.map(String::from),
+        level: "info".into(),
+        kind: kind.into(),
+        message: kind.into(),
+    }
+}
+
+#[test]
+fn vms_persist_across_reopen_and_names_are_unique() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let s = SqliteStore::open(&path).unwrap();
+        s.create_vm(&vm("web1")).unwrap();
+        s.create_vm(&vm("db")).unwrap();
+        assert!(matches!(s.create_vm(&vm("web1")).unwrap_err(), StoreError::Exists(ref n) if n == "web1"));
+        s.set_state("web1", "running", Some(4242)).unwrap();
+        s.update_definition("db", "cpus = 4").unwrap();
+        assert!(matches!(s.set_state("nope", "off", None).unwrap_err(), StoreError::NotFound(_)));
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let all = s.list_vms().unwrap();
+    assert_eq!(all.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["db", "web1"]);
+    assert_eq!(s.get_vm("web1").unwrap().unwrap().pid, Some(4242));
+    assert_eq!(s.get_vm("db").unwrap().unwrap().definition, "cpus = 4");
+    s.remove_vm("db").unwrap();
+    assert!(s.get_vm("db").unwrap().is_none());
+    assert!(matches!(s.remove_vm("db").unwrap_err(), StoreError::NotFound(_)));
+}
+
+#[test]
+fn events_are_ordered_filtered_and_paged() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+    let a = s.append_event(&event(Some("web1"), "vm.started")).unwrap();
+    let b = s.append_event(&event(None, "host.started")).unwrap();
+    let c = s.append_event(&event(Some("web1"), "vm.paused")).unwrap();
+    assert!(a < b && b < c);
+    let web: Vec<String> = s.events(Some("web1"), 0, 10).unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(web, ["vm.started", "vm.paused"]);
+    assert_eq!(s.events(None, a, 1).unwrap()[0].kind, "host.started");
+    assert!(s.events(None, c, 10).unwrap().is_empty());
+}
+
+#[test]
+fn a_database_from_a_newer_vine_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    drop(SqliteStore::open(&path).unwrap());
+    rusqlite_set_version(&path, 99);
+    let err = SqliteStore::open(&path).unwrap_err();
+    assert!(err.to_string().contains("schema version 99"), "{err}");
+}
+
+fn rusqlite_set_version(path: &std::path::Path, v: i64) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.pragma_update(None, "user_version", v).unwrap();
+}
+
+#[test]
+fn committed_events_survive_a_killed_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    drop(SqliteStore::open(&path).unwrap());
+    // A child process (examples/append_events.rs, built by `cargo test`) appends events as fast
+    // as it can and reports each committed id.
+    let exe = std::env::current_exe().unwrap();
+    let writer = exe.parent().unwrap().parent().unwrap().join("examples/append_events");
+    let mut child =
+        std::process::Command::new(&writer).arg(&path).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut last = 0u64;
+    let mut line = String::new();
+    while last < 200 {
+        line.clear();
+        if std::io::BufRead::read_line(&mut out, &mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(n) = line.trim().strip_prefix("committed ") {
+            last = n.parse().unwrap();
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(last >= 200, "the writer stopped early at {last}");
+    let s = SqliteStore::open(&path).unwrap();
+    let got = s.events(None, 0, 1_000_000).unwrap();
+    assert!(got.len() as u64 >= last, "{} events in the store, {last} were committed", got.len());
+    assert!(got.windows(2).all(|w| w[0].id < w[1].id));
+}
