@@ -3,6 +3,7 @@
 //! here, before anything touches QEMU.
 #![warn(missing_docs)]
 
+pub mod process;
 pub mod qemu_args;
 pub mod state;
 
