@@ -99,8 +99,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo started; exec sleep 30"]);
-        let (mut child, id) = spawn_detached(cmd, &dir.path().join("log")).unwrap();
+        let log = dir.path().join("log");
+        let (mut child, id) = spawn_detached(cmd, &log).unwrap();
         assert!(is_alive(id));
+        // Its output reaches the log.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !std::fs::read_to_string(&log).unwrap_or_default().contains("started") {
+            assert!(std::time::Instant::now() < deadline, "the child's output never reached its log");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         // Its own process group: not the test's.
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", id.pid)).unwrap();
         let pgrp: u32 =
@@ -111,7 +118,5 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(!is_alive(id));
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        assert!(std::fs::read_to_string(dir.path().join("log")).unwrap().contains("started"));
     }
 }
