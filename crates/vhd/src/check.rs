@@ -419,7 +419,7 @@ fn repair_image(path: &Path, report: &Report) -> Result<Vec<String>> {
     for p in report
         .problems
         .iter()
-        .filter(|p| p.repairable && p.message.starts_with("BAT entry") || p.message.starts_with("blocks "))
+        .filter(|p| p.repairable && (p.message.starts_with("BAT entry") || p.message.starts_with("blocks ")))
     {
         if let Some(at) = p.offset {
             w(&BAT_UNALLOCATED.to_be_bytes(), at)?;
