@@ -20,6 +20,8 @@ pub struct VmRecord {
     pub state: String,
     /// The QEMU process while there is one.
     pub pid: Option<u32>,
+    /// The daemon's record of the VM's processes (opaque JSON to the store) while it has any.
+    pub runtime: Option<String>,
 }
 
 /// One entry of the event log.
@@ -75,8 +77,14 @@ pub trait Store: Send + Sync {
     fn create_vm(&self, vm: &VmRecord) -> Result<(), StoreError>;
     /// Replaces a VM's definition text.
     fn update_definition(&self, name: &str, definition: &str) -> Result<(), StoreError>;
-    /// Records a VM's state and process.
-    fn set_state(&self, name: &str, state: &str, pid: Option<u32>) -> Result<(), StoreError>;
+    /// Records a VM's state, its QEMU process and the runtime record of all its processes.
+    fn set_state(
+        &self,
+        name: &str,
+        state: &str,
+        pid: Option<u32>,
+        runtime: Option<&str>,
+    ) -> Result<(), StoreError>;
     /// One VM.
     fn get_vm(&self, name: &str) -> Result<Option<VmRecord>, StoreError>;
     /// All VMs, by name.

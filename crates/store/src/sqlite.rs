@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::{EventRecord, Store, StoreError, VmRecord};
 
 /// Schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS vms (
@@ -17,7 +17,8 @@ CREATE TABLE IF NOT EXISTS vms (
     uuid TEXT NOT NULL UNIQUE,
     definition TEXT NOT NULL,
     state TEXT NOT NULL,
-    pid INTEGER
+    pid INTEGER,
+    runtime TEXT
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -57,6 +58,10 @@ impl SqliteStore {
             });
         }
         conn.execute_batch(SCHEMA).map_err(db("create schema"))?;
+        if version == 1 {
+            // Version 2 added the runtime record (the processes of a running VM, as JSON).
+            conn.execute_batch("ALTER TABLE vms ADD COLUMN runtime TEXT").map_err(db("upgrade schema to 2"))?;
+        }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(db("write schema version"))?;
         Ok(Self { conn: Mutex::new(conn) })
     }
@@ -73,14 +78,15 @@ fn vm_row(r: &rusqlite::Row) -> rusqlite::Result<VmRecord> {
         definition: r.get(2)?,
         state: r.get(3)?,
         pid: r.get::<_, Option<i64>>(4)?.map(|p| p as u32),
+        runtime: r.get(5)?,
     })
 }
 
 impl Store for SqliteStore {
     fn create_vm(&self, vm: &VmRecord) -> Result<(), StoreError> {
         let r = self.conn().execute(
-            "INSERT INTO vms (name, uuid, definition, state, pid) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![vm.name, vm.uuid, vm.definition, vm.state, vm.pid.map(i64::from)],
+            "INSERT INTO vms (name, uuid, definition, state, pid, runtime) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![vm.name, vm.uuid, vm.definition, vm.state, vm.pid.map(i64::from), vm.runtime],
         );
         match r {
             Ok(_) => Ok(()),
@@ -104,12 +110,18 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn set_state(&self, name: &str, state: &str, pid: Option<u32>) -> Result<(), StoreError> {
+    fn set_state(
+        &self,
+        name: &str,
+        state: &str,
+        pid: Option<u32>,
+        runtime: Option<&str>,
+    ) -> Result<(), StoreError> {
         let n = self
             .conn()
             .execute(
-                "UPDATE vms SET state = ?2, pid = ?3 WHERE name = ?1",
-                params![name, state, pid.map(i64::from)],
+                "UPDATE vms SET state = ?2, pid = ?3, runtime = ?4 WHERE name = ?1",
+                params![name, state, pid.map(i64::from), runtime],
             )
             .map_err(db("set state"))?;
         if n == 0 {
@@ -121,7 +133,7 @@ impl Store for SqliteStore {
     fn get_vm(&self, name: &str) -> Result<Option<VmRecord>, StoreError> {
         self.conn()
             .query_row(
-                "SELECT name, uuid, definition, state, pid FROM vms WHERE name = ?1",
+                "SELECT name, uuid, definition, state, pid, runtime FROM vms WHERE name = ?1",
                 params![name],
                 vm_row,
             )
@@ -132,7 +144,7 @@ impl Store for SqliteStore {
     fn list_vms(&self) -> Result<Vec<VmRecord>, StoreError> {
         let conn = self.conn();
         let mut st = conn
-            .prepare("SELECT name, uuid, definition, state, pid FROM vms ORDER BY name")
+            .prepare("SELECT name, uuid, definition, state, pid, runtime FROM vms ORDER BY name")
             .map_err(db("list VMs"))?;
         let rows = st.query_map([], vm_row).map_err(db("list VMs"))?;
         rows.collect::<Result<_, _>>().map_err(db("list VMs"))

@@ -11,6 +11,7 @@ fn vm(name: &str) -> VmRecord {
         definition: format!("name = \"{name}\""),
         state: "off".into(),
         pid: None,
+        runtime: None,
     }
 }
 
@@ -34,14 +35,16 @@ fn vms_persist_across_reopen_and_names_are_unique() {
         s.create_vm(&vm("web1")).unwrap();
         s.create_vm(&vm("db")).unwrap();
         assert!(matches!(s.create_vm(&vm("web1")).unwrap_err(), StoreError::Exists(ref n) if n == "web1"));
-        s.set_state("web1", "running", Some(4242)).unwrap();
+        s.set_state("web1", "running", Some(4242), Some("{\"qemu\":1}")).unwrap();
         s.update_definition("db", "cpus = 4").unwrap();
-        assert!(matches!(s.set_state("nope", "off", None).unwrap_err(), StoreError::NotFound(_)));
+        assert!(matches!(s.set_state("nope", "off", None, None).unwrap_err(), StoreError::NotFound(_)));
     }
     let s = SqliteStore::open(&path).unwrap();
     let all = s.list_vms().unwrap();
     assert_eq!(all.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["db", "web1"]);
-    assert_eq!(s.get_vm("web1").unwrap().unwrap().pid, Some(4242));
+    let vm = s.get_vm("web1").unwrap().unwrap();
+    assert_eq!(vm.pid, Some(4242));
+    assert_eq!(vm.runtime.as_deref(), Some("{\"qemu\":1}"));
     assert_eq!(s.get_vm("db").unwrap().unwrap().definition, "cpus = 4");
     s.remove_vm("db").unwrap();
     assert!(s.get_vm("db").unwrap().is_none());
@@ -107,4 +110,27 @@ fn committed_events_survive_a_killed_writer() {
     let got = s.events(None, 0, 1_000_000).unwrap();
     assert!(got.len() as u64 >= last, "{} events in the store, {last} were committed", got.len());
     assert!(got.windows(2).all(|w| w[0].id < w[1].id));
+}
+
+#[test]
+fn a_version_1_database_is_upgraded_and_keeps_its_vms() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE vms (name TEXT PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, definition TEXT NOT NULL,
+                               state TEXT NOT NULL, pid INTEGER);
+             INSERT INTO vms VALUES ('old', 'u1', 'format = 1', 'off', NULL);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let old = s.get_vm("old").unwrap().unwrap();
+    assert_eq!((old.state.as_str(), old.runtime), ("off", None));
+    s.set_state("old", "running", Some(7), Some("{}")).unwrap();
+    drop(s);
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.get_vm("old").unwrap().unwrap().runtime.as_deref(), Some("{}"));
 }

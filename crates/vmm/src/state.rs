@@ -133,6 +133,25 @@ impl Control {
     }
 }
 
+impl Control {
+    /// The past tense used in events and confirmations ("paused 'web1'").
+    pub fn past(self) -> &'static str {
+        match self {
+            Control::Start => "started",
+            Control::Pause => "paused",
+            Control::Resume => "resumed",
+            Control::Save => "saved",
+            Control::Restore => "restored",
+            Control::DiscardState => "discarded the saved state of",
+            Control::Shutdown => "shut down",
+            Control::Off => "turned off",
+            Control::Reset => "reset",
+            Control::Remove => "removed",
+            Control::Delete => "deleted",
+        }
+    }
+}
+
 /// An accepted control: the state while it runs and the state when it has succeeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transition {

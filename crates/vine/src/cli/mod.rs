@@ -1,9 +1,11 @@
 //! Command-line definitions and dispatch. Exit codes: 0 success, 1 a check found problems,
 //! 2 the command failed (the message says why).
 
+pub mod daemon;
 pub mod disk;
 pub mod host;
 pub mod size;
+pub mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +29,11 @@ pub enum Command {
     /// This host: CPUs, memory, accelerator, cgroups.
     #[command(subcommand)]
     Host(host::HostCommand),
+    /// Run the host daemon in the foreground.
+    Daemon(daemon::DaemonArgs),
+    /// Virtual machines (through the daemon).
+    #[command(subcommand)]
+    Vm(vm::VmCommand),
 }
 
 /// Sets up `tracing` on stderr; `RUST_LOG` overrides the level.
@@ -46,5 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Disk(cmd) => disk::run(cmd),
         Command::Host(cmd) => host::run(cmd),
+        Command::Daemon(args) => daemon::run(args),
+        Command::Vm(cmd) => vm::run(cmd),
     }
 }

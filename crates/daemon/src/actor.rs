@@ -1,0 +1,928 @@
+//! One actor (thread) per VM. It alone touches the VM's QEMU process, QMP session, disk leases
+//! and cgroup, so controls on one VM are carried out one at a time and never disturb another VM.
+//! Every control is checked by [`vmm::state::check`] against the state the actor holds; the busy
+//! state (`starting`, `saving`, …) is recorded before the work and the end state after it. When
+//! a control fails, the state is settled from reality (is there a process? what does QMP say?),
+//! so a failed control always leaves a well-defined state. Between controls the actor watches its
+//! QEMU: a process that ends without being asked is recorded as `crashed`; a guest that powered
+//! itself off (QEMU runs with `-no-shutdown`) is recorded as `off`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cgroups::Controls;
+use qmp::UnixTransport;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use store::{EventRecord, Store};
+use vmconfig::VmDefinition;
+use vmm::process::{self, Identity};
+use vmm::qemu_args::{qemu_args, LaunchPlan, NbdEndpoint};
+use vmm::{Control, VmState};
+
+use crate::disks::{DiskServers, Lease};
+use crate::layout::VmPaths;
+use crate::protocol::{Changes, ControlOptions, CpuInfo, UndoAction, VmInfo};
+use crate::resources::Resources;
+
+/// How often a running VM's QMP status is polled (guest power-off, outside pause/resume).
+const POLL: Duration = Duration::from_secs(1);
+/// How often the actor checks that its QEMU still lives.
+const TICK: Duration = Duration::from_millis(100);
+/// How long QEMU gets to open its QMP socket, and to answer one QMP line.
+const QMP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long QEMU gets to exit after `quit` before it is killed.
+const QUIT_TIMEOUT: Duration = Duration::from_secs(20);
+/// cgroup name for disk servers shared by several VMs (VM names cannot start with `_`).
+pub const SHARED_CGROUP: &str = "_shared-disks";
+
+/// What every actor shares: the host's facilities.
+pub struct Ctx {
+    /// The data directory.
+    pub data: PathBuf,
+    /// The state store.
+    pub store: Arc<dyn Store>,
+    /// Host facts.
+    pub host: host::HostInfo,
+    /// CPU/memory admission and cgroups.
+    pub resources: Resources,
+    /// Disk servers.
+    pub disks: DiskServers,
+    /// The QEMU binary.
+    pub qemu: PathBuf,
+}
+
+impl Ctx {
+    /// Appends an event (a failure to log is itself only logged).
+    pub fn event(&self, vm: Option<&str>, level: &str, kind: &str, message: &str) {
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let e = EventRecord {
+            id: 0,
+            time_ms,
+            vm: vm.map(String::from),
+            level: level.into(),
+            kind: kind.into(),
+            message: message.into(),
+        };
+        match level {
+            "error" => tracing::error!(vm, kind, "{message}"),
+            "warning" => tracing::warn!(vm, kind, "{message}"),
+            _ => tracing::info!(vm, kind, "{message}"),
+        }
+        if let Err(err) = self.store.append_event(&e) {
+            tracing::error!(error = %err, "cannot append to the event log");
+        }
+    }
+}
+
+/// What others may read about a VM without waiting for its actor.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// Current state.
+    pub state: VmState,
+    /// QEMU's pid.
+    pub pid: Option<u32>,
+    /// The definition as last loaded.
+    pub def: VmDefinition,
+    /// The last failed control.
+    pub last_error: Option<String>,
+}
+
+/// A message to an actor.
+pub enum Msg {
+    /// Apply a control; the reply is the result for the client.
+    Control {
+        /// The control.
+        control: Control,
+        /// Its options.
+        options: ControlOptions,
+        /// Where the answer goes.
+        reply: Sender<Result<Value, String>>,
+    },
+    /// Change resource controls.
+    Set {
+        /// The changes.
+        changes: Changes,
+        /// Where the answer goes.
+        reply: Sender<Result<Value, String>>,
+    },
+    /// The daemon is stopping: leave the VM as it is and end.
+    Detach,
+}
+
+/// The processes of a running VM, as the store keeps them (JSON) for reattaching.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeRecord {
+    /// QEMU's pid.
+    pub qemu_pid: u32,
+    /// QEMU's start time (clock ticks since boot).
+    pub qemu_start_ticks: u64,
+    /// Disk leases with whether the disk is shared.
+    pub disks: Vec<(Lease, bool)>,
+}
+
+struct Proc {
+    id: Identity,
+    child: Option<Child>,
+    qmp: Option<qmp::Client<UnixTransport>>,
+    disks: Vec<(Lease, bool)>,
+}
+
+/// One VM's actor.
+pub struct Actor {
+    name: String,
+    ctx: Arc<Ctx>,
+    paths: VmPaths,
+    view: Arc<Mutex<View>>,
+    proc: Option<Proc>,
+    last_poll: Instant,
+}
+
+type Res<T> = Result<T, String>;
+
+/// The resource controls a definition asks for.
+pub fn controls_of(def: &VmDefinition) -> Controls {
+    Controls {
+        weight: def.cpu.weight,
+        reserve_pct: def.cpu.reserve,
+        max_pct: def.cpu.max,
+        memory: def.memory,
+        vcpus: def.cpus,
+    }
+}
+
+/// Writes `text` to `path` atomically (a reader sees the old file or the new one).
+pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let v: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    v[v.len().saturating_sub(lines)..].join(" | ")
+}
+
+impl Actor {
+    /// An actor for VM `name` in `state` (as recorded), with its view shared with the daemon.
+    pub fn new(name: &str, ctx: Arc<Ctx>, view: Arc<Mutex<View>>) -> Actor {
+        let paths = VmPaths::new(&ctx.data, name);
+        Actor { name: name.to_string(), ctx, paths, view, proc: None, last_poll: Instant::now() }
+    }
+
+    fn state(&self) -> VmState {
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).state
+    }
+
+    fn runtime_json(&self) -> Option<String> {
+        self.proc.as_ref().map(|p| {
+            serde_json::to_string(&RuntimeRecord {
+                qemu_pid: p.id.pid,
+                qemu_start_ticks: p.id.start_ticks,
+                disks: p.disks.clone(),
+            })
+            .expect("runtime records serialise")
+        })
+    }
+
+    fn set_state(&mut self, s: VmState) {
+        let pid = self.proc.as_ref().map(|p| p.id.pid);
+        {
+            let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+            v.state = s;
+            v.pid = pid;
+        }
+        if let Err(e) = self.ctx.store.set_state(&self.name, s.name(), pid, self.runtime_json().as_deref()) {
+            tracing::error!(vm = self.name, error = %e, "cannot record the VM's state");
+        }
+    }
+
+    fn event(&self, level: &str, kind: &str, message: &str) {
+        self.ctx.event(Some(&self.name), level, kind, message);
+    }
+
+    /// The actor's loop: controls from the channel, watching in between.
+    pub fn run(mut self, rx: Receiver<Msg>) {
+        loop {
+            match rx.recv_timeout(TICK) {
+                Ok(Msg::Control { control, options, reply }) => {
+                    let r = self.control(control, options);
+                    let gone = r.is_ok() && matches!(control, Control::Remove | Control::Delete);
+                    let _ = reply.send(r);
+                    if gone {
+                        return;
+                    }
+                }
+                Ok(Msg::Set { changes, reply }) => {
+                    let r = self.set(changes);
+                    let _ = reply.send(r);
+                }
+                Ok(Msg::Detach) | Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => self.watch(),
+            }
+        }
+    }
+
+    // ----- reading the definition -----
+
+    /// Reads and validates the definition file (it may have been edited by hand or by a tool).
+    fn load_definition(&mut self) -> Res<VmDefinition> {
+        let path = &self.paths.definition;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the definition {}: {e}", path.display()))?;
+        let def = VmDefinition::parse(&text)
+            .and_then(|d| d.validate().map(|_| d))
+            .map_err(|e| format!("definition {}: {e}", path.display()))?;
+        if def.name != self.name {
+            return Err(format!(
+                "definition {}: field `name`: {:?} does not match the VM's name '{}'",
+                path.display(),
+                def.name,
+                self.name
+            ));
+        }
+        if let Err(e) = self.ctx.store.update_definition(&self.name, &text) {
+            tracing::warn!(vm = self.name, error = %e, "cannot store the definition");
+        }
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).def = def.clone();
+        Ok(def)
+    }
+
+    // ----- controls -----
+
+    fn control(&mut self, control: Control, options: ControlOptions) -> Res<Value> {
+        self.refresh();
+        let state = self.state();
+        let t = vmm::state::check(&self.name, state, control).map_err(|r| r.to_string())?;
+        if t.during != state {
+            self.set_state(t.during);
+        }
+        let undo = options.undo.unwrap_or(UndoAction::Keep);
+        let r = match control {
+            Control::Start => self.start(),
+            Control::Pause => self.qmp_do("stop", None),
+            Control::Resume => self.qmp_do("cont", None),
+            Control::Save => self.save(state),
+            Control::Restore => self.restore(),
+            Control::DiscardState => std::fs::remove_file(&self.paths.state)
+                .map_err(|e| format!("cannot delete {}: {e}", self.paths.state.display())),
+            Control::Shutdown => self.shutdown(options.timeout_s, undo),
+            Control::Off => self.off(undo),
+            Control::Reset => self.reset(state),
+            Control::Remove => self.remove(false),
+            Control::Delete => self.remove(true),
+        };
+        match r {
+            Ok(()) => {
+                if let Some(after) = t.after {
+                    self.set_state(after);
+                }
+                self.view.lock().unwrap_or_else(|p| p.into_inner()).last_error = None;
+                let msg = format!("{} '{}'", control.past(), self.name);
+                let kind = serde_json::to_value(control).ok().and_then(|v| v.as_str().map(String::from));
+                self.event("info", &format!("vm.{}", kind.unwrap_or_default()), &msg);
+                Ok(json!({ "name": self.name, "state": t.after.map(|s| s.name()), "message": msg }))
+            }
+            Err(e) => {
+                let msg = format!("cannot {} '{}': {e}", control.verb(), self.name);
+                self.settle(state);
+                self.view.lock().unwrap_or_else(|p| p.into_inner()).last_error = Some(msg.clone());
+                self.event("error", "vm.control-failed", &format!("{msg}; it is now {}", self.state().name()));
+                Err(format!("{msg} (it is now {})", self.state().name()))
+            }
+        }
+    }
+
+    /// After a failed control: the state from reality.
+    fn settle(&mut self, before: VmState) {
+        if let Some(p) = self.proc.as_mut() {
+            let alive = match p.child.as_mut() {
+                Some(c) => matches!(c.try_wait(), Ok(None)),
+                None => process::is_alive(p.id),
+            };
+            if alive {
+                let s = match self.qmp().and_then(|q| q.status().map_err(|e| e.to_string())) {
+                    Ok(s) if s == "running" => VmState::Running,
+                    Ok(_) => VmState::Paused,
+                    Err(_) => before,
+                };
+                self.set_state(s);
+                return;
+            }
+            self.end_session();
+            self.set_state(VmState::Crashed);
+            return;
+        }
+        let s = if self.paths.state.exists() {
+            VmState::Saved
+        } else if before == VmState::Crashed {
+            VmState::Crashed
+        } else {
+            VmState::Off
+        };
+        self.set_state(s);
+    }
+
+    fn qmp(&mut self) -> Res<&mut qmp::Client<UnixTransport>> {
+        let qmp_path = self.paths.qmp.clone();
+        let p = self.proc.as_mut().ok_or("it has no QEMU process")?;
+        if p.qmp.is_none() {
+            let t = UnixTransport::connect(&qmp_path, QMP_TIMEOUT).map_err(|e| e.to_string())?;
+            p.qmp = Some(qmp::Client::negotiate(t).map_err(|e| e.to_string())?);
+        }
+        Ok(p.qmp.as_mut().expect("just set"))
+    }
+
+    fn qmp_do(&mut self, cmd: &str, args: Option<Value>) -> Res<()> {
+        let r = self.qmp()?.execute(cmd, args).map(|_| ()).map_err(|e| e.to_string());
+        if r.is_err() {
+            // A broken session is opened again next time.
+            if let Some(p) = self.proc.as_mut() {
+                p.qmp = None;
+            }
+        }
+        r
+    }
+
+    fn start(&mut self) -> Res<()> {
+        let def = self.load_definition()?;
+        self.admit(&def)?;
+        if let Err(e) = self.launch(&def, false) {
+            self.release_resources();
+            return Err(e);
+        }
+        self.qmp_do("cont", None)
+    }
+
+    fn admit(&mut self, def: &VmDefinition) -> Res<()> {
+        let c = controls_of(def);
+        c.validate().map_err(|e| e.to_string())?;
+        self.ctx.resources.admit(&self.name, c).map_err(|e| e.to_string())
+    }
+
+    fn release_resources(&self) {
+        self.ctx.resources.release(&self.name);
+        if let Err(e) = self.ctx.resources.apply_all() {
+            tracing::warn!(error = %e, "cannot rewrite cgroup files");
+        }
+        if let Ok(cg) = self.ctx.resources.cgroup(&self.name) {
+            // The kernel may need a moment after the last process left.
+            for _ in 0..50 {
+                if cg.remove().is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Starts the disk servers and QEMU (stopped, `-S`); on failure everything started is
+    /// stopped again.
+    fn launch(&mut self, def: &VmDefinition, incoming: bool) -> Res<()> {
+        std::fs::create_dir_all(&self.paths.dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.paths.dir.display()))?;
+        self.ctx.resources.apply(&self.name).map_err(|e| format!("cgroup: {e}"))?;
+        let cg = self.ctx.resources.cgroup(&self.name).map_err(|e| format!("cgroup: {e}"))?;
+        let shared_cg = self.ctx.resources.cgroup(SHARED_CGROUP).map_err(|e| format!("cgroup: {e}"))?;
+        let mut leases: Vec<(Lease, bool)> = Vec::new();
+        let r = (|| -> Res<Proc> {
+            for (i, d) in def.disks.iter().enumerate().filter(|(_, d)| !d.cdrom) {
+                let mut path = PathBuf::from(&d.path);
+                if def.undo_disks && !d.read_only {
+                    path = self.undo_disk(i, &path)?;
+                }
+                let place = |pid: u32| {
+                    let target = if d.shared { &shared_cg } else { &cg };
+                    let r = target.create().and_then(|_| target.add_process(pid));
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "cannot move a disk server into its cgroup");
+                    }
+                };
+                let l = self
+                    .ctx
+                    .disks
+                    .acquire(&self.name, &path, d.shared, d.read_only, &place)
+                    .map_err(|e| e.to_string())?;
+                leases.push((l, d.shared));
+            }
+            let eps: Vec<NbdEndpoint> = leases
+                .iter()
+                .map(|(l, _)| NbdEndpoint { socket: l.socket.clone(), export: l.export.clone() })
+                .collect();
+            let plan = LaunchPlan {
+                def,
+                accel: self.ctx.host.accelerator.kind,
+                qmp_socket: &self.paths.qmp,
+                console_log: &self.paths.console,
+                disks: &eps,
+            };
+            let mut args = qemu_args(&plan).map_err(|e| e.to_string())?;
+            args.push("-S".into());
+            if incoming {
+                args.extend(["-incoming".into(), "defer".into()]);
+            }
+            let _ = std::fs::remove_file(&self.paths.qmp);
+            let mut cmd = Command::new(&self.ctx.qemu);
+            cmd.args(&args);
+            let log_from = std::fs::metadata(&self.paths.qemu_log).map(|m| m.len()).unwrap_or(0);
+            let (mut child, id) =
+                process::spawn_detached(cmd, &self.paths.qemu_log).map_err(|e| e.to_string())?;
+            if let Err(e) = cg.add_process(id.pid) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("cgroup: {e}"));
+            }
+            let deadline = Instant::now() + QMP_TIMEOUT;
+            let client = loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let text = std::fs::read_to_string(&self.paths.qemu_log).unwrap_or_default();
+                    let said = text.get(log_from as usize..).unwrap_or("").trim().replace('\n', " | ");
+                    return Err(format!("QEMU exited at once ({status}): {said}"));
+                }
+                if let Ok(t) = UnixTransport::connect(&self.paths.qmp, QMP_TIMEOUT) {
+                    match qmp::Client::negotiate(t) {
+                        Ok(c) => break c,
+                        Err(e) => tracing::debug!(error = %e, "QMP not ready"),
+                    }
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("QEMU did not open its QMP socket within {QMP_TIMEOUT:?}"));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            };
+            Ok(Proc { id, child: Some(child), qmp: Some(client), disks: leases.clone() })
+        })();
+        match r {
+            Ok(p) => {
+                self.proc = Some(p);
+                let s = self.state();
+                self.set_state(s);
+                Ok(())
+            }
+            Err(e) => {
+                for (l, _) in &leases {
+                    self.ctx.disks.release(&self.name, &l.path);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The undo disk over disk `index` (created if this is a new session).
+    fn undo_disk(&self, index: usize, base: &Path) -> Res<PathBuf> {
+        let u = self.paths.undo_disk(index);
+        if !u.exists() {
+            std::fs::create_dir_all(&self.paths.undo)
+                .map_err(|e| format!("cannot create {}: {e}", self.paths.undo.display()))?;
+            vhd::create::create_differencing(&u, base)
+                .map_err(|e| format!("cannot create undo disk {} over {}: {e}", u.display(), base.display()))?;
+        }
+        Ok(u)
+    }
+
+    fn reset(&mut self, before: VmState) -> Res<()> {
+        self.qmp_do("system_reset", None)?;
+        if before == VmState::Paused {
+            self.qmp_do("cont", None)?;
+        }
+        Ok(())
+    }
+
+    fn migration_status(&mut self) -> Res<(String, Value)> {
+        let v = self.qmp()?.execute("query-migrate", None).map_err(|e| e.to_string())?;
+        Ok((v["status"].as_str().unwrap_or("none").to_string(), v))
+    }
+
+    fn wait_migration(&mut self) -> Res<()> {
+        loop {
+            let (status, v) = self.migration_status()?;
+            match status.as_str() {
+                "completed" => return Ok(()),
+                "failed" | "cancelled" => {
+                    let why = v["error-desc"].as_str().unwrap_or("no reason given");
+                    return Err(format!("QEMU's migration {status}: {why}"));
+                }
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+            if self.proc.as_mut().is_some_and(|p| p.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))) {
+                return Err("QEMU exited during the migration".into());
+            }
+        }
+    }
+
+    fn save(&mut self, before: VmState) -> Res<()> {
+        let state = self.paths.state.clone();
+        let _ = std::fs::remove_file(&state);
+        if before == VmState::Running {
+            self.qmp_do("stop", None)?;
+        }
+        let uri = format!("file:{}", state.display());
+        let r = self.qmp_do("migrate", Some(json!({ "uri": uri }))).and_then(|_| self.wait_migration());
+        if let Err(e) = r {
+            let _ = std::fs::remove_file(&state);
+            if before == VmState::Running {
+                let _ = self.qmp_do("cont", None);
+            }
+            return Err(e);
+        }
+        if let Err(e) = std::fs::File::open(&state).and_then(|f| f.sync_all()) {
+            let _ = std::fs::remove_file(&state);
+            if before == VmState::Running {
+                let _ = self.qmp_do("cont", None);
+            }
+            return Err(format!("cannot make {} durable: {e}", state.display()));
+        }
+        self.quit_and_end();
+        Ok(())
+    }
+
+    fn restore(&mut self) -> Res<()> {
+        let state = self.paths.state.clone();
+        if !state.exists() {
+            return Err(format!("the saved state {} is missing", state.display()));
+        }
+        let def = self.load_definition()?;
+        self.admit(&def)?;
+        if let Err(e) = self.launch(&def, true) {
+            self.release_resources();
+            return Err(e);
+        }
+        let uri = format!("file:{}", state.display());
+        let r = self
+            .qmp_do("migrate-incoming", Some(json!({ "uri": uri })))
+            .and_then(|_| self.wait_migration())
+            .and_then(|_| self.qmp_do("cont", None));
+        if let Err(e) = r {
+            self.kill_and_end();
+            return Err(e);
+        }
+        // A state is restored once: continuing from it again would not match the disks.
+        if let Err(e) = std::fs::remove_file(&state) {
+            tracing::warn!(error = %e, "cannot delete the restored state");
+        }
+        Ok(())
+    }
+
+    fn shutdown(&mut self, timeout_s: Option<u32>, undo: UndoAction) -> Res<()> {
+        let secs = timeout_s.unwrap_or(self.view.lock().unwrap_or_else(|p| p.into_inner()).def.shutdown_timeout);
+        self.qmp_do("system_powerdown", None)?;
+        let deadline = Instant::now() + Duration::from_secs(u64::from(secs));
+        loop {
+            if self.qemu_exited() {
+                break;
+            }
+            if let Ok(s) = self.qmp().and_then(|q| q.status().map_err(|e| e.to_string())) {
+                if s == "shutdown" {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the guest did not power off within {secs} s (it may not handle ACPI); use off to cut the power"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.quit_and_end();
+        self.apply_undo(undo)
+    }
+
+    fn off(&mut self, undo: UndoAction) -> Res<()> {
+        self.quit_and_end();
+        self.apply_undo(undo)
+    }
+
+    fn qemu_exited(&mut self) -> bool {
+        match self.proc.as_mut() {
+            None => true,
+            Some(p) => match p.child.as_mut() {
+                Some(c) => !matches!(c.try_wait(), Ok(None)),
+                None => !process::is_alive(p.id),
+            },
+        }
+    }
+
+    /// Asks QEMU to quit (killing it if it does not), then ends the session.
+    fn quit_and_end(&mut self) {
+        if !self.qemu_exited() {
+            let _ = self.qmp_do("quit", None);
+            let deadline = Instant::now() + QUIT_TIMEOUT;
+            while !self.qemu_exited() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.kill_and_end();
+    }
+
+    fn kill_and_end(&mut self) {
+        if let Some(p) = self.proc.as_mut() {
+            if process::is_alive(p.id) {
+                // SAFETY: kill(2) on the QEMU we started, re-identified by its start time just now.
+                unsafe {
+                    libc::kill(p.id.pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
+            if let Some(c) = p.child.as_mut() {
+                let _ = c.wait();
+            } else {
+                let deadline = Instant::now() + QUIT_TIMEOUT;
+                while process::is_alive(p.id) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        self.end_session();
+    }
+
+    /// QEMU is gone: release its disks, resources and cgroup.
+    fn end_session(&mut self) {
+        if let Some(p) = self.proc.take() {
+            for (l, _) in &p.disks {
+                self.ctx.disks.release(&self.name, &l.path);
+            }
+        }
+        let _ = std::fs::remove_file(&self.paths.qmp);
+        self.release_resources();
+    }
+
+    /// Commits or discards the undo disks of the session that just ended.
+    fn apply_undo(&mut self, undo: UndoAction) -> Res<()> {
+        let def = self.view.lock().unwrap_or_else(|p| p.into_inner()).def.clone();
+        if !def.undo_disks || undo == UndoAction::Keep {
+            return Ok(());
+        }
+        for (i, _) in def.disks.iter().enumerate().filter(|(_, d)| !d.cdrom && !d.read_only) {
+            let u = self.paths.undo_disk(i);
+            if !u.exists() {
+                continue;
+            }
+            if undo == UndoAction::Commit {
+                vhd::ops::commit(&u, &mut |_, _| {})
+                    .map_err(|e| format!("cannot commit undo disk {}: {e}", u.display()))?;
+            }
+            std::fs::remove_file(&u).map_err(|e| format!("cannot delete undo disk {}: {e}", u.display()))?;
+        }
+        self.event(
+            "info",
+            "vm.undo",
+            &format!(
+                "{} the undo disks of '{}'",
+                if undo == UndoAction::Commit { "committed" } else { "discarded" },
+                self.name
+            ),
+        );
+        Ok(())
+    }
+
+    fn remove(&mut self, delete: bool) -> Res<()> {
+        let def = self.view.lock().unwrap_or_else(|p| p.into_inner()).def.clone();
+        self.ctx.store.remove_vm(&self.name).map_err(|e| e.to_string())?;
+        if !delete {
+            return Ok(());
+        }
+        let others = self.ctx.store.list_vms().map_err(|e| e.to_string())?;
+        let used_elsewhere = |path: &str| {
+            others.iter().any(|o| {
+                VmDefinition::parse(&o.definition).is_ok_and(|d| d.disks.iter().any(|x| x.path == path))
+            })
+        };
+        for d in def.disks.iter().filter(|d| !d.cdrom) {
+            if d.shared || used_elsewhere(&d.path) {
+                self.event("info", "vm.delete", &format!("kept disk {}: another VM may use it", d.path));
+                continue;
+            }
+            if let Err(e) = std::fs::remove_file(&d.path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(format!("unregistered, but cannot delete disk {}: {e}", d.path));
+                }
+            }
+        }
+        std::fs::remove_dir_all(&self.paths.dir)
+            .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+            .map_err(|e| format!("unregistered, but cannot delete {}: {e}", self.paths.dir.display()))
+    }
+
+    // ----- resource controls -----
+
+    fn set(&mut self, c: Changes) -> Res<Value> {
+        let mut def = self.load_definition()?;
+        let old = def.clone();
+        if let Some(w) = c.cpu_weight {
+            def.cpu.weight = w;
+        }
+        if let Some(r) = c.cpu_reserve {
+            def.cpu.reserve = r;
+        }
+        if c.no_cpu_max {
+            def.cpu.max = None;
+        }
+        if let Some(m) = c.cpu_max {
+            def.cpu.max = Some(m);
+        }
+        if let Some(m) = c.memory {
+            def.memory = m;
+        }
+        def.validate().map_err(|e| e.to_string())?;
+        controls_of(&def).validate().map_err(|e| e.to_string())?;
+        let running = self.state().has_process();
+        if running {
+            // The guest keeps its memory size until the next start; CPU controls apply now.
+            let mut now = controls_of(&def);
+            now.memory = old.memory;
+            self.ctx.resources.admit(&self.name, now).map_err(|e| e.to_string())?;
+            if let Err(e) = self.ctx.resources.apply_all() {
+                self.ctx.resources.admit(&self.name, controls_of(&old)).ok();
+                let _ = self.ctx.resources.apply_all();
+                return Err(format!("cgroup: {e}"));
+            }
+        }
+        let text = def.to_toml();
+        write_atomic(&self.paths.definition, &text)
+            .map_err(|e| format!("cannot write {}: {e}", self.paths.definition.display()))?;
+        let _ = self.ctx.store.update_definition(&self.name, &text);
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).def = def.clone();
+        let memory_later = running && def.memory != old.memory;
+        let msg = format!(
+            "set '{}': cpu weight {}, reserve {}%, max {}, memory {} bytes{}",
+            self.name,
+            def.cpu.weight,
+            def.cpu.reserve,
+            def.cpu.max.map(|m| format!("{m}%")).unwrap_or_else(|| "none".into()),
+            def.memory,
+            if memory_later { " (memory from the next start)" } else { "" }
+        );
+        self.event("info", "vm.set", &msg);
+        Ok(json!({ "message": msg, "applied_now": running, "memory_next_start": memory_later }))
+    }
+
+    // ----- watching -----
+
+    /// Refreshes the state from QEMU before a control is checked.
+    fn refresh(&mut self) {
+        if self.proc.is_some() {
+            self.last_poll = Instant::now() - POLL;
+            self.watch();
+        }
+    }
+
+    fn watch(&mut self) {
+        if self.proc.is_none() {
+            return;
+        }
+        if self.qemu_exited() {
+            self.crashed("QEMU ended without being asked to");
+            return;
+        }
+        if self.last_poll.elapsed() < POLL {
+            return;
+        }
+        self.last_poll = Instant::now();
+        let status = match self.qmp().and_then(|q| q.status().map_err(|e| e.to_string())) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(vm = self.name, error = %e, "QMP status");
+                if let Some(p) = self.proc.as_mut() {
+                    p.qmp = None;
+                }
+                return;
+            }
+        };
+        let state = self.state();
+        match (status.as_str(), state) {
+            ("shutdown", _) => {
+                self.quit_and_end();
+                self.set_state(VmState::Off);
+                self.event("info", "vm.powered-off", &format!("the guest of '{}' powered itself off", self.name));
+            }
+            ("running", VmState::Paused) => self.set_state(VmState::Running),
+            ("paused" | "io-error" | "internal-error" | "guest-panicked", VmState::Running) => {
+                self.set_state(VmState::Paused);
+                if status != "paused" {
+                    self.event("warning", "vm.stopped", &format!("'{}' stopped: QEMU says {status}", self.name));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn crashed(&mut self, why: &str) {
+        let pid = self.proc.as_ref().map(|p| p.id.pid).unwrap_or(0);
+        let mut status = String::new();
+        if let Some(c) = self.proc.as_mut().and_then(|p| p.child.as_mut()) {
+            if let Ok(Some(s)) = c.try_wait() {
+                status = format!(" ({s})");
+            }
+        }
+        self.end_session();
+        self.set_state(VmState::Crashed);
+        let log = tail(&self.paths.qemu_log, 3);
+        let msg = format!(
+            "'{}' crashed: {why}: QEMU pid {pid}{status}{}",
+            self.name,
+            if log.is_empty() { String::new() } else { format!("; its last words: {log}") }
+        );
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).last_error = Some(msg.clone());
+        self.event("error", "vm.crashed", &msg);
+    }
+
+    /// After a daemon restart: finds the VM's processes from the runtime record.
+    pub fn reattach(&mut self, recorded: VmState, runtime: Option<&str>) {
+        let rec: Option<RuntimeRecord> = runtime.and_then(|r| serde_json::from_str(r).ok());
+        let Some(rec) = rec else {
+            if recorded.has_process() {
+                self.set_state(VmState::Crashed);
+                self.event("warning", "vm.crashed", &format!("'{}' was {} but has no process record", self.name, recorded.name()));
+            }
+            return;
+        };
+        let id = Identity { pid: rec.qemu_pid, start_ticks: rec.qemu_start_ticks };
+        if !process::is_alive(id) {
+            for (l, _) in &rec.disks {
+                self.ctx.disks.stop_orphan(l);
+            }
+            self.release_resources();
+            self.set_state(VmState::Crashed);
+            let msg = format!("'{}' crashed while the daemon was away: QEMU pid {} is gone", self.name, id.pid);
+            self.view.lock().unwrap_or_else(|p| p.into_inner()).last_error = Some(msg.clone());
+            self.event("error", "vm.crashed", &msg);
+            return;
+        }
+        for (l, shared) in &rec.disks {
+            if !self.ctx.disks.adopt(&self.name, l, *shared) {
+                self.event("error", "vm.disk-lost", &format!("the disk server of {} for '{}' is gone", l.path.display(), self.name));
+            }
+        }
+        let def = self.view.lock().unwrap_or_else(|p| p.into_inner()).def.clone();
+        self.ctx.resources.hold(&self.name, controls_of(&def));
+        self.proc = Some(Proc { id, child: None, qmp: None, disks: rec.disks });
+        let status = self.qmp().and_then(|q| q.status().map_err(|e| e.to_string()));
+        let s = match (status.as_deref(), recorded) {
+            (Ok("running"), _) => VmState::Running,
+            (Ok("shutdown"), _) => {
+                self.quit_and_end();
+                VmState::Off
+            }
+            (Ok("inmigrate"), _) | (Ok("prelaunch"), VmState::Restoring) => {
+                // A restore was cut short: the saved state is still there.
+                self.kill_and_end();
+                VmState::Saved
+            }
+            (Ok("prelaunch"), _) => match self.qmp_do("cont", None) {
+                Ok(()) => VmState::Running,
+                Err(_) => VmState::Paused,
+            },
+            (Ok(_), VmState::Saving) => {
+                // A save was cut short: the guest is intact in QEMU, the file is not trusted.
+                let _ = std::fs::remove_file(&self.paths.state);
+                VmState::Paused
+            }
+            (Ok(_), _) => VmState::Paused,
+            (Err(e), _) => {
+                tracing::warn!(vm = self.name, error = %e, "reattached without QMP; will retry");
+                if recorded.has_process() { recorded } else { VmState::Running }
+            }
+        };
+        self.set_state(s);
+        if let Err(e) = self.ctx.resources.apply_all() {
+            tracing::warn!(error = %e, "cannot rewrite cgroup files");
+        }
+        self.event("info", "vm.reattached", &format!("found '{}' {} (QEMU pid {})", self.name, s.name(), id.pid));
+    }
+}
+
+/// A VM as shown by `vine vm show`.
+pub fn info(ctx: &Ctx, view: &View) -> VmInfo {
+    let d = &view.def;
+    let paths = VmPaths::new(&ctx.data, &d.name);
+    let cpu_time_ns = if view.state.has_process() {
+        ctx.resources.cgroup(&d.name).ok().and_then(|cg| cg.cpu_time_ns().ok())
+    } else {
+        None
+    };
+    VmInfo {
+        name: d.name.clone(),
+        uuid: d.uuid.clone(),
+        state: view.state,
+        pid: view.pid,
+        cpus: d.cpus,
+        memory: d.memory,
+        cpu: CpuInfo { weight: d.cpu.weight, reserve: d.cpu.reserve, max: d.cpu.max },
+        disks: d.disks.iter().map(|x| x.path.clone()).collect(),
+        undo_disks: d.undo_disks,
+        definition_file: paths.definition.display().to_string(),
+        console_log: paths.console.display().to_string(),
+        saved_state: paths.state.exists(),
+        cpu_time_ns,
+        last_error: view.last_error.clone(),
+    }
+}

@@ -1,0 +1,30 @@
+//! The host daemon. It owns every VM of this host:
+//!
+//! * [`protocol`]: the closed set of requests the CLI (and later the REST API) may send over the
+//!   local Unix socket, and the answers — one JSON object per line.
+//! * [`client`]: the CLI's side of that socket.
+//! * [`server`]: the daemon itself — the socket, the registry of VMs, creation, reattachment
+//!   after a restart.
+//! * [`actor`]: one thread per VM that owns its QEMU process and QMP session, carries out every
+//!   control through [`vmm::state::check`], watches for crashes and guest power-offs.
+//! * [`disks`]: the `vine disk serve` processes that give QEMU its disks over NBD, one per image
+//!   (shared between VMs for clustered disks), started so they outlive the daemon.
+//! * [`resources`]: admission of CPU reservations and memory, and the cgroup files of every
+//!   running VM.
+//! * [`layout`]: where a VM's files live under the data directory.
+//!
+//! Nothing a running guest needs lives in the daemon process: QEMU and the disk servers run in
+//! their own process groups, so `kill -9` of the daemon leaves guests running, and a new daemon
+//! finds them again by pid and start time (recorded in the store) and reconnects to QMP.
+#![warn(missing_docs)]
+
+pub mod actor;
+pub mod client;
+pub mod disks;
+pub mod layout;
+pub mod protocol;
+pub mod resources;
+pub mod server;
+
+pub use client::{Client, ClientError};
+pub use server::{Config, Daemon, DaemonError};

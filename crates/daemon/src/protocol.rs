@@ -1,0 +1,179 @@
+//! The local socket protocol: one JSON [`Request`] per line, one JSON [`Response`] per line back.
+//! The set of requests is closed (an unknown `op` or field is refused with the parser's message),
+//! so the daemon never has to guess what a client meant.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use vmm::{Control, VmState};
+
+/// Longest request line the daemon reads (definitions are small).
+pub const MAX_REQUEST: usize = 1 << 20;
+
+/// What a client asks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// Is the daemon there? Answers with its version.
+    Ping,
+    /// Host facts (CPUs, memory, accelerator and why, cgroups) and what VMs use of them.
+    HostInfo,
+    /// Registers a VM from a definition file's text (format of `vmconfig`).
+    VmCreate {
+        /// The definition (TOML).
+        definition: String,
+    },
+    /// Every VM.
+    VmList,
+    /// One VM.
+    VmShow {
+        /// Its name.
+        name: String,
+    },
+    /// Applies a control (start, pause, …).
+    VmControl {
+        /// The VM.
+        name: String,
+        /// The control.
+        control: Control,
+        /// Options some controls take.
+        #[serde(default)]
+        options: ControlOptions,
+    },
+    /// Changes resource controls; running VMs get them at once.
+    VmSet {
+        /// The VM.
+        name: String,
+        /// What changes.
+        changes: Changes,
+    },
+    /// What the VM's serial console wrote so far.
+    VmConsole {
+        /// The VM.
+        name: String,
+    },
+    /// The event log.
+    Events {
+        /// Only this VM's events.
+        #[serde(default)]
+        vm: Option<String>,
+        /// Only events after this id.
+        #[serde(default)]
+        after: u64,
+        /// At most this many (default 1000).
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+}
+
+/// What happens to undo disks at the end of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UndoAction {
+    /// Merge the session's writes into the disks.
+    Commit,
+    /// Throw the session's writes away.
+    Discard,
+    /// Keep the undo disks; the next session continues them.
+    Keep,
+}
+
+/// Options of `shutdown`, `off` and friends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlOptions {
+    /// Undo disks at the end of this session (default keep).
+    #[serde(default)]
+    pub undo: Option<UndoAction>,
+    /// Shutdown: seconds to wait for the guest (default: the definition's `shutdown_timeout`).
+    #[serde(default)]
+    pub timeout_s: Option<u32>,
+}
+
+/// Resource control changes (absent = unchanged).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Changes {
+    /// Relative CPU weight.
+    #[serde(default)]
+    pub cpu_weight: Option<u32>,
+    /// CPU reservation, % of one host CPU.
+    #[serde(default)]
+    pub cpu_reserve: Option<u32>,
+    /// CPU cap, % of one host CPU.
+    #[serde(default)]
+    pub cpu_max: Option<u32>,
+    /// Remove the CPU cap.
+    #[serde(default)]
+    pub no_cpu_max: bool,
+    /// Memory in bytes (takes effect at the next start).
+    #[serde(default)]
+    pub memory: Option<u64>,
+}
+
+/// The answer to a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// The result (request-specific) when it did.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub result: Value,
+    /// The reason, for operators, when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    /// A success.
+    pub fn ok(result: Value) -> Response {
+        Response { ok: true, result, error: None }
+    }
+    /// A failure.
+    pub fn err(message: impl Into<String>) -> Response {
+        Response { ok: false, result: Value::Null, error: Some(message.into()) }
+    }
+}
+
+/// CPU controls as shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuInfo {
+    /// Relative weight.
+    pub weight: u32,
+    /// Reservation, % of one host CPU.
+    pub reserve: u32,
+    /// Cap, % of one host CPU.
+    pub max: Option<u32>,
+}
+
+/// One VM as `vine vm list/show --json` print it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmInfo {
+    /// Name.
+    pub name: String,
+    /// Unique id.
+    pub uuid: String,
+    /// Lifecycle state.
+    pub state: VmState,
+    /// QEMU's process id while there is one.
+    pub pid: Option<u32>,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Memory in bytes.
+    pub memory: u64,
+    /// CPU controls.
+    pub cpu: CpuInfo,
+    /// Disk image paths (CD/DVD included), in bus order.
+    pub disks: Vec<String>,
+    /// Whether undo disks are on.
+    pub undo_disks: bool,
+    /// The definition file.
+    pub definition_file: String,
+    /// The serial console log.
+    pub console_log: String,
+    /// Whether a saved state exists.
+    pub saved_state: bool,
+    /// CPU time used since the current start, in nanoseconds (from its cgroup).
+    pub cpu_time_ns: Option<u64>,
+    /// The last control that failed, with the reason.
+    pub last_error: Option<String>,
+}

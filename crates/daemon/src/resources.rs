@@ -1,0 +1,152 @@
+//! The host's CPU and memory as VMs hold them. A VM holds its reservation and memory from the
+//! moment it starts until its process is gone; a start (or a change to a running VM) that would
+//! overcommit either is refused with the numbers ([`cgroups::admit`]). Whenever the set of
+//! running VMs or their controls change, the effective weights of all of them are recomputed
+//! ([`cgroups::shares::effective_weights`]) and every running VM's cgroup files rewritten.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use cgroups::fs::{Cgroup, CgroupError};
+use cgroups::{Admission, Controls, Effective};
+use host::CgroupLayout;
+
+/// Host memory kept back from VMs: 1 GiB or 10 % of the host, whichever is more.
+pub fn host_reserve(total: u64) -> u64 {
+    (total / 10).max(1 << 30)
+}
+
+/// The running VMs' controls and their cgroups.
+#[derive(Debug)]
+pub struct Resources {
+    cpus: u32,
+    memory_for_vms: u64,
+    layout: CgroupLayout,
+    parent: String,
+    running: Mutex<BTreeMap<String, Controls>>,
+}
+
+impl Resources {
+    /// A host of `cpus` CPUs and `memory` bytes, VM cgroups under `parent` in `layout`.
+    pub fn new(cpus: u32, memory: u64, layout: CgroupLayout, parent: &str) -> Resources {
+        Resources {
+            cpus,
+            memory_for_vms: memory.saturating_sub(host_reserve(memory)),
+            layout,
+            parent: parent.to_string(),
+            running: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Controls>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Memory VMs may use in total.
+    pub fn memory_for_vms(&self) -> u64 {
+        self.memory_for_vms
+    }
+
+    /// The cgroup of VM `name`.
+    pub fn cgroup(&self, name: &str) -> Result<Cgroup, CgroupError> {
+        Cgroup::new(&self.layout, &self.parent, name)
+    }
+
+    /// Admits `name` with `c` (replacing what it held, if it runs), or says why not.
+    pub fn admit(&self, name: &str, c: Controls) -> Result<(), Admission> {
+        let mut running = self.lock();
+        let others: Vec<Controls> =
+            running.iter().filter(|(n, _)| n.as_str() != name).map(|(_, c)| *c).collect();
+        cgroups::controls::admit(name, &c, &others, self.cpus, self.memory_for_vms)?;
+        running.insert(name.to_string(), c);
+        Ok(())
+    }
+
+    /// Holds `name`'s controls without checking (a VM found running after a restart).
+    pub fn hold(&self, name: &str, c: Controls) {
+        self.lock().insert(name.to_string(), c);
+    }
+
+    /// `name` no longer runs.
+    pub fn release(&self, name: &str) {
+        self.lock().remove(name);
+    }
+
+    /// Sum of reservations and memory held, for `vine host info`.
+    pub fn held(&self) -> (u32, u64, usize) {
+        let r = self.lock();
+        (r.values().map(|c| c.reserve_pct).sum(), r.values().map(|c| c.memory).sum(), r.len())
+    }
+
+    /// Effective controls of every running VM.
+    pub fn effective(&self) -> Vec<(String, Effective)> {
+        let running = self.lock();
+        let list: Vec<(u32, u32)> = running.values().map(|c| (c.weight, c.reserve_pct)).collect();
+        let weights = cgroups::shares::effective_weights(self.cpus, &list);
+        running
+            .iter()
+            .zip(weights)
+            .map(|((n, c), weight)| (n.clone(), Effective { weight, max_pct: c.max_pct, memory: c.memory }))
+            .collect()
+    }
+
+    /// Creates `name`'s cgroup and writes every running VM's files.
+    pub fn apply(&self, name: &str) -> Result<(), CgroupError> {
+        self.cgroup(name)?.create()?;
+        self.apply_all()
+    }
+
+    /// Rewrites every running VM's cgroup files.
+    pub fn apply_all(&self) -> Result<(), CgroupError> {
+        for (n, e) in self.effective() {
+            let cg = self.cgroup(&n)?;
+            cg.create()?;
+            cg.apply(&e)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(reserve: u32, memory: u64) -> Controls {
+        Controls { weight: 100, reserve_pct: reserve, max_pct: None, memory, vcpus: 1 }
+    }
+
+    fn host() -> Resources {
+        let layout = CgroupLayout::V2 { mount: "/nonexistent".into(), controllers: vec![] };
+        Resources::new(2, 11 << 30, layout, "vine")
+    }
+
+    #[test]
+    fn admission_counts_what_running_vms_hold_and_states_the_numbers() {
+        let r = host();
+        assert_eq!(r.memory_for_vms(), (11 << 30) - (11 << 30) / 10);
+        r.admit("a", c(150, 4 << 30)).unwrap();
+        let e = r.admit("b", c(60, 1 << 30)).unwrap_err().to_string();
+        assert_eq!(e, "cannot reserve 60% CPU for 'b': 150% of the host's 200% is already reserved by running VMs, 50% is free");
+        r.admit("b", c(50, 1 << 30)).unwrap();
+        let e = r.admit("c", c(0, 5 << 30)).unwrap_err().to_string();
+        assert!(e.contains("running VMs hold 5368709120 of the"), "{e}");
+        // A running VM changing its own controls is measured against the others only.
+        r.admit("a", c(150, 4 << 30)).unwrap();
+        r.release("a");
+        r.admit("c", c(0, 5 << 30)).unwrap();
+        assert_eq!(r.held(), (50, 6 << 30, 2));
+    }
+
+    #[test]
+    fn effective_weights_honour_reservations() {
+        let r = host();
+        r.admit("busy", Controls { weight: 100, reserve_pct: 0, max_pct: Some(25), memory: 1, vcpus: 1 })
+            .unwrap();
+        r.admit("gold", Controls { weight: 1, reserve_pct: 100, max_pct: None, memory: 1, vcpus: 1 }).unwrap();
+        let e = r.effective();
+        assert_eq!(e[0].0, "busy");
+        assert_eq!(e[0].1.max_pct, Some(25));
+        // gold's reservation is half the host: its weight must match everybody else's together.
+        assert!(e[1].1.weight >= e[0].1.weight, "{e:?}");
+    }
+}

@@ -1,0 +1,424 @@
+//! `vine vm …`: virtual machines, through the daemon's socket. Every list/show has `--json`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use daemon::protocol::{Changes, ControlOptions, Request, UndoAction, VmInfo};
+use serde_json::Value;
+use vmconfig::{Bus, Disk, KernelBoot, VmDefinition};
+use vmm::Control;
+
+use super::size::parse_size;
+
+/// VM subcommands.
+#[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// Define a new VM (it starts off).
+    Create(CreateArgs),
+    /// Every VM with its state.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One VM in detail.
+    Show {
+        /// The VM.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Turn on.
+    Start(Target),
+    /// Stop the guest in memory.
+    Pause(Target),
+    /// Continue a paused guest.
+    Resume(Target),
+    /// Write the guest's memory to disk and stop it.
+    Save(Target),
+    /// Continue from the saved state.
+    Restore(Target),
+    /// Throw the saved state away.
+    DiscardState(Target),
+    /// Ask the guest OS to shut down (ACPI power button), waiting for it.
+    Shutdown(ShutdownArgs),
+    /// Cut the power at once.
+    Off(OffArgs),
+    /// Press the reset button.
+    Reset(Target),
+    /// Unregister the VM; its files stay.
+    Remove(Target),
+    /// Unregister the VM and delete its files (directory, definition, logs, its own disks).
+    Delete(Target),
+    /// Change CPU weight, reservation, cap or memory (CPU changes apply to a running VM at once).
+    Set(SetArgs),
+    /// What the VM's serial console wrote.
+    Console {
+        /// The VM.
+        name: String,
+        /// Print the log so far (the live console comes with the web console).
+        #[arg(long)]
+        log: bool,
+    },
+    /// The VM's events.
+    Events {
+        /// The VM (all VMs when absent).
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A VM name and the daemon's socket.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// The VM.
+    pub name: String,
+}
+
+/// What to do with undo disks at the end of a session.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum UndoArg {
+    /// Merge the session's writes into the disks.
+    Commit,
+    /// Throw the session's writes away.
+    Discard,
+    /// Keep the undo disks for the next session.
+    Keep,
+}
+
+impl From<UndoArg> for UndoAction {
+    fn from(u: UndoArg) -> Self {
+        match u {
+            UndoArg::Commit => UndoAction::Commit,
+            UndoArg::Discard => UndoAction::Discard,
+            UndoArg::Keep => UndoAction::Keep,
+        }
+    }
+}
+
+/// Options of `vine vm shutdown`.
+#[derive(Debug, Args)]
+pub struct ShutdownArgs {
+    /// The VM.
+    pub name: String,
+    /// Seconds to wait for the guest (default: the VM's shutdown_timeout).
+    #[arg(long)]
+    pub timeout: Option<u32>,
+    /// Undo disks: commit, discard or keep the session's writes (default keep).
+    #[arg(long, value_enum)]
+    pub undo: Option<UndoArg>,
+}
+
+/// Options of `vine vm off`.
+#[derive(Debug, Args)]
+pub struct OffArgs {
+    /// The VM.
+    pub name: String,
+    /// Undo disks: commit, discard or keep the session's writes (default keep).
+    #[arg(long, value_enum)]
+    pub undo: Option<UndoArg>,
+}
+
+/// Options of `vine vm create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Name: letters, digits, '-', '_', '.'.
+    pub name: String,
+    /// vCPUs.
+    #[arg(long, default_value_t = 1)]
+    pub cpus: u32,
+    /// Memory, e.g. 512M or 2G.
+    #[arg(long, value_parser = parse_size)]
+    pub memory: u64,
+    /// A disk: PATH[,bus=virtio|ide|scsi][,shared][,ro] (repeatable; VHD images).
+    #[arg(long = "disk")]
+    pub disks: Vec<String>,
+    /// A CD/DVD image (ISO), on IDE (repeatable).
+    #[arg(long = "cdrom")]
+    pub cdroms: Vec<PathBuf>,
+    /// Boot this kernel directly.
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Its initial ramdisk.
+    #[arg(long, requires = "kernel")]
+    pub initrd: Option<PathBuf>,
+    /// Its command line.
+    #[arg(long, requires = "kernel", allow_hyphen_values = true)]
+    pub append: Option<String>,
+    /// Write disk changes to undo disks (commit or discard them at the end of a session).
+    #[arg(long)]
+    pub undo_disks: bool,
+    /// Relative CPU weight, 1–10000.
+    #[arg(long)]
+    pub cpu_weight: Option<u32>,
+    /// CPU reservation, % of one host CPU.
+    #[arg(long)]
+    pub cpu_reserve: Option<u32>,
+    /// CPU cap, % of one host CPU.
+    #[arg(long)]
+    pub cpu_max: Option<u32>,
+    /// Seconds the guest gets to shut down.
+    #[arg(long)]
+    pub shutdown_timeout: Option<u32>,
+    /// Print the new VM as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `vine vm set`.
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    /// The VM.
+    pub name: String,
+    /// Relative CPU weight, 1–10000.
+    #[arg(long)]
+    pub cpu_weight: Option<u32>,
+    /// CPU reservation, % of one host CPU.
+    #[arg(long)]
+    pub cpu_reserve: Option<u32>,
+    /// CPU cap, % of one host CPU, or `none`.
+    #[arg(long)]
+    pub cpu_max: Option<String>,
+    /// Memory, e.g. 1G (from the next start).
+    #[arg(long, value_parser = parse_size)]
+    pub memory: Option<u64>,
+}
+
+fn absolute(p: &Path) -> anyhow::Result<String> {
+    let abs = if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir()?.join(p) };
+    Ok(abs.display().to_string())
+}
+
+/// Parses `PATH[,bus=…][,shared][,ro]`.
+fn parse_disk(spec: &str) -> anyhow::Result<Disk> {
+    let mut parts = spec.split(',');
+    let path = parts.next().filter(|p| !p.is_empty()).context("--disk needs a path")?;
+    let mut d = Disk {
+        path: absolute(Path::new(path))?,
+        bus: Bus::Virtio,
+        cdrom: false,
+        shared: false,
+        read_only: false,
+    };
+    for opt in parts {
+        match opt {
+            "shared" => d.shared = true,
+            "ro" | "read-only" => d.read_only = true,
+            "bus=virtio" => d.bus = Bus::Virtio,
+            "bus=ide" => d.bus = Bus::Ide,
+            "bus=scsi" => d.bus = Bus::Scsi,
+            other => bail!("--disk {spec}: unknown option {other:?} (known: bus=virtio|ide|scsi, shared, ro)"),
+        }
+    }
+    Ok(d)
+}
+
+fn definition(a: &CreateArgs) -> anyhow::Result<VmDefinition> {
+    let mut d = VmDefinition::new(&a.name, a.cpus, a.memory);
+    for spec in &a.disks {
+        d.disks.push(parse_disk(spec)?);
+    }
+    for iso in &a.cdroms {
+        d.disks.push(Disk { path: absolute(iso)?, bus: Bus::Ide, cdrom: true, shared: false, read_only: true });
+    }
+    if let Some(k) = &a.kernel {
+        d.kernel = Some(KernelBoot {
+            kernel: absolute(k)?,
+            initrd: a.initrd.as_deref().map(absolute).transpose()?,
+            append: a.append.clone().unwrap_or_default(),
+        });
+    }
+    d.undo_disks = a.undo_disks;
+    if let Some(w) = a.cpu_weight {
+        d.cpu.weight = w;
+    }
+    if let Some(r) = a.cpu_reserve {
+        d.cpu.reserve = r;
+    }
+    d.cpu.max = a.cpu_max;
+    if let Some(t) = a.shutdown_timeout {
+        d.shutdown_timeout = t;
+    }
+    Ok(d)
+}
+
+fn call(req: Request) -> anyhow::Result<Value> {
+    let path = super::daemon::socket_path(None);
+    let mut c = daemon::Client::connect(&path)?;
+    Ok(c.call(&req)?)
+}
+
+fn control(name: String, control: Control, options: ControlOptions) -> anyhow::Result<i32> {
+    let v = call(Request::VmControl { name, control, options })?;
+    println!("{}", v["message"].as_str().unwrap_or("done"));
+    Ok(0)
+}
+
+fn print_table(vms: &[VmInfo]) {
+    println!("{:<20} {:<10} {:>8} {:>5} {:>10}  CPU (weight/reserve/max)", "NAME", "STATE", "PID", "CPUS", "MEMORY");
+    for v in vms {
+        println!(
+            "{:<20} {:<10} {:>8} {:>5} {:>9}M  {}/{}%/{}",
+            v.name,
+            v.state.name(),
+            v.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            v.cpus,
+            v.memory >> 20,
+            v.cpu.weight,
+            v.cpu.reserve,
+            v.cpu.max.map(|m| format!("{m}%")).unwrap_or_else(|| "none".into())
+        );
+    }
+}
+
+/// Runs a VM subcommand.
+pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
+    let none = ControlOptions::default();
+    match cmd {
+        VmCommand::Create(a) => {
+            let d = definition(&a)?;
+            d.validate()?;
+            let v = call(Request::VmCreate { definition: d.to_toml() })?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("created '{}' ({})", a.name, v["definition_file"].as_str().unwrap_or(""));
+            }
+            Ok(0)
+        }
+        VmCommand::List { json } => {
+            let v = call(Request::VmList)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_table(&serde_json::from_value::<Vec<VmInfo>>(v)?);
+            }
+            Ok(0)
+        }
+        VmCommand::Show { name, json } => {
+            let v = call(Request::VmShow { name })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(0);
+            }
+            let i: VmInfo = serde_json::from_value(v)?;
+            println!("name:        {}", i.name);
+            println!("uuid:        {}", i.uuid);
+            println!("state:       {}", i.state.name());
+            if let Some(pid) = i.pid {
+                println!("pid:         {pid}");
+            }
+            println!("cpus:        {}", i.cpus);
+            println!("memory:      {} bytes", i.memory);
+            println!(
+                "cpu:         weight {}, reserve {}%, max {}",
+                i.cpu.weight,
+                i.cpu.reserve,
+                i.cpu.max.map(|m| format!("{m}%")).unwrap_or_else(|| "none".into())
+            );
+            for d in &i.disks {
+                println!("disk:        {d}");
+            }
+            println!("undo disks:  {}", if i.undo_disks { "on" } else { "off" });
+            println!("definition:  {}", i.definition_file);
+            println!("console log: {}", i.console_log);
+            if i.saved_state {
+                println!("saved state: yes");
+            }
+            if let Some(ns) = i.cpu_time_ns {
+                println!("cpu time:    {:.3} s", ns as f64 / 1e9);
+            }
+            if let Some(e) = i.last_error {
+                println!("last error:  {e}");
+            }
+            Ok(0)
+        }
+        VmCommand::Start(t) => control(t.name, Control::Start, none),
+        VmCommand::Pause(t) => control(t.name, Control::Pause, none),
+        VmCommand::Resume(t) => control(t.name, Control::Resume, none),
+        VmCommand::Save(t) => control(t.name, Control::Save, none),
+        VmCommand::Restore(t) => control(t.name, Control::Restore, none),
+        VmCommand::DiscardState(t) => control(t.name, Control::DiscardState, none),
+        VmCommand::Reset(t) => control(t.name, Control::Reset, none),
+        VmCommand::Remove(t) => control(t.name, Control::Remove, none),
+        VmCommand::Delete(t) => control(t.name, Control::Delete, none),
+        VmCommand::Shutdown(a) => control(
+            a.name,
+            Control::Shutdown,
+            ControlOptions { undo: a.undo.map(Into::into), timeout_s: a.timeout },
+        ),
+        VmCommand::Off(a) => {
+            control(a.name, Control::Off, ControlOptions { undo: a.undo.map(Into::into), timeout_s: None })
+        }
+        VmCommand::Set(a) => {
+            let (cpu_max, no_cpu_max) = match a.cpu_max.as_deref() {
+                None => (None, false),
+                Some("none") => (None, true),
+                Some(v) => (
+                    Some(
+                        v.trim_end_matches('%')
+                            .parse::<u32>()
+                            .with_context(|| format!("--cpu-max {v:?}: expected a percentage or `none`"))?,
+                    ),
+                    false,
+                ),
+            };
+            let changes = Changes {
+                cpu_weight: a.cpu_weight,
+                cpu_reserve: a.cpu_reserve,
+                cpu_max,
+                no_cpu_max,
+                memory: a.memory,
+            };
+            if changes == Changes::default() {
+                bail!("vine vm set {}: nothing to change (give --cpu-weight, --cpu-reserve, --cpu-max or --memory)", a.name);
+            }
+            let v = call(Request::VmSet { name: a.name, changes })?;
+            println!("{}", v["message"].as_str().unwrap_or("done"));
+            Ok(0)
+        }
+        VmCommand::Console { name, log } => {
+            if !log {
+                bail!("the live console comes with the web console; use `vine vm console {name} --log` for what it wrote so far");
+            }
+            let v = call(Request::VmConsole { name })?;
+            print!("{}", v["log"].as_str().unwrap_or(""));
+            Ok(0)
+        }
+        VmCommand::Events { name, json } => {
+            let v = call(Request::Events { vm: name, after: 0, limit: None })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(0);
+            }
+            for e in v.as_array().into_iter().flatten() {
+                println!(
+                    "{:>6} {:<7} {:<20} {}",
+                    e["id"],
+                    e["level"].as_str().unwrap_or(""),
+                    e["kind"].as_str().unwrap_or(""),
+                    e["message"].as_str().unwrap_or("")
+                );
+            }
+            Ok(0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_specs_parse_and_bad_options_are_named() {
+        let d = parse_disk("/x.vhd,bus=ide,shared,ro").unwrap();
+        assert_eq!((d.bus, d.shared, d.read_only, d.path.as_str()), (Bus::Ide, true, true, "/x.vhd"));
+        let e = parse_disk("/x.vhd,fast").unwrap_err().to_string();
+        assert!(e.contains("unknown option \"fast\""), "{e}");
+        assert!(parse_disk(",shared").is_err());
+    }
+}
