@@ -16,7 +16,7 @@
 set -euo pipefail
 
 # Bump whenever anything below changes what ends up in the kit.
-RECIPE=2
+RECIPE=3
 # The kernel command line the tests start from; tests append `vine.*` options.
 CMDLINE="console=ttyS0 panic=-1 quiet"
 # Drivers the guest needs (loaded with their dependencies, in order, unless built in).
@@ -159,6 +159,7 @@ cat >"$ROOT/init" <<'EOF'
 #                         as the guest runs (survives pause/resume and save/restore)
 #   vine.cpuburn=N        run N busy loops
 #   vine.disk=DEV         print "VINE-DISK <first 16 bytes in hex>" of DEV (e.g. /dev/vda, /dev/sda)
+#                         and "VINE-DISK1 <first 16 bytes of sector 1 in hex>"
 #   vine.diskwrite=TEXT   with vine.disk: write TEXT (NUL-padded) to sector 1 of DEV, sync, print
 #                         "VINE-DISK-WROTE"
 #   vine.net=1            DHCP on eth0 with udhcpc; print "VINE-IP <addr>" on each lease
@@ -221,6 +222,7 @@ disk=$(opt disk)
 if [ -n "$disk" ]; then
     if wait_dev "$disk"; then
         echo "VINE-DISK $(dd if="$disk" bs=16 count=1 2>/dev/null | hexdump -v -e '16/1 "%02x"')"
+        echo "VINE-DISK1 $(dd if="$disk" bs=512 skip=1 count=1 2>/dev/null | head -c 16 | hexdump -v -e '16/1 "%02x"')"
         text=$(opt diskwrite)
         if [ -n "$text" ]; then
             if printf '%s' "$text" | dd of="$disk" bs=512 seek=1 count=1 conv=sync,fsync 2>/dev/null \

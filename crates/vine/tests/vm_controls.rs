@@ -1,0 +1,159 @@
+//! Every control on a real guest (guest kit under TCG, through `vine daemon` and `vine vm`),
+//! checked by what the guest prints on its serial console: a paused guest makes no progress, a
+//! restored guest continues its counter, reset boots again, shutdown goes through ACPI, off is
+//! immediate, remove keeps the files and delete removes them; refused and failed controls say
+//! why and leave a well-defined state.
+
+mod vmhost;
+
+use std::time::{Duration, Instant};
+
+use vmhost::{alive, eventually, VmHost, BOOT};
+
+#[test]
+fn every_control_on_a_running_guest() {
+    let h = VmHost::start();
+    let vm = "ctl1";
+    h.create_kit_vm(vm, &["vine.counter=1"], &[]);
+    assert_eq!(h.state(vm), "off");
+    // Refused while off, with the reason.
+    assert!(h.fails(&["vm", "pause", vm]).contains("cannot pause 'ctl1': it is off"));
+    assert!(h.fails(&["vm", "save", vm]).contains("cannot save 'ctl1': it is off"));
+
+    h.ok(&["vm", "start", vm]);
+    assert_eq!(h.state(vm), "running");
+    let mut log = h.console(vm);
+    log.wait_for("VINE-BOOT-OK", BOOT).unwrap();
+    let first = h.next_counter(&mut log);
+    h.next_counter(&mut log);
+    assert!(h.fails(&["vm", "start", vm]).contains("cannot start 'ctl1': it is already running"));
+
+    // Pause: no progress for 3 s.
+    h.ok(&["vm", "pause", vm]);
+    assert_eq!(h.state(vm), "paused");
+    let at_pause = h.last_counter(vm);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(h.last_counter(vm), at_pause, "a paused guest kept counting");
+    assert!(h.fails(&["vm", "pause", vm]).contains("it is already paused"));
+    assert!(h.fails(&["vm", "shutdown", vm]).contains("it is paused"));
+    h.ok(&["vm", "resume", vm]);
+    assert_eq!(h.state(vm), "running");
+    eventually("the resumed guest counts again", Duration::from_secs(30), || h.last_counter(vm) > at_pause);
+
+    // Save + restore: the counter continues instead of restarting.
+    let before_save = h.last_counter(vm);
+    h.ok(&["vm", "save", vm]);
+    let s = h.show(vm);
+    assert_eq!(s["state"], "saved");
+    assert!(s["pid"].is_null() && s["saved_state"] == true, "{s}");
+    let saved_at = h.last_counter(vm);
+    assert!(saved_at >= before_save);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(h.last_counter(vm), saved_at, "a saved guest kept counting");
+    assert!(h.fails(&["vm", "start", vm]).contains("it has a saved state"));
+    assert!(h.fails(&["vm", "delete", vm]).contains("it has a saved state: discard it first"));
+    h.ok(&["vm", "restore", vm]);
+    assert_eq!(h.state(vm), "running");
+    assert_eq!(h.show(vm)["saved_state"], false, "a restored state is used once");
+    let after = h.next_counter(&mut log);
+    assert!(after > first, "counter restarted: {after} after {first}");
+    eventually("the restored guest counts on", Duration::from_secs(30), || h.last_counter(vm) > saved_at);
+    let boots = |h: &VmHost| h.console(vm).contents().unwrap().matches("VINE-BOOT-OK").count();
+    assert_eq!(boots(&h), 1, "restore must not reboot the guest");
+
+    // Save and discard the state: off, and a start boots afresh.
+    h.ok(&["vm", "save", vm]);
+    h.ok(&["vm", "discard-state", vm]);
+    assert_eq!(h.state(vm), "off");
+    assert!(h.fails(&["vm", "restore", vm]).contains("it is off and has no saved state"));
+    h.ok(&["vm", "start", vm]);
+    log.wait_for("VINE-BOOT-OK", BOOT).unwrap();
+    assert_eq!(boots(&h), 2);
+
+    // Reset: the boot marker appears again.
+    h.ok(&["vm", "reset", vm]);
+    assert_eq!(h.state(vm), "running");
+    log.wait_for("VINE-BOOT-OK", BOOT).unwrap();
+    assert_eq!(boots(&h), 3);
+
+    // Shutdown: the guest powers off through ACPI within its timeout.
+    let pid = h.pid(vm);
+    let t = Instant::now();
+    h.ok(&["vm", "shutdown", vm, "--timeout", "60"]);
+    assert!(t.elapsed() < Duration::from_secs(60));
+    assert!(h.console(vm).contents().unwrap().contains("VINE-POWEROFF"), "the guest did not see the power button");
+    assert_eq!(h.state(vm), "off");
+    assert!(!alive(pid), "QEMU still runs after shutdown");
+
+    // Off: immediate, whatever the guest is doing.
+    h.ok(&["vm", "start", vm]);
+    let pid = h.pid(vm);
+    let t = Instant::now();
+    h.ok(&["vm", "off", vm]);
+    assert!(t.elapsed() < Duration::from_secs(10), "off took {:?}", t.elapsed());
+    assert!(!alive(pid));
+    assert_eq!(h.state(vm), "off");
+    assert!(h.fails(&["vm", "off", vm]).contains("cannot turn off 'ctl1': it is off"));
+
+    // Remove keeps the files.
+    let def = h.data.join("vms").join(vm).join("ctl1.vm.toml");
+    h.ok(&["vm", "remove", vm]);
+    assert!(h.fails(&["vm", "show", vm]).contains("no VM named 'ctl1'"));
+    assert!(def.exists() && h.data.join("vms/ctl1/console.log").exists());
+
+    // The event log has every step.
+    let events = h.ok(&["vm", "events", vm, "--json"]);
+    for kind in ["vm.start", "vm.pause", "vm.resume", "vm.save", "vm.restore", "vm.reset", "vm.shutdown", "vm.off"] {
+        assert!(events.contains(&format!("\"{kind}\"")), "no {kind} event: {events}");
+    }
+}
+
+#[test]
+fn failed_controls_leave_a_defined_state_and_delete_removes_files() {
+    let h = VmHost::start();
+    let vm = "ctl2";
+    let disk = h.dir.path().join("ctl2-data.vhd");
+    let out = h.vine().args(["disk", "create"]).arg(&disk).args(["--size", "8M"]).output().unwrap();
+    assert!(out.status.success(), "{}", vmhost::text(&out));
+    h.create_kit_vm(vm, &["vine.disk=/dev/vda"], &["--disk", disk.to_str().unwrap()]);
+    let kernel = h.kit.vmlinuz.display().to_string();
+    let e = h.fails(&["vm", "create", vm, "--memory", "64M", "--kernel", &kernel]);
+    assert!(e.contains("a VM named 'ctl2' already exists"), "{e}");
+    assert!(h.fails(&["vm", "create", "x", "--memory", "64M"]).contains("field `disk`: a VM needs a disk"));
+    assert!(h.fails(&["vm", "create", "bad/name", "--memory", "64M", "--kernel", &kernel]).contains("field `name`"));
+
+    // A hand-broken definition: the start is refused naming the field, the VM stays off.
+    let def_path = h.data.join("vms").join(vm).join("ctl2.vm.toml");
+    let good = std::fs::read_to_string(&def_path).unwrap();
+    std::fs::write(&def_path, good.replace("cpus = 1", "cpus = 0")).unwrap();
+    let e = h.fails(&["vm", "start", vm]);
+    assert!(e.contains("field `cpus`") && e.contains("ctl2.vm.toml"), "{e}");
+    assert_eq!(h.state(vm), "off");
+    std::fs::write(&def_path, good.replace("cpus = 1", "cpuz = 1")).unwrap();
+    let e = h.fails(&["vm", "start", vm]);
+    assert!(e.contains("cpuz"), "{e}");
+    std::fs::write(&def_path, &good).unwrap();
+
+    // Memory beyond the host: refused with the numbers, still off.
+    h.ok(&["vm", "set", vm, "--memory", "100000G"]);
+    let e = h.fails(&["vm", "start", vm]);
+    assert!(e.contains("cannot give 'ctl2' 107374182400000 bytes of memory") && e.contains("bytes are free"), "{e}");
+    assert_eq!(h.state(vm), "off");
+    h.ok(&["vm", "set", vm, "--memory", "256M"]);
+
+    // A shutdown the guest cannot answer yet (no ACPI handler before its userspace): it fails
+    // at its timeout and the VM is still running.
+    h.ok(&["vm", "start", vm]);
+    let e = h.fails(&["vm", "shutdown", vm, "--timeout", "1"]);
+    assert!(e.contains("did not power off within 1 s") && e.contains("it is now running"), "{e}");
+    assert_eq!(h.state(vm), "running");
+    h.console(vm).wait_for("VINE-DISK ", BOOT).unwrap();
+    assert!(h.fails(&["vm", "delete", vm]).contains("it is running: turn it off first"));
+    h.ok(&["vm", "off", vm]);
+
+    // Delete removes the VM's directory and its own disk.
+    h.ok(&["vm", "delete", vm]);
+    assert!(!h.data.join("vms").join(vm).exists());
+    assert!(!disk.exists(), "delete kept the VM's disk");
+    assert!(h.ok(&["vm", "list", "--json"]).trim() == "[]");
+}

@@ -1,0 +1,264 @@
+//! A real `vine daemon` for end-to-end VM tests: its own data directory, socket and cgroup
+//! parent, guests from the guest kit. Dropping it turns off every VM it ran, stops the daemon,
+//! kills any process left in its cgroups (all of them started by this test) and removes them.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use test_infra::{Kit, SerialLog};
+
+/// Boot-to-marker limit under TCG on a loaded 2-core CI machine.
+pub const BOOT: Duration = Duration::from_secs(120);
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A daemon under test.
+pub struct VmHost {
+    pub dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub socket: PathBuf,
+    pub cgroup_parent: String,
+    pub kit: Kit,
+    daemon: Option<Child>,
+}
+
+fn vine_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_vine")
+}
+
+impl VmHost {
+    /// Starts a daemon.
+    pub fn start() -> VmHost {
+        let kit = Kit::ensure().expect("guest kit");
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let socket = dir.path().join("vine.sock");
+        let cgroup_parent =
+            format!("vine-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+        let mut h = VmHost { dir, data, socket, cgroup_parent, kit, daemon: None };
+        h.start_daemon();
+        h
+    }
+
+    /// (Re)starts the daemon process and waits for its socket.
+    pub fn start_daemon(&mut self) {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .unwrap();
+        let child = Command::new(vine_bin())
+            .args(["-v", "daemon", "--data-dir"])
+            .arg(&self.data)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["--cgroup-parent", &self.cgroup_parent])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
+                panic!("the daemon exited ({status}): {}", self.daemon_log());
+            }
+            assert!(Instant::now() < deadline, "the daemon did not open its socket: {}", self.daemon_log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The daemon's output so far.
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// The daemon's pid.
+    pub fn daemon_pid(&self) -> u32 {
+        self.daemon.as_ref().expect("daemon running").id()
+    }
+
+    /// `kill -9` of the daemon.
+    pub fn kill_daemon(&mut self) {
+        let mut d = self.daemon.take().expect("daemon running");
+        d.kill().unwrap();
+        d.wait().unwrap();
+    }
+
+    /// A `vine` command talking to this daemon.
+    pub fn vine(&self) -> Command {
+        let mut c = Command::new(vine_bin());
+        c.env("VINE_SOCKET", &self.socket);
+        c
+    }
+
+    /// Runs `vine ARGS`, panicking with the output (and the daemon's log) unless it succeeds.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.vine().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "vine {args:?} failed: {}\ndaemon log:\n{}",
+            text(&out),
+            self.daemon_log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `vine ARGS`, expecting failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.vine().args(args).output().unwrap();
+        assert!(!out.status.success(), "vine {args:?} unexpectedly succeeded: {}", text(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Creates a diskless VM booting the guest kit with `options` (e.g. `vine.counter=1`).
+    pub fn create_kit_vm(&self, name: &str, options: &[&str], extra: &[&str]) {
+        let mut args: Vec<String> = vec!["vm".into(), "create".into(), name.into(), "--memory".into(), "256M".into()];
+        args.push("--kernel".into());
+        args.push(self.kit.vmlinuz.display().to_string());
+        args.push("--initrd".into());
+        args.push(self.kit.initrd.display().to_string());
+        args.push("--append".into());
+        args.push(self.kit.cmdline_with(options));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.ok(&refs);
+    }
+
+    /// `vine vm show NAME --json`.
+    pub fn show(&self, name: &str) -> Value {
+        serde_json::from_str(&self.ok(&["vm", "show", name, "--json"])).unwrap()
+    }
+
+    /// The VM's state as `vine vm show --json` reports it.
+    pub fn state(&self, name: &str) -> String {
+        self.show(name)["state"].as_str().unwrap().to_string()
+    }
+
+    /// The VM's QEMU pid.
+    pub fn pid(&self, name: &str) -> u32 {
+        self.show(name)["pid"].as_u64().unwrap_or_else(|| panic!("{name} has no pid")) as u32
+    }
+
+    /// The VM's console log reader.
+    pub fn console(&self, name: &str) -> SerialLog {
+        SerialLog::new(self.data.join("vms").join(name).join("console.log"))
+    }
+
+    /// Waits for the next `VINE-COUNTER n` line and returns n.
+    pub fn next_counter(&self, log: &mut SerialLog) -> u64 {
+        let line = log.wait_for("VINE-COUNTER ", Duration::from_secs(60)).unwrap();
+        line["VINE-COUNTER ".len()..].trim().parse().unwrap()
+    }
+
+    /// The highest counter printed so far.
+    pub fn last_counter(&self, name: &str) -> u64 {
+        let text = self.console(name).contents().unwrap();
+        text.lines()
+            .filter_map(|l| l.split("VINE-COUNTER ").nth(1))
+            .filter_map(|n| n.trim().parse().ok())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Every cgroup directory of this daemon (all hierarchies).
+    fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let root = Path::new("/sys/fs/cgroup");
+        let mut tops = vec![root.to_path_buf()];
+        if let Ok(rd) = std::fs::read_dir(root) {
+            tops.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        }
+        for t in tops {
+            let p = t.join(&self.cgroup_parent);
+            if p.is_dir() {
+                if let Ok(rd) = std::fs::read_dir(&p) {
+                    out.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+                }
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// Pids in this daemon's VM cgroups.
+    pub fn cgroup_pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self
+            .cgroup_dirs()
+            .iter()
+            .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+            .flat_map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect::<Vec<u32>>())
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+}
+
+impl Drop for VmHost {
+    fn drop(&mut self) {
+        if self.daemon.is_some() {
+            if let Ok(out) = self.vine().args(["vm", "list", "--json"]).output() {
+                let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+                for vm in list.as_array().into_iter().flatten() {
+                    if vm["pid"].is_u64() {
+                        let _ = self.vine().args(["vm", "off", vm["name"].as_str().unwrap()]).output();
+                    }
+                }
+            }
+            let mut d = self.daemon.take().unwrap();
+            // SAFETY: SIGTERM to the daemon this test started (still our unreaped child).
+            unsafe {
+                libc::kill(d.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while d.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        // Anything still in our cgroups was started by this test's daemon.
+        for pid in self.cgroup_pids() {
+            // SAFETY: kill(2) on a process in a cgroup only this test's daemon populates.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let mut dirs = self.cgroup_dirs();
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in dirs {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// stdout + stderr.
+pub fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// Whether a process with this pid exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rfind(')').and_then(|i| s[i + 1..].split_whitespace().next()) != Some("Z"))
+        .unwrap_or(false)
+}
+
+/// Waits until `f` holds.
+pub fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
