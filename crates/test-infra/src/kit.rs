@@ -15,6 +15,7 @@ pub const KIT_DIR_ENV: &str = "VINE_KIT_DIR";
 
 /// The script that builds the kit, relative to this crate.
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/guest-kit.sh");
+const BOOTDISK_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/guest-bootdisk.sh");
 
 /// The kit [`Kit::ensure`] has built or checked in this process.
 static ENSURED: Mutex<Option<Kit>> = Mutex::new(None);
@@ -160,6 +161,26 @@ impl Kit {
             }
         }
         Ok(kit)
+    }
+
+    /// Writes a BIOS-bootable raw disk (MBR, syslinux, this kit's kernel and initramfs; see
+    /// `scripts/guest-bootdisk.sh`) whose kernel command line ends with `options`.
+    pub fn boot_disk(&self, out: &Path, options: &[&str]) -> Result<(), KitError> {
+        let script = PathBuf::from(BOOTDISK_SCRIPT);
+        let dir = self.vmlinuz.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let output = Command::new("bash")
+            .arg(&script)
+            .arg(&dir)
+            .arg(out)
+            .args(options)
+            .output()
+            .map_err(|source| KitError::Spawn { script: script.clone(), source })?;
+        if !output.status.success() {
+            let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&output.stderr));
+            return Err(KitError::Script { script, dir, status: output.status, output: text });
+        }
+        Ok(())
     }
 
     /// The base command line followed by `options` (e.g. `["vine.counter=1"]`).
