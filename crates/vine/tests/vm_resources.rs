@@ -1,0 +1,100 @@
+//! Resource controls through the daemon, measured on real guests: two CPU-bound guests sharing
+//! one core with weights 100 and 300 get CPU time within 15 % of 1:3; a 25 % cap set with
+//! `vine vm set` on the running VM holds it within 5 points; reservations are admitted only while
+//! they fit, and refusals state the numbers. CPU time is read from `vine vm show --json`.
+
+mod vmhost;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use vmhost::{VmHost, BOOT};
+
+/// Pins every thread of `pid` to CPU 0 (the test makes the two guests compete for one core).
+fn pin_to_cpu0(pid: u32) {
+    let out = Command::new("taskset").args(["-a", "-p", "-c", "0", &pid.to_string()]).output().unwrap();
+    assert!(out.status.success(), "taskset: {}", vmhost::text(&out));
+}
+
+fn cpu_ns(h: &VmHost, vm: &str) -> u64 {
+    h.show(vm)["cpu_time_ns"].as_u64().unwrap_or_else(|| panic!("{vm} reports no CPU time"))
+}
+
+/// Share of one core each VM used over `secs`.
+fn measure(h: &VmHost, vms: &[&str], secs: u64) -> Vec<f64> {
+    let before: Vec<u64> = vms.iter().map(|v| cpu_ns(h, v)).collect();
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    let after: Vec<u64> = vms.iter().map(|v| cpu_ns(h, v)).collect();
+    let wall = t.elapsed().as_nanos() as f64;
+    after.iter().zip(before).map(|(a, b)| (a - b) as f64 / wall).collect()
+}
+
+fn cgroup_file(h: &VmHost, controller: &str, vm: &str, file: &str) -> String {
+    std::fs::read_to_string(format!("/sys/fs/cgroup/{controller}/{}/{vm}/{file}", h.cgroup_parent))
+        .unwrap_or_else(|e| panic!("{controller}/{vm}/{file}: {e}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn weights_caps_and_reservations_on_running_guests() {
+    let layout = host::cgroup::detect(&host::LiveHost).unwrap();
+    assert!(matches!(layout, host::CgroupLayout::V1 { .. }), "this test reads cgroup v1 files");
+    let h = VmHost::start();
+    h.create_kit_vm("w100", &["vine.cpuburn=1"], &["--cpu-weight", "100"]);
+    h.create_kit_vm("w300", &["vine.cpuburn=1"], &["--cpu-weight", "300"]);
+    for vm in ["w100", "w300"] {
+        h.ok(&["vm", "start", vm]);
+        pin_to_cpu0(h.pid(vm));
+    }
+    for vm in ["w100", "w300"] {
+        h.console(vm).wait_for("VINE-CPUBURN", BOOT).unwrap();
+    }
+    assert_eq!(cgroup_file(&h, "cpu", "w100", "cpu.shares"), "1024");
+    assert_eq!(cgroup_file(&h, "cpu", "w300", "cpu.shares"), "3072");
+    assert!(cgroup_file(&h, "cpu", "w100", "cgroup.procs").contains(&h.pid("w100").to_string()));
+    let used = measure(&h, &["w100", "w300"], 10);
+    let ratio = used[1] / used[0];
+    eprintln!("weights 100:300 -> {:.1}% : {:.1}% of one core (ratio {ratio:.2})", used[0] * 100.0, used[1] * 100.0);
+    assert!((ratio - 3.0).abs() <= 0.45, "weights 100:300 gave ratio {ratio:.2} ({used:?})");
+    assert!(used[0] + used[1] > 0.8, "the guests did not keep one core busy: {used:?}");
+
+    // A cap set on the running VM holds it, even with the other VM gone quiet.
+    h.ok(&["vm", "off", "w100"]);
+    h.ok(&["vm", "set", "w300", "--cpu-max", "25"]);
+    assert_eq!(cgroup_file(&h, "cpu", "w300", "cpu.cfs_quota_us"), "25000");
+    let capped = measure(&h, &["w300"], 10)[0];
+    eprintln!("cap 25% -> {:.1}%", capped * 100.0);
+    assert!((capped - 0.25).abs() <= 0.05, "a 25% cap gave {:.1}%", capped * 100.0);
+    h.ok(&["vm", "set", "w300", "--cpu-max", "none"]);
+    assert_eq!(cgroup_file(&h, "cpu", "w300", "cpu.cfs_quota_us"), "-1");
+
+    // Reservations: admitted while they fit (this host has `cpus` × 100 %), refused with numbers.
+    let cpus = host::host_info(&host::LiveHost).unwrap().cpus;
+    let capacity = cpus * 100;
+    h.ok(&["vm", "set", "w300", "--cpu-weight", "100"]);
+    let e = h.fails(&["vm", "set", "w300", "--cpu-reserve", "150"]);
+    assert!(e.contains("field `cpu.reserve`: 150% is more than 1 vCPU(s) can use"), "{e}");
+    h.ok(&["vm", "set", "w300", "--cpu-reserve", "100"]);
+    // w100 gets as many vCPUs as the host has CPUs, so it may ask for more than is free.
+    let def = h.data.join("vms/w100/w100.vm.toml");
+    let text = std::fs::read_to_string(&def).unwrap();
+    std::fs::write(&def, text.replace("cpus = 1", &format!("cpus = {cpus}"))).unwrap();
+    let asked = capacity - 100 + 50;
+    h.ok(&["vm", "set", "w100", "--cpu-reserve", &asked.to_string()]);
+    let e = h.fails(&["vm", "start", "w100"]);
+    let want = format!(
+        "cannot reserve {asked}% CPU for 'w100': 100% of the host's {capacity}% is already reserved by running VMs, {}% is free",
+        capacity - 100
+    );
+    assert!(e.contains(&want), "{e}\nwanted: {want}");
+    assert_eq!(h.state("w100"), "off");
+    h.ok(&["vm", "set", "w100", "--cpu-reserve", &(capacity - 100).to_string()]);
+    h.ok(&["vm", "start", "w100"]);
+    // Raising a running VM's reservation past the host is refused too, and changes nothing.
+    let e = h.fails(&["vm", "set", "w100", "--cpu-reserve", &(capacity - 90).to_string(), "--cpu-weight", "500"]);
+    assert!(e.contains(&format!("cannot reserve {}% CPU for 'w100'", capacity - 90)), "{e}");
+    assert_eq!(h.show("w100")["cpu"]["weight"], 100);
+    assert_eq!(h.show("w100")["cpu"]["reserve"], capacity - 100);
+}
