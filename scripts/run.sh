@@ -1,41 +1,60 @@
 #!/usr/bin/env bash
-# Sets up this machine (as root), builds vine and runs its main job on embedded defaults.
-# Until the host daemon exists (issue 3) the main job is the storage engine: a dynamic VHD
-# and a differencing child are made, served over NBD by vine, written and read by QEMU's own
-# NBD client, and checked.
+# Sets up this machine (as root), builds vine and runs its main job on embedded defaults: the
+# host daemon (data in /var/lib/vine, socket /run/vine/vine.sock; VINE_DATA_DIR / VINE_SOCKET
+# override) with a demo VM that boots from a VHD root disk served by vine's storage engine.
+# Idempotent: a daemon already running is reused, the demo VM is created once and started if
+# it is not running. The daemon keeps running afterwards (stop it with `kill PID`; VMs keep
+# running and the next daemon reattaches to them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/guest-kit.sh >/dev/null
 cargo build --release --quiet
-VINE=target/release/vine
-work=$(mktemp -d /tmp/vine-demo.XXXXXX)
-server=""
-cleanup() {
-    [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
+VINE=$PWD/target/release/vine
+DATA=${VINE_DATA_DIR:-/var/lib/vine}
+export VINE_SOCKET=${VINE_SOCKET:-/run/vine/vine.sock}
+KIT=${VINE_KIT_DIR:-/var/lib/vine/kit}
+mkdir -p "$DATA/images" "$DATA/log"
 
-echo "== creating a 1 GiB dynamic disk and a differencing child"
-$VINE disk create "$work/base.vhd" --size 1G
-$VINE disk create "$work/child.vhd" --parent "$work/base.vhd"
+if "$VINE" vm list >/dev/null 2>&1; then
+    echo "== the vine daemon is already running on $VINE_SOCKET"
+else
+    echo "== starting the vine daemon (log: $DATA/log/daemon.log)"
+    setsid "$VINE" -v daemon --data-dir "$DATA" --socket "$VINE_SOCKET" \
+        >>"$DATA/log/daemon.log" 2>&1 </dev/null &
+    for _ in $(seq 100); do "$VINE" vm list >/dev/null 2>&1 && break; sleep 0.1; done
+    "$VINE" vm list >/dev/null || { tail -n 20 "$DATA/log/daemon.log"; exit 1; }
+    grep "vine daemon" "$DATA/log/daemon.log" | tail -n 1
+fi
+"$VINE" host info
 
-echo "== serving the child over NBD"
-$VINE disk serve "$work/child.vhd" --socket "$work/nbd.sock" --export demo &
-server=$!
-for _ in $(seq 50); do [ -S "$work/nbd.sock" ] && break; sleep 0.1; done
-url="nbd+unix:///demo?socket=$work/nbd.sock"
-
-echo "== QEMU writes 4 MiB of pattern 0xa5 through vine, then reads it back"
-qemu-io -f raw -c 'write -P 0xa5 1M 4M' -c 'flush' "$url"
-qemu-io -f raw -c 'read -P 0xa5 1M 4M' -c 'read -P 0 0 1M' "$url"
-qemu-img info "$url" | sed -n '1,3p'
-kill "$server"; wait "$server" 2>/dev/null || true; server=""
-
-echo "== the chain, as vine sees it"
-$VINE disk info "$work/child.vhd"
-$VINE disk check "$work/child.vhd"
-echo "== committing the child into its parent; qemu-img reads the parent directly"
-$VINE disk commit "$work/child.vhd"
-qemu-io -f vpc -r -c 'read -P 0xa5 1M 4M' "$work/base.vhd"
-echo "demo finished: vine's storage engine served, committed and checked a VHD chain"
+ROOT=$DATA/images/demo-root.vhd
+if [ ! -f "$ROOT" ]; then
+    echo "== building the demo root disk $ROOT (MBR + syslinux + the guest kit's kernel)"
+    raw=$(mktemp /tmp/vine-demo-root.XXXXXX)
+    bash scripts/guest-bootdisk.sh "$KIT" "$raw" vine.counter=1
+    "$VINE" disk convert "$raw" "$ROOT" --to dynamic
+    rm -f "$raw"
+fi
+if ! "$VINE" vm show demo >/dev/null 2>&1; then
+    "$VINE" vm create demo --cpus 1 --memory 256M --disk "$ROOT"
+fi
+state=$("$VINE" vm show demo --json | sed -n 's/^  "state": "\(.*\)",$/\1/p')
+case "$state" in
+    running) echo "== the demo VM is already running" ;;
+    paused) "$VINE" vm resume demo ;;
+    saved) "$VINE" vm restore demo ;;
+    *) echo "== starting the demo VM"; "$VINE" vm start demo ;;
+esac
+log=$("$VINE" vm show demo --json | sed -n 's/^  "console_log": "\(.*\)",$/\1/p')
+echo "== waiting for the guest's userspace (marker VINE-BOOT-OK on its serial console)"
+for _ in $(seq 600); do grep -q VINE-BOOT-OK "$log" 2>/dev/null && break; sleep 0.2; done
+grep -q VINE-BOOT-OK "$log" || { echo "the demo VM did not boot; console:"; tail "$log"; exit 1; }
+"$VINE" vm list
+"$VINE" vm console demo --log | tail -n 3
+cat <<MSG
+== vine is running: daemon on $VINE_SOCKET, demo VM 'demo' booted from $ROOT.
+   Try: $VINE vm show demo | vm pause demo | vm save demo | vm restore demo | vm shutdown demo
+   (the REST API and web UI come with the management-plane issue; today the CLI talks to the
+   daemon over its socket)
+MSG
