@@ -259,6 +259,7 @@ impl Actor {
     // ----- controls -----
 
     fn control(&mut self, control: Control, options: ControlOptions) -> Res<Value> {
+        let t0 = Instant::now();
         self.refresh();
         let state = self.state();
         let t = vmm::state::check(&self.name, state, control).map_err(|r| r.to_string())?;
@@ -289,6 +290,7 @@ impl Actor {
                 let msg = format!("{} '{}'", control.past(), self.name);
                 let kind = serde_json::to_value(control).ok().and_then(|v| v.as_str().map(String::from));
                 self.event("info", &format!("vm.{}", kind.unwrap_or_default()), &msg);
+                tracing::debug!(vm = self.name, ms = t0.elapsed().as_secs_f64() * 1e3, "{msg}");
                 Ok(json!({ "name": self.name, "state": t.after.map(|s| s.name()), "message": msg }))
             }
             Err(e) => {
@@ -430,6 +432,7 @@ impl Actor {
                 args.extend(["-incoming".into(), "defer".into()]);
             }
             let _ = std::fs::remove_file(&self.paths.qmp);
+            tracing::debug!(vm = self.name, "launch: disks served, starting QEMU");
             let mut cmd = Command::new(&self.ctx.qemu);
             cmd.args(&args);
             let log_from = std::fs::metadata(&self.paths.qemu_log).map(|m| m.len()).unwrap_or(0);
@@ -458,8 +461,9 @@ impl Actor {
                     let _ = child.wait();
                     return Err(format!("QEMU did not open its QMP socket within {QMP_TIMEOUT:?}"));
                 }
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(Duration::from_millis(1));
             };
+            tracing::debug!(vm = self.name, pid = id.pid, "launch: QMP connected");
             Ok(Proc { id, child: Some(child), qmp: Some(client), disks: leases.clone() })
         })();
         match r {
@@ -512,7 +516,7 @@ impl Actor {
                     let why = v["error-desc"].as_str().unwrap_or("no reason given");
                     return Err(format!("QEMU's migration {status}: {why}"));
                 }
-                _ => std::thread::sleep(Duration::from_millis(20)),
+                _ => std::thread::sleep(Duration::from_millis(2)),
             }
             if self.proc.as_mut().is_some_and(|p| p.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))) {
                 return Err("QEMU exited during the migration".into());
@@ -551,25 +555,35 @@ impl Actor {
         if !state.exists() {
             return Err(format!("the saved state {} is missing", state.display()));
         }
+        let t = Instant::now();
         let def = self.load_definition()?;
         self.admit(&def)?;
+        tracing::debug!(vm = self.name, ms = t.elapsed().as_secs_f64() * 1e3, "restore: definition loaded and admitted");
         if let Err(e) = self.launch(&def, true) {
             self.release_resources();
             return Err(e);
         }
+        tracing::debug!(vm = self.name, ms = t.elapsed().as_secs_f64() * 1e3, "restore: QEMU launched");
         let uri = format!("file:{}", state.display());
         let r = self
             .qmp_do("migrate-incoming", Some(json!({ "uri": uri })))
             .and_then(|_| self.wait_migration())
             .and_then(|_| self.qmp_do("cont", None));
+        tracing::debug!(vm = self.name, ms = t.elapsed().as_secs_f64() * 1e3, "restore: state loaded, guest continued");
         if let Err(e) = r {
             self.kill_and_end();
             return Err(e);
         }
-        // A state is restored once: continuing from it again would not match the disks.
-        if let Err(e) = std::fs::remove_file(&state) {
-            tracing::warn!(error = %e, "cannot delete the restored state");
+        // A state is restored once: continuing from it again would not match the disks. The
+        // rename takes it out of use at once; freeing a large file's blocks happens aside.
+        let used = state.with_extension("bin.restored");
+        match std::fs::rename(&state, &used) {
+            Ok(()) => {
+                std::thread::spawn(move || std::fs::remove_file(used));
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot retire the restored state"),
         }
+        tracing::debug!(vm = self.name, ms = t.elapsed().as_secs_f64() * 1e3, "restore: done");
         Ok(())
     }
 

@@ -160,7 +160,7 @@ impl DiskServers {
                 let _ = child.wait();
                 return Err(start(format!("the server did not start within {READY_TIMEOUT:?}")));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(2));
         }
         let s = Server { id, child: Some(child), socket, shared, users: BTreeSet::from([vm.to_string()]) };
         let l = lease(path, &s);

@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""VM start / save / restore: vine against the same QEMU driven by hand, side by side in one run.
+
+Called by bench/vm-start.sh with a running private `vine daemon`. For each round, alternately:
+
+* start: `vine vm start` until the guest's userspace marker (VINE-BOOT-OK) is on its serial log,
+  against the very command line vine gave QEMU (read from /proc/PID/cmdline, without vine's -S)
+  started by hand until the same marker;
+* save: `vine vm save` until it returns, against raw QMP (stop, migrate to file:, poll
+  query-migrate until completed, quit, wait for the process to end);
+* restore: `vine vm restore` until it returns, against starting the same command line with
+  -incoming defer by hand, migrate-incoming over QMP, poll until completed, cont.
+
+One vine round runs first (to learn vine's command line) and is not counted; then rounds
+alternate which side goes first.
+
+Prints a Markdown table of medians, vine / raw and vine − raw.
+"""
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+VINE, SOCK, WORK, KIT, ROUNDS = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+ENV = dict(os.environ, VINE_SOCKET=SOCK)
+VM = "bench"
+MARKER = b"VINE-BOOT-OK"
+
+
+def vine(*args):
+    out = subprocess.run([VINE, *args], env=ENV, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"vine {' '.join(args)} failed: {out.stderr}")
+    return out.stdout
+
+
+def show():
+    return json.loads(vine("vm", "show", VM, "--json"))
+
+
+def wait_marker(path, offset, timeout=300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                if MARKER in f.read():
+                    return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.002)
+    sys.exit(f"no {MARKER!r} in {path} within {timeout} s")
+
+
+def size(path):
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+
+
+class Qmp:
+    def __init__(self, path, timeout=30):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.s = socket.socket(socket.AF_UNIX)
+                self.s.connect(path)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.002)
+        self.f = self.s.makefile("rwb")
+        self.f.readline()
+        self.cmd("qmp_capabilities")
+
+    def cmd(self, name, **args):
+        msg = {"execute": name}
+        if args:
+            msg["arguments"] = args
+        self.f.write(json.dumps(msg).encode() + b"\n")
+        self.f.flush()
+        while True:
+            line = self.f.readline()
+            if not line:
+                return None
+            r = json.loads(line)
+            if "return" in r:
+                return r["return"]
+            if "error" in r:
+                raise RuntimeError(f"{name}: {r['error']}")
+
+    def wait_migration(self):
+        while True:
+            st = self.cmd("query-migrate").get("status")
+            if st == "completed":
+                return
+            if st in ("failed", "cancelled"):
+                raise RuntimeError(f"migration {st}")
+            time.sleep(0.002)
+
+
+def raw_args(vine_args, qmp, console):
+    """vine's QEMU arguments with this run's QMP socket and console file, without -S."""
+    out = []
+    for a in vine_args:
+        if a == "-S":
+            continue
+        if a.startswith("unix:") and a.endswith(",server=on,wait=off"):
+            a = f"unix:{qmp},server=on,wait=off"
+        elif a.startswith("file,id=serial0,path="):
+            a = f"file,id=serial0,path={console},append=on"
+        out.append(a)
+    return out
+
+
+def wait_exit(p, timeout=60):
+    p.wait(timeout=timeout)
+
+
+def main():
+    vine("vm", "create", VM, "--memory", "256M", "--kernel", f"{KIT}/vmlinuz", "--initrd", f"{KIT}/initrd.img",
+         "--append", json.load(open(f"{KIT}/kit.json"))["cmdline"] + " vine.counter=1")
+    console = show()["console_log"]
+    res = {k: [] for k in ("start_vine", "start_raw", "save_vine", "save_raw", "restore_vine", "restore_raw")}
+    qemu_args = None
+    qemu_bin = None
+    def run_vine():
+        nonlocal qemu_args, qemu_bin
+        off = size(console)
+        t = time.monotonic()
+        vine("vm", "start", VM)
+        wait_marker(console, off)
+        res["start_vine"].append(time.monotonic() - t)
+        if qemu_args is None:
+            argv = open(f"/proc/{show()['pid']}/cmdline", "rb").read().split(b"\0")[:-1]
+            qemu_bin, qemu_args = argv[0].decode(), [a.decode() for a in argv[1:]]
+        time.sleep(2)
+        t = time.monotonic()
+        vine("vm", "save", VM)
+        res["save_vine"].append(time.monotonic() - t)
+        t = time.monotonic()
+        vine("vm", "restore", VM)
+        res["restore_vine"].append(time.monotonic() - t)
+        vine("vm", "off", VM)
+
+    def run_raw():
+        qmp = f"{WORK}/raw-qmp.sock"
+        rawlog = f"{WORK}/raw-console.log"
+        state = f"{WORK}/raw-state.bin"
+        for p in (qmp, state):
+            if os.path.exists(p):
+                os.remove(p)
+        args = raw_args(qemu_args, qmp, rawlog)
+        log = open(f"{WORK}/raw-qemu.log", "ab")
+        off = size(rawlog)
+        t = time.monotonic()
+        p = subprocess.Popen([qemu_bin, *args], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        wait_marker(rawlog, off)
+        res["start_raw"].append(time.monotonic() - t)
+        time.sleep(2)
+        c = Qmp(qmp)
+        t = time.monotonic()
+        c.cmd("stop")
+        c.cmd("migrate", uri=f"file:{state}")
+        c.wait_migration()
+        fd = os.open(state, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+        c.cmd("quit")
+        wait_exit(p)
+        res["save_raw"].append(time.monotonic() - t)
+        os.remove(qmp) if os.path.exists(qmp) else None
+        t = time.monotonic()
+        p = subprocess.Popen([qemu_bin, *args, "-S", "-incoming", "defer"], stdin=subprocess.DEVNULL,
+                             stdout=log, stderr=log)
+        c = Qmp(qmp)
+        c.cmd("migrate-incoming", uri=f"file:{state}")
+        c.wait_migration()
+        c.cmd("cont")
+        res["restore_raw"].append(time.monotonic() - t)
+        c.cmd("quit")
+        wait_exit(p)
+
+    # vine's command line is needed by the raw runs: vine goes first once, then the order alternates.
+    run_vine()
+    for k in res:
+        res[k].clear()
+    for r in range(ROUNDS):
+        for run in ((run_vine, run_raw) if r % 2 == 0 else (run_raw, run_vine)):
+            run()
+        print(f"round {r + 1}/{ROUNDS}: " + ", ".join(f"{k} {v[-1] * 1000:.0f} ms" for k, v in res.items()),
+              file=sys.stderr)
+    vine("vm", "delete", VM)
+
+    print("| operation | raw QEMU/QMP (median) | vine (median) | vine / raw | vine − raw |")
+    print("|---|---:|---:|---:|---:|")
+    for op, label in (("start", "start → userspace marker"), ("save", "save (256 MiB guest)"),
+                      ("restore", "restore → running")):
+        raw = statistics.median(res[f"{op}_raw"])
+        v = statistics.median(res[f"{op}_vine"])
+        print(f"| {label} | {raw * 1000:.0f} ms | {v * 1000:.0f} ms | {v / raw:.3f} | {(v - raw) * 1000:+.0f} ms |")
+    print(f"\n{ROUNDS} rounds; every sample (ms): " +
+          json.dumps({k: [round(x * 1000) for x in v] for k, v in res.items()}))
+
+
+main()
