@@ -297,7 +297,11 @@ impl Actor {
                 let msg = format!("cannot {} '{}': {e}", control.verb(), self.name);
                 self.settle(state);
                 self.view.lock().unwrap_or_else(|p| p.into_inner()).last_error = Some(msg.clone());
-                self.event("error", "vm.control-failed", &format!("{msg}; it is now {}", self.state().name()));
+                self.event(
+                    "error",
+                    "vm.control-failed",
+                    &format!("{msg}; it is now {}", self.state().name()),
+                );
                 Err(format!("{msg} (it is now {})", self.state().name()))
             }
         }
@@ -488,8 +492,9 @@ impl Actor {
         if !u.exists() {
             std::fs::create_dir_all(&self.paths.undo)
                 .map_err(|e| format!("cannot create {}: {e}", self.paths.undo.display()))?;
-            vhd::create::create_differencing(&u, base)
-                .map_err(|e| format!("cannot create undo disk {} over {}: {e}", u.display(), base.display()))?;
+            vhd::create::create_differencing(&u, base).map_err(|e| {
+                format!("cannot create undo disk {} over {}: {e}", u.display(), base.display())
+            })?;
         }
         Ok(u)
     }
@@ -518,7 +523,11 @@ impl Actor {
                 }
                 _ => std::thread::sleep(Duration::from_millis(2)),
             }
-            if self.proc.as_mut().is_some_and(|p| p.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))) {
+            if self
+                .proc
+                .as_mut()
+                .is_some_and(|p| p.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_)))))
+            {
                 return Err("QEMU exited during the migration".into());
             }
         }
@@ -558,7 +567,11 @@ impl Actor {
         let t = Instant::now();
         let def = self.load_definition()?;
         self.admit(&def)?;
-        tracing::debug!(vm = self.name, ms = t.elapsed().as_secs_f64() * 1e3, "restore: definition loaded and admitted");
+        tracing::debug!(
+            vm = self.name,
+            ms = t.elapsed().as_secs_f64() * 1e3,
+            "restore: definition loaded and admitted"
+        );
         if let Err(e) = self.launch(&def, true) {
             self.release_resources();
             return Err(e);
@@ -569,7 +582,11 @@ impl Actor {
             .qmp_do("migrate-incoming", Some(json!({ "uri": uri })))
             .and_then(|_| self.wait_migration())
             .and_then(|_| self.qmp_do("cont", None));
-        tracing::debug!(vm = self.name, ms = t.elapsed().as_secs_f64() * 1e3, "restore: state loaded, guest continued");
+        tracing::debug!(
+            vm = self.name,
+            ms = t.elapsed().as_secs_f64() * 1e3,
+            "restore: state loaded, guest continued"
+        );
         if let Err(e) = r {
             self.kill_and_end();
             return Err(e);
@@ -588,7 +605,8 @@ impl Actor {
     }
 
     fn shutdown(&mut self, timeout_s: Option<u32>, undo: UndoAction) -> Res<()> {
-        let secs = timeout_s.unwrap_or(self.view.lock().unwrap_or_else(|p| p.into_inner()).def.shutdown_timeout);
+        let secs =
+            timeout_s.unwrap_or(self.view.lock().unwrap_or_else(|p| p.into_inner()).def.shutdown_timeout);
         self.qmp_do("system_powerdown", None)?;
         let deadline = Instant::now() + Duration::from_secs(u64::from(secs));
         loop {
@@ -816,13 +834,21 @@ impl Actor {
             ("shutdown", _) => {
                 self.quit_and_end();
                 self.set_state(VmState::Off);
-                self.event("info", "vm.powered-off", &format!("the guest of '{}' powered itself off", self.name));
+                self.event(
+                    "info",
+                    "vm.powered-off",
+                    &format!("the guest of '{}' powered itself off", self.name),
+                );
             }
             ("running", VmState::Paused) => self.set_state(VmState::Running),
             ("paused" | "io-error" | "internal-error" | "guest-panicked", VmState::Running) => {
                 self.set_state(VmState::Paused);
                 if status != "paused" {
-                    self.event("warning", "vm.stopped", &format!("'{}' stopped: QEMU says {status}", self.name));
+                    self.event(
+                        "warning",
+                        "vm.stopped",
+                        &format!("'{}' stopped: QEMU says {status}", self.name),
+                    );
                 }
             }
             _ => {}
@@ -855,7 +881,11 @@ impl Actor {
         let Some(rec) = rec else {
             if recorded.has_process() {
                 self.set_state(VmState::Crashed);
-                self.event("warning", "vm.crashed", &format!("'{}' was {} but has no process record", self.name, recorded.name()));
+                self.event(
+                    "warning",
+                    "vm.crashed",
+                    &format!("'{}' was {} but has no process record", self.name, recorded.name()),
+                );
             }
             return;
         };
@@ -866,14 +896,19 @@ impl Actor {
             }
             self.release_resources();
             self.set_state(VmState::Crashed);
-            let msg = format!("'{}' crashed while the daemon was away: QEMU pid {} is gone", self.name, id.pid);
+            let msg =
+                format!("'{}' crashed while the daemon was away: QEMU pid {} is gone", self.name, id.pid);
             self.view.lock().unwrap_or_else(|p| p.into_inner()).last_error = Some(msg.clone());
             self.event("error", "vm.crashed", &msg);
             return;
         }
         for (l, shared) in &rec.disks {
             if !self.ctx.disks.adopt(&self.name, l, *shared) {
-                self.event("error", "vm.disk-lost", &format!("the disk server of {} for '{}' is gone", l.path.display(), self.name));
+                self.event(
+                    "error",
+                    "vm.disk-lost",
+                    &format!("the disk server of {} for '{}' is gone", l.path.display(), self.name),
+                );
             }
         }
         let def = self.view.lock().unwrap_or_else(|p| p.into_inner()).def.clone();
@@ -903,14 +938,22 @@ impl Actor {
             (Ok(_), _) => VmState::Paused,
             (Err(e), _) => {
                 tracing::warn!(vm = self.name, error = %e, "reattached without QMP; will retry");
-                if recorded.has_process() { recorded } else { VmState::Running }
+                if recorded.has_process() {
+                    recorded
+                } else {
+                    VmState::Running
+                }
             }
         };
         self.set_state(s);
         if let Err(e) = self.ctx.resources.apply_all() {
             tracing::warn!(error = %e, "cannot rewrite cgroup files");
         }
-        self.event("info", "vm.reattached", &format!("found '{}' {} (QEMU pid {})", self.name, s.name(), id.pid));
+        self.event(
+            "info",
+            "vm.reattached",
+            &format!("found '{}' {} (QEMU pid {})", self.name, s.name(), id.pid),
+        );
     }
 }
 

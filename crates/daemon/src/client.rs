@@ -65,10 +65,10 @@ impl Client {
         let line = serde_json::to_string(req).expect("requests always serialise");
         self.writer.write_all(format!("{line}\n").as_bytes()).map_err(io)?;
         let mut answer = String::new();
-        let n = self.reader.read_line(&mut answer).map_err(|source| ClientError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
+        let n = self
+            .reader
+            .read_line(&mut answer)
+            .map_err(|source| ClientError::Io { path: self.path.clone(), source })?;
         if n == 0 {
             return Err(ClientError::Protocol {
                 path: self.path.clone(),

@@ -177,3 +177,39 @@ pub struct VmInfo {
     /// The last control that failed, with the reason.
     pub last_error: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_unknown_ones_are_refused_by_name() {
+        let r = Request::VmControl {
+            name: "web1".into(),
+            control: Control::DiscardState,
+            options: ControlOptions { undo: Some(UndoAction::Commit), timeout_s: Some(5) },
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            text,
+            r#"{"op":"vm-control","name":"web1","control":"discard-state","options":{"undo":"commit","timeout_s":5}}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), r);
+        let e = serde_json::from_str::<Request>(r#"{"op":"vm-format-disk","name":"x"}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown variant `vm-format-disk`"), "{e}");
+        let e = serde_json::from_str::<Request>(r#"{"op":"vm-show","name":"x","force":true}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field `force`"), "{e}");
+        let e = serde_json::from_str::<Request>(r#"{"op":"vm-control","name":"x","control":"explode"}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown variant `explode`"), "{e}");
+    }
+
+    #[test]
+    fn responses_carry_either_a_result_or_an_error() {
+        assert_eq!(
+            serde_json::to_string(&Response::ok(serde_json::json!([1]))).unwrap(),
+            r#"{"ok":true,"result":[1]}"#
+        );
+        assert_eq!(serde_json::to_string(&Response::err("no")).unwrap(), r#"{"ok":false,"error":"no"}"#);
+    }
+}

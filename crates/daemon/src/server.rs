@@ -89,8 +89,16 @@ impl Daemon {
         let host = host::host_info(&host::LiveHost)?;
         let resources = Resources::new(host.cpus, host.memory_bytes, host.cgroup.clone(), &cfg.cgroup_parent);
         let disks = DiskServers::new(cfg.vine_exe.clone(), layout::disks_dir(&cfg.data_dir));
-        let ctx = Arc::new(Ctx { data: cfg.data_dir.clone(), store, host, resources, disks, qemu: cfg.qemu.clone() });
-        let d = Arc::new(Daemon { ctx, cfg, vms: Mutex::new(BTreeMap::new()), stopping: AtomicBool::new(false) });
+        let ctx = Arc::new(Ctx {
+            data: cfg.data_dir.clone(),
+            store,
+            host,
+            resources,
+            disks,
+            qemu: cfg.qemu.clone(),
+        });
+        let d =
+            Arc::new(Daemon { ctx, cfg, vms: Mutex::new(BTreeMap::new()), stopping: AtomicBool::new(false) });
         for rec in d.ctx.store.list_vms()? {
             d.adopt(rec);
         }
@@ -220,7 +228,11 @@ impl Daemon {
         Ok((h.tx.clone(), h.view.clone()))
     }
 
-    fn ask(&self, name: &str, make: impl FnOnce(Sender<Result<Value, String>>) -> Msg) -> Result<Value, String> {
+    fn ask(
+        &self,
+        name: &str,
+        make: impl FnOnce(Sender<Result<Value, String>>) -> Msg,
+    ) -> Result<Value, String> {
         let (tx, _) = self.view_of(name)?;
         let (rtx, rrx) = mpsc::channel();
         tx.send(make(rtx)).map_err(|_| format!("no VM named '{name}'"))?;
@@ -297,7 +309,10 @@ impl Daemon {
         actor::controls_of(&def).validate().map_err(|e| e.to_string())?;
         for (i, d) in def.disks.iter().enumerate() {
             if !Path::new(&d.path).is_absolute() {
-                return Err(format!("definition: field `disk[{i}].path`: {:?} must be an absolute path", d.path));
+                return Err(format!(
+                    "definition: field `disk[{i}].path`: {:?} must be an absolute path",
+                    d.path
+                ));
             }
             if !Path::new(&d.path).exists() {
                 return Err(format!("definition: field `disk[{i}].path`: {} does not exist", d.path));
@@ -313,7 +328,8 @@ impl Daemon {
             return Err(format!("a VM named '{}' already exists", def.name));
         }
         let paths = VmPaths::new(&self.ctx.data, &def.name);
-        std::fs::create_dir_all(&paths.dir).map_err(|e| format!("cannot create {}: {e}", paths.dir.display()))?;
+        std::fs::create_dir_all(&paths.dir)
+            .map_err(|e| format!("cannot create {}: {e}", paths.dir.display()))?;
         let canonical = def.to_toml();
         actor::write_atomic(&paths.definition, &canonical)
             .map_err(|e| format!("cannot write {}: {e}", paths.definition.display()))?;

@@ -60,7 +60,8 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA).map_err(db("create schema"))?;
         if version == 1 {
             // Version 2 added the runtime record (the processes of a running VM, as JSON).
-            conn.execute_batch("ALTER TABLE vms ADD COLUMN runtime TEXT").map_err(db("upgrade schema to 2"))?;
+            conn.execute_batch("ALTER TABLE vms ADD COLUMN runtime TEXT")
+                .map_err(db("upgrade schema to 2"))?;
         }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(db("write schema version"))?;
         Ok(Self { conn: Mutex::new(conn) })

@@ -81,7 +81,10 @@ fn every_control_on_a_running_guest() {
     let t = Instant::now();
     h.ok(&["vm", "shutdown", vm, "--timeout", "60"]);
     assert!(t.elapsed() < Duration::from_secs(60));
-    assert!(h.console(vm).contents().unwrap().contains("VINE-POWEROFF"), "the guest did not see the power button");
+    assert!(
+        h.console(vm).contents().unwrap().contains("VINE-POWEROFF"),
+        "the guest did not see the power button"
+    );
     assert_eq!(h.state(vm), "off");
     assert!(!alive(pid), "QEMU still runs after shutdown");
 
@@ -103,7 +106,9 @@ fn every_control_on_a_running_guest() {
 
     // The event log has every step.
     let events = h.ok(&["vm", "events", vm, "--json"]);
-    for kind in ["vm.start", "vm.pause", "vm.resume", "vm.save", "vm.restore", "vm.reset", "vm.shutdown", "vm.off"] {
+    for kind in
+        ["vm.start", "vm.pause", "vm.resume", "vm.save", "vm.restore", "vm.reset", "vm.shutdown", "vm.off"]
+    {
         assert!(events.contains(&format!("\"{kind}\"")), "no {kind} event: {events}");
     }
 }
@@ -120,7 +125,9 @@ fn failed_controls_leave_a_defined_state_and_delete_removes_files() {
     let e = h.fails(&["vm", "create", vm, "--memory", "64M", "--kernel", &kernel]);
     assert!(e.contains("a VM named 'ctl2' already exists"), "{e}");
     assert!(h.fails(&["vm", "create", "x", "--memory", "64M"]).contains("field `disk`: a VM needs a disk"));
-    assert!(h.fails(&["vm", "create", "bad/name", "--memory", "64M", "--kernel", &kernel]).contains("field `name`"));
+    assert!(h
+        .fails(&["vm", "create", "bad/name", "--memory", "64M", "--kernel", &kernel])
+        .contains("field `name`"));
 
     // A hand-broken definition: the start is refused naming the field, the VM stays off.
     let def_path = h.data.join("vms").join(vm).join("ctl2.vm.toml");
@@ -137,7 +144,10 @@ fn failed_controls_leave_a_defined_state_and_delete_removes_files() {
     // Memory beyond the host: refused with the numbers, still off.
     h.ok(&["vm", "set", vm, "--memory", "100000G"]);
     let e = h.fails(&["vm", "start", vm]);
-    assert!(e.contains("cannot give 'ctl2' 107374182400000 bytes of memory") && e.contains("bytes are free"), "{e}");
+    assert!(
+        e.contains("cannot give 'ctl2' 107374182400000 bytes of memory") && e.contains("bytes are free"),
+        "{e}"
+    );
     assert_eq!(h.state(vm), "off");
     h.ok(&["vm", "set", vm, "--memory", "256M"]);
 
@@ -155,5 +165,44 @@ fn failed_controls_leave_a_defined_state_and_delete_removes_files() {
     h.ok(&["vm", "delete", vm]);
     assert!(!h.data.join("vms").join(vm).exists());
     assert!(!disk.exists(), "delete kept the VM's disk");
+    assert!(h.ok(&["vm", "list", "--json"]).trim() == "[]");
+}
+
+#[test]
+fn malformed_requests_get_errors_and_the_daemon_keeps_serving() {
+    use std::io::{BufRead, BufReader, Write};
+    let h = VmHost::start();
+    let s = std::os::unix::net::UnixStream::connect(&h.socket).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let mut ask = |line: &[u8]| {
+        w.write_all(line).unwrap();
+        w.write_all(b"\n").unwrap();
+        let mut answer = String::new();
+        r.read_line(&mut answer).unwrap();
+        serde_json::from_str::<serde_json::Value>(&answer).unwrap()
+    };
+    for (bad, says) in [
+        (&b"not json"[..], "malformed request"),
+        (b"{\"op\":\"vm-format\"}", "unknown variant `vm-format`"),
+        (b"{\"op\":\"vm-show\"}", "missing field `name`"),
+        (b"{\"op\":\"vm-control\",\"name\":\"x\",\"control\":\"start\"}", "no VM named 'x'"),
+        (b"{\"op\":\"vm-create\",\"definition\":\"format = 2\"}", "definition:"),
+        (b"\xff\xfe", "malformed request"),
+    ] {
+        let v = ask(bad);
+        assert_eq!(v["ok"], false, "{v}");
+        assert!(v["error"].as_str().unwrap().contains(says), "{} -> {v}", String::from_utf8_lossy(bad));
+    }
+    assert_eq!(ask(b"{\"op\":\"ping\"}")["ok"], true);
+    // A line longer than the limit is refused and the connection closed; the daemon lives on.
+    let mut big = vec![b'x'; (1 << 20) + 10];
+    big.push(b'\n');
+    let s = std::os::unix::net::UnixStream::connect(&h.socket).unwrap();
+    let mut w2 = s.try_clone().unwrap();
+    let _ = w2.write_all(&big);
+    let mut answer = String::new();
+    BufReader::new(s).read_line(&mut answer).unwrap();
+    assert!(answer.contains("longer than"), "{answer}");
     assert!(h.ok(&["vm", "list", "--json"]).trim() == "[]");
 }

@@ -16,14 +16,20 @@ const SESSION1: &str = "53455353494f4e310000000000000000";
 const ZEROS: &str = "00000000000000000000000000000000";
 
 fn convert_to_vhd(h: &VmHost, raw: &Path, vhd: &Path) {
-    let out = h.vine().args(["disk", "convert"]).arg(raw).arg(vhd).args(["--to", "dynamic"]).output().unwrap();
+    let out =
+        h.vine().args(["disk", "convert"]).arg(raw).arg(vhd).args(["--to", "dynamic"]).output().unwrap();
     assert!(out.status.success(), "{}", vmhost::text(&out));
 }
 
 /// Sector 1 of a VHD, read by QEMU's own vpc driver (not vine's).
 fn sector1(vhd: &Path, dir: &Path) -> Vec<u8> {
     let raw = dir.join("check.raw");
-    let out = Command::new("qemu-img").args(["convert", "-f", "vpc", "-O", "raw"]).arg(vhd).arg(&raw).output().unwrap();
+    let out = Command::new("qemu-img")
+        .args(["convert", "-f", "vpc", "-O", "raw"])
+        .arg(vhd)
+        .arg(&raw)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", vmhost::text(&out));
     let bytes = std::fs::read(&raw).unwrap();
     bytes[512..528].to_vec()
@@ -68,7 +74,10 @@ fn boots_from_a_vhd_root_disk_and_undo_disks_commit_or_discard_a_session() {
     assert_eq!(disk1(&h, &mut log), SESSION1);
     h.ok(&["vm", "off", vm, "--undo", "discard"]);
     let events = h.ok(&["vm", "events", vm]);
-    assert!(events.contains("discarded the undo disks") && events.contains("committed the undo disks"), "{events}");
+    assert!(
+        events.contains("discarded the undo disks") && events.contains("committed the undo disks"),
+        "{events}"
+    );
 }
 
 #[test]

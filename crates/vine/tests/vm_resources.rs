@@ -56,7 +56,11 @@ fn weights_caps_and_reservations_on_running_guests() {
     assert!(cgroup_file(&h, "cpu", "w100", "cgroup.procs").contains(&h.pid("w100").to_string()));
     let used = measure(&h, &["w100", "w300"], 10);
     let ratio = used[1] / used[0];
-    eprintln!("weights 100:300 -> {:.1}% : {:.1}% of one core (ratio {ratio:.2})", used[0] * 100.0, used[1] * 100.0);
+    eprintln!(
+        "weights 100:300 -> {:.1}% : {:.1}% of one core (ratio {ratio:.2})",
+        used[0] * 100.0,
+        used[1] * 100.0
+    );
     assert!((ratio - 3.0).abs() <= 0.45, "weights 100:300 gave ratio {ratio:.2} ({used:?})");
     assert!(used[0] + used[1] > 0.8, "the guests did not keep one core busy: {used:?}");
 
@@ -93,7 +97,8 @@ fn weights_caps_and_reservations_on_running_guests() {
     h.ok(&["vm", "set", "w100", "--cpu-reserve", &(capacity - 100).to_string()]);
     h.ok(&["vm", "start", "w100"]);
     // Raising a running VM's reservation past the host is refused too, and changes nothing.
-    let e = h.fails(&["vm", "set", "w100", "--cpu-reserve", &(capacity - 90).to_string(), "--cpu-weight", "500"]);
+    let e =
+        h.fails(&["vm", "set", "w100", "--cpu-reserve", &(capacity - 90).to_string(), "--cpu-weight", "500"]);
     assert!(e.contains(&format!("cannot reserve {}% CPU for 'w100'", capacity - 90)), "{e}");
     assert_eq!(h.show("w100")["cpu"]["weight"], 100);
     assert_eq!(h.show("w100")["cpu"]["reserve"], capacity - 100);

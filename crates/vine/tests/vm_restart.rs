@@ -35,11 +35,20 @@ fn daemon_killed_while_two_vms_run_then_one_qemu_killed() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| (v["name"].as_str().unwrap().into(), v["state"].as_str().unwrap().into(), v["pid"].as_u64().unwrap()))
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().into(),
+                v["state"].as_str().unwrap().into(),
+                v["pid"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         states,
-        vec![("rs-a".into(), "running".into(), u64::from(pa)), ("rs-b".into(), "paused".into(), u64::from(pb))]
+        vec![
+            ("rs-a".into(), "running".into(), u64::from(pa)),
+            ("rs-b".into(), "paused".into(), u64::from(pb))
+        ]
     );
     assert_eq!(h.cgroup_pids(), servers_before, "processes changed across the daemon restart");
     assert!(h.ok(&["vm", "events", "--json"]).contains("found 'rs-a' running"));

@@ -211,7 +211,9 @@ fn parse_disk(spec: &str) -> anyhow::Result<Disk> {
             "bus=virtio" => d.bus = Bus::Virtio,
             "bus=ide" => d.bus = Bus::Ide,
             "bus=scsi" => d.bus = Bus::Scsi,
-            other => bail!("--disk {spec}: unknown option {other:?} (known: bus=virtio|ide|scsi, shared, ro)"),
+            other => {
+                bail!("--disk {spec}: unknown option {other:?} (known: bus=virtio|ide|scsi, shared, ro)")
+            }
         }
     }
     Ok(d)
@@ -223,7 +225,13 @@ fn definition(a: &CreateArgs) -> anyhow::Result<VmDefinition> {
         d.disks.push(parse_disk(spec)?);
     }
     for iso in &a.cdroms {
-        d.disks.push(Disk { path: absolute(iso)?, bus: Bus::Ide, cdrom: true, shared: false, read_only: true });
+        d.disks.push(Disk {
+            path: absolute(iso)?,
+            bus: Bus::Ide,
+            cdrom: true,
+            shared: false,
+            read_only: true,
+        });
     }
     if let Some(k) = &a.kernel {
         d.kernel = Some(KernelBoot {
@@ -259,7 +267,10 @@ fn control(name: String, control: Control, options: ControlOptions) -> anyhow::R
 }
 
 fn print_table(vms: &[VmInfo]) {
-    println!("{:<20} {:<10} {:>8} {:>5} {:>10}  CPU (weight/reserve/max)", "NAME", "STATE", "PID", "CPUS", "MEMORY");
+    println!(
+        "{:<20} {:<10} {:>8} {:>5} {:>10}  CPU (weight/reserve/max)",
+        "NAME", "STATE", "PID", "CPUS", "MEMORY"
+    );
     for v in vms {
         println!(
             "{:<20} {:<10} {:>8} {:>5} {:>9}M  {}/{}%/{}",

@@ -121,7 +121,8 @@ impl VmHost {
 
     /// Creates a diskless VM booting the guest kit with `options` (e.g. `vine.counter=1`).
     pub fn create_kit_vm(&self, name: &str, options: &[&str], extra: &[&str]) {
-        let mut args: Vec<String> = vec!["vm".into(), "create".into(), name.into(), "--memory".into(), "256M".into()];
+        let mut args: Vec<String> =
+            vec!["vm".into(), "create".into(), name.into(), "--memory".into(), "256M".into()];
         args.push("--kernel".into());
         args.push(self.kit.vmlinuz.display().to_string());
         args.push("--initrd".into());
