@@ -371,14 +371,16 @@ impl Server {
     fn register<S: Stream>(&self, stream: &S) -> Result<Option<Registration<'_>>, ConnectionError> {
         let closer = stream.try_clone().map_err(ConnectionError::Split)?;
         let mut registry = self.control.registry();
-        let id = registry.next_id();
-        registry.connections.insert(id, Box::new(move |how| drop(closer.shutdown(how))));
-        let registration = Registration { control: &self.control, id };
         // Checked under the lock: a shutdown either sees this connection or we see the flag.
+        // (Checked before registering: a `Registration` dropped while the lock is held would
+        // deadlock taking it again.)
         if self.control.stopping.load(Ordering::SeqCst) {
             return Ok(None);
         }
-        Ok(Some(registration))
+        let id = registry.next_id();
+        registry.connections.insert(id, Box::new(move |how| drop(closer.shutdown(how))));
+        drop(registry);
+        Ok(Some(Registration { control: &self.control, id }))
     }
 }
 

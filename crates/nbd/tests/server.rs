@@ -112,3 +112,17 @@ fn shutdown_before_serving_returns_at_once() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     server.serve(listener).expect("returns immediately");
 }
+
+#[test]
+fn a_connection_arriving_during_shutdown_is_turned_away_without_deadlock() {
+    // Regression: registering a connection after the stop flag was set used to drop its
+    // registration while holding the registry lock, which the drop takes again.
+    let server = Arc::new(Server::new(vec![export("a")]).unwrap());
+    server.shutdown_handle().shutdown();
+    let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s = Arc::clone(&server);
+    thread::spawn(move || tx.send(s.handle(ours).is_ok()).unwrap());
+    let handled = rx.recv_timeout(Duration::from_secs(10)).expect("handle() deadlocked");
+    assert!(handled);
+}
