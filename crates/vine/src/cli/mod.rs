@@ -3,6 +3,7 @@
 
 pub mod disk;
 pub mod host;
+pub mod policy;
 pub mod size;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,9 @@ pub enum Command {
     /// This host: CPUs, memory, accelerator, cgroups.
     #[command(subcommand)]
     Host(host::HostCommand),
+    /// Workload policies and the trace-driven simulator.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 /// Sets up `tracing` on stderr; `RUST_LOG` overrides the level.
@@ -46,5 +50,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Disk(cmd) => disk::run(cmd),
         Command::Host(cmd) => host::run(cmd),
+        Command::Policy(cmd) => policy::run(cmd),
     }
 }
