@@ -49,15 +49,18 @@ pub fn find_host(
         if excluded[h] || !st.fits(h, vm, check.memory) {
             continue;
         }
+        // CloudSim 3.0.3 reads the load a target already has from its scheduler's grants (which
+        // include VMs placed earlier in this plan) but its current power from the last measurement.
+        let allocated = st.hosts[h].allocated_mips;
         let measured = st.measured_mips(h);
         if let Some(rule) = check.overload {
-            if measured != 0.0 && assess(st, h, Some(vm), rule, check.fallback).overloaded {
+            if allocated != 0.0 && assess(st, h, Some(vm), rule, check.fallback).overloaded {
                 continue;
             }
         }
         let spec = st.spec(h);
         let total = spec.total_mips();
-        let after = (measured + vm.requested_mips) / total;
+        let after = (allocated + vm.requested_mips) / total;
         match check.rule {
             PlacementRule::FirstFit => {
                 let extra = watts_diff(spec, measured, after).unwrap_or(0.0);

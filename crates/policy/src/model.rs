@@ -92,6 +92,8 @@ pub struct HostView {
     pub measured_mips: f64,
     /// MIPS its CPU scheduler has not handed out (0 when oversubscribed).
     pub available_mips: f64,
+    /// MIPS its CPU scheduler has granted to the VMs on it now.
+    pub allocated_mips: f64,
     /// The VMs on it, in the order they arrived.
     pub vms: Vec<VmId>,
 }

@@ -206,6 +206,22 @@ pub const BUILTIN_NAMES: &[&str] =
 /// The default policy's name.
 pub const DEFAULT_POLICY: &str = "vine";
 
+impl Migrations {
+    /// The threshold a host must stay under when VMs are first placed (when nothing has history
+    /// yet): the static threshold, or the fallback of the history-based rules; `None` without
+    /// migrations (first placement is then not load-checked).
+    pub fn initial_threshold(&self) -> Option<f64> {
+        match self {
+            Migrations::None => None,
+            Migrations::Reactive(r) => Some(match r.overload {
+                OverloadRule::Thr { threshold } => threshold,
+                _ => r.fallback_threshold,
+            }),
+            Migrations::Predictive(p) => Some(p.target_fill),
+        }
+    }
+}
+
 impl Policy {
     /// A built-in policy by name.
     pub fn builtin(name: &str) -> Result<Policy, PolicyError> {

@@ -10,6 +10,8 @@ pub struct PlanHost {
     pub vms: Vec<VmId>,
     /// MIPS the scheduler has not handed out.
     pub available_mips: f64,
+    /// MIPS the scheduler has granted.
+    pub allocated_mips: f64,
     /// Memory in use, MB.
     pub ram_mb: u64,
     cache: Option<Cache>,
@@ -61,6 +63,7 @@ impl<'s> PlanState<'s> {
             .map(|h| PlanHost {
                 vms: h.vms.clone(),
                 available_mips: h.available_mips,
+                allocated_mips: h.allocated_mips,
                 ram_mb: h.vms.iter().map(|v| snap.vm(*v).ram_mb as u64).sum(),
                 cache: None,
             })
@@ -125,31 +128,33 @@ impl<'s> PlanState<'s> {
     /// Puts `vm` on `h` (CloudSim's `vmCreate` during planning).
     pub fn create(&mut self, h: usize, id: VmId) {
         let vm = self.snap.vm(id);
-        let pe = self.spec(h).pe_mips;
         let host = &mut self.hosts[h];
-        let need = vm.requested_mips.min(pe);
-        if host.available_mips >= need {
-            host.available_mips -= need;
-        } else {
-            host.available_mips = 0.0;
-        }
         host.vms.push(id);
         host.ram_mb += vm.ram_mb as u64;
+        self.regrant(h);
+    }
+
+    /// Recomputes what the scheduler grants on `h` after its VM list changed.
+    fn regrant(&mut self, h: usize) {
+        let spec = *self.spec(h);
+        let snap = self.snap;
+        let host = &mut self.hosts[h];
+        let (available, allocated) =
+            scheduler_grants(spec.total_mips(), spec.pe_mips, host.vms.iter().map(|v| snap.vm(*v).requested_mips));
+        host.available_mips = available;
+        host.allocated_mips = allocated;
         host.cache = None;
     }
 
     /// Takes `vm` off `h` (CloudSim's `vmDestroy`): the scheduler re-grants the others in order.
     pub fn destroy(&mut self, h: usize, id: VmId) {
-        let pe = self.spec(h).pe_mips;
-        let total = self.spec(h).total_mips();
         let snap = self.snap;
         let host = &mut self.hosts[h];
         if let Some(pos) = host.vms.iter().position(|v| *v == id) {
             host.vms.remove(pos);
             host.ram_mb -= snap.vm(id).ram_mb as u64;
         }
-        host.available_mips = scheduler_available(total, pe, host.vms.iter().map(|v| snap.vm(*v).requested_mips));
-        host.cache = None;
+        self.regrant(h);
     }
 }
 
@@ -162,17 +167,25 @@ fn add_vm(c: &mut Cache, spec: &HostSpec, vm: &VmView) {
     c.max_ram_mb = c.max_ram_mb.max(vm.ram_mb);
 }
 
-/// MIPS a time-shared, oversubscribable scheduler has left after granting `requests` in order
-/// (each capped at one core): 0 as soon as one request does not fit.
-pub fn scheduler_available(total: f64, pe_mips: f64, requests: impl Iterator<Item = f64>) -> f64 {
+/// (MIPS left, MIPS granted) of a time-shared, oversubscribable scheduler after granting
+/// `requests` in order, each capped at one core; when one does not fit, every grant is scaled down
+/// (see [`crate::allocator`]) and nothing is left.
+pub fn scheduler_grants(total: f64, pe_mips: f64, requests: impl Iterator<Item = f64>) -> (f64, f64) {
     let mut available = total;
+    let mut capped = Vec::new();
+    let mut over = false;
     for r in requests {
         let need = r.min(pe_mips);
-        if available >= need {
+        capped.push(need);
+        if !over && available >= need {
             available -= need;
         } else {
-            available = 0.0;
+            over = true;
         }
     }
-    available
+    if !over {
+        return (available, capped.iter().sum());
+    }
+    let scaling = total / capped.iter().sum::<f64>();
+    (0.0, capped.iter().map(|c| (c * scaling).floor()).sum())
 }

@@ -6,7 +6,7 @@
 use policy::allocator::{allocate, Request, Role, MIGRATION_SOURCE_SHARE};
 use policy::receiver::{Receiver, Sample};
 use policy::spec::{PlacementRule, PowerMode};
-use policy::state::scheduler_available;
+use policy::state::scheduler_grants;
 use policy::{HostId, HostSpec, HostView, Snapshot, VmId, VmView};
 
 use crate::trace::TraceVm;
@@ -164,21 +164,30 @@ impl<'t> DataCentre<'t> {
     }
 
     /// Creates every VM at time 0 in order, each on the host `rule` picks with its full size
-    /// requested (CloudSim's first allocation; a VM that fits nowhere is not created).
-    pub fn place_initial(&mut self, rule: PlacementRule) {
+    /// requested (CloudSim's first allocation; a VM that fits nowhere is not created). With
+    /// `threshold`, a host that already holds VMs must stay at or under it (VMs already created ask
+    /// for their first sample, the new one for its full size).
+    pub fn place_initial(&mut self, rule: PlacementRule, threshold: Option<f64>) {
+        // MIPS granted on each host so far (the new VMs ask for their full size until the first tick).
+        let mut granted = vec![0.0f64; self.hosts.len()];
         for vm in 0..self.vms.len() {
             let (mips, ram) = (self.vms[vm].mips, self.vms[vm].ram_mb as u64);
-            let fits = |h: &Host| {
-                h.spec.pe_mips >= mips
-                    && h.available >= mips
-                    && h.ram_used + ram <= h.spec.ram_mb as u64
-                    && h.bw_used + VM_BW <= HOST_BW
-            };
             let mut chosen = None;
             let mut min = f64::MAX;
             for (i, h) in self.hosts.iter().enumerate() {
-                if !fits(h) {
+                let fits = h.spec.pe_mips >= mips
+                    && h.available >= mips
+                    && h.ram_used + ram <= h.spec.ram_mb as u64
+                    && h.bw_used + VM_BW <= HOST_BW;
+                if !fits {
                     continue;
+                }
+                let total = h.spec.total_mips();
+                if let (Some(limit), true) = (threshold, granted[i] != 0.0) {
+                    let requested: f64 = h.vms.iter().map(|&v| self.requested(v)).sum::<f64>() + mips;
+                    if requested / total > limit {
+                        continue;
+                    }
                 }
                 match rule {
                     PlacementRule::FirstFit => {
@@ -186,10 +195,9 @@ impl<'t> DataCentre<'t> {
                         break;
                     }
                     PlacementRule::PowerAwareBestFit => {
-                        let total = h.spec.total_mips();
                         let now = h.utilization_mips / total;
                         let (Some(after), Some(before)) =
-                            (h.spec.power.watts_at((h.utilization_mips + mips) / total), h.spec.power.watts_at(now))
+                            (h.spec.power.watts_at((granted[i] + mips) / total), h.spec.power.watts_at(now))
                         else {
                             continue;
                         };
@@ -206,6 +214,7 @@ impl<'t> DataCentre<'t> {
             };
             let host = &mut self.hosts[h];
             host.available -= mips.min(host.spec.pe_mips);
+            granted[h] += mips.min(host.spec.pe_mips);
             host.ram_used += ram;
             host.bw_used += VM_BW;
             host.vms.push(vm);
@@ -321,16 +330,17 @@ impl<'t> DataCentre<'t> {
             .hosts
             .iter()
             .enumerate()
-            .map(|(i, h)| HostView {
-                id: HostId(i as u32),
-                spec: h.spec,
-                measured_mips: h.utilization_mips,
-                available_mips: scheduler_available(
-                    h.spec.total_mips(),
-                    h.spec.pe_mips,
-                    h.vms.iter().map(|&v| self.requested(v)),
-                ),
-                vms: h.vms.iter().map(|&v| VmId(v as u32)).collect(),
+            .map(|(i, h)| {
+                let (available_mips, allocated_mips) =
+                    scheduler_grants(h.spec.total_mips(), h.spec.pe_mips, h.vms.iter().map(|&v| self.requested(v)));
+                HostView {
+                    id: HostId(i as u32),
+                    spec: h.spec,
+                    measured_mips: h.utilization_mips,
+                    available_mips,
+                    allocated_mips,
+                    vms: h.vms.iter().map(|&v| VmId(v as u32)).collect(),
+                }
             })
             .collect();
         let mut vms = Vec::new();

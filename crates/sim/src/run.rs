@@ -93,7 +93,7 @@ const SAMPLE_COMMANDS: usize = 8;
 /// Simulates `trace` under `policy` on `hosts` CloudSim hosts.
 pub fn simulate(trace: &Trace, policy: &Policy, hosts: usize) -> Report {
     let mut dc = DataCentre::new(cloudsim_hosts(hosts), &trace.vms, policy.power);
-    dc.place_initial(policy.placement);
+    dc.place_initial(policy.placement, policy.migrations.initial_threshold());
     let mut planner = Planner::new(policy.clone());
     let migrate = !matches!(policy.migrations, Migrations::None);
     let mut t = TICK_OFFSET_S + SAMPLE_PERIOD_S;
