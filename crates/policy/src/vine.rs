@@ -30,9 +30,9 @@ impl PredictiveSpec {
     /// Defaults of the built-in `vine` policy (docs/policy.md explains each number).
     pub const VINE_DEFAULT: PredictiveSpec = PredictiveSpec {
         prediction: crate::spec::PredictionRule::LocalRegression { window: 6 },
-        upper: 0.9,
-        target_fill: 0.85,
-        lower: 0.5,
+        upper: 0.98,
+        target_fill: 0.95,
+        lower: 0.6,
         max_migrations_per_interval: 0,
         adaptive_margin: true,
     };
