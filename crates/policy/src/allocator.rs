@@ -105,7 +105,11 @@ mod tests {
 
     #[test]
     fn fitting_requests_are_granted_in_full_except_migration_shares() {
-        let g = allocate(2000.0, 1000.0, &[req(500.0, Role::Resident), req(500.0, Role::MigratingOut), req(1000.0, Role::MigratingIn)]);
+        let g = allocate(
+            2000.0,
+            1000.0,
+            &[req(500.0, Role::Resident), req(500.0, Role::MigratingOut), req(1000.0, Role::MigratingIn)],
+        );
         assert_eq!(g.granted, vec![500.0, 450.0, 100.0]);
         assert_eq!(g.available, 900.0);
         assert!(!g.oversubscribed);

@@ -14,7 +14,7 @@ pub fn select_vm(st: &PlanState<'_>, h: usize, rule: SelectionRule) -> Option<Vm
             let mut best: Option<(u32, VmId)> = None;
             for id in &st.hosts[h].vms {
                 let ram = st.vm(*id).ram_mb;
-                if best.map_or(true, |(r, _)| ram < r) {
+                if best.is_none_or(|(r, _)| ram < r) {
                     best = Some((ram, *id));
                 }
             }
@@ -37,6 +37,8 @@ pub struct PlacementCheck<'a> {
 }
 
 /// Finds a host for `vm` among the hosts not `excluded` (CloudSim's `findHostForVm`).
+// Host indices address several parallel tables (state, snapshot, exclusions).
+#[allow(clippy::needless_range_loop)]
 pub fn find_host(
     st: &mut PlanState<'_>,
     vm: &VmView,
@@ -64,7 +66,10 @@ pub fn find_host(
         match check.rule {
             PlacementRule::FirstFit => {
                 let extra = watts_diff(spec, measured, after).unwrap_or(0.0);
-                return Some((h, TargetChoice { utilization_after: after, extra_watts: extra, rule: "first fit".into() }));
+                return Some((
+                    h,
+                    TargetChoice { utilization_after: after, extra_watts: extra, rule: "first fit".into() },
+                ));
             }
             PlacementRule::PowerAwareBestFit => {
                 let Some(diff) = watts_diff(spec, measured, after) else { continue };
@@ -116,7 +121,12 @@ fn overload_reason(st: &PlanState<'_>, a: &Assessment, h: usize, vm: VmId) -> Re
 /// CloudSim 3.0.3's `PowerVmAllocationPolicyMigrationAbstract.optimizeAllocation`: move VMs off
 /// overloaded hosts until they are not, place them by `placement`, then repeatedly try to empty
 /// the least-utilised host.
-pub fn plan_reactive(st: &mut PlanState<'_>, spec: &ReactiveSpec, placement: PlacementRule, memory: bool) -> Plan {
+pub fn plan_reactive(
+    st: &mut PlanState<'_>,
+    spec: &ReactiveSpec,
+    placement: PlacementRule,
+    memory: bool,
+) -> Plan {
     let n = st.hosts.len();
     let rule = &spec.overload;
     let mut over = vec![false; n];
@@ -132,8 +142,7 @@ pub fn plan_reactive(st: &mut PlanState<'_>, spec: &ReactiveSpec, placement: Pla
     let mut leaving: Vec<(VmId, usize, Reason)> = Vec::new();
     for (h, first) in &over_list {
         let mut a = *first;
-        loop {
-            let Some(vm) = select_vm(st, *h, spec.selection) else { break };
+        while let Some(vm) = select_vm(st, *h, spec.selection) {
             leaving.push((vm, *h, overload_reason(st, &a, *h, vm)));
             st.destroy(*h, vm);
             a = assess(st, *h, None, rule, spec.fallback_threshold);
@@ -144,14 +153,21 @@ pub fn plan_reactive(st: &mut PlanState<'_>, spec: &ReactiveSpec, placement: Pla
     }
     let mut order: Vec<VmId> = leaving.iter().map(|l| l.0).collect();
     sort_by_demand(st, &mut order);
-    let check = PlacementCheck { rule: placement, overload: Some(rule), fallback: spec.fallback_threshold, memory };
+    let check =
+        PlacementCheck { rule: placement, overload: Some(rule), fallback: spec.fallback_threshold, memory };
     let mut plan = Plan::default();
     for id in order {
         let (_, from, reason) = leaving.iter().find(|l| l.0 == id).expect("selected above").clone();
         let vm = st.vm(id);
         if let Some((to, target)) = find_host(st, vm, &over, &check) {
             st.create(to, id);
-            plan.migrations.push(Migration { vm: id, from: HostId(from as u32), to: HostId(to as u32), reason, target });
+            plan.migrations.push(Migration {
+                vm: id,
+                from: HostId(from as u32),
+                to: HostId(to as u32),
+                reason,
+                target,
+            });
         }
     }
 

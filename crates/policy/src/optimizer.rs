@@ -96,7 +96,12 @@ pub fn assess(
             let migration_s = load.max_ram_mb as f64 / st.snap.migration_mb_per_s;
             let ahead = (migration_s / st.snap.interval_s).ceil();
             let predicted = (a + b * (LR_WINDOW as f64 + ahead)) * safety;
-            Assessment { overloaded: predicted >= 1.0, value: predicted, threshold: 1.0, basis: Basis::Forecast }
+            Assessment {
+                overloaded: predicted >= 1.0,
+                value: predicted,
+                threshold: 1.0,
+                basis: Basis::Forecast,
+            }
         }
     }
 }

@@ -54,7 +54,8 @@ mod tests {
     #[test]
     fn rising_trend_is_extrapolated() {
         // newest first: 0.5, 0.4, 0.3, 0.2 → next 0.6
-        let f = forecast(&vm(vec![0.5, 0.4, 0.3, 0.2], 500.0), &PredictionRule::LocalRegression { window: 4 });
+        let f =
+            forecast(&vm(vec![0.5, 0.4, 0.3, 0.2], 500.0), &PredictionRule::LocalRegression { window: 4 });
         assert!((f.mips - 600.0).abs() < 1e-9, "{f:?}");
     }
 

@@ -200,8 +200,17 @@ pub enum PolicyError {
 }
 
 /// Names of the built-in policies, baselines first, ours (`vine`, the default) last.
-pub const BUILTIN_NAMES: &[&str] =
-    &["npa", "dvfs", "thr-mmt-0.8", "iqr-mmt-1.5", "mad-mmt-2.5", "lr-mmt-1.2", "lrr-mmt-1.2", "vine", "vine-mem"];
+pub const BUILTIN_NAMES: &[&str] = &[
+    "npa",
+    "dvfs",
+    "thr-mmt-0.8",
+    "iqr-mmt-1.5",
+    "mad-mmt-2.5",
+    "lr-mmt-1.2",
+    "lrr-mmt-1.2",
+    "vine",
+    "vine-mem",
+];
 
 /// The default policy's name.
 pub const DEFAULT_POLICY: &str = "vine";
@@ -327,7 +336,12 @@ impl Policy {
 
     /// Checks every number; the error names the field.
     pub fn validate(&self) -> Result<(), PolicyError> {
-        let bad = |field, value, expected| PolicyError::Invalid { policy: self.name.clone(), field, value, expected };
+        let bad = |field, value, expected| PolicyError::Invalid {
+            policy: self.name.clone(),
+            field,
+            value,
+            expected,
+        };
         let fraction = |field, v: f64| {
             if (0.0..=1.0).contains(&v) {
                 Ok(())
@@ -335,7 +349,8 @@ impl Policy {
                 Err(bad(field, v, "a fraction between 0 and 1"))
             }
         };
-        let positive = |field, v: f64| if v > 0.0 && v.is_finite() { Ok(()) } else { Err(bad(field, v, "> 0")) };
+        let positive =
+            |field, v: f64| if v > 0.0 && v.is_finite() { Ok(()) } else { Err(bad(field, v, "> 0")) };
         match &self.migrations {
             Migrations::None => {}
             Migrations::Reactive(r) => {

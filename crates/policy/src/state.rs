@@ -139,8 +139,11 @@ impl<'s> PlanState<'s> {
         let spec = *self.spec(h);
         let snap = self.snap;
         let host = &mut self.hosts[h];
-        let (available, allocated) =
-            scheduler_grants(spec.total_mips(), spec.pe_mips, host.vms.iter().map(|v| snap.vm(*v).requested_mips));
+        let (available, allocated) = scheduler_grants(
+            spec.total_mips(),
+            spec.pe_mips,
+            host.vms.iter().map(|v| snap.vm(*v).requested_mips),
+        );
         host.available_mips = available;
         host.allocated_mips = allocated;
         host.cache = None;

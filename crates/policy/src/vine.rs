@@ -4,6 +4,8 @@
 //! moves that bring it back are chosen; under-used hosts are emptied only when every VM fits on
 //! hosts that are already on, below the fill target, within a per-interval migration budget.
 
+use std::collections::BTreeSet;
+
 use crate::migrator::PlacementCheck;
 use crate::model::{HostId, Migration, Plan, Reason, TargetChoice, VmId};
 use crate::predictor::forecast;
@@ -17,11 +19,37 @@ struct Demand {
     /// Forecast MIPS per host (sum over its VMs in the planning state).
     per_host: Vec<f64>,
     method: &'static str,
+    /// Hosts that are on, by room left under the fill target (milli-MIPS), for best fit in O(log n).
+    room: BTreeSet<(i64, usize)>,
+    /// Each indexed host's key in `room`.
+    key: Vec<Option<i64>>,
+    fill: f64,
+    totals: Vec<f64>,
 }
 
 impl Demand {
     fn of(&self, vm: VmId) -> f64 {
         self.per_vm[vm.0 as usize]
+    }
+
+    fn room_key(&self, h: usize) -> i64 {
+        ((self.fill * self.totals[h] - self.per_host[h]) * 1000.0).round() as i64
+    }
+
+    /// Indexes host `h` as on (or re-indexes it after its load changed).
+    fn index(&mut self, h: usize) {
+        if let Some(k) = self.key[h].take() {
+            self.room.remove(&(k, h));
+        }
+        let k = self.room_key(h);
+        self.room.insert((k, h));
+        self.key[h] = Some(k);
+    }
+
+    fn unindex(&mut self, h: usize) {
+        if let Some(k) = self.key[h].take() {
+            self.room.remove(&(k, h));
+        }
     }
 }
 
@@ -38,6 +66,8 @@ impl PredictiveSpec {
     };
 }
 
+// Host indices address several parallel tables (state, snapshot, flags, forecasts).
+#[allow(clippy::needless_range_loop)]
 /// Plans one interval. `margin` (a fraction of a VM's size) widens every forecast. Returns the plan
 /// and the forecasts made, for the Validator.
 pub fn plan_predictive(
@@ -60,12 +90,30 @@ pub fn plan_predictive(
     }
     let per_host =
         (0..n).map(|h| st.hosts[h].vms.iter().map(|v| per_vm[v.0 as usize]).sum::<f64>()).collect();
-    let mut d = Demand { per_vm, per_host, method };
-    let budget = if spec.max_migrations_per_interval == 0 { usize::MAX } else { spec.max_migrations_per_interval as usize };
+    let totals: Vec<f64> = (0..n).map(|h| st.spec(h).total_mips()).collect();
+    let mut d = Demand {
+        per_vm,
+        per_host,
+        method,
+        room: BTreeSet::new(),
+        key: vec![None; n],
+        fill: spec.target_fill,
+        totals,
+    };
+    let budget = if spec.max_migrations_per_interval == 0 {
+        usize::MAX
+    } else {
+        spec.max_migrations_per_interval as usize
+    };
     let _ = PlacementCheck { rule: placement, overload: None, fallback: 0.0, memory };
 
     let mut plan = Plan::default();
     let on: Vec<bool> = st.snap.hosts.iter().map(|h| h.measured_mips > 0.0).collect();
+    for h in 0..n {
+        if on[h] || !st.hosts[h].vms.is_empty() {
+            d.index(h);
+        }
+    }
     // Hosts that may not give VMs away this interval (they receive or already gave).
     let mut frozen = vec![false; n];
     // Hosts being emptied: never targets.
@@ -116,14 +164,24 @@ pub fn plan_predictive(
                 selection: format!(
                     "forecast {:.0} MIPS{}; {} MB of memory, a {:.1} s migration",
                     d.of(vm),
-                    if d.of(vm) >= excess { ", enough alone to end the overload" } else { ", the largest on the host" },
+                    if d.of(vm) >= excess {
+                        ", enough alone to end the overload"
+                    } else {
+                        ", the largest on the host"
+                    },
                     v.ram_mb,
                     st.snap.migration_time_s(v)
                 ),
             };
             move_vm(st, &mut d, vm, h, to);
             frozen[to] = true;
-            plan.migrations.push(Migration { vm, from: HostId(h as u32), to: HostId(to as u32), reason, target });
+            plan.migrations.push(Migration {
+                vm,
+                from: HostId(h as u32),
+                to: HostId(to as u32),
+                reason,
+                target,
+            });
         }
     }
 
@@ -142,6 +200,7 @@ pub fn plan_predictive(
             continue;
         }
         emptied[h] = true;
+        d.unindex(h);
         let u = d.per_host[h] / st.spec(h).total_mips();
         let mut vms = st.hosts[h].vms.clone();
         vms.sort_by(|a, b| d.of(*b).total_cmp(&d.of(*a)));
@@ -171,6 +230,7 @@ pub fn plan_predictive(
                         move_vm(st, &mut d, m.vm, m.to.0 as usize, h);
                     }
                     emptied[h] = false;
+                    d.index(h);
                     break;
                 }
             }
@@ -192,15 +252,19 @@ fn move_vm(st: &mut PlanState<'_>, d: &mut Demand, vm: VmId, from: usize, to: us
     let f = d.of(vm);
     d.per_host[from] -= f;
     d.per_host[to] += f;
+    if d.key[from].is_some() {
+        d.index(from);
+    }
+    d.index(to);
 }
 
 /// Best fit by forecast among hosts that are on: the fullest host that stays under the fill
 /// target. With `may_wake`, a switched-off host (the largest) is used when none fits.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 fn choose_target(
     st: &PlanState<'_>,
     d: &Demand,
-    spec: &PredictiveSpec,
+    _spec: &PredictiveSpec,
     vm: VmId,
     emptied: &[bool],
     on: &[bool],
@@ -210,29 +274,27 @@ fn choose_target(
 ) -> Option<(usize, TargetChoice)> {
     let v = st.vm(vm);
     let f = d.of(vm);
-    let mut best: Option<(usize, f64)> = None;
-    let mut wake: Option<usize> = None;
-    for h in 0..st.hosts.len() {
-        if h == source || emptied[h] {
-            continue;
-        }
+    let fits = |h: usize| {
         let spec_h = st.spec(h);
-        let total = spec_h.total_mips();
-        if spec_h.pe_mips < f || (memory && st.hosts[h].ram_mb + v.ram_mb as u64 > spec_h.ram_mb as u64) {
-            continue;
-        }
-        let after = (d.per_host[h] + f) / total;
-        let is_on = on[h] || !st.hosts[h].vms.is_empty();
-        if is_on {
-            if after <= spec.target_fill && best.map_or(true, |(_, a)| after > a) {
-                best = Some((h, after));
+        h != source
+            && !emptied[h]
+            && spec_h.pe_mips >= f
+            && (!memory || st.hosts[h].ram_mb + v.ram_mb as u64 <= spec_h.ram_mb as u64)
+    };
+    // Best fit: the host left with the least room under the fill target.
+    let need = (f * 1000.0).round() as i64;
+    let best = d.room.range((need, 0)..).map(|&(_, h)| h).find(|&h| fits(h)).map(|h| (h, 0.0));
+    let mut wake: Option<usize> = None;
+    if best.is_none() && may_wake {
+        for h in 0..st.hosts.len() {
+            let is_on = on[h] || !st.hosts[h].vms.is_empty();
+            if !is_on && fits(h) && wake.is_none_or(|w| d.totals[h] > d.totals[w]) {
+                wake = Some(h);
             }
-        } else if may_wake && wake.map_or(true, |w| total > st.spec(w).total_mips()) {
-            wake = Some(h);
         }
     }
     let (h, rule) = match (best, wake) {
-        (Some((h, _)), _) => (h, "best fit by forecast among hosts already on"),
+        (Some((h, _)), _) => (h, "best fit by forecast among hosts already on (least room left)"),
         (None, Some(w)) => (w, "no host already on had room, so the largest switched-off host is woken"),
         (None, None) => return None,
     };

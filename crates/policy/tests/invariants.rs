@@ -24,7 +24,9 @@ fn vm_seed(hosts: usize) -> impl Strategy<Value = VmSeed> {
 }
 
 fn pool() -> impl Strategy<Value = Snapshot> {
-    (2..24usize).prop_flat_map(|hosts| prop::collection::vec(vm_seed(hosts), 1..70).prop_map(move |seeds| build(hosts, &seeds)))
+    (2..24usize).prop_flat_map(|hosts| {
+        prop::collection::vec(vm_seed(hosts), 1..70).prop_map(move |seeds| build(hosts, &seeds))
+    })
 }
 
 fn build(hosts: usize, seeds: &[VmSeed]) -> Snapshot {
@@ -60,8 +62,14 @@ fn build(hosts: usize, seeds: &[VmSeed]) -> Snapshot {
             }
         })
         .collect();
-    let mut snap =
-        Snapshot { time: 300.1, interval_s: 300.0, migration_mb_per_s: 62.5, hosts, vms, vm_index: Vec::new() };
+    let mut snap = Snapshot {
+        time: 300.1,
+        interval_s: 300.0,
+        migration_mb_per_s: 62.5,
+        hosts,
+        vms,
+        vm_index: Vec::new(),
+    };
     snap.reindex();
     snap
 }
@@ -152,7 +160,10 @@ fn every_command_carries_its_reason() {
         assert!(!plan.migrations.is_empty(), "{name} should relieve the overloaded hosts");
         for c in policy::prescribe(&plan) {
             let text = c.to_string();
-            assert!(text.contains("overloaded") || text.contains("utilisation") || text.contains("switch off"), "{text}");
+            assert!(
+                text.contains("overloaded") || text.contains("utilisation") || text.contains("switch off"),
+                "{text}"
+            );
         }
     }
 }

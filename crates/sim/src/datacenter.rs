@@ -279,7 +279,12 @@ impl<'t> DataCentre<'t> {
         host.utilization_mips = utilization;
         push_host_entry(
             host,
-            HostEntry { time: t, allocated: utilization, requested: requested_total, active: utilization > 0.0 },
+            HostEntry {
+                time: t,
+                allocated: utilization,
+                requested: requested_total,
+                active: utilization > 0.0,
+            },
         );
     }
 
@@ -296,7 +301,12 @@ impl<'t> DataCentre<'t> {
                     PowerMode::AlwaysMax => host.spec.power.max_watts() * dt,
                     PowerMode::Dynamic => {
                         let total = host.spec.total_mips();
-                        energy_between(&host.spec, host.previous_utilization_mips / total, host.utilization_mips / total, dt)
+                        energy_between(
+                            &host.spec,
+                            host.previous_utilization_mips / total,
+                            host.utilization_mips / total,
+                            dt,
+                        )
                     }
                 };
             }
@@ -331,8 +341,11 @@ impl<'t> DataCentre<'t> {
             .iter()
             .enumerate()
             .map(|(i, h)| {
-                let (available_mips, allocated_mips) =
-                    scheduler_grants(h.spec.total_mips(), h.spec.pe_mips, h.vms.iter().map(|&v| self.requested(v)));
+                let (available_mips, allocated_mips) = scheduler_grants(
+                    h.spec.total_mips(),
+                    h.spec.pe_mips,
+                    h.vms.iter().map(|&v| self.requested(v)),
+                );
                 HostView {
                     id: HostId(i as u32),
                     spec: h.spec,
@@ -404,7 +417,7 @@ impl<'t> DataCentre<'t> {
             target.vms.push(vm);
             self.vms[vm].host = Some(to);
             self.vms[vm].in_migration = false;
-            if events.get(i + 1).map_or(true, |next| next.0 > t) {
+            if events.get(i + 1).is_none_or(|next| next.0 > t) {
                 self.update_all(t);
             }
         }

@@ -7,6 +7,7 @@
 //! * [`plot`]: an SVG of energy and SLA violation over the day for several policies.
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod datacenter;
 pub mod metrics;
 pub mod plot;

@@ -11,7 +11,8 @@ const LEFT: f64 = 70.0;
 const RIGHT: f64 = 170.0;
 const TOP: f64 = 40.0;
 const GAP: f64 = 60.0;
-const COLOURS: [&str; 8] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
+const COLOURS: [&str; 8] =
+    ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 
 /// Draws `reports` (same day) into one SVG document.
 pub fn svg(reports: &[Report]) -> String {
@@ -23,21 +24,34 @@ pub fn svg(reports: &[Report]) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{LEFT}" y="22" font-size="15">Day {day}: power and SLA violation per 5-minute interval</text>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{LEFT}" y="22" font-size="15">Day {day}: power and SLA violation per 5-minute interval</text>"#
+    );
     panel(&mut s, reports, TOP, "power (kW)", |p| p.power_kw);
     panel(&mut s, reports, TOP + PANEL_H + GAP, "SLATAH in interval (%)", |p| p.slatah * 100.0);
     for (i, r) in reports.iter().enumerate() {
         let y = TOP + 20.0 * i as f64 + 10.0;
         let x = W - RIGHT + 15.0;
         let c = COLOURS[i % COLOURS.len()];
-        let _ = writeln!(s, r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{c}" stroke-width="2"/>"#, x + 20.0);
+        let _ = writeln!(
+            s,
+            r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{c}" stroke-width="2"/>"#,
+            x + 20.0
+        );
         let _ = writeln!(s, r#"<text x="{}" y="{}">{}</text>"#, x + 25.0, y + 4.0, escape(&r.policy));
     }
     s.push_str("</svg>\n");
     s
 }
 
-fn panel(s: &mut String, reports: &[Report], top: f64, label: &str, value: impl Fn(&crate::run::Point) -> f64) {
+fn panel(
+    s: &mut String,
+    reports: &[Report],
+    top: f64,
+    label: &str,
+    value: impl Fn(&crate::run::Point) -> f64,
+) {
     let plot_w = W - LEFT - RIGHT;
     let t_max = reports.iter().flat_map(|r| r.series.last()).map(|p| p.time).fold(1.0, f64::max);
     let v_max = nice(reports.iter().flat_map(|r| r.series.iter().map(&value)).fold(0.0, f64::max));
@@ -48,12 +62,15 @@ fn panel(s: &mut String, reports: &[Report], top: f64, label: &str, value: impl 
     for k in 0..=4 {
         let v = v_max * k as f64 / 4.0;
         let y = top + PANEL_H - PANEL_H * k as f64 / 4.0;
-        let _ = writeln!(s, r##"<line x1="{LEFT}" y1="{y}" x2="{}" y2="{y}" stroke="#eee"/>"##, LEFT + plot_w);
-        let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, LEFT - 5.0, y + 4.0, fmt(v));
+        let _ =
+            writeln!(s, r##"<line x1="{LEFT}" y1="{y}" x2="{}" y2="{y}" stroke="#eee"/>"##, LEFT + plot_w);
+        let _ =
+            writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, LEFT - 5.0, y + 4.0, fmt(v));
     }
     for hour in (0..=24).step_by(4) {
         let x = LEFT + plot_w * (hour as f64 * 3600.0) / t_max.max(86400.0);
-        let _ = writeln!(s, r#"<text x="{x}" y="{}" text-anchor="middle">{hour} h</text>"#, top + PANEL_H + 15.0);
+        let _ =
+            writeln!(s, r#"<text x="{x}" y="{}" text-anchor="middle">{hour} h</text>"#, top + PANEL_H + 15.0);
     }
     let _ = writeln!(
         s,
@@ -69,7 +86,11 @@ fn panel(s: &mut String, reports: &[Report], top: f64, label: &str, value: impl 
             let y = top + PANEL_H - PANEL_H * (value(p) / v_max).min(1.0);
             let _ = write!(pts, "{x:.1},{y:.1} ");
         }
-        let _ = writeln!(s, r#"<polyline fill="none" stroke="{c}" stroke-width="1.2" points="{}"/>"#, pts.trim_end());
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{c}" stroke-width="1.2" points="{}"/>"#,
+            pts.trim_end()
+        );
     }
 }
 

@@ -113,7 +113,9 @@ pub fn simulate(trace: &Trace, policy: &Policy, hosts: usize) -> Report {
             for c in commands.iter().take(SAMPLE_COMMANDS.saturating_sub(sample_commands.len())) {
                 sample_commands.push(format!("t={t:.1}s {c}"));
             }
-            SimSender { dc: &mut dc, time: t }.send(&commands).expect("the simulated data centre accepts every command");
+            SimSender { dc: &mut dc, time: t }
+                .send(&commands)
+                .expect("the simulated data centre accepts every command");
             dc.finish_migrations(t + SAMPLE_PERIOD_S);
         }
         let now = dc.totals();

@@ -152,9 +152,12 @@ pub fn parse_order(path: &Path, text: &str, day: &str) -> Result<Vec<(String, f6
         if f[0] != day {
             continue;
         }
-        let idx: usize = f[1].parse().map_err(|_| bad(i + 1, format!("vm_index {:?} is not a number", f[1])))?;
-        let mips: f64 = f[4].parse().map_err(|_| bad(i + 1, format!("vm_mips {:?} is not a number", f[4])))?;
-        let ram: u32 = f[5].parse().map_err(|_| bad(i + 1, format!("vm_ram_mb {:?} is not a number", f[5])))?;
+        let idx: usize =
+            f[1].parse().map_err(|_| bad(i + 1, format!("vm_index {:?} is not a number", f[1])))?;
+        let mips: f64 =
+            f[4].parse().map_err(|_| bad(i + 1, format!("vm_mips {:?} is not a number", f[4])))?;
+        let ram: u32 =
+            f[5].parse().map_err(|_| bad(i + 1, format!("vm_ram_mb {:?} is not a number", f[5])))?;
         rows.push((idx, f[2].to_string(), mips, ram));
     }
     rows.sort_by_key(|r| r.0);

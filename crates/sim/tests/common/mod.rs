@@ -3,8 +3,11 @@
 use std::path::PathBuf;
 
 /// The ten PlanetLab days.
-pub const DAYS: [&str; 10] =
-    ["20110303", "20110306", "20110309", "20110322", "20110325", "20110403", "20110409", "20110411", "20110412", "20110420"];
+#[allow(dead_code)] // not every test file uses it
+pub const DAYS: [&str; 10] = [
+    "20110303", "20110306", "20110309", "20110322", "20110325", "20110403", "20110409", "20110411",
+    "20110412", "20110420",
+];
 
 /// `shared/traces/planetlab` beside the repository (or `$VINE_TRACES`).
 pub fn planetlab() -> PathBuf {

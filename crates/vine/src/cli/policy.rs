@@ -38,6 +38,18 @@ pub enum PolicyCommand {
     },
     /// List the built-in policies.
     List,
+    /// Time one planning step on a synthetic pool (hosts = VMs / 10), for bench/policy.sh.
+    Bench {
+        /// Number of VMs.
+        #[arg(long)]
+        vms: usize,
+        /// Policies to time (comma-separated).
+        #[arg(long, default_value = DEFAULT_POLICY, value_delimiter = ',')]
+        policy: Vec<String>,
+        /// Repetitions (the median is printed).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
 }
 
 fn load_policy(arg: &str) -> anyhow::Result<Policy> {
@@ -48,7 +60,8 @@ fn load_policy(arg: &str) -> anyhow::Result<Policy> {
     if !path.exists() {
         return Ok(Policy::builtin(arg)?);
     }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading policy {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading policy {}", path.display()))?;
     let policy = if path.extension().is_some_and(|e| e == "json") {
         Policy::from_json(&text)
     } else {
@@ -67,13 +80,36 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        PolicyCommand::Bench { vms, policy, repeat } => {
+            let snap = sim::bench::synthetic((vms / 10).max(2), vms, 42);
+            for name in &policy {
+                let p = load_policy(name)?;
+                let mut times = Vec::new();
+                let mut moves = 0;
+                for _ in 0..repeat.max(1) {
+                    let started = std::time::Instant::now();
+                    let plan = policy::Planner::new(p.clone()).plan(&snap);
+                    times.push(started.elapsed().as_secs_f64() * 1000.0);
+                    moves = plan.migrations.len();
+                }
+                times.sort_by(f64::total_cmp);
+                println!(
+                    "{{\"policy\": \"{}\", \"vms\": {vms}, \"hosts\": {}, \"ms\": {:.3}, \"migrations\": {moves}}}",
+                    p.name,
+                    snap.hosts.len(),
+                    times[times.len() / 2]
+                );
+            }
+            Ok(0)
+        }
         PolicyCommand::Show { policy } => {
             print!("{}", load_policy(&policy)?.to_toml());
             Ok(0)
         }
         PolicyCommand::Simulate { trace, policy, hosts, json, plot, explain } => {
             let policies = policy.iter().map(|p| load_policy(p)).collect::<anyhow::Result<Vec<_>>>()?;
-            let day = sim::load_day(&trace).with_context(|| format!("loading traces from {}", trace.display()))?;
+            let day =
+                sim::load_day(&trace).with_context(|| format!("loading traces from {}", trace.display()))?;
             let mut reports = Vec::new();
             for p in &policies {
                 let report = sim::simulate(&day, p, hosts);
