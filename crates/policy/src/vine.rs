@@ -216,7 +216,7 @@ pub fn plan_predictive(
                         reason: Reason::Underload {
                             utilization: u,
                             why: format!(
-                                "forecast below the {:.0} % lower threshold and all {} VMs fit on hosts already on, \
+                                "forecast below the {:.0} % lower threshold and all its VMs ({}) fit on hosts already on, \
                                  so it can be switched off",
                                 spec.lower * 100.0,
                                 st.snap.hosts[h].vms.len()

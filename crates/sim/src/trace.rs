@@ -70,7 +70,7 @@ pub enum OrderSource {
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
     /// A file or directory could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         /// Path.
         path: PathBuf,
