@@ -4,6 +4,7 @@
 pub mod daemon;
 pub mod disk;
 pub mod host;
+pub mod policy;
 pub mod size;
 pub mod vm;
 
@@ -34,6 +35,9 @@ pub enum Command {
     /// Virtual machines (through the daemon).
     #[command(subcommand)]
     Vm(vm::VmCommand),
+    /// Workload policies and the trace-driven simulator.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 /// Sets up `tracing` on stderr; `RUST_LOG` overrides the level.
@@ -55,5 +59,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Host(cmd) => host::run(cmd),
         Command::Daemon(args) => daemon::run(args),
         Command::Vm(cmd) => vm::run(cmd),
+        Command::Policy(cmd) => policy::run(cmd),
     }
 }

@@ -1,0 +1,52 @@
+//! The pipeline for one planning step: Receiver histories → Profiler → Validator → Predictor →
+//! Optimizer → Migrator → Resource Allocator → Prescriber, driven by a [`Policy`]. The Sender is the
+//! caller's. Deterministic: the same snapshot and state give the same plan.
+
+use crate::model::{Plan, Snapshot};
+use crate::spec::{Migrations, Policy};
+use crate::state::PlanState;
+use crate::validator::Validator;
+use crate::vine::plan_predictive;
+
+/// Coverage the adaptive margin aims for (share of under-predictions it absorbs).
+pub const MARGIN_COVERAGE: f64 = 0.9;
+
+/// A policy with the state it keeps between steps (the Validator's evidence).
+#[derive(Debug, Clone)]
+pub struct Planner {
+    policy: Policy,
+    validator: Validator,
+}
+
+impl Planner {
+    /// A planner for `policy` with no history.
+    pub fn new(policy: Policy) -> Self {
+        Planner { policy, validator: Validator::new() }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Plans one step from `snap`.
+    pub fn plan(&mut self, snap: &Snapshot) -> Plan {
+        self.validator.observe(snap);
+        let mut st = PlanState::new(snap);
+        match &self.policy.migrations {
+            Migrations::None => Plan::default(),
+            Migrations::Reactive(r) => {
+                crate::migrator::plan_reactive(&mut st, r, self.policy.placement, self.policy.enforce_memory)
+            }
+            Migrations::Predictive(p) => {
+                let margin = if p.adaptive_margin { self.validator.margin(MARGIN_COVERAGE) } else { 0.0 };
+                let (plan, expectations) =
+                    plan_predictive(&mut st, p, self.policy.placement, self.policy.enforce_memory, margin);
+                for (vm, mips) in expectations {
+                    self.validator.expect(vm, mips);
+                }
+                plan
+            }
+        }
+    }
+}

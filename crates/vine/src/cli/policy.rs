@@ -1,0 +1,166 @@
+//! `vine policy …`: policies as data, and the trace-driven simulator.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+use policy::spec::{Policy, BUILTIN_NAMES, DEFAULT_POLICY};
+
+/// Policy subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Replay a day of workload traces under one or more policies and print energy and SLA figures.
+    Simulate {
+        /// A day directory of PlanetLab traces (one file per VM).
+        #[arg(long)]
+        trace: PathBuf,
+        /// Built-in policy name or a policy file (.toml or .json); repeat or separate with commas to compare.
+        #[arg(long, default_value = DEFAULT_POLICY, value_delimiter = ',')]
+        policy: Vec<String>,
+        /// Number of hosts (alternating HP ML110 G4 and G5).
+        #[arg(long, default_value_t = sim::DEFAULT_HOSTS)]
+        hosts: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Draw energy and SLA violation over the day into this SVG file.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// Print every command with its reason (can be long).
+        #[arg(long)]
+        explain: bool,
+    },
+    /// Print a policy as TOML (a starting point for your own).
+    Show {
+        /// Built-in policy name or a policy file.
+        #[arg(default_value = DEFAULT_POLICY)]
+        policy: String,
+    },
+    /// List the built-in policies.
+    List,
+    /// Time one planning step on a synthetic pool (hosts = VMs / 10), for bench/policy.sh.
+    Bench {
+        /// Number of VMs.
+        #[arg(long)]
+        vms: usize,
+        /// Policies to time (comma-separated).
+        #[arg(long, default_value = DEFAULT_POLICY, value_delimiter = ',')]
+        policy: Vec<String>,
+        /// Repetitions (the median is printed).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
+}
+
+fn load_policy(arg: &str) -> anyhow::Result<Policy> {
+    if BUILTIN_NAMES.contains(&arg) {
+        return Ok(Policy::builtin(arg)?);
+    }
+    let path = PathBuf::from(arg);
+    if !path.exists() {
+        return Ok(Policy::builtin(arg)?);
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading policy {}", path.display()))?;
+    let policy = if path.extension().is_some_and(|e| e == "json") {
+        Policy::from_json(&text)
+    } else {
+        Policy::from_toml(&text)
+    };
+    policy.with_context(|| format!("policy file {}", path.display()))
+}
+
+/// Runs a policy subcommand.
+pub fn run(cmd: PolicyCommand) -> anyhow::Result<i32> {
+    match cmd {
+        PolicyCommand::List => {
+            for name in BUILTIN_NAMES {
+                let p = Policy::builtin(name)?;
+                println!("{name:<12} {}", p.description);
+            }
+            Ok(0)
+        }
+        PolicyCommand::Bench { vms, policy, repeat } => {
+            let snap = sim::bench::synthetic((vms / 10).max(2), vms, 42);
+            for name in &policy {
+                let p = load_policy(name)?;
+                let mut times = Vec::new();
+                let mut moves = 0;
+                for _ in 0..repeat.max(1) {
+                    let started = std::time::Instant::now();
+                    let plan = policy::Planner::new(p.clone()).plan(&snap);
+                    times.push(started.elapsed().as_secs_f64() * 1000.0);
+                    moves = plan.migrations.len();
+                }
+                times.sort_by(f64::total_cmp);
+                println!(
+                    "{{\"policy\": \"{}\", \"vms\": {vms}, \"hosts\": {}, \"ms\": {:.3}, \"migrations\": {moves}}}",
+                    p.name,
+                    snap.hosts.len(),
+                    times[times.len() / 2]
+                );
+            }
+            Ok(0)
+        }
+        PolicyCommand::Show { policy } => {
+            print!("{}", load_policy(&policy)?.to_toml());
+            Ok(0)
+        }
+        PolicyCommand::Simulate { trace, policy, hosts, json, plot, explain } => {
+            let policies = policy.iter().map(|p| load_policy(p)).collect::<anyhow::Result<Vec<_>>>()?;
+            let day =
+                sim::load_day(&trace).with_context(|| format!("loading traces from {}", trace.display()))?;
+            let mut reports = Vec::new();
+            for p in &policies {
+                let report = sim::simulate(&day, p, hosts);
+                if !json {
+                    print_report(&report, explain);
+                }
+                reports.push(report);
+            }
+            if json {
+                let out: Vec<serde_json::Value> = reports
+                    .iter()
+                    .map(|r| {
+                        let mut v = serde_json::to_value(r).expect("reports serialise");
+                        if let Some(o) = v.as_object_mut() {
+                            o.remove("series");
+                            o.remove("sample_commands");
+                        }
+                        v
+                    })
+                    .collect();
+                let doc = if out.len() == 1 { out.into_iter().next().expect("one") } else { out.into() };
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            }
+            if let Some(path) = plot {
+                std::fs::write(&path, sim::plot::svg(&reports))
+                    .with_context(|| format!("writing plot {}", path.display()))?;
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn print_report(r: &sim::Report, explain: bool) {
+    let m = &r.metrics;
+    println!("policy {} on day {} ({} hosts, {} VMs)", r.policy, r.day, r.hosts, r.vms);
+    if r.vms_not_placed > 0 {
+        println!("  VMs not placed:    {} (no host had room at creation)", r.vms_not_placed);
+    }
+    println!("  energy:            {:.2} kWh", m.energy_kwh);
+    println!("  SLATAH:            {:.2} %", m.slatah * 100.0);
+    println!("  PDM:               {:.3} %", m.pdm * 100.0);
+    println!("  SLAV:              {:.3e}", m.slav);
+    println!("  ESV:               {:.3e}", m.esv);
+    println!("  migrations:        {}", m.migrations);
+    println!("  host shutdowns:    {}", m.host_shutdowns);
+    println!("  planning per step: {:.2} ms mean, {:.2} ms max", r.planning_ms_mean, r.planning_ms_max);
+    let n = if explain { r.sample_commands.len() } else { r.sample_commands.len().min(2) };
+    if n > 0 {
+        println!("  first commands, with reasons:");
+        for c in &r.sample_commands[..n] {
+            println!("    {c}");
+        }
+    }
+}
