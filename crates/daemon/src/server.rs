@@ -193,8 +193,8 @@ impl Daemon {
         let mut writer = writer;
         let mut reader = BufReader::new(s);
         loop {
-            let mut line = String::new();
-            match Read::by_ref(&mut reader).take(MAX_REQUEST as u64 + 1).read_line(&mut line) {
+            let mut line = Vec::new();
+            match Read::by_ref(&mut reader).take(MAX_REQUEST as u64 + 1).read_until(b'\n', &mut line) {
                 Ok(0) | Err(_) => return,
                 Ok(n) if n > MAX_REQUEST => {
                     let r = Response::err(format!("request longer than {MAX_REQUEST} bytes"));
@@ -203,9 +203,12 @@ impl Daemon {
                 }
                 Ok(_) => {}
             }
-            let resp = match serde_json::from_str::<Request>(&line) {
-                Ok(req) => self.handle(req),
-                Err(e) => Response::err(format!("malformed request: {e}")),
+            let resp = match std::str::from_utf8(&line) {
+                Err(e) => Response::err(format!("malformed request: not UTF-8 ({e})")),
+                Ok(text) => match serde_json::from_str::<Request>(text) {
+                    Ok(req) => self.handle(req),
+                    Err(e) => Response::err(format!("malformed request: {e}")),
+                },
             };
             let text = serde_json::to_string(&resp).expect("responses serialise");
             if writeln!(writer, "{text}").is_err() {
