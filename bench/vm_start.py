@@ -14,6 +14,10 @@ Called by bench/vm-start.sh with a running private `vine daemon`. For each round
 One vine round runs first (to learn vine's command line) and is not counted; then rounds
 alternate which side goes first.
 
+The by-hand side runs twice: as a plain process, and inside a cgroup set up like vine's (cgroup
+v1: cpu, cpuacct and memory with the same memory limit, guest memory + 384 MiB), so the table
+separates what vine's daemon adds from what enforcing memory limits costs.
+
 Prints a Markdown table of medians, vine / raw and vine − raw.
 """
 
@@ -119,6 +123,33 @@ def raw_args(vine_args, qmp, console):
     return out
 
 
+CGROUP_DIRS = [f"/sys/fs/cgroup/{c}/vine-bench-raw" for c in ("cpu", "cpuacct", "memory")]
+
+
+def make_cgroup():
+    if not os.path.isdir("/sys/fs/cgroup/memory"):
+        return False
+    for d in CGROUP_DIRS:
+        os.makedirs(d, exist_ok=True)
+    with open(f"{CGROUP_DIRS[2]}/memory.limit_in_bytes", "w") as f:
+        f.write(str((256 + 384) << 20))
+    return True
+
+
+def remove_cgroup():
+    for d in CGROUP_DIRS:
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+
+
+def join_cgroup():
+    for d in CGROUP_DIRS:
+        with open(f"{d}/cgroup.procs", "w") as f:
+            f.write(str(os.getpid()))
+
+
 def wait_exit(p, timeout=60):
     p.wait(timeout=timeout)
 
@@ -127,7 +158,9 @@ def main():
     vine("vm", "create", VM, "--memory", "256M", "--kernel", f"{KIT}/vmlinuz", "--initrd", f"{KIT}/initrd.img",
          "--append", json.load(open(f"{KIT}/kit.json"))["cmdline"] + " vine.counter=1")
     console = show()["console_log"]
-    res = {k: [] for k in ("start_vine", "start_raw", "save_vine", "save_raw", "restore_vine", "restore_raw")}
+    sides = ("vine", "raw", "rawcg")
+    res = {f"{op}_{side}": [] for op in ("start", "save", "restore") for side in sides}
+    with_cgroup = make_cgroup()
     qemu_args = None
     qemu_bin = None
     def run_vine():
@@ -149,7 +182,8 @@ def main():
         res["restore_vine"].append(time.monotonic() - t)
         vine("vm", "off", VM)
 
-    def run_raw():
+    def run_raw(side="raw"):
+        pre = join_cgroup if side == "rawcg" else None
         qmp = f"{WORK}/raw-qmp.sock"
         rawlog = f"{WORK}/raw-console.log"
         state = f"{WORK}/raw-state.bin"
@@ -160,9 +194,10 @@ def main():
         log = open(f"{WORK}/raw-qemu.log", "ab")
         off = size(rawlog)
         t = time.monotonic()
-        p = subprocess.Popen([qemu_bin, *args], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        p = subprocess.Popen([qemu_bin, *args], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                             preexec_fn=pre)
         wait_marker(rawlog, off)
-        res["start_raw"].append(time.monotonic() - t)
+        res[f"start_{side}"].append(time.monotonic() - t)
         time.sleep(2)
         c = Qmp(qmp)
         t = time.monotonic()
@@ -174,16 +209,16 @@ def main():
         os.close(fd)
         c.cmd("quit")
         wait_exit(p)
-        res["save_raw"].append(time.monotonic() - t)
+        res[f"save_{side}"].append(time.monotonic() - t)
         os.remove(qmp) if os.path.exists(qmp) else None
         t = time.monotonic()
         p = subprocess.Popen([qemu_bin, *args, "-S", "-incoming", "defer"], stdin=subprocess.DEVNULL,
-                             stdout=log, stderr=log)
+                             stdout=log, stderr=log, preexec_fn=pre)
         c = Qmp(qmp)
         c.cmd("migrate-incoming", uri=f"file:{state}")
         c.wait_migration()
         c.cmd("cont")
-        res["restore_raw"].append(time.monotonic() - t)
+        res[f"restore_{side}"].append(time.monotonic() - t)
         c.cmd("quit")
         wait_exit(p)
 
@@ -192,19 +227,29 @@ def main():
     for k in res:
         res[k].clear()
     for r in range(ROUNDS):
-        for run in ((run_vine, run_raw) if r % 2 == 0 else (run_raw, run_vine)):
+        runs = [run_vine, run_raw] + ([lambda: run_raw("rawcg")] if with_cgroup else [])
+        for run in (runs if r % 2 == 0 else runs[::-1]):
             run()
         print(f"round {r + 1}/{ROUNDS}: " + ", ".join(f"{k} {v[-1] * 1000:.0f} ms" for k, v in res.items()),
               file=sys.stderr)
     vine("vm", "delete", VM)
 
-    print("| operation | raw QEMU/QMP (median) | vine (median) | vine / raw | vine − raw |")
-    print("|---|---:|---:|---:|---:|")
+    print("| operation | by hand (median) | by hand in a cgroup like vine's | vine (median) | vine / by hand "
+          "| vine − by hand | vine / by hand in cgroup | vine − by hand in cgroup |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for op, label in (("start", "start → userspace marker"), ("save", "save (256 MiB guest)"),
                       ("restore", "restore → running")):
         raw = statistics.median(res[f"{op}_raw"])
         v = statistics.median(res[f"{op}_vine"])
-        print(f"| {label} | {raw * 1000:.0f} ms | {v * 1000:.0f} ms | {v / raw:.3f} | {(v - raw) * 1000:+.0f} ms |")
+        if res[f"{op}_rawcg"]:
+            cg = statistics.median(res[f"{op}_rawcg"])
+            cg_tail = f"{v / cg:.3f} | {(v - cg) * 1000:+.0f} ms"
+            cg_col = f"{cg * 1000:.0f} ms"
+        else:
+            cg_col, cg_tail = "n/a (not cgroup v1)", "n/a | n/a"
+        print(f"| {label} | {raw * 1000:.0f} ms | {cg_col} | {v * 1000:.0f} ms | {v / raw:.3f} | "
+              f"{(v - raw) * 1000:+.0f} ms | {cg_tail} |")
+    remove_cgroup()
     print(f"\n{ROUNDS} rounds; every sample (ms): " +
           json.dumps({k: [round(x * 1000) for x in v] for k, v in res.items()}))
 

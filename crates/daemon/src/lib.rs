@@ -11,6 +11,7 @@
 //!   (shared between VMs for clustered disks), started so they outlive the daemon.
 //! * [`resources`]: admission of CPU reservations and memory, and the cgroup files of every
 //!   running VM.
+//! * [`metrics`]: per-VM CPU utilisation sampled from the cgroups, for the policy engine.
 //! * [`layout`]: where a VM's files live under the data directory.
 //!
 //! Nothing a running guest needs lives in the daemon process: QEMU and the disk servers run in
@@ -22,6 +23,7 @@ pub mod actor;
 pub mod client;
 pub mod disks;
 pub mod layout;
+pub mod metrics;
 pub mod protocol;
 pub mod resources;
 pub mod server;

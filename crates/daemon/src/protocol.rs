@@ -51,6 +51,8 @@ pub enum Request {
         /// The VM.
         name: String,
     },
+    /// Live metrics: each running VM's CPU utilisation history.
+    Metrics,
     /// The event log.
     Events {
         /// Only this VM's events.

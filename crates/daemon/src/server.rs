@@ -20,6 +20,7 @@ use vmm::{Control, VmState};
 use crate::actor::{self, Actor, Ctx, Msg, View};
 use crate::disks::DiskServers;
 use crate::layout::{self, VmPaths};
+use crate::metrics::{Metrics, VmMetrics};
 use crate::protocol::{Request, Response, MAX_REQUEST};
 use crate::resources::Resources;
 
@@ -36,6 +37,8 @@ pub struct Config {
     pub vine_exe: PathBuf,
     /// Parent cgroup of the VMs' cgroups.
     pub cgroup_parent: String,
+    /// How often running VMs' CPU use is sampled.
+    pub sample_interval: std::time::Duration,
 }
 
 /// Errors starting the daemon.
@@ -75,6 +78,7 @@ pub struct Daemon {
     cfg: Config,
     vms: Mutex<BTreeMap<String, Handle>>,
     stopping: AtomicBool,
+    metrics: Metrics,
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DaemonError + 'a {
@@ -97,12 +101,49 @@ impl Daemon {
             disks,
             qemu: cfg.qemu.clone(),
         });
-        let d =
-            Arc::new(Daemon { ctx, cfg, vms: Mutex::new(BTreeMap::new()), stopping: AtomicBool::new(false) });
+        let d = Arc::new(Daemon {
+            ctx,
+            cfg,
+            vms: Mutex::new(BTreeMap::new()),
+            stopping: AtomicBool::new(false),
+            metrics: Metrics::default(),
+        });
         for rec in d.ctx.store.list_vms()? {
             d.adopt(rec);
         }
+        let weak = Arc::downgrade(&d);
+        let every = d.cfg.sample_interval;
+        std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || loop {
+                std::thread::sleep(every);
+                match weak.upgrade() {
+                    Some(d) if !d.stopping.load(Ordering::SeqCst) => d.sample(),
+                    _ => return,
+                }
+            })
+            .expect("threads can be started");
         Ok(d)
+    }
+
+    /// Reads every running VM's CPU time into the metrics.
+    fn sample(&self) {
+        let running = self.running_views();
+        let now = std::time::Instant::now();
+        for v in &running {
+            if let Ok(ns) = self.ctx.resources.cgroup(&v.def.name).and_then(|cg| cg.cpu_time_ns()) {
+                self.metrics.record(&v.def.name, v.def.cpus, ns, now);
+            }
+        }
+        self.metrics.retain(&running.iter().map(|v| v.def.name.clone()).collect::<Vec<_>>());
+    }
+
+    fn running_views(&self) -> Vec<View> {
+        self.lock()
+            .values()
+            .map(|h| h.view.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .filter(|v| v.state.has_process())
+            .collect()
     }
 
     /// The shared context (host facts, store).
@@ -287,6 +328,25 @@ impl Daemon {
                 let p = VmPaths::new(&self.ctx.data, &name).console;
                 let bytes = std::fs::read(&p).unwrap_or_default();
                 Ok(json!({ "log": String::from_utf8_lossy(&bytes) }))
+            }
+            Request::Metrics => {
+                let vms: Vec<VmMetrics> = self
+                    .running_views()
+                    .into_iter()
+                    .map(|v| VmMetrics {
+                        cpu_time_ns: actor::info(&self.ctx, &v).cpu_time_ns.unwrap_or(0),
+                        history: self.metrics.history(&v.def.name),
+                        name: v.def.name,
+                        vcpus: v.def.cpus,
+                        memory: v.def.memory,
+                    })
+                    .collect();
+                Ok(json!({
+                    "interval_s": self.cfg.sample_interval.as_secs_f64(),
+                    "host": { "cpus": self.ctx.host.cpus, "memory_bytes": self.ctx.host.memory_bytes,
+                              "hostname": self.ctx.host.hostname },
+                    "vms": vms,
+                }))
             }
             Request::Events { vm, after, limit } => {
                 let ev = self

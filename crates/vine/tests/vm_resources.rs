@@ -64,6 +64,22 @@ fn weights_caps_and_reservations_on_running_guests() {
     assert!((ratio - 3.0).abs() <= 0.45, "weights 100:300 gave ratio {ratio:.2} ({used:?})");
     assert!(used[0] + used[1] > 0.8, "the guests did not keep one core busy: {used:?}");
 
+    // The policy engine sees the same through the daemon's live metrics (sampled every 2 s).
+    let dry: serde_json::Value =
+        serde_json::from_str(&h.ok(&["policy", "dry-run", "--policy", "thr-mmt-0.8", "--json"])).unwrap();
+    assert_eq!(dry["changed"], false);
+    assert_eq!(dry["vm_names"], serde_json::json!(["w100", "w300"]), "{dry}");
+    let latest = |i: usize| dry["snapshot"]["vms"][i]["history"][0].as_f64().unwrap();
+    assert!(latest(1) > 1.5 * latest(0), "w300 should use more than w100: {dry}");
+    assert!(dry["commands"].as_array().unwrap().is_empty(), "one host at half load needs no change: {dry}");
+    let text = h.ok(&["policy", "dry-run", "--policy", "thr-mmt-0.8"]);
+    assert!(
+        text.contains("w300: ")
+            && text.contains("nothing is changed")
+            && text.contains("it would do nothing"),
+        "{text}"
+    );
+
     // A cap set on the running VM holds it, even with the other VM gone quiet.
     h.ok(&["vm", "off", "w100"]);
     h.ok(&["vm", "set", "w300", "--cpu-max", "25"]);

@@ -26,6 +26,9 @@ pub struct DaemonArgs {
     /// Parent cgroup of the VMs' cgroups.
     #[arg(long, default_value = "vine")]
     pub cgroup_parent: String,
+    /// Seconds between samples of the VMs' CPU use (the policy engine's interval).
+    #[arg(long, default_value_t = 10.0)]
+    pub sample_interval: f64,
 }
 
 /// The socket the CLI uses: `--socket`, else VINE_SOCKET, else the default.
@@ -48,6 +51,12 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<i32> {
         qemu: args.qemu,
         vine_exe: std::env::current_exe().context("finding the vine binary")?,
         cgroup_parent: args.cgroup_parent,
+        sample_interval: std::time::Duration::try_from_secs_f64(args.sample_interval)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .with_context(|| {
+                format!("--sample-interval {}: expected a positive number of seconds", args.sample_interval)
+            })?,
     };
     let mut signals =
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;

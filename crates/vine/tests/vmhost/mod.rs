@@ -56,7 +56,7 @@ impl VmHost {
             .arg(&self.data)
             .arg("--socket")
             .arg(&self.socket)
-            .args(["--cgroup-parent", &self.cgroup_parent])
+            .args(["--cgroup-parent", &self.cgroup_parent, "--sample-interval", "2"])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null())
