@@ -25,7 +25,7 @@ use vmm::{Control, VmState};
 
 use crate::disks::{DiskServers, Lease};
 use crate::layout::VmPaths;
-use crate::protocol::{Changes, ControlOptions, CpuInfo, UndoAction, VmInfo};
+use crate::protocol::{Changes, ControlOptions, CpuInfo, Failure, UndoAction, VmInfo};
 use crate::resources::Resources;
 
 /// How often a running VM's QMP status is polled (guest power-off, outside pause/resume).
@@ -103,14 +103,14 @@ pub enum Msg {
         /// Its options.
         options: ControlOptions,
         /// Where the answer goes.
-        reply: Sender<Result<Value, String>>,
+        reply: Sender<Result<Value, Failure>>,
     },
     /// Change resource controls.
     Set {
         /// The changes.
         changes: Changes,
         /// Where the answer goes.
-        reply: Sender<Result<Value, String>>,
+        reply: Sender<Result<Value, Failure>>,
     },
     /// The daemon is stopping: leave the VM as it is and end.
     Detach,
@@ -144,7 +144,37 @@ pub struct Actor {
     last_poll: Instant,
 }
 
-type Res<T> = Result<T, String>;
+/// Why an operation of the actor failed: refused (the request cannot be carried out as things
+/// stand — HTTP 409) or failed (it was tried and went wrong — HTTP 500).
+#[derive(Debug)]
+struct Fail {
+    refused: bool,
+    msg: String,
+}
+
+impl From<String> for Fail {
+    fn from(msg: String) -> Fail {
+        Fail { refused: false, msg }
+    }
+}
+
+impl From<&str> for Fail {
+    fn from(msg: &str) -> Fail {
+        Fail { refused: false, msg: msg.to_string() }
+    }
+}
+
+fn refused(msg: impl Into<String>) -> Fail {
+    Fail { refused: true, msg: msg.into() }
+}
+
+impl std::fmt::Display for Fail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+type Res<T> = Result<T, Fail>;
 
 /// The resource controls a definition asks for.
 pub fn controls_of(def: &VmDefinition) -> Controls {
@@ -237,17 +267,17 @@ impl Actor {
     fn load_definition(&mut self) -> Res<VmDefinition> {
         let path = &self.paths.definition;
         let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the definition {}: {e}", path.display()))?;
+            .map_err(|e| refused(format!("cannot read the definition {}: {e}", path.display())))?;
         let def = VmDefinition::parse(&text)
             .and_then(|d| d.validate().map(|_| d))
-            .map_err(|e| format!("definition {}: {e}", path.display()))?;
+            .map_err(|e| refused(format!("definition {}: {e}", path.display())))?;
         if def.name != self.name {
-            return Err(format!(
+            return Err(refused(format!(
                 "definition {}: field `name`: {:?} does not match the VM's name '{}'",
                 path.display(),
                 def.name,
                 self.name
-            ));
+            )));
         }
         if let Err(e) = self.ctx.store.update_definition(&self.name, &text) {
             tracing::warn!(vm = self.name, error = %e, "cannot store the definition");
@@ -258,11 +288,11 @@ impl Actor {
 
     // ----- controls -----
 
-    fn control(&mut self, control: Control, options: ControlOptions) -> Res<Value> {
+    fn control(&mut self, control: Control, options: ControlOptions) -> Result<Value, Failure> {
         let t0 = Instant::now();
         self.refresh();
         let state = self.state();
-        let t = vmm::state::check(&self.name, state, control).map_err(|r| r.to_string())?;
+        let t = vmm::state::check(&self.name, state, control).map_err(|r| Failure::Refused(r.to_string()))?;
         if t.during != state {
             self.set_state(t.during);
         }
@@ -274,7 +304,7 @@ impl Actor {
             Control::Save => self.save(state),
             Control::Restore => self.restore(),
             Control::DiscardState => std::fs::remove_file(&self.paths.state)
-                .map_err(|e| format!("cannot delete {}: {e}", self.paths.state.display())),
+                .map_err(|e| Fail::from(format!("cannot delete {}: {e}", self.paths.state.display()))),
             Control::Shutdown => self.shutdown(options.timeout_s, undo),
             Control::Off => self.off(undo),
             Control::Reset => self.reset(state),
@@ -302,7 +332,8 @@ impl Actor {
                     "vm.control-failed",
                     &format!("{msg}; it is now {}", self.state().name()),
                 );
-                Err(format!("{msg} (it is now {})", self.state().name()))
+                let msg = format!("{msg} (it is now {})", self.state().name());
+                Err(if e.refused { Failure::Refused(msg) } else { Failure::Failed(msg) })
             }
         }
     }
@@ -315,7 +346,7 @@ impl Actor {
                 None => process::is_alive(p.id),
             };
             if alive {
-                let s = match self.qmp().and_then(|q| q.status().map_err(|e| e.to_string())) {
+                let s = match self.qmp().and_then(|q| q.status().map_err(|e| Fail::from(e.to_string()))) {
                     Ok(s) if s == "running" => VmState::Running,
                     Ok(_) => VmState::Paused,
                     Err(_) => before,
@@ -348,7 +379,7 @@ impl Actor {
     }
 
     fn qmp_do(&mut self, cmd: &str, args: Option<Value>) -> Res<()> {
-        let r = self.qmp()?.execute(cmd, args).map(|_| ()).map_err(|e| e.to_string());
+        let r = self.qmp()?.execute(cmd, args).map(|_| ()).map_err(|e| Fail::from(e.to_string()));
         if r.is_err() {
             // A broken session is opened again next time.
             if let Some(p) = self.proc.as_mut() {
@@ -370,8 +401,8 @@ impl Actor {
 
     fn admit(&mut self, def: &VmDefinition) -> Res<()> {
         let c = controls_of(def);
-        c.validate().map_err(|e| e.to_string())?;
-        self.ctx.resources.admit(&self.name, c).map_err(|e| e.to_string())
+        c.validate().map_err(|e| refused(e.to_string()))?;
+        self.ctx.resources.admit(&self.name, c).map_err(|e| refused(e.to_string()))
     }
 
     fn release_resources(&self) {
@@ -445,14 +476,14 @@ impl Actor {
             if let Err(e) = cg.add_process(id.pid) {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("cgroup: {e}"));
+                return Err(Fail::from(format!("cgroup: {e}")));
             }
             let deadline = Instant::now() + QMP_TIMEOUT;
             let client = loop {
                 if let Ok(Some(status)) = child.try_wait() {
                     let text = std::fs::read_to_string(&self.paths.qemu_log).unwrap_or_default();
                     let said = text.get(log_from as usize..).unwrap_or("").trim().replace('\n', " | ");
-                    return Err(format!("QEMU exited at once ({status}): {said}"));
+                    return Err(Fail::from(format!("QEMU exited at once ({status}): {said}")));
                 }
                 if let Ok(t) = UnixTransport::connect(&self.paths.qmp, QMP_TIMEOUT) {
                     match qmp::Client::negotiate(t) {
@@ -463,7 +494,7 @@ impl Actor {
                 if Instant::now() > deadline {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(format!("QEMU did not open its QMP socket within {QMP_TIMEOUT:?}"));
+                    return Err(Fail::from(format!("QEMU did not open its QMP socket within {QMP_TIMEOUT:?}")));
                 }
                 std::thread::sleep(Duration::from_millis(1));
             };
@@ -519,7 +550,7 @@ impl Actor {
                 "completed" => return Ok(()),
                 "failed" | "cancelled" => {
                     let why = v["error-desc"].as_str().unwrap_or("no reason given");
-                    return Err(format!("QEMU's migration {status}: {why}"));
+                    return Err(Fail::from(format!("QEMU's migration {status}: {why}")));
                 }
                 _ => std::thread::sleep(Duration::from_millis(2)),
             }
@@ -528,7 +559,7 @@ impl Actor {
                 .as_mut()
                 .is_some_and(|p| p.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_)))))
             {
-                return Err("QEMU exited during the migration".into());
+                return Err(Fail::from("QEMU exited during the migration".to_string()));
             }
         }
     }
@@ -553,7 +584,7 @@ impl Actor {
             if before == VmState::Running {
                 let _ = self.qmp_do("cont", None);
             }
-            return Err(format!("cannot make {} durable: {e}", state.display()));
+            return Err(Fail::from(format!("cannot make {} durable: {e}", state.display())));
         }
         self.quit_and_end();
         Ok(())
@@ -562,7 +593,7 @@ impl Actor {
     fn restore(&mut self) -> Res<()> {
         let state = self.paths.state.clone();
         if !state.exists() {
-            return Err(format!("the saved state {} is missing", state.display()));
+            return Err(Fail::from(format!("the saved state {} is missing", state.display())));
         }
         let t = Instant::now();
         let def = self.load_definition()?;
@@ -613,15 +644,15 @@ impl Actor {
             if self.qemu_exited() {
                 break;
             }
-            if let Ok(s) = self.qmp().and_then(|q| q.status().map_err(|e| e.to_string())) {
+            if let Ok(s) = self.qmp().and_then(|q| q.status().map_err(|e| Fail::from(e.to_string()))) {
                 if s == "shutdown" {
                     break;
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!(
+                return Err(Fail::from(format!(
                     "the guest did not power off within {secs} s (it may not handle ACPI); use off to cut the power"
-                ));
+                )));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -718,11 +749,11 @@ impl Actor {
 
     fn remove(&mut self, delete: bool) -> Res<()> {
         let def = self.view.lock().unwrap_or_else(|p| p.into_inner()).def.clone();
-        self.ctx.store.remove_vm(&self.name).map_err(|e| e.to_string())?;
+        self.ctx.store.remove_vm(&self.name).map_err(|e| Fail::from(e.to_string()))?;
         if !delete {
             return Ok(());
         }
-        let others = self.ctx.store.list_vms().map_err(|e| e.to_string())?;
+        let others = self.ctx.store.list_vms().map_err(|e| Fail::from(e.to_string()))?;
         let used_elsewhere = |path: &str| {
             others.iter().any(|o| {
                 VmDefinition::parse(&o.definition).is_ok_and(|d| d.disks.iter().any(|x| x.path == path))
@@ -735,18 +766,22 @@ impl Actor {
             }
             if let Err(e) = std::fs::remove_file(&d.path) {
                 if e.kind() != std::io::ErrorKind::NotFound {
-                    return Err(format!("unregistered, but cannot delete disk {}: {e}", d.path));
+                    return Err(Fail::from(format!("unregistered, but cannot delete disk {}: {e}", d.path)));
                 }
             }
         }
         std::fs::remove_dir_all(&self.paths.dir)
             .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
-            .map_err(|e| format!("unregistered, but cannot delete {}: {e}", self.paths.dir.display()))
+            .map_err(|e| Fail::from(format!("unregistered, but cannot delete {}: {e}", self.paths.dir.display())))
     }
 
     // ----- resource controls -----
 
-    fn set(&mut self, c: Changes) -> Res<Value> {
+    fn set(&mut self, c: Changes) -> Result<Value, Failure> {
+        self.set_inner(c).map_err(|e| if e.refused { Failure::Refused(e.msg) } else { Failure::Failed(e.msg) })
+    }
+
+    fn set_inner(&mut self, c: Changes) -> Res<Value> {
         let mut def = self.load_definition()?;
         let old = def.clone();
         if let Some(w) = c.cpu_weight {
@@ -764,18 +799,18 @@ impl Actor {
         if let Some(m) = c.memory {
             def.memory = m;
         }
-        def.validate().map_err(|e| e.to_string())?;
-        controls_of(&def).validate().map_err(|e| e.to_string())?;
+        def.validate().map_err(|e| refused(e.to_string()))?;
+        controls_of(&def).validate().map_err(|e| refused(e.to_string()))?;
         let running = self.state().has_process();
         if running {
             // The guest keeps its memory size until the next start; CPU controls apply now.
             let mut now = controls_of(&def);
             now.memory = old.memory;
-            self.ctx.resources.admit(&self.name, now).map_err(|e| e.to_string())?;
+            self.ctx.resources.admit(&self.name, now).map_err(|e| refused(e.to_string()))?;
             if let Err(e) = self.ctx.resources.apply_all() {
                 self.ctx.resources.admit(&self.name, controls_of(&old)).ok();
                 let _ = self.ctx.resources.apply_all();
-                return Err(format!("cgroup: {e}"));
+                return Err(Fail::from(format!("cgroup: {e}")));
             }
         }
         let text = def.to_toml();
@@ -819,7 +854,7 @@ impl Actor {
             return;
         }
         self.last_poll = Instant::now();
-        let status = match self.qmp().and_then(|q| q.status().map_err(|e| e.to_string())) {
+        let status = match self.qmp().and_then(|q| q.status().map_err(|e| Fail::from(e.to_string()))) {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(vm = self.name, error = %e, "QMP status");
@@ -914,7 +949,7 @@ impl Actor {
         let def = self.view.lock().unwrap_or_else(|p| p.into_inner()).def.clone();
         self.ctx.resources.hold(&self.name, controls_of(&def));
         self.proc = Some(Proc { id, child: None, qmp: None, disks: rec.disks });
-        let status = self.qmp().and_then(|q| q.status().map_err(|e| e.to_string()));
+        let status = self.qmp().and_then(|q| q.status().map_err(|e| Fail::from(e.to_string())));
         let s = match (status.as_deref(), recorded) {
             (Ok("running"), _) => VmState::Running,
             (Ok("shutdown"), _) => {

@@ -112,6 +112,24 @@ pub struct Changes {
     pub memory: Option<u64>,
 }
 
+/// Why a request did not succeed, by whose fault: the REST API maps these to HTTP statuses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", content = "message", rename_all = "kebab-case")]
+pub enum Failure {
+    /// No such VM (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// Not possible as things stand: the VM's state, admission, a broken definition (409).
+    #[error("{0}")]
+    Refused(String),
+    /// The request itself is malformed or names bad values (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// It was tried and went wrong (500).
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// The answer to a request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Response {
@@ -123,16 +141,29 @@ pub struct Response {
     /// The reason, for operators, when it did not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What kind of failure (`not-found`, `refused`, `invalid`, `failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 impl Response {
     /// A success.
     pub fn ok(result: Value) -> Response {
-        Response { ok: true, result, error: None }
+        Response { ok: true, result, error: None, kind: None }
     }
     /// A failure.
     pub fn err(message: impl Into<String>) -> Response {
-        Response { ok: false, result: Value::Null, error: Some(message.into()) }
+        Response { ok: false, result: Value::Null, error: Some(message.into()), kind: Some("invalid".into()) }
+    }
+    /// A failure of a given kind.
+    pub fn failure(f: &Failure) -> Response {
+        let kind = match f {
+            Failure::NotFound(_) => "not-found",
+            Failure::Refused(_) => "refused",
+            Failure::Invalid(_) => "invalid",
+            Failure::Failed(_) => "failed",
+        };
+        Response { ok: false, result: Value::Null, error: Some(f.to_string()), kind: Some(kind.into()) }
     }
 }
 
@@ -212,6 +243,9 @@ mod tests {
             serde_json::to_string(&Response::ok(serde_json::json!([1]))).unwrap(),
             r#"{"ok":true,"result":[1]}"#
         );
-        assert_eq!(serde_json::to_string(&Response::err("no")).unwrap(), r#"{"ok":false,"error":"no"}"#);
+        assert_eq!(
+            serde_json::to_string(&Response::err("no")).unwrap(),
+            r#"{"ok":false,"error":"no","kind":"invalid"}"#
+        );
     }
 }

@@ -21,7 +21,7 @@ use crate::actor::{self, Actor, Ctx, Msg, View};
 use crate::disks::DiskServers;
 use crate::layout::{self, VmPaths};
 use crate::metrics::{Metrics, VmMetrics};
-use crate::protocol::{Request, Response, MAX_REQUEST};
+use crate::protocol::{Failure, Request, Response, MAX_REQUEST};
 use crate::resources::Resources;
 
 /// Where the daemon keeps things and what it runs.
@@ -258,32 +258,47 @@ impl Daemon {
         }
     }
 
-    /// Answers one request.
+    /// Answers one request (the socket's JSON form).
     pub fn handle(&self, req: Request) -> Response {
-        match self.handle_inner(req) {
+        match self.call(req) {
             Ok(v) => Response::ok(v),
-            Err(e) => Response::err(e),
+            Err(e) => Response::failure(&e),
         }
     }
 
-    fn view_of(&self, name: &str) -> Result<(Sender<Msg>, Arc<Mutex<View>>), String> {
+    /// Carries out one request.
+    pub fn call(&self, req: Request) -> Result<Value, Failure> {
+        self.handle_inner(req)
+    }
+
+    /// Whether a VM of this name is registered.
+    pub fn has_vm(&self, name: &str) -> bool {
+        self.lock().contains_key(name)
+    }
+
+    /// Names of the registered VMs.
+    pub fn vm_names(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    fn view_of(&self, name: &str) -> Result<(Sender<Msg>, Arc<Mutex<View>>), Failure> {
         let vms = self.lock();
-        let h = vms.get(name).ok_or_else(|| format!("no VM named '{name}'"))?;
+        let h = vms.get(name).ok_or_else(|| Failure::NotFound(format!("no VM named '{name}'")))?;
         Ok((h.tx.clone(), h.view.clone()))
     }
 
     fn ask(
         &self,
         name: &str,
-        make: impl FnOnce(Sender<Result<Value, String>>) -> Msg,
-    ) -> Result<Value, String> {
+        make: impl FnOnce(Sender<Result<Value, Failure>>) -> Msg,
+    ) -> Result<Value, Failure> {
         let (tx, _) = self.view_of(name)?;
         let (rtx, rrx) = mpsc::channel();
-        tx.send(make(rtx)).map_err(|_| format!("no VM named '{name}'"))?;
-        rrx.recv().map_err(|_| format!("the actor of '{name}' ended while working"))?
+        tx.send(make(rtx)).map_err(|_| Failure::NotFound(format!("no VM named '{name}'")))?;
+        rrx.recv().map_err(|_| Failure::Failed(format!("the actor of '{name}' ended while working")))?
     }
 
-    fn handle_inner(&self, req: Request) -> Result<Value, String> {
+    fn handle_inner(&self, req: Request) -> Result<Value, Failure> {
         match req {
             Request::Ping => Ok(json!({ "version": env!("CARGO_PKG_VERSION") })),
             Request::HostInfo => {
@@ -353,7 +368,7 @@ impl Daemon {
                     .ctx
                     .store
                     .events(vm.as_deref(), after, limit.unwrap_or(1000))
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| Failure::Failed(e.to_string()))?;
                 Ok(Value::Array(
                     ev.into_iter()
                         .map(|e| {
@@ -366,36 +381,46 @@ impl Daemon {
         }
     }
 
-    fn create(&self, text: &str) -> Result<Value, String> {
-        let def = VmDefinition::parse(text).map_err(|e| format!("definition: {e}"))?;
-        def.validate().map_err(|e| format!("definition: {e}"))?;
-        actor::controls_of(&def).validate().map_err(|e| e.to_string())?;
+    fn create(&self, text: &str) -> Result<Value, Failure> {
+        let invalid = Failure::Invalid;
+        let def = VmDefinition::parse(text).map_err(|e| invalid(format!("definition: {e}")))?;
+        def.validate().map_err(|e| invalid(format!("definition: {e}")))?;
+        actor::controls_of(&def).validate().map_err(|e| invalid(e.to_string()))?;
+        if let Some(k) = &def.kernel {
+            for (field, path) in [("kernel.kernel", Some(&k.kernel)), ("kernel.initrd", k.initrd.as_ref())] {
+                let Some(path) = path else { continue };
+                if !Path::new(path).is_absolute() || !Path::new(path).is_file() {
+                    return Err(invalid(format!("definition: field `{field}`: {path} is not an absolute path to a file")));
+                }
+            }
+        }
         for (i, d) in def.disks.iter().enumerate() {
             if !Path::new(&d.path).is_absolute() {
-                return Err(format!(
+                return Err(invalid(format!(
                     "definition: field `disk[{i}].path`: {:?} must be an absolute path",
                     d.path
-                ));
+                )));
             }
             if !Path::new(&d.path).exists() {
-                return Err(format!("definition: field `disk[{i}].path`: {} does not exist", d.path));
+                return Err(invalid(format!("definition: field `disk[{i}].path`: {} does not exist", d.path)));
             }
             if d.shared && def.undo_disks {
-                return Err(format!(
+                return Err(invalid(
                     "definition: field `disk[{i}].shared`: a shared disk cannot have an undo disk (turn undo_disks off)"
+                        .replace("{i}", &i.to_string()),
                 ));
             }
         }
         let vms = self.lock();
         if vms.contains_key(&def.name) {
-            return Err(format!("a VM named '{}' already exists", def.name));
+            return Err(Failure::Refused(format!("a VM named '{}' already exists", def.name)));
         }
         let paths = VmPaths::new(&self.ctx.data, &def.name);
         std::fs::create_dir_all(&paths.dir)
-            .map_err(|e| format!("cannot create {}: {e}", paths.dir.display()))?;
+            .map_err(|e| Failure::Failed(format!("cannot create {}: {e}", paths.dir.display())))?;
         let canonical = def.to_toml();
         actor::write_atomic(&paths.definition, &canonical)
-            .map_err(|e| format!("cannot write {}: {e}", paths.definition.display()))?;
+            .map_err(|e| Failure::Failed(format!("cannot write {}: {e}", paths.definition.display())))?;
         let rec = VmRecord {
             name: def.name.clone(),
             uuid: def.uuid.clone(),
@@ -406,7 +431,10 @@ impl Daemon {
         };
         if let Err(e) = self.ctx.store.create_vm(&rec) {
             let _ = std::fs::remove_dir_all(&paths.dir);
-            return Err(e.to_string());
+            return Err(match e {
+                store::StoreError::Exists(_) => Failure::Refused(e.to_string()),
+                e => Failure::Failed(e.to_string()),
+            });
         }
         let name = def.name.clone();
         let view = Arc::new(Mutex::new(View { state: VmState::Off, pid: None, def, last_error: None }));

@@ -41,6 +41,66 @@ pub struct EventRecord {
     pub message: String,
 }
 
+/// A user of the management plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Login name.
+    pub name: String,
+    /// Argon2id PHC string of the password.
+    pub password_hash: String,
+    /// Administrator: every right.
+    pub admin: bool,
+    /// May create VMs.
+    pub can_create: bool,
+    /// Milliseconds since the Unix epoch.
+    pub created_ms: i64,
+}
+
+/// A login session or an API token (the secret itself is never stored, only its SHA-256).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Public id (the first part of the token).
+    pub id: String,
+    /// Its user.
+    pub user: String,
+    /// SHA-256 of the secret, hex.
+    pub secret_sha256: String,
+    /// `session` (web login) or `api` (CLI and scripts).
+    pub kind: String,
+    /// A label for the operator.
+    pub label: String,
+    /// Milliseconds since the Unix epoch.
+    pub created_ms: i64,
+    /// Expiry (sessions), ms since the epoch.
+    pub expires_ms: Option<i64>,
+}
+
+/// One right of one user on one VM.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AclEntry {
+    /// The user.
+    pub user: String,
+    /// The VM.
+    pub vm: String,
+    /// `configure` or `use`.
+    pub right: String,
+}
+
+/// An event script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookRecord {
+    /// Id (assigned by the store).
+    pub id: u64,
+    /// Event kind it runs on, e.g. `vm.crashed`.
+    pub event: String,
+    /// The script (an executable path).
+    pub script: String,
+    /// Only for this VM.
+    pub vm: Option<String>,
+    /// Seconds before it is killed.
+    pub timeout_s: u32,
+}
+
 /// Errors of a store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -59,6 +119,22 @@ pub enum StoreError {
     /// No VM with this name.
     #[error("no VM named '{0}'")]
     NotFound(String),
+    /// Another object of this kind has this name.
+    #[error("a {what} named '{name}' already exists")]
+    Duplicate {
+        /// user, token, …
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// No object of this kind with this name.
+    #[error("no {what} '{name}'")]
+    Missing {
+        /// user, token, …
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
     /// The database was written by a newer vine.
     #[error("state store {path} has schema version {found}; this vine understands up to {supported}")]
     TooNew {
@@ -95,4 +171,37 @@ pub trait Store: Send + Sync {
     fn append_event(&self, e: &EventRecord) -> Result<u64, StoreError>;
     /// Events after `after_id`, oldest first, optionally for one VM, at most `limit`.
     fn events(&self, vm: Option<&str>, after_id: u64, limit: usize) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// Adds a user; [`StoreError::Duplicate`] if the name is taken.
+    fn create_user(&self, u: &UserRecord) -> Result<(), StoreError>;
+    /// One user.
+    fn get_user(&self, name: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// All users, by name.
+    fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
+    /// Replaces a user's password hash and flags.
+    fn update_user(&self, u: &UserRecord) -> Result<(), StoreError>;
+    /// Deletes a user with its tokens and rights.
+    fn delete_user(&self, name: &str) -> Result<(), StoreError>;
+    /// Stores a token.
+    fn put_token(&self, t: &TokenRecord) -> Result<(), StoreError>;
+    /// One token by id.
+    fn get_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// A user's tokens.
+    fn list_tokens(&self, user: &str) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Deletes a token.
+    fn delete_token(&self, id: &str) -> Result<(), StoreError>;
+    /// Grants a right (granting it twice is not an error).
+    fn grant(&self, e: &AclEntry) -> Result<(), StoreError>;
+    /// Revokes a right; [`StoreError::Missing`] if it was not granted.
+    fn revoke(&self, e: &AclEntry) -> Result<(), StoreError>;
+    /// Rights, optionally of one user and/or on one VM.
+    fn acl(&self, user: Option<&str>, vm: Option<&str>) -> Result<Vec<AclEntry>, StoreError>;
+    /// Removes every right on a VM (it was deleted).
+    fn revoke_vm(&self, vm: &str) -> Result<(), StoreError>;
+    /// Adds an event script; returns its id.
+    fn add_hook(&self, h: &HookRecord) -> Result<u64, StoreError>;
+    /// All event scripts.
+    fn list_hooks(&self) -> Result<Vec<HookRecord>, StoreError>;
+    /// Removes an event script.
+    fn delete_hook(&self, id: u64) -> Result<(), StoreError>;
 }

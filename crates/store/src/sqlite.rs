@@ -6,10 +6,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::{EventRecord, Store, StoreError, VmRecord};
+use crate::{AclEntry, EventRecord, HookRecord, Store, StoreError, TokenRecord, UserRecord, VmRecord};
 
 /// Schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS vms (
@@ -29,6 +29,35 @@ CREATE TABLE IF NOT EXISTS events (
     message TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_vm ON events (vm, id);
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    admin INTEGER NOT NULL,
+    can_create INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    user TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    secret_sha256 TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    label TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS acl (
+    user TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    vm TEXT NOT NULL,
+    right TEXT NOT NULL,
+    PRIMARY KEY (user, vm, right)
+);
+CREATE TABLE IF NOT EXISTS hooks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event TEXT NOT NULL,
+    script TEXT NOT NULL,
+    vm TEXT,
+    timeout_s INTEGER NOT NULL
+);
 ";
 
 /// The SQLite store. One connection behind a mutex: the daemon's writes are small and few.
@@ -48,6 +77,7 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db("set WAL journal"))?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(db("set synchronous"))?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db("set busy timeout"))?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(db("enable foreign keys"))?;
         let version: i64 =
             conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db("read schema version"))?;
         if version > SCHEMA_VERSION {
@@ -192,4 +222,205 @@ impl Store for SqliteStore {
             .map_err(db("read events"))?;
         rows.collect::<Result<_, _>>().map_err(db("read events"))
     }
+
+    fn create_user(&self, u: &UserRecord) -> Result<(), StoreError> {
+        let r = self.conn().execute(
+            "INSERT INTO users (name, password_hash, admin, can_create, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![u.name, u.password_hash, u.admin, u.can_create, u.created_ms],
+        );
+        match r {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                Err(StoreError::Duplicate { what: "user", name: u.name.clone() })
+            }
+            Err(e) => Err(StoreError::Db { op: "create user", source: e }),
+        }
+    }
+
+    fn get_user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT name, password_hash, admin, can_create, created_ms FROM users WHERE name = ?1",
+                params![name],
+                user_row,
+            )
+            .optional()
+            .map_err(db("read user"))
+    }
+
+    fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare("SELECT name, password_hash, admin, can_create, created_ms FROM users ORDER BY name")
+            .map_err(db("list users"))?;
+        let rows = st.query_map([], user_row).map_err(db("list users"))?;
+        rows.collect::<Result<_, _>>().map_err(db("list users"))
+    }
+
+    fn update_user(&self, u: &UserRecord) -> Result<(), StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE users SET password_hash = ?2, admin = ?3, can_create = ?4 WHERE name = ?1",
+                params![u.name, u.password_hash, u.admin, u.can_create],
+            )
+            .map_err(db("update user"))?;
+        if n == 0 {
+            return Err(StoreError::Missing { what: "user", name: u.name.clone() });
+        }
+        Ok(())
+    }
+
+    fn delete_user(&self, name: &str) -> Result<(), StoreError> {
+        let n =
+            self.conn().execute("DELETE FROM users WHERE name = ?1", params![name]).map_err(db("delete user"))?;
+        if n == 0 {
+            return Err(StoreError::Missing { what: "user", name: name.into() });
+        }
+        Ok(())
+    }
+
+    fn put_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO tokens (id, user, secret_sha256, kind, label, created_ms, expires_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![t.id, t.user, t.secret_sha256, t.kind, t.label, t.created_ms, t.expires_ms],
+            )
+            .map_err(db("store token"))?;
+        Ok(())
+    }
+
+    fn get_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT id, user, secret_sha256, kind, label, created_ms, expires_ms FROM tokens WHERE id = ?1",
+                params![id],
+                token_row,
+            )
+            .optional()
+            .map_err(db("read token"))
+    }
+
+    fn list_tokens(&self, user: &str) -> Result<Vec<TokenRecord>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare(
+                "SELECT id, user, secret_sha256, kind, label, created_ms, expires_ms FROM tokens
+                 WHERE user = ?1 ORDER BY created_ms, id",
+            )
+            .map_err(db("list tokens"))?;
+        let rows = st.query_map(params![user], token_row).map_err(db("list tokens"))?;
+        rows.collect::<Result<_, _>>().map_err(db("list tokens"))
+    }
+
+    fn delete_token(&self, id: &str) -> Result<(), StoreError> {
+        let n =
+            self.conn().execute("DELETE FROM tokens WHERE id = ?1", params![id]).map_err(db("delete token"))?;
+        if n == 0 {
+            return Err(StoreError::Missing { what: "token", name: id.into() });
+        }
+        Ok(())
+    }
+
+    fn grant(&self, e: &AclEntry) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT OR IGNORE INTO acl (user, vm, right) VALUES (?1, ?2, ?3)",
+                params![e.user, e.vm, e.right],
+            )
+            .map_err(db("grant"))?;
+        Ok(())
+    }
+
+    fn revoke(&self, e: &AclEntry) -> Result<(), StoreError> {
+        let n = self
+            .conn()
+            .execute("DELETE FROM acl WHERE user = ?1 AND vm = ?2 AND right = ?3", params![e.user, e.vm, e.right])
+            .map_err(db("revoke"))?;
+        if n == 0 {
+            return Err(StoreError::Missing { what: "right", name: format!("{} {} {}", e.user, e.right, e.vm) });
+        }
+        Ok(())
+    }
+
+    fn acl(&self, user: Option<&str>, vm: Option<&str>) -> Result<Vec<AclEntry>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare(
+                "SELECT user, vm, right FROM acl WHERE (?1 IS NULL OR user = ?1) AND (?2 IS NULL OR vm = ?2)
+                 ORDER BY user, vm, right",
+            )
+            .map_err(db("read rights"))?;
+        let rows = st
+            .query_map(params![user, vm], |r| Ok(AclEntry { user: r.get(0)?, vm: r.get(1)?, right: r.get(2)? }))
+            .map_err(db("read rights"))?;
+        rows.collect::<Result<_, _>>().map_err(db("read rights"))
+    }
+
+    fn revoke_vm(&self, vm: &str) -> Result<(), StoreError> {
+        self.conn().execute("DELETE FROM acl WHERE vm = ?1", params![vm]).map_err(db("revoke VM rights"))?;
+        Ok(())
+    }
+
+    fn add_hook(&self, h: &HookRecord) -> Result<u64, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO hooks (event, script, vm, timeout_s) VALUES (?1, ?2, ?3, ?4)",
+            params![h.event, h.script, h.vm, h.timeout_s],
+        )
+        .map_err(db("add hook"))?;
+        Ok(conn.last_insert_rowid() as u64)
+    }
+
+    fn list_hooks(&self) -> Result<Vec<HookRecord>, StoreError> {
+        let conn = self.conn();
+        let mut st =
+            conn.prepare("SELECT id, event, script, vm, timeout_s FROM hooks ORDER BY id").map_err(db("list hooks"))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(HookRecord {
+                    id: r.get::<_, i64>(0)? as u64,
+                    event: r.get(1)?,
+                    script: r.get(2)?,
+                    vm: r.get(3)?,
+                    timeout_s: r.get(4)?,
+                })
+            })
+            .map_err(db("list hooks"))?;
+        rows.collect::<Result<_, _>>().map_err(db("list hooks"))
+    }
+
+    fn delete_hook(&self, id: u64) -> Result<(), StoreError> {
+        let n = self
+            .conn()
+            .execute("DELETE FROM hooks WHERE id = ?1", params![id as i64])
+            .map_err(db("delete hook"))?;
+        if n == 0 {
+            return Err(StoreError::Missing { what: "hook", name: id.to_string() });
+        }
+        Ok(())
+    }
+}
+
+fn user_row(r: &rusqlite::Row) -> rusqlite::Result<UserRecord> {
+    Ok(UserRecord {
+        name: r.get(0)?,
+        password_hash: r.get(1)?,
+        admin: r.get(2)?,
+        can_create: r.get(3)?,
+        created_ms: r.get(4)?,
+    })
+}
+
+fn token_row(r: &rusqlite::Row) -> rusqlite::Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: r.get(0)?,
+        user: r.get(1)?,
+        secret_sha256: r.get(2)?,
+        kind: r.get(3)?,
+        label: r.get(4)?,
+        created_ms: r.get(5)?,
+        expires_ms: r.get(6)?,
+    })
 }

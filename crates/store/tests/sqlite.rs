@@ -134,3 +134,41 @@ fn a_version_1_database_is_upgraded_and_keeps_its_vms() {
     let s = SqliteStore::open(&path).unwrap();
     assert_eq!(s.get_vm("old").unwrap().unwrap().runtime.as_deref(), Some("{}"));
 }
+
+#[test]
+fn users_tokens_rights_and_hooks() {
+    use store::{AclEntry, HookRecord, TokenRecord, UserRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("v.db")).unwrap();
+    let u = UserRecord { name: "ann".into(), password_hash: "$argon2id$x".into(), admin: false, can_create: true, created_ms: 1 };
+    s.create_user(&u).unwrap();
+    assert_eq!(s.create_user(&u).unwrap_err().to_string(), "a user named 'ann' already exists");
+    assert_eq!(s.get_user("ann").unwrap().unwrap(), u);
+    s.update_user(&UserRecord { admin: true, ..u.clone() }).unwrap();
+    assert!(s.get_user("ann").unwrap().unwrap().admin);
+    let t = TokenRecord {
+        id: "t1".into(),
+        user: "ann".into(),
+        secret_sha256: "ab".into(),
+        kind: "api".into(),
+        label: "ci".into(),
+        created_ms: 2,
+        expires_ms: None,
+    };
+    s.put_token(&t).unwrap();
+    assert_eq!(s.get_token("t1").unwrap().unwrap(), t);
+    assert_eq!(s.list_tokens("ann").unwrap().len(), 1);
+    let right = AclEntry { user: "ann".into(), vm: "web1".into(), right: "use".into() };
+    s.grant(&right).unwrap();
+    s.grant(&right).unwrap();
+    assert_eq!(s.acl(Some("ann"), None).unwrap(), vec![right.clone()]);
+    let id = s.add_hook(&HookRecord { id: 0, event: "vm.crashed".into(), script: "/x".into(), vm: None, timeout_s: 30 }).unwrap();
+    assert_eq!(s.list_hooks().unwrap()[0].id, id);
+    s.delete_hook(id).unwrap();
+    assert!(s.delete_hook(id).unwrap_err().to_string().contains("no hook"));
+    // Deleting a user takes its tokens and rights with it.
+    s.delete_user("ann").unwrap();
+    assert!(s.get_token("t1").unwrap().is_none());
+    assert!(s.acl(None, Some("web1")).unwrap().is_empty());
+    assert!(s.revoke(&right).unwrap_err().to_string().contains("no right"));
+}
