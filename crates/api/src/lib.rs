@@ -1,1 +1,34 @@
-//! placeholder
+//! vine's management plane over HTTP: the REST API served on the local Unix socket (root only;
+//! the peer's uid 0 is the administrator) and over HTTPS on `--listen` (users log in or present
+//! API tokens).
+//!
+//! * [`routes`]: every endpoint, the rights each needs, the OpenAPI document generated from them.
+//! * [`auth`]: argon2id passwords, sessions and API tokens, the first `admin` account.
+//! * [`tls`]: the host's certificate, made on first start, and its fingerprint.
+//! * [`metrics`]: the Prometheus text format of host and VM metrics.
+//! * [`hooks`]: event scripts run on events with a timeout, their results logged.
+//! * [`client`]: the CLI's blocking HTTP client (Unix socket, or HTTPS pinned to a fingerprint).
+//! * [`serve`]: accept loops binding connections to the router with who the peer is.
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod client;
+pub mod hooks;
+pub mod metrics;
+pub mod routes;
+pub mod serve;
+pub mod tls;
+
+pub use routes::{router, ApiDoc, AppState};
+
+/// Who is at the other end of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// The local socket, with the peer's uid.
+    Local {
+        /// Its uid (`SO_PEERCRED`).
+        uid: u32,
+    },
+    /// A TCP (TLS) client.
+    Remote(std::net::SocketAddr),
+}

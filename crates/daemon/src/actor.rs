@@ -53,6 +53,8 @@ pub struct Ctx {
     pub disks: DiskServers,
     /// The QEMU binary.
     pub qemu: PathBuf,
+    /// Who wants to hear about each event as it is logged.
+    pub observers: Mutex<Vec<std::sync::mpsc::Sender<EventRecord>>>,
 }
 
 impl Ctx {
@@ -75,9 +77,23 @@ impl Ctx {
             "warning" => tracing::warn!(vm, kind, "{message}"),
             _ => tracing::info!(vm, kind, "{message}"),
         }
-        if let Err(err) = self.store.append_event(&e) {
-            tracing::error!(error = %err, "cannot append to the event log");
+        match self.store.append_event(&e) {
+            Ok(id) => {
+                let logged = EventRecord { id, ..e };
+                self.observers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|tx| tx.send(logged.clone()).is_ok());
+            }
+            Err(err) => tracing::error!(error = %err, "cannot append to the event log"),
         }
+    }
+
+    /// Events from now on, as they are logged.
+    pub fn subscribe(&self) -> std::sync::mpsc::Receiver<EventRecord> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.observers.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
+        rx
     }
 }
 
@@ -494,7 +510,9 @@ impl Actor {
                 if Instant::now() > deadline {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(Fail::from(format!("QEMU did not open its QMP socket within {QMP_TIMEOUT:?}")));
+                    return Err(Fail::from(format!(
+                        "QEMU did not open its QMP socket within {QMP_TIMEOUT:?}"
+                    )));
                 }
                 std::thread::sleep(Duration::from_millis(1));
             };
@@ -772,13 +790,16 @@ impl Actor {
         }
         std::fs::remove_dir_all(&self.paths.dir)
             .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
-            .map_err(|e| Fail::from(format!("unregistered, but cannot delete {}: {e}", self.paths.dir.display())))
+            .map_err(|e| {
+                Fail::from(format!("unregistered, but cannot delete {}: {e}", self.paths.dir.display()))
+            })
     }
 
     // ----- resource controls -----
 
     fn set(&mut self, c: Changes) -> Result<Value, Failure> {
-        self.set_inner(c).map_err(|e| if e.refused { Failure::Refused(e.msg) } else { Failure::Failed(e.msg) })
+        self.set_inner(c)
+            .map_err(|e| if e.refused { Failure::Refused(e.msg) } else { Failure::Failed(e.msg) })
     }
 
     fn set_inner(&mut self, c: Changes) -> Res<Value> {

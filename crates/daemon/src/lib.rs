@@ -1,10 +1,9 @@
 //! The host daemon. It owns every VM of this host:
 //!
-//! * [`protocol`]: the closed set of requests the CLI (and later the REST API) may send over the
-//!   local Unix socket, and the answers — one JSON object per line.
-//! * [`client`]: the CLI's side of that socket.
-//! * [`server`]: the daemon itself — the socket, the registry of VMs, creation, reattachment
-//!   after a restart.
+//! * [`protocol`]: the closed set of requests the daemon carries out (the REST API in the `api`
+//!   crate maps its endpoints onto them), and the typed failures.
+//! * [`server`]: the daemon itself — the registry of VMs, creation, reattachment after a restart,
+//!   live metrics.
 //! * [`actor`]: one thread per VM that owns its QEMU process and QMP session, carries out every
 //!   control through [`vmm::state::check`], watches for crashes and guest power-offs.
 //! * [`disks`]: the `vine disk serve` processes that give QEMU its disks over NBD, one per image
@@ -20,7 +19,6 @@
 #![warn(missing_docs)]
 
 pub mod actor;
-pub mod client;
 pub mod disks;
 pub mod layout;
 pub mod metrics;
@@ -28,5 +26,4 @@ pub mod protocol;
 pub mod resources;
 pub mod server;
 
-pub use client::{Client, ClientError};
 pub use server::{Config, Daemon, DaemonError};

@@ -68,7 +68,7 @@ pub enum Request {
 }
 
 /// What happens to undo disks at the end of a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UndoAction {
     /// Merge the session's writes into the disks.
@@ -80,7 +80,7 @@ pub enum UndoAction {
 }
 
 /// Options of `shutdown`, `off` and friends.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ControlOptions {
     /// Undo disks at the end of this session (default keep).
@@ -92,7 +92,7 @@ pub struct ControlOptions {
 }
 
 /// Resource control changes (absent = unchanged).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Changes {
     /// Relative CPU weight.
@@ -168,7 +168,7 @@ impl Response {
 }
 
 /// CPU controls as shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CpuInfo {
     /// Relative weight.
     pub weight: u32,
@@ -179,7 +179,7 @@ pub struct CpuInfo {
 }
 
 /// One VM as `vine vm list/show --json` print it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VmInfo {
     /// Name.
     pub name: String,

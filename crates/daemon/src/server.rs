@@ -1,11 +1,8 @@
-//! The daemon: opens the store, finds the VMs it knows (reattaching to those still running),
-//! listens on the local socket (mode 0600: root only) and answers requests — reads from the
-//! VMs' views, controls through their actors.
+//! The daemon: opens the store, finds the VMs it knows (reattaching to those still running) and
+//! answers requests — reads from the VMs' views, controls through their actors. The `api` crate
+//! serves these requests over HTTP (the local socket and HTTPS).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
@@ -21,7 +18,7 @@ use crate::actor::{self, Actor, Ctx, Msg, View};
 use crate::disks::DiskServers;
 use crate::layout::{self, VmPaths};
 use crate::metrics::{Metrics, VmMetrics};
-use crate::protocol::{Failure, Request, Response, MAX_REQUEST};
+use crate::protocol::{Failure, Request, Response};
 use crate::resources::Resources;
 
 /// Where the daemon keeps things and what it runs.
@@ -100,6 +97,7 @@ impl Daemon {
             resources,
             disks,
             qemu: cfg.qemu.clone(),
+            observers: Mutex::new(Vec::new()),
         });
         let d = Arc::new(Daemon {
             ctx,
@@ -185,75 +183,14 @@ impl Daemon {
         self.lock().insert(name.to_string(), Handle { tx, view, join: Some(join) });
     }
 
-    /// Serves the socket until [`Daemon::stop`] is called.
-    pub fn serve(self: &Arc<Self>) -> Result<(), DaemonError> {
-        let sock = &self.cfg.socket;
-        if let Some(dir) = sock.parent() {
-            std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
-        }
-        if sock.exists() {
-            if UnixStream::connect(sock).is_ok() {
-                return Err(DaemonError::AlreadyRunning(sock.clone()));
-            }
-            std::fs::remove_file(sock).map_err(io("cannot remove stale socket", sock))?;
-        }
-        let listener = UnixListener::bind(sock).map_err(io("cannot listen on", sock))?;
-        std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o600))
-            .map_err(io("cannot restrict", sock))?;
-        for conn in listener.incoming() {
-            if self.stopping.load(Ordering::SeqCst) {
-                break;
-            }
-            match conn {
-                Ok(s) => {
-                    let me = self.clone();
-                    std::thread::spawn(move || me.connection(s));
-                }
-                Err(e) => tracing::warn!(error = %e, "accept failed"),
-            }
-        }
-        let _ = std::fs::remove_file(sock);
-        Ok(())
-    }
-
     /// Stops serving; VMs keep running (their actors end, their processes do not).
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        let _ = UnixStream::connect(&self.cfg.socket);
         let handles: Vec<Handle> = std::mem::take(&mut *self.lock()).into_values().collect();
         for mut h in handles {
             let _ = h.tx.send(Msg::Detach);
             if let Some(j) = h.join.take() {
                 let _ = j.join();
-            }
-        }
-    }
-
-    fn connection(&self, s: UnixStream) {
-        let Ok(writer) = s.try_clone() else { return };
-        let mut writer = writer;
-        let mut reader = BufReader::new(s);
-        loop {
-            let mut line = Vec::new();
-            match Read::by_ref(&mut reader).take(MAX_REQUEST as u64 + 1).read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(n) if n > MAX_REQUEST => {
-                    let r = Response::err(format!("request longer than {MAX_REQUEST} bytes"));
-                    let _ = writeln!(writer, "{}", serde_json::to_string(&r).expect("serialises"));
-                    return;
-                }
-                Ok(_) => {}
-            }
-            let resp = match std::str::from_utf8(&line) {
-                Err(e) => Response::err(format!("malformed request: not UTF-8 ({e})")),
-                Ok(text) => match serde_json::from_str::<Request>(text) {
-                    Ok(req) => self.handle(req),
-                    Err(e) => Response::err(format!("malformed request: {e}")),
-                },
-            };
-            let text = serde_json::to_string(&resp).expect("responses serialise");
-            if writeln!(writer, "{text}").is_err() {
-                return;
             }
         }
     }
@@ -390,7 +327,9 @@ impl Daemon {
             for (field, path) in [("kernel.kernel", Some(&k.kernel)), ("kernel.initrd", k.initrd.as_ref())] {
                 let Some(path) = path else { continue };
                 if !Path::new(path).is_absolute() || !Path::new(path).is_file() {
-                    return Err(invalid(format!("definition: field `{field}`: {path} is not an absolute path to a file")));
+                    return Err(invalid(format!(
+                        "definition: field `{field}`: {path} is not an absolute path to a file"
+                    )));
                 }
             }
         }
@@ -402,7 +341,10 @@ impl Daemon {
                 )));
             }
             if !Path::new(&d.path).exists() {
-                return Err(invalid(format!("definition: field `disk[{i}].path`: {} does not exist", d.path)));
+                return Err(invalid(format!(
+                    "definition: field `disk[{i}].path`: {} does not exist",
+                    d.path
+                )));
             }
             if d.shared && def.undo_disks {
                 return Err(invalid(

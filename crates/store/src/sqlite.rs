@@ -230,7 +230,9 @@ impl Store for SqliteStore {
         );
         match r {
             Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
                 Err(StoreError::Duplicate { what: "user", name: u.name.clone() })
             }
             Err(e) => Err(StoreError::Db { op: "create user", source: e }),
@@ -272,8 +274,10 @@ impl Store for SqliteStore {
     }
 
     fn delete_user(&self, name: &str) -> Result<(), StoreError> {
-        let n =
-            self.conn().execute("DELETE FROM users WHERE name = ?1", params![name]).map_err(db("delete user"))?;
+        let n = self
+            .conn()
+            .execute("DELETE FROM users WHERE name = ?1", params![name])
+            .map_err(db("delete user"))?;
         if n == 0 {
             return Err(StoreError::Missing { what: "user", name: name.into() });
         }
@@ -315,8 +319,10 @@ impl Store for SqliteStore {
     }
 
     fn delete_token(&self, id: &str) -> Result<(), StoreError> {
-        let n =
-            self.conn().execute("DELETE FROM tokens WHERE id = ?1", params![id]).map_err(db("delete token"))?;
+        let n = self
+            .conn()
+            .execute("DELETE FROM tokens WHERE id = ?1", params![id])
+            .map_err(db("delete token"))?;
         if n == 0 {
             return Err(StoreError::Missing { what: "token", name: id.into() });
         }
@@ -336,10 +342,16 @@ impl Store for SqliteStore {
     fn revoke(&self, e: &AclEntry) -> Result<(), StoreError> {
         let n = self
             .conn()
-            .execute("DELETE FROM acl WHERE user = ?1 AND vm = ?2 AND right = ?3", params![e.user, e.vm, e.right])
+            .execute(
+                "DELETE FROM acl WHERE user = ?1 AND vm = ?2 AND right = ?3",
+                params![e.user, e.vm, e.right],
+            )
             .map_err(db("revoke"))?;
         if n == 0 {
-            return Err(StoreError::Missing { what: "right", name: format!("{} {} {}", e.user, e.right, e.vm) });
+            return Err(StoreError::Missing {
+                what: "right",
+                name: format!("{} {} {}", e.user, e.right, e.vm),
+            });
         }
         Ok(())
     }
@@ -353,7 +365,9 @@ impl Store for SqliteStore {
             )
             .map_err(db("read rights"))?;
         let rows = st
-            .query_map(params![user, vm], |r| Ok(AclEntry { user: r.get(0)?, vm: r.get(1)?, right: r.get(2)? }))
+            .query_map(params![user, vm], |r| {
+                Ok(AclEntry { user: r.get(0)?, vm: r.get(1)?, right: r.get(2)? })
+            })
             .map_err(db("read rights"))?;
         rows.collect::<Result<_, _>>().map_err(db("read rights"))
     }
@@ -375,8 +389,9 @@ impl Store for SqliteStore {
 
     fn list_hooks(&self) -> Result<Vec<HookRecord>, StoreError> {
         let conn = self.conn();
-        let mut st =
-            conn.prepare("SELECT id, event, script, vm, timeout_s FROM hooks ORDER BY id").map_err(db("list hooks"))?;
+        let mut st = conn
+            .prepare("SELECT id, event, script, vm, timeout_s FROM hooks ORDER BY id")
+            .map_err(db("list hooks"))?;
         let rows = st
             .query_map([], |r| {
                 Ok(HookRecord {

@@ -140,7 +140,13 @@ fn users_tokens_rights_and_hooks() {
     use store::{AclEntry, HookRecord, TokenRecord, UserRecord};
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open(&dir.path().join("v.db")).unwrap();
-    let u = UserRecord { name: "ann".into(), password_hash: "$argon2id$x".into(), admin: false, can_create: true, created_ms: 1 };
+    let u = UserRecord {
+        name: "ann".into(),
+        password_hash: "$argon2id$x".into(),
+        admin: false,
+        can_create: true,
+        created_ms: 1,
+    };
     s.create_user(&u).unwrap();
     assert_eq!(s.create_user(&u).unwrap_err().to_string(), "a user named 'ann' already exists");
     assert_eq!(s.get_user("ann").unwrap().unwrap(), u);
@@ -162,7 +168,15 @@ fn users_tokens_rights_and_hooks() {
     s.grant(&right).unwrap();
     s.grant(&right).unwrap();
     assert_eq!(s.acl(Some("ann"), None).unwrap(), vec![right.clone()]);
-    let id = s.add_hook(&HookRecord { id: 0, event: "vm.crashed".into(), script: "/x".into(), vm: None, timeout_s: 30 }).unwrap();
+    let id = s
+        .add_hook(&HookRecord {
+            id: 0,
+            event: "vm.crashed".into(),
+            script: "/x".into(),
+            vm: None,
+            timeout_s: 30,
+        })
+        .unwrap();
     assert_eq!(s.list_hooks().unwrap()[0].id, id);
     s.delete_hook(id).unwrap();
     assert!(s.delete_hook(id).unwrap_err().to_string().contains("no hook"));

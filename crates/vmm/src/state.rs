@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Where a VM is. `vine vm show --json` reports it as the lower-case name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum VmState {
     /// No process.
@@ -72,7 +72,7 @@ impl VmState {
 }
 
 /// The operator's controls (Virtual Server's set).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Control {
     /// Turn on.

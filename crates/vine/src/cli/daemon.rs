@@ -26,6 +26,9 @@ pub struct DaemonArgs {
     /// Parent cgroup of the VMs' cgroups.
     #[arg(long, default_value = "vine")]
     pub cgroup_parent: String,
+    /// Address of the HTTPS API and web UI (port 0: any free port, printed at start).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: String,
     /// Seconds between samples of the VMs' CPU use (the policy engine's interval).
     #[arg(long, default_value_t = 10.0)]
     pub sample_interval: f64,
@@ -74,31 +77,76 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<i32> {
             host::CgroupLayout::V2 { .. } => "v2",
         }
     );
-    use std::io::Write;
-    std::io::stdout().flush().ok();
-    let server = {
-        let d = d.clone();
-        std::thread::spawn(move || d.serve())
-    };
-    loop {
-        if server.is_finished() {
-            // It ended by itself: an error (e.g. another daemon holds the socket).
-            return match server.join() {
-                Ok(Err(e)) => Err(e).context("serving"),
-                _ => Ok(0),
-            };
-        }
-        if let Some(sig) = signals.pending().next() {
-            tracing::info!(signal = sig, "stopping; VMs keep running");
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    let store = d.ctx().store.clone();
+    if let Some(password) = api::auth::ensure_admin(store.as_ref()).context("creating the admin account")? {
+        let file = data_dir.join("initial-admin-password");
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&file)
+            .with_context(|| format!("writing {}", file.display()))?;
+        use std::io::Write as _;
+        writeln!(f, "{password}").with_context(|| format!("writing {}", file.display()))?;
+        println!("first start: user 'admin' has password {password} (also in {}, mode 0600)", file.display());
     }
+    let tls = api::tls::load_or_create(&data_dir.join("tls"), &h.hostname).context("TLS certificate")?;
+    api::hooks::start(d.clone());
+    let app = api::router(api::AppState { daemon: d.clone(), store });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let served: anyhow::Result<()> = rt.block_on(async {
+        if socket.exists() {
+            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+                anyhow::bail!("another vine daemon is already listening on {}", socket.display());
+            }
+            std::fs::remove_file(&socket)
+                .with_context(|| format!("removing stale socket {}", socket.display()))?;
+        }
+        if let Some(dir) = socket.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let std_listener = std::os::unix::net::UnixListener::bind(&socket)
+            .with_context(|| format!("listening on {}", socket.display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("restricting {}", socket.display()))?;
+        std_listener.set_nonblocking(true)?;
+        let unix = tokio::net::UnixListener::from_std(std_listener)?;
+        let tcp = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        println!(
+            "REST API and web UI on https://{} (certificate SHA-256 {}{}) and on {}",
+            tcp.local_addr()?,
+            tls.fingerprint,
+            if tls.created { ", made now" } else { "" },
+            socket.display()
+        );
+        use std::io::Write as _;
+        std::io::stdout().flush().ok();
+        let unix_task = tokio::spawn(api::serve::unix(unix, app.clone()));
+        let tls_task = tokio::spawn(api::serve::tls(tcp, tls.config.clone(), app));
+        loop {
+            if let Some(sig) = signals.pending().next() {
+                tracing::info!(signal = sig, "stopping; VMs keep running");
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        unix_task.abort();
+        tls_task.abort();
+        Ok(())
+    });
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    let _ = std::fs::remove_file(&socket);
     d.stop();
-    match server.join() {
-        Ok(r) => r.context("serving")?,
-        Err(_) => anyhow::bail!("the server thread panicked"),
-    }
+    served?;
     println!("vine daemon stopped; running VMs were left running");
     Ok(0)
 }

@@ -231,8 +231,7 @@ fn live_snapshot(m: &serde_json::Value) -> anyhow::Result<(policy::Snapshot, Vec
 
 fn dry_run(policy_arg: &str, json: bool) -> anyhow::Result<i32> {
     let p = load_policy(policy_arg)?;
-    let path = super::daemon::socket_path(None);
-    let m = daemon::Client::connect(&path)?.call(&daemon::protocol::Request::Metrics)?;
+    let m = super::vm::rest("GET", "/api/metrics/live", None)?;
     let (snap, names) = live_snapshot(&m)?;
     let mut planner = policy::Planner::new(p.clone());
     let plan = planner.plan(&snap);

@@ -3,10 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use api::client::encode;
 use clap::{Args, Subcommand, ValueEnum};
-use daemon::protocol::{Changes, ControlOptions, Request, UndoAction, VmInfo};
+use daemon::protocol::{Changes, ControlOptions, UndoAction, VmInfo};
+use serde_json::json;
 use serde_json::Value;
-use vmconfig::{Bus, Disk, KernelBoot, VmDefinition};
+use vmconfig::{Bus, Disk};
 use vmm::Control;
 
 use super::size::parse_size;
@@ -219,49 +221,54 @@ fn parse_disk(spec: &str) -> anyhow::Result<Disk> {
     Ok(d)
 }
 
-fn definition(a: &CreateArgs) -> anyhow::Result<VmDefinition> {
-    let mut d = VmDefinition::new(&a.name, a.cpus, a.memory);
+/// The `POST /api/vms` body for these arguments.
+fn new_vm(a: &CreateArgs) -> anyhow::Result<Value> {
+    let mut disks = Vec::new();
     for spec in &a.disks {
-        d.disks.push(parse_disk(spec)?);
+        let d = parse_disk(spec)?;
+        let bus = match d.bus {
+            Bus::Virtio => "virtio",
+            Bus::Ide => "ide",
+            Bus::Scsi => "scsi",
+        };
+        disks.push(json!({ "path": d.path, "bus": bus, "shared": d.shared, "read_only": d.read_only }));
     }
     for iso in &a.cdroms {
-        d.disks.push(Disk {
-            path: absolute(iso)?,
-            bus: Bus::Ide,
-            cdrom: true,
-            shared: false,
-            read_only: true,
-        });
+        disks.push(json!({ "path": absolute(iso)?, "bus": "ide", "cdrom": true, "read_only": true }));
     }
+    let mut v = json!({
+        "name": a.name, "cpus": a.cpus, "memory": a.memory, "disks": disks, "undo_disks": a.undo_disks,
+        "cpu_weight": a.cpu_weight, "cpu_reserve": a.cpu_reserve, "cpu_max": a.cpu_max,
+        "shutdown_timeout": a.shutdown_timeout,
+    });
     if let Some(k) = &a.kernel {
-        d.kernel = Some(KernelBoot {
-            kernel: absolute(k)?,
-            initrd: a.initrd.as_deref().map(absolute).transpose()?,
-            append: a.append.clone().unwrap_or_default(),
-        });
+        v["kernel"] = json!(absolute(k)?);
+        v["initrd"] = json!(a.initrd.as_deref().map(absolute).transpose()?);
+        v["append"] = json!(a.append.clone().unwrap_or_default());
     }
-    d.undo_disks = a.undo_disks;
-    if let Some(w) = a.cpu_weight {
-        d.cpu.weight = w;
-    }
-    if let Some(r) = a.cpu_reserve {
-        d.cpu.reserve = r;
-    }
-    d.cpu.max = a.cpu_max;
-    if let Some(t) = a.shutdown_timeout {
-        d.shutdown_timeout = t;
-    }
-    Ok(d)
+    Ok(v)
 }
 
-fn call(req: Request) -> anyhow::Result<Value> {
-    let path = super::daemon::socket_path(None);
-    let mut c = daemon::Client::connect(&path)?;
-    Ok(c.call(&req)?)
+/// A request to the local daemon's REST API.
+pub fn rest(method: &str, target: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+    let c = api::client::Client::new(&super::daemon::socket_path(None));
+    Ok(c.call(method, target, body)?)
 }
 
 fn control(name: String, control: Control, options: ControlOptions) -> anyhow::Result<i32> {
-    let v = call(Request::VmControl { name, control, options })?;
+    let v = match control {
+        Control::Remove | Control::Delete => rest(
+            "DELETE",
+            &format!("/api/vms/{}?keep_files={}", encode(&name), control == Control::Remove),
+            None,
+        )?,
+        c => {
+            let action = serde_json::to_value(c)?;
+            let target =
+                format!("/api/vms/{}/actions/{}", encode(&name), action.as_str().unwrap_or_default());
+            rest("POST", &target, Some(&serde_json::to_value(options)?))?
+        }
+    };
     println!("{}", v["message"].as_str().unwrap_or("done"));
     Ok(0)
 }
@@ -291,9 +298,7 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
     let none = ControlOptions::default();
     match cmd {
         VmCommand::Create(a) => {
-            let d = definition(&a)?;
-            d.validate()?;
-            let v = call(Request::VmCreate { definition: d.to_toml() })?;
+            let v = rest("POST", "/api/vms", Some(&new_vm(&a)?))?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -302,7 +307,7 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         VmCommand::List { json } => {
-            let v = call(Request::VmList)?;
+            let v = rest("GET", "/api/vms", None)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -311,7 +316,7 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         VmCommand::Show { name, json } => {
-            let v = call(Request::VmShow { name })?;
+            let v = rest("GET", &format!("/api/vms/{}", encode(&name)), None)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(0);
@@ -388,7 +393,11 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
             if changes == Changes::default() {
                 bail!("vine vm set {}: nothing to change (give --cpu-weight, --cpu-reserve, --cpu-max or --memory)", a.name);
             }
-            let v = call(Request::VmSet { name: a.name, changes })?;
+            let v = rest(
+                "PATCH",
+                &format!("/api/vms/{}", encode(&a.name)),
+                Some(&serde_json::to_value(changes)?),
+            )?;
             println!("{}", v["message"].as_str().unwrap_or("done"));
             Ok(0)
         }
@@ -396,12 +405,16 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
             if !log {
                 bail!("the live console comes with the web console; use `vine vm console {name} --log` for what it wrote so far");
             }
-            let v = call(Request::VmConsole { name })?;
+            let v = rest("GET", &format!("/api/vms/{}/console", encode(&name)), None)?;
             print!("{}", v["log"].as_str().unwrap_or(""));
             Ok(0)
         }
         VmCommand::Events { name, json } => {
-            let v = call(Request::Events { vm: name, after: 0, limit: None })?;
+            let target = match &name {
+                Some(n) => format!("/api/events?vm={}", encode(n)),
+                None => "/api/events".to_string(),
+            };
+            let v = rest("GET", &target, None)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(0);

@@ -56,7 +56,14 @@ impl VmHost {
             .arg(&self.data)
             .arg("--socket")
             .arg(&self.socket)
-            .args(["--cgroup-parent", &self.cgroup_parent, "--sample-interval", "2"])
+            .args([
+                "--cgroup-parent",
+                &self.cgroup_parent,
+                "--sample-interval",
+                "2",
+                "--listen",
+                "127.0.0.1:0",
+            ])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null())
@@ -74,6 +81,52 @@ impl VmHost {
             assert!(Instant::now() < deadline, "the daemon did not open its socket: {}", self.daemon_log());
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The HTTPS port the daemon printed.
+    pub fn https_port(&self) -> u16 {
+        let log = self.daemon_log();
+        let at = log.rfind("https://127.0.0.1:").expect("the daemon printed its HTTPS address");
+        log[at + "https://127.0.0.1:".len()..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// The initial admin password.
+    pub fn admin_password(&self) -> String {
+        std::fs::read_to_string(self.data.join("initial-admin-password")).unwrap().trim().to_string()
+    }
+
+    /// `curl -k` against the daemon's HTTPS API: (status, body).
+    pub fn https(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+        let mut c = Command::new("curl");
+        c.args(["-sk", "-o", "-", "-w", "\n%{http_code}", "-X", method]);
+        c.arg(format!("https://127.0.0.1:{}{path}", self.https_port()));
+        if let Some(t) = token {
+            c.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        if let Some(b) = body {
+            c.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+        }
+        let out = c.output().expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// Logs `user` in over HTTPS; returns the token.
+    pub fn login(&self, user: &str, password: &str) -> String {
+        let (code, body) = self.https(
+            "POST",
+            "/api/login",
+            None,
+            Some(&serde_json::json!({"user": user, "password": password}).to_string()),
+        );
+        assert_eq!(code, 200, "login of {user}: {body}");
+        serde_json::from_str::<Value>(&body).unwrap()["token"].as_str().unwrap().to_string()
     }
 
     /// The daemon's output so far.

@@ -1,0 +1,159 @@
+//! Who is asking: passwords (argon2id), login sessions (cookie) and API tokens (bearer), and the
+//! local socket's peer (root is the administrator). Secrets are random 32 bytes shown once; the
+//! store keeps only their SHA-256, so a stolen database does not yield working tokens.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use sha2::{Digest, Sha256};
+use store::{Store, TokenRecord, UserRecord};
+
+/// Web sessions last this long.
+pub const SESSION_MS: i64 = 12 * 3600 * 1000;
+/// Cookie carrying the session.
+pub const COOKIE: &str = "vine_session";
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// User name (`root` for the local socket's root peer).
+    pub user: String,
+    /// Every right.
+    pub admin: bool,
+    /// May create VMs.
+    pub can_create: bool,
+    /// The token id this request came with (for logout).
+    pub token: Option<String>,
+}
+
+/// Now, ms since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// `n` random bytes as lower-case hex.
+pub fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    getrandom::getrandom(&mut b).expect("the OS has a random source");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// SHA-256 of `data`, hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// An argon2id hash (PHC string) of `password`.
+pub fn hash_password(password: &str) -> String {
+    let mut salt = [0u8; 16];
+    getrandom::getrandom(&mut salt).expect("the OS has a random source");
+    let salt = SaltString::encode_b64(&salt).expect("16 bytes is a valid salt");
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("argon2 hashes any password")
+        .to_string()
+}
+
+/// Whether `password` matches the PHC string `hash`.
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+fn equal(a: &str, b: &str) -> bool {
+    // Constant time in the length of the (fixed-length) hashes.
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Issues a token for `user`: stores its record, returns `id.secret` (shown once).
+pub fn issue(
+    store: &dyn Store,
+    user: &str,
+    kind: &str,
+    label: &str,
+) -> Result<(String, TokenRecord), store::StoreError> {
+    let id = random_hex(8);
+    let secret = random_hex(32);
+    let created = now_ms();
+    let rec = TokenRecord {
+        id: id.clone(),
+        user: user.to_string(),
+        secret_sha256: sha256_hex(secret.as_bytes()),
+        kind: kind.to_string(),
+        label: label.to_string(),
+        created_ms: created,
+        expires_ms: (kind == "session").then_some(created + SESSION_MS),
+    };
+    store.put_token(&rec)?;
+    Ok((format!("{id}.{secret}"), rec))
+}
+
+/// The principal of a presented token (`id.secret`), if it is valid and not expired.
+pub fn check_token(store: &dyn Store, presented: &str) -> Option<Principal> {
+    let (id, secret) = presented.trim().split_once('.')?;
+    if id.len() > 64 || secret.len() > 128 {
+        return None;
+    }
+    let rec = store.get_token(id).ok()??;
+    if !equal(&rec.secret_sha256, &sha256_hex(secret.as_bytes())) {
+        return None;
+    }
+    if rec.expires_ms.is_some_and(|e| e < now_ms()) {
+        let _ = store.delete_token(id);
+        return None;
+    }
+    let u = store.get_user(&rec.user).ok()??;
+    Some(Principal { user: u.name, admin: u.admin, can_create: u.can_create || u.admin, token: Some(rec.id) })
+}
+
+/// Creates the `admin` user with a random password on first start; returns the password when it
+/// did (to be written once to the data directory and printed once).
+pub fn ensure_admin(store: &dyn Store) -> Result<Option<String>, store::StoreError> {
+    if !store.list_users()?.is_empty() {
+        return Ok(None);
+    }
+    let password = random_hex(12);
+    store.create_user(&UserRecord {
+        name: "admin".into(),
+        password_hash: hash_password(&password),
+        admin: true,
+        can_create: true,
+        created_ms: now_ms(),
+    })?;
+    Ok(Some(password))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_hash_with_argon2id_and_verify() {
+        let h = hash_password("s3cret");
+        assert!(h.starts_with("$argon2id$"), "{h}");
+        assert!(verify_password("s3cret", &h));
+        assert!(!verify_password("s3cre", &h));
+        assert!(!verify_password("s3cret", "not a hash"));
+        assert_ne!(hash_password("s3cret"), h, "salted");
+    }
+
+    #[test]
+    fn tokens_check_secret_expiry_and_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store::SqliteStore::open(&dir.path().join("db")).unwrap();
+        assert!(ensure_admin(&s).unwrap().is_some());
+        assert!(ensure_admin(&s).unwrap().is_none(), "only on first start");
+        let (tok, rec) = issue(&s, "admin", "api", "test").unwrap();
+        let p = check_token(&s, &tok).unwrap();
+        assert!(p.admin && p.user == "admin" && p.token.as_deref() == Some(rec.id.as_str()));
+        let forged = format!("{}.{}", rec.id, random_hex(32));
+        assert!(check_token(&s, &forged).is_none());
+        assert!(check_token(&s, "garbage").is_none());
+        assert!(check_token(&s, "").is_none());
+        let (old, rec) = issue(&s, "admin", "session", "web").unwrap();
+        s.delete_token(&rec.id).unwrap();
+        s.put_token(&TokenRecord { expires_ms: Some(1), ..rec }).unwrap();
+        assert!(check_token(&s, &old).is_none(), "expired sessions are refused");
+    }
+}

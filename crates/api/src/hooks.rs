@@ -1,0 +1,131 @@
+//! Event scripts: for every logged event, the scripts registered for its kind (or `*`), and for
+//! its VM if they name one, run with the event in their environment. Each runs in its own process
+//! group and is killed with it at its timeout; its exit status and the start of its output go to
+//! the event log (`hook.ran`, `hook.failed`, `hook.timeout`). Events of kind `hook.*` run no
+//! scripts, so a script on `*` cannot feed itself.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use daemon::Daemon;
+use store::EventRecord;
+
+/// Output kept in the event log per run.
+const OUTPUT_LIMIT: usize = 2000;
+
+/// Starts the thread that runs scripts for events.
+pub fn start(daemon: Arc<Daemon>) {
+    let rx = daemon.ctx().subscribe();
+    std::thread::Builder::new()
+        .name("hooks".into())
+        .spawn(move || {
+            for e in rx {
+                if e.kind.starts_with("hook.") {
+                    continue;
+                }
+                let hooks = match daemon.ctx().store.list_hooks() {
+                    Ok(h) => h,
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot read event scripts");
+                        continue;
+                    }
+                };
+                for h in hooks {
+                    let kind_ok = h.event == "*" || h.event == e.kind;
+                    let vm_ok = h.vm.is_none() || h.vm == e.vm;
+                    if kind_ok && vm_ok {
+                        let d = daemon.clone();
+                        let e = e.clone();
+                        std::thread::spawn(move || run(&d, &h, &e));
+                    }
+                }
+            }
+        })
+        .expect("threads can be started");
+}
+
+fn run(d: &Daemon, h: &store::HookRecord, e: &EventRecord) {
+    let log = |level: &str, kind: &str, msg: String| d.ctx().event(e.vm.as_deref(), level, kind, &msg);
+    let mut cmd = Command::new(&h.script);
+    cmd.env("VINE_EVENT", &e.kind)
+        .env("VINE_EVENT_ID", e.id.to_string())
+        .env("VINE_VM", e.vm.clone().unwrap_or_default())
+        .env("VINE_LEVEL", &e.level)
+        .env("VINE_MESSAGE", &e.message)
+        .env("VINE_TIME_MS", e.time_ms.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(err) => {
+            log(
+                "error",
+                "hook.failed",
+                format!("event script {} (hook {}) could not start: {err}", h.script, h.id),
+            );
+            return;
+        }
+    };
+    // Read output on threads so a chatty script cannot block on a full pipe.
+    let grab = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.by_ref().take(64 << 10).read_to_end(&mut buf);
+                let _ = std::io::copy(&mut r, &mut std::io::sink());
+            }
+            buf
+        })
+    };
+    let out = grab(child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>));
+    let err = grab(child.stderr.take().map(|o| Box::new(o) as Box<dyn Read + Send>));
+    let deadline = Instant::now() + Duration::from_secs(u64::from(h.timeout_s));
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => break None,
+        }
+    };
+    let Some(status) = status else {
+        // SAFETY: kill(2) on the process group of the script we started (its pid is the group id).
+        unsafe {
+            libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
+        }
+        let _ = child.wait();
+        log(
+            "warning",
+            "hook.timeout",
+            format!(
+                "event script {} (hook {}) for {} was killed at its timeout of {} s",
+                h.script, h.id, e.kind, h.timeout_s
+            ),
+        );
+        return;
+    };
+    let mut text = String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned();
+    text.push_str(&String::from_utf8_lossy(&err.join().unwrap_or_default()));
+    let mut text = text.trim().to_string();
+    if text.len() > OUTPUT_LIMIT {
+        let mut cut = OUTPUT_LIMIT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    let (level, kind) = if status.success() { ("info", "hook.ran") } else { ("warning", "hook.failed") };
+    log(
+        level,
+        kind,
+        format!(
+            "event script {} (hook {}) for {} exited with {status}; output: {text}",
+            h.script, h.id, e.kind
+        ),
+    );
+}

@@ -1,0 +1,1064 @@
+//! The REST endpoints. Every handler names the right it needs first ([`Need`]); the OpenAPI
+//! document ([`ApiDoc`]) is generated from the same annotations, so an endpoint cannot exist
+//! undocumented (the rights-matrix test walks the document).
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, State};
+use axum::http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use daemon::protocol::{Changes, ControlOptions, Failure, Request, VmInfo};
+use daemon::Daemon;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use store::{AclEntry, HookRecord, Store, UserRecord};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use vmconfig::{Bus, Disk, KernelBoot, VmDefinition};
+use vmm::Control;
+
+use crate::auth::{self, Principal};
+use crate::Peer;
+
+/// What every handler reaches.
+#[derive(Clone)]
+pub struct AppState {
+    /// The host daemon.
+    pub daemon: Arc<Daemon>,
+    /// Its store (users, tokens, rights, hooks, events).
+    pub store: Arc<dyn Store>,
+}
+
+/// An error answer: status and `{"error": "…"}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for operators.
+    pub error: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into() }
+    }
+    fn bad(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(ErrorBody { error: self.message })).into_response()
+    }
+}
+
+impl From<Failure> for ApiError {
+    fn from(f: Failure) -> ApiError {
+        let status = match f {
+            Failure::NotFound(_) => StatusCode::NOT_FOUND,
+            Failure::Refused(_) => StatusCode::CONFLICT,
+            Failure::Invalid(_) => StatusCode::BAD_REQUEST,
+            Failure::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, f.to_string())
+    }
+}
+
+impl From<store::StoreError> for ApiError {
+    fn from(e: store::StoreError) -> ApiError {
+        let status = match e {
+            store::StoreError::Duplicate { .. } | store::StoreError::Exists(_) => StatusCode::CONFLICT,
+            store::StoreError::Missing { .. } | store::StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// A JSON body whose rejections answer like every other error (`{"error": …}`).
+pub struct Body<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(r) => Err(ApiError::new(r.status(), r.body_text())),
+        }
+    }
+}
+
+/// Path parameters whose rejections answer `{"error": …}` with 400.
+pub struct P<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for P<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(P(v)),
+            Err(r) => Err(ApiError::new(StatusCode::BAD_REQUEST, r.body_text())),
+        }
+    }
+}
+
+/// Query parameters whose rejections answer `{"error": …}` with 400.
+pub struct Q<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Q<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(Q(v)),
+            Err(r) => Err(ApiError::new(StatusCode::BAD_REQUEST, r.body_text())),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if let Some(Peer::Local { uid: 0 }) = parts.extensions.get::<Peer>() {
+            return Ok(Principal { user: "root".into(), admin: true, can_create: true, token: None });
+        }
+        let bearer = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_string);
+        let cookie = parts.headers.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|c| {
+            c.split(';')
+                .find_map(|kv| kv.trim().strip_prefix(&format!("{}=", auth::COOKIE)).map(str::to_string))
+        });
+        for presented in [bearer, cookie].into_iter().flatten() {
+            if let Some(p) = auth::check_token(state.store.as_ref(), &presented) {
+                return Ok(p);
+            }
+        }
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "not logged in: log in (POST /api/login) or send an API token (Authorization: Bearer …)",
+        ))
+    }
+}
+
+/// The right an endpoint needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need<'a> {
+    /// Any logged-in user.
+    Login,
+    /// An administrator.
+    Admin,
+    /// May create VMs.
+    Create,
+    /// May configure this VM.
+    Configure(&'a str),
+    /// May use this VM (console, power).
+    Use(&'a str),
+    /// May configure or use this VM.
+    See(&'a str),
+}
+
+fn has_right(state: &AppState, p: &Principal, vm: &str, right: &str) -> bool {
+    p.admin
+        || state
+            .store
+            .acl(Some(&p.user), Some(vm))
+            .map(|l| l.iter().any(|e| e.right == right))
+            .unwrap_or(false)
+}
+
+fn need(state: &AppState, p: &Principal, n: Need) -> ApiResult<()> {
+    let ok = match n {
+        Need::Login => true,
+        Need::Admin => p.admin,
+        Need::Create => p.admin || p.can_create,
+        Need::Configure(vm) => has_right(state, p, vm, "configure"),
+        Need::Use(vm) => has_right(state, p, vm, "use"),
+        Need::See(vm) => has_right(state, p, vm, "configure") || has_right(state, p, vm, "use"),
+    };
+    if ok {
+        return Ok(());
+    }
+    let what = match n {
+        Need::Login => unreachable!("always allowed"),
+        Need::Admin => "be an administrator".to_string(),
+        Need::Create => "create VMs".to_string(),
+        Need::Configure(vm) => format!("configure '{vm}'"),
+        Need::Use(vm) => format!("use '{vm}'"),
+        Need::See(vm) => format!("see '{vm}'"),
+    };
+    Err(ApiError::new(StatusCode::FORBIDDEN, format!("user '{}' may not {what}", p.user)))
+}
+
+async fn call(state: &AppState, req: Request) -> ApiResult<Value> {
+    let d = state.daemon.clone();
+    tokio::task::spawn_blocking(move || d.call(req))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("worker failed: {e}")))?
+        .map_err(ApiError::from)
+}
+
+// ----- login -----
+
+/// Credentials.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+}
+
+/// A new session or token; the secret is shown only now.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Issued {
+    /// `id.secret`, for `Authorization: Bearer`.
+    pub token: String,
+    /// Token id (to revoke it).
+    pub id: String,
+    /// The user.
+    pub user: String,
+    /// Expiry, ms since the epoch (sessions).
+    pub expires_ms: Option<i64>,
+}
+
+/// Logs in: answers a session token and sets the session cookie.
+#[utoipa::path(post, path = "/api/login", request_body = Login, tag = "auth", security(()),
+    responses((status = 200, body = Issued), (status = 401, body = ErrorBody)))]
+async fn login(State(state): State<AppState>, Body(l): Body<Login>) -> ApiResult<Response> {
+    let user = state.store.get_user(&l.user)?;
+    let ok = user.as_ref().is_some_and(|u| auth::verify_password(&l.password, &u.password_hash));
+    if !ok {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong user name or password"));
+    }
+    let (token, rec) = auth::issue(state.store.as_ref(), &l.user, "session", "web login")?;
+    let cookie = format!(
+        "{}={token}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
+        auth::COOKIE,
+        auth::SESSION_MS / 1000
+    );
+    let body = Issued { token, id: rec.id, user: rec.user, expires_ms: rec.expires_ms };
+    Ok(([(SET_COOKIE, cookie)], Json(body)).into_response())
+}
+
+/// Ends the session (or revokes the token) this request came with.
+#[utoipa::path(post, path = "/api/logout", tag = "auth", responses((status = 204), (status = 401, body = ErrorBody)))]
+async fn logout(State(state): State<AppState>, p: Principal) -> ApiResult<Response> {
+    need(&state, &p, Need::Login)?;
+    if let Some(id) = &p.token {
+        state.store.delete_token(id)?;
+    }
+    let clear = format!("{}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0", auth::COOKIE);
+    Ok((StatusCode::NO_CONTENT, [(SET_COOKIE, clear)]).into_response())
+}
+
+/// The caller and their rights.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Me {
+    /// User name.
+    pub user: String,
+    /// Administrator.
+    pub admin: bool,
+    /// May create VMs.
+    pub can_create: bool,
+    /// Rights on VMs.
+    pub rights: Vec<Right>,
+}
+
+/// One right on one VM.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Right {
+    /// The user.
+    pub user: String,
+    /// The VM.
+    pub vm: String,
+    /// The right.
+    pub right: RightKind,
+}
+
+/// Per-VM rights (Virtual Server's: configure a VM, use a VM).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RightKind {
+    /// Change its configuration, delete it.
+    Configure,
+    /// Console and power controls.
+    Use,
+}
+
+impl RightKind {
+    fn name(self) -> &'static str {
+        match self {
+            RightKind::Configure => "configure",
+            RightKind::Use => "use",
+        }
+    }
+}
+
+fn right_of(e: AclEntry) -> Option<Right> {
+    let right = match e.right.as_str() {
+        "configure" => RightKind::Configure,
+        "use" => RightKind::Use,
+        _ => return None,
+    };
+    Some(Right { user: e.user, vm: e.vm, right })
+}
+
+/// Who am I.
+#[utoipa::path(get, path = "/api/me", tag = "auth", responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
+async fn me(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Me>> {
+    need(&state, &p, Need::Login)?;
+    let rights = state.store.acl(Some(&p.user), None)?.into_iter().filter_map(right_of).collect();
+    Ok(Json(Me { user: p.user, admin: p.admin, can_create: p.can_create, rights }))
+}
+
+/// A new password.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPassword {
+    /// At least 8 characters.
+    pub password: String,
+}
+
+fn check_password(pw: &str) -> ApiResult<()> {
+    if pw.chars().count() < 8 || pw.len() > 1024 {
+        return Err(ApiError::bad("password: must be 8 to 1024 characters"));
+    }
+    Ok(())
+}
+
+/// Changes the caller's password.
+#[utoipa::path(put, path = "/api/me/password", request_body = NewPassword, tag = "auth",
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn my_password(
+    State(state): State<AppState>,
+    p: Principal,
+    Body(n): Body<NewPassword>,
+) -> ApiResult<StatusCode> {
+    need(&state, &p, Need::Login)?;
+    check_password(&n.password)?;
+    let mut u = state
+        .store
+        .get_user(&p.user)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("'{}' is not a stored user", p.user)))?;
+    u.password_hash = auth::hash_password(&n.password);
+    state.store.update_user(&u)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ----- host -----
+
+/// Host facts (CPUs, memory, accelerator and why, cgroups) and what VMs hold.
+#[utoipa::path(get, path = "/api/host", tag = "host", responses((status = 200, body = Object), (status = 401, body = ErrorBody)))]
+async fn host(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
+    need(&state, &p, Need::Login)?;
+    Ok(Json(call(&state, Request::HostInfo).await?))
+}
+
+// ----- VMs -----
+
+/// A disk of a new VM.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDisk {
+    /// Absolute path of a VHD (or ISO for a CD/DVD).
+    pub path: String,
+    /// `virtio` (default), `ide` or `scsi`.
+    #[serde(default)]
+    pub bus: Option<String>,
+    /// A CD/DVD.
+    #[serde(default)]
+    pub cdrom: bool,
+    /// Shared with another VM (clustering).
+    #[serde(default)]
+    pub shared: bool,
+    /// Read-only.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// A new VM.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewVm {
+    /// Name.
+    pub name: String,
+    /// vCPUs (default 1).
+    #[serde(default)]
+    pub cpus: Option<u32>,
+    /// Memory in bytes.
+    pub memory: u64,
+    /// Disks and CD/DVDs.
+    #[serde(default)]
+    pub disks: Vec<NewDisk>,
+    /// Kernel for direct boot (absolute path).
+    #[serde(default)]
+    pub kernel: Option<String>,
+    /// Its initrd.
+    #[serde(default)]
+    pub initrd: Option<String>,
+    /// Its command line.
+    #[serde(default)]
+    pub append: Option<String>,
+    /// Undo disks.
+    #[serde(default)]
+    pub undo_disks: bool,
+    /// CPU weight 1–10000.
+    #[serde(default)]
+    pub cpu_weight: Option<u32>,
+    /// CPU reservation, % of one host CPU.
+    #[serde(default)]
+    pub cpu_reserve: Option<u32>,
+    /// CPU cap, % of one host CPU.
+    #[serde(default)]
+    pub cpu_max: Option<u32>,
+    /// Seconds an ACPI shutdown may take.
+    #[serde(default)]
+    pub shutdown_timeout: Option<u32>,
+}
+
+fn definition_of(n: &NewVm) -> ApiResult<VmDefinition> {
+    let mut d = VmDefinition::new(&n.name, n.cpus.unwrap_or(1), n.memory);
+    for (i, x) in n.disks.iter().enumerate() {
+        let bus = match x.bus.as_deref() {
+            None | Some("virtio") => Bus::Virtio,
+            Some("ide") => Bus::Ide,
+            Some("scsi") => Bus::Scsi,
+            Some(other) => {
+                return Err(ApiError::bad(format!("disks[{i}].bus: {other:?} is not virtio, ide or scsi")))
+            }
+        };
+        d.disks.push(Disk {
+            path: x.path.clone(),
+            bus,
+            cdrom: x.cdrom,
+            shared: x.shared,
+            read_only: x.read_only,
+        });
+    }
+    if let Some(k) = &n.kernel {
+        d.kernel = Some(KernelBoot {
+            kernel: k.clone(),
+            initrd: n.initrd.clone(),
+            append: n.append.clone().unwrap_or_default(),
+        });
+    } else if n.initrd.is_some() || n.append.is_some() {
+        return Err(ApiError::bad("initrd and append need kernel"));
+    }
+    d.undo_disks = n.undo_disks;
+    if let Some(w) = n.cpu_weight {
+        d.cpu.weight = w;
+    }
+    if let Some(r) = n.cpu_reserve {
+        d.cpu.reserve = r;
+    }
+    d.cpu.max = n.cpu_max;
+    if let Some(t) = n.shutdown_timeout {
+        d.shutdown_timeout = t;
+    }
+    d.validate().map_err(|e| ApiError::bad(format!("definition: {e}")))?;
+    Ok(d)
+}
+
+/// VMs the caller may see.
+#[utoipa::path(get, path = "/api/vms", tag = "vms", responses((status = 200, body = [VmInfo]), (status = 401, body = ErrorBody)))]
+async fn list_vms(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Vec<VmInfo>>> {
+    need(&state, &p, Need::Login)?;
+    let all: Vec<VmInfo> = serde_json::from_value(call(&state, Request::VmList).await?)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(all.into_iter().filter(|v| need(&state, &p, Need::See(&v.name)).is_ok()).collect()))
+}
+
+/// Creates a VM (it starts off). The creator may configure and use it.
+#[utoipa::path(post, path = "/api/vms", request_body = NewVm, tag = "vms",
+    responses((status = 201, body = VmInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_vm(
+    State(state): State<AppState>,
+    p: Principal,
+    Body(n): Body<NewVm>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    need(&state, &p, Need::Create)?;
+    let d = definition_of(&n)?;
+    let v = call(&state, Request::VmCreate { definition: d.to_toml() }).await?;
+    if !p.admin {
+        for right in ["configure", "use"] {
+            state.store.grant(&AclEntry { user: p.user.clone(), vm: d.name.clone(), right: right.into() })?;
+        }
+    }
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// One VM.
+#[utoipa::path(get, path = "/api/vms/{name}", tag = "vms", params(("name" = String, Path, description = "VM name")),
+    responses((status = 200, body = VmInfo), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn show_vm(State(state): State<AppState>, p: Principal, P(name): P<String>) -> ApiResult<Json<Value>> {
+    need(&state, &p, Need::See(&name))?;
+    Ok(Json(call(&state, Request::VmShow { name }).await?))
+}
+
+/// Changes CPU weight, reservation, cap or memory (CPU changes apply to a running VM at once).
+#[utoipa::path(patch, path = "/api/vms/{name}", tag = "vms", request_body = Changes,
+    params(("name" = String, Path, description = "VM name")),
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn set_vm(
+    State(state): State<AppState>,
+    p: Principal,
+    P(name): P<String>,
+    Body(changes): Body<Changes>,
+) -> ApiResult<Json<Value>> {
+    need(&state, &p, Need::Configure(&name))?;
+    Ok(Json(call(&state, Request::VmSet { name, changes }).await?))
+}
+
+/// `DELETE /api/vms/{name}` options.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct DeleteQuery {
+    /// Keep the VM's files (unregister only: Virtual Server's "remove").
+    #[serde(default)]
+    pub keep_files: bool,
+}
+
+/// Deletes a VM with its files, or only unregisters it (`keep_files=true`).
+#[utoipa::path(delete, path = "/api/vms/{name}", tag = "vms", params(("name" = String, Path, description = "VM name"), DeleteQuery),
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn delete_vm(
+    State(state): State<AppState>,
+    p: Principal,
+    P(name): P<String>,
+    Q(q): Q<DeleteQuery>,
+) -> ApiResult<Json<Value>> {
+    need(&state, &p, Need::Configure(&name))?;
+    let control = if q.keep_files { Control::Remove } else { Control::Delete };
+    let v =
+        call(&state, Request::VmControl { name: name.clone(), control, options: ControlOptions::default() })
+            .await?;
+    state.store.revoke_vm(&name)?;
+    Ok(Json(v))
+}
+
+/// Applies a power or state control: start, pause, resume, save, restore, discard-state,
+/// shutdown, off, reset.
+#[utoipa::path(post, path = "/api/vms/{name}/actions/{action}", tag = "vms",
+    params(("name" = String, Path, description = "VM name"), ("action" = Control, Path, description = "The control")),
+    request_body(content = Option<ControlOptions>, description = "Options of shutdown and off"),
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 500, body = ErrorBody)))]
+async fn control_vm(
+    State(state): State<AppState>,
+    p: Principal,
+    P((name, action)): P<(String, Control)>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    need(&state, &p, Need::Use(&name))?;
+    if matches!(action, Control::Remove | Control::Delete) {
+        return Err(ApiError::bad(
+            "remove and delete are DELETE /api/vms/{name} (they need the configure right)",
+        ));
+    }
+    let options: ControlOptions = if body.iter().all(u8::is_ascii_whitespace) {
+        ControlOptions::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("options: {e}")))?
+    };
+    Ok(Json(call(&state, Request::VmControl { name, control: action, options }).await?))
+}
+
+/// What the VM's serial console wrote.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConsoleLog {
+    /// The text so far.
+    pub log: String,
+}
+
+/// The serial console's output so far.
+#[utoipa::path(get, path = "/api/vms/{name}/console", tag = "vms", params(("name" = String, Path, description = "VM name")),
+    responses((status = 200, body = ConsoleLog), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn console(State(state): State<AppState>, p: Principal, P(name): P<String>) -> ApiResult<Json<Value>> {
+    need(&state, &p, Need::Use(&name))?;
+    Ok(Json(call(&state, Request::VmConsole { name }).await?))
+}
+
+// ----- events and metrics -----
+
+/// `GET /api/events` filters.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct EventQuery {
+    /// Only this VM.
+    pub vm: Option<String>,
+    /// Only after this event id.
+    #[serde(default)]
+    pub after: u64,
+    /// At most this many (default 1000, at most 10000).
+    pub limit: Option<usize>,
+}
+
+/// One logged event.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    /// Position in the log.
+    pub id: u64,
+    /// ms since the epoch.
+    pub time_ms: i64,
+    /// The VM, if any.
+    pub vm: Option<String>,
+    /// info, warning, error.
+    pub level: String,
+    /// e.g. vm.start.
+    pub kind: String,
+    /// A sentence.
+    pub message: String,
+}
+
+/// The event log: operator actions, state changes, warnings and errors, oldest first.
+#[utoipa::path(get, path = "/api/events", tag = "events", params(EventQuery),
+    responses((status = 200, body = [Event]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn events(
+    State(state): State<AppState>,
+    p: Principal,
+    Q(q): Q<EventQuery>,
+) -> ApiResult<Json<Vec<Event>>> {
+    match &q.vm {
+        Some(vm) => need(&state, &p, Need::See(vm))?,
+        None => need(&state, &p, Need::Login)?,
+    }
+    let limit = q.limit.unwrap_or(1000).min(10_000);
+    let v = call(&state, Request::Events { vm: q.vm.clone(), after: q.after, limit: Some(limit) }).await?;
+    let all: Vec<Event> = serde_json::from_value(v)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    // Without a VM filter, a non-administrator sees host events and the events of VMs they may see.
+    Ok(Json(
+        all.into_iter()
+            .filter(|e| e.vm.as_deref().is_none_or(|vm| need(&state, &p, Need::See(vm)).is_ok()))
+            .collect(),
+    ))
+}
+
+/// Prometheus metrics for the host and every running VM.
+#[utoipa::path(get, path = "/metrics", tag = "metrics",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn metrics(State(state): State<AppState>, p: Principal) -> ApiResult<Response> {
+    need(&state, &p, Need::Admin)?;
+    let m = call(&state, Request::Metrics).await?;
+    let list = call(&state, Request::VmList).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render(&m, &list))
+        .into_response())
+}
+
+/// Live metrics as JSON: each running VM's CPU utilisation history (the policy engine's input).
+#[utoipa::path(get, path = "/api/metrics/live", tag = "metrics",
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn live_metrics(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
+    need(&state, &p, Need::Admin)?;
+    Ok(Json(call(&state, Request::Metrics).await?))
+}
+
+// ----- users, tokens, rights, hooks -----
+
+/// A user as listed.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UserInfo {
+    /// Login name.
+    pub name: String,
+    /// Administrator.
+    pub admin: bool,
+    /// May create VMs.
+    pub can_create: bool,
+}
+
+/// A new user.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    /// Login name: letters, digits, '-', '_', '.'.
+    pub name: String,
+    /// At least 8 characters.
+    pub password: String,
+    /// Administrator.
+    #[serde(default)]
+    pub admin: bool,
+    /// May create VMs.
+    #[serde(default)]
+    pub can_create: bool,
+}
+
+/// Users.
+#[utoipa::path(get, path = "/api/users", tag = "users", responses((status = 200, body = [UserInfo]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn list_users(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Vec<UserInfo>>> {
+    need(&state, &p, Need::Admin)?;
+    Ok(Json(
+        state
+            .store
+            .list_users()?
+            .into_iter()
+            .map(|u| UserInfo { name: u.name, admin: u.admin, can_create: u.can_create })
+            .collect(),
+    ))
+}
+
+/// Adds a user.
+#[utoipa::path(post, path = "/api/users", tag = "users", request_body = NewUser,
+    responses((status = 201, body = UserInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_user(
+    State(state): State<AppState>,
+    p: Principal,
+    Body(n): Body<NewUser>,
+) -> ApiResult<(StatusCode, Json<UserInfo>)> {
+    need(&state, &p, Need::Admin)?;
+    vmconfig::validate_name(&n.name)
+        .map_err(|e| ApiError::bad(e.to_string().replace("field `name`", "user name")))?;
+    if n.name == "root" {
+        return Err(ApiError::bad("user name: 'root' is the local socket's administrator"));
+    }
+    check_password(&n.password)?;
+    state.store.create_user(&UserRecord {
+        name: n.name.clone(),
+        password_hash: auth::hash_password(&n.password),
+        admin: n.admin,
+        can_create: n.can_create,
+        created_ms: auth::now_ms(),
+    })?;
+    Ok((StatusCode::CREATED, Json(UserInfo { name: n.name, admin: n.admin, can_create: n.can_create })))
+}
+
+/// Deletes a user with their tokens and rights.
+#[utoipa::path(delete, path = "/api/users/{user}", tag = "users", params(("user" = String, Path, description = "User name")),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn delete_user(
+    State(state): State<AppState>,
+    p: Principal,
+    P(user): P<String>,
+) -> ApiResult<StatusCode> {
+    need(&state, &p, Need::Admin)?;
+    if user == p.user {
+        return Err(ApiError::new(StatusCode::CONFLICT, "you cannot delete yourself"));
+    }
+    state.store.delete_user(&user)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Sets a user's password.
+#[utoipa::path(put, path = "/api/users/{user}/password", tag = "users", request_body = NewPassword,
+    params(("user" = String, Path, description = "User name")),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn user_password(
+    State(state): State<AppState>,
+    p: Principal,
+    P(user): P<String>,
+    Body(n): Body<NewPassword>,
+) -> ApiResult<StatusCode> {
+    need(&state, &p, Need::Admin)?;
+    check_password(&n.password)?;
+    let mut u = state
+        .store
+        .get_user(&user)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no user '{user}'")))?;
+    u.password_hash = auth::hash_password(&n.password);
+    state.store.update_user(&u)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A token as listed (never with its secret).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenInfo {
+    /// Id.
+    pub id: String,
+    /// `session` or `api`.
+    pub kind: String,
+    /// Label.
+    pub label: String,
+    /// Created, ms since the epoch.
+    pub created_ms: i64,
+    /// Expiry.
+    pub expires_ms: Option<i64>,
+}
+
+/// A new API token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    /// What it is for.
+    #[serde(default)]
+    pub label: String,
+}
+
+/// The caller's sessions and tokens.
+#[utoipa::path(get, path = "/api/tokens", tag = "auth", responses((status = 200, body = [TokenInfo]), (status = 401, body = ErrorBody)))]
+async fn list_tokens(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Vec<TokenInfo>>> {
+    need(&state, &p, Need::Login)?;
+    Ok(Json(
+        state
+            .store
+            .list_tokens(&p.user)?
+            .into_iter()
+            .map(|t| TokenInfo {
+                id: t.id,
+                kind: t.kind,
+                label: t.label,
+                created_ms: t.created_ms,
+                expires_ms: t.expires_ms,
+            })
+            .collect(),
+    ))
+}
+
+/// Issues an API token for the caller (shown once).
+#[utoipa::path(post, path = "/api/tokens", tag = "auth", request_body = NewToken,
+    responses((status = 201, body = Issued), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_token(
+    State(state): State<AppState>,
+    p: Principal,
+    Body(n): Body<NewToken>,
+) -> ApiResult<(StatusCode, Json<Issued>)> {
+    need(&state, &p, Need::Login)?;
+    if n.label.len() > 200 {
+        return Err(ApiError::bad("label: at most 200 bytes"));
+    }
+    if state.store.get_user(&p.user)?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("'{}' is not a stored user; create a user for tokens", p.user),
+        ));
+    }
+    let (token, rec) = auth::issue(state.store.as_ref(), &p.user, "api", &n.label)?;
+    Ok((StatusCode::CREATED, Json(Issued { token, id: rec.id, user: rec.user, expires_ms: None })))
+}
+
+/// Revokes one of the caller's tokens (administrators: anyone's).
+#[utoipa::path(delete, path = "/api/tokens/{id}", tag = "auth", params(("id" = String, Path, description = "Token id")),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn delete_token(
+    State(state): State<AppState>,
+    p: Principal,
+    P(id): P<String>,
+) -> ApiResult<StatusCode> {
+    need(&state, &p, Need::Login)?;
+    let t = state.store.get_token(&id)?;
+    match t {
+        Some(t) if t.user == p.user || p.admin => {
+            state.store.delete_token(&id)?;
+            Ok(StatusCode::NO_CONTENT)
+        }
+        _ => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no token '{id}'"))),
+    }
+}
+
+/// Every right.
+#[utoipa::path(get, path = "/api/acl", tag = "users", responses((status = 200, body = [Right]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn list_acl(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Vec<Right>>> {
+    need(&state, &p, Need::Admin)?;
+    Ok(Json(state.store.acl(None, None)?.into_iter().filter_map(right_of).collect()))
+}
+
+/// Grants a user a right on a VM.
+#[utoipa::path(post, path = "/api/acl", tag = "users", request_body = Right,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn grant(State(state): State<AppState>, p: Principal, Body(r): Body<Right>) -> ApiResult<StatusCode> {
+    need(&state, &p, Need::Admin)?;
+    if state.store.get_user(&r.user)?.is_none() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no user '{}'", r.user)));
+    }
+    if !state.daemon.has_vm(&r.vm) {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no VM named '{}'", r.vm)));
+    }
+    state.store.grant(&AclEntry { user: r.user, vm: r.vm, right: r.right.name().into() })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes a right.
+#[utoipa::path(delete, path = "/api/acl/{user}/{vm}/{right}", tag = "users",
+    params(("user" = String, Path, description = "User"), ("vm" = String, Path, description = "VM"), ("right" = RightKind, Path, description = "Right")),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn revoke(
+    State(state): State<AppState>,
+    p: Principal,
+    P((user, vm, right)): P<(String, String, RightKind)>,
+) -> ApiResult<StatusCode> {
+    need(&state, &p, Need::Admin)?;
+    state.store.revoke(&AclEntry { user, vm, right: right.name().into() })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// An event script.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Hook {
+    /// Id.
+    pub id: u64,
+    /// Event kind, e.g. `vm.crashed`.
+    pub event: String,
+    /// Executable.
+    pub script: String,
+    /// Only for this VM.
+    pub vm: Option<String>,
+    /// Seconds before it is killed.
+    pub timeout_s: u32,
+}
+
+/// A new event script.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewHook {
+    /// Event kind, e.g. `vm.crashed`, or `*` for all.
+    pub event: String,
+    /// Absolute path of an executable.
+    pub script: String,
+    /// Only for this VM.
+    #[serde(default)]
+    pub vm: Option<String>,
+    /// Seconds before it is killed (default 30, 1–3600).
+    #[serde(default)]
+    pub timeout_s: Option<u32>,
+}
+
+/// Event scripts.
+#[utoipa::path(get, path = "/api/hooks", tag = "hooks", responses((status = 200, body = [Hook]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn list_hooks(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Vec<Hook>>> {
+    need(&state, &p, Need::Admin)?;
+    Ok(Json(
+        state
+            .store
+            .list_hooks()?
+            .into_iter()
+            .map(|h| Hook { id: h.id, event: h.event, script: h.script, vm: h.vm, timeout_s: h.timeout_s })
+            .collect(),
+    ))
+}
+
+/// Adds an event script: it runs with the event in its environment (VINE_EVENT, VINE_VM,
+/// VINE_LEVEL, VINE_MESSAGE, VINE_EVENT_ID, VINE_TIME_MS); its output and exit status are logged.
+#[utoipa::path(post, path = "/api/hooks", tag = "hooks", request_body = NewHook,
+    responses((status = 201, body = Hook), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn create_hook(
+    State(state): State<AppState>,
+    p: Principal,
+    Body(n): Body<NewHook>,
+) -> ApiResult<(StatusCode, Json<Hook>)> {
+    need(&state, &p, Need::Admin)?;
+    let ok_event = n.event == "*"
+        || (n.event.len() <= 64
+            && n.event.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            && !n.event.is_empty());
+    if !ok_event {
+        return Err(ApiError::bad(format!(
+            "event: {:?} is not an event kind like vm.crashed (or *)",
+            n.event
+        )));
+    }
+    let script = std::path::Path::new(&n.script);
+    if !script.is_absolute() || !script.is_file() {
+        return Err(ApiError::bad(format!("script: {} is not an absolute path to a file", n.script)));
+    }
+    let timeout_s = n.timeout_s.unwrap_or(30);
+    if !(1..=3600).contains(&timeout_s) {
+        return Err(ApiError::bad("timeout_s: must be 1 to 3600"));
+    }
+    let rec = HookRecord { id: 0, event: n.event, script: n.script, vm: n.vm, timeout_s };
+    let id = state.store.add_hook(&rec)?;
+    Ok((StatusCode::CREATED, Json(Hook { id, event: rec.event, script: rec.script, vm: rec.vm, timeout_s })))
+}
+
+/// Removes an event script.
+#[utoipa::path(delete, path = "/api/hooks/{id}", tag = "hooks", params(("id" = u64, Path, description = "Hook id")),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn delete_hook(State(state): State<AppState>, p: Principal, P(id): P<u64>) -> ApiResult<StatusCode> {
+    need(&state, &p, Need::Admin)?;
+    state.store.delete_hook(id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ----- the document -----
+
+/// The OpenAPI document of every endpoint.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "vine", description = "vine's management API: VMs, host, events, users and rights, event scripts, metrics."),
+    paths(login, logout, me, my_password, host, list_vms, create_vm, show_vm, set_vm, delete_vm, control_vm, console,
+          events, metrics, live_metrics, list_users, create_user, delete_user, user_password, list_tokens, create_token,
+          delete_token, list_acl, grant, revoke, list_hooks, create_hook, delete_hook, openapi),
+    components(schemas(ErrorBody, Login, Issued, Me, Right, RightKind, NewPassword, NewDisk, NewVm, VmInfo,
+                       daemon::protocol::CpuInfo, Changes, ControlOptions, daemon::protocol::UndoAction, Control,
+                       vmm::VmState, ConsoleLog, Event, UserInfo, NewUser, TokenInfo, NewToken, Hook, NewHook)),
+    modifiers(&Security),
+    security(("token" = []), ("session" = []))
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let c = api.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        c.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(auth::COOKIE))),
+        );
+    }
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "meta", responses((status = 200, body = Object), (status = 401, body = ErrorBody)))]
+async fn openapi(State(state): State<AppState>, p: Principal) -> ApiResult<Json<utoipa::openapi::OpenApi>> {
+    need(&state, &p, Need::Login)?;
+    Ok(Json(ApiDoc::openapi()))
+}
+
+async fn not_found(headers: HeaderMap) -> ApiError {
+    let _ = headers;
+    ApiError::new(StatusCode::NOT_FOUND, "no such endpoint (see /api/openapi.json)")
+}
+
+/// The router of every endpoint.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/login", post(login))
+        .route("/api/logout", post(logout))
+        .route("/api/me", get(me))
+        .route("/api/me/password", put(my_password))
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/host", get(host))
+        .route("/api/vms", get(list_vms).post(create_vm))
+        .route("/api/vms/{name}", get(show_vm).patch(set_vm).delete(delete_vm))
+        .route("/api/vms/{name}/actions/{action}", post(control_vm))
+        .route("/api/vms/{name}/console", get(console))
+        .route("/api/events", get(events))
+        .route("/metrics", get(metrics))
+        .route("/api/metrics/live", get(live_metrics))
+        .route("/api/users", get(list_users).post(create_user))
+        .route("/api/users/{user}", delete(delete_user))
+        .route("/api/users/{user}/password", put(user_password))
+        .route("/api/tokens", get(list_tokens).post(create_token))
+        .route("/api/tokens/{id}", delete(delete_token))
+        .route("/api/acl", get(list_acl).post(grant))
+        .route("/api/acl/{user}/{vm}/{right}", delete(revoke))
+        .route("/api/hooks", get(list_hooks).post(create_hook))
+        .route("/api/hooks/{id}", delete(delete_hook))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
+}
