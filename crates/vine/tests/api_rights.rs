@@ -1,0 +1,169 @@
+//! The endpoint × right matrix over HTTPS: without a login every endpoint answers 401; with a
+//! login lacking the right, 403; with the right, neither. The endpoints come from the daemon's own
+//! OpenAPI document, and the test fails if the document has an endpoint the table below does not
+//! know (or the table one the document lacks), so a new endpoint cannot skip the check.
+
+mod vmhost;
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use vmhost::VmHost;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Public,
+    Login,
+    Admin,
+    Create,
+    Configure,
+    Use,
+    See,
+}
+
+/// Every endpoint, the right it needs, and a body good enough to get past parsing.
+fn table(kernel: &str) -> Vec<(&'static str, &'static str, Need, Option<Value>)> {
+    use Need::*;
+    vec![
+        ("post", "/api/login", Public, Some(json!({"user": "nobody", "password": "wrong-password"}))),
+        ("get", "/api/me", Login, None),
+        ("put", "/api/me/password", Login, Some(json!({"password": "changed-password"}))),
+        ("get", "/api/openapi.json", Login, None),
+        ("get", "/api/host", Login, None),
+        ("get", "/api/vms", Login, None),
+        ("post", "/api/vms", Create, Some(json!({"name": "made", "memory": 67108864u64, "kernel": kernel}))),
+        ("get", "/api/vms/{name}", See, None),
+        ("patch", "/api/vms/{name}", Configure, Some(json!({"cpu_weight": 200}))),
+        ("post", "/api/vms/{name}/actions/{action}", Use, None),
+        ("get", "/api/vms/{name}/console", Use, None),
+        ("get", "/api/events", Login, None),
+        ("get", "/metrics", Admin, None),
+        ("get", "/api/metrics/live", Admin, None),
+        ("get", "/api/users", Admin, None),
+        ("post", "/api/users", Admin, Some(json!({"name": "another", "password": "another-password"}))),
+        ("put", "/api/users/{user}/password", Admin, Some(json!({"password": "victim-password2"}))),
+        ("delete", "/api/users/{user}", Admin, None),
+        ("get", "/api/tokens", Login, None),
+        ("post", "/api/tokens", Login, Some(json!({"label": "matrix"}))),
+        ("delete", "/api/tokens/{id}", Login, None),
+        ("get", "/api/acl", Admin, None),
+        ("post", "/api/acl", Admin, Some(json!({"user": "victim", "vm": "m1", "right": "use"}))),
+        ("delete", "/api/acl/{user}/{vm}/{right}", Admin, None),
+        ("get", "/api/hooks", Admin, None),
+        ("post", "/api/hooks", Admin, Some(json!({"event": "vm.crashed", "script": "/bin/true"}))),
+        ("delete", "/api/hooks/{id}", Admin, None),
+        // Last: they end sessions or remove the VM the others use.
+        ("delete", "/api/vms/{name}", Configure, None),
+        ("post", "/api/logout", Login, None),
+    ]
+}
+
+fn path_for(template: &str) -> String {
+    template
+        .replace("{name}", "m1")
+        .replace("{action}", "pause")
+        .replace("{user}", "victim")
+        .replace("{vm}", "m1")
+        .replace("{right}", "use")
+        .replace("{id}", "999999")
+}
+
+#[test]
+fn every_endpoint_answers_401_without_login_and_403_without_the_right() {
+    let h = VmHost::start();
+    let kernel = h.kit.vmlinuz.display().to_string();
+    let admin = h.login("admin", &h.admin_password());
+
+    // The users and the VM of the matrix.
+    let mk_user = |name: &str, can_create: bool| {
+        let body = json!({"name": name, "password": format!("{name}-password"), "can_create": can_create});
+        let (code, text) = h.https("POST", "/api/users", Some(&admin), Some(&body.to_string()));
+        assert_eq!(code, 201, "{text}");
+    };
+    for (u, c) in [("nobody", false), ("creator", true), ("user1", false), ("cfg1", false), ("victim", false)] {
+        mk_user(u, c);
+    }
+    let (code, text) = h.https("POST", "/api/vms", Some(&admin), Some(&json!({"name": "m1", "memory": 67108864u64, "kernel": kernel}).to_string()));
+    assert_eq!(code, 201, "{text}");
+    for (u, right) in [("user1", "use"), ("cfg1", "configure")] {
+        let (code, text) =
+            h.https("POST", "/api/acl", Some(&admin), Some(&json!({"user": u, "vm": "m1", "right": right}).to_string()));
+        assert_eq!(code, 204, "{text}");
+    }
+    let tokens: BTreeMap<&str, String> = ["nobody", "creator", "user1", "cfg1"]
+        .into_iter()
+        .map(|u| (u, h.login(u, &format!("{u}-password"))))
+        .collect();
+
+    // The document and the table name the same endpoints.
+    let (code, doc) = h.https("GET", "/api/openapi.json", Some(&admin), None);
+    assert_eq!(code, 200);
+    let doc: Value = serde_json::from_str(&doc).unwrap();
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in ["get", "post", "put", "patch", "delete"] {
+            if item.get(method).is_some() {
+                documented.push((method.to_string(), path.clone()));
+            }
+        }
+    }
+    documented.sort();
+    let rows = table(&kernel);
+    let mut known: Vec<(String, String)> = rows.iter().map(|(m, p, _, _)| (m.to_string(), p.to_string())).collect();
+    known.sort();
+    assert_eq!(documented, known, "the OpenAPI document and this test's table differ");
+
+    let allowed = |who: &str, need: Need| match (who, need) {
+        (_, Need::Public | Need::Login) => true,
+        ("admin", _) => true,
+        ("creator", Need::Create) => true,
+        ("user1", Need::Use | Need::See) => true,
+        ("cfg1", Need::Configure | Need::See) => true,
+        _ => false,
+    };
+    let mut checked = 0;
+    for (method, template, need, body) in &rows {
+        let path = path_for(template);
+        let body = body.as_ref().map(|b| b.to_string());
+        // No login.
+        let (code, text) = h.https(&method.to_uppercase(), &path, None, body.as_deref());
+        if *need == Need::Public {
+            assert_ne!(code, 403, "{method} {path}: {text}");
+        } else {
+            assert_eq!(code, 401, "{method} {path} without a login: {text}");
+            assert!(text.contains("\"error\""), "{text}");
+        }
+        // A garbage token is no login either.
+        if *need != Need::Public {
+            let (code, _) = h.https(&method.to_uppercase(), &path, Some("0123.4567"), body.as_deref());
+            assert_eq!(code, 401, "{method} {path} with a forged token");
+        }
+        // Each user: 403 exactly when the right is missing.
+        let principals: Vec<(&str, &str)> =
+            tokens.iter().map(|(u, t)| (*u, t.as_str())).chain([("admin", admin.as_str())]).collect();
+        for (who, token) in principals {
+            let (code, text) = h.https(&method.to_uppercase(), &path, Some(token), body.as_deref());
+            if *need == Need::Public {
+                assert_eq!(code, 401, "{who}: wrong credentials must not log in: {text}");
+            } else if allowed(who, *need) {
+                assert!(code != 401 && code != 403, "{who}: {method} {path} answered {code}: {text}");
+            } else {
+                assert_eq!(code, 403, "{who}: {method} {path} should be forbidden: {text}");
+                assert!(text.contains("may not"), "{text}");
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, rows.len() * 5);
+    // Logged out tokens are refused; non-administrators see only their VMs.
+    let (code, _) = h.https("GET", "/api/me", Some(&tokens["nobody"]), None);
+    assert_eq!(code, 401, "a logged-out session still works");
+    let nobody = h.login("nobody", "changed-password");
+    let (_, list) = h.https("GET", "/api/vms", Some(&nobody), None);
+    assert_eq!(list.trim(), "[]");
+    let creator = h.login("creator", "changed-password");
+    let (_, list) = h.https("GET", "/api/vms", Some(&creator), None);
+    let names: Vec<String> =
+        serde_json::from_str::<Vec<Value>>(&list).unwrap().iter().map(|v| v["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names, vec!["made".to_string()], "the creator sees the VM it made");
+}
