@@ -612,6 +612,8 @@ pub struct EventQuery {
     pub after: u64,
     /// At most this many (default 1000, at most 10000).
     pub limit: Option<usize>,
+    /// Only events at or after this time (ms since the Unix epoch).
+    pub since_ms: Option<i64>,
 }
 
 /// One logged event.
@@ -650,6 +652,7 @@ async fn events(
     // Without a VM filter, a non-administrator sees host events and the events of VMs they may see.
     Ok(Json(
         all.into_iter()
+            .filter(|e| q.since_ms.is_none_or(|t| e.time_ms >= t))
             .filter(|e| e.vm.as_deref().is_none_or(|vm| need(&state, &p, Need::See(vm)).is_ok()))
             .collect(),
     ))

@@ -80,14 +80,24 @@ fn every_endpoint_answers_401_without_login_and_403_without_the_right() {
         let (code, text) = h.https("POST", "/api/users", Some(&admin), Some(&body.to_string()));
         assert_eq!(code, 201, "{text}");
     };
-    for (u, c) in [("nobody", false), ("creator", true), ("user1", false), ("cfg1", false), ("victim", false)] {
+    for (u, c) in [("nobody", false), ("creator", true), ("user1", false), ("cfg1", false), ("victim", false)]
+    {
         mk_user(u, c);
     }
-    let (code, text) = h.https("POST", "/api/vms", Some(&admin), Some(&json!({"name": "m1", "memory": 67108864u64, "kernel": kernel}).to_string()));
+    let (code, text) = h.https(
+        "POST",
+        "/api/vms",
+        Some(&admin),
+        Some(&json!({"name": "m1", "memory": 67108864u64, "kernel": kernel}).to_string()),
+    );
     assert_eq!(code, 201, "{text}");
     for (u, right) in [("user1", "use"), ("cfg1", "configure")] {
-        let (code, text) =
-            h.https("POST", "/api/acl", Some(&admin), Some(&json!({"user": u, "vm": "m1", "right": right}).to_string()));
+        let (code, text) = h.https(
+            "POST",
+            "/api/acl",
+            Some(&admin),
+            Some(&json!({"user": u, "vm": "m1", "right": right}).to_string()),
+        );
         assert_eq!(code, 204, "{text}");
     }
     let tokens: BTreeMap<&str, String> = ["nobody", "creator", "user1", "cfg1"]
@@ -109,7 +119,8 @@ fn every_endpoint_answers_401_without_login_and_403_without_the_right() {
     }
     documented.sort();
     let rows = table(&kernel);
-    let mut known: Vec<(String, String)> = rows.iter().map(|(m, p, _, _)| (m.to_string(), p.to_string())).collect();
+    let mut known: Vec<(String, String)> =
+        rows.iter().map(|(m, p, _, _)| (m.to_string(), p.to_string())).collect();
     known.sort();
     assert_eq!(documented, known, "the OpenAPI document and this test's table differ");
 
@@ -163,7 +174,10 @@ fn every_endpoint_answers_401_without_login_and_403_without_the_right() {
     assert_eq!(list.trim(), "[]");
     let creator = h.login("creator", "changed-password");
     let (_, list) = h.https("GET", "/api/vms", Some(&creator), None);
-    let names: Vec<String> =
-        serde_json::from_str::<Vec<Value>>(&list).unwrap().iter().map(|v| v["name"].as_str().unwrap().to_string()).collect();
+    let names: Vec<String> = serde_json::from_str::<Vec<Value>>(&list)
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(names, vec!["made".to_string()], "the creator sees the VM it made");
 }

@@ -1,6 +1,7 @@
 //! Command-line definitions and dispatch. Exit codes: 0 success, 1 a check found problems,
 //! 2 the command failed (the message says why).
 
+pub mod admin;
 pub mod daemon;
 pub mod disk;
 pub mod host;
@@ -35,6 +36,33 @@ pub enum Command {
     /// Virtual machines (through the daemon).
     #[command(subcommand)]
     Vm(vm::VmCommand),
+    /// The event log: operator actions, state changes, warnings and errors.
+    Events {
+        /// Only this VM's events.
+        #[arg(long)]
+        vm: Option<String>,
+        /// Only events of the last … (e.g. 10m, 2h, 1d).
+        #[arg(long, value_parser = admin::parse_duration_s)]
+        since: Option<u32>,
+        /// Keep printing new events as they happen.
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per event.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Users of the management plane.
+    #[command(subcommand)]
+    User(admin::UserCommand),
+    /// Per-VM rights: configure a VM, use a VM.
+    #[command(subcommand)]
+    Acl(admin::AclCommand),
+    /// Event scripts.
+    #[command(subcommand)]
+    Hook(admin::HookCommand),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(admin::TokenCommand),
     /// Workload policies and the trace-driven simulator.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -60,5 +88,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Daemon(args) => daemon::run(args),
         Command::Vm(cmd) => vm::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
+        Command::Events { vm, since, follow, json } => admin::events(vm, since, follow, json),
+        Command::User(cmd) => admin::user(cmd),
+        Command::Acl(cmd) => admin::acl(cmd),
+        Command::Hook(cmd) => admin::hook(cmd),
+        Command::Token(cmd) => admin::token(cmd),
     }
 }
