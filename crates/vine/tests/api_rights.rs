@@ -124,13 +124,15 @@ fn every_endpoint_answers_401_without_login_and_403_without_the_right() {
     known.sort();
     assert_eq!(documented, known, "the OpenAPI document and this test's table differ");
 
-    let allowed = |who: &str, need: Need| match (who, need) {
-        (_, Need::Public | Need::Login) => true,
-        ("admin", _) => true,
-        ("creator", Need::Create) => true,
-        ("user1", Need::Use | Need::See) => true,
-        ("cfg1", Need::Configure | Need::See) => true,
-        _ => false,
+    let allowed = |who: &str, need: Need| {
+        matches!(
+            (who, need),
+            (_, Need::Public | Need::Login)
+                | ("admin", _)
+                | ("creator", Need::Create)
+                | ("user1", Need::Use | Need::See)
+                | ("cfg1", Need::Configure | Need::See)
+        )
     };
     let mut checked = 0;
     for (method, template, need, body) in &rows {
