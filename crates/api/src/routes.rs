@@ -433,6 +433,12 @@ pub struct NewVm {
     /// Seconds an ACPI shutdown may take.
     #[serde(default)]
     pub shutdown_timeout: Option<u32>,
+    /// When the host stops: `keep` (default), `save`, `shutdown`, `off`.
+    #[serde(default)]
+    pub on_host_stop: Option<String>,
+    /// When the daemon starts: `nothing` (default), `start`.
+    #[serde(default)]
+    pub on_host_start: Option<String>,
 }
 
 fn definition_of(n: &NewVm) -> ApiResult<VmDefinition> {
@@ -473,6 +479,14 @@ fn definition_of(n: &NewVm) -> ApiResult<VmDefinition> {
     d.cpu.max = n.cpu_max;
     if let Some(t) = n.shutdown_timeout {
         d.shutdown_timeout = t;
+    }
+    if let Some(a) = &n.on_host_stop {
+        d.host.on_stop = serde_json::from_value(Value::String(a.clone()))
+            .map_err(|_| ApiError::bad(format!("on_host_stop: {a:?} is not keep, save, shutdown or off")))?;
+    }
+    if let Some(a) = &n.on_host_start {
+        d.host.on_start = serde_json::from_value(Value::String(a.clone()))
+            .map_err(|_| ApiError::bad(format!("on_host_start: {a:?} is not nothing or start")))?;
     }
     d.validate().map_err(|e| ApiError::bad(format!("definition: {e}")))?;
     Ok(d)

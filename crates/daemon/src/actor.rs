@@ -820,6 +820,14 @@ impl Actor {
         if let Some(m) = c.memory {
             def.memory = m;
         }
+        if let Some(a) = &c.on_host_stop {
+            def.host.on_stop = serde_json::from_value(json!(a))
+                .map_err(|_| refused(format!("on_host_stop: {a:?} is not keep, save, shutdown or off")))?;
+        }
+        if let Some(a) = &c.on_host_start {
+            def.host.on_start = serde_json::from_value(json!(a))
+                .map_err(|_| refused(format!("on_host_start: {a:?} is not nothing or start")))?;
+        }
         def.validate().map_err(|e| refused(e.to_string()))?;
         controls_of(&def).validate().map_err(|e| refused(e.to_string()))?;
         let running = self.state().has_process();

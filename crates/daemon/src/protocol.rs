@@ -92,7 +92,7 @@ pub struct ControlOptions {
 }
 
 /// Resource control changes (absent = unchanged).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Changes {
     /// Relative CPU weight.
@@ -110,6 +110,12 @@ pub struct Changes {
     /// Memory in bytes (takes effect at the next start).
     #[serde(default)]
     pub memory: Option<u64>,
+    /// When the host stops: `keep`, `save`, `shutdown` or `off`.
+    #[serde(default)]
+    pub on_host_stop: Option<String>,
+    /// When the daemon starts: `nothing` or `start`.
+    #[serde(default)]
+    pub on_host_start: Option<String>,
 }
 
 /// Why a request did not succeed, by whose fault: the REST API maps these to HTTP statuses.

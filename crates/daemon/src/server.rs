@@ -183,6 +183,88 @@ impl Daemon {
         self.lock().insert(name.to_string(), Handle { tx, view, join: Some(join) });
     }
 
+    /// The host is going down: each running VM gets its `[host] on_stop` action (default: keep
+    /// running), all VMs at once. A guest that does not shut down in time is turned off.
+    pub fn host_stop(&self) {
+        let mut work = Vec::new();
+        for name in self.vm_names() {
+            let Ok((_, view)) = self.view_of(&name) else { continue };
+            let v = view.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if !v.state.has_process() {
+                continue;
+            }
+            let control = match v.def.host.on_stop {
+                vmconfig::StopAction::Keep => continue,
+                vmconfig::StopAction::Save => Control::Save,
+                vmconfig::StopAction::Shutdown => Control::Shutdown,
+                vmconfig::StopAction::Off => Control::Off,
+            };
+            work.push((name, control));
+        }
+        std::thread::scope(|s| {
+            for (name, control) in &work {
+                s.spawn(move || {
+                    let mut r = self.ask(name, |reply| Msg::Control {
+                        control: *control,
+                        options: Default::default(),
+                        reply,
+                    });
+                    if r.is_err() && *control == Control::Shutdown {
+                        r = self.ask(name, |reply| Msg::Control {
+                            control: Control::Off,
+                            options: Default::default(),
+                            reply,
+                        });
+                    }
+                    let (level, msg) = match &r {
+                        Ok(_) => ("info", format!("host stop: {} '{name}'", control.past())),
+                        Err(e) => ("error", format!("host stop: {e}")),
+                    };
+                    self.ctx.event(Some(name), level, "host.stop", &msg);
+                });
+            }
+        });
+    }
+
+    /// The daemon has started: VMs whose `[host] on_start` is `start` are restored (saved) or
+    /// booted (off, crashed), all at once, in the background.
+    pub fn host_start(self: &Arc<Self>) {
+        let d = self.clone();
+        std::thread::spawn(move || {
+            let mut work = Vec::new();
+            for name in d.vm_names() {
+                let Ok((_, view)) = d.view_of(&name) else { continue };
+                let v = view.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                if v.def.host.on_start != vmconfig::StartAction::Start {
+                    continue;
+                }
+                let control = match v.state {
+                    VmState::Saved => Control::Restore,
+                    VmState::Off | VmState::Crashed => Control::Start,
+                    _ => continue,
+                };
+                work.push((name, control));
+            }
+            std::thread::scope(|s| {
+                for (name, control) in &work {
+                    let d = &d;
+                    s.spawn(move || {
+                        let r = d.ask(name, |reply| Msg::Control {
+                            control: *control,
+                            options: Default::default(),
+                            reply,
+                        });
+                        let (level, msg) = match &r {
+                            Ok(_) => ("info", format!("host start: {} '{name}'", control.past())),
+                            Err(e) => ("error", format!("host start: {e}")),
+                        };
+                        d.ctx.event(Some(name), level, "host.start", &msg);
+                    });
+                }
+            });
+        });
+    }
+
     /// Stops serving; VMs keep running (their actors end, their processes do not).
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);

@@ -58,6 +58,47 @@ pub struct VmDefinition {
     /// Seconds a guest gets to shut down through ACPI before it is reported as not responding.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: u32,
+    /// What the daemon does with this VM when the host stops and starts.
+    #[serde(default)]
+    pub host: HostActions,
+}
+
+/// The default actions on host stop and start (Virtual Server's automatic stop and start).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostActions {
+    /// When the daemon stops for a host shutdown.
+    #[serde(default)]
+    pub on_stop: StopAction,
+    /// When the daemon starts.
+    #[serde(default)]
+    pub on_start: StartAction,
+}
+
+/// What happens to a running VM when the host stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StopAction {
+    /// Leave it running (its processes outlive the daemon).
+    #[default]
+    Keep,
+    /// Save its state.
+    Save,
+    /// Shut the guest down through ACPI (turned off if it does not within its timeout).
+    Shutdown,
+    /// Turn it off.
+    Off,
+}
+
+/// What happens to a VM when the daemon starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAction {
+    /// Nothing (a VM still running is found again).
+    #[default]
+    Nothing,
+    /// Start it: restore it when it has a saved state, else boot it when it is off or crashed.
+    Start,
 }
 
 fn default_boot() -> Vec<BootDevice> {
@@ -241,6 +282,7 @@ impl VmDefinition {
             boot: default_boot(),
             undo_disks: false,
             shutdown_timeout: default_shutdown_timeout(),
+            host: HostActions::default(),
         }
     }
 

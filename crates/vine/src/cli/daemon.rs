@@ -94,6 +94,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<i32> {
     }
     let tls = api::tls::load_or_create(&data_dir.join("tls"), &h.hostname).context("TLS certificate")?;
     api::hooks::start(d.clone());
+    d.host_start();
     let app = api::router(api::AppState { daemon: d.clone(), store });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -145,8 +146,9 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<i32> {
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
     let _ = std::fs::remove_file(&socket);
+    d.host_stop();
     d.stop();
     served?;
-    println!("vine daemon stopped; running VMs were left running");
+    println!("vine daemon stopped; each VM followed its on_host_stop action (default: keep running)");
     Ok(0)
 }

@@ -188,6 +188,12 @@ pub struct SetArgs {
     /// Memory, e.g. 1G (from the next start).
     #[arg(long, value_parser = parse_size)]
     pub memory: Option<u64>,
+    /// When the host stops: keep (running), save, shutdown or off.
+    #[arg(long, value_parser = ["keep", "save", "shutdown", "off"])]
+    pub on_host_stop: Option<String>,
+    /// When the daemon starts: nothing or start (restore or boot).
+    #[arg(long, value_parser = ["nothing", "start"])]
+    pub on_host_start: Option<String>,
 }
 
 fn absolute(p: &Path) -> anyhow::Result<String> {
@@ -389,9 +395,11 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
                 cpu_max,
                 no_cpu_max,
                 memory: a.memory,
+                on_host_stop: a.on_host_stop,
+                on_host_start: a.on_host_start,
             };
             if changes == Changes::default() {
-                bail!("vine vm set {}: nothing to change (give --cpu-weight, --cpu-reserve, --cpu-max or --memory)", a.name);
+                bail!("vine vm set {}: nothing to change (give --cpu-weight, --cpu-reserve, --cpu-max, --memory, --on-host-stop or --on-host-start)", a.name);
             }
             let v = rest(
                 "PATCH",

@@ -146,6 +146,20 @@ impl VmHost {
         d.wait().unwrap();
     }
 
+    /// Stops the daemon as a host shutdown does (SIGTERM) and waits for it to exit.
+    pub fn stop_daemon(&mut self) {
+        let mut d = self.daemon.take().expect("daemon running");
+        // SAFETY: SIGTERM to the daemon this test started (still our unreaped child).
+        unsafe {
+            libc::kill(d.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while d.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the daemon did not stop: {}", self.daemon_log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// A `vine` command talking to this daemon.
     pub fn vine(&self) -> Command {
         let mut c = Command::new(vine_bin());
