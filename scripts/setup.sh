@@ -73,8 +73,21 @@ check_tools() {
     command -v cargo >/dev/null || { echo "setup: cargo not found (rustup toolchain expected)" >&2; exit 1; }
 }
 
+# schemathesis (PyPI), which the API test runs against the OpenAPI document, in its own venv.
+SCHEMATHESIS_VERSION=4.32.5
+install_schemathesis() {
+    local venv=/var/lib/vine/venv
+    if [ "$("$venv/bin/schemathesis" --version 2>/dev/null | awk '{print $NF}')" != "$SCHEMATHESIS_VERSION" ]; then
+        log "installing schemathesis $SCHEMATHESIS_VERSION into $venv"
+        mkdir -p /var/lib/vine
+        /usr/bin/python3 -m venv "$venv"
+        "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
+    fi
+}
+
 need_root
 add_backports
 install_packages
+install_schemathesis
 check_tools
 log "done"

@@ -1038,11 +1038,47 @@ impl utoipa::Modify for Security {
     }
 }
 
+/// The OpenAPI document: [`ApiDoc`] plus the answers every operation can give besides its own —
+/// malformed parameters (400), and for operations with a body a malformed (400), too large (413),
+/// untyped (415) or ill-shaped (422) one; all with the error body.
+pub fn document() -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::{Ref, ResponseBuilder};
+    let mut api = ApiDoc::openapi();
+    let error = |text: &str| {
+        ResponseBuilder::new()
+            .description(text)
+            .content(
+                "application/json",
+                utoipa::openapi::ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    for item in api.paths.paths.values_mut() {
+        for op in [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete]
+            .into_iter()
+            .flatten()
+        {
+            let mut add = |code: &str, text: &str| {
+                op.responses.responses.entry(code.to_string()).or_insert_with(|| error(text).into());
+            };
+            add("400", "Malformed request");
+            if op.request_body.is_some() {
+                add("413", "Body too large");
+                add("415", "Body is not JSON");
+                add("422", "Body does not have the expected fields");
+            }
+        }
+    }
+    api
+}
+
 /// This document.
 #[utoipa::path(get, path = "/api/openapi.json", tag = "meta", responses((status = 200, body = Object), (status = 401, body = ErrorBody)))]
 async fn openapi(State(state): State<AppState>, p: Principal) -> ApiResult<Json<utoipa::openapi::OpenApi>> {
     need(&state, &p, Need::Login)?;
-    Ok(Json(ApiDoc::openapi()))
+    Ok(Json(document()))
 }
 
 async fn not_found(headers: HeaderMap) -> ApiError {

@@ -23,7 +23,11 @@ fn save_every_running_vm_from_shell_and_python() {
         h.ok(&["vm", "start", vm]);
         h.console(vm).wait_for("VINE-COUNTER 1", BOOT).unwrap();
     }
-    let out = Command::new("sh").arg(example("save-all-running.sh")).env("VINE_SOCKET", &h.socket).output().unwrap();
+    let out = Command::new("sh")
+        .arg(example("save-all-running.sh"))
+        .env("VINE_SOCKET", &h.socket)
+        .output()
+        .unwrap();
     let text = vmhost::text(&out);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("saved ex-a") && text.contains("saved ex-b") && !text.contains("ex-off"), "{text}");
@@ -38,7 +42,8 @@ fn save_every_running_vm_from_shell_and_python() {
     let session = h.login("ops", "ops-password");
     let (code, body) = h.https("POST", "/api/tokens", Some(&session), Some(r#"{"label":"example"}"#));
     assert_eq!(code, 201, "{body}");
-    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"].as_str().unwrap().to_string();
+    let token =
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"].as_str().unwrap().to_string();
     let out = Command::new("python3")
         .arg(example("save_all_running.py"))
         .env("VINE_URL", format!("https://127.0.0.1:{}", h.https_port()))
