@@ -24,7 +24,7 @@ else
         >>"$DATA/log/daemon.log" 2>&1 </dev/null &
     for _ in $(seq 100); do "$VINE" vm list >/dev/null 2>&1 && break; sleep 0.1; done
     "$VINE" vm list >/dev/null || { tail -n 20 "$DATA/log/daemon.log"; exit 1; }
-    grep "vine daemon" "$DATA/log/daemon.log" | tail -n 1
+    grep -E "vine daemon|REST API|first start" "$DATA/log/daemon.log" | tail -n 3
 fi
 "$VINE" host info
 
@@ -52,9 +52,11 @@ for _ in $(seq 600); do grep -q VINE-BOOT-OK "$log" 2>/dev/null && break; sleep 
 grep -q VINE-BOOT-OK "$log" || { echo "the demo VM did not boot; console:"; tail "$log"; exit 1; }
 "$VINE" vm list
 "$VINE" vm console demo --log | tail -n 3
+api=$(grep -o 'https://[^ ]*' "$DATA/log/daemon.log" | tail -n 1)
 cat <<MSG
 == vine is running: daemon on $VINE_SOCKET, demo VM 'demo' booted from $ROOT.
+   REST API: ${api:-https://127.0.0.1:8443} (OpenAPI at /api/openapi.json; user admin, password in
+   $DATA/initial-admin-password; certificate $DATA/tls/cert.pem)
    Try: $VINE vm show demo | vm pause demo | vm save demo | vm restore demo | vm shutdown demo
-   (the REST API and web UI come with the management-plane issue; today the CLI talks to the
-   daemon over its socket)
+        $VINE events --follow
 MSG
