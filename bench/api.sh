@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Management API with 1,000 VMs defined (issue 5, must-show 8): vine's REST API and CLI against
+# libvirt (Debian's libvirt-daemon: libvirtd with the QEMU driver, the same 1,000 domains
+# defined) doing `virsh list --all` and `virsh dominfo`, side by side in one run
+# (bench/api_bench.py does the timing).
+#
+#   bash bench/api.sh [VMS]      (default 1000)
+#
+# Needs root. Installs libvirt-daemon-system, libvirt-clients and python3-libvirt if missing,
+# starts its own libvirtd unless one runs, defines VMS domains named bench-NNNN and undefines them
+# afterwards; a private vine daemon in a temporary directory holds the same VMS VMs (diskless,
+# direct kernel boot of the guest kit, never started).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-1000}
+cargo build --release --quiet -p vine
+bash scripts/guest-kit.sh >/dev/null
+VINE=$PWD/target/release/vine
+KIT=${VINE_KIT_DIR:-/var/lib/vine/kit}
+missing=()
+for p in libvirt-daemon-system libvirt-clients python3-libvirt; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+work=$(mktemp -d /var/tmp/vine-bench-api.XXXXXX)
+daemon=""
+libvirtd_pid=""
+cleanup() {
+    if virsh -c qemu:///system list --all --name >/dev/null 2>&1; then
+        virsh -c qemu:///system list --all --name | grep '^bench-' | while read -r d; do
+            virsh -c qemu:///system undefine "$d" >/dev/null 2>&1 || true
+        done
+    fi
+    [ -n "$libvirtd_pid" ] && kill "$libvirtd_pid" 2>/dev/null || true
+    if [ -n "$daemon" ]; then kill "$daemon" 2>/dev/null || true; wait "$daemon" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+if ! virsh -c qemu:///system version >/dev/null 2>&1; then
+    mkdir -p /var/log/libvirt /run/libvirt
+    libvirtd -d --pid-file "$work/libvirtd.pid"
+    for _ in $(seq 100); do virsh -c qemu:///system version >/dev/null 2>&1 && break; sleep 0.1; done
+    libvirtd_pid=$(cat "$work/libvirtd.pid")
+fi
+"$VINE" daemon --data-dir "$work/data" --socket "$work/vine.sock" --cgroup-parent vine-bench-api \
+    --listen 127.0.0.1:0 >"$work/daemon.log" 2>&1 &
+daemon=$!
+for _ in $(seq 100); do grep -q "https://" "$work/daemon.log" 2>/dev/null && break; sleep 0.1; done
+port=$(grep -o 'https://127.0.0.1:[0-9]*' "$work/daemon.log" | cut -d: -f3)
+export VINE_SOCKET=$work/vine.sock
+
+echo "defining $N VMs in vine and in libvirt" >&2
+/usr/bin/python3 - "$N" "$KIT" "$work" <<'PY'
+import json, socket, sys, libvirt
+n, kit, work = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+def post(body):
+    s = socket.socket(socket.AF_UNIX); s.connect(f"{work}/vine.sock")
+    data = json.dumps(body).encode()
+    s.sendall(b"POST /api/vms HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+              + f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    answer = b""
+    while chunk := s.recv(65536):
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 201"), answer[:300]
+conn = libvirt.open("qemu:///system")
+for i in range(n):
+    name = f"bench-{i:04d}"
+    post({"name": name, "memory": 256 << 20, "kernel": f"{kit}/vmlinuz", "initrd": f"{kit}/initrd.img",
+          "append": "console=ttyS0"})
+    conn.defineXML(f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>"
+                   f"<os><type arch='x86_64' machine='pc'>hvm</type><kernel>{kit}/vmlinuz</kernel>"
+                   f"<initrd>{kit}/initrd.img</initrd><cmdline>console=ttyS0</cmdline></os></domain>")
+PY
+password=$(cat "$work/data/initial-admin-password")
+token=$(/usr/bin/python3 - "$port" "$password" "$work" <<'PY'
+import http.client, json, ssl, sys
+port, pw, work = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+c = http.client.HTTPSConnection("127.0.0.1", port, context=ssl.create_default_context(cafile=f"{work}/data/tls/cert.pem"))
+c.request("POST", "/api/login", json.dumps({"user": "admin", "password": pw}), {"Content-Type": "application/json"})
+print(json.load(c.getresponse())["token"])
+PY
+)
+echo "commit $(git rev-parse --short HEAD), $(date -u +%Y-%m-%d), $(virsh --version | sed 's/^/libvirt /'), $N VMs"
+/usr/bin/python3 bench/api_bench.py "$VINE" "$work/vine.sock" "$work/data" "$port" "$token" "$N"
