@@ -1,5 +1,7 @@
-//! The CLI's side of the API: blocking HTTP/1.1 requests over the local Unix socket. Answers
-//! with a 2xx status give their JSON body; others give the server's `error` sentence.
+//! The CLI's side of the API: blocking HTTP/1.1 requests over the local Unix socket, or over
+//! HTTPS to a remote daemon whose certificate is pinned by its SHA-256 fingerprint (trusted on
+//! first use by `vine remote add`) with an API token. Answers with a 2xx status give their JSON
+//! body; others give the server's `error` sentence.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -46,10 +48,96 @@ pub enum ClientError {
     },
 }
 
-/// The local daemon.
+/// Where the daemon is.
+#[derive(Debug, Clone)]
+enum Target {
+    Unix(PathBuf),
+    Https { addr: String, fingerprint: String, token: Option<String> },
+}
+
+/// A daemon to talk to.
 #[derive(Debug, Clone)]
 pub struct Client {
     path: PathBuf,
+    target: Target,
+}
+
+/// Accepts exactly the certificate with the pinned fingerprint (self-signed hosts).
+#[derive(Debug)]
+struct Pinned {
+    fingerprint: String,
+    provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
+    seen: std::sync::Mutex<Option<String>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let fp = crate::tls::fingerprint(end_entity.as_ref());
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(fp.clone());
+        if self.fingerprint.is_empty() || fp.eq_ignore_ascii_case(&self.fingerprint) {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "certificate fingerprint {fp} is not the trusted {}",
+                self.fingerprint
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Connects to `addr` (host:port) and returns the fingerprint of the certificate it presents
+/// (what `vine remote add` shows the operator before trusting it).
+pub fn fetch_fingerprint(addr: &str) -> Result<String, ClientError> {
+    let c = Client::https(addr, "", None);
+    let verifier = c.verifier();
+    let r = c.request_with(&verifier, "GET", "/api/me", None);
+    let seen = verifier.seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    match seen {
+        Some(fp) => Ok(fp),
+        None => Err(r.err().unwrap_or_else(|| ClientError::Protocol {
+            path: PathBuf::from(addr),
+            problem: "no certificate was presented".into(),
+        })),
+    }
 }
 
 /// Percent-encodes a path segment or query value.
@@ -61,6 +149,9 @@ pub fn encode(s: &str) -> String {
         })
         .collect()
 }
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
 
 fn decode_chunked(mut body: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
@@ -78,9 +169,34 @@ fn decode_chunked(mut body: &[u8]) -> Option<Vec<u8>> {
 }
 
 impl Client {
-    /// A client for the daemon listening on `path`.
+    /// A client for the daemon listening on the Unix socket `path`.
     pub fn new(path: &Path) -> Client {
-        Client { path: path.to_path_buf() }
+        Client { path: path.to_path_buf(), target: Target::Unix(path.to_path_buf()) }
+    }
+
+    /// A client for a remote daemon at `addr` (host:port) whose certificate has `fingerprint`
+    /// (empty: any, only to read the fingerprint), sending `token`.
+    pub fn https(addr: &str, fingerprint: &str, token: Option<&str>) -> Client {
+        Client {
+            path: PathBuf::from(format!("https://{addr}")),
+            target: Target::Https {
+                addr: addr.to_string(),
+                fingerprint: fingerprint.to_string(),
+                token: token.map(String::from),
+            },
+        }
+    }
+
+    fn verifier(&self) -> std::sync::Arc<Pinned> {
+        let fingerprint = match &self.target {
+            Target::Https { fingerprint, .. } => fingerprint.clone(),
+            Target::Unix(_) => String::new(),
+        };
+        std::sync::Arc::new(Pinned {
+            fingerprint,
+            provider: std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+            seen: std::sync::Mutex::new(None),
+        })
     }
 
     /// Sends a request; returns the status and the JSON body (`Null` when empty).
@@ -90,13 +206,48 @@ impl Client {
         target: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value), ClientError> {
+        let v = self.verifier();
+        self.request_with(&v, method, target, body)
+    }
+
+    fn request_with(
+        &self,
+        verifier: &std::sync::Arc<Pinned>,
+        method: &str,
+        target: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), ClientError> {
         let path = self.path.clone();
         let io = |source| ClientError::Io { path: path.clone(), source };
         let proto = |problem: String| ClientError::Protocol { path: self.path.clone(), problem };
-        let mut s = UnixStream::connect(&self.path)
-            .map_err(|source| ClientError::Connect { path: self.path.clone(), source })?;
+        let connect = |source| ClientError::Connect { path: self.path.clone(), source };
+        let mut s: Box<dyn ReadWrite> = match &self.target {
+            Target::Unix(p) => Box::new(UnixStream::connect(p).map_err(connect)?),
+            Target::Https { addr, .. } => {
+                let tcp = std::net::TcpStream::connect(addr).map_err(connect)?;
+                tcp.set_read_timeout(Some(std::time::Duration::from_secs(300))).map_err(io)?;
+                let config = rustls::ClientConfig::builder_with_provider(verifier.provider.clone())
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| proto(e.to_string()))?
+                    .dangerous()
+                    .with_custom_certificate_verifier(verifier.clone())
+                    .with_no_client_auth();
+                let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr).trim_matches(['[', ']']);
+                let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|e| proto(e.to_string()))?;
+                let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+                    .map_err(|e| proto(e.to_string()))?;
+                Box::new(rustls::StreamOwned::new(conn, tcp))
+            }
+        };
+        let auth = match &self.target {
+            Target::Https { token: Some(t), .. } => format!("Authorization: Bearer {t}\r\n"),
+            _ => String::new(),
+        };
         let payload = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut head = format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccept: application/json\r\n");
+        let mut head = format!(
+            "{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccept: application/json\r\n{auth}"
+        );
         if body.is_some() {
             head.push_str(&format!(
                 "Content-Type: application/json\r\nContent-Length: {}\r\n",
@@ -108,8 +259,14 @@ impl Client {
         head.push_str("\r\n");
         s.write_all(head.as_bytes()).map_err(io)?;
         s.write_all(payload.as_bytes()).map_err(io)?;
+        s.flush().map_err(io)?;
         let mut raw = Vec::new();
-        s.read_to_end(&mut raw).map_err(io)?;
+        match s.read_to_end(&mut raw) {
+            Ok(_) => {}
+            // A TLS peer closing without close_notify after a complete answer.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+            Err(e) => return Err(io(e)),
+        }
         let split =
             raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| proto("no end of headers".into()))?;
         let head = String::from_utf8_lossy(&raw[..split]).into_owned();

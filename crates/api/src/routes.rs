@@ -1086,6 +1086,29 @@ async fn not_found(headers: HeaderMap) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such endpoint (see /api/openapi.json)")
 }
 
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 1 << 20;
+
+/// Reads every request body in full before routing, so no answer (401, 404, …) leaves unread
+/// bytes behind that would make the server drop a keep-alive connection under the client's next
+/// request. A body over the limit is answered 413 and the connection is closed.
+async fn read_body(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, BODY_LIMIT).await {
+        Ok(bytes) => next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+        Err(_) => {
+            let mut r = ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is larger than {BODY_LIMIT} bytes"),
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+            r
+        }
+    }
+}
+
 /// The router of every endpoint.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -1113,5 +1136,6 @@ pub fn router(state: AppState) -> Router {
         .route("/api/hooks/{id}", delete(delete_hook))
         .fallback(not_found)
         .with_state(state)
-        .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(read_body))
 }

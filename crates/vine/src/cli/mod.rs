@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod disk;
 pub mod host;
 pub mod policy;
+pub mod remote;
 pub mod size;
 pub mod vm;
 
@@ -18,6 +19,9 @@ pub struct Cli {
     /// Log more (repeat for more detail).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Send the command to this remote daemon (see `vine remote add`) instead of the local one.
+    #[arg(long, global = true, env = "VINE_REMOTE")]
+    pub remote: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -63,6 +67,9 @@ pub enum Command {
     /// API tokens.
     #[command(subcommand)]
     Token(admin::TokenCommand),
+    /// Remote daemons over HTTPS.
+    #[command(subcommand)]
+    Remote(remote::RemoteCommand),
     /// Workload policies and the trace-driven simulator.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -82,6 +89,9 @@ pub fn init_logging(verbose: u8) {
 
 /// Runs a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    if let Some(r) = &cli.remote {
+        vm::use_remote(r)?;
+    }
     match cli.command {
         Command::Disk(cmd) => disk::run(cmd),
         Command::Host(cmd) => host::run(cmd),
@@ -93,5 +103,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Acl(cmd) => admin::acl(cmd),
         Command::Hook(cmd) => admin::hook(cmd),
         Command::Token(cmd) => admin::token(cmd),
+        Command::Remote(cmd) => remote::run(cmd),
     }
 }

@@ -255,9 +255,22 @@ fn new_vm(a: &CreateArgs) -> anyhow::Result<Value> {
     Ok(v)
 }
 
-/// A request to the local daemon's REST API.
+static REMOTE: std::sync::OnceLock<super::remote::Remote> = std::sync::OnceLock::new();
+
+/// Sends every later request to the stored remote `name`.
+pub fn use_remote(name: &str) -> anyhow::Result<()> {
+    let all = super::remote::load()?;
+    let r = all.get(name).with_context(|| format!("no remote named '{name}' (see `vine remote list`)"))?;
+    let _ = REMOTE.set(r.clone());
+    Ok(())
+}
+
+/// A request to the daemon's REST API: the local socket, or the remote chosen with --remote.
 pub fn rest(method: &str, target: &str, body: Option<&Value>) -> anyhow::Result<Value> {
-    let c = api::client::Client::new(&super::daemon::socket_path(None));
+    let c = match REMOTE.get() {
+        Some(r) => api::client::Client::https(&r.addr, &r.fingerprint, Some(&r.token)),
+        None => api::client::Client::new(&super::daemon::socket_path(None)),
+    };
     Ok(c.call(method, target, body)?)
 }
 
