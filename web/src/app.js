@@ -121,7 +121,7 @@ async function vmsPage() {
     <div class="card" id="create-card" ${state.me.can_create || state.me.admin ? "" : "hidden"}>
       <h2>New virtual machine</h2>
       <form id="create-form" class="stack">
-        <label><span>Name</span><input name="name" type="text" required pattern="[A-Za-z0-9._-]+"></label>
+        <label><span>Name</span><input name="name" type="text" required pattern="[A-Za-z0-9._\\-]+"></label>
         <label><span>vCPUs</span><input name="cpus" type="number" min="1" value="1"></label>
         <label><span>Memory (MiB)</span><input name="memory" type="number" min="16" value="256"></label>
         <label><span>Disks</span><textarea name="disks" rows="2" placeholder="/srv/web1.vhd  (one per line: PATH[,ide|scsi][,cdrom][,shared][,ro])"></textarea></label>
@@ -419,8 +419,12 @@ function graphicalConsole(name) {
   const rfb = new RFB(box, wsUrl(`/api/vms/${encodeURIComponent(name)}/vnc/ws`), { wsProtocols: ["binary"] });
   rfb.scaleViewport = true;
   rfb.addEventListener("connect", () => { status.textContent = "connected"; });
-  rfb.addEventListener("disconnect", (e) => { status.textContent = e.detail.clean ? "disconnected" : "connection failed (is the VM running?)"; });
-  onLeave(() => { try { rfb.disconnect(); } catch { /* already closed */ } });
+  let open = true;
+  rfb.addEventListener("disconnect", (e) => {
+    open = false;
+    status.textContent = e.detail.clean ? "disconnected" : "connection failed (is the VM running?)";
+  });
+  onLeave(() => { if (open) rfb.disconnect(); });
 }
 
 async function eventsPage() {

@@ -2,6 +2,8 @@
 // xterm.js for the serial console, noVNC for the graphical console.
 import { Terminal } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
-import RFB from "@novnc/novnc/lib/rfb.js";
+import rfb from "@novnc/novnc/lib/rfb.js";
 
+// noVNC's lib/ is CommonJS: its class is the module's `default` export.
+const RFB = rfb.default ?? rfb;
 window.VineVendor = { Terminal, FitAddon, RFB };
