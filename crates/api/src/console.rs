@@ -14,8 +14,8 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::header::{HOST, ORIGIN};
 use axum::http::{HeaderMap, StatusCode};
@@ -53,11 +53,16 @@ fn same_origin(headers: &HeaderMap) -> ApiResult<()> {
     if !host.is_empty() && authority.eq_ignore_ascii_case(host) {
         return Ok(());
     }
-    Err(ApiError::new(StatusCode::FORBIDDEN, format!("websocket from origin {origin} refused: not this server")))
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!("websocket from origin {origin} refused: not this server"),
+    ))
 }
 
 fn upgrade(ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> ApiResult<WebSocketUpgrade> {
-    ws.map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, format!("a websocket upgrade is expected: {}", r.body_text())))
+    ws.map_err(|r| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("a websocket upgrade is expected: {}", r.body_text()))
+    })
 }
 
 fn vm_paths(state: &AppState, name: &str) -> ApiResult<VmPaths> {
@@ -176,7 +181,10 @@ pub async fn vnc_ws(
     let paths = vm_paths(&state, &name)?;
     let ws = upgrade(ws)?;
     let vnc = UnixStream::connect(&paths.vnc).await.map_err(|e| {
-        ApiError::new(StatusCode::CONFLICT, format!("'{name}' has no graphical console now (is it running?): {e}"))
+        ApiError::new(
+            StatusCode::CONFLICT,
+            format!("'{name}' has no graphical console now (is it running?): {e}"),
+        )
     })?;
     tracing::info!(vm = name, user = p.user, "graphical console attached");
     Ok(ws.protocols(["binary"]).on_upgrade(move |socket| vnc_bridge(socket, vnc, name)))
@@ -217,6 +225,8 @@ pub struct StreamQuery {
     /// Only events after this id (default 0: the whole log first, then live).
     #[serde(default)]
     pub after: u64,
+    /// End the stream after this many seconds (default: never).
+    pub seconds: Option<u64>,
 }
 
 /// The event log, live: every new event as a server-sent event (`event: vine`, data the event's
@@ -224,7 +234,11 @@ pub struct StreamQuery {
 #[utoipa::path(get, path = "/api/events/stream", tag = "events", params(StreamQuery),
     responses((status = 200, description = "text/event-stream of Event objects", content_type = "text/event-stream"),
               (status = 401, body = crate::routes::ErrorBody), (status = 403, body = crate::routes::ErrorBody)))]
-pub async fn event_stream(State(state): State<AppState>, p: Principal, Q(q): Q<StreamQuery>) -> ApiResult<Response> {
+pub async fn event_stream(
+    State(state): State<AppState>,
+    p: Principal,
+    Q(q): Q<StreamQuery>,
+) -> ApiResult<Response> {
     match &q.vm {
         Some(vm) => need(&state, &p, Need::See(vm))?,
         None => need(&state, &p, Need::Login)?,
@@ -235,14 +249,19 @@ pub async fn event_stream(State(state): State<AppState>, p: Principal, Q(q): Q<S
         vm: Option<String>,
         after: u64,
         ready: VecDeque<Event>,
+        end: Option<tokio::time::Instant>,
     }
-    let start = Cursor { state, p, vm: q.vm, after: q.after, ready: VecDeque::new() };
+    let end = q.seconds.map(|s| tokio::time::Instant::now() + Duration::from_secs(s.min(86_400 * 365)));
+    let start = Cursor { state, p, vm: q.vm, after: q.after, ready: VecDeque::new(), end };
     let stream = futures_util::stream::unfold(start, |mut c| async move {
         loop {
             if let Some(e) = c.ready.pop_front() {
                 let data = serde_json::to_string(&e).expect("events serialise");
                 let ev = SseEvent::default().event("vine").id(e.id.to_string()).data(data);
                 return Some((Ok::<_, Infallible>(ev), c));
+            }
+            if c.end.is_some_and(|e| tokio::time::Instant::now() >= e) {
+                return None;
             }
             let (store, vm, after) = (c.state.store.clone(), c.vm.clone(), c.after);
             let batch = tokio::task::spawn_blocking(move || store.events(vm.as_deref(), after, 1000)).await;
@@ -261,7 +280,12 @@ pub async fn event_stream(State(state): State<AppState>, p: Principal, Q(q): Q<S
                         message: e.message,
                     }));
                 }
-                Ok(Ok(_)) => tokio::time::sleep(EVENT_POLL).await,
+                Ok(Ok(_)) => {
+                    let nap = c.end.map_or(EVENT_POLL, |e| {
+                        e.saturating_duration_since(tokio::time::Instant::now()).min(EVENT_POLL)
+                    });
+                    tokio::time::sleep(nap).await;
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "event stream: reading the log failed");
                     tokio::time::sleep(EVENT_POLL * 10).await;

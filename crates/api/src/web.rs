@@ -106,10 +106,12 @@ fn harden(mut r: Response) -> Response {
 pub async fn fallback(root: Option<Extension<WebRoot>>, req: Request) -> Response {
     let path = req.uri().path().to_string();
     if path == "/api" || path.starts_with("/api/") || path == "/metrics" {
-        return ApiError::new(StatusCode::NOT_FOUND, "no such endpoint (see /api/openapi.json)").into_response();
+        return ApiError::new(StatusCode::NOT_FOUND, "no such endpoint (see /api/openapi.json)")
+            .into_response();
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return ApiError::new(StatusCode::NOT_FOUND, format!("no {} endpoint at {path}", req.method())).into_response();
+        return ApiError::new(StatusCode::NOT_FOUND, format!("no {} endpoint at {path}", req.method()))
+            .into_response();
     }
     let dir = match root {
         Some(Extension(WebRoot(d))) => d,
@@ -175,5 +177,45 @@ mod tests {
         assert_eq!(content_type(Path::new("a.js")), "text/javascript; charset=utf-8");
         assert_eq!(content_type(Path::new("index.html")), "text/html; charset=utf-8");
         assert_eq!(content_type(Path::new("x.bin")), "application/octet-stream");
+    }
+}
+
+#[cfg(test)]
+mod serving {
+    use super::*;
+    use axum::body::Body;
+
+    async fn get(root: &Path, path: &str) -> (StatusCode, String) {
+        let req = Request::builder().uri(path).body(Body::empty()).unwrap();
+        let r = fallback(Some(Extension(WebRoot(root.to_path_buf()))), req).await;
+        let status = r.status();
+        let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn without_the_ui_files_the_root_page_says_how_to_build_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (status, body) = get(dir.path(), "/").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("scripts/web.sh") && body.contains("/api/openapi.json"), "{body}");
+        let (status, body) = get(dir.path(), "/api/nothing").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("\"error\""), "API paths answer JSON: {body}");
+    }
+
+    #[tokio::test]
+    async fn ui_files_are_served_and_nothing_outside_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let ui = dir.path().join("ui");
+        std::fs::create_dir_all(ui.join("vendor")).unwrap();
+        std::fs::write(ui.join("index.html"), "<p>vine</p>").unwrap();
+        std::fs::write(ui.join("vendor/v.js"), "let x = 1;").unwrap();
+        std::fs::write(dir.path().join("secret"), "no").unwrap();
+        assert_eq!(get(&ui, "/").await, (StatusCode::OK, "<p>vine</p>".to_string()));
+        assert_eq!(get(&ui, "/vendor/v.js").await.1, "let x = 1;");
+        assert_eq!(get(&ui, "/../secret").await.0, StatusCode::NOT_FOUND);
+        assert_eq!(get(&ui, "/vendor/%2e%2e/%2e%2e/secret").await.0, StatusCode::NOT_FOUND);
+        assert_eq!(get(&ui, "/missing.js").await.0, StatusCode::NOT_FOUND);
     }
 }
