@@ -83,6 +83,15 @@ fn missing_ui(dir: &Path) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, Html(page)).into_response()
 }
 
+/// A path that is neither an endpoint nor a file of the UI.
+fn no_such(path: &str) -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint or file: {path} (the API is under /api, see /api/openapi.json)"),
+    )
+    .into_response()
+}
+
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
@@ -118,15 +127,9 @@ pub async fn fallback(root: Option<Extension<WebRoot>>, req: Request) -> Respons
         None => resolve(None),
     };
     if !dir.join("index.html").is_file() {
-        return if path == "/" || path == "/index.html" {
-            missing_ui(&dir)
-        } else {
-            (StatusCode::NOT_FOUND, "the web UI is not installed; see /").into_response()
-        };
+        return if path == "/" || path == "/index.html" { missing_ui(&dir) } else { no_such(&path) };
     }
-    let Some(rel) = relative(&path) else {
-        return (StatusCode::NOT_FOUND, "no such file").into_response();
-    };
+    let Some(rel) = relative(&path) else { return no_such(&path) };
     let file = dir.join(&rel);
     let served = tokio::task::spawn_blocking(move || -> std::io::Result<Option<Vec<u8>>> {
         match std::fs::metadata(&file) {
@@ -149,7 +152,7 @@ pub async fn fallback(root: Option<Extension<WebRoot>>, req: Request) -> Respons
                     .into_response(),
             )
         }
-        Ok(Ok(None)) => (StatusCode::NOT_FOUND, "no such file").into_response(),
+        Ok(Ok(None)) => no_such(&path),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, %path, "reading a web UI file failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "reading the file failed").into_response()
