@@ -1,7 +1,7 @@
 // End-to-end test of the web admin site: Debian's Chromium (headless, driven by playwright-core,
 // which never downloads a browser) logs in, creates a VM booting the guest kit, starts it, sees
-// the serial console print VINE-BOOT-OK, attaches the graphical console, pauses, resumes and
-// turns it off, and finds those events in the event log page. Screenshots of the main pages go
+// the serial console print VINE-BOOT-OK, types a command into it, attaches the graphical
+// console, pauses, resumes and turns it off, and finds those events in the event log page. Screenshots of the main pages go
 // to VINE_SCREENSHOTS. Run by crates/vine/tests/web_ui.rs against a real daemon.
 //
 // Environment: VINE_URL, VINE_USER, VINE_PASSWORD, VINE_VM, VINE_KERNEL, VINE_INITRD,
@@ -85,6 +85,17 @@ try {
     return false;
   }, null, { timeout: BOOT_MS, polling: 500 });
   step("the serial console printed VINE-BOOT-OK");
+  // Keystrokes reach the guest's shell through the websocket and the serial socket.
+  await page.click("#terminal");
+  await page.keyboard.type("echo VINE-TYPED-$((6*7))\n");
+  await page.waitForFunction(() => {
+    const b = window.vineTerminal.buffer.active;
+    for (let i = 0; i < b.length; i++) {
+      if (b.getLine(i)?.translateToString(true).includes("VINE-TYPED-42")) return true;
+    }
+    return false;
+  }, null, { timeout: STEP_MS, polling: 250 });
+  step("typed into the serial console: the guest's shell answered VINE-TYPED-42");
   await page.waitForFunction(() => /% of \d+ vCPU/.test(document.querySelector("#cpu-now")?.textContent || ""), null, { timeout: STEP_MS });
   step(`CPU graph: ${await page.locator("#cpu-now").textContent()}`);
 

@@ -65,6 +65,7 @@ fn the_web_ui_logs_in_boots_a_vm_shows_its_console_controls_it_and_lists_the_eve
     assert_eq!(show["cpu"]["weight"], 150, "the last PATCH the page sent: {show}");
     let log = h.console("webvm").contents().unwrap();
     assert!(log.contains("VINE-BOOT-OK"), "console.log still logs everything: {log}");
+    assert!(log.contains("VINE-TYPED-42"), "what the page typed ran in the guest: {log}");
     let events = h.ok(&["vm", "events", "webvm", "--json"]);
     for kind in ["vm.start", "vm.pause", "vm.resume", "vm.off"] {
         assert!(events.contains(kind), "{kind} missing from {events}");
