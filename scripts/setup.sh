@@ -6,7 +6,7 @@ set -euo pipefail
 # QEMU is pinned to the bookworm-backports 10.0 series: its VHD size rule (current_size unless the
 # creator is `vpc `/`qemu`) is the one vine's tests assert. See docs/disk.md.
 QEMU_SERIES="1:10.0"
-APT_PACKAGES=(curl python3 python3-venv 7zip libnbd-bin fio libvhdi-utils busybox-static iproute2 procps psmisc syslinux syslinux-common mtools dosfstools)
+APT_PACKAGES=(curl python3 python3-venv 7zip libnbd-bin fio libvhdi-utils busybox-static iproute2 procps psmisc syslinux syslinux-common mtools dosfstools nodejs chromium)
 BACKPORTS_PACKAGES=(qemu-system-x86 qemu-utils qemu-block-extra)
 
 log() { printf 'setup: %s\n' "$*"; }
@@ -61,6 +61,12 @@ install_packages() {
         log "installing ${missing[*]}"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
+    # Debian's nodejs comes without npm; a nodejs that bundles npm (NodeSource's) conflicts with it.
+    if ! command -v npm >/dev/null; then
+        apt_update_once
+        log "installing npm"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null
+    fi
 }
 
 check_tools() {
@@ -90,4 +96,6 @@ add_backports
 install_packages
 install_schemathesis
 check_tools
+# The web admin site: npm packages (web/package-lock.json) and the built pages in web/dist.
+bash "$(dirname "$0")/web.sh"
 log "done"

@@ -9,15 +9,19 @@
 //! * [`hooks`]: event scripts run on events with a timeout, their results logged.
 //! * [`client`]: the CLI's blocking HTTP client (Unix socket, or HTTPS pinned to a fingerprint).
 //! * [`serve`]: accept loops binding connections to the router with who the peer is.
+//! * [`console`]: the serial and graphical consoles over websockets, the live event stream.
+//! * [`web`]: the web admin site's static files (built from `web/` by `scripts/web.sh`).
 #![warn(missing_docs)]
 
 pub mod auth;
 pub mod client;
+pub mod console;
 pub mod hooks;
 pub mod metrics;
 pub mod routes;
 pub mod serve;
 pub mod tls;
+pub mod web;
 
 pub use routes::{router, ApiDoc, AppState};
 

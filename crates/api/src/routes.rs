@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, State};
 use axum::http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
@@ -47,8 +47,12 @@ pub struct ErrorBody {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError { status, message: message.into() }
+    }
+    /// Its HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
     fn bad(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
@@ -183,7 +187,7 @@ fn has_right(state: &AppState, p: &Principal, vm: &str, right: &str) -> bool {
             .unwrap_or(false)
 }
 
-fn need(state: &AppState, p: &Principal, n: Need) -> ApiResult<()> {
+pub(crate) fn need(state: &AppState, p: &Principal, n: Need) -> ApiResult<()> {
     let ok = match n {
         Need::Login => true,
         Need::Admin => p.admin,
@@ -1012,7 +1016,8 @@ async fn delete_hook(State(state): State<AppState>, p: Principal, P(id): P<u64>)
     info(title = "vine", description = "vine's management API: VMs, host, events, users and rights, event scripts, metrics."),
     paths(login, logout, me, my_password, host, list_vms, create_vm, show_vm, set_vm, delete_vm, control_vm, console,
           events, metrics, live_metrics, list_users, create_user, delete_user, user_password, list_tokens, create_token,
-          delete_token, list_acl, grant, revoke, list_hooks, create_hook, delete_hook, openapi),
+          delete_token, list_acl, grant, revoke, list_hooks, create_hook, delete_hook, openapi,
+          crate::console::serial_ws, crate::console::vnc_ws, crate::console::event_stream),
     components(schemas(ErrorBody, Login, Issued, Me, Right, RightKind, NewPassword, NewDisk, NewVm, VmInfo,
                        daemon::protocol::CpuInfo, Changes, ControlOptions, daemon::protocol::UndoAction, Control,
                        vmm::VmState, ConsoleLog, Event, UserInfo, NewUser, TokenInfo, NewToken, Hook, NewHook)),
@@ -1081,11 +1086,6 @@ async fn openapi(State(state): State<AppState>, p: Principal) -> ApiResult<Json<
     Ok(Json(document()))
 }
 
-async fn not_found(headers: HeaderMap) -> ApiError {
-    let _ = headers;
-    ApiError::new(StatusCode::NOT_FOUND, "no such endpoint (see /api/openapi.json)")
-}
-
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 1 << 20;
 
@@ -1134,7 +1134,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/acl/{user}/{vm}/{right}", delete(revoke))
         .route("/api/hooks", get(list_hooks).post(create_hook))
         .route("/api/hooks/{id}", delete(delete_hook))
-        .fallback(not_found)
+        .route("/api/vms/{name}/console/ws", get(crate::console::serial_ws))
+        .route("/api/vms/{name}/vnc/ws", get(crate::console::vnc_ws))
+        .route("/api/events/stream", get(crate::console::event_stream))
+        .fallback(crate::web::fallback)
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(read_body))

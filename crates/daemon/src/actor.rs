@@ -475,6 +475,8 @@ impl Actor {
                 accel: self.ctx.host.accelerator.kind,
                 qmp_socket: &self.paths.qmp,
                 console_log: &self.paths.console,
+                console_socket: &self.paths.console_socket,
+                vnc_socket: &self.paths.vnc,
                 disks: &eps,
             };
             let mut args = qemu_args(&plan).map_err(|e| e.to_string())?;

@@ -4,6 +4,8 @@
 //! <data>/vine.db                    the state store (SQLite)
 //! <data>/vms/<name>/<name>.vm.toml  the VM's definition (the file external tools read and edit)
 //! <data>/vms/<name>/console.log     what the first serial port wrote
+//! <data>/vms/<name>/console.sock    the first serial port, live (the web console attaches here)
+//! <data>/vms/<name>/vnc.sock        the graphical console (VNC)
 //! <data>/vms/<name>/qemu.log        QEMU's own output
 //! <data>/vms/<name>/qmp.sock        QEMU's QMP socket
 //! <data>/vms/<name>/state.bin       the saved state (memory and devices), while saved
@@ -22,6 +24,10 @@ pub struct VmPaths {
     pub definition: PathBuf,
     /// Serial console log.
     pub console: PathBuf,
+    /// The live serial console (QEMU's socket chardev, logging to `console`).
+    pub console_socket: PathBuf,
+    /// The VNC server's socket.
+    pub vnc: PathBuf,
     /// QEMU's stdout/stderr.
     pub qemu_log: PathBuf,
     /// QMP socket.
@@ -39,6 +45,8 @@ impl VmPaths {
         VmPaths {
             definition: dir.join(format!("{name}.vm.toml")),
             console: dir.join("console.log"),
+            console_socket: dir.join("console.sock"),
+            vnc: dir.join("vnc.sock"),
             qemu_log: dir.join("qemu.log"),
             qmp: dir.join("qmp.sock"),
             state: dir.join("state.bin"),

@@ -36,6 +36,10 @@ fn table(kernel: &str) -> Vec<(&'static str, &'static str, Need, Option<Value>)>
         ("patch", "/api/vms/{name}", Configure, Some(json!({"cpu_weight": 200}))),
         ("post", "/api/vms/{name}/actions/{action}", Use, None),
         ("get", "/api/vms/{name}/console", Use, None),
+        // Without websocket headers an allowed caller gets 400 (an upgrade is expected).
+        ("get", "/api/vms/{name}/console/ws", Use, None),
+        ("get", "/api/vms/{name}/vnc/ws", Use, None),
+        ("get", "/api/events/stream", Login, None),
         ("get", "/api/events", Login, None),
         ("get", "/metrics", Admin, None),
         ("get", "/api/metrics/live", Admin, None),
@@ -59,6 +63,9 @@ fn table(kernel: &str) -> Vec<(&'static str, &'static str, Need, Option<Value>)>
 }
 
 fn path_for(template: &str) -> String {
+    if template == "/api/events/stream" {
+        return format!("{template}?seconds=1");
+    }
     template
         .replace("{name}", "m1")
         .replace("{action}", "pause")

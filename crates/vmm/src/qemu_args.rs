@@ -1,6 +1,8 @@
 //! The QEMU command line for a VM definition: pure, so every device mapping is unit-tested.
 //! Disks reach QEMU only as NBD exports served by vine's storage engine (QEMU never opens a
-//! VHD); CD/DVD images are plain ISO files opened read-only.
+//! VHD); CD/DVD images are plain ISO files opened read-only. The first `console` serial port is a
+//! socket the web console attaches to, logging everything to vine's console log; the display is
+//! a VGA card served over VNC on a Unix socket (the web UI's graphical console), nothing else.
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +29,10 @@ pub struct LaunchPlan<'a> {
     pub qmp_socket: &'a Path,
     /// vine's console log (serial ports set to `console`).
     pub console_log: &'a Path,
+    /// The live console's socket (the first `console` serial port; the log keeps everything).
+    pub console_socket: &'a Path,
+    /// The VNC server's Unix socket (graphical console).
+    pub vnc_socket: &'a Path,
     /// One endpoint per non-CD/DVD disk, in definition order.
     pub disks: &'a [NbdEndpoint],
 }
@@ -58,10 +64,24 @@ pub fn qemu_args(plan: &LaunchPlan) -> Result<Vec<String>, LaunchError> {
     push(&["-cpu", if plan.accel == Accelerator::Kvm { "host" } else { "max" }]);
     push(&["-smp", &d.cpus.to_string(), "-m", &format!("{}M", d.memory >> 20)]);
     push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-shutdown"]);
+    push(&["-vga", "std", "-vnc", &format!("unix:{}", plan.vnc_socket.display())]);
     push(&["-qmp", &format!("unix:{},server=on,wait=off", plan.qmp_socket.display())]);
+    let mut live_console = false;
     for (i, port) in d.serial.iter().enumerate() {
         match port {
             SerialPort::None => push(&["-serial", "null"]),
+            SerialPort::Console if !live_console => {
+                live_console = true;
+                push(&[
+                    "-chardev",
+                    &format!(
+                        "socket,id=serial{i},path={},server=on,wait=off,logfile={},logappend=on",
+                        plan.console_socket.display(),
+                        plan.console_log.display()
+                    ),
+                ]);
+                push(&["-serial", &format!("chardev:serial{i}")]);
+            }
             SerialPort::Console => {
                 push(&[
                     "-chardev",
@@ -172,6 +192,8 @@ mod tests {
             accel: Accelerator::Tcg,
             qmp_socket: Path::new("/run/q.sock"),
             console_log: Path::new("/var/c.log"),
+            console_socket: Path::new("/var/c.sock"),
+            vnc_socket: Path::new("/var/v.sock"),
             disks,
         }
     }
@@ -188,11 +210,13 @@ mod tests {
         assert!(a.contains("-kernel /k -initrd /i -append console=ttyS0"), "{a}");
         assert!(
             a.contains(
-                "-chardev file,id=serial0,path=/var/c.log,append=on -serial chardev:serial0 -serial null"
+                "-chardev socket,id=serial0,path=/var/c.sock,server=on,wait=off,logfile=/var/c.log,logappend=on \
+                 -serial chardev:serial0 -serial null"
             ),
             "{a}"
         );
         assert!(a.contains("-qmp unix:/run/q.sock,server=on,wait=off"), "{a}");
+        assert!(a.contains("-display none -no-shutdown -vga std -vnc unix:/var/v.sock"), "{a}");
     }
 
     #[test]

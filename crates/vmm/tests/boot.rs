@@ -75,12 +75,16 @@ fn definition_boots_a_guest_from_a_vhd_served_over_nbd() {
     def.validate().unwrap();
     let qmp_sock = dir.path().join("qmp.sock");
     let console = dir.path().join("console.log");
+    let console_sock = dir.path().join("console.sock");
+    let vnc_sock = dir.path().join("vnc.sock");
     let eps = [NbdEndpoint { socket: sock.clone(), export: "data".into() }];
     let plan = LaunchPlan {
         def: &def,
         accel: Accelerator::Tcg,
         qmp_socket: &qmp_sock,
         console_log: &console,
+        console_socket: &console_sock,
+        vnc_socket: &vnc_sock,
         disks: &eps,
     };
     let mut cmd = Command::new("qemu-system-x86_64");

@@ -32,6 +32,10 @@ pub struct DaemonArgs {
     /// Seconds between samples of the VMs' CPU use (the policy engine's interval).
     #[arg(long, default_value_t = 10.0)]
     pub sample_interval: f64,
+    /// The web UI's files [env VINE_WEB_DIR; default: this source tree's web/dist (built by
+    /// scripts/web.sh) when present, else /usr/share/vine/web].
+    #[arg(long)]
+    pub web_dir: Option<PathBuf>,
 }
 
 /// The socket the CLI uses: `--socket`, else VINE_SOCKET, else the default.
@@ -95,7 +99,14 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<i32> {
     let tls = api::tls::load_or_create(&data_dir.join("tls"), &h.hostname).context("TLS certificate")?;
     api::hooks::start(d.clone());
     d.host_start();
-    let app = api::router(api::AppState { daemon: d.clone(), store });
+    let web_dir = api::web::resolve(args.web_dir);
+    if !web_dir.join("index.html").is_file() {
+        println!(
+            "web UI files missing in {} (run scripts/web.sh): / explains, the API works",
+            web_dir.display()
+        );
+    }
+    let app = api::web::with_ui(api::router(api::AppState { daemon: d.clone(), store }), web_dir);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

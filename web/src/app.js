@@ -1,0 +1,571 @@
+// vine's web admin site: one page, hash routes, only the REST API (docs/web.md).
+// Login sets the session cookie (POST /api/login); every later request carries it.
+"use strict";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const main = () => $("#main");
+
+/** Text made safe for innerHTML. */
+function esc(v) {
+  return String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+function bytes(n) {
+  if (n == null) return "";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${Math.round(n * 10) / 10} ${units[i]}`;
+}
+
+function when(ms) {
+  return new Date(ms).toLocaleString();
+}
+
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+/** Calls the REST API; answers the parsed JSON (or null), throws ApiError with the server's message. */
+async function api(method, path, body) {
+  const opts = { method, headers: {}, credentials: "same-origin" };
+  if (body !== undefined) {
+    opts.headers["Content-Type"] = "application/json";
+    opts.body = JSON.stringify(body);
+  }
+  const r = await fetch(path, opts);
+  const text = await r.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = text; }
+  if (!r.ok) {
+    if (r.status === 401 && !path.endsWith("/login")) {
+      state.me = null;
+      go("#/login");
+    }
+    throw new ApiError(r.status, (data && data.error) || `${method} ${path}: HTTP ${r.status}`);
+  }
+  return data;
+}
+
+function flash(message, ok = true) {
+  const f = $("#flash");
+  f.textContent = message;
+  f.className = ok ? "ok" : "err";
+  f.hidden = false;
+  clearTimeout(flash.timer);
+  flash.timer = setTimeout(() => { f.hidden = true; }, ok ? 4000 : 12000);
+}
+
+const state = { me: null, cleanup: [] };
+
+function go(hash) {
+  if (location.hash !== hash) location.hash = hash;
+  else route();
+}
+
+/** Things a page opened (timers, sockets) are closed when the next page is shown. */
+function onLeave(fn) { state.cleanup.push(fn); }
+
+/** The live event stream (SSE); `onEvent` gets each new event. */
+function eventStream(after, onEvent, vm) {
+  const q = new URLSearchParams({ after: String(after) });
+  if (vm) q.set("vm", vm);
+  const es = new EventSource(`/api/events/stream?${q}`);
+  es.addEventListener("vine", (m) => onEvent(JSON.parse(m.data)));
+  onLeave(() => es.close());
+  return es;
+}
+
+async function lastEventId() {
+  const list = await api("GET", "/api/events?limit=10000");
+  return list.length ? list[list.length - 1].id : 0;
+}
+
+// ----- pages -----
+
+async function loginPage() {
+  $("#top").hidden = true;
+  main().innerHTML = `
+    <div class="card login">
+      <h1>vine</h1>
+      <form id="login-form" class="stack">
+        <label>User<br><input id="user" name="user" type="text" autocomplete="username" required></label>
+        <label>Password<br><input id="password" name="password" type="password" autocomplete="current-password" required></label>
+        <button class="primary" type="submit">Log in</button>
+      </form>
+      <p class="muted">The first administrator is <code>admin</code>; its password is in the data
+      directory's <code>initial-admin-password</code>.</p>
+    </div>`;
+  $("#login-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      await api("POST", "/api/login", { user: $("#user").value, password: $("#password").value });
+      state.me = await api("GET", "/api/me");
+      go("#/vms");
+    } catch (err) {
+      flash(err.message, false);
+    }
+  });
+}
+
+function stateBadge(s) {
+  return `<span class="state ${esc(s)}" data-state="${esc(s)}">${esc(s)}</span>`;
+}
+
+async function vmsPage() {
+  main().innerHTML = `
+    <h1>Virtual machines</h1>
+    <div class="card"><table id="vm-table"><thead><tr><th>Name</th><th>State</th><th>vCPUs</th>
+      <th>Memory</th><th>CPU weight / reserve / max</th><th>Disks</th><th>PID</th></tr></thead><tbody></tbody></table>
+      <p id="no-vms" class="muted" hidden>No virtual machines yet.</p></div>
+    <div class="card" id="create-card" ${state.me.can_create || state.me.admin ? "" : "hidden"}>
+      <h2>New virtual machine</h2>
+      <form id="create-form" class="stack">
+        <label><span>Name</span><input name="name" type="text" required pattern="[A-Za-z0-9._\\-]+"></label>
+        <label><span>vCPUs</span><input name="cpus" type="number" min="1" value="1"></label>
+        <label><span>Memory (MiB)</span><input name="memory" type="number" min="16" value="256"></label>
+        <label><span>Disks</span><textarea name="disks" rows="2" placeholder="/srv/web1.vhd  (one per line: PATH[,ide|scsi][,cdrom][,shared][,ro])"></textarea></label>
+        <label><span>Kernel (direct boot)</span><input name="kernel" type="text" placeholder="/path/to/vmlinuz"></label>
+        <label><span>Initrd</span><input name="initrd" type="text"></label>
+        <label><span>Kernel command line</span><input name="append" type="text" placeholder="console=ttyS0"></label>
+        <label><span>CPU weight</span><input name="cpu_weight" type="number" min="1" max="10000" placeholder="100"></label>
+        <label><span>CPU reserve (%)</span><input name="cpu_reserve" type="number" min="0" placeholder="0"></label>
+        <label><span>CPU max (%)</span><input name="cpu_max" type="number" min="1" placeholder="none"></label>
+        <label><span>Undo disks</span><input name="undo_disks" type="checkbox"></label>
+        <button class="primary" type="submit">Create</button>
+      </form>
+    </div>`;
+  const render = async () => {
+    const vms = await api("GET", "/api/vms");
+    $("#no-vms").hidden = vms.length > 0;
+    $("#vm-table tbody").innerHTML = vms.map((v) => `
+      <tr data-vm="${esc(v.name)}"><td><a href="#/vm/${encodeURIComponent(v.name)}">${esc(v.name)}</a></td>
+      <td>${stateBadge(v.state)}</td><td>${v.cpus}</td><td>${bytes(v.memory)}</td>
+      <td>${v.cpu.weight} / ${v.cpu.reserve}% / ${v.cpu.max == null ? "none" : v.cpu.max + "%"}</td>
+      <td>${v.disks.map(esc).join("<br>")}</td><td>${v.pid ?? ""}</td></tr>`).join("");
+  };
+  await render();
+  // Live: any event may change a state; a slow poll covers the rest.
+  eventStream(await lastEventId(), () => render().catch(() => {}));
+  const t = setInterval(() => render().catch(() => {}), 5000);
+  onLeave(() => clearInterval(t));
+  $("#create-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = new FormData(e.target);
+    const num = (k) => (f.get(k) === "" || f.get(k) == null ? undefined : Number(f.get(k)));
+    const str = (k) => (String(f.get(k) || "").trim() || undefined);
+    const disks = String(f.get("disks") || "").split("\n").map((l) => l.trim()).filter(Boolean).map((l) => {
+      const [path, ...opts] = l.split(",").map((s) => s.trim());
+      const d = { path };
+      for (const o of opts) {
+        if (o === "ide" || o === "scsi" || o === "virtio") d.bus = o;
+        else if (o === "cdrom") d.cdrom = true;
+        else if (o === "shared") d.shared = true;
+        else if (o === "ro") d.read_only = true;
+      }
+      return d;
+    });
+    const body = {
+      name: str("name"), cpus: num("cpus"), memory: num("memory") * 1024 * 1024, disks,
+      kernel: str("kernel"), initrd: str("initrd"), append: str("append"),
+      cpu_weight: num("cpu_weight"), cpu_reserve: num("cpu_reserve"), cpu_max: num("cpu_max"),
+      undo_disks: f.get("undo_disks") === "on",
+    };
+    try {
+      await api("POST", "/api/vms", body);
+      flash(`created '${body.name}'`);
+      go(`#/vm/${encodeURIComponent(body.name)}`);
+    } catch (err) {
+      flash(err.message, false);
+    }
+  });
+}
+
+const CONTROLS = [
+  ["start", "Start"], ["pause", "Pause"], ["resume", "Resume"], ["save", "Save state"],
+  ["restore", "Restore"], ["discard-state", "Discard saved state"], ["shutdown", "Shut down"],
+  ["off", "Turn off"], ["reset", "Reset"],
+];
+
+/** Which controls make sense in a state (the daemon decides; this only greys out the rest). */
+function allowed(control, s) {
+  const ok = {
+    off: ["start"], crashed: ["start"], saved: ["restore", "discard-state"],
+    running: ["pause", "save", "shutdown", "off", "reset"], paused: ["resume", "save", "off", "reset"],
+  }[s] || [];
+  return ok.includes(control);
+}
+
+async function vmPage(name) {
+  const enc = encodeURIComponent(name);
+  main().innerHTML = `
+    <h1><a href="#/vms">Virtual machines</a> › <span id="vm-name">${esc(name)}</span> <span id="vm-state"></span></h1>
+    <div class="card"><h2>Controls</h2>
+      <div class="controls" id="controls">
+        ${CONTROLS.map(([c, label]) => `<button data-control="${c}">${label}</button>`).join("")}
+        <button data-remove class="danger" title="Unregister; files are kept">Remove</button>
+        <button data-delete class="danger" title="Unregister and delete its files and disks">Delete</button>
+      </div>
+      <p id="last-error" class="level-error" hidden></p>
+    </div>
+    <div class="grid">
+      <div class="card"><h2>Configuration</h2><dl class="kv" id="config"></dl></div>
+      <div class="card"><h2>Resource controls</h2>
+        <form id="set-form" class="stack">
+          <label><span>CPU weight (1–10000)</span><input name="cpu_weight" type="number" min="1" max="10000"></label>
+          <label><span>CPU reserve (% of a CPU)</span><input name="cpu_reserve" type="number" min="0"></label>
+          <label><span>CPU max (%, empty: none)</span><input name="cpu_max" type="number" min="1"></label>
+          <label><span>Memory (MiB, next start)</span><input name="memory" type="number" min="16"></label>
+          <button class="primary" type="submit">Apply</button>
+        </form>
+      </div>
+    </div>
+    <div class="grid">
+      <div class="card"><h2>CPU <span class="muted" id="cpu-now"></span></h2><canvas id="cpu-graph" class="graph"></canvas></div>
+      <div class="card"><h2>Memory <span class="muted" id="mem-now"></span></h2><canvas id="mem-graph" class="graph"></canvas></div>
+    </div>
+    <div class="card"><h2>Serial console <span class="muted" id="console-status"></span></h2><div id="terminal"></div></div>
+    <div class="card"><h2>Graphical console</h2>
+      <div class="row"><button id="vnc-connect">Connect</button><span class="muted" id="vnc-status">not connected</span></div>
+      <div id="vnc" hidden></div></div>
+    <div class="card"><h2>Events</h2><table id="vm-events"><thead><tr><th>Time</th><th>Level</th><th>Kind</th><th>Message</th></tr></thead><tbody></tbody></table></div>`;
+
+  let vm = null;
+  const render = async () => {
+    vm = await api("GET", `/api/vms/${enc}`);
+    $("#vm-state").innerHTML = stateBadge(vm.state);
+    for (const b of document.querySelectorAll("#controls [data-control]")) b.disabled = !allowed(b.dataset.control, vm.state);
+    const le = $("#last-error");
+    le.hidden = !vm.last_error;
+    le.textContent = vm.last_error || "";
+    const rows = [
+      ["State", vm.state], ["UUID", vm.uuid], ["vCPUs", vm.cpus], ["Memory", bytes(vm.memory)],
+      ["Disks", vm.disks.length ? vm.disks.join(", ") : "none"],
+      ["NICs", (vm.nics && vm.nics.length) ? vm.nics.map((n) => n.mac || JSON.stringify(n)).join(", ") : "none"],
+      ["CPU weight", vm.cpu.weight], ["CPU reserve", `${vm.cpu.reserve}%`],
+      ["CPU max", vm.cpu.max == null ? "none" : `${vm.cpu.max}%`], ["Undo disks", vm.undo_disks ? "on" : "off"],
+      ["Saved state", vm.saved_state ? "yes" : "no"], ["QEMU pid", vm.pid ?? "—"],
+      ["CPU time", vm.cpu_time_ns == null ? "—" : `${(vm.cpu_time_ns / 1e9).toFixed(1)} s`],
+      ["Definition file", vm.definition_file],
+    ];
+    $("#config").innerHTML = rows.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join("");
+    const form = $("#set-form");
+    if (!form.dataset.filled) {
+      form.cpu_weight.value = vm.cpu.weight;
+      form.cpu_reserve.value = vm.cpu.reserve;
+      form.cpu_max.value = vm.cpu.max ?? "";
+      form.memory.value = Math.round(vm.memory / 1048576);
+      form.dataset.filled = "1";
+    }
+  };
+  try {
+    await render();
+  } catch (err) {
+    main().innerHTML = `<p class="level-error">${esc(err.message)}</p>`;
+    return;
+  }
+
+  for (const b of document.querySelectorAll("#controls [data-control]")) {
+    b.addEventListener("click", async () => {
+      b.disabled = true;
+      try {
+        const r = await api("POST", `/api/vms/${enc}/actions/${b.dataset.control}`);
+        flash(r && r.message ? r.message : `${b.dataset.control}: done`);
+      } catch (err) {
+        flash(err.message, false);
+      }
+      await render().catch(() => {});
+    });
+  }
+  const drop = async (keep) => {
+    if (!confirm(keep ? `Remove '${name}'? Its files stay.` : `Delete '${name}' and its files?`)) return;
+    try {
+      await api("DELETE", `/api/vms/${enc}${keep ? "?keep_files=true" : ""}`);
+      flash(`${keep ? "removed" : "deleted"} '${name}'`);
+      go("#/vms");
+    } catch (err) {
+      flash(err.message, false);
+    }
+  };
+  $("[data-remove]").addEventListener("click", () => drop(true));
+  $("[data-delete]").addEventListener("click", () => drop(false));
+
+  $("#set-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = e.target;
+    const changes = {
+      cpu_weight: Number(f.cpu_weight.value), cpu_reserve: Number(f.cpu_reserve.value),
+      memory: Number(f.memory.value) * 1048576,
+    };
+    if (f.cpu_max.value === "") changes.no_cpu_max = true;
+    else changes.cpu_max = Number(f.cpu_max.value);
+    try {
+      await api("PATCH", `/api/vms/${enc}`, changes);
+      flash(`changed '${name}'`);
+      await render();
+    } catch (err) {
+      flash(err.message, false);
+    }
+  });
+
+  // Events of this VM, live; each also refreshes the state.
+  const evBody = $("#vm-events tbody");
+  const addEvent = (e) => {
+    evBody.insertAdjacentHTML("afterbegin", `<tr><td>${esc(when(e.time_ms))}</td><td class="level-${esc(e.level)}">${esc(e.level)}</td><td>${esc(e.kind)}</td><td>${esc(e.message)}</td></tr>`);
+    while (evBody.rows.length > 50) evBody.deleteRow(-1);
+  };
+  const past = await api("GET", `/api/events?vm=${enc}&limit=10000`);
+  past.slice(-50).forEach(addEvent);
+  eventStream(past.length ? past[past.length - 1].id : 0, (e) => { addEvent(e); render().catch(() => {}); }, name);
+  const poll = setInterval(() => render().catch(() => {}), 5000);
+  onLeave(() => clearInterval(poll));
+
+  graphs(name);
+  serialConsole(name);
+  $("#vnc-connect").addEventListener("click", () => graphicalConsole(name));
+}
+
+/** CPU utilisation (from /api/metrics/live, sampled by the daemon every --sample-interval s) and memory. */
+function graphs(name) {
+  const cpu = $("#cpu-graph");
+  const mem = $("#mem-graph");
+  const draw = (canvas, values, max, label) => {
+    const w = (canvas.width = canvas.clientWidth * devicePixelRatio);
+    const h = (canvas.height = canvas.clientHeight * devicePixelRatio);
+    const g = canvas.getContext("2d");
+    g.clearRect(0, 0, w, h);
+    g.strokeStyle = "#e3e6ea";
+    for (let i = 1; i < 4; i++) { g.beginPath(); g.moveTo(0, (h * i) / 4); g.lineTo(w, (h * i) / 4); g.stroke(); }
+    g.fillStyle = "#687385";
+    g.font = `${11 * devicePixelRatio}px system-ui`;
+    g.fillText(label, 6 * devicePixelRatio, 14 * devicePixelRatio);
+    if (values.length < 1) return;
+    const n = Math.max(values.length, 30);
+    const x = (i) => w - ((values.length - 1 - i) * w) / (n - 1);
+    const y = (v) => h - (Math.min(v, max) / max) * (h - 20 * devicePixelRatio) - 2;
+    g.beginPath();
+    values.forEach((v, i) => (i ? g.lineTo(x(i), y(v)) : g.moveTo(x(i), y(v))));
+    g.strokeStyle = "#2f6f3e";
+    g.lineWidth = 2 * devicePixelRatio;
+    g.stroke();
+  };
+  const memSeries = [];
+  const tick = async () => {
+    let m;
+    try {
+      m = await api("GET", "/api/metrics/live");
+    } catch (err) {
+      $("#cpu-now").textContent = err.status === 403 ? "(graphs need an administrator)" : err.message;
+      return;
+    }
+    const v = (m.vms || []).find((x) => x.name === name);
+    const hist = v ? [...v.history].reverse() : [];
+    const pct = hist.map((u) => u * 100);
+    $("#cpu-now").textContent = v ? `${pct.length ? pct[pct.length - 1].toFixed(1) : "…"} % of ${v.vcpus} vCPU(s), every ${m.interval_s} s` : "(not running)";
+    draw(cpu, pct, 100, "% of its vCPUs");
+    memSeries.push(v ? v.memory : 0);
+    if (memSeries.length > 30) memSeries.shift();
+    $("#mem-now").textContent = v ? `${bytes(v.memory)} given to the guest` : "(not running)";
+    const host = m.host ? m.host.memory_bytes : 1;
+    draw(mem, memSeries.map((b) => (b / host) * 100), 100, `% of host memory (${bytes(host)})`);
+  };
+  tick();
+  const t = setInterval(tick, 2000);
+  onLeave(() => clearInterval(t));
+}
+
+function wsUrl(path) {
+  return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}`;
+}
+
+/** The serial console: xterm.js over /api/vms/{name}/console/ws. */
+function serialConsole(name) {
+  const { Terminal, FitAddon } = window.VineVendor;
+  const term = new Terminal({ convertEol: true, scrollback: 5000, fontSize: 13, cursorBlink: true });
+  const fit = new FitAddon();
+  term.loadAddon(fit);
+  term.open($("#terminal"));
+  fit.fit();
+  window.vineTerminal = term; // the end-to-end test reads the terminal's buffer
+  const status = $("#console-status");
+  let ws;
+  let closed = false;
+  const connect = () => {
+    ws = new WebSocket(wsUrl(`/api/vms/${encodeURIComponent(name)}/console/ws`));
+    ws.binaryType = "arraybuffer";
+    ws.onopen = () => { status.textContent = "(attached)"; };
+    ws.onmessage = (m) => term.write(new Uint8Array(m.data));
+    ws.onclose = () => {
+      status.textContent = "(detached)";
+      if (!closed) setTimeout(connect, 2000);
+    };
+  };
+  connect();
+  const enc = new TextEncoder();
+  term.onData((d) => { if (ws.readyState === WebSocket.OPEN) ws.send(enc.encode(d)); });
+  const onResize = () => fit.fit();
+  addEventListener("resize", onResize);
+  onLeave(() => { closed = true; ws.close(); term.dispose(); removeEventListener("resize", onResize); delete window.vineTerminal; });
+}
+
+/** The graphical console: noVNC over /api/vms/{name}/vnc/ws. */
+function graphicalConsole(name) {
+  const { RFB } = window.VineVendor;
+  const box = $("#vnc");
+  box.hidden = false;
+  box.innerHTML = "";
+  const status = $("#vnc-status");
+  status.textContent = "connecting…";
+  const rfb = new RFB(box, wsUrl(`/api/vms/${encodeURIComponent(name)}/vnc/ws`), { wsProtocols: ["binary"] });
+  rfb.scaleViewport = true;
+  rfb.addEventListener("connect", () => { status.textContent = "connected"; });
+  let open = true;
+  rfb.addEventListener("disconnect", (e) => {
+    open = false;
+    status.textContent = e.detail.clean ? "disconnected" : "connection failed (is the VM running?)";
+  });
+  onLeave(() => { if (open) rfb.disconnect(); });
+}
+
+async function eventsPage() {
+  const vm = new URLSearchParams(location.hash.split("?")[1] || "").get("vm") || "";
+  main().innerHTML = `
+    <h1>Event log</h1>
+    <div class="card">
+      <form id="filter" class="row"><label>VM <input name="vm" type="text" value="${esc(vm)}"></label><button>Filter</button>
+      <span class="muted">newest first; new events appear as they happen</span></form>
+    </div>
+    <div class="card"><table id="events"><thead><tr><th>#</th><th>Time</th><th>VM</th><th>Level</th><th>Kind</th><th>Message</th></tr></thead><tbody></tbody></table></div>`;
+  $("#filter").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const v = e.target.vm.value.trim();
+    go(v ? `#/events?vm=${encodeURIComponent(v)}` : "#/events");
+  });
+  const body = $("#events tbody");
+  const add = (e) => body.insertAdjacentHTML("afterbegin", `<tr data-kind="${esc(e.kind)}"><td>${e.id}</td><td>${esc(when(e.time_ms))}</td>
+    <td>${e.vm ? `<a href="#/vm/${encodeURIComponent(e.vm)}">${esc(e.vm)}</a>` : ""}</td>
+    <td class="level-${esc(e.level)}">${esc(e.level)}</td><td>${esc(e.kind)}</td><td>${esc(e.message)}</td></tr>`);
+  const past = await api("GET", `/api/events?limit=10000${vm ? `&vm=${encodeURIComponent(vm)}` : ""}`);
+  past.slice(-500).forEach(add);
+  eventStream(past.length ? past[past.length - 1].id : 0, add, vm || undefined);
+}
+
+async function usersPage() {
+  if (!state.me.admin) {
+    main().innerHTML = `<p class="level-error">Only administrators manage users.</p>`;
+    return;
+  }
+  main().innerHTML = `
+    <h1>Users</h1>
+    <div class="grid">
+      <div class="card"><h2>Users</h2><table id="users"><thead><tr><th>Name</th><th>Administrator</th><th>May create VMs</th><th></th></tr></thead><tbody></tbody></table></div>
+      <div class="card"><h2>New user</h2>
+        <form id="user-form" class="stack">
+          <label><span>Name</span><input name="name" type="text" required></label>
+          <label><span>Password (8+)</span><input name="password" type="password" minlength="8" required></label>
+          <label><span>Administrator</span><input name="admin" type="checkbox"></label>
+          <label><span>May create VMs</span><input name="can_create" type="checkbox"></label>
+          <button class="primary">Add user</button>
+        </form></div>
+    </div>
+    <div class="grid">
+      <div class="card"><h2>Rights on VMs</h2><table id="acl"><thead><tr><th>User</th><th>VM</th><th>Right</th><th></th></tr></thead><tbody></tbody></table></div>
+      <div class="card"><h2>Grant a right</h2>
+        <form id="grant-form" class="stack">
+          <label><span>User</span><input name="user" type="text" required></label>
+          <label><span>VM</span><input name="vm" type="text" required></label>
+          <label><span>Right</span><select name="right"><option value="use">use (console, power)</option><option value="configure">configure</option></select></label>
+          <button class="primary">Grant</button>
+        </form></div>
+    </div>`;
+  const render = async () => {
+    const [users, acl] = await Promise.all([api("GET", "/api/users"), api("GET", "/api/acl")]);
+    $("#users tbody").innerHTML = users.map((u) => `<tr><td>${esc(u.name)}</td><td>${u.admin ? "yes" : ""}</td><td>${u.can_create ? "yes" : ""}</td>
+      <td>${u.name === state.me.user ? "" : `<button class="danger" data-user="${esc(u.name)}">Delete</button>`}</td></tr>`).join("");
+    $("#acl tbody").innerHTML = acl.map((r) => `<tr><td>${esc(r.user)}</td><td>${esc(r.vm)}</td><td>${esc(r.right)}</td>
+      <td><button data-revoke="${esc(JSON.stringify(r))}">Revoke</button></td></tr>`).join("");
+    for (const b of document.querySelectorAll("[data-user]")) {
+      b.addEventListener("click", async () => {
+        if (!confirm(`Delete user '${b.dataset.user}'?`)) return;
+        try { await api("DELETE", `/api/users/${encodeURIComponent(b.dataset.user)}`); flash("deleted"); } catch (err) { flash(err.message, false); }
+        render();
+      });
+    }
+    for (const b of document.querySelectorAll("[data-revoke]")) {
+      b.addEventListener("click", async () => {
+        const r = JSON.parse(b.dataset.revoke);
+        try { await api("DELETE", `/api/acl/${[r.user, r.vm, r.right].map(encodeURIComponent).join("/")}`); flash("revoked"); } catch (err) { flash(err.message, false); }
+        render();
+      });
+    }
+  };
+  await render();
+  $("#user-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = e.target;
+    try {
+      await api("POST", "/api/users", { name: f.elements["name"].value, password: f.password.value, admin: f.admin.checked, can_create: f.can_create.checked });
+      flash(`added '${f.elements["name"].value}'`);
+      f.reset();
+      await render();
+    } catch (err) { flash(err.message, false); }
+  });
+  $("#grant-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = e.target;
+    try {
+      await api("POST", "/api/acl", { user: f.user.value, vm: f.vm.value, right: f.right.value });
+      flash("granted");
+      await render();
+    } catch (err) { flash(err.message, false); }
+  });
+}
+
+async function hostPage() {
+  const h = await api("GET", "/api/host");
+  main().innerHTML = `<h1>Host</h1><div class="card"><pre>${esc(JSON.stringify(h, null, 2))}</pre></div>`;
+}
+
+// ----- routing -----
+
+async function route() {
+  for (const f of state.cleanup.splice(0)) {
+    try { f(); } catch { /* best effort */ }
+  }
+  const hash = location.hash || "#/vms";
+  const [path] = hash.slice(1).split("?");
+  const parts = path.split("/").filter(Boolean);
+  if (parts[0] === "login") return loginPage();
+  if (!state.me) {
+    try {
+      state.me = await api("GET", "/api/me");
+    } catch {
+      return; // api() went to the login page
+    }
+  }
+  $("#top").hidden = false;
+  $("#who").textContent = state.me.user;
+  for (const a of document.querySelectorAll("[data-admin]")) a.hidden = !state.me.admin;
+  for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === parts[0] || (parts[0] === "vm" && a.dataset.nav === "vms"));
+  try {
+    switch (parts[0]) {
+      case "vm": return await vmPage(decodeURIComponent(parts[1] || ""));
+      case "events": return await eventsPage();
+      case "users": return await usersPage();
+      case "host": return await hostPage();
+      default: return await vmsPage();
+    }
+  } catch (err) {
+    if (err.status !== 401) main().innerHTML = `<p class="level-error">${esc(err.message)}</p>`;
+  }
+}
+
+addEventListener("hashchange", route);
+addEventListener("DOMContentLoaded", () => {
+  $("#logout").addEventListener("click", async () => {
+    try { await api("POST", "/api/logout"); } catch { /* already logged out */ }
+    state.me = null;
+    go("#/login");
+  });
+  route();
+});
