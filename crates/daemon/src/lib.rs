@@ -11,6 +11,8 @@
 //!   (shared between VMs for clustered disks), started so they outlive the daemon.
 //! * [`resources`]: admission of CPU reservations and memory, and the cgroup files of every
 //!   running VM.
+//! * [`networks`]: virtual networks (bridges, rules, taps through `netconf`), their DHCP server
+//!   processes (detached, adopted after a restart) and the MAC allocator of VM NICs.
 //! * [`layout`]: where a VM's files live under the data directory.
 //!
 //! Nothing a running guest needs lives in the daemon process: QEMU and the disk servers run in
@@ -22,6 +24,7 @@ pub mod actor;
 pub mod client;
 pub mod disks;
 pub mod layout;
+pub mod networks;
 pub mod protocol;
 pub mod resources;
 pub mod server;

@@ -51,6 +51,51 @@ pub enum Request {
         /// The VM.
         name: String,
     },
+    /// Adds a NIC to a VM that is not running.
+    VmNicAdd {
+        /// The VM.
+        name: String,
+        /// The network.
+        network: String,
+        /// Its MAC (allocated when absent).
+        #[serde(default)]
+        mac: Option<String>,
+    },
+    /// Removes NIC `index` of a VM that is not running.
+    VmNicRemove {
+        /// The VM.
+        name: String,
+        /// The NIC's position (0 = first).
+        index: usize,
+    },
+    /// Creates a virtual network.
+    NetworkCreate(NetworkCreate),
+    /// Every network.
+    NetworkList,
+    /// One network.
+    NetworkShow {
+        /// Its name.
+        name: String,
+    },
+    /// Deletes a network no NIC uses.
+    NetworkDelete {
+        /// Its name.
+        name: String,
+    },
+    /// Reserves an address for a MAC in a network's DHCP server.
+    NetworkReserve {
+        /// The network.
+        name: String,
+        /// The client's MAC.
+        mac: String,
+        /// The address it always gets.
+        ip: String,
+    },
+    /// The leases of a network's DHCP server.
+    NetworkLeases {
+        /// The network.
+        name: String,
+    },
     /// The event log.
     Events {
         /// Only this VM's events.
@@ -63,6 +108,37 @@ pub enum Request {
         #[serde(default)]
         limit: Option<usize>,
     },
+}
+
+/// A new network's settings (absent = default; see docs/network.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkCreate {
+    /// Name.
+    pub name: String,
+    /// Kind.
+    pub kind: netconf::Kind,
+    /// Subnet `A.B.C.D/N` (default: a free 10.77.N.0/24).
+    #[serde(default)]
+    pub subnet: Option<String>,
+    /// DHCP range `A-B`.
+    #[serde(default)]
+    pub range: Option<String>,
+    /// Gateway handed out (default: the host's address, none on internal networks).
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// DNS servers handed out.
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// Lease time in seconds.
+    #[serde(default)]
+    pub lease_s: Option<u32>,
+    /// The host NIC of a bridged network.
+    #[serde(default)]
+    pub uplink: Option<String>,
+    /// No DHCP server.
+    #[serde(default)]
+    pub no_dhcp: bool,
 }
 
 /// What happens to undo disks at the end of a session.
@@ -145,6 +221,17 @@ pub struct CpuInfo {
     pub max: Option<u32>,
 }
 
+/// One NIC as shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicInfo {
+    /// The network.
+    pub network: String,
+    /// The MAC.
+    pub mac: Option<String>,
+    /// The tap while the VM runs.
+    pub tap: Option<String>,
+}
+
 /// One VM as `vine vm list/show --json` print it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VmInfo {
@@ -164,6 +251,9 @@ pub struct VmInfo {
     pub cpu: CpuInfo,
     /// Disk image paths (CD/DVD included), in bus order.
     pub disks: Vec<String>,
+    /// NICs: network and MAC, in order.
+    #[serde(default)]
+    pub nics: Vec<NicInfo>,
     /// Whether undo disks are on.
     pub undo_disks: bool,
     /// The definition file.

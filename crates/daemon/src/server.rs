@@ -20,8 +20,13 @@ use vmm::{Control, VmState};
 use crate::actor::{self, Actor, Ctx, Msg, View};
 use crate::disks::DiskServers;
 use crate::layout::{self, VmPaths};
+use crate::networks::Networks;
+use crate::protocol::NetworkCreate;
 use crate::protocol::{Request, Response, MAX_REQUEST};
 use crate::resources::Resources;
+
+/// How often the daemon checks that every network's DHCP server still runs.
+const NETWORK_WATCH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Where the daemon keeps things and what it runs.
 #[derive(Debug, Clone)]
@@ -89,6 +94,7 @@ impl Daemon {
         let host = host::host_info(&host::LiveHost)?;
         let resources = Resources::new(host.cpus, host.memory_bytes, host.cgroup.clone(), &cfg.cgroup_parent);
         let disks = DiskServers::new(cfg.vine_exe.clone(), layout::disks_dir(&cfg.data_dir));
+        let networks = Networks::open(&cfg.data_dir, cfg.vine_exe.clone(), store.clone())?;
         let ctx = Arc::new(Ctx {
             data: cfg.data_dir.clone(),
             store,
@@ -96,12 +102,31 @@ impl Daemon {
             resources,
             disks,
             qemu: cfg.qemu.clone(),
+            networks,
         });
+        // Networks first: a running VM's taps need their bridges.
+        for p in ctx.networks.restore_all() {
+            ctx.event(None, "error", "network.restore-failed", &p);
+        }
         let d =
             Arc::new(Daemon { ctx, cfg, vms: Mutex::new(BTreeMap::new()), stopping: AtomicBool::new(false) });
         for rec in d.ctx.store.list_vms()? {
             d.adopt(rec);
         }
+        let watcher = Arc::downgrade(&d);
+        std::thread::Builder::new()
+            .name("network-watch".into())
+            .spawn(move || loop {
+                std::thread::sleep(NETWORK_WATCH);
+                let Some(d) = watcher.upgrade() else { return };
+                if d.stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                for m in d.ctx.networks.watch() {
+                    d.ctx.event(None, "warning", "network.dhcp-restarted", &m);
+                }
+            })
+            .expect("threads can be started");
         Ok(d)
     }
 
@@ -279,6 +304,31 @@ impl Daemon {
                 r
             }
             Request::VmSet { name, changes } => self.ask(&name, |reply| Msg::Set { changes, reply }),
+            Request::VmNicAdd { name, network, mac } => {
+                self.ask(&name, |reply| Msg::Nic { change: actor::NicChange::Add { network, mac }, reply })
+            }
+            Request::VmNicRemove { name, index } => {
+                self.ask(&name, |reply| Msg::Nic { change: actor::NicChange::Remove(index), reply })
+            }
+            Request::NetworkCreate(a) => self.network_create(&a),
+            Request::NetworkList => Ok(self.ctx.networks.list()),
+            Request::NetworkShow { name } => self.ctx.networks.show(&name),
+            Request::NetworkDelete { name } => {
+                let r = self.ctx.networks.delete(&name)?;
+                self.ctx.event(None, "info", "network.deleted", &format!("deleted network '{name}'"));
+                Ok(r)
+            }
+            Request::NetworkReserve { name, mac, ip } => {
+                let r = self.ctx.networks.reserve(&name, &mac, &ip)?;
+                self.ctx.event(
+                    None,
+                    "info",
+                    "network.reserved",
+                    &format!("reserved {ip} for {mac} on '{name}'"),
+                );
+                Ok(r)
+            }
+            Request::NetworkLeases { name } => self.ctx.networks.leases(&name),
             Request::VmConsole { name } => {
                 self.view_of(&name)?;
                 let p = VmPaths::new(&self.ctx.data, &name).console;
@@ -303,8 +353,24 @@ impl Daemon {
         }
     }
 
+    fn network_create(&self, a: &NetworkCreate) -> Result<Value, String> {
+        let v = self.ctx.networks.create(a)?;
+        self.ctx.event(
+            None,
+            "info",
+            "network.created",
+            &format!(
+                "created {} network '{}' on bridge {}",
+                a.kind.name(),
+                a.name,
+                v["bridge"].as_str().unwrap_or("")
+            ),
+        );
+        Ok(v)
+    }
+
     fn create(&self, text: &str) -> Result<Value, String> {
-        let def = VmDefinition::parse(text).map_err(|e| format!("definition: {e}"))?;
+        let mut def = VmDefinition::parse(text).map_err(|e| format!("definition: {e}"))?;
         def.validate().map_err(|e| format!("definition: {e}"))?;
         actor::controls_of(&def).validate().map_err(|e| e.to_string())?;
         for (i, d) in def.disks.iter().enumerate() {
@@ -327,12 +393,23 @@ impl Daemon {
         if vms.contains_key(&def.name) {
             return Err(format!("a VM named '{}' already exists", def.name));
         }
+        let vm_name = def.name.clone();
+        self.ctx.networks.claim_nics(&vm_name, &mut def).map_err(|e| {
+            self.ctx.networks.release_nics(&vm_name);
+            format!("definition: {e}")
+        })?;
         let paths = VmPaths::new(&self.ctx.data, &def.name);
-        std::fs::create_dir_all(&paths.dir)
-            .map_err(|e| format!("cannot create {}: {e}", paths.dir.display()))?;
         let canonical = def.to_toml();
-        actor::write_atomic(&paths.definition, &canonical)
-            .map_err(|e| format!("cannot write {}: {e}", paths.definition.display()))?;
+        let written = std::fs::create_dir_all(&paths.dir)
+            .map_err(|e| format!("cannot create {}: {e}", paths.dir.display()))
+            .and_then(|_| {
+                actor::write_atomic(&paths.definition, &canonical)
+                    .map_err(|e| format!("cannot write {}: {e}", paths.definition.display()))
+            });
+        if let Err(e) = written {
+            self.ctx.networks.release_nics(&vm_name);
+            return Err(e);
+        }
         let rec = VmRecord {
             name: def.name.clone(),
             uuid: def.uuid.clone(),
@@ -343,6 +420,7 @@ impl Daemon {
         };
         if let Err(e) = self.ctx.store.create_vm(&rec) {
             let _ = std::fs::remove_dir_all(&paths.dir);
+            self.ctx.networks.release_nics(&def.name);
             return Err(e.to_string());
         }
         let name = def.name.clone();

@@ -117,8 +117,9 @@ impl Throttle {
     }
 }
 
-/// Serves until `stop` is set (checked every 200 ms) or a fatal error.
-pub fn serve(opts: &ServeOptions, stop: &AtomicBool) -> Result<(), ServeError> {
+/// Serves until `stop` is set (checked every 200 ms) or a fatal error; `ready` is called once the
+/// socket is bound and the journal replayed.
+pub fn serve(opts: &ServeOptions, stop: &AtomicBool, ready: &dyn Fn()) -> Result<(), ServeError> {
     let sock_err = |what| {
         let interface = opts.interface.clone();
         move |source| ServeError::Socket { interface, what, source }
@@ -128,6 +129,7 @@ pub fn serve(opts: &ServeOptions, stop: &AtomicBool) -> Result<(), ServeError> {
     let sock = bound_socket(&opts.interface, SERVER_PORT).map_err(sock_err("bind port 67"))?;
     sock.set_read_timeout(Some(WAKE)).map_err(sock_err("set timeout"))?;
     tracing::info!(interface = opts.interface, server = %opts.config.server, "DHCP server ready");
+    ready();
     let mut throttle = Throttle { last: None, suppressed: 0 };
     let mut buf = vec![0u8; 65536];
     let mut replies = Vec::with_capacity(BATCH);

@@ -142,7 +142,7 @@ pub trait Store: Send + Sync {
     /// Unregisters a network; fails with [`StoreError::NoNetwork`] if there is none.
     fn remove_network(&self, name: &str) -> Result<(), StoreError>;
     /// Gives `nic.mac` to `nic.vm`'s NIC `nic.index` (replacing what that NIC held); fails with
-    /// [`StoreError::MacInUse`] when another NIC holds the MAC. Atomic: a MAC is never held twice.
+    /// [`StoreError::MacInUse`] when another VM's NIC holds the MAC (the same VM may move it). Atomic: a MAC is never held twice.
     fn claim_mac(&self, nic: &NicRecord) -> Result<(), StoreError>;
     /// Every NIC holding a MAC, by VM and index.
     fn list_nics(&self) -> Result<Vec<NicRecord>, StoreError>;

@@ -261,10 +261,12 @@ impl Store for SqliteStore {
             .optional()
             .map_err(db("claim MAC"))?;
         if let Some((vm, index)) = holder {
-            if vm != nic.vm || index != nic.index {
+            if vm != nic.vm {
                 return Err(StoreError::MacInUse { mac: nic.mac.clone(), vm, index });
             }
         }
+        // The same VM may move a MAC to another of its NICs (a NIC before it was removed).
+        tx.execute("DELETE FROM nics WHERE mac = ?1", params![nic.mac]).map_err(db("claim MAC"))?;
         tx.execute("DELETE FROM nics WHERE vm = ?1 AND idx = ?2", params![nic.vm, i64::from(nic.index)])
             .map_err(db("claim MAC"))?;
         tx.execute(

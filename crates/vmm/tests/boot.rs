@@ -82,6 +82,7 @@ fn definition_boots_a_guest_from_a_vhd_served_over_nbd() {
         qmp_socket: &qmp_sock,
         console_log: &console,
         disks: &eps,
+        nics: &[],
     };
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(qemu_args(&plan).unwrap());

@@ -4,6 +4,7 @@
 pub mod daemon;
 pub mod disk;
 pub mod host;
+pub mod network;
 pub mod policy;
 pub mod size;
 pub mod vm;
@@ -35,6 +36,9 @@ pub enum Command {
     /// Virtual machines (through the daemon).
     #[command(subcommand)]
     Vm(vm::VmCommand),
+    /// Virtual networks and their DHCP servers (through the daemon).
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
     /// Workload policies and the trace-driven simulator.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -59,6 +63,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Host(cmd) => host::run(cmd),
         Command::Daemon(args) => daemon::run(args),
         Command::Vm(cmd) => vm::run(cmd),
+        Command::Network(cmd) => network::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
     }
 }

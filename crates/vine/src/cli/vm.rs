@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use daemon::protocol::{Changes, ControlOptions, Request, UndoAction, VmInfo};
 use serde_json::Value;
-use vmconfig::{Bus, Disk, KernelBoot, VmDefinition};
+use vmconfig::{Bus, Disk, KernelBoot, Nic, VmDefinition};
 use vmm::Control;
 
 use super::size::parse_size;
@@ -62,6 +62,9 @@ pub enum VmCommand {
         #[arg(long)]
         log: bool,
     },
+    /// Add or remove NICs (the VM must be off).
+    #[command(subcommand)]
+    Nic(NicCommand),
     /// The VM's events.
     Events {
         /// The VM (all VMs when absent).
@@ -69,6 +72,25 @@ pub enum VmCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `vine vm nic …`.
+#[derive(Debug, Subcommand)]
+pub enum NicCommand {
+    /// Plug a new NIC into a network.
+    Add {
+        /// The VM.
+        name: String,
+        /// NETWORK[,mac=MAC].
+        nic: String,
+    },
+    /// Remove a NIC (0 = the first).
+    Remove {
+        /// The VM.
+        name: String,
+        /// Its position.
+        index: usize,
     },
 }
 
@@ -164,6 +186,9 @@ pub struct CreateArgs {
     /// Seconds the guest gets to shut down.
     #[arg(long)]
     pub shutdown_timeout: Option<u32>,
+    /// A NIC: NETWORK[,mac=MAC] (repeatable; vine allocates the MAC when none is given).
+    #[arg(long = "nic")]
+    pub nics: Vec<String>,
     /// Print the new VM as JSON.
     #[arg(long)]
     pub json: bool,
@@ -219,6 +244,20 @@ fn parse_disk(spec: &str) -> anyhow::Result<Disk> {
     Ok(d)
 }
 
+/// Parses `NETWORK[,mac=MAC]`.
+fn parse_nic(spec: &str) -> anyhow::Result<Nic> {
+    let mut parts = spec.split(',');
+    let network = parts.next().filter(|p| !p.is_empty()).context("--nic needs a network")?;
+    let mut n = Nic { network: network.to_string(), mac: None };
+    for opt in parts {
+        match opt.split_once('=') {
+            Some(("mac", m)) => n.mac = Some(m.to_ascii_lowercase()),
+            _ => bail!("--nic {spec}: unknown option {opt:?} (known: mac=MAC)"),
+        }
+    }
+    Ok(n)
+}
+
 fn definition(a: &CreateArgs) -> anyhow::Result<VmDefinition> {
     let mut d = VmDefinition::new(&a.name, a.cpus, a.memory);
     for spec in &a.disks {
@@ -239,6 +278,9 @@ fn definition(a: &CreateArgs) -> anyhow::Result<VmDefinition> {
             initrd: a.initrd.as_deref().map(absolute).transpose()?,
             append: a.append.clone().unwrap_or_default(),
         });
+    }
+    for spec in &a.nics {
+        d.nics.push(parse_nic(spec)?);
     }
     d.undo_disks = a.undo_disks;
     if let Some(w) = a.cpu_weight {
@@ -334,6 +376,14 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
             for d in &i.disks {
                 println!("disk:        {d}");
             }
+            for (n, nic) in i.nics.iter().enumerate() {
+                println!(
+                    "nic {n}:       network {}, mac {}{}",
+                    nic.network,
+                    nic.mac.as_deref().unwrap_or("-"),
+                    nic.tap.as_deref().map(|t| format!(", tap {t}")).unwrap_or_default()
+                );
+            }
             println!("undo disks:  {}", if i.undo_disks { "on" } else { "off" });
             println!("definition:  {}", i.definition_file);
             println!("console log: {}", i.console_log);
@@ -400,6 +450,17 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
             print!("{}", v["log"].as_str().unwrap_or(""));
             Ok(0)
         }
+        VmCommand::Nic(NicCommand::Add { name, nic }) => {
+            let n = parse_nic(&nic)?;
+            let v = call(Request::VmNicAdd { name, network: n.network, mac: n.mac })?;
+            println!("{}", v["message"].as_str().unwrap_or("done"));
+            Ok(0)
+        }
+        VmCommand::Nic(NicCommand::Remove { name, index }) => {
+            let v = call(Request::VmNicRemove { name, index })?;
+            println!("{}", v["message"].as_str().unwrap_or("done"));
+            Ok(0)
+        }
         VmCommand::Events { name, json } => {
             let v = call(Request::Events { vm: name, after: 0, limit: None })?;
             if json {
@@ -431,5 +492,14 @@ mod tests {
         let e = parse_disk("/x.vhd,fast").unwrap_err().to_string();
         assert!(e.contains("unknown option \"fast\""), "{e}");
         assert!(parse_disk(",shared").is_err());
+    }
+
+    #[test]
+    fn nic_specs_parse_and_bad_options_are_named() {
+        let n = parse_nic("lan,mac=0A:56:4E:00:00:01").unwrap();
+        assert_eq!((n.network.as_str(), n.mac.as_deref()), ("lan", Some("0a:56:4e:00:00:01")));
+        assert_eq!(parse_nic("dmz").unwrap().mac, None);
+        let e = parse_nic("lan,fast").unwrap_err().to_string();
+        assert!(e.contains("unknown option \"fast\""), "{e}");
     }
 }
