@@ -1,5 +1,6 @@
 //! The nftables ruleset of one network: isolation (nothing is routed into or out of a network
-//! except what its kind allows), the host's own firewall for internal networks (only DHCP reaches
+//! except what its kind allows; traffic within it always passes, also when `br_netfilter` sends
+//! bridged frames through the forward hook), the host's own firewall for internal networks (only DHCP reaches
 //! the host) and masquerading for NAT networks. One table per network (`inet vine_<bridge>`),
 //! replaced atomically by one `nft -f -` transaction and deleted with the network.
 
@@ -20,6 +21,8 @@ pub fn ruleset(kind: Kind, bridge: &str, subnet: Option<(Ipv4Addr, u8)>) -> Stri
     let b = bridge;
     let mut s = format!("table inet {t} {{}}\ndelete table inet {t}\ntable inet {t} {{\n");
     s.push_str("  chain forward {\n    type filter hook forward priority filter; policy accept;\n");
+    // Within the network: with br_netfilter loaded, bridged frames pass this hook too.
+    s.push_str(&format!("    iifname \"{b}\" oifname \"{b}\" accept\n"));
     match (kind, subnet) {
         (Kind::Nat, Some((net, prefix))) => {
             s.push_str(&format!("    iifname \"{b}\" ip saddr {net}/{prefix} accept\n"));
@@ -97,6 +100,8 @@ mod tests {
         assert!(s.contains("iifname \"vb1\" drop\n    oifname \"vb1\" drop"), "{s}");
         assert!(s.contains("iifname \"vb1\" udp dport 67 accept\n    iifname \"vb1\" drop"), "{s}");
         assert!(!s.contains("masquerade"), "{s}");
+        let within = s.find("iifname \"vb1\" oifname \"vb1\" accept").expect("intra-network traffic passes");
+        assert!(within < s.find("iifname \"vb1\" drop").unwrap(), "{s}");
     }
 
     #[test]
