@@ -295,6 +295,28 @@ mod tests {
     }
 
     #[test]
+    fn network_requests_round_trip_and_unknown_fields_are_refused() {
+        let text =
+            r#"{"op":"network-create","name":"lan","kind":"nat","subnet":"10.1.2.0/24","dns":["10.1.2.1"]}"#;
+        let r: Request = serde_json::from_str(text).unwrap();
+        let Request::NetworkCreate(c) = &r else { panic!("{r:?}") };
+        assert_eq!(
+            (c.kind, c.subnet.as_deref(), c.no_dhcp),
+            (netconf::Kind::Nat, Some("10.1.2.0/24"), false)
+        );
+        assert_eq!(serde_json::from_str::<Request>(&serde_json::to_string(&r).unwrap()).unwrap(), r);
+        let e =
+            serde_json::from_str::<Request>(r#"{"op":"network-create","name":"x","kind":"nat","vlan":3}"#)
+                .unwrap_err();
+        assert!(e.to_string().contains("unknown field `vlan`"), "{e}");
+        let e = serde_json::from_str::<Request>(r#"{"op":"network-create","name":"x","kind":"wifi"}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown variant `wifi`"), "{e}");
+        let r = Request::VmNicRemove { name: "web1".into(), index: 2 };
+        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"op":"vm-nic-remove","name":"web1","index":2}"#);
+    }
+
+    #[test]
     fn responses_carry_either_a_result_or_an_error() {
         assert_eq!(
             serde_json::to_string(&Response::ok(serde_json::json!([1]))).unwrap(),

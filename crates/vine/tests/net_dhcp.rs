@@ -508,3 +508,80 @@ fn every_nic_gets_its_own_mac_and_collisions_are_refused() {
     h.ok(&["vm", "delete", "v5"]);
     h.ok(&["network", "delete", "lan"]);
 }
+
+#[test]
+fn a_client_that_finds_its_offer_in_use_declines_it_and_inform_gets_configuration() {
+    use dhcp::packet::{opt, MessageType, Packet, RawOption, BOOTREQUEST, HTYPE_ETHERNET};
+    let h = VmHost::start();
+    let (subnet, p) = unique_subnet();
+    let a = |n: u8| Ipv4Addr::new(p[0], p[1], p[2], n);
+    let range = format!("{}-{}", a(20), a(29));
+    let net =
+        network(&h, "lan", "host", &["--subnet", &subnet, "--range", &range, "--dns", &a(53).to_string()]);
+    let br = net["bridge"].as_str().unwrap().to_string();
+    // A machine vine does not know already uses the first address of the range.
+    let squatter = NetNs::on_bridge(&br, None);
+    let st =
+        squatter.cmd("ip").args(["addr", "add", &format!("{}/24", a(20)), "dev", &squatter.ns_if]).status();
+    assert!(st.unwrap().success());
+    // udhcpc -a checks its offer with ARP, finds it taken, DECLINEs and asks again.
+    let dir = tempfile::tempdir().unwrap();
+    let ns = NetNs::on_bridge(&br, None);
+    let out = dir.path().join("decline.out");
+    let script = udhcpc_script(dir.path(), &out);
+    let o = ns
+        .cmd("busybox")
+        .args([
+            "udhcpc", "-i", &ns.ns_if, "-f", "-q", "-n", "-a", "-t", "10", "-T", "1", "-A", "1", "-s",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let bound = text.lines().find(|l| l.starts_with("bound")).unwrap_or_else(|| {
+        panic!("no lease: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    });
+    let got = ip(&vars(bound));
+    assert_ne!(got, a(20), "the address in use was handed out");
+    let l = leases(&h, "lan");
+    let d = l.iter().find(|x| x["ip"] == a(20).to_string()).expect("the declined address is recorded");
+    assert_eq!(d["state"], "declined", "{l:?}");
+    assert_eq!(d["mac"].as_str().unwrap(), ns.mac());
+
+    // INFORM from a configured client: an ACK with the options and no lease, sent to it.
+    let (reply, from) = squatter.within(|| {
+        let sock = std::net::UdpSocket::bind((a(20), 68)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut chaddr = [0u8; 16];
+        chaddr[..6].copy_from_slice(&[0x0a, 0x77, 0, 0, 0, 1]);
+        let inform = Packet {
+            op: BOOTREQUEST,
+            htype: HTYPE_ETHERNET,
+            hlen: 6,
+            hops: 0,
+            xid: 0x1f0f,
+            secs: 0,
+            flags: 0,
+            ciaddr: a(20),
+            yiaddr: Ipv4Addr::UNSPECIFIED,
+            siaddr: Ipv4Addr::UNSPECIFIED,
+            giaddr: Ipv4Addr::UNSPECIFIED,
+            chaddr,
+            options: vec![RawOption {
+                code: opt::MESSAGE_TYPE,
+                data: vec![MessageType::Inform.code()],
+                offset: 0,
+            }],
+        };
+        sock.send_to(&inform.encode(), (a(1), 67)).unwrap();
+        let mut b = [0u8; 1500];
+        let (n, from) = sock.recv_from(&mut b).unwrap();
+        (Packet::decode(&b[..n]).unwrap(), from)
+    });
+    assert_eq!(from.ip(), std::net::IpAddr::V4(a(1)));
+    assert_eq!(reply.message_type().unwrap(), Some(MessageType::Ack));
+    assert_eq!((reply.xid, reply.yiaddr), (0x1f0f, Ipv4Addr::UNSPECIFIED));
+    assert_eq!(reply.option(opt::DNS).unwrap().data, a(53).octets().to_vec());
+    assert!(reply.option(opt::LEASE_TIME).is_none());
+    assert!(!leases(&h, "lan").iter().any(|x| x["ip"] == a(20).to_string() && x["state"] == "bound"));
+}
