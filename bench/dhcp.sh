@@ -9,7 +9,8 @@
 # Both servers start with an empty lease file each round, answer with broadcasts (the clients
 # set the broadcast flag), and write their lease file; vine syncs its journal (fdatasync) before
 # the replies of each batch leave. dnsmasq runs with --no-ping (vine does no ping check either)
-# and --dhcp-authoritative. Only the bridge, namespace and veth this script creates are used.
+# and --dhcp-authoritative. A third row runs dnsmasq with --leasefile-ro (no lease file at all: not
+# durable, a reference for its protocol path alone). Only the bridge, namespace and veth this script creates are used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENTS=${CLIENTS:-2000}
@@ -17,7 +18,8 @@ WINDOW=${WINDOW:-64}
 ROUNDS=${ROUNDS:-3}
 command -v dnsmasq >/dev/null || { echo "dhcp.sh: dnsmasq is not installed (scripts/setup.sh)" >&2; exit 1; }
 
-cargo build --release --quiet -p vine -p dhcp --example dhcp_load
+cargo build --release --quiet -p vine
+cargo build --release --quiet -p dhcp --example dhcp_load
 VINE=target/release/vine
 LOAD=target/release/examples/dhcp_load
 
@@ -70,20 +72,22 @@ run_vine() {
     SERVER_PID=$!
     wait_port67
     ip netns exec "$NS" "$LOAD" "$VN" "$CLIENTS" "$WINDOW"
-    kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
+    kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
 }
 
-run_dnsmasq() {
+run_dnsmasq() { # [--leasefile-ro]: the reference without a lease file
     rm -f "$TMP/dnsmasq.leases"
+    local leasefile=(--dhcp-leasefile="$TMP/dnsmasq.leases")
+    [ "${1:-}" != --leasefile-ro ] || leasefile=(--leasefile-ro)
     dnsmasq --keep-in-foreground --port=0 --interface="$BR" --bind-interfaces --except-interface=lo \
         --dhcp-range=10.250.1.0,10.250.120.255,255.255.0.0,1h --dhcp-option=option:router,10.250.0.1 \
-        --dhcp-option=option:dns-server,10.250.0.1 --dhcp-leasefile="$TMP/dnsmasq.leases" \
+        --dhcp-option=option:dns-server,10.250.0.1 "${leasefile[@]}" \
         --dhcp-authoritative --no-ping --dhcp-lease-max=1000000 --log-facility="$TMP/dnsmasq.log" \
         --pid-file= --conf-file=/dev/null &
     SERVER_PID=$!
     wait_port67
     ip netns exec "$NS" "$LOAD" "$VN" "$CLIENTS" "$WINDOW"
-    kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
+    kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
 }
 
 echo "clients=$CLIENTS window=$WINDOW rounds=$ROUNDS commit=$(git rev-parse --short HEAD) $(date -u +%FT%TZ)"
@@ -92,10 +96,12 @@ echo "dnsmasq: $(dnsmasq --version | head -n1)"
 for r in $(seq 1 "$ROUNDS"); do
     v=$(run_vine); echo "round $r vine    $v"; echo "vine $v" >>"$TMP/results"
     d=$(run_dnsmasq); echo "round $r dnsmasq $d"; echo "dnsmasq $d" >>"$TMP/results"
+    n=$(run_dnsmasq --leasefile-ro); echo "round $r dnsmasq-no-leasefile $n"
+    echo "dnsmasq-ro $n" >>"$TMP/results"
 done
 python3 - "$TMP/results" <<'PY'
 import json, statistics, sys
-rates = {"vine": [], "dnsmasq": []}
+rates = {"vine": [], "dnsmasq": [], "dnsmasq-ro": []}
 for line in open(sys.argv[1]):
     who, js = line.split(" ", 1)
     r = json.loads(js)
@@ -103,5 +109,7 @@ for line in open(sys.argv[1]):
         print(f"{who}: only {r['leases']} of {r['clients']} clients got a lease")
     rates[who].append(r["leases_per_s"])
 v, d = statistics.median(rates["vine"]), statistics.median(rates["dnsmasq"])
+ro = statistics.median(rates["dnsmasq-ro"])
 print(f"median leases/s: vine {v:.0f}, dnsmasq {d:.0f}, vine/dnsmasq = {v / d:.2f}")
+print(f"reference: dnsmasq without a lease file (--leasefile-ro, nothing persisted) {ro:.0f}, vine/that = {v / ro:.2f}")
 PY
