@@ -72,8 +72,7 @@ fn main() {
             sent_at[i as usize] = Instant::now();
             in_flight += 1;
         }
-        loop {
-            let Ok((len, _)) = sock.recv_from(&mut buf) else { break };
+        while let Ok((len, _)) = sock.recv_from(&mut buf) {
             let Ok(p) = Packet::decode(&buf[..len]) else { continue };
             let i = p.xid;
             if i >= n || p.chaddr[..2] != [0x0a, 0x42] {
