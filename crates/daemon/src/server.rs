@@ -218,8 +218,10 @@ impl Daemon {
         let mut writer = writer;
         let mut reader = BufReader::new(s);
         loop {
-            let mut line = String::new();
-            match Read::by_ref(&mut reader).take(MAX_REQUEST as u64 + 1).read_line(&mut line) {
+            // Bytes, not a String: a line that is not UTF-8 is a malformed request, answered
+            // like any other, not a reason to drop the connection.
+            let mut line = Vec::new();
+            match Read::by_ref(&mut reader).take(MAX_REQUEST as u64 + 1).read_until(b'\n', &mut line) {
                 Ok(0) | Err(_) => return,
                 Ok(n) if n > MAX_REQUEST => {
                     let r = Response::err(format!("request longer than {MAX_REQUEST} bytes"));
@@ -228,7 +230,7 @@ impl Daemon {
                 }
                 Ok(_) => {}
             }
-            let resp = match serde_json::from_str::<Request>(&line) {
+            let resp = match serde_json::from_slice::<Request>(&line) {
                 Ok(req) => self.handle(req),
                 Err(e) => Response::err(format!("malformed request: {e}")),
             };
