@@ -1008,6 +1008,9 @@ impl Actor {
         let def = self.view.lock().unwrap_or_else(|p| p.into_inner()).def.clone();
         self.ctx.resources.hold(&self.name, controls_of(&def));
         self.proc = Some(Proc { id, child: None, qmp: None, disks: rec.disks });
+        // The taps outlived the daemon; a bridge re-created since (by this daemon's start)
+        // gets them back.
+        self.ctx.networks.replug(&self.name, &def);
         let status = self.qmp().and_then(|q| q.status().map_err(|e| e.to_string()));
         let s = match (status.as_deref(), recorded) {
             (Ok("running"), _) => VmState::Running,

@@ -5,7 +5,9 @@
 //! Defences: each client (MAC) holds one address — a flood of DISCOVERs from one MAC is offered
 //! the same address again; at most [`MAX_PER_MAC_PER_S`] messages per second per MAC are
 //! answered; a DECLINE quarantines only the decliner's own address and at most
-//! [`MAX_DECLINED_PER_MAC`] of them per MAC, so one client cannot empty the pool for the others.
+//! [`MAX_DECLINED_PER_MAC`] of them per MAC, so one client cannot empty the pool for the others;
+//! when the range is full of offers, the oldest offer is taken back, so clients forging many MACs
+//! cannot starve a client that completes its exchange.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -182,9 +184,21 @@ impl Server {
             !self.reserved.contains_key(&ip) && ip != self.cfg.server && Some(ip) != self.cfg.router
         };
         // Never-used addresses first, so a returning client usually finds its old one.
-        (a..=b).map(Ipv4Addr::from).find(|ip| usable(*ip) && self.leases.get(*ip).is_none()).or_else(|| {
-            (a..=b).map(Ipv4Addr::from).find(|ip| usable(*ip) && self.leases.free_for(*ip, mac, now))
-        })
+        (a..=b)
+            .map(Ipv4Addr::from)
+            .find(|ip| usable(*ip) && self.leases.get(*ip).is_none())
+            .or_else(|| {
+                (a..=b).map(Ipv4Addr::from).find(|ip| usable(*ip) && self.leases.free_for(*ip, mac, now))
+            })
+            .or_else(|| {
+                // Full: an offer is no promise, so the oldest one goes to this client. Clients
+                // forging MACs to hold the pool with offers can then delay others, not starve them.
+                self.leases
+                    .all()
+                    .filter(|l| l.state == LeaseState::Offered && self.cfg.in_range(l.ip) && usable(l.ip))
+                    .min_by_key(|l| l.expires)
+                    .map(|l| l.ip)
+            })
     }
 
     fn discover(&mut self, p: &Packet, mac: Mac, now: u64) -> Result<Reply, Silence> {

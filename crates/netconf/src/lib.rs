@@ -101,10 +101,11 @@ fn network_of(ip: Ipv4Addr, prefix: u8) -> (Ipv4Addr, Ipv4Addr) {
 }
 
 /// Creates (or completes) a network's bridge, address, uplink and rules. Idempotent: run at
-/// creation and again at every daemon start (after a host reboot nothing is left).
-pub fn ensure(plan: &BridgePlan) -> Result<(), NetError> {
+/// creation and again at every daemon start (after a host reboot nothing is left). Returns
+/// whether the bridge itself was created (sockets bound to an earlier one are stale).
+pub fn ensure(plan: &BridgePlan) -> Result<bool, NetError> {
     let mut nl = Netlink::open()?;
-    nl.create_bridge(&plan.bridge, plan.mac)?;
+    let created = nl.create_bridge(&plan.bridge, plan.mac)?;
     if let Some((ip, prefix)) = plan.address {
         let (_, bcast) = network_of(ip, prefix);
         nl.add_address(&plan.bridge, ip, prefix, bcast)?;
@@ -119,7 +120,8 @@ pub fn ensure(plan: &BridgePlan) -> Result<(), NetError> {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .map_err(|e| NetError::io("enable IPv4 forwarding", e))?;
     }
-    nft::apply(plan.kind, &plan.bridge, subnet)
+    nft::apply(plan.kind, &plan.bridge, subnet)?;
+    Ok(created)
 }
 
 /// Removes a network's rules and bridge (and detaches its uplink, which stays as it was).

@@ -35,8 +35,8 @@ fn bridge_tap_veth_and_rules_are_created_and_removed() {
         address: Some((Ipv4Addr::new(10, 251, (id % 250) as u8, 1), 24)),
         uplink: None,
     };
-    netconf::ensure(&plan).unwrap();
-    netconf::ensure(&plan).unwrap(); // idempotent
+    assert!(netconf::ensure(&plan).unwrap(), "the bridge is new");
+    assert!(!netconf::ensure(&plan).unwrap(), "idempotent: the bridge was there");
     assert!(index_of(&br).is_some());
     let mac = std::fs::read_to_string(format!("/sys/class/net/{br}/address")).unwrap();
     assert_eq!(mac.trim(), "0a:56:49:00:00:01");

@@ -46,7 +46,7 @@ fn wait_line(h: &VmHost, vm: &str, line: &str, timeout: Duration) {
 
 #[test]
 fn guests_get_addresses_and_networks_connect_exactly_what_their_kind_allows() {
-    let h = VmHost::start();
+    let mut h = VmHost::start();
     let ip = |p: [u8; 3], n: u8| Ipv4Addr::new(p[0], p[1], p[2], n);
     let (sa, pa) = unique_subnet();
     let (sb, pb) = unique_subnet();
@@ -158,6 +158,36 @@ fn guests_get_addresses_and_networks_connect_exactly_what_their_kind_allows() {
     let leases: Value = serde_json::from_str(&h.ok(&["network", "leases", "natnet", "--json"])).unwrap();
     let n1_mac = h.show("n1")["nics"][0]["mac"].as_str().unwrap().to_string();
     assert!(leases.as_array().unwrap().iter().any(|l| l["mac"] == n1_mac.as_str() && l["state"] == "bound"));
+
+    // kill -9 of the daemon: the guests keep their network (taps, bridge, DHCP server live on).
+    let ok_a1 = format!("VINE-PING {} ok", ip(pa, 11));
+    let dhcp_a = |h: &VmHost| -> u64 {
+        let v: Value = serde_json::from_str(&h.ok(&["network", "show", "lana", "--json"])).unwrap();
+        v["dhcp_pid"].as_u64().unwrap()
+    };
+    let dhcp_before = dhcp_a(&h);
+    h.kill_daemon();
+    let n = count(&h, "a1", &ok_a1);
+    let deadline = Instant::now() + BOOT;
+    while count(&h, "a1", &ok_a1) < n + 3 {
+        assert!(Instant::now() < deadline, "a1 lost its network when the daemon died");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A reboot-like loss of the bridge while the daemon is down: the next daemon re-creates it,
+    // plugs the running VMs' taps back in and restarts the DHCP server on the new bridge.
+    let st = std::process::Command::new("ip").args(["link", "del", &br_a]).status().unwrap();
+    assert!(st.success());
+    std::thread::sleep(Duration::from_secs(3));
+    h.start_daemon();
+    let master = std::fs::read_link(format!("/sys/class/net/{tap}/master")).unwrap();
+    assert_eq!(master.file_name().unwrap().to_string_lossy(), br_a, "the tap is plugged in again");
+    assert_ne!(dhcp_a(&h), dhcp_before, "a new DHCP server serves the new bridge");
+    let n = count(&h, "a1", &ok_a1);
+    let deadline = Instant::now() + BOOT;
+    while count(&h, "a1", &ok_a1) < n + 3 {
+        assert!(Instant::now() < deadline, "a1 and a2 did not reach each other again");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // Turning a VM off removes its tap.
     h.ok(&["vm", "off", "a1"]);

@@ -146,12 +146,24 @@ impl Networks {
         let mut problems = Vec::new();
         let mut nets = self.lock();
         for (name, net) in nets.iter_mut() {
-            if let Err(e) = netconf::ensure(&Self::plan(&net.spec)) {
-                problems.push(format!("network '{name}': {e}"));
-                continue;
-            }
+            let created = match netconf::ensure(&Self::plan(&net.spec)) {
+                Ok(c) => c,
+                Err(e) => {
+                    problems.push(format!("network '{name}': {e}"));
+                    continue;
+                }
+            };
             if net.spec.dhcp.is_some() {
-                match self.adopt_dhcp(name) {
+                let adopted = self.adopt_dhcp(name).and_then(|mut p| {
+                    if created {
+                        // Its socket is bound to the bridge that was lost.
+                        Self::stop_dhcp(&mut p);
+                        None
+                    } else {
+                        Some(p)
+                    }
+                });
+                match adopted {
                     Some(p) => net.dhcp = Some(p),
                     None => match self.start_dhcp(&net.spec) {
                         Ok(p) => net.dhcp = Some(p),

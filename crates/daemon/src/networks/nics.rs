@@ -85,6 +85,31 @@ impl Networks {
         Ok(out)
     }
 
+    /// Plugs the taps of a running VM (found again after a daemon restart) back into their
+    /// bridges: a bridge that was re-created meanwhile has lost them. QEMU holds the taps open,
+    /// so they are only attached, never re-created.
+    pub fn replug(&self, vm: &str, def: &VmDefinition) {
+        for (i, nic) in def.nics.iter().enumerate() {
+            let tap = self.tap_name(vm, i);
+            let Ok(bridge) = self.bridge_of(&nic.network) else { continue };
+            if netconf::index_of(&tap).is_none() {
+                tracing::warn!(
+                    vm,
+                    tap,
+                    "the tap of a running VM is gone; its NIC stays unplugged until the next start"
+                );
+                continue;
+            }
+            let r = netconf::Netlink::open().and_then(|mut nl| {
+                nl.set_master(&tap, &bridge)?;
+                nl.set_up(&tap, true)
+            });
+            if let Err(e) = r {
+                tracing::warn!(vm, tap, error = %e, "cannot plug a running VM's tap into its bridge");
+            }
+        }
+    }
+
     /// Deletes every tap of `vm` (its QEMU is gone).
     pub fn unplug(&self, vm: &str) {
         for i in 0..vmconfig::MAX_NICS {

@@ -175,7 +175,39 @@ fn a_discover_flood_from_one_mac_holds_one_address_and_is_rate_limited() {
     let others: std::collections::BTreeSet<_> = (2..=10).map(|n| dora(&mut s, mac(n), 5001)).collect();
     assert_eq!(others.len(), 9);
     assert!(!others.iter().any(|ip| offered.contains(ip)));
-    assert_eq!(s.handle(&msg(mac(11), MessageType::Discover, 1), 5001).unwrap_err(), Silence::PoolExhausted);
+    // The range is full: the flooder's mere offer is taken back for the next client.
+    let r = s.handle(&msg(mac(11), MessageType::Discover, 1), 5001).unwrap();
+    assert!(offered.contains(&r.packet.yiaddr));
+    // And again for the next one; the client that lost its offer is NAKed when it requests it.
+    let r2 = s.handle(&msg(mac(12), MessageType::Discover, 1), 5001).unwrap();
+    assert_eq!(r2.packet.yiaddr, r.packet.yiaddr);
+    let req = with(
+        with(msg(mac(11), MessageType::Request, 2), opt::REQUESTED_IP, &r.packet.yiaddr.octets()),
+        opt::SERVER_ID,
+        &s.config().server.octets(),
+    );
+    assert_eq!(kind(&s.handle(&req, 5001).unwrap()), MessageType::Nak);
+}
+
+#[test]
+fn offers_to_forged_macs_cannot_starve_a_real_client() {
+    let mut s = server();
+    // Ten forged MACs take every address of the range with offers they never request.
+    for n in 100..110 {
+        assert_eq!(
+            kind(&s.handle(&msg(mac(n), MessageType::Discover, 1), 1000).unwrap()),
+            MessageType::Offer
+        );
+    }
+    // A real client still completes its exchange, with the oldest offer's address.
+    let ip = dora(&mut s, mac(1), 1001);
+    assert_eq!(ip, Ipv4Addr::new(10, 99, 0, 100));
+    // Bound leases are never taken back.
+    for n in 2..=10 {
+        dora(&mut s, mac(n), 1002);
+    }
+    assert_eq!(s.handle(&msg(mac(11), MessageType::Discover, 1), 1003).unwrap_err(), Silence::PoolExhausted);
+    assert_eq!(s.leases().get(ip).unwrap().mac, mac(1));
 }
 
 trait Limited {
