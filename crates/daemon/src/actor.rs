@@ -1081,7 +1081,7 @@ pub fn info(ctx: &Ctx, view: &View) -> VmInfo {
                 NicInfo {
                     network: n.network.clone(),
                     mac: n.mac.clone(),
-                    tap: (view.state.has_process() && netconf::index_of(&tap).is_some()).then_some(tap),
+                    tap: (view.state.has_process() && ctx.networks.link_exists(&tap)).then_some(tap),
                 }
             })
             .collect(),

@@ -94,7 +94,8 @@ impl Daemon {
         let host = host::host_info(&host::LiveHost)?;
         let resources = Resources::new(host.cpus, host.memory_bytes, host.cgroup.clone(), &cfg.cgroup_parent);
         let disks = DiskServers::new(cfg.vine_exe.clone(), layout::disks_dir(&cfg.data_dir));
-        let networks = Networks::open(&cfg.data_dir, cfg.vine_exe.clone(), store.clone())?;
+        let networks =
+            Networks::open(&cfg.data_dir, cfg.vine_exe.clone(), store.clone(), Arc::new(netconf::Live))?;
         let ctx = Arc::new(Ctx {
             data: cfg.data_dir.clone(),
             store,

@@ -1,12 +1,14 @@
 //! The kernel side of vine's virtual networks: a bridge per network, a persistent tap per VM NIC,
 //! veth pairs (tests, benchmarks), the bridge's address, and the network's nftables table
 //! (isolation, NAT). Links are made over rtnetlink ([`netlink`]), taps through `/dev/net/tun`
-//! ([`tap`]), rules with `nft` ([`nft`]). Nothing here shells out to `ip`.
+//! ([`tap`]), rules with `nft` ([`nft`]). Nothing here shells out to `ip`. [`kernel::Kernel`] is
+//! the seam the daemon uses: [`Live`] for real, [`Recording`] in unit tests.
 //!
 //! **Invariant:** vine touches only links it named (bridges `vb…`, taps `vt…`) and tables it
 //! named (`inet vine_…`); a bridged network's uplink is attached to, never reconfigured.
 #![warn(missing_docs)]
 
+pub mod kernel;
 pub mod netlink;
 pub mod nft;
 pub mod tap;
@@ -15,6 +17,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+pub use kernel::{Kernel, Live, Recording};
 pub use netlink::{index_of, Netlink};
 
 /// What a network connects.

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use dhcp::config::{DhcpConfig, Mac, DEFAULT_LEASE_S};
-use netconf::{BridgePlan, Kind};
+use netconf::{BridgePlan, Kernel, Kind};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use store::{NetworkRecord, NicRecord, Store, StoreError};
@@ -76,6 +76,7 @@ pub struct Networks {
     data: PathBuf,
     exe: PathBuf,
     store: Arc<dyn Store>,
+    kernel: Arc<dyn Kernel>,
     nets: Mutex<BTreeMap<String, Net>>,
 }
 
@@ -96,7 +97,12 @@ fn fnv(parts: &[&[u8]]) -> u64 {
 impl Networks {
     /// The networks recorded in `store`; kernel objects and DHCP servers are brought up by
     /// [`Networks::restore_all`].
-    pub fn open(data: &Path, exe: PathBuf, store: Arc<dyn Store>) -> Result<Networks, StoreError> {
+    pub fn open(
+        data: &Path,
+        exe: PathBuf,
+        store: Arc<dyn Store>,
+        kernel: Arc<dyn Kernel>,
+    ) -> Result<Networks, StoreError> {
         let mut nets = BTreeMap::new();
         for r in store.list_networks()? {
             match serde_json::from_str::<NetworkSpec>(&r.spec) {
@@ -106,7 +112,7 @@ impl Networks {
                 Err(e) => tracing::error!(network = r.name, error = %e, "unreadable network record skipped"),
             }
         }
-        Ok(Networks { data: data.to_path_buf(), exe, store, nets: Mutex::new(nets) })
+        Ok(Networks { data: data.to_path_buf(), exe, store, kernel, nets: Mutex::new(nets) })
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Net>> {
@@ -146,7 +152,7 @@ impl Networks {
         let mut problems = Vec::new();
         let mut nets = self.lock();
         for (name, net) in nets.iter_mut() {
-            let created = match netconf::ensure(&Self::plan(&net.spec)) {
+            let created = match self.kernel.ensure(&Self::plan(&net.spec)) {
                 Ok(c) => c,
                 Err(e) => {
                     problems.push(format!("network '{name}': {e}"));
@@ -187,7 +193,7 @@ impl Networks {
                     None => !process::is_alive(p.id),
                 },
             };
-            if dead && net.spec.dhcp.is_some() && netconf::index_of(&net.spec.bridge).is_some() {
+            if dead && net.spec.dhcp.is_some() && self.kernel.link_exists(&net.spec.bridge) {
                 net.dhcp = None;
                 match self.start_dhcp(&net.spec) {
                     Ok(p) => {
@@ -214,40 +220,40 @@ impl Networks {
         };
         self.store.create_network(&rec).map_err(|e| e.to_string())?;
         let undo = |why: String| {
-            let _ = netconf::remove(&spec.bridge);
+            let _ = self.kernel.remove(&spec.bridge);
             let _ = self.store.remove_network(&spec.name);
             let _ = std::fs::remove_dir_all(self.dir(&spec.name));
             why
         };
-        netconf::ensure(&Self::plan(&spec)).map_err(|e| undo(format!("network '{}': {e}", spec.name)))?;
+        self.kernel.ensure(&Self::plan(&spec)).map_err(|e| undo(format!("network '{}': {e}", spec.name)))?;
         let dhcp = match &spec.dhcp {
             Some(_) => {
                 Some(self.start_dhcp(&spec).map_err(|e| undo(format!("network '{}': {e}", spec.name)))?)
             }
             None => None,
         };
-        let v = Self::info(&spec, dhcp.as_ref());
+        let v = self.info(&spec, dhcp.as_ref());
         nets.insert(spec.name.clone(), Net { spec, dhcp });
         Ok(v)
     }
 
-    fn info(spec: &NetworkSpec, dhcp: Option<&DhcpProc>) -> Value {
+    fn info(&self, spec: &NetworkSpec, dhcp: Option<&DhcpProc>) -> Value {
         let mut v = serde_json::to_value(spec).expect("serialises");
         v["dhcp_pid"] = json!(dhcp.map(|p| p.id.pid));
-        v["bridge_present"] = json!(netconf::index_of(&spec.bridge).is_some());
+        v["bridge_present"] = json!(self.kernel.link_exists(&spec.bridge));
         v
     }
 
     /// Every network.
     pub fn list(&self) -> Value {
-        Value::Array(self.lock().values().map(|n| Self::info(&n.spec, n.dhcp.as_ref())).collect())
+        Value::Array(self.lock().values().map(|n| self.info(&n.spec, n.dhcp.as_ref())).collect())
     }
 
     /// One network.
     pub fn show(&self, name: &str) -> Res<Value> {
         let nets = self.lock();
         let n = nets.get(name).ok_or_else(|| format!("no network named '{name}'"))?;
-        Ok(Self::info(&n.spec, n.dhcp.as_ref()))
+        Ok(self.info(&n.spec, n.dhcp.as_ref()))
     }
 
     /// Deletes a network no NIC uses: DHCP server, rules, bridge, files, record.
@@ -271,7 +277,7 @@ impl Networks {
         if let Some(p) = n.dhcp.as_mut() {
             Self::stop_dhcp(p);
         }
-        netconf::remove(&n.spec.bridge).map_err(|e| format!("cannot delete network '{name}': {e}"))?;
+        self.kernel.remove(&n.spec.bridge).map_err(|e| format!("cannot delete network '{name}': {e}"))?;
         self.store.remove_network(name).map_err(|e| e.to_string())?;
         let _ = std::fs::remove_dir_all(self.dir(name));
         nets.remove(name);
@@ -321,6 +327,11 @@ impl Networks {
         Ok(serde_json::to_value(l).expect("serialises"))
     }
 
+    /// Whether a link (a VM's tap) exists.
+    pub fn link_exists(&self, name: &str) -> bool {
+        self.kernel.link_exists(name)
+    }
+
     /// The bridge of a network.
     pub fn bridge_of(&self, network: &str) -> Res<String> {
         self.lock()
@@ -331,12 +342,4 @@ impl Networks {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_prefixes_are_locally_administered_unicast() {
-        assert_eq!(NIC_MAC_PREFIX[0] & 0b11, 0b10);
-        assert_eq!(BRIDGE_MAC_PREFIX[0] & 0b11, 0b10);
-    }
-}
+mod tests;

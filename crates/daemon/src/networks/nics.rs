@@ -76,7 +76,7 @@ impl Networks {
                 self.bridge_of(&nic.network).map_err(|e| format!("field `nic[{i}].network`: {e}"))?;
             let tap = self.tap_name(vm, i);
             let mac = nic.mac.clone().ok_or_else(|| format!("field `nic[{i}].mac`: no MAC allocated"))?;
-            if let Err(e) = netconf::ensure_tap(&tap, &bridge) {
+            if let Err(e) = self.kernel.ensure_tap(&tap, &bridge) {
                 self.unplug(vm);
                 return Err(format!("NIC {i} on network '{}': {e}", nic.network));
             }
@@ -92,7 +92,7 @@ impl Networks {
         for (i, nic) in def.nics.iter().enumerate() {
             let tap = self.tap_name(vm, i);
             let Ok(bridge) = self.bridge_of(&nic.network) else { continue };
-            if netconf::index_of(&tap).is_none() {
+            if !self.kernel.link_exists(&tap) {
                 tracing::warn!(
                     vm,
                     tap,
@@ -100,11 +100,7 @@ impl Networks {
                 );
                 continue;
             }
-            let r = netconf::Netlink::open().and_then(|mut nl| {
-                nl.set_master(&tap, &bridge)?;
-                nl.set_up(&tap, true)
-            });
-            if let Err(e) = r {
+            if let Err(e) = self.kernel.replug(&tap, &bridge) {
                 tracing::warn!(vm, tap, error = %e, "cannot plug a running VM's tap into its bridge");
             }
         }
@@ -114,8 +110,8 @@ impl Networks {
     pub fn unplug(&self, vm: &str) {
         for i in 0..vmconfig::MAX_NICS {
             let tap = self.tap_name(vm, i);
-            if netconf::index_of(&tap).is_some() {
-                if let Err(e) = netconf::remove_tap(&tap) {
+            if self.kernel.link_exists(&tap) {
+                if let Err(e) = self.kernel.remove_tap(&tap) {
                     tracing::warn!(vm, tap, error = %e, "cannot delete a tap");
                 }
             }

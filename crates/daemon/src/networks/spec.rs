@@ -51,7 +51,7 @@ impl Networks {
             let up =
                 a.uplink.clone().ok_or("field `uplink`: a bridged network needs the host NIC to bridge")?;
             netconf::netlink::check_name(&up).map_err(|e| format!("field `uplink`: {e}"))?;
-            if netconf::index_of(&up).is_none() {
+            if !self.kernel.link_exists(&up) {
                 return Err(format!("field `uplink`: the host has no interface {up:?}"));
             }
             if nets.values().any(|n| n.spec.uplink.as_deref() == Some(&up)) {
