@@ -12,7 +12,8 @@
 //! sent, so a server killed at any point restarts with every address it ever promised; offers are
 //! kept in memory only (a client whose offer was lost is NAKed or re-offered, never given an
 //! address someone else holds). On open the journal is replayed — a torn last line is ignored —
-//! and rewritten compacted (temporary file, `fsync`, `rename`).
+//! and rewritten compacted (temporary file, `fsync`, `rename`); it is compacted the same way
+//! whenever renewals have made it much longer than the table.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -81,6 +82,33 @@ struct Journal {
     path: PathBuf,
     file: File,
     pending: Vec<u8>,
+    /// Lines in the file.
+    lines: usize,
+}
+
+/// The journal is rewritten compacted when it holds more than this many lines and more than
+/// [`COMPACT_FACTOR`] times the records in the table (renewals append a line each).
+pub const COMPACT_MIN_LINES: usize = 4096;
+/// See [`COMPACT_MIN_LINES`].
+pub const COMPACT_FACTOR: usize = 4;
+
+/// Writes `text` to `path` atomically and durably (temporary file, sync, rename, sync the
+/// directory).
+fn replace_file(path: &Path, text: &str) -> Result<(), LeaseError> {
+    let io = |what| move |source| LeaseError::Io { path: path.to_path_buf(), what, source };
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp).map_err(io("create"))?;
+        f.write_all(text.as_bytes()).map_err(io("write"))?;
+        f.sync_all().map_err(io("sync"))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io("rename"))?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
 }
 
 /// The lease table of one network.
@@ -138,25 +166,24 @@ impl LeaseTable {
         for l in read_journal(path)? {
             t.put(l);
         }
-        let tmp = path.with_extension("tmp");
+        let (text, lines) = t.compacted();
+        replace_file(path, &text)?;
+        let file = File::options().append(true).open(path).map_err(io("open"))?;
+        t.journal = Some(Journal { path: path.to_path_buf(), file, pending: Vec::new(), lines });
+        Ok(t)
+    }
+
+    /// The journal's text for the table as it is (offers left out) and its line count.
+    fn compacted(&self) -> (String, usize) {
         let mut text = String::new();
-        for l in t.by_ip.values() {
-            text.extend(line(l));
-        }
-        {
-            let mut f = File::create(&tmp).map_err(io("create"))?;
-            f.write_all(text.as_bytes()).map_err(io("write"))?;
-            f.sync_all().map_err(io("sync"))?;
-        }
-        std::fs::rename(&tmp, path).map_err(io("rename"))?;
-        if let Some(dir) = path.parent() {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
+        let mut n = 0;
+        for l in self.by_ip.values() {
+            if let Some(x) = line(l) {
+                text.push_str(&x);
+                n += 1;
             }
         }
-        let file = File::options().append(true).open(path).map_err(io("open"))?;
-        t.journal = Some(Journal { path: path.to_path_buf(), file, pending: Vec::new() });
-        Ok(t)
+        (text, n)
     }
 
     fn put(&mut self, l: Lease) {
@@ -203,7 +230,26 @@ impl LeaseTable {
         let io = |what| move |source| LeaseError::Io { path, what, source };
         j.file.write_all(&j.pending).map_err(io("append"))?;
         j.file.sync_data().map_err(|source| LeaseError::Io { path: j.path.clone(), what: "sync", source })?;
+        j.lines += j.pending.iter().filter(|b| **b == b'\n').count();
         j.pending.clear();
+        if j.lines > COMPACT_MIN_LINES.max(COMPACT_FACTOR * self.by_ip.len()) {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the journal with one line per record (atomically: a crash leaves the old
+    /// journal or the new one, both complete).
+    pub fn compact(&mut self) -> Result<(), LeaseError> {
+        let (text, lines) = self.compacted();
+        let Some(j) = self.journal.as_mut() else { return Ok(()) };
+        replace_file(&j.path, &text)?;
+        j.file = File::options().append(true).open(&j.path).map_err(|source| LeaseError::Io {
+            path: j.path.clone(),
+            what: "open",
+            source,
+        })?;
+        j.lines = lines;
         Ok(())
     }
 
@@ -294,6 +340,22 @@ mod tests {
         assert_eq!(t.declined_by(mac(3), 100), 1);
         // Compacted: one line per address.
         assert_eq!(std::fs::read_to_string(&p).unwrap().lines().count(), 3);
+    }
+
+    #[test]
+    fn renewals_do_not_grow_the_journal_without_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("leases");
+        let mut t = LeaseTable::open(&p).unwrap();
+        for round in 0..(COMPACT_MIN_LINES as u64 + 500) {
+            t.record(Lease { ip: ip(6), mac: mac(2), state: LeaseState::Bound, expires: 5000 + round });
+            t.commit().unwrap();
+        }
+        let lines = std::fs::read_to_string(&p).unwrap().lines().count();
+        assert!(lines <= COMPACT_MIN_LINES, "{lines} lines for one lease");
+        drop(t);
+        let t = LeaseTable::open(&p).unwrap();
+        assert_eq!(t.get(ip(6)).unwrap().expires, 5000 + COMPACT_MIN_LINES as u64 + 499);
     }
 
     #[test]
