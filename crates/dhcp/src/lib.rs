@@ -9,6 +9,7 @@
 //! * [`server`]: the protocol state machine (DISCOVER/OFFER/REQUEST/ACK/NAK/RELEASE/DECLINE/INFORM,
 //!   renewing, rebinding), pure: a packet and the time in, a reply out.
 //! * [`serve`]: the socket loop bound to one bridge (UDP port 67, `SO_BINDTODEVICE`).
+//! * [`load`]: a load generator of simulated clients (benchmark, crash tests).
 //!
 //! **Invariant:** an address is bound to at most one client at a time, across restarts; a client
 //! (one MAC) holds at most one address and a bounded number of quarantined (declined) ones, so
@@ -17,6 +18,7 @@
 
 pub mod config;
 pub mod leases;
+pub mod load;
 pub mod packet;
 pub mod serve;
 pub mod server;

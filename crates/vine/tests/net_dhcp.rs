@@ -585,3 +585,84 @@ fn a_client_that_finds_its_offer_in_use_declines_it_and_inform_gets_configuratio
     assert!(reply.option(opt::LEASE_TIME).is_none());
     assert!(!leases(&h, "lan").iter().any(|x| x["ip"] == a(20).to_string() && x["state"] == "bound"));
 }
+
+#[test]
+fn killing_the_dhcp_server_under_load_never_binds_one_address_to_two_clients() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+    let h = VmHost::start();
+    let (subnet, p) = unique_subnet();
+    let a = |n: u8| Ipv4Addr::new(p[0], p[1], p[2], n);
+    let range = format!("{}-{}", a(10), a(250));
+    let net = network(&h, "lan", "internal", &["--subnet", &subnet, "--range", &range]);
+    let br = net["bridge"].as_str().unwrap().to_string();
+    let ns = NetNs::on_bridge(&br, None);
+    let clients = 240;
+    // The killer: whenever a (new) server runs, kill -9 it a few milliseconds later; the daemon
+    // starts another; the clients retry.
+    let done = Arc::new(AtomicBool::new(false));
+    let kills: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let killer = {
+        let (done, kills) = (done.clone(), kills.clone());
+        let sock = h.socket.clone();
+        let vine = env!("CARGO_BIN_EXE_vine");
+        std::thread::spawn(move || {
+            let mut last = 0u64;
+            let mut seed = std::process::id();
+            while !done.load(Ordering::SeqCst) && kills.lock().unwrap().len() < 4 {
+                let out = std::process::Command::new(vine)
+                    .env("VINE_SOCKET", &sock)
+                    .args(["network", "show", "lan", "--json"])
+                    .output()
+                    .unwrap();
+                let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+                let pid = v["dhcp_pid"].as_u64().unwrap_or(0);
+                if pid != 0 && pid != last && vmhost::alive(pid as u32) {
+                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    std::thread::sleep(Duration::from_millis(5 + u64::from(seed >> 16) % 30));
+                    // SAFETY: SIGKILL to the DHCP server this test's daemon started.
+                    unsafe {
+                        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                    }
+                    kills.lock().unwrap().push(Instant::now());
+                    last = pid;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let t0 = Instant::now();
+    let r = ns.within(|| dhcp::load::run(&ns.ns_if, clients, 4, Duration::from_secs(90)).unwrap());
+    done.store(true, Ordering::SeqCst);
+    killer.join().unwrap();
+    let kills = kills.lock().unwrap().clone();
+    assert_eq!(r.leases, clients, "every client gets a lease in the end ({} retries)", r.retries);
+    let last_ack = t0 + r.acks.iter().map(|x| x.2).max().unwrap();
+    let mid_run = kills.iter().filter(|k| **k < last_ack).count();
+    assert!(
+        mid_run >= 2,
+        "only {mid_run} of {} kills hit the run; it was too quick to test anything",
+        kills.len()
+    );
+    // No address was ever ACKed to two clients, and every ACK is in the journal.
+    let mut by_ip: HashMap<Ipv4Addr, dhcp::Mac> = HashMap::new();
+    for (mac, ip, _) in &r.acks {
+        if let Some(prev) = by_ip.insert(*ip, *mac) {
+            assert_eq!(prev, *mac, "{ip} was ACKed to {prev} and to {mac}");
+        }
+    }
+    eventually("a server runs again", Duration::from_secs(20), || {
+        dhcp_pid(&h, "lan").is_some_and(vmhost::alive)
+    });
+    let recorded = leases(&h, "lan");
+    for (mac, ip, _) in &r.acks {
+        assert!(
+            recorded
+                .iter()
+                .any(|l| l["ip"] == ip.to_string() && l["mac"] == mac.to_string() && l["state"] == "bound"),
+            "{mac} was ACKed {ip} but the journal does not have it"
+        );
+    }
+    eprintln!("{} leases, {} retries, {} kills ({mid_run} during the run)", r.leases, r.retries, kills.len());
+}
