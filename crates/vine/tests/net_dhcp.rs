@@ -666,3 +666,58 @@ fn killing_the_dhcp_server_under_load_never_binds_one_address_to_two_clients() {
     }
     eprintln!("{} leases, {} retries, {} kills ({mid_run} during the run)", r.leases, r.retries, kills.len());
 }
+
+#[test]
+fn a_client_that_cannot_renew_rebinds_by_broadcast_before_its_lease_ends() {
+    let h = VmHost::start();
+    let (subnet, p) = unique_subnet();
+    let server = Ipv4Addr::new(p[0], p[1], p[2], 1);
+    // The shortest lease vine hands out: renewal (T1) after 30 s.
+    let net = network(&h, "lan", "host", &["--subnet", &subnet, "--lease", "60s"]);
+    let br = net["bridge"].as_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let ns = NetNs::on_bridge(&br, None);
+    let out = dir.path().join("rebind.out");
+    let script = udhcpc_script(dir.path(), &out);
+    /// Kills the client this test started, also when the test fails.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _udhcpc = Kill(
+        ns.cmd("busybox")
+            .args(["udhcpc", "-i", &ns.ns_if, "-f", "-t", "10", "-T", "1", "-s", &script])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let events = || std::fs::read_to_string(&out).unwrap_or_default();
+    eventually("udhcpc is bound", Duration::from_secs(20), || events().contains("bound"));
+    let got = ip(&vars(events().lines().find(|l| l.starts_with("bound")).unwrap()));
+    let expires = |h: &VmHost| -> u64 {
+        leases(h, "lan").iter().find(|l| l["ip"] == got.to_string()).unwrap()["expires"].as_u64().unwrap()
+    };
+    let first = expires(&h);
+    // Unicast to the server (RENEWING) is dropped inside the client's namespace; broadcasts
+    // (REBINDING goes out on a raw socket) are not.
+    let rule = format!(
+        "table inet blockrenew {{\n chain out {{\n  type filter hook output priority 0;\n  ip daddr {server} udp dport 67 counter drop\n }}\n}}\n"
+    );
+    let mut nft = ns.cmd("nft").args(["-f", "-"]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut nft.stdin.take().unwrap(), rule.as_bytes()).unwrap();
+    assert!(nft.wait().unwrap().success());
+    eventually("the lease is extended by rebinding", Duration::from_secs(75), || events().contains("renew"));
+    let dropped = ns.cmd("nft").args(["list", "table", "inet", "blockrenew"]).output().unwrap();
+    let dropped = String::from_utf8_lossy(&dropped.stdout).to_string();
+    assert!(!dropped.contains("packets 0 "), "no renewal was attempted by unicast: {dropped}");
+    let line = events().lines().find(|l| l.starts_with("renew")).unwrap().to_string();
+    assert_eq!(ip(&vars(&line)), got);
+    let second = expires(&h);
+    // busybox rebinds after three unanswered unicast renewals (1 s apart with -T 1), so a little
+    // after T1 (30 s): the lease now ends about 60 s after that.
+    assert!(second >= first + 25, "the lease was extended by rebinding: {first} -> {second}");
+}
