@@ -22,6 +22,8 @@ pub trait Kernel: Send + Sync {
     fn remove_tap(&self, tap: &str) -> Result<(), NetError>;
     /// Whether a link of that name exists.
     fn link_exists(&self, name: &str) -> bool;
+    /// The IPv4 addresses a link holds.
+    fn ipv4_addresses(&self, name: &str) -> Vec<std::net::Ipv4Addr>;
 }
 
 /// The real kernel.
@@ -49,6 +51,9 @@ impl Kernel for Live {
     fn link_exists(&self, name: &str) -> bool {
         crate::index_of(name).is_some()
     }
+    fn ipv4_addresses(&self, name: &str) -> Vec<std::net::Ipv4Addr> {
+        crate::netlink::ipv4_addresses(name)
+    }
 }
 
 /// A fake kernel: records every call (`"ensure vb1"`, `"tap vt1 vb1"`, …) and keeps the links
@@ -57,6 +62,8 @@ impl Kernel for Live {
 pub struct Recording {
     /// Calls, in order.
     pub calls: Mutex<Vec<String>>,
+    /// Addresses of links (host NICs).
+    pub addresses: Mutex<BTreeMap<String, Vec<std::net::Ipv4Addr>>>,
     /// Links that exist.
     pub links: Mutex<BTreeMap<String, String>>,
 }
@@ -138,5 +145,8 @@ impl Kernel for Recording {
     }
     fn link_exists(&self, name: &str) -> bool {
         self.links().contains_key(name)
+    }
+    fn ipv4_addresses(&self, name: &str) -> Vec<std::net::Ipv4Addr> {
+        self.addresses.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned().unwrap_or_default()
     }
 }

@@ -183,6 +183,36 @@ pub fn index_of(name: &str) -> Option<u32> {
     (i != 0).then_some(i)
 }
 
+/// The IPv4 addresses of interface `name` (none if it has none or does not exist).
+pub fn ipv4_addresses(name: &str) -> Vec<Ipv4Addr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        let ifname = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+        if !ifa.ifa_addr.is_null() && ifname.to_bytes() == name.as_bytes() {
+            // SAFETY: ifa_addr points to a sockaddr whose family says which struct it is.
+            let family = unsafe { (*ifa.ifa_addr).sa_family };
+            if i32::from(family) == libc::AF_INET {
+                // SAFETY: the family is AF_INET, so this is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                out.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
 /// An open NETLINK_ROUTE socket.
 pub struct Netlink {
     fd: std::os::fd::OwnedFd,
@@ -371,6 +401,12 @@ mod tests {
         assert_eq!(a + linkinfo, m.len());
         // The peer's name is the last attribute: "bb\0".
         assert_eq!(&m[m.len() - 8..m.len() - 1], &[7, 0, 3, 0, b'b', b'b', 0]);
+    }
+
+    #[test]
+    fn loopback_has_its_address() {
+        assert!(ipv4_addresses("lo").contains(&Ipv4Addr::LOCALHOST));
+        assert!(ipv4_addresses("no-such-link").is_empty());
     }
 
     #[test]

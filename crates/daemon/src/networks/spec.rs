@@ -54,6 +54,14 @@ impl Networks {
             if !self.kernel.link_exists(&up) {
                 return Err(format!("field `uplink`: the host has no interface {up:?}"));
             }
+            let held = self.kernel.ipv4_addresses(&up);
+            if !held.is_empty() {
+                let list = held.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
+                return Err(format!(
+                    "field `uplink`: {up} has the host's address(es) {list}; a bridge port cannot keep them, so \
+                     bridging it would cut the host off that network (move them to another NIC first)"
+                ));
+            }
             if nets.values().any(|n| n.spec.uplink.as_deref() == Some(&up)) {
                 return Err(format!("field `uplink`: {up} is already bridged by another network"));
             }

@@ -96,6 +96,10 @@ fn a_bridged_network_takes_an_existing_uplink_no_other_network_holds() {
     r.uplink = Some("eth9".into());
     assert!(n.create(&r).unwrap_err().contains("has no interface"));
     k.add_link("eth9");
+    k.addresses.lock().unwrap().insert("eth9".into(), vec![Ipv4Addr::new(192, 0, 2, 7)]);
+    let e = n.create(&r).unwrap_err();
+    assert!(e.contains("eth9 has the host's address(es) 192.0.2.7"), "{e}");
+    k.addresses.lock().unwrap().clear();
     let v = n.create(&r).unwrap();
     assert_eq!(k.master("eth9").as_deref(), v["bridge"].as_str());
     assert_eq!(v["dhcp"], Value::Null);
