@@ -161,6 +161,12 @@ fn udhcpc_and_dhclient_get_leases_renew_release_and_reservations() {
     let l = leases(&h, "lan");
     let bound: Vec<&Value> = l.iter().filter(|x| x["state"] == "bound").collect();
     assert_eq!(bound.len(), 2, "{l:?}");
+    // The text forms say the same.
+    let list = h.ok(&["network", "list"]);
+    assert!(list.contains("lan") && list.contains("host") && list.contains(&br), "{list}");
+    let text = h.ok(&["network", "leases", "lan"]);
+    assert!(text.contains(&format!("{ip1} ")) && text.contains(&format!("{ip2} ")), "{text}");
+    assert!(text.contains(&ns2.mac()) && text.contains("bound"), "{text}");
 
     // dhclient again with its lease file: INIT-REBOOT (REQUEST of the remembered address).
     let _ = dhclient(&["-x"]); // stop the first one without releasing
