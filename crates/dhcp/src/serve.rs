@@ -32,6 +32,8 @@ pub struct ServeOptions {
     pub config: DhcpConfig,
     /// The lease journal.
     pub leases: PathBuf,
+    /// Where the counters are written (JSON, atomically, at most once a second when they change).
+    pub stats: Option<PathBuf>,
 }
 
 /// Errors that end the server.
@@ -117,6 +119,14 @@ impl Throttle {
     }
 }
 
+fn write_stats(path: &std::path::Path, s: &crate::server::Stats) {
+    let tmp = path.with_extension("tmp");
+    let text = serde_json::to_string(s).expect("counters serialise");
+    if let Err(e) = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the DHCP counters");
+    }
+}
+
 /// Serves until `stop` is set (checked every 200 ms) or a fatal error; `ready` is called once the
 /// socket is bound and the journal replayed.
 pub fn serve(opts: &ServeOptions, stop: &AtomicBool, ready: &dyn Fn()) -> Result<(), ServeError> {
@@ -133,6 +143,11 @@ pub fn serve(opts: &ServeOptions, stop: &AtomicBool, ready: &dyn Fn()) -> Result
     let mut throttle = Throttle { last: None, suppressed: 0 };
     let mut buf = vec![0u8; 65536];
     let mut replies = Vec::with_capacity(BATCH);
+    let mut written = crate::server::Stats::default();
+    let mut last_stats = Instant::now();
+    if let Some(path) = &opts.stats {
+        write_stats(path, &written);
+    }
     while !stop.load(Ordering::Relaxed) {
         let mut first = true;
         replies.clear();
@@ -158,6 +173,7 @@ pub fn serve(opts: &ServeOptions, stop: &AtomicBool, ready: &dyn Fn()) -> Result
             let p = match Packet::decode(&buf[..n]) {
                 Ok(p) => p,
                 Err(e) => {
+                    server.stats().malformed += 1;
                     throttle.warn(|| format!("malformed DHCP message ignored: {e}"));
                     continue;
                 }
@@ -170,6 +186,13 @@ pub fn serve(opts: &ServeOptions, stop: &AtomicBool, ready: &dyn Fn()) -> Result
                     throttle.warn(|| format!("DHCP pool of {} exhausted", opts.interface))
                 }
                 Err(_) => {}
+            }
+        }
+        if let Some(path) = &opts.stats {
+            if last_stats.elapsed() >= Duration::from_secs(1) && *server.stats() != written {
+                written = server.stats().clone();
+                last_stats = Instant::now();
+                write_stats(path, &written);
             }
         }
         if replies.is_empty() && !server.leases().has_pending() {

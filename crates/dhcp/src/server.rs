@@ -72,13 +72,42 @@ pub struct Server {
     leases: LeaseTable,
     reserved: HashMap<Ipv4Addr, Mac>,
     rate: HashMap<Mac, (u64, u32)>,
+    stats: Stats,
+}
+
+/// Counters of what the server saw and answered since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Messages received that decoded.
+    pub received: u64,
+    /// Messages that did not decode (counted by the socket loop).
+    pub malformed: u64,
+    /// OFFERs sent.
+    pub offers: u64,
+    /// ACKs sent (bindings and INFORM answers).
+    pub acks: u64,
+    /// NAKs sent.
+    pub naks: u64,
+    /// RELEASEs honoured.
+    pub releases: u64,
+    /// DECLINEs that quarantined an address.
+    pub declines: u64,
+    /// Messages dropped by the per-client rate limit.
+    pub rate_limited: u64,
+    /// DISCOVERs left unanswered for want of an address.
+    pub pool_exhausted: u64,
 }
 
 impl Server {
     /// A server for `cfg` over `leases`.
     pub fn new(cfg: DhcpConfig, leases: LeaseTable) -> Server {
         let reserved = cfg.reservations.iter().map(|(m, a)| (*a, *m)).collect();
-        Server { cfg, leases, reserved, rate: HashMap::new() }
+        Server { cfg, leases, reserved, rate: HashMap::new(), stats: Stats::default() }
+    }
+
+    /// The counters.
+    pub fn stats(&mut self) -> &mut Stats {
+        &mut self.stats
     }
 
     /// The configuration.
@@ -93,6 +122,23 @@ impl Server {
 
     /// Answers one message received at `now` (Unix seconds).
     pub fn handle(&mut self, p: &Packet, now: u64) -> Result<Reply, Silence> {
+        self.stats.received += 1;
+        let r = self.answer(p, now);
+        match &r {
+            Ok(reply) => match reply.packet.message_type() {
+                Ok(Some(MessageType::Offer)) => self.stats.offers += 1,
+                Ok(Some(MessageType::Ack)) => self.stats.acks += 1,
+                Ok(Some(MessageType::Nak)) => self.stats.naks += 1,
+                _ => {}
+            },
+            Err(Silence::RateLimited) => self.stats.rate_limited += 1,
+            Err(Silence::PoolExhausted) => self.stats.pool_exhausted += 1,
+            Err(_) => {}
+        }
+        r
+    }
+
+    fn answer(&mut self, p: &Packet, now: u64) -> Result<Reply, Silence> {
         if p.op != BOOTREQUEST {
             return Err(Silence::NotARequest);
         }
@@ -113,6 +159,7 @@ impl Server {
                             state: LeaseState::Released,
                             expires: 0,
                         });
+                        self.stats.releases += 1;
                     }
                 }
                 Err(Silence::NoReplyDefined)
@@ -128,6 +175,7 @@ impl Server {
                         state: LeaseState::Declined,
                         expires: now + DECLINE_HOLD_S,
                     });
+                    self.stats.declines += 1;
                 }
                 Err(Silence::NoReplyDefined)
             }

@@ -344,6 +344,12 @@ fn a_flood_and_garbage_from_one_client_leave_the_pool_to_the_others() {
     assert!(vmhost::alive(pid));
     let held = leases(&h, "lan").into_iter().filter(|l| l["mac"] == "0a:66:66:66:66:66").count();
     assert!(held <= 3, "one client holds {held} addresses (at most 1 bound + 2 declined)");
+    // The server's counters show the defences at work.
+    eventually("the counters show the flood", Duration::from_secs(10), || {
+        let v: Value = serde_json::from_str(&h.ok(&["network", "show", "lan", "--json"])).unwrap();
+        let st = &v["dhcp_stats"];
+        st["malformed"].as_u64().unwrap_or(0) > 100 && st["rate_limited"].as_u64().unwrap_or(0) > 100
+    });
     // The others still get addresses.
     let dir = tempfile::tempdir().unwrap();
     let mut got = Vec::new();

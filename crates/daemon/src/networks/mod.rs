@@ -241,6 +241,8 @@ impl Networks {
         let mut v = serde_json::to_value(spec).expect("serialises");
         v["dhcp_pid"] = json!(dhcp.map(|p| p.id.pid));
         v["bridge_present"] = json!(self.kernel.link_exists(&spec.bridge));
+        let stats = std::fs::read_to_string(self.dir(&spec.name).join("dhcp-stats.json")).ok();
+        v["dhcp_stats"] = stats.and_then(|t| serde_json::from_str::<Value>(&t).ok()).unwrap_or(Value::Null);
         v
     }
 

@@ -76,6 +76,8 @@ fn discover_offer_request_ack_carries_what_a_client_needs() {
     let ip = dora(&mut s, mac(1), 1000);
     let l = s.leases().get(ip).unwrap().clone();
     assert_eq!((l.mac, l.state, l.expires), (mac(1), LeaseState::Bound, 4600));
+    let st = s.stats().clone();
+    assert_eq!((st.received, st.offers, st.acks, st.naks), (3, 2, 1, 0));
 }
 
 #[test]

@@ -254,7 +254,13 @@ pub fn run(cmd: NetworkCommand) -> anyhow::Result<i32> {
             for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
                 signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
             }
-            let opts = dhcp::serve::ServeOptions { interface: interface.clone(), config: cfg, leases };
+            let stats = leases.with_file_name("dhcp-stats.json");
+            let opts = dhcp::serve::ServeOptions {
+                interface: interface.clone(),
+                config: cfg,
+                leases,
+                stats: Some(stats),
+            };
             dhcp::serve::serve(&opts, &stop, &|| println!("vine dhcp: ready on {interface}"))
                 .with_context(|| format!("DHCP server on {interface}"))?;
             Ok(0)
