@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 CLIENTS=${CLIENTS:-2000}
 WINDOW=${WINDOW:-64}
 ROUNDS=${ROUNDS:-3}
-command -v dnsmasq >/dev/null || { echo "dhcp.sh: dnsmasq is not installed (scripts/setup.sh)" >&2; exit 1; }
+command -v dnsmasq >/dev/null || { echo "dhcp.sh: dnsmasq is not installed (dnsmasq-base, scripts/setup.sh)" >&2; exit 1; }
 
 cargo build --release --quiet -p vine
 cargo build --release --quiet -p dhcp --example dhcp_load
