@@ -16,7 +16,7 @@
 set -euo pipefail
 
 # Bump whenever anything below changes what ends up in the kit.
-RECIPE=3
+RECIPE=4
 # The kernel command line the tests start from; tests append `vine.*` options.
 CMDLINE="console=ttyS0 panic=-1 quiet"
 # Drivers the guest needs (loaded with their dependencies, in order, unless built in).
@@ -163,6 +163,10 @@ cat >"$ROOT/init" <<'EOF'
 #   vine.diskwrite=TEXT   with vine.disk: write TEXT (NUL-padded) to sector 1 of DEV, sync, print
 #                         "VINE-DISK-WROTE"
 #   vine.net=1            DHCP on eth0 with udhcpc; print "VINE-IP <addr>" on each lease
+#   vine.ping=A[,B...]    with vine.net: once leased, ping each target every second, printing
+#                         "VINE-PING <addr> ok" or "VINE-PING <addr> fail"
+#   vine.connect=IP:PORT  with vine.net: once leased, connect with nc every 2 s until the peer
+#                         answers; print "VINE-CONNECT <first line of the answer>"
 # "VINE-BOOT-OK" is printed once the drivers are loaded and the power button is armed: ACPI
 # power button (QMP system_powerdown) -> acpid -> poweroff -f. Errors print "VINE-ERROR <what>".
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -245,6 +249,25 @@ if [ "$(opt net)" = 1 ]; then
     else
         echo "VINE-ERROR no eth0"
     fi
+    targets=$(opt ping)
+    if [ -n "$targets" ]; then
+        (until [ -f /tmp/leased ]; do sleep 1; done
+         while :; do
+             for t in $(echo "$targets" | tr , ' '); do
+                 if ping -c 1 -W 1 "$t" >/dev/null 2>&1; then echo "VINE-PING $t ok"; else echo "VINE-PING $t fail"; fi
+             done
+             sleep 1
+         done) &
+    fi
+    peer=$(opt connect)
+    if [ -n "$peer" ]; then
+        (until [ -f /tmp/leased ]; do sleep 1; done
+         while :; do
+             got=$(echo hello | nc -w 2 "${peer%:*}" "${peer#*:}" 2>/dev/null | head -n 1)
+             if [ -n "$got" ]; then echo "VINE-CONNECT $got"; break; fi
+             sleep 2
+         done) &
+    fi
 fi
 
 while :; do
@@ -267,6 +290,7 @@ case "$1" in
         : >/etc/resolv.conf
         for d in $dns; do echo "nameserver $d" >>/etc/resolv.conf; done
         echo "VINE-IP $ip" >/dev/console
+        : >/tmp/leased
         ;;
 esac
 EOF

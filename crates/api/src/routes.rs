@@ -399,6 +399,17 @@ pub struct NewDisk {
     pub read_only: bool,
 }
 
+/// A NIC of a new VM.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewNic {
+    /// The network.
+    pub network: String,
+    /// Its MAC (allocated by vine when absent).
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
 /// A new VM.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -443,6 +454,9 @@ pub struct NewVm {
     /// When the daemon starts: `nothing` (default), `start`.
     #[serde(default)]
     pub on_host_start: Option<String>,
+    /// NICs.
+    #[serde(default)]
+    pub nics: Vec<NewNic>,
 }
 
 fn definition_of(n: &NewVm) -> ApiResult<VmDefinition> {
@@ -472,6 +486,9 @@ fn definition_of(n: &NewVm) -> ApiResult<VmDefinition> {
         });
     } else if n.initrd.is_some() || n.append.is_some() {
         return Err(ApiError::bad("initrd and append need kernel"));
+    }
+    for x in &n.nics {
+        d.nics.push(vmconfig::Nic { network: x.network.clone(), mac: x.mac.clone() });
     }
     d.undo_disks = n.undo_disks;
     if let Some(w) = n.cpu_weight {
@@ -616,6 +633,117 @@ pub struct ConsoleLog {
 async fn console(State(state): State<AppState>, p: Principal, P(name): P<String>) -> ApiResult<Json<Value>> {
     need(&state, &p, Need::Use(&name))?;
     Ok(Json(call(&state, Request::VmConsole { name }).await?))
+}
+
+// ----- NICs and networks -----
+
+/// Plugs a new NIC into a network (the VM must be off).
+#[utoipa::path(post, path = "/api/vms/{name}/nics", tag = "vms", request_body = NewNic,
+    params(("name" = String, Path, description = "VM name")),
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn add_nic(
+    State(state): State<AppState>,
+    p: Principal,
+    P(name): P<String>,
+    Body(n): Body<NewNic>,
+) -> ApiResult<Json<Value>> {
+    need(&state, &p, Need::Configure(&name))?;
+    Ok(Json(call(&state, Request::VmNicAdd { name, network: n.network, mac: n.mac }).await?))
+}
+
+/// Removes NIC `index` (0 = the first; the VM must be off).
+#[utoipa::path(delete, path = "/api/vms/{name}/nics/{index}", tag = "vms",
+    params(("name" = String, Path, description = "VM name"), ("index" = usize, Path, description = "NIC position")),
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn remove_nic(
+    State(state): State<AppState>,
+    p: Principal,
+    P((name, index)): P<(String, usize)>,
+) -> ApiResult<Json<Value>> {
+    need(&state, &p, Need::Configure(&name))?;
+    Ok(Json(call(&state, Request::VmNicRemove { name, index }).await?))
+}
+
+/// Virtual networks.
+#[utoipa::path(get, path = "/api/networks", tag = "networks", responses((status = 200, body = Object), (status = 401, body = ErrorBody)))]
+async fn list_networks(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
+    need(&state, &p, Need::Login)?;
+    Ok(Json(call(&state, Request::NetworkList).await?))
+}
+
+/// Creates a virtual network: `{"name", "kind": internal|host|nat|bridged, "subnet", "range",
+/// "gateway", "dns": [..], "lease_s", "uplink", "no_dhcp"}` (see docs/network.md).
+#[utoipa::path(post, path = "/api/networks", tag = "networks", request_body = Object,
+    responses((status = 201, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_network(
+    State(state): State<AppState>,
+    p: Principal,
+    Body(v): Body<Value>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    need(&state, &p, Need::Admin)?;
+    let a: daemon::protocol::NetworkCreate = serde_json::from_value(v)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("network: {e}")))?;
+    Ok((StatusCode::CREATED, Json(call(&state, Request::NetworkCreate(a)).await?)))
+}
+
+/// One network.
+#[utoipa::path(get, path = "/api/networks/{net}", tag = "networks", params(("net" = String, Path, description = "Network")),
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn show_network(
+    State(state): State<AppState>,
+    p: Principal,
+    P(net): P<String>,
+) -> ApiResult<Json<Value>> {
+    need(&state, &p, Need::Login)?;
+    Ok(Json(call(&state, Request::NetworkShow { name: net }).await?))
+}
+
+/// Deletes a network no NIC uses (its bridge, rules and DHCP server go with it).
+#[utoipa::path(delete, path = "/api/networks/{net}", tag = "networks", params(("net" = String, Path, description = "Network")),
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn delete_network(
+    State(state): State<AppState>,
+    p: Principal,
+    P(net): P<String>,
+) -> ApiResult<Json<Value>> {
+    need(&state, &p, Need::Admin)?;
+    Ok(Json(call(&state, Request::NetworkDelete { name: net }).await?))
+}
+
+/// A static DHCP reservation.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reservation {
+    /// The client's MAC.
+    pub mac: String,
+    /// The address it always gets.
+    pub ip: String,
+}
+
+/// Reserves an address for a MAC.
+#[utoipa::path(post, path = "/api/networks/{net}/reservations", tag = "networks", request_body = Reservation,
+    params(("net" = String, Path, description = "Network")),
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn reserve(
+    State(state): State<AppState>,
+    p: Principal,
+    P(net): P<String>,
+    Body(r): Body<Reservation>,
+) -> ApiResult<Json<Value>> {
+    need(&state, &p, Need::Admin)?;
+    Ok(Json(call(&state, Request::NetworkReserve { name: net, mac: r.mac, ip: r.ip }).await?))
+}
+
+/// The leases of a network's DHCP server.
+#[utoipa::path(get, path = "/api/networks/{net}/leases", tag = "networks", params(("net" = String, Path, description = "Network")),
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn leases(State(state): State<AppState>, p: Principal, P(net): P<String>) -> ApiResult<Json<Value>> {
+    need(&state, &p, Need::Admin)?;
+    Ok(Json(call(&state, Request::NetworkLeases { name: net }).await?))
 }
 
 // ----- events and metrics -----
@@ -1014,11 +1142,12 @@ async fn delete_hook(State(state): State<AppState>, p: Principal, P(id): P<u64>)
 #[derive(OpenApi)]
 #[openapi(
     info(title = "vine", description = "vine's management API: VMs, host, events, users and rights, event scripts, metrics."),
-    paths(login, logout, me, my_password, host, list_vms, create_vm, show_vm, set_vm, delete_vm, control_vm, console,
+    paths(login, logout, me, my_password, host, list_vms, create_vm, show_vm, set_vm, delete_vm, control_vm, console, add_nic, remove_nic, list_networks, create_network, show_network,
+          delete_network, reserve, leases,
           events, metrics, live_metrics, list_users, create_user, delete_user, user_password, list_tokens, create_token,
           delete_token, list_acl, grant, revoke, list_hooks, create_hook, delete_hook, openapi,
           crate::console::serial_ws, crate::console::vnc_ws, crate::console::event_stream),
-    components(schemas(ErrorBody, Login, Issued, Me, Right, RightKind, NewPassword, NewDisk, NewVm, VmInfo,
+    components(schemas(ErrorBody, Login, Issued, Me, Right, RightKind, NewPassword, NewDisk, NewNic, NewVm, Reservation, VmInfo, daemon::protocol::NicInfo,
                        daemon::protocol::CpuInfo, Changes, ControlOptions, daemon::protocol::UndoAction, Control,
                        vmm::VmState, ConsoleLog, Event, UserInfo, NewUser, TokenInfo, NewToken, Hook, NewHook)),
     modifiers(&Security),
@@ -1122,6 +1251,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/vms/{name}", get(show_vm).patch(set_vm).delete(delete_vm))
         .route("/api/vms/{name}/actions/{action}", post(control_vm))
         .route("/api/vms/{name}/console", get(console))
+        .route("/api/vms/{name}/nics", post(add_nic))
+        .route("/api/vms/{name}/nics/{index}", delete(remove_nic))
+        .route("/api/networks", get(list_networks).post(create_network))
+        .route("/api/networks/{net}", get(show_network).delete(delete_network))
+        .route("/api/networks/{net}/reservations", post(reserve))
+        .route("/api/networks/{net}/leases", get(leases))
         .route("/api/events", get(events))
         .route("/metrics", get(metrics))
         .route("/api/metrics/live", get(live_metrics))

@@ -25,7 +25,7 @@ use vmm::{Control, VmState};
 
 use crate::disks::{DiskServers, Lease};
 use crate::layout::VmPaths;
-use crate::protocol::{Changes, ControlOptions, CpuInfo, Failure, UndoAction, VmInfo};
+use crate::protocol::{Changes, ControlOptions, CpuInfo, Failure, NicInfo, UndoAction, VmInfo};
 use crate::resources::Resources;
 
 /// How often a running VM's QMP status is polled (guest power-off, outside pause/resume).
@@ -55,6 +55,8 @@ pub struct Ctx {
     pub qemu: PathBuf,
     /// Who wants to hear about each event as it is logged.
     pub observers: Mutex<Vec<std::sync::mpsc::Sender<EventRecord>>>,
+    /// Virtual networks and the MACs of NICs.
+    pub networks: crate::networks::Networks,
 }
 
 impl Ctx {
@@ -128,8 +130,28 @@ pub enum Msg {
         /// Where the answer goes.
         reply: Sender<Result<Value, Failure>>,
     },
+    /// Add or remove a NIC (the VM must not be running).
+    Nic {
+        /// What to do.
+        change: NicChange,
+        /// Where the answer goes.
+        reply: Sender<Result<Value, Failure>>,
+    },
     /// The daemon is stopping: leave the VM as it is and end.
     Detach,
+}
+
+/// A change to a VM's NICs.
+pub enum NicChange {
+    /// A new NIC on `network`, with `mac` or an allocated one.
+    Add {
+        /// The network.
+        network: String,
+        /// Its MAC.
+        mac: Option<String>,
+    },
+    /// Remove NIC `index`.
+    Remove(usize),
 }
 
 /// The processes of a running VM, as the store keeps them (JSON) for reattaching.
@@ -271,6 +293,16 @@ impl Actor {
                     let r = self.set(changes);
                     let _ = reply.send(r);
                 }
+                Ok(Msg::Nic { change, reply }) => {
+                    let r = self.nic(change).map_err(|e| {
+                        if e.refused {
+                            Failure::Refused(e.msg)
+                        } else {
+                            Failure::Failed(e.msg)
+                        }
+                    });
+                    let _ = reply.send(r);
+                }
                 Ok(Msg::Detach) | Err(RecvTimeoutError::Disconnected) => return,
                 Err(RecvTimeoutError::Timeout) => self.watch(),
             }
@@ -405,8 +437,75 @@ impl Actor {
         r
     }
 
+    /// Gives every NIC of the definition a MAC of its own, writing allocated ones back to the
+    /// definition file (it may have been edited by hand).
+    fn claim_macs(&mut self, mut def: VmDefinition) -> Res<VmDefinition> {
+        if self.ctx.networks.claim_nics(&self.name, &mut def)? {
+            let text = def.to_toml();
+            write_atomic(&self.paths.definition, &text)
+                .map_err(|e| format!("cannot write {}: {e}", self.paths.definition.display()))?;
+            if let Err(e) = self.ctx.store.update_definition(&self.name, &text) {
+                tracing::warn!(vm = self.name, error = %e, "cannot store the definition");
+            }
+            self.view.lock().unwrap_or_else(|p| p.into_inner()).def = def.clone();
+        }
+        Ok(def)
+    }
+
+    fn nic(&mut self, change: NicChange) -> Res<Value> {
+        self.refresh();
+        let state = self.state();
+        if state.has_process() || state == VmState::Saved {
+            return Err(refused(format!(
+                "cannot change the NICs of '{}': it is {} (turn it off first)",
+                self.name,
+                state.name()
+            )));
+        }
+        let mut def = self.load_definition()?;
+        let msg = match change {
+            NicChange::Add { network, mac } => {
+                if def.nics.len() >= vmconfig::MAX_NICS {
+                    return Err(refused(format!(
+                        "'{}' already has {} NICs, the most a VM can have",
+                        self.name,
+                        def.nics.len()
+                    )));
+                }
+                def.nics.push(vmconfig::Nic { network: network.clone(), mac });
+                format!("added NIC {} on network '{network}' to '{}'", def.nics.len() - 1, self.name)
+            }
+            NicChange::Remove(i) => {
+                if i >= def.nics.len() {
+                    return Err(refused(format!(
+                        "'{}' has no NIC {i} (it has {})",
+                        self.name,
+                        def.nics.len()
+                    )));
+                }
+                let n = def.nics.remove(i);
+                format!("removed NIC {i} (network '{}') from '{}'", n.network, self.name)
+            }
+        };
+        def.validate().map_err(|e| refused(format!("definition: {e}")))?;
+        if let Err(e) = self.ctx.networks.claim_nics(&self.name, &mut def) {
+            // Put back what this VM held before.
+            let mut old = self.view.lock().unwrap_or_else(|p| p.into_inner()).def.clone();
+            let _ = self.ctx.networks.claim_nics(&self.name, &mut old);
+            return Err(refused(e));
+        }
+        let text = def.to_toml();
+        write_atomic(&self.paths.definition, &text)
+            .map_err(|e| format!("cannot write {}: {e}", self.paths.definition.display()))?;
+        self.ctx.store.update_definition(&self.name, &text).map_err(|e| Fail::from(e.to_string()))?;
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).def = def.clone();
+        self.event("info", "vm.nic", &msg);
+        Ok(json!({ "name": self.name, "nics": def.nics, "message": msg }))
+    }
+
     fn start(&mut self) -> Res<()> {
         let def = self.load_definition()?;
+        let def = self.claim_macs(def)?;
         self.admit(&def)?;
         if let Err(e) = self.launch(&def, false) {
             self.release_resources();
@@ -466,6 +565,7 @@ impl Actor {
                     .map_err(|e| e.to_string())?;
                 leases.push((l, d.shared));
             }
+            let nics = self.ctx.networks.plug(&self.name, def)?;
             let eps: Vec<NbdEndpoint> = leases
                 .iter()
                 .map(|(l, _)| NbdEndpoint { socket: l.socket.clone(), export: l.export.clone() })
@@ -478,6 +578,7 @@ impl Actor {
                 console_socket: &self.paths.console_socket,
                 vnc_socket: &self.paths.vnc,
                 disks: &eps,
+                nics: &nics,
             };
             let mut args = qemu_args(&plan).map_err(|e| e.to_string())?;
             args.push("-S".into());
@@ -532,6 +633,7 @@ impl Actor {
                 for (l, _) in &leases {
                     self.ctx.disks.release(&self.name, &l.path);
                 }
+                self.ctx.networks.unplug(&self.name);
                 Err(e)
             }
         }
@@ -735,6 +837,7 @@ impl Actor {
             }
         }
         let _ = std::fs::remove_file(&self.paths.qmp);
+        self.ctx.networks.unplug(&self.name);
         self.release_resources();
     }
 
@@ -770,6 +873,7 @@ impl Actor {
     fn remove(&mut self, delete: bool) -> Res<()> {
         let def = self.view.lock().unwrap_or_else(|p| p.into_inner()).def.clone();
         self.ctx.store.remove_vm(&self.name).map_err(|e| Fail::from(e.to_string()))?;
+        self.ctx.networks.release_nics(&self.name);
         if !delete {
             return Ok(());
         }
@@ -980,6 +1084,9 @@ impl Actor {
         let def = self.view.lock().unwrap_or_else(|p| p.into_inner()).def.clone();
         self.ctx.resources.hold(&self.name, controls_of(&def));
         self.proc = Some(Proc { id, child: None, qmp: None, disks: rec.disks });
+        // The taps outlived the daemon; a bridge re-created since (by this daemon's start)
+        // gets them back.
+        self.ctx.networks.replug(&self.name, &def);
         let status = self.qmp().and_then(|q| q.status().map_err(|e| Fail::from(e.to_string())));
         let s = match (status.as_deref(), recorded) {
             (Ok("running"), _) => VmState::Running,
@@ -1041,6 +1148,19 @@ pub fn info(ctx: &Ctx, view: &View) -> VmInfo {
         memory: d.memory,
         cpu: CpuInfo { weight: d.cpu.weight, reserve: d.cpu.reserve, max: d.cpu.max },
         disks: d.disks.iter().map(|x| x.path.clone()).collect(),
+        nics: d
+            .nics
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let tap = ctx.networks.tap_name(&d.name, i);
+                NicInfo {
+                    network: n.network.clone(),
+                    mac: n.mac.clone(),
+                    tap: (view.state.has_process() && ctx.networks.link_exists(&tap)).then_some(tap),
+                }
+            })
+            .collect(),
         undo_disks: d.undo_disks,
         definition_file: paths.definition.display().to_string(),
         console_log: paths.console.display().to_string(),

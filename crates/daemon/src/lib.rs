@@ -11,6 +11,8 @@
 //! * [`resources`]: admission of CPU reservations and memory, and the cgroup files of every
 //!   running VM.
 //! * [`metrics`]: per-VM CPU utilisation sampled from the cgroups, for the policy engine.
+//! * [`networks`]: virtual networks (bridges, rules, taps through `netconf`), their DHCP server
+//!   processes (detached, adopted after a restart) and the MAC allocator of VM NICs.
 //! * [`layout`]: where a VM's files live under the data directory.
 //!
 //! Nothing a running guest needs lives in the daemon process: QEMU and the disk servers run in
@@ -22,6 +24,7 @@ pub mod actor;
 pub mod disks;
 pub mod layout;
 pub mod metrics;
+pub mod networks;
 pub mod protocol;
 pub mod resources;
 pub mod server;

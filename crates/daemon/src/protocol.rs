@@ -53,6 +53,51 @@ pub enum Request {
     },
     /// Live metrics: each running VM's CPU utilisation history.
     Metrics,
+    /// Adds a NIC to a VM that is not running.
+    VmNicAdd {
+        /// The VM.
+        name: String,
+        /// The network.
+        network: String,
+        /// Its MAC (allocated when absent).
+        #[serde(default)]
+        mac: Option<String>,
+    },
+    /// Removes NIC `index` of a VM that is not running.
+    VmNicRemove {
+        /// The VM.
+        name: String,
+        /// The NIC's position (0 = first).
+        index: usize,
+    },
+    /// Creates a virtual network.
+    NetworkCreate(NetworkCreate),
+    /// Every network.
+    NetworkList,
+    /// One network.
+    NetworkShow {
+        /// Its name.
+        name: String,
+    },
+    /// Deletes a network no NIC uses.
+    NetworkDelete {
+        /// Its name.
+        name: String,
+    },
+    /// Reserves an address for a MAC in a network's DHCP server.
+    NetworkReserve {
+        /// The network.
+        name: String,
+        /// The client's MAC.
+        mac: String,
+        /// The address it always gets.
+        ip: String,
+    },
+    /// The leases of a network's DHCP server.
+    NetworkLeases {
+        /// The network.
+        name: String,
+    },
     /// The event log.
     Events {
         /// Only this VM's events.
@@ -65,6 +110,37 @@ pub enum Request {
         #[serde(default)]
         limit: Option<usize>,
     },
+}
+
+/// A new network's settings (absent = default; see docs/network.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkCreate {
+    /// Name.
+    pub name: String,
+    /// Kind.
+    pub kind: netconf::Kind,
+    /// Subnet `A.B.C.D/N` (default: a free 10.77.N.0/24).
+    #[serde(default)]
+    pub subnet: Option<String>,
+    /// DHCP range `A-B`.
+    #[serde(default)]
+    pub range: Option<String>,
+    /// Gateway handed out (default: the host's address, none on internal networks).
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// DNS servers handed out.
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// Lease time in seconds.
+    #[serde(default)]
+    pub lease_s: Option<u32>,
+    /// The host NIC of a bridged network.
+    #[serde(default)]
+    pub uplink: Option<String>,
+    /// No DHCP server.
+    #[serde(default)]
+    pub no_dhcp: bool,
 }
 
 /// What happens to undo disks at the end of a session.
@@ -184,6 +260,17 @@ pub struct CpuInfo {
     pub max: Option<u32>,
 }
 
+/// One NIC as shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NicInfo {
+    /// The network.
+    pub network: String,
+    /// The MAC.
+    pub mac: Option<String>,
+    /// The tap while the VM runs.
+    pub tap: Option<String>,
+}
+
 /// One VM as `vine vm list/show --json` print it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VmInfo {
@@ -203,6 +290,9 @@ pub struct VmInfo {
     pub cpu: CpuInfo,
     /// Disk image paths (CD/DVD included), in bus order.
     pub disks: Vec<String>,
+    /// NICs: network and MAC, in order.
+    #[serde(default)]
+    pub nics: Vec<NicInfo>,
     /// Whether undo disks are on.
     pub undo_disks: bool,
     /// The definition file.
@@ -241,6 +331,28 @@ mod tests {
         let e = serde_json::from_str::<Request>(r#"{"op":"vm-control","name":"x","control":"explode"}"#)
             .unwrap_err();
         assert!(e.to_string().contains("unknown variant `explode`"), "{e}");
+    }
+
+    #[test]
+    fn network_requests_round_trip_and_unknown_fields_are_refused() {
+        let text =
+            r#"{"op":"network-create","name":"lan","kind":"nat","subnet":"10.1.2.0/24","dns":["10.1.2.1"]}"#;
+        let r: Request = serde_json::from_str(text).unwrap();
+        let Request::NetworkCreate(c) = &r else { panic!("{r:?}") };
+        assert_eq!(
+            (c.kind, c.subnet.as_deref(), c.no_dhcp),
+            (netconf::Kind::Nat, Some("10.1.2.0/24"), false)
+        );
+        assert_eq!(serde_json::from_str::<Request>(&serde_json::to_string(&r).unwrap()).unwrap(), r);
+        let e =
+            serde_json::from_str::<Request>(r#"{"op":"network-create","name":"x","kind":"nat","vlan":3}"#)
+                .unwrap_err();
+        assert!(e.to_string().contains("unknown field `vlan`"), "{e}");
+        let e = serde_json::from_str::<Request>(r#"{"op":"network-create","name":"x","kind":"wifi"}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown variant `wifi`"), "{e}");
+        let r = Request::VmNicRemove { name: "web1".into(), index: 2 };
+        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"op":"vm-nic-remove","name":"web1","index":2}"#);
     }
 
     #[test]

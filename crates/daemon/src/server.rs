@@ -18,8 +18,12 @@ use crate::actor::{self, Actor, Ctx, Msg, View};
 use crate::disks::DiskServers;
 use crate::layout::{self, VmPaths};
 use crate::metrics::{Metrics, VmMetrics};
-use crate::protocol::{Failure, Request, Response};
+use crate::networks::Networks;
+use crate::protocol::{Failure, NetworkCreate, Request, Response};
 use crate::resources::Resources;
+
+/// How often the daemon checks that every network's DHCP server still runs.
+const NETWORK_WATCH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Where the daemon keeps things and what it runs.
 #[derive(Debug, Clone)]
@@ -90,6 +94,8 @@ impl Daemon {
         let host = host::host_info(&host::LiveHost)?;
         let resources = Resources::new(host.cpus, host.memory_bytes, host.cgroup.clone(), &cfg.cgroup_parent);
         let disks = DiskServers::new(cfg.vine_exe.clone(), layout::disks_dir(&cfg.data_dir));
+        let networks =
+            Networks::open(&cfg.data_dir, cfg.vine_exe.clone(), store.clone(), Arc::new(netconf::Live))?;
         let ctx = Arc::new(Ctx {
             data: cfg.data_dir.clone(),
             store,
@@ -98,7 +104,12 @@ impl Daemon {
             disks,
             qemu: cfg.qemu.clone(),
             observers: Mutex::new(Vec::new()),
+            networks,
         });
+        // Networks first: a running VM's taps need their bridges.
+        for p in ctx.networks.restore_all() {
+            ctx.event(None, "error", "network.restore-failed", &p);
+        }
         let d = Arc::new(Daemon {
             ctx,
             cfg,
@@ -118,6 +129,20 @@ impl Daemon {
                 match weak.upgrade() {
                     Some(d) if !d.stopping.load(Ordering::SeqCst) => d.sample(),
                     _ => return,
+                }
+            })
+            .expect("threads can be started");
+        let watcher = Arc::downgrade(&d);
+        std::thread::Builder::new()
+            .name("network-watch".into())
+            .spawn(move || loop {
+                std::thread::sleep(NETWORK_WATCH);
+                let Some(d) = watcher.upgrade() else { return };
+                if d.stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                for m in d.ctx.networks.watch() {
+                    d.ctx.event(None, "warning", "network.dhcp-restarted", &m);
                 }
             })
             .expect("threads can be started");
@@ -357,6 +382,31 @@ impl Daemon {
                 r
             }
             Request::VmSet { name, changes } => self.ask(&name, |reply| Msg::Set { changes, reply }),
+            Request::VmNicAdd { name, network, mac } => {
+                self.ask(&name, |reply| Msg::Nic { change: actor::NicChange::Add { network, mac }, reply })
+            }
+            Request::VmNicRemove { name, index } => {
+                self.ask(&name, |reply| Msg::Nic { change: actor::NicChange::Remove(index), reply })
+            }
+            Request::NetworkCreate(a) => self.network_create(&a),
+            Request::NetworkList => Ok(self.ctx.networks.list()),
+            Request::NetworkShow { name } => self.ctx.networks.show(&name).map_err(net_failure),
+            Request::NetworkDelete { name } => {
+                let r = self.ctx.networks.delete(&name).map_err(net_failure)?;
+                self.ctx.event(None, "info", "network.deleted", &format!("deleted network '{name}'"));
+                Ok(r)
+            }
+            Request::NetworkReserve { name, mac, ip } => {
+                let r = self.ctx.networks.reserve(&name, &mac, &ip).map_err(net_failure)?;
+                self.ctx.event(
+                    None,
+                    "info",
+                    "network.reserved",
+                    &format!("reserved {ip} for {mac} on '{name}'"),
+                );
+                Ok(r)
+            }
+            Request::NetworkLeases { name } => self.ctx.networks.leases(&name).map_err(net_failure),
             Request::VmConsole { name } => {
                 self.view_of(&name)?;
                 let p = VmPaths::new(&self.ctx.data, &name).console;
@@ -400,9 +450,25 @@ impl Daemon {
         }
     }
 
+    fn network_create(&self, a: &NetworkCreate) -> Result<Value, Failure> {
+        let v = self.ctx.networks.create(a).map_err(net_failure)?;
+        self.ctx.event(
+            None,
+            "info",
+            "network.created",
+            &format!(
+                "created {} network '{}' on bridge {}",
+                a.kind.name(),
+                a.name,
+                v["bridge"].as_str().unwrap_or("")
+            ),
+        );
+        Ok(v)
+    }
+
     fn create(&self, text: &str) -> Result<Value, Failure> {
         let invalid = Failure::Invalid;
-        let def = VmDefinition::parse(text).map_err(|e| invalid(format!("definition: {e}")))?;
+        let mut def = VmDefinition::parse(text).map_err(|e| invalid(format!("definition: {e}")))?;
         def.validate().map_err(|e| invalid(format!("definition: {e}")))?;
         actor::controls_of(&def).validate().map_err(|e| invalid(e.to_string()))?;
         if let Some(k) = &def.kernel {
@@ -439,12 +505,23 @@ impl Daemon {
         if vms.contains_key(&def.name) {
             return Err(Failure::Refused(format!("a VM named '{}' already exists", def.name)));
         }
+        let vm_name = def.name.clone();
+        self.ctx.networks.claim_nics(&vm_name, &mut def).map_err(|e| {
+            self.ctx.networks.release_nics(&vm_name);
+            Failure::Invalid(format!("definition: {e}"))
+        })?;
         let paths = VmPaths::new(&self.ctx.data, &def.name);
-        std::fs::create_dir_all(&paths.dir)
-            .map_err(|e| Failure::Failed(format!("cannot create {}: {e}", paths.dir.display())))?;
         let canonical = def.to_toml();
-        actor::write_atomic(&paths.definition, &canonical)
-            .map_err(|e| Failure::Failed(format!("cannot write {}: {e}", paths.definition.display())))?;
+        let written = std::fs::create_dir_all(&paths.dir)
+            .map_err(|e| format!("cannot create {}: {e}", paths.dir.display()))
+            .and_then(|_| {
+                actor::write_atomic(&paths.definition, &canonical)
+                    .map_err(|e| format!("cannot write {}: {e}", paths.definition.display()))
+            });
+        if let Err(e) = written {
+            self.ctx.networks.release_nics(&vm_name);
+            return Err(Failure::Failed(e));
+        }
         let rec = VmRecord {
             name: def.name.clone(),
             uuid: def.uuid.clone(),
@@ -455,6 +532,7 @@ impl Daemon {
         };
         if let Err(e) = self.ctx.store.create_vm(&rec) {
             let _ = std::fs::remove_dir_all(&paths.dir);
+            self.ctx.networks.release_nics(&def.name);
             return Err(match e {
                 store::StoreError::Exists(_) => Failure::Refused(e.to_string()),
                 e => Failure::Failed(e.to_string()),
@@ -468,5 +546,14 @@ impl Daemon {
         self.ctx.event(Some(&name), "info", "vm.created", &format!("created '{name}'"));
         let v = view.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Ok(serde_json::to_value(actor::info(&self.ctx, &v)).expect("serialises"))
+    }
+}
+
+/// A network operation's error: "no network named …" is not found, anything else refused.
+fn net_failure(e: String) -> Failure {
+    if e.starts_with("no network") {
+        Failure::NotFound(e)
+    } else {
+        Failure::Refused(e)
     }
 }

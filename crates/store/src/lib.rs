@@ -101,6 +101,28 @@ pub struct HookRecord {
     pub timeout_s: u32,
 }
 
+/// A virtual network: its name and its settings (opaque JSON to the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkRecord {
+    /// Unique name.
+    pub name: String,
+    /// The daemon's record of the network (JSON).
+    pub spec: String,
+}
+
+/// A MAC address held by a VM's NIC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicRecord {
+    /// The MAC, `xx:xx:xx:xx:xx:xx` in lower case.
+    pub mac: String,
+    /// The VM.
+    pub vm: String,
+    /// The NIC's position in the VM's definition.
+    pub index: u32,
+    /// Its network.
+    pub network: String,
+}
+
 /// Errors of a store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -134,6 +156,22 @@ pub enum StoreError {
         what: &'static str,
         /// The name.
         name: String,
+    },
+    /// A network with this name is already registered.
+    #[error("a network named '{0}' already exists")]
+    NetworkExists(String),
+    /// No network with this name.
+    #[error("no network named '{0}'")]
+    NoNetwork(String),
+    /// The MAC address is held by another NIC.
+    #[error("MAC address {mac} is already used by NIC {index} of VM '{vm}'")]
+    MacInUse {
+        /// The MAC.
+        mac: String,
+        /// The VM holding it.
+        vm: String,
+        /// Which of its NICs.
+        index: u32,
     },
     /// The database was written by a newer vine.
     #[error("state store {path} has schema version {found}; this vine understands up to {supported}")]
@@ -204,4 +242,19 @@ pub trait Store: Send + Sync {
     fn list_hooks(&self) -> Result<Vec<HookRecord>, StoreError>;
     /// Removes an event script.
     fn delete_hook(&self, id: u64) -> Result<(), StoreError>;
+    /// Registers a network; fails with [`StoreError::NetworkExists`] if the name is taken.
+    fn create_network(&self, n: &NetworkRecord) -> Result<(), StoreError>;
+    /// Replaces a network's settings.
+    fn update_network(&self, n: &NetworkRecord) -> Result<(), StoreError>;
+    /// All networks, by name.
+    fn list_networks(&self) -> Result<Vec<NetworkRecord>, StoreError>;
+    /// Unregisters a network; fails with [`StoreError::NoNetwork`] if there is none.
+    fn remove_network(&self, name: &str) -> Result<(), StoreError>;
+    /// Gives `nic.mac` to `nic.vm`'s NIC `nic.index` (replacing what that NIC held); fails with
+    /// [`StoreError::MacInUse`] when another VM's NIC holds the MAC (the same VM may move it). Atomic: a MAC is never held twice.
+    fn claim_mac(&self, nic: &NicRecord) -> Result<(), StoreError>;
+    /// Every NIC holding a MAC, by VM and index.
+    fn list_nics(&self) -> Result<Vec<NicRecord>, StoreError>;
+    /// Frees the MACs of `vm`'s NICs whose index is `from` or more (all of them with 0).
+    fn release_macs(&self, vm: &str, from: u32) -> Result<(), StoreError>;
 }

@@ -6,10 +6,13 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::{AclEntry, EventRecord, HookRecord, Store, StoreError, TokenRecord, UserRecord, VmRecord};
+use crate::{
+    AclEntry, EventRecord, HookRecord, NetworkRecord, NicRecord, Store, StoreError, TokenRecord, UserRecord,
+    VmRecord,
+};
 
 /// Schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS vms (
@@ -58,6 +61,17 @@ CREATE TABLE IF NOT EXISTS hooks (
     vm TEXT,
     timeout_s INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS networks (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nics (
+    mac TEXT PRIMARY KEY,
+    vm TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    network TEXT NOT NULL,
+    UNIQUE (vm, idx)
+);
 ";
 
 /// The SQLite store. One connection behind a mutex: the daemon's writes are small and few.
@@ -87,6 +101,8 @@ impl SqliteStore {
                 supported: SCHEMA_VERSION,
             });
         }
+        // Versions 3 (users, tokens, rights, hooks) and 4 (networks, NIC MACs) added tables
+        // only: SCHEMA creates those missing.
         conn.execute_batch(SCHEMA).map_err(db("create schema"))?;
         if version == 1 {
             // Version 2 added the runtime record (the processes of a running VM, as JSON).
@@ -414,6 +430,103 @@ impl Store for SqliteStore {
         if n == 0 {
             return Err(StoreError::Missing { what: "hook", name: id.to_string() });
         }
+        Ok(())
+    }
+
+    fn create_network(&self, n: &NetworkRecord) -> Result<(), StoreError> {
+        let r =
+            self.conn().execute("INSERT INTO networks (name, spec) VALUES (?1, ?2)", params![n.name, n.spec]);
+        match r {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::NetworkExists(n.name.clone()))
+            }
+            Err(e) => Err(StoreError::Db { op: "create network", source: e }),
+        }
+    }
+
+    fn update_network(&self, n: &NetworkRecord) -> Result<(), StoreError> {
+        let k = self
+            .conn()
+            .execute("UPDATE networks SET spec = ?2 WHERE name = ?1", params![n.name, n.spec])
+            .map_err(db("update network"))?;
+        if k == 0 {
+            return Err(StoreError::NoNetwork(n.name.clone()));
+        }
+        Ok(())
+    }
+
+    fn list_networks(&self) -> Result<Vec<NetworkRecord>, StoreError> {
+        let conn = self.conn();
+        let mut st =
+            conn.prepare("SELECT name, spec FROM networks ORDER BY name").map_err(db("list networks"))?;
+        let rows = st
+            .query_map([], |r| Ok(NetworkRecord { name: r.get(0)?, spec: r.get(1)? }))
+            .map_err(db("list networks"))?;
+        rows.collect::<Result<_, _>>().map_err(db("list networks"))
+    }
+
+    fn remove_network(&self, name: &str) -> Result<(), StoreError> {
+        let n = self
+            .conn()
+            .execute("DELETE FROM networks WHERE name = ?1", params![name])
+            .map_err(db("remove network"))?;
+        if n == 0 {
+            return Err(StoreError::NoNetwork(name.into()));
+        }
+        Ok(())
+    }
+
+    fn claim_mac(&self, nic: &NicRecord) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db("claim MAC"))?;
+        let holder: Option<(String, u32)> = tx
+            .query_row("SELECT vm, idx FROM nics WHERE mac = ?1", params![nic.mac], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? as u32))
+            })
+            .optional()
+            .map_err(db("claim MAC"))?;
+        if let Some((vm, index)) = holder {
+            if vm != nic.vm {
+                return Err(StoreError::MacInUse { mac: nic.mac.clone(), vm, index });
+            }
+        }
+        // The same VM may move a MAC to another of its NICs (a NIC before it was removed).
+        tx.execute("DELETE FROM nics WHERE mac = ?1", params![nic.mac]).map_err(db("claim MAC"))?;
+        tx.execute("DELETE FROM nics WHERE vm = ?1 AND idx = ?2", params![nic.vm, i64::from(nic.index)])
+            .map_err(db("claim MAC"))?;
+        tx.execute(
+            "INSERT INTO nics (mac, vm, idx, network) VALUES (?1, ?2, ?3, ?4)",
+            params![nic.mac, nic.vm, i64::from(nic.index), nic.network],
+        )
+        .map_err(db("claim MAC"))?;
+        tx.commit().map_err(db("claim MAC"))
+    }
+
+    fn list_nics(&self) -> Result<Vec<NicRecord>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare("SELECT mac, vm, idx, network FROM nics ORDER BY vm, idx")
+            .map_err(db("list NICs"))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(NicRecord {
+                    mac: r.get(0)?,
+                    vm: r.get(1)?,
+                    index: r.get::<_, i64>(2)? as u32,
+                    network: r.get(3)?,
+                })
+            })
+            .map_err(db("list NICs"))?;
+        rows.collect::<Result<_, _>>().map_err(db("list NICs"))
+    }
+
+    fn release_macs(&self, vm: &str, from: u32) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM nics WHERE vm = ?1 AND idx >= ?2", params![vm, i64::from(from)])
+            .map_err(db("release MACs"))?;
         Ok(())
     }
 }

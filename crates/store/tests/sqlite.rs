@@ -186,3 +186,65 @@ fn users_tokens_rights_and_hooks() {
     assert!(s.acl(None, Some("web1")).unwrap().is_empty());
     assert!(s.revoke(&right).unwrap_err().to_string().contains("no right"));
 }
+
+fn nic(mac: &str, vm: &str, index: u32) -> store::NicRecord {
+    store::NicRecord { mac: mac.into(), vm: vm.into(), index, network: "lan".into() }
+}
+
+#[test]
+fn a_mac_is_held_by_one_nic_and_freed_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let s = SqliteStore::open(&path).unwrap();
+    s.claim_mac(&nic("0a:56:4e:00:00:01", "a", 0)).unwrap();
+    s.claim_mac(&nic("0a:56:4e:00:00:01", "a", 0)).unwrap(); // the same NIC again: fine
+    let e = s.claim_mac(&nic("0a:56:4e:00:00:01", "b", 0)).unwrap_err();
+    assert!(matches!(&e, StoreError::MacInUse { vm, index: 0, .. } if vm == "a"), "{e}");
+    // A NIC that takes a new MAC frees its old one.
+    s.claim_mac(&nic("0a:56:4e:00:00:02", "a", 0)).unwrap();
+    s.claim_mac(&nic("0a:56:4e:00:00:01", "b", 0)).unwrap();
+    s.claim_mac(&nic("0a:56:4e:00:00:03", "a", 1)).unwrap();
+    drop(s);
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.list_nics().unwrap().len(), 3);
+    s.release_macs("a", 1).unwrap();
+    assert_eq!(s.list_nics().unwrap().iter().filter(|n| n.vm == "a").count(), 1);
+    s.release_macs("a", 0).unwrap();
+    s.claim_mac(&nic("0a:56:4e:00:00:02", "c", 0)).unwrap();
+}
+
+#[test]
+fn networks_persist_and_names_are_unique() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let s = SqliteStore::open(&path).unwrap();
+    let n = store::NetworkRecord { name: "lan".into(), spec: "{}".into() };
+    s.create_network(&n).unwrap();
+    assert!(matches!(s.create_network(&n).unwrap_err(), StoreError::NetworkExists(x) if x == "lan"));
+    s.update_network(&store::NetworkRecord { name: "lan".into(), spec: "{\"a\":1}".into() }).unwrap();
+    drop(s);
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.list_networks().unwrap()[0].spec, "{\"a\":1}");
+    s.remove_network("lan").unwrap();
+    assert!(matches!(s.remove_network("lan").unwrap_err(), StoreError::NoNetwork(_)));
+}
+
+#[test]
+fn a_version_2_database_gains_the_network_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE vms (name TEXT PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, definition TEXT NOT NULL,
+                               state TEXT NOT NULL, pid INTEGER, runtime TEXT);
+             INSERT INTO vms VALUES ('old', 'u1', 'format = 1', 'off', NULL, NULL);
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    assert!(s.get_vm("old").unwrap().is_some());
+    s.claim_mac(&nic("0a:56:4e:00:00:09", "old", 0)).unwrap();
+    assert_eq!(s.list_networks().unwrap(), vec![]);
+}

@@ -36,6 +36,24 @@ fn table(kernel: &str) -> Vec<(&'static str, &'static str, Need, Option<Value>)>
         ("patch", "/api/vms/{name}", Configure, Some(json!({"cpu_weight": 200}))),
         ("post", "/api/vms/{name}/actions/{action}", Use, None),
         ("get", "/api/vms/{name}/console", Use, None),
+        ("post", "/api/vms/{name}/nics", Configure, Some(json!({"network": "nonet"}))),
+        ("delete", "/api/vms/{name}/nics/{index}", Configure, None),
+        ("get", "/api/networks", Login, None),
+        (
+            "post",
+            "/api/networks",
+            Admin,
+            Some(json!({"name": "rn1", "kind": "internal", "subnet": "10.233.77.0/24"})),
+        ),
+        ("get", "/api/networks/{net}", Login, None),
+        (
+            "post",
+            "/api/networks/{net}/reservations",
+            Admin,
+            Some(json!({"mac": "0a:56:4e:00:00:77", "ip": "10.233.77.77"})),
+        ),
+        ("get", "/api/networks/{net}/leases", Admin, None),
+        ("delete", "/api/networks/{net}", Admin, None),
         // Without websocket headers an allowed caller gets 400 (an upgrade is expected).
         ("get", "/api/vms/{name}/console/ws", Use, None),
         ("get", "/api/vms/{name}/vnc/ws", Use, None),
@@ -73,6 +91,8 @@ fn path_for(template: &str) -> String {
         .replace("{vm}", "m1")
         .replace("{right}", "use")
         .replace("{id}", "999999")
+        .replace("{index}", "5")
+        .replace("{net}", "rn1")
 }
 
 #[test]

@@ -18,6 +18,15 @@ pub struct NbdEndpoint {
     pub export: String,
 }
 
+/// Where a VM's NIC is plugged: a tap vine created on the network's bridge, and the NIC's MAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicEndpoint {
+    /// The persistent tap (QEMU opens it by name).
+    pub tap: String,
+    /// The MAC address vine allocated.
+    pub mac: String,
+}
+
 /// Everything besides the definition that the command line needs.
 #[derive(Debug, Clone)]
 pub struct LaunchPlan<'a> {
@@ -35,6 +44,8 @@ pub struct LaunchPlan<'a> {
     pub vnc_socket: &'a Path,
     /// One endpoint per non-CD/DVD disk, in definition order.
     pub disks: &'a [NbdEndpoint],
+    /// One tap per NIC, in definition order.
+    pub nics: &'a [NicEndpoint],
 }
 
 /// Why a definition cannot be launched (yet).
@@ -48,9 +59,14 @@ pub enum LaunchError {
         /// Endpoints given.
         endpoints: usize,
     },
-    /// NICs need virtual networks, which this vine does not have yet.
-    #[error("field `nic[{0}]`: virtual networks are not available yet, remove the NIC")]
-    NoNetworks(usize),
+    /// NICs and taps do not line up.
+    #[error("{nics} NIC(s) need taps, {taps} were given")]
+    Taps {
+        /// NICs in the definition.
+        nics: usize,
+        /// Taps given.
+        taps: usize,
+    },
 }
 
 /// The arguments after `qemu-system-x86_64`.
@@ -103,8 +119,12 @@ pub fn qemu_args(plan: &LaunchPlan) -> Result<Vec<String>, LaunchError> {
     if wanted != plan.disks.len() {
         return Err(LaunchError::Endpoints { disks: wanted, endpoints: plan.disks.len() });
     }
-    if !d.nics.is_empty() {
-        return Err(LaunchError::NoNetworks(0));
+    if d.nics.len() != plan.nics.len() {
+        return Err(LaunchError::Taps { nics: d.nics.len(), taps: plan.nics.len() });
+    }
+    for (i, n) in plan.nics.iter().enumerate() {
+        push(&["-netdev", &format!("tap,id=net{i},ifname={},script=no,downscript=no", n.tap)]);
+        push(&["-device", &format!("virtio-net-pci,netdev=net{i},mac={}", n.mac)]);
     }
     let mut endpoints = plan.disks.iter();
     let mut ide_slot = 0;
@@ -195,6 +215,7 @@ mod tests {
             console_socket: Path::new("/var/c.sock"),
             vnc_socket: Path::new("/var/v.sock"),
             disks,
+            nics: &[],
         }
     }
 
@@ -253,6 +274,23 @@ mod tests {
     }
 
     #[test]
+    fn nics_are_virtio_net_on_vines_taps_with_vines_macs() {
+        let mut d = def();
+        for n in ["lan", "dmz"] {
+            d.nics.push(vmconfig::Nic { network: n.into(), mac: None });
+        }
+        let nics = [
+            NicEndpoint { tap: "vt0".into(), mac: "0a:56:4e:00:00:01".into() },
+            NicEndpoint { tap: "vt1".into(), mac: "0a:56:4e:00:00:02".into() },
+        ];
+        let mut p = plan(&d, &[]);
+        p.nics = &nics;
+        let a = joined(&qemu_args(&p).unwrap());
+        assert!(a.contains("-netdev tap,id=net0,ifname=vt0,script=no,downscript=no -device virtio-net-pci,netdev=net0,mac=0a:56:4e:00:00:01"), "{a}");
+        assert!(a.contains("-netdev tap,id=net1,ifname=vt1,script=no,downscript=no -device virtio-net-pci,netdev=net1,mac=0a:56:4e:00:00:02"), "{a}");
+    }
+
+    #[test]
     fn missing_endpoints_and_nics_are_refused() {
         let mut d = def();
         d.disks.push(Disk {
@@ -265,7 +303,7 @@ mod tests {
         assert_eq!(qemu_args(&plan(&d, &[])).unwrap_err(), LaunchError::Endpoints { disks: 1, endpoints: 0 });
         let mut d = def();
         d.nics.push(vmconfig::Nic { network: "lan".into(), mac: None });
-        assert!(qemu_args(&plan(&d, &[])).unwrap_err().to_string().contains("nic[0]"));
+        assert_eq!(qemu_args(&plan(&d, &[])).unwrap_err(), LaunchError::Taps { nics: 1, taps: 0 });
     }
 
     #[test]

@@ -86,6 +86,7 @@ fn definition_boots_a_guest_from_a_vhd_served_over_nbd() {
         console_socket: &console_sock,
         vnc_socket: &vnc_sock,
         disks: &eps,
+        nics: &[],
     };
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(qemu_args(&plan).unwrap());

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod daemon;
 pub mod disk;
 pub mod host;
+pub mod network;
 pub mod policy;
 pub mod remote;
 pub mod size;
@@ -70,6 +71,9 @@ pub enum Command {
     /// Remote daemons over HTTPS.
     #[command(subcommand)]
     Remote(remote::RemoteCommand),
+    /// Virtual networks and their DHCP servers (through the daemon).
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
     /// Workload policies and the trace-driven simulator.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -97,6 +101,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Host(cmd) => host::run(cmd),
         Command::Daemon(args) => daemon::run(args),
         Command::Vm(cmd) => vm::run(cmd),
+        Command::Network(cmd) => network::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Events { vm, since, follow, json } => admin::events(vm, since, follow, json),
         Command::User(cmd) => admin::user(cmd),

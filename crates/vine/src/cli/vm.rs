@@ -8,7 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use daemon::protocol::{Changes, ControlOptions, UndoAction, VmInfo};
 use serde_json::json;
 use serde_json::Value;
-use vmconfig::{Bus, Disk};
+use vmconfig::{Bus, Disk, Nic};
 use vmm::Control;
 
 use super::size::parse_size;
@@ -64,6 +64,9 @@ pub enum VmCommand {
         #[arg(long)]
         log: bool,
     },
+    /// Add or remove NICs (the VM must be off).
+    #[command(subcommand)]
+    Nic(NicCommand),
     /// The VM's events.
     Events {
         /// The VM (all VMs when absent).
@@ -71,6 +74,25 @@ pub enum VmCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `vine vm nic …`.
+#[derive(Debug, Subcommand)]
+pub enum NicCommand {
+    /// Plug a new NIC into a network.
+    Add {
+        /// The VM.
+        name: String,
+        /// NETWORK[,mac=MAC].
+        nic: String,
+    },
+    /// Remove a NIC (0 = the first).
+    Remove {
+        /// The VM.
+        name: String,
+        /// Its position.
+        index: usize,
     },
 }
 
@@ -166,6 +188,9 @@ pub struct CreateArgs {
     /// Seconds the guest gets to shut down.
     #[arg(long)]
     pub shutdown_timeout: Option<u32>,
+    /// A NIC: NETWORK[,mac=MAC] (repeatable; vine allocates the MAC when none is given).
+    #[arg(long = "nic")]
+    pub nics: Vec<String>,
     /// Print the new VM as JSON.
     #[arg(long)]
     pub json: bool,
@@ -227,6 +252,20 @@ fn parse_disk(spec: &str) -> anyhow::Result<Disk> {
     Ok(d)
 }
 
+/// Parses `NETWORK[,mac=MAC]`.
+fn parse_nic(spec: &str) -> anyhow::Result<Nic> {
+    let mut parts = spec.split(',');
+    let network = parts.next().filter(|p| !p.is_empty()).context("--nic needs a network")?;
+    let mut n = Nic { network: network.to_string(), mac: None };
+    for opt in parts {
+        match opt.split_once('=') {
+            Some(("mac", m)) => n.mac = Some(m.to_ascii_lowercase()),
+            _ => bail!("--nic {spec}: unknown option {opt:?} (known: mac=MAC)"),
+        }
+    }
+    Ok(n)
+}
+
 /// The `POST /api/vms` body for these arguments.
 fn new_vm(a: &CreateArgs) -> anyhow::Result<Value> {
     let mut disks = Vec::new();
@@ -247,6 +286,12 @@ fn new_vm(a: &CreateArgs) -> anyhow::Result<Value> {
         "cpu_weight": a.cpu_weight, "cpu_reserve": a.cpu_reserve, "cpu_max": a.cpu_max,
         "shutdown_timeout": a.shutdown_timeout,
     });
+    let mut nics = Vec::new();
+    for spec in &a.nics {
+        let n = parse_nic(spec)?;
+        nics.push(json!({ "network": n.network, "mac": n.mac }));
+    }
+    v["nics"] = json!(nics);
     if let Some(k) = &a.kernel {
         v["kernel"] = json!(absolute(k)?);
         v["initrd"] = json!(a.initrd.as_deref().map(absolute).transpose()?);
@@ -358,6 +403,14 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
             for d in &i.disks {
                 println!("disk:        {d}");
             }
+            for (n, nic) in i.nics.iter().enumerate() {
+                println!(
+                    "nic {n}:       network {}, mac {}{}",
+                    nic.network,
+                    nic.mac.as_deref().unwrap_or("-"),
+                    nic.tap.as_deref().map(|t| format!(", tap {t}")).unwrap_or_default()
+                );
+            }
             println!("undo disks:  {}", if i.undo_disks { "on" } else { "off" });
             println!("definition:  {}", i.definition_file);
             println!("console log: {}", i.console_log);
@@ -430,6 +483,21 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
             print!("{}", v["log"].as_str().unwrap_or(""));
             Ok(0)
         }
+        VmCommand::Nic(NicCommand::Add { name, nic }) => {
+            let n = parse_nic(&nic)?;
+            let v = rest(
+                "POST",
+                &format!("/api/vms/{}/nics", encode(&name)),
+                Some(&json!({ "network": n.network, "mac": n.mac })),
+            )?;
+            println!("{}", v["message"].as_str().unwrap_or("done"));
+            Ok(0)
+        }
+        VmCommand::Nic(NicCommand::Remove { name, index }) => {
+            let v = rest("DELETE", &format!("/api/vms/{}/nics/{index}", encode(&name)), None)?;
+            println!("{}", v["message"].as_str().unwrap_or("done"));
+            Ok(0)
+        }
         VmCommand::Events { name, json } => {
             let target = match &name {
                 Some(n) => format!("/api/events?vm={}", encode(n)),
@@ -465,5 +533,14 @@ mod tests {
         let e = parse_disk("/x.vhd,fast").unwrap_err().to_string();
         assert!(e.contains("unknown option \"fast\""), "{e}");
         assert!(parse_disk(",shared").is_err());
+    }
+
+    #[test]
+    fn nic_specs_parse_and_bad_options_are_named() {
+        let n = parse_nic("lan,mac=0A:56:4E:00:00:01").unwrap();
+        assert_eq!((n.network.as_str(), n.mac.as_deref()), ("lan", Some("0a:56:4e:00:00:01")));
+        assert_eq!(parse_nic("dmz").unwrap().mac, None);
+        let e = parse_nic("lan,fast").unwrap_err().to_string();
+        assert!(e.contains("unknown option \"fast\""), "{e}");
     }
 }

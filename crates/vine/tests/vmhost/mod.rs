@@ -282,6 +282,32 @@ impl Drop for VmHost {
                     }
                 }
             }
+            // Networks go with the test: unregister the VMs (freeing their NICs), then delete
+            // every network; whatever the daemon could not delete is removed by name below.
+            let nets: Value = self
+                .vine()
+                .args(["network", "list", "--json"])
+                .output()
+                .ok()
+                .and_then(|o| serde_json::from_slice(&o.stdout).ok())
+                .unwrap_or(Value::Null);
+            if nets.as_array().is_some_and(|a| !a.is_empty()) {
+                if let Ok(out) = self.vine().args(["vm", "list", "--json"]).output() {
+                    let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+                    for vm in list.as_array().into_iter().flatten() {
+                        let _ = self.vine().args(["vm", "remove", vm["name"].as_str().unwrap()]).output();
+                    }
+                }
+            }
+            for n in nets.as_array().into_iter().flatten() {
+                let _ = self.vine().args(["network", "delete", n["name"].as_str().unwrap()]).output();
+                let br = n["bridge"].as_str().unwrap_or("");
+                if !br.is_empty() && Path::new("/sys/class/net").join(br).exists() {
+                    let _ = Command::new("ip").args(["link", "del", br]).output();
+                    let _ =
+                        Command::new("nft").args(["delete", "table", "inet", &format!("vine_{br}")]).output();
+                }
+            }
             let mut d = self.daemon.take().unwrap();
             // SAFETY: SIGTERM to the daemon this test started (still our unreaped child).
             unsafe {
@@ -293,6 +319,21 @@ impl Drop for VmHost {
             }
             let _ = d.kill();
             let _ = d.wait();
+        }
+        // DHCP servers this daemon started and did not stop (their own process groups).
+        for f in std::fs::read_dir(self.data.join("networks")).into_iter().flatten().flatten() {
+            let Ok(text) = std::fs::read_to_string(f.path().join("dhcp.pid")) else { continue };
+            let mut w = text.split_whitespace();
+            let (Some(pid), Some(ticks)) = (w.next(), w.next()) else { continue };
+            let Ok(pid) = pid.parse::<u32>() else { continue };
+            let now = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if vmm::process::start_ticks_from_stat(&now).map(|t| t.to_string()).as_deref() == Some(ticks) {
+                // SAFETY: kill(2) on the DHCP server this test's daemon started, identified by
+                // pid and start time.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
         }
         // Anything still in our cgroups was started by this test's daemon.
         for pid in self.cgroup_pids() {

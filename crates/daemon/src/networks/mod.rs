@@ -1,0 +1,347 @@
+//! Virtual networks: the registry (in the store), their kernel objects (a bridge, rules, one tap
+//! per running NIC — through `netconf`), one DHCP server process per network that wants one, and
+//! the MAC allocator of VM NICs.
+//!
+//! Like the disk servers, a DHCP server (`vine network dhcp-serve`) runs in its own process group
+//! and outlives the daemon; it is known by pid and start time (`dhcp.pid`) and adopted again by
+//! the next daemon. Its lease journal belongs to it alone, so leases survive any restart and are
+//! never handed out twice. Bridges, rules and taps are kernel objects that outlive the daemon
+//! too; at every daemon start each network is re-created as far as anything is missing (after a
+//! host reboot: all of it).
+
+mod dhcp_proc;
+mod nics;
+mod spec;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use dhcp::config::{DhcpConfig, Mac, DEFAULT_LEASE_S};
+use netconf::{BridgePlan, Kernel, Kind};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use store::{NetworkRecord, NicRecord, Store, StoreError};
+use vmconfig::VmDefinition;
+use vmm::process::{self, Identity};
+
+use crate::protocol::NetworkCreate;
+
+use spec::ip;
+pub use spec::validate_name;
+
+/// First three bytes of every MAC vine allocates to a NIC: locally administered (bit 1 of the
+/// first byte set), unicast (bit 0 clear), so they never collide with a vendor's address.
+pub const NIC_MAC_PREFIX: [u8; 3] = [0x0a, 0x56, 0x4e];
+/// First three bytes of a network bridge's MAC.
+pub const BRIDGE_MAC_PREFIX: [u8; 3] = [0x0a, 0x56, 0x42];
+/// Longest network name.
+pub const MAX_NETWORK_NAME: usize = 32;
+
+/// A network as the store keeps it and `vine network show --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// Name.
+    pub name: String,
+    /// Kind.
+    pub kind: Kind,
+    /// The bridge.
+    pub bridge: String,
+    /// The bridge's MAC.
+    pub bridge_mac: Mac,
+    /// The host's address on the bridge and the prefix length (none for bridged networks).
+    pub address: Option<(Ipv4Addr, u8)>,
+    /// DHCP settings, when vine serves DHCP on this network.
+    pub dhcp: Option<DhcpConfig>,
+    /// The host NIC of a bridged network.
+    pub uplink: Option<String>,
+}
+
+struct DhcpProc {
+    id: Identity,
+    child: Option<Child>,
+}
+
+struct Net {
+    spec: NetworkSpec,
+    dhcp: Option<DhcpProc>,
+}
+
+/// Every network of this host.
+pub struct Networks {
+    data: PathBuf,
+    exe: PathBuf,
+    store: Arc<dyn Store>,
+    kernel: Arc<dyn Kernel>,
+    nets: Mutex<BTreeMap<String, Net>>,
+}
+
+type Res<T> = Result<T, String>;
+
+/// FNV-1a, 64 bits: stable names for kernel objects.
+fn fnv(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.iter().chain(std::iter::once(&0u8)) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+impl Networks {
+    /// The networks recorded in `store`; kernel objects and DHCP servers are brought up by
+    /// [`Networks::restore_all`].
+    pub fn open(
+        data: &Path,
+        exe: PathBuf,
+        store: Arc<dyn Store>,
+        kernel: Arc<dyn Kernel>,
+    ) -> Result<Networks, StoreError> {
+        let mut nets = BTreeMap::new();
+        for r in store.list_networks()? {
+            match serde_json::from_str::<NetworkSpec>(&r.spec) {
+                Ok(spec) => {
+                    nets.insert(r.name.clone(), Net { spec, dhcp: None });
+                }
+                Err(e) => tracing::error!(network = r.name, error = %e, "unreadable network record skipped"),
+            }
+        }
+        Ok(Networks { data: data.to_path_buf(), exe, store, kernel, nets: Mutex::new(nets) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Net>> {
+        self.nets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        self.data.join("networks").join(name)
+    }
+
+    /// The tap of `vm`'s NIC `index` (unique per data directory, at most 15 characters).
+    pub fn tap_name(&self, vm: &str, index: usize) -> String {
+        let h = fnv(&[self.data.as_os_str().as_encoded_bytes(), vm.as_bytes(), &index.to_le_bytes()]);
+        format!("vt{:08x}", h as u32)
+    }
+
+    fn bridge_name(&self, network: &str) -> (String, Mac) {
+        let h = fnv(&[self.data.as_os_str().as_encoded_bytes(), network.as_bytes()]);
+        let b = h.to_le_bytes();
+        let p = BRIDGE_MAC_PREFIX;
+        (format!("vb{:08x}", h as u32), Mac([p[0], p[1], p[2], b[4], b[5], b[6]]))
+    }
+
+    fn plan(spec: &NetworkSpec) -> BridgePlan {
+        BridgePlan {
+            kind: spec.kind,
+            bridge: spec.bridge.clone(),
+            mac: spec.bridge_mac.0,
+            address: spec.address,
+            uplink: spec.uplink.clone(),
+        }
+    }
+
+    /// Re-creates every network's kernel objects and DHCP server (adopting servers still
+    /// running). Problems are returned as messages for the event log; other networks go on.
+    pub fn restore_all(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut nets = self.lock();
+        for (name, net) in nets.iter_mut() {
+            let created = match self.kernel.ensure(&Self::plan(&net.spec)) {
+                Ok(c) => c,
+                Err(e) => {
+                    problems.push(format!("network '{name}': {e}"));
+                    continue;
+                }
+            };
+            if net.spec.dhcp.is_some() {
+                let adopted = self.adopt_dhcp(name).and_then(|mut p| {
+                    if created {
+                        // Its socket is bound to the bridge that was lost.
+                        Self::stop_dhcp(&mut p);
+                        None
+                    } else {
+                        Some(p)
+                    }
+                });
+                match adopted {
+                    Some(p) => net.dhcp = Some(p),
+                    None => match self.start_dhcp(&net.spec) {
+                        Ok(p) => net.dhcp = Some(p),
+                        Err(e) => problems.push(format!("network '{name}': {e}")),
+                    },
+                }
+            }
+        }
+        problems
+    }
+
+    /// Restarts DHCP servers that died (called periodically); returns what it did.
+    pub fn watch(&self) -> Vec<String> {
+        let mut done = Vec::new();
+        let mut nets = self.lock();
+        for (name, net) in nets.iter_mut() {
+            let dead = match net.dhcp.as_mut() {
+                None => net.spec.dhcp.is_some(),
+                Some(p) => match p.child.as_mut() {
+                    Some(c) => !matches!(c.try_wait(), Ok(None)),
+                    None => !process::is_alive(p.id),
+                },
+            };
+            if dead && net.spec.dhcp.is_some() && self.kernel.link_exists(&net.spec.bridge) {
+                net.dhcp = None;
+                match self.start_dhcp(&net.spec) {
+                    Ok(p) => {
+                        done.push(format!(
+                            "restarted the DHCP server of network '{name}' (pid {})",
+                            p.id.pid
+                        ));
+                        net.dhcp = Some(p);
+                    }
+                    Err(e) => done.push(format!("network '{name}': {e}")),
+                }
+            }
+        }
+        done
+    }
+
+    /// Creates a network: record, kernel objects, DHCP server.
+    pub fn create(&self, a: &NetworkCreate) -> Res<Value> {
+        let mut nets = self.lock();
+        let spec = self.spec_for(a, &nets)?;
+        let rec = NetworkRecord {
+            name: spec.name.clone(),
+            spec: serde_json::to_string(&spec).expect("serialises"),
+        };
+        self.store.create_network(&rec).map_err(|e| e.to_string())?;
+        let undo = |why: String| {
+            let _ = self.kernel.remove(&spec.bridge);
+            let _ = self.store.remove_network(&spec.name);
+            let _ = std::fs::remove_dir_all(self.dir(&spec.name));
+            why
+        };
+        self.kernel.ensure(&Self::plan(&spec)).map_err(|e| undo(format!("network '{}': {e}", spec.name)))?;
+        let dhcp = match &spec.dhcp {
+            Some(_) => {
+                Some(self.start_dhcp(&spec).map_err(|e| undo(format!("network '{}': {e}", spec.name)))?)
+            }
+            None => None,
+        };
+        let v = self.info(&spec, dhcp.as_ref());
+        nets.insert(spec.name.clone(), Net { spec, dhcp });
+        Ok(v)
+    }
+
+    fn info(&self, spec: &NetworkSpec, dhcp: Option<&DhcpProc>) -> Value {
+        let mut v = serde_json::to_value(spec).expect("serialises");
+        v["dhcp_pid"] = json!(dhcp.map(|p| p.id.pid));
+        v["bridge_present"] = json!(self.kernel.link_exists(&spec.bridge));
+        let stats = std::fs::read_to_string(self.dir(&spec.name).join("dhcp-stats.json")).ok();
+        v["dhcp_stats"] = stats.and_then(|t| serde_json::from_str::<Value>(&t).ok()).unwrap_or(Value::Null);
+        v
+    }
+
+    /// Every network.
+    pub fn list(&self) -> Value {
+        Value::Array(self.lock().values().map(|n| self.info(&n.spec, n.dhcp.as_ref())).collect())
+    }
+
+    /// One network.
+    pub fn show(&self, name: &str) -> Res<Value> {
+        let nets = self.lock();
+        let n = nets.get(name).ok_or_else(|| format!("no network named '{name}'"))?;
+        Ok(self.info(&n.spec, n.dhcp.as_ref()))
+    }
+
+    /// Deletes a network no NIC uses: DHCP server, rules, bridge, files, record.
+    pub fn delete(&self, name: &str) -> Res<Value> {
+        let mut nets = self.lock();
+        let n = nets.get_mut(name).ok_or_else(|| format!("no network named '{name}'"))?;
+        let users: Vec<String> = self
+            .store
+            .list_nics()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|x| x.network == name)
+            .map(|x| format!("'{}' (NIC {})", x.vm, x.index))
+            .collect();
+        if !users.is_empty() {
+            return Err(format!(
+                "cannot delete network '{name}': VM NICs are plugged into it: {}; remove them first",
+                users.join(", ")
+            ));
+        }
+        if let Some(p) = n.dhcp.as_mut() {
+            Self::stop_dhcp(p);
+        }
+        self.kernel.remove(&n.spec.bridge).map_err(|e| format!("cannot delete network '{name}': {e}"))?;
+        self.store.remove_network(name).map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_dir_all(self.dir(name));
+        nets.remove(name);
+        Ok(json!({ "name": name, "message": format!("deleted network '{name}'") }))
+    }
+
+    /// Reserves `ip` for `mac` on a network; its DHCP server restarts with the new settings.
+    pub fn reserve(&self, name: &str, mac: &str, ip_text: &str) -> Res<Value> {
+        let mac: Mac = mac.parse().map_err(|e| format!("field `mac`: {e}"))?;
+        let addr = ip("ip", ip_text)?;
+        let mut nets = self.lock();
+        let n = nets.get_mut(name).ok_or_else(|| format!("no network named '{name}'"))?;
+        let mut cfg = n.spec.dhcp.clone().ok_or_else(|| format!("network '{name}' has no DHCP server"))?;
+        cfg.reservations.insert(mac, addr);
+        cfg.validate().map_err(|e| e.to_string())?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let leases = dhcp::leases::read_journal(&self.dir(name).join("leases")).map_err(|e| e.to_string())?;
+        if let Some(l) = leases.iter().find(|l| l.ip == addr && l.mac != mac && l.holds(now)) {
+            return Err(format!(
+                "field `ip`: {addr} is leased to {} until {}; pick another address",
+                l.mac, l.expires
+            ));
+        }
+        let mut spec = n.spec.clone();
+        spec.dhcp = Some(cfg);
+        let rec =
+            NetworkRecord { name: name.to_string(), spec: serde_json::to_string(&spec).expect("serialises") };
+        self.store.update_network(&rec).map_err(|e| e.to_string())?;
+        n.spec = spec;
+        if let Some(p) = n.dhcp.as_mut() {
+            Self::stop_dhcp(p);
+        }
+        n.dhcp = None;
+        n.dhcp = Some(self.start_dhcp(&n.spec)?);
+        Ok(json!({ "network": name, "mac": mac, "ip": addr }))
+    }
+
+    /// The leases a network's DHCP server recorded.
+    pub fn leases(&self, name: &str) -> Res<Value> {
+        if !self.lock().contains_key(name) {
+            return Err(format!("no network named '{name}'"));
+        }
+        let l = dhcp::leases::read_journal(&self.dir(name).join("leases")).map_err(|e| e.to_string())?;
+        Ok(serde_json::to_value(l).expect("serialises"))
+    }
+
+    /// Whether a link (a VM's tap) exists.
+    pub fn link_exists(&self, name: &str) -> bool {
+        self.kernel.link_exists(name)
+    }
+
+    /// The bridge of a network.
+    pub fn bridge_of(&self, network: &str) -> Res<String> {
+        self.lock()
+            .get(network)
+            .map(|n| n.spec.bridge.clone())
+            .ok_or_else(|| format!("no network named '{network}'"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,120 @@
+//! The MACs of VM NICs (allocated and claimed in the store: one holder per MAC) and the taps
+//! of running VMs.
+
+use super::*;
+
+impl Networks {
+    /// Gives every NIC of `def` a MAC held by this VM alone: a MAC in the definition is claimed
+    /// (refused when another NIC holds it), a missing one is allocated. MACs of NICs the
+    /// definition no longer has are freed. Returns whether `def` changed (MACs filled in).
+    pub fn claim_nics(&self, vm: &str, def: &mut VmDefinition) -> Res<bool> {
+        let mut changed = false;
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, nic) in def.nics.iter().enumerate() {
+            if let Some(m) = &nic.mac {
+                let mac: Mac = m.parse().map_err(|e| format!("field `nic[{i}].mac`: {e}"))?;
+                if !seen.insert(mac) {
+                    return Err(format!("field `nic[{i}].mac`: {mac} is given to two NICs of this VM"));
+                }
+            }
+        }
+        for (i, nic) in def.nics.iter_mut().enumerate() {
+            if !self.lock().contains_key(&nic.network) {
+                return Err(format!("field `nic[{i}].network`: no network named '{}'", nic.network));
+            }
+            let rec = |mac: String| NicRecord {
+                mac,
+                vm: vm.to_string(),
+                index: i as u32,
+                network: nic.network.clone(),
+            };
+            match &nic.mac {
+                Some(m) => {
+                    let mac: Mac = m.parse().map_err(|e| format!("field `nic[{i}].mac`: {e}"))?;
+                    self.store
+                        .claim_mac(&rec(mac.to_string()))
+                        .map_err(|e| format!("field `nic[{i}].mac`: {e}"))?;
+                    if mac.to_string() != *m {
+                        nic.mac = Some(mac.to_string());
+                        changed = true;
+                    }
+                }
+                None => {
+                    let mut tries = 0;
+                    let mac = loop {
+                        let mut r = [0u8; 3];
+                        getrandom::getrandom(&mut r).map_err(|e| format!("no random source: {e}"))?;
+                        let p = NIC_MAC_PREFIX;
+                        let mac = Mac([p[0], p[1], p[2], r[0], r[1], r[2]]).to_string();
+                        match self.store.claim_mac(&rec(mac.clone())) {
+                            Ok(()) => break mac,
+                            Err(StoreError::MacInUse { .. }) if tries < 64 => tries += 1,
+                            Err(e) => return Err(e.to_string()),
+                        }
+                    };
+                    nic.mac = Some(mac);
+                    changed = true;
+                }
+            }
+        }
+        self.store.release_macs(vm, def.nics.len() as u32).map_err(|e| e.to_string())?;
+        Ok(changed)
+    }
+
+    /// Frees every MAC of `vm` (it is unregistered).
+    pub fn release_nics(&self, vm: &str) {
+        if let Err(e) = self.store.release_macs(vm, 0) {
+            tracing::error!(vm, error = %e, "cannot free the VM's MACs");
+        }
+    }
+
+    /// Creates the taps of `def`'s NICs on their bridges; returns them in NIC order.
+    pub fn plug(&self, vm: &str, def: &VmDefinition) -> Res<Vec<vmm::qemu_args::NicEndpoint>> {
+        let mut out = Vec::new();
+        for (i, nic) in def.nics.iter().enumerate() {
+            let bridge =
+                self.bridge_of(&nic.network).map_err(|e| format!("field `nic[{i}].network`: {e}"))?;
+            let tap = self.tap_name(vm, i);
+            let mac = nic.mac.clone().ok_or_else(|| format!("field `nic[{i}].mac`: no MAC allocated"))?;
+            if let Err(e) = self.kernel.ensure_tap(&tap, &bridge) {
+                self.unplug(vm);
+                return Err(format!("NIC {i} on network '{}': {e}", nic.network));
+            }
+            out.push(vmm::qemu_args::NicEndpoint { tap, mac });
+        }
+        Ok(out)
+    }
+
+    /// Plugs the taps of a running VM (found again after a daemon restart) back into their
+    /// bridges: a bridge that was re-created meanwhile has lost them. QEMU holds the taps open,
+    /// so they are only attached, never re-created.
+    pub fn replug(&self, vm: &str, def: &VmDefinition) {
+        for (i, nic) in def.nics.iter().enumerate() {
+            let tap = self.tap_name(vm, i);
+            let Ok(bridge) = self.bridge_of(&nic.network) else { continue };
+            if !self.kernel.link_exists(&tap) {
+                tracing::warn!(
+                    vm,
+                    tap,
+                    "the tap of a running VM is gone; its NIC stays unplugged until the next start"
+                );
+                continue;
+            }
+            if let Err(e) = self.kernel.replug(&tap, &bridge) {
+                tracing::warn!(vm, tap, error = %e, "cannot plug a running VM's tap into its bridge");
+            }
+        }
+    }
+
+    /// Deletes every tap of `vm` (its QEMU is gone).
+    pub fn unplug(&self, vm: &str) {
+        for i in 0..vmconfig::MAX_NICS {
+            let tap = self.tap_name(vm, i);
+            if self.kernel.link_exists(&tap) {
+                if let Err(e) = self.kernel.remove_tap(&tap) {
+                    tracing::warn!(vm, tap, error = %e, "cannot delete a tap");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The network rules against a recording kernel (no root, no DHCP processes: `no_dhcp`).
+
+use std::sync::Arc;
+
+use netconf::Recording;
+use store::SqliteStore;
+use vmconfig::Nic;
+
+use super::*;
+
+fn setup() -> (tempfile::TempDir, Networks, Arc<Recording>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("vine.db")).unwrap());
+    let kernel = Arc::new(Recording::default());
+    let n = Networks::open(dir.path(), "/nonexistent/vine".into(), store, kernel.clone()).unwrap();
+    (dir, n, kernel)
+}
+
+fn req(name: &str, kind: Kind) -> NetworkCreate {
+    NetworkCreate {
+        name: name.into(),
+        kind,
+        subnet: None,
+        range: None,
+        gateway: None,
+        dns: vec![],
+        lease_s: None,
+        uplink: None,
+        no_dhcp: true,
+    }
+}
+
+#[test]
+fn the_prefixes_are_locally_administered_unicast() {
+    assert_eq!(NIC_MAC_PREFIX[0] & 0b11, 0b10);
+    assert_eq!(BRIDGE_MAC_PREFIX[0] & 0b11, 0b10);
+}
+
+#[test]
+fn networks_get_free_default_subnets_and_overlaps_are_refused() {
+    let (_d, n, k) = setup();
+    let a = n.create(&req("a", Kind::Internal)).unwrap();
+    let b = n.create(&req("b", Kind::Host)).unwrap();
+    assert_eq!(a["address"], json!(["10.77.1.1", 24]));
+    assert_eq!(b["address"], json!(["10.77.2.1", 24]));
+    let mut c = req("c", Kind::Nat);
+    c.subnet = Some("10.77.1.0/25".into());
+    let e = n.create(&c).unwrap_err();
+    assert!(e.contains("overlaps network 'a' (10.77.1.1/24)"), "{e}");
+    assert!(n.create(&req("a", Kind::Host)).unwrap_err().contains("already exists"));
+    let br = a["bridge"].as_str().unwrap();
+    assert!(br.len() <= 15 && br.starts_with("vb"));
+    assert_eq!(k.calls(), vec![format!("ensure {br}"), format!("ensure {}", b["bridge"].as_str().unwrap())]);
+}
+
+#[test]
+fn dhcp_defaults_follow_the_kind_and_the_subnet() {
+    let (_d, n, _k) = setup();
+    let nets = n.lock();
+    let spec = |kind, subnet: Option<&str>| {
+        let mut r = req("x", kind);
+        r.subnet = subnet.map(String::from);
+        r.no_dhcp = false;
+        n.spec_for(&r, &nets).unwrap().dhcp.unwrap()
+    };
+    let nat = spec(Kind::Nat, Some("10.5.6.0/24"));
+    assert_eq!((nat.server, nat.router), (Ipv4Addr::new(10, 5, 6, 1), Some(Ipv4Addr::new(10, 5, 6, 1))));
+    assert_eq!(
+        (nat.range_start, nat.range_end),
+        (Ipv4Addr::new(10, 5, 6, 100), Ipv4Addr::new(10, 5, 6, 254))
+    );
+    assert_eq!(nat.lease_s, dhcp::config::DEFAULT_LEASE_S);
+    assert_eq!(spec(Kind::Internal, None).router, None, "internal networks hand out no gateway");
+    let small = spec(Kind::Host, Some("10.5.7.0/28"));
+    assert_eq!(
+        (small.range_start, small.range_end),
+        (Ipv4Addr::new(10, 5, 7, 2), Ipv4Addr::new(10, 5, 7, 14))
+    );
+    let mut r = req("x", Kind::Nat);
+    r.subnet = Some("10.5.6.0/24".into());
+    r.gateway = Some("10.5.6.120".into());
+    assert!(n.spec_for(&r, &nets).unwrap_err().contains("gateway"));
+    r.gateway = None;
+    r.range = Some("10.5.6.9".into());
+    assert!(n.spec_for(&r, &nets).unwrap_err().contains("field `range`"));
+    r.range = None;
+    r.subnet = Some("10.5.6.0".into());
+    assert!(n.spec_for(&r, &nets).unwrap_err().contains("field `subnet`"));
+}
+
+#[test]
+fn a_bridged_network_takes_an_existing_uplink_no_other_network_holds() {
+    let (_d, n, k) = setup();
+    assert!(n.create(&req("lan", Kind::Bridged)).unwrap_err().contains("field `uplink`"));
+    let mut r = req("lan", Kind::Bridged);
+    r.uplink = Some("eth9".into());
+    assert!(n.create(&r).unwrap_err().contains("has no interface"));
+    k.add_link("eth9");
+    k.addresses.lock().unwrap().insert("eth9".into(), vec![Ipv4Addr::new(192, 0, 2, 7)]);
+    let e = n.create(&r).unwrap_err();
+    assert!(e.contains("eth9 has the host's address(es) 192.0.2.7"), "{e}");
+    k.addresses.lock().unwrap().clear();
+    let v = n.create(&r).unwrap();
+    assert_eq!(k.master("eth9").as_deref(), v["bridge"].as_str());
+    assert_eq!(v["dhcp"], Value::Null);
+    r.name = "lan2".into();
+    assert!(n.create(&r).unwrap_err().contains("already bridged"));
+    n.delete("lan").unwrap();
+    assert_eq!(k.master("eth9"), None, "the uplink is detached, not removed");
+    assert!(k.link_exists("eth9"));
+}
+
+fn vm_def(nets: &[&str]) -> VmDefinition {
+    let mut d = VmDefinition::new("web1", 1, 64 << 20);
+    d.nics = nets.iter().map(|n| Nic { network: n.to_string(), mac: None }).collect();
+    d
+}
+
+#[test]
+fn nics_get_unique_macs_taps_follow_the_vm_and_delete_waits_for_the_nics() {
+    let (_d, n, k) = setup();
+    let v = n.create(&req("lan", Kind::Internal)).unwrap();
+    let br = v["bridge"].as_str().unwrap().to_string();
+    let mut def = vm_def(&["lan", "lan", "lan"]);
+    assert!(n.claim_nics("web1", &mut def).unwrap(), "MACs were filled in");
+    let macs: Vec<String> = def.nics.iter().map(|x| x.mac.clone().unwrap()).collect();
+    assert!(macs.iter().all(|m| m.starts_with("0a:56:4e:")));
+    assert_eq!(macs.iter().collect::<std::collections::BTreeSet<_>>().len(), 3);
+    assert!(!n.claim_nics("web1", &mut def).unwrap(), "claiming again changes nothing");
+    // Another VM cannot take one of them; a VM cannot give one MAC to two NICs.
+    let mut other = vm_def(&["lan"]);
+    other.nics[0].mac = Some(macs[1].clone());
+    assert!(n.claim_nics("db", &mut other).unwrap_err().contains("already used by NIC 1 of VM 'web1'"));
+    let mut twice = vm_def(&["lan", "lan"]);
+    twice.nics[0].mac = Some("0a:00:00:00:00:01".into());
+    twice.nics[1].mac = Some("0A:00:00:00:00:01".into());
+    assert!(n.claim_nics("db", &mut twice).unwrap_err().contains("two NICs"));
+    assert!(n.claim_nics("db", &mut vm_def(&["wan"])).unwrap_err().contains("no network named 'wan'"));
+
+    let eps = n.plug("web1", &def).unwrap();
+    assert_eq!(eps.len(), 3);
+    for (e, m) in eps.iter().zip(&macs) {
+        assert_eq!((k.master(&e.tap).as_deref(), &e.mac), (Some(br.as_str()), m));
+        assert!(e.tap.len() <= 15);
+    }
+    n.unplug("web1");
+    assert!(eps.iter().all(|e| !k.link_exists(&e.tap)));
+
+    let e = n.delete("lan").unwrap_err();
+    assert!(e.contains("'web1' (NIC 0), 'web1' (NIC 1), 'web1' (NIC 2)"), "{e}");
+    n.release_nics("web1");
+    n.delete("lan").unwrap();
+    assert!(!k.link_exists(&br));
+    assert_eq!(k.calls().last().unwrap(), &format!("remove {br}"));
+}
+
+#[test]
+fn restore_recreates_lost_bridges_and_running_taps_are_plugged_back() {
+    let (d, n, k) = setup();
+    let v = n.create(&req("lan", Kind::Host)).unwrap();
+    let br = v["bridge"].as_str().unwrap().to_string();
+    let mut def = vm_def(&["lan"]);
+    n.claim_nics("web1", &mut def).unwrap();
+    let tap = n.plug("web1", &def).unwrap()[0].tap.clone();
+    drop(n);
+    // The bridge is lost while the daemon is down; the tap (held by QEMU) survives, unplugged.
+    k.remove(&br).unwrap();
+    assert_eq!(k.master(&tap), None);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&d.path().join("vine.db")).unwrap());
+    let n = Networks::open(d.path(), "/nonexistent/vine".into(), store, k.clone()).unwrap();
+    assert!(n.restore_all().is_empty());
+    assert!(k.link_exists(&br));
+    n.replug("web1", &def);
+    assert_eq!(k.master(&tap).as_deref(), Some(br.as_str()));
+}

@@ -1,0 +1,59 @@
+//! Against the real kernel (root): a bridge with an address and rules, a tap and a veth plugged
+//! into it, then all of it removed. Names are unique per process; a guard removes them even when
+//! an assertion fails.
+
+use std::net::Ipv4Addr;
+
+use netconf::{index_of, BridgePlan, Kind, Netlink};
+
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for l in &self.0 {
+            let _ = netconf::remove(l);
+            let _ = netconf::remove_tap(l);
+        }
+    }
+}
+
+fn master_of(link: &str) -> Option<String> {
+    std::fs::read_link(format!("/sys/class/net/{link}/master"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+}
+
+#[test]
+fn bridge_tap_veth_and_rules_are_created_and_removed() {
+    let id = std::process::id() % 100_000;
+    let (br, tap, va, vb) = (format!("vbk{id}"), format!("vtk{id}"), format!("vxa{id}"), format!("vxb{id}"));
+    let _guard = Cleanup(vec![br.clone(), tap.clone(), va.clone()]);
+    let plan = BridgePlan {
+        kind: Kind::Internal,
+        bridge: br.clone(),
+        mac: [0x0a, 0x56, 0x49, 0, 0, 1],
+        address: Some((Ipv4Addr::new(10, 251, (id % 250) as u8, 1), 24)),
+        uplink: None,
+    };
+    assert!(netconf::ensure(&plan).unwrap(), "the bridge is new");
+    assert!(!netconf::ensure(&plan).unwrap(), "idempotent: the bridge was there");
+    assert!(index_of(&br).is_some());
+    let mac = std::fs::read_to_string(format!("/sys/class/net/{br}/address")).unwrap();
+    assert_eq!(mac.trim(), "0a:56:49:00:00:01");
+    assert!(netconf::nft::exists(&br));
+    netconf::ensure_tap(&tap, &br).unwrap();
+    assert_eq!(master_of(&tap).as_deref(), Some(br.as_str()));
+    let mut nl = Netlink::open().unwrap();
+    nl.create_veth(&va, &vb).unwrap();
+    nl.set_master(&va, &br).unwrap();
+    nl.set_up(&va, true).unwrap();
+    assert_eq!(master_of(&va).as_deref(), Some(br.as_str()));
+    assert!(nl.delete_link(&va).unwrap());
+    assert!(index_of(&vb).is_none(), "deleting one end of a veth deletes both");
+    netconf::remove_tap(&tap).unwrap();
+    assert!(index_of(&tap).is_none());
+    netconf::remove(&br).unwrap();
+    assert!(index_of(&br).is_none());
+    assert!(!netconf::nft::exists(&br));
+    assert!(!nl.delete_link(&br).unwrap(), "deleting a missing link is not an error");
+}
