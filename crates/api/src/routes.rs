@@ -667,7 +667,7 @@ async fn remove_nic(
 }
 
 /// Virtual networks.
-#[utoipa::path(get, path = "/api/networks", tag = "networks", responses((status = 200, body = Object), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/networks", tag = "networks", responses((status = 200, body = [Object]), (status = 401, body = ErrorBody)))]
 async fn list_networks(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
     need(&state, &p, Need::Login)?;
     Ok(Json(call(&state, Request::NetworkList).await?))
@@ -740,7 +740,7 @@ async fn reserve(
 
 /// The leases of a network's DHCP server.
 #[utoipa::path(get, path = "/api/networks/{net}/leases", tag = "networks", params(("net" = String, Path, description = "Network")),
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = [Object]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn leases(State(state): State<AppState>, p: Principal, P(net): P<String>) -> ApiResult<Json<Value>> {
     need(&state, &p, Need::Admin)?;
     Ok(Json(call(&state, Request::NetworkLeases { name: net }).await?))
