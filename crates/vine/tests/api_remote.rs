@@ -32,7 +32,9 @@ fn remote_add_pins_the_fingerprint_and_commands_use_the_users_rights() {
             .unwrap();
         (out.status.success(), vmhost::text(&out))
     };
-    let wrong = format!("00{}", &fp[2..]);
+    // The same fingerprint with its first digit changed.
+    let first = if fp.starts_with('0') { '1' } else { '0' };
+    let wrong = format!("{first}{}", &fp[1..]);
     let (ok, text) = vine(&[
         "remote",
         "add",
