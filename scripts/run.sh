@@ -55,8 +55,8 @@ grep -q VINE-BOOT-OK "$log" || { echo "the demo VM did not boot; console:"; tail
 api=$(grep -o 'https://[^ ]*' "$DATA/log/daemon.log" | tail -n 1)
 cat <<MSG
 == vine is running: daemon on $VINE_SOCKET, demo VM 'demo' booted from $ROOT.
-   REST API: ${api:-https://127.0.0.1:8443} (OpenAPI at /api/openapi.json; user admin, password in
-   $DATA/initial-admin-password; certificate $DATA/tls/cert.pem)
+   Web UI and REST API: ${api:-https://127.0.0.1:8443}/ (OpenAPI at /api/openapi.json; user admin,
+   password in $DATA/initial-admin-password; certificate $DATA/tls/cert.pem)
    Try: $VINE vm show demo | vm pause demo | vm save demo | vm restore demo | vm shutdown demo
         $VINE events --follow
 MSG
