@@ -32,47 +32,28 @@ fn remote_add_pins_the_fingerprint_and_commands_use_the_users_rights() {
             .unwrap();
         (out.status.success(), vmhost::text(&out))
     };
+    let add = |password: &str, fingerprint: &str| {
+        vine(&[
+            "remote",
+            "add",
+            "r1",
+            &addr,
+            "--user",
+            "ops",
+            "--password",
+            password,
+            "--accept-fingerprint",
+            fingerprint,
+        ])
+    };
     // The same fingerprint with its first digit changed.
     let first = if fp.starts_with('0') { '1' } else { '0' };
     let wrong = format!("{first}{}", &fp[1..]);
-    let (ok, text) = vine(&[
-        "remote",
-        "add",
-        "r1",
-        &addr,
-        "--user",
-        "ops",
-        "--password",
-        "ops-password",
-        "--accept-fingerprint",
-        &wrong,
-    ]);
+    let (ok, text) = add("ops-password", &wrong);
     assert!(!ok && text.contains("not trusted") && text.contains(&fp), "{text}");
-    let (ok, text) = vine(&[
-        "remote",
-        "add",
-        "r1",
-        &addr,
-        "--user",
-        "ops",
-        "--password",
-        "wrong-password",
-        "--accept-fingerprint",
-        &fp,
-    ]);
+    let (ok, text) = add("wrong-password", &fp);
     assert!(!ok && text.contains("wrong user name or password"), "{text}");
-    let (ok, text) = vine(&[
-        "remote",
-        "add",
-        "r1",
-        &addr,
-        "--user",
-        "ops",
-        "--password",
-        "ops-password",
-        "--accept-fingerprint",
-        &fp,
-    ]);
+    let (ok, text) = add("ops-password", &fp);
     assert!(ok, "{text}");
     let stored = std::fs::read_to_string(config.join("vine/remotes.json")).unwrap();
     assert!(stored.contains(&fp) && !stored.contains("ops-password"), "{stored}");

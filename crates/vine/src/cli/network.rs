@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
-use daemon::protocol::{NetworkCreate, Request};
+use daemon::protocol::NetworkCreate;
+
+use super::vm::rest;
 use serde_json::Value;
 
 /// Network subcommands.
@@ -128,25 +130,9 @@ pub fn parse_duration(s: &str) -> Result<u32, String> {
     n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too long"))
 }
 
-/// Sends a network request to the daemon's REST API.
-fn call(req: Request) -> anyhow::Result<Value> {
-    use super::vm::rest;
-    use api::client::encode;
-    match req {
-        Request::NetworkCreate(a) => rest("POST", "/api/networks", Some(&serde_json::to_value(&a)?)),
-        Request::NetworkList => rest("GET", "/api/networks", None),
-        Request::NetworkShow { name } => rest("GET", &format!("/api/networks/{}", encode(&name)), None),
-        Request::NetworkDelete { name } => rest("DELETE", &format!("/api/networks/{}", encode(&name)), None),
-        Request::NetworkReserve { name, mac, ip } => rest(
-            "POST",
-            &format!("/api/networks/{}/reservations", encode(&name)),
-            Some(&serde_json::json!({ "mac": mac, "ip": ip })),
-        ),
-        Request::NetworkLeases { name } => {
-            rest("GET", &format!("/api/networks/{}/leases", encode(&name)), None)
-        }
-        other => bail!("not a network request: {other:?}"),
-    }
+/// `/api/networks/NAME` plus `rest`.
+fn net_path(name: &str, rest: &str) -> String {
+    format!("/api/networks/{}{rest}", api::client::encode(name))
 }
 
 fn describe(v: &Value) -> String {
@@ -185,7 +171,7 @@ pub fn run(cmd: NetworkCommand) -> anyhow::Result<i32> {
                 KindArg::Nat => netconf::Kind::Nat,
                 KindArg::Bridged => netconf::Kind::Bridged,
             };
-            let v = call(Request::NetworkCreate(NetworkCreate {
+            let body = serde_json::to_value(NetworkCreate {
                 name: a.name.clone(),
                 kind,
                 subnet: a.subnet,
@@ -195,7 +181,8 @@ pub fn run(cmd: NetworkCommand) -> anyhow::Result<i32> {
                 lease_s: a.lease,
                 uplink: a.uplink,
                 no_dhcp: a.no_dhcp,
-            }))?;
+            })?;
+            let v = rest("POST", "/api/networks", Some(&body))?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -204,7 +191,7 @@ pub fn run(cmd: NetworkCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         NetworkCommand::List { json } => {
-            let v = call(Request::NetworkList)?;
+            let v = rest("GET", "/api/networks", None)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -216,7 +203,7 @@ pub fn run(cmd: NetworkCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         NetworkCommand::Show { name, json } => {
-            let v = call(Request::NetworkShow { name })?;
+            let v = rest("GET", &net_path(&name, ""), None)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -230,17 +217,21 @@ pub fn run(cmd: NetworkCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         NetworkCommand::Delete { name } => {
-            let v = call(Request::NetworkDelete { name })?;
+            let v = rest("DELETE", &net_path(&name, ""), None)?;
             println!("{}", v["message"].as_str().unwrap_or("done"));
             Ok(0)
         }
         NetworkCommand::Reserve { name, mac, ip } => {
-            call(Request::NetworkReserve { name: name.clone(), mac: mac.clone(), ip: ip.clone() })?;
+            rest(
+                "POST",
+                &net_path(&name, "/reservations"),
+                Some(&serde_json::json!({ "mac": mac, "ip": ip })),
+            )?;
             println!("reserved {ip} for {mac} on '{name}'");
             Ok(0)
         }
         NetworkCommand::Leases { name, json } => {
-            let v = call(Request::NetworkLeases { name })?;
+            let v = rest("GET", &net_path(&name, "/leases"), None)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
