@@ -109,18 +109,15 @@ class Qmp:
             time.sleep(0.002)
 
 
-def raw_args(vine_args, qmp, console):
-    """vine's QEMU arguments with this run's QMP socket and console file, without -S."""
-    out = []
-    for a in vine_args:
-        if a == "-S":
-            continue
-        if a.startswith("unix:") and a.endswith(",server=on,wait=off"):
-            a = f"unix:{qmp},server=on,wait=off"
-        elif a.startswith("file,id=serial0,path="):
-            a = f"file,id=serial0,path={console},append=on"
-        out.append(a)
-    return out
+def raw_args(vine_args, vm_dir, raw_dir):
+    """vine's QEMU arguments without -S, every file of the VM's directory (QMP and console sockets,
+    console log, VNC socket) moved to `raw_dir`. Returns (args, QMP socket, console log)."""
+    out = [a.replace(vm_dir, raw_dir) for a in vine_args if a != "-S"]
+    qmp = out[out.index("-qmp") + 1].removeprefix("unix:").split(",")[0]
+    serial = next(a for a in out if a.startswith("socket,id=serial0,") or a.startswith("file,id=serial0,"))
+    opts = dict(kv.split("=", 1) for kv in serial.split(",")[1:] if "=" in kv)
+    console = opts.get("logfile") or opts["path"]
+    return out, qmp, console
 
 
 CGROUP_DIRS = [f"/sys/fs/cgroup/{c}/vine-bench-raw" for c in ("cpu", "cpuacct", "memory")]
@@ -158,6 +155,9 @@ def main():
     vine("vm", "create", VM, "--memory", "256M", "--kernel", f"{KIT}/vmlinuz", "--initrd", f"{KIT}/initrd.img",
          "--append", json.load(open(f"{KIT}/kit.json"))["cmdline"] + " vine.counter=1")
     console = show()["console_log"]
+    vm_dir = os.path.dirname(console)
+    raw_dir = f"{WORK}/raw"
+    os.makedirs(raw_dir, exist_ok=True)
     sides = ("vine", "raw", "rawcg")
     res = {f"{op}_{side}": [] for op in ("start", "save", "restore") for side in sides}
     with_cgroup = make_cgroup()
@@ -184,13 +184,11 @@ def main():
 
     def run_raw(side="raw"):
         pre = join_cgroup if side == "rawcg" else None
-        qmp = f"{WORK}/raw-qmp.sock"
-        rawlog = f"{WORK}/raw-console.log"
+        args, qmp, rawlog = raw_args(qemu_args, vm_dir, raw_dir)
         state = f"{WORK}/raw-state.bin"
         for p in (qmp, state):
             if os.path.exists(p):
                 os.remove(p)
-        args = raw_args(qemu_args, qmp, rawlog)
         log = open(f"{WORK}/raw-qemu.log", "ab")
         off = size(rawlog)
         t = time.monotonic()

@@ -32,8 +32,6 @@ pub struct PlacementCheck<'a> {
     pub overload: Option<&'a OverloadRule>,
     /// Fallback threshold for the overload rule.
     pub fallback: f64,
-    /// Check memory.
-    pub memory: bool,
 }
 
 /// Finds a host for `vm` among the hosts not `excluded` (CloudSim's `findHostForVm`).
@@ -48,7 +46,7 @@ pub fn find_host(
     let mut best: Option<(usize, TargetChoice)> = None;
     let mut min_diff = f64::MAX;
     for h in 0..st.hosts.len() {
-        if excluded[h] || !st.fits(h, vm, check.memory) {
+        if excluded[h] || !st.fits(h, vm) {
             continue;
         }
         // CloudSim 3.0.3 reads the load a target already has from its scheduler's grants (which
@@ -121,12 +119,7 @@ fn overload_reason(st: &PlanState<'_>, a: &Assessment, h: usize, vm: VmId) -> Re
 /// CloudSim 3.0.3's `PowerVmAllocationPolicyMigrationAbstract.optimizeAllocation`: move VMs off
 /// overloaded hosts until they are not, place them by `placement`, then repeatedly try to empty
 /// the least-utilised host.
-pub fn plan_reactive(
-    st: &mut PlanState<'_>,
-    spec: &ReactiveSpec,
-    placement: PlacementRule,
-    memory: bool,
-) -> Plan {
+pub fn plan_reactive(st: &mut PlanState<'_>, spec: &ReactiveSpec, placement: PlacementRule) -> Plan {
     let n = st.hosts.len();
     let rule = &spec.overload;
     let mut over = vec![false; n];
@@ -153,8 +146,7 @@ pub fn plan_reactive(
     }
     let mut order: Vec<VmId> = leaving.iter().map(|l| l.0).collect();
     sort_by_demand(st, &mut order);
-    let check =
-        PlacementCheck { rule: placement, overload: Some(rule), fallback: spec.fallback_threshold, memory };
+    let check = PlacementCheck { rule: placement, overload: Some(rule), fallback: spec.fallback_threshold };
     let mut plan = Plan::default();
     for id in order {
         let (_, from, reason) = leaving.iter().find(|l| l.0 == id).expect("selected above").clone();

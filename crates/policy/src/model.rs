@@ -120,8 +120,13 @@ pub struct VmView {
     pub id: VmId,
     /// MIPS of its one virtual CPU.
     pub mips: f64,
-    /// Memory in MB.
+    /// Memory in MB (its size: what a migration copies).
     pub ram_mb: u32,
+    /// Memory it occupies on its host now, MB: what a target must have free to receive it. A live
+    /// host reports the VM's whole memory (vine does not balloon); in the reference experiment a
+    /// VM asks for its size only while being created and afterwards for what its trace says, which
+    /// for PlanetLab is nothing.
+    pub requested_ram_mb: u32,
     /// CPU it asks for now, in MIPS.
     pub requested_mips: f64,
     /// Past CPU utilisation as fractions of `mips`, newest first, at most [`HISTORY_LENGTH`].

@@ -35,13 +35,10 @@ impl Planner {
         let mut st = PlanState::new(snap);
         match &self.policy.migrations {
             Migrations::None => Plan::default(),
-            Migrations::Reactive(r) => {
-                crate::migrator::plan_reactive(&mut st, r, self.policy.placement, self.policy.enforce_memory)
-            }
+            Migrations::Reactive(r) => crate::migrator::plan_reactive(&mut st, r, self.policy.placement),
             Migrations::Predictive(p) => {
                 let margin = if p.adaptive_margin { self.validator.margin(MARGIN_COVERAGE) } else { 0.0 };
-                let (plan, expectations) =
-                    plan_predictive(&mut st, p, self.policy.placement, self.policy.enforce_memory, margin);
+                let (plan, expectations) = plan_predictive(&mut st, p, margin);
                 for (vm, mips) in expectations {
                     self.validator.expect(vm, mips);
                 }

@@ -48,7 +48,15 @@ mod tests {
     use crate::model::{HostId, VmId};
 
     fn vm(history: Vec<f64>, now: f64) -> VmView {
-        VmView { id: VmId(1), mips: 1000.0, ram_mb: 613, requested_mips: now, history, host: HostId(0) }
+        VmView {
+            id: VmId(1),
+            mips: 1000.0,
+            ram_mb: 613,
+            requested_ram_mb: 613,
+            requested_mips: now,
+            history,
+            host: HostId(0),
+        }
     }
 
     #[test]

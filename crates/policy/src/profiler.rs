@@ -140,6 +140,7 @@ mod tests {
             id: crate::VmId(0),
             mips: 1000.0,
             ram_mb: 512,
+            requested_ram_mb: 512,
             requested_mips: 0.0,
             history: h,
             host: crate::HostId(0),

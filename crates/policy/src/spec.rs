@@ -157,20 +157,12 @@ pub struct Policy {
     pub power: PowerMode,
     /// Placement of new and moving VMs.
     pub placement: PlacementRule,
-    /// Memory is checked on every move, not only at first placement (CloudSim 3.0.3 checks it only at
-    /// first placement; vine always does).
-    #[serde(default = "default_true")]
-    pub enforce_memory: bool,
     /// Migration behaviour.
     pub migrations: Migrations,
 }
 
 fn default_power() -> PowerMode {
     PowerMode::Dynamic
-}
-
-fn default_true() -> bool {
-    true
 }
 
 /// Errors reading or checking a policy.
@@ -200,17 +192,8 @@ pub enum PolicyError {
 }
 
 /// Names of the built-in policies, baselines first, ours (`vine`, the default) last.
-pub const BUILTIN_NAMES: &[&str] = &[
-    "npa",
-    "dvfs",
-    "thr-mmt-0.8",
-    "iqr-mmt-1.5",
-    "mad-mmt-2.5",
-    "lr-mmt-1.2",
-    "lrr-mmt-1.2",
-    "vine",
-    "vine-mem",
-];
+pub const BUILTIN_NAMES: &[&str] =
+    &["npa", "dvfs", "thr-mmt-0.8", "iqr-mmt-1.5", "mad-mmt-2.5", "lr-mmt-1.2", "lrr-mmt-1.2", "vine"];
 
 /// The default policy's name.
 pub const DEFAULT_POLICY: &str = "vine";
@@ -291,7 +274,7 @@ impl Policy {
                 reactive(OverloadRule::Lrr { safety: 1.2 }),
                 "Robust local regression forecast × 1.2 ≥ 100 %, minimum migration time.",
             ),
-            "vine" | "vine-mem" => (
+            "vine" => (
                 Goal::Consolidate,
                 PowerMode::Dynamic,
                 PlacementRule::FirstFit,
@@ -300,17 +283,12 @@ impl Policy {
             ),
             other => return Err(PolicyError::UnknownBuiltin(other.to_string())),
         };
-        // CloudSim 3.0.3 checks memory only at first placement (afterwards a VM's memory demand is
-        // its trace's, which these traces do not have: zero); the baselines and `vine` are compared
-        // in that model. `vine-mem` also keeps every host within its memory.
-        let enforce_memory = name == "vine-mem";
         Ok(Policy {
             name: name.to_string(),
             description: description.to_string(),
             goal,
             power,
             placement,
-            enforce_memory,
             migrations,
         })
     }

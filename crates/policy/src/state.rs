@@ -12,7 +12,10 @@ pub struct PlanHost {
     pub available_mips: f64,
     /// MIPS the scheduler has granted.
     pub allocated_mips: f64,
-    /// Memory in use, MB.
+    /// Memory it must hold while the plan is carried out, MB ([`VmView::requested_ram_mb`]): that of
+    /// the VMs it had when planning began, including those the plan moves away (their memory is
+    /// freed only when their migration completes, so it is not lent to arrivals in the same plan),
+    /// plus that of the VMs the plan brings in.
     pub ram_mb: u64,
     cache: Option<Cache>,
 }
@@ -64,7 +67,7 @@ impl<'s> PlanState<'s> {
                 vms: h.vms.clone(),
                 available_mips: h.available_mips,
                 allocated_mips: h.allocated_mips,
-                ram_mb: h.vms.iter().map(|v| snap.vm(*v).ram_mb as u64).sum(),
+                ram_mb: h.vms.iter().map(|v| snap.vm(*v).requested_ram_mb as u64).sum(),
                 cache: None,
             })
             .collect();
@@ -86,14 +89,20 @@ impl<'s> PlanState<'s> {
         self.snap.hosts[h].measured_mips
     }
 
-    /// Whether `vm` fits on `h` now: one core can hold its demand, the scheduler has the MIPS, and
-    /// (when `memory` is set) the host has the memory.
-    pub fn fits(&self, h: usize, vm: &VmView, memory: bool) -> bool {
+    /// Whether `vm` fits on `h` now: one core can hold its demand, the scheduler has the MIPS and
+    /// the host has the memory the VM occupies.
+    pub fn fits(&self, h: usize, vm: &VmView) -> bool {
         let spec = self.spec(h);
         let host = &self.hosts[h];
         spec.pe_mips >= vm.requested_mips
             && host.available_mips >= vm.requested_mips
-            && (!memory || host.ram_mb + vm.ram_mb as u64 <= spec.ram_mb as u64)
+            && self.has_memory_for(h, vm)
+    }
+
+    /// Whether `h` has the memory `vm` occupies free (a VM coming back to where it was needs none).
+    pub fn has_memory_for(&self, h: usize, vm: &VmView) -> bool {
+        vm.host.0 as usize == h
+            || self.hosts[h].ram_mb + vm.requested_ram_mb as u64 <= self.spec(h).ram_mb as u64
     }
 
     fn cache(&mut self, h: usize) -> Cache {
@@ -130,7 +139,9 @@ impl<'s> PlanState<'s> {
         let vm = self.snap.vm(id);
         let host = &mut self.hosts[h];
         host.vms.push(id);
-        host.ram_mb += vm.ram_mb as u64;
+        if vm.host.0 as usize != h {
+            host.ram_mb += vm.requested_ram_mb as u64;
+        }
         self.regrant(h);
     }
 
@@ -155,7 +166,10 @@ impl<'s> PlanState<'s> {
         let host = &mut self.hosts[h];
         if let Some(pos) = host.vms.iter().position(|v| *v == id) {
             host.vms.remove(pos);
-            host.ram_mb -= snap.vm(id).ram_mb as u64;
+            let vm = snap.vm(id);
+            if vm.host.0 as usize != h {
+                host.ram_mb -= vm.requested_ram_mb as u64;
+            }
         }
         self.regrant(h);
     }

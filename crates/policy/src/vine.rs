@@ -6,10 +6,9 @@
 
 use std::collections::BTreeSet;
 
-use crate::migrator::PlacementCheck;
 use crate::model::{HostId, Migration, Plan, Reason, TargetChoice, VmId};
 use crate::predictor::forecast;
-use crate::spec::{PlacementRule, PredictiveSpec};
+use crate::spec::PredictiveSpec;
 use crate::state::PlanState;
 
 /// Forecasts used for one plan.
@@ -73,8 +72,6 @@ impl PredictiveSpec {
 pub fn plan_predictive(
     st: &mut PlanState<'_>,
     spec: &PredictiveSpec,
-    placement: PlacementRule,
-    memory: bool,
     margin: f64,
 ) -> (Plan, Vec<(VmId, f64)>) {
     let n = st.hosts.len();
@@ -105,7 +102,6 @@ pub fn plan_predictive(
     } else {
         spec.max_migrations_per_interval as usize
     };
-    let _ = PlacementCheck { rule: placement, overload: None, fallback: 0.0, memory };
 
     let mut plan = Plan::default();
     let on: Vec<bool> = st.snap.hosts.iter().map(|h| h.measured_mips > 0.0).collect();
@@ -153,7 +149,7 @@ pub fn plan_predictive(
                     .or_else(|| vms.iter().copied().max_by(|a, b| d.of(*a).total_cmp(&d.of(*b))))
             });
             let Some(vm) = pick else { break };
-            let Some((to, target)) = choose_target(st, &d, spec, vm, &emptied, &on, h, memory, true) else {
+            let Some((to, target)) = choose_target(st, &d, spec, vm, &emptied, &on, h, true) else {
                 break;
             };
             let v = st.vm(vm);
@@ -186,15 +182,18 @@ pub fn plan_predictive(
     }
 
     // 2. Under-used hosts, the cheapest to empty first.
-    let mut under: Vec<usize> = (0..n)
+    let under: Vec<usize> = (0..n)
         .filter(|&h| on[h] && !frozen[h] && !st.hosts[h].vms.is_empty())
         .filter(|&h| d.per_host[h] < spec.lower * st.spec(h).total_mips())
         .collect();
-    under.sort_by(|&a, &b| {
-        let ka = (st.hosts[a].vms.len(), d.per_host[a] / st.spec(a).total_mips());
-        let kb = (st.hosts[b].vms.len(), d.per_host[b] / st.spec(b).total_mips());
-        ka.partial_cmp(&kb).expect("finite")
-    });
+    // The cost of emptying a host: the CPU its VMs lose while they migrate (10 % of their demand
+    // for as long as each migration takes), what the SLA's degradation metric charges.
+    let cost = |h: usize| -> f64 {
+        st.hosts[h].vms.iter().map(|v| d.of(*v).max(1.0) * st.snap.migration_time_s(st.vm(*v))).sum()
+    };
+    let mut keyed: Vec<(f64, usize)> = under.iter().map(|&h| (cost(h), h)).collect();
+    keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let under: Vec<usize> = keyed.into_iter().map(|(_, h)| h).collect();
     for h in under {
         if frozen[h] || plan.migrations.len() + st.hosts[h].vms.len() > budget {
             continue;
@@ -206,7 +205,7 @@ pub fn plan_predictive(
         vms.sort_by(|a, b| d.of(*b).total_cmp(&d.of(*a)));
         let mut batch = Vec::new();
         for vm in vms {
-            match choose_target(st, &d, spec, vm, &emptied, &on, h, memory, false) {
+            match choose_target(st, &d, spec, vm, &emptied, &on, h, false) {
                 Some((to, target)) => {
                     move_vm(st, &mut d, vm, h, to);
                     batch.push(Migration {
@@ -269,17 +268,13 @@ fn choose_target(
     emptied: &[bool],
     on: &[bool],
     source: usize,
-    memory: bool,
     may_wake: bool,
 ) -> Option<(usize, TargetChoice)> {
     let v = st.vm(vm);
     let f = d.of(vm);
     let fits = |h: usize| {
         let spec_h = st.spec(h);
-        h != source
-            && !emptied[h]
-            && spec_h.pe_mips >= f
-            && (!memory || st.hosts[h].ram_mb + v.ram_mb as u64 <= spec_h.ram_mb as u64)
+        h != source && !emptied[h] && spec_h.pe_mips >= f && st.has_memory_for(h, v)
     };
     // Best fit: the host left with the least room under the fill target.
     let need = (f * 1000.0).round() as i64;

@@ -54,6 +54,9 @@ pub fn synthetic(hosts: usize, vms: usize, seed: u64) -> Snapshot {
             id: VmId(i as u32),
             mips,
             ram_mb,
+            // As in the reference experiment after creation: ten VMs per 4 GB host would not fit
+            // otherwise, and the step's cost is the same either way.
+            requested_ram_mb: 0,
             requested_mips: requested,
             history,
             host: HostId(h as u32),

@@ -9,6 +9,8 @@ use policy::spec::{PlacementRule, PowerMode};
 use policy::state::scheduler_grants;
 use policy::{HostId, HostSpec, HostView, Snapshot, VmId, VmView};
 
+use serde::Serialize;
+
 use crate::trace::TraceVm;
 
 /// Network bandwidth of a host, in CloudSim's units (kbit/s).
@@ -26,6 +28,42 @@ struct VmEntry {
     allocated: f64,
     requested: f64,
     in_migration: bool,
+}
+
+/// How much memory a VM occupies on its host once created (what a target host must have free).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MemoryModel {
+    /// The reference experiment's (CloudSim 3.0.3): a VM asks for its whole memory while being
+    /// created and afterwards for what its trace says, which for PlanetLab is nothing, so hosts may
+    /// hold more VMs than their memory.
+    #[default]
+    Trace,
+    /// A live host's: a VM occupies all of its memory all the time (vine gives a guest its memory
+    /// and does not balloon), so no host ever holds more VM memory than it has.
+    Allocated,
+}
+
+impl MemoryModel {
+    /// Its name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemoryModel::Trace => "trace",
+            MemoryModel::Allocated => "allocated",
+        }
+    }
+}
+
+impl std::str::FromStr for MemoryModel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "trace" => Ok(MemoryModel::Trace),
+            "allocated" => Ok(MemoryModel::Allocated),
+            other => Err(format!("unknown memory model '{other}' (expected 'trace' or 'allocated')")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -101,11 +139,12 @@ pub struct DataCentre<'t> {
     pending: Vec<(f64, u64, usize, usize)>,
     seq: u64,
     unplaced: usize,
+    memory: MemoryModel,
 }
 
 impl<'t> DataCentre<'t> {
     /// A data centre of `hosts`, empty.
-    pub fn new(hosts: Vec<HostSpec>, traces: &'t [TraceVm], power: PowerMode) -> Self {
+    pub fn new(hosts: Vec<HostSpec>, traces: &'t [TraceVm], power: PowerMode, memory: MemoryModel) -> Self {
         let hosts = hosts
             .into_iter()
             .map(|spec| Host {
@@ -151,6 +190,7 @@ impl<'t> DataCentre<'t> {
             pending: Vec::new(),
             seq: 0,
             unplaced: 0,
+            memory,
         }
     }
 
@@ -363,6 +403,11 @@ impl<'t> DataCentre<'t> {
                     id: VmId(i as u32),
                     mips: v.mips,
                     ram_mb: v.ram_mb,
+                    requested_ram_mb: if v.instantiating || self.memory == MemoryModel::Allocated {
+                        v.ram_mb
+                    } else {
+                        0
+                    },
                     requested_mips: self.requested(i),
                     history: self.receiver.history(VmId(i as u32)).to_vec(),
                     host: HostId(h as u32),
@@ -379,6 +424,16 @@ impl<'t> DataCentre<'t> {
         };
         snap.reindex();
         snap
+    }
+
+    /// The fullest host's VM memory as a fraction of its own memory: the sizes of the VMs on it,
+    /// counting those migrating in (whose memory is being copied there). Above 1 means the host
+    /// holds more VM memory than it has, which only the `trace` memory model allows.
+    pub fn memory_use(&self) -> f64 {
+        self.hosts
+            .iter()
+            .map(|h| h.vms.iter().map(|&v| self.vms[v].ram_mb as f64).sum::<f64>() / h.spec.ram_mb as f64)
+            .fold(0.0, f64::max)
     }
 
     /// Starts migrating `vm` to `to` at `t` (CloudSim's `addMigratingInVm`); it completes after

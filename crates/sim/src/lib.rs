@@ -14,6 +14,7 @@ pub mod plot;
 pub mod run;
 pub mod trace;
 
+pub use datacenter::MemoryModel;
 pub use metrics::Metrics;
 pub use run::{simulate, Report, DEFAULT_HOSTS};
 pub use trace::{load_day, Trace, TraceError};

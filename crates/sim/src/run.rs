@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 use policy::prescriber::Command;
 use policy::sender::SendError;
 use policy::spec::{Migrations, Policy};
-use policy::{HostSpec, Planner, PowerCurve, Sender};
+use policy::{HostSpec, Planner, PowerCurve, Reason, Sender};
 use serde::Serialize;
 
-use crate::datacenter::{DataCentre, Totals, TICK_OFFSET_S};
+use crate::datacenter::{DataCentre, MemoryModel, Totals, TICK_OFFSET_S};
 use crate::metrics::Metrics;
 use crate::trace::{Trace, SAMPLES_PER_DAY, SAMPLE_PERIOD_S};
 
@@ -52,6 +52,8 @@ pub struct Report {
     pub day: String,
     /// Hosts simulated.
     pub hosts: usize,
+    /// How VMs occupy memory.
+    pub memory: MemoryModel,
     /// VMs in the trace.
     pub vms: usize,
     /// VMs that fitted nowhere at creation.
@@ -59,6 +61,13 @@ pub struct Report {
     /// The figures.
     #[serde(flatten)]
     pub metrics: Metrics,
+    /// The most VM memory any host held at any time, as a fraction of its memory (above 1 only in
+    /// the `trace` memory model, where hosts may hold more VMs than their memory).
+    pub peak_memory_use: f64,
+    /// Migrations planned to relieve an overloaded host.
+    pub migrations_for_overload: u64,
+    /// Migrations planned to empty an under-used host.
+    pub migrations_for_underload: u64,
     /// Mean planning time per interval, ms.
     pub planning_ms_mean: f64,
     /// Longest planning step, ms.
@@ -90,9 +99,9 @@ impl Sender for SimSender<'_, '_> {
 /// Commands kept in a report as examples.
 const SAMPLE_COMMANDS: usize = 8;
 
-/// Simulates `trace` under `policy` on `hosts` CloudSim hosts.
-pub fn simulate(trace: &Trace, policy: &Policy, hosts: usize) -> Report {
-    let mut dc = DataCentre::new(cloudsim_hosts(hosts), &trace.vms, policy.power);
+/// Simulates `trace` under `policy` on `hosts` CloudSim hosts, VMs occupying memory as `memory` says.
+pub fn simulate(trace: &Trace, policy: &Policy, hosts: usize, memory: MemoryModel) -> Report {
+    let mut dc = DataCentre::new(cloudsim_hosts(hosts), &trace.vms, policy.power, memory);
     dc.place_initial(policy.placement, policy.migrations.initial_threshold());
     let mut planner = Planner::new(policy.clone());
     let migrate = !matches!(policy.migrations, Migrations::None);
@@ -100,6 +109,8 @@ pub fn simulate(trace: &Trace, policy: &Policy, hosts: usize) -> Report {
     let mut planning = Vec::new();
     let mut series = Vec::new();
     let mut sample_commands = Vec::new();
+    let (mut for_overload, mut for_underload) = (0, 0);
+    let mut peak_memory_use = dc.memory_use();
     let mut prev = dc.totals();
     prev.time = 0.0;
     while t <= SIMULATION_LIMIT_S {
@@ -108,6 +119,12 @@ pub fn simulate(trace: &Trace, policy: &Policy, hosts: usize) -> Report {
             let started = Instant::now();
             let snap = dc.snapshot(t, SAMPLE_PERIOD_S);
             let plan = planner.plan(&snap);
+            for m in &plan.migrations {
+                match m.reason {
+                    Reason::Overload { .. } => for_overload += 1,
+                    Reason::Underload { .. } => for_underload += 1,
+                }
+            }
             let commands = policy::prescribe(&plan);
             planning.push(started.elapsed());
             for c in commands.iter().take(SAMPLE_COMMANDS.saturating_sub(sample_commands.len())) {
@@ -116,6 +133,7 @@ pub fn simulate(trace: &Trace, policy: &Policy, hosts: usize) -> Report {
             SimSender { dc: &mut dc, time: t }
                 .send(&commands)
                 .expect("the simulated data centre accepts every command");
+            peak_memory_use = peak_memory_use.max(dc.memory_use());
             dc.finish_migrations(t + SAMPLE_PERIOD_S);
         }
         let now = dc.totals();
@@ -133,8 +151,12 @@ pub fn simulate(trace: &Trace, policy: &Policy, hosts: usize) -> Report {
         policy: policy.name.clone(),
         day: trace.day.clone(),
         hosts,
+        memory,
         vms: trace.vms.len(),
         vms_not_placed,
+        peak_memory_use,
+        migrations_for_overload: for_overload,
+        migrations_for_underload: for_underload,
         metrics: dc.finish(),
         planning_ms_mean,
         planning_ms_max,

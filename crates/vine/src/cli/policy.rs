@@ -20,6 +20,10 @@ pub enum PolicyCommand {
         /// Number of hosts (alternating HP ML110 G4 and G5).
         #[arg(long, default_value_t = sim::DEFAULT_HOSTS)]
         hosts: usize,
+        /// How much memory a VM occupies after creation: `trace` (what its trace says; PlanetLab
+        /// has none, as in CloudSim's experiment) or `allocated` (all of it, as on a live vine host).
+        #[arg(long, default_value = "trace")]
+        memory: sim::MemoryModel,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -116,13 +120,13 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<i32> {
             print!("{}", load_policy(&policy)?.to_toml());
             Ok(0)
         }
-        PolicyCommand::Simulate { trace, policy, hosts, json, plot, explain } => {
+        PolicyCommand::Simulate { trace, policy, hosts, memory, json, plot, explain } => {
             let policies = policy.iter().map(|p| load_policy(p)).collect::<anyhow::Result<Vec<_>>>()?;
             let day =
                 sim::load_day(&trace).with_context(|| format!("loading traces from {}", trace.display()))?;
             let mut reports = Vec::new();
             for p in &policies {
-                let report = sim::simulate(&day, p, hosts);
+                let report = sim::simulate(&day, p, hosts, memory);
                 if !json {
                     print_report(&report, explain);
                 }
@@ -154,7 +158,14 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<i32> {
 
 fn print_report(r: &sim::Report, explain: bool) {
     let m = &r.metrics;
-    println!("policy {} on day {} ({} hosts, {} VMs)", r.policy, r.day, r.hosts, r.vms);
+    println!(
+        "policy {} on day {} ({} hosts, {} VMs, memory model {})",
+        r.policy,
+        r.day,
+        r.hosts,
+        r.vms,
+        r.memory.name()
+    );
     if r.vms_not_placed > 0 {
         println!("  VMs not placed:    {} (no host had room at creation)", r.vms_not_placed);
     }
@@ -163,8 +174,12 @@ fn print_report(r: &sim::Report, explain: bool) {
     println!("  PDM:               {:.3} %", m.pdm * 100.0);
     println!("  SLAV:              {:.3e}", m.slav);
     println!("  ESV:               {:.3e}", m.esv);
-    println!("  migrations:        {}", m.migrations);
+    println!(
+        "  migrations:        {} (planned: {} to relieve overloads, {} to empty hosts)",
+        m.migrations, r.migrations_for_overload, r.migrations_for_underload
+    );
     println!("  host shutdowns:    {}", m.host_shutdowns);
+    println!("  peak host memory:  {:.0} % (VM memory on the fullest host)", r.peak_memory_use * 100.0);
     println!("  planning per step: {:.2} ms mean, {:.2} ms max", r.planning_ms_mean, r.planning_ms_max);
     let n = if explain { r.sample_commands.len() } else { r.sample_commands.len().min(2) };
     if n > 0 {
@@ -201,6 +216,8 @@ fn live_snapshot(m: &serde_json::Value) -> anyhow::Result<(policy::Snapshot, Vec
             id: VmId(i as u32),
             mips,
             ram_mb: (v["memory"].as_u64().unwrap_or(0) >> 20) as u32,
+            // A running guest holds all of its memory (vine does not balloon).
+            requested_ram_mb: (v["memory"].as_u64().unwrap_or(0) >> 20) as u32,
             requested_mips: history.first().copied().unwrap_or(0.0) * mips,
             history,
             host: HostId(0),
