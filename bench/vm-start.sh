@@ -4,12 +4,12 @@
 # (bench/vm_start.py does the timing). A private daemon in a temporary data directory is used
 # and stopped afterwards; the guest is the guest kit (TCG on this machine).
 #
-#   bash bench/vm-start.sh [ROUNDS]      (default 7)
+#   bash bench/vm-start.sh [ROUNDS]      (default 21)
 #
 # Prints a Markdown table of medians with vine / raw and the difference in milliseconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=${1:-7}
+ROUNDS=${1:-21}
 cargo build --release --quiet -p vine
 bash scripts/guest-kit.sh >/dev/null
 VINE=$PWD/target/release/vine
@@ -22,6 +22,7 @@ cleanup() {
         kill "$daemon" 2>/dev/null || true
         wait "$daemon" 2>/dev/null || true
     fi
+    for c in cpu cpuacct memory; do rmdir /sys/fs/cgroup/$c/vine-bench 2>/dev/null || true; done
     rm -rf "$work"
 }
 trap cleanup EXIT

@@ -5,7 +5,9 @@ Called by bench/vm-start.sh with a running private `vine daemon`. For each round
 
 * start: `vine vm start` until the guest's userspace marker (VINE-BOOT-OK) is on its serial log,
   against the very command line vine gave QEMU (read from /proc/PID/cmdline, without vine's -S)
-  started by hand until the same marker;
+  started by hand until the same marker; also until the guest runs: `vine vm start` returned
+  (QEMU up, QMP negotiated, `cont` given) against QEMU's QMP socket answering by hand (QEMU up,
+  guest running), which leaves out the TCG boot and its noise;
 * save: `vine vm save` until it returns, against raw QMP (stop, migrate to file:, poll
   query-migrate until completed, quit, wait for the process to end);
 * restore: `vine vm restore` until it returns, against starting the same command line with
@@ -18,11 +20,14 @@ The by-hand side runs twice: as a plain process, and inside a cgroup set up like
 v1: cpu, cpuacct and memory with the same memory limit, guest memory + 384 MiB), so the table
 separates what vine's daemon adds from what enforcing memory limits costs.
 
-Prints a Markdown table of medians, vine / raw and vine − raw.
+Prints a Markdown table of medians, vine / raw and vine − raw, then the per-round (paired)
+differences with a 95 % bootstrap interval: the rounds run the sides back to back, so slow drifts
+of the machine cancel and the interval says how well the run resolves vine's overhead.
 """
 
 import json
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -141,10 +146,18 @@ def remove_cgroup():
             pass
 
 
-def join_cgroup():
-    for d in CGROUP_DIRS:
-        with open(f"{d}/cgroup.procs", "w") as f:
-            f.write(str(os.getpid()))
+def in_cgroup(argv):
+    """`argv` run by a shell that first moves itself into the cgroups (as `cgexec` would): cheaper
+    than a Python pre-exec hook, which forces a full fork of this interpreter."""
+    joins = "; ".join(f"echo $$ > {d}/cgroup.procs" for d in CGROUP_DIRS)
+    return ["/bin/sh", "-c", f'{joins}; exec "$@"', "sh", *argv]
+
+
+def bootstrap_median(d, n=4000, seed=1):
+    """95 % percentile-bootstrap interval of the median of `d` (fixed seed: reproducible)."""
+    rng = random.Random(seed)
+    meds = sorted(statistics.median(rng.choices(d, k=len(d))) for _ in range(n))
+    return meds[int(0.025 * n)], meds[int(0.975 * n) - 1]
 
 
 def wait_exit(p, timeout=60):
@@ -159,7 +172,7 @@ def main():
     raw_dir = f"{WORK}/raw"
     os.makedirs(raw_dir, exist_ok=True)
     sides = ("vine", "raw", "rawcg")
-    res = {f"{op}_{side}": [] for op in ("start", "save", "restore") for side in sides}
+    res = {f"{op}_{side}": [] for op in ("ready", "start", "save", "restore") for side in sides}
     with_cgroup = make_cgroup()
     qemu_args = None
     qemu_bin = None
@@ -168,6 +181,7 @@ def main():
         off = size(console)
         t = time.monotonic()
         vine("vm", "start", VM)
+        res["ready_vine"].append(time.monotonic() - t)
         wait_marker(console, off)
         res["start_vine"].append(time.monotonic() - t)
         if qemu_args is None:
@@ -183,7 +197,17 @@ def main():
         vine("vm", "off", VM)
 
     def run_raw(side="raw"):
-        pre = join_cgroup if side == "rawcg" else None
+        procs = []
+        try:
+            run_raw_procs(side, procs)
+        finally:
+            for p in procs:  # only after a failure: a finished side has reaped its QEMU
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+
+    def run_raw_procs(side, procs):
+        wrap = in_cgroup if side == "rawcg" else (lambda argv: argv)
         args, qmp, rawlog = raw_args(qemu_args, vm_dir, raw_dir)
         state = f"{WORK}/raw-state.bin"
         for p in (qmp, state):
@@ -192,12 +216,13 @@ def main():
         log = open(f"{WORK}/raw-qemu.log", "ab")
         off = size(rawlog)
         t = time.monotonic()
-        p = subprocess.Popen([qemu_bin, *args], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                             preexec_fn=pre)
+        p = subprocess.Popen(wrap([qemu_bin, *args]), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        procs.append(p)
+        c = Qmp(qmp)
+        res[f"ready_{side}"].append(time.monotonic() - t)
         wait_marker(rawlog, off)
         res[f"start_{side}"].append(time.monotonic() - t)
         time.sleep(2)
-        c = Qmp(qmp)
         t = time.monotonic()
         c.cmd("stop")
         c.cmd("migrate", uri=f"file:{state}")
@@ -210,8 +235,9 @@ def main():
         res[f"save_{side}"].append(time.monotonic() - t)
         os.remove(qmp) if os.path.exists(qmp) else None
         t = time.monotonic()
-        p = subprocess.Popen([qemu_bin, *args, "-S", "-incoming", "defer"], stdin=subprocess.DEVNULL,
-                             stdout=log, stderr=log, preexec_fn=pre)
+        p = subprocess.Popen(wrap([qemu_bin, *args, "-S", "-incoming", "defer"]), stdin=subprocess.DEVNULL,
+                             stdout=log, stderr=log)
+        procs.append(p)
         c = Qmp(qmp)
         c.cmd("migrate-incoming", uri=f"file:{state}")
         c.wait_migration()
@@ -235,8 +261,9 @@ def main():
     print("| operation | by hand (median) | by hand in a cgroup like vine's | vine (median) | vine / by hand "
           "| vine − by hand | vine / by hand in cgroup | vine − by hand in cgroup |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for op, label in (("start", "start → userspace marker"), ("save", "save (256 MiB guest)"),
-                      ("restore", "restore → running")):
+    ops = (("ready", "start → QEMU ready, guest running"), ("start", "start → userspace marker"),
+           ("save", "save (256 MiB guest)"), ("restore", "restore → running"))
+    for op, label in ops:
         raw = statistics.median(res[f"{op}_raw"])
         v = statistics.median(res[f"{op}_vine"])
         if res[f"{op}_rawcg"]:
@@ -248,6 +275,24 @@ def main():
         print(f"| {label} | {raw * 1000:.0f} ms | {cg_col} | {v * 1000:.0f} ms | {v / raw:.3f} | "
               f"{(v - raw) * 1000:+.0f} ms | {cg_tail} |")
     remove_cgroup()
+    print("\nPaired by round (each round runs the sides back to back): medians of vine − by hand and of "
+          "(vine − by hand) / by hand, each with a 95 % bootstrap interval.\n")
+    print("| operation | vine − by hand | relative | vine − by hand in cgroup | relative |")
+    print("|---|---:|---:|---:|---:|")
+    for op, label in ops:
+        cells = []
+        for other in ("raw", "rawcg"):
+            pairs = list(zip(res[f"{op}_vine"], res[f"{op}_{other}"]))
+            if pairs:
+                d = [a - b for a, b in pairs]
+                rel = [(a - b) / b for a, b in pairs]
+                lo, hi = bootstrap_median(d)
+                rlo, rhi = bootstrap_median(rel)
+                cells += [f"{statistics.median(d) * 1000:+.0f} ms ({lo * 1000:+.0f} … {hi * 1000:+.0f})",
+                          f"{statistics.median(rel) * 100:+.1f} % ({rlo * 100:+.1f} … {rhi * 100:+.1f})"]
+            else:
+                cells += ["n/a", "n/a"]
+        print(f"| {label} | " + " | ".join(cells) + " |")
     print(f"\n{ROUNDS} rounds; every sample (ms): " +
           json.dumps({k: [round(x * 1000) for x in v] for k, v in res.items()}))
 
