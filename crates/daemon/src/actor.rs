@@ -342,7 +342,12 @@ impl Actor {
         let state = self.state();
         let t = vmm::state::check(&self.name, state, control).map_err(|r| Failure::Refused(r.to_string()))?;
         if t.during != state {
-            self.set_state(t.during);
+            if matches!(control, Control::Start | Control::Restore) {
+                // Shown at once, recorded by `launch` together with QEMU's pid.
+                self.view.lock().unwrap_or_else(|p| p.into_inner()).state = t.during;
+            } else {
+                self.set_state(t.during);
+            }
         }
         let undo = options.undo.unwrap_or(UndoAction::Keep);
         let r = match control {
@@ -597,6 +602,15 @@ impl Actor {
                 let _ = child.wait();
                 return Err(Fail::from(format!("cgroup: {e}")));
             }
+            // Record the new QEMU now, while it initialises (the commit is then off the critical
+            // path): a daemon that dies from here on finds this QEMU again and adopts it.
+            let record =
+                RuntimeRecord { qemu_pid: id.pid, qemu_start_ticks: id.start_ticks, disks: leases.clone() };
+            let json = serde_json::to_string(&record).expect("runtime records serialise");
+            let during = self.state();
+            if let Err(e) = self.ctx.store.set_state(&self.name, during.name(), Some(id.pid), Some(&json)) {
+                tracing::error!(vm = self.name, error = %e, "cannot record the VM's state");
+            }
             let deadline = Instant::now() + QMP_TIMEOUT;
             let client = loop {
                 if let Ok(Some(status)) = child.try_wait() {
@@ -624,9 +638,9 @@ impl Actor {
         })();
         match r {
             Ok(p) => {
+                // Already recorded with this pid above; the view learns it now.
+                self.view.lock().unwrap_or_else(|p| p.into_inner()).pid = Some(p.id.pid);
                 self.proc = Some(p);
-                let s = self.state();
-                self.set_state(s);
                 Ok(())
             }
             Err(e) => {

@@ -16,5 +16,5 @@ pub mod trace;
 
 pub use datacenter::MemoryModel;
 pub use metrics::Metrics;
-pub use run::{simulate, Report, DEFAULT_HOSTS};
+pub use run::{simulate, Report, Setup, DEFAULT_HOSTS};
 pub use trace::{load_day, Trace, TraceError};

@@ -74,7 +74,7 @@ pub struct Report {
     pub planning_ms_max: f64,
     /// Time series, one point per interval.
     pub series: Vec<Point>,
-    /// A few of the commands issued, with their reasons (the first of the day).
+    /// The first commands of the day with their reasons (as many as [`Setup::commands_kept`]).
     pub sample_commands: Vec<String>,
 }
 
@@ -96,11 +96,27 @@ impl Sender for SimSender<'_, '_> {
     }
 }
 
-/// Commands kept in a report as examples.
-const SAMPLE_COMMANDS: usize = 8;
+/// How a day is simulated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Setup {
+    /// Number of CloudSim hosts (G4 and G5 alternating).
+    pub hosts: usize,
+    /// How VMs occupy memory.
+    pub memory: MemoryModel,
+    /// How many of the day's commands (the first ones) the report keeps with their reasons.
+    pub commands_kept: usize,
+}
 
-/// Simulates `trace` under `policy` on `hosts` CloudSim hosts, VMs occupying memory as `memory` says.
-pub fn simulate(trace: &Trace, policy: &Policy, hosts: usize, memory: MemoryModel) -> Report {
+impl Default for Setup {
+    /// The reference experiment: 800 hosts, CloudSim's memory model, the first 8 commands kept.
+    fn default() -> Self {
+        Setup { hosts: DEFAULT_HOSTS, memory: MemoryModel::Trace, commands_kept: 8 }
+    }
+}
+
+/// Simulates `trace` under `policy` as `setup` says.
+pub fn simulate(trace: &Trace, policy: &Policy, setup: &Setup) -> Report {
+    let Setup { hosts, memory, commands_kept } = *setup;
     let mut dc = DataCentre::new(cloudsim_hosts(hosts), &trace.vms, policy.power, memory);
     dc.place_initial(policy.placement, policy.migrations.initial_threshold());
     let mut planner = Planner::new(policy.clone());
@@ -127,7 +143,7 @@ pub fn simulate(trace: &Trace, policy: &Policy, hosts: usize, memory: MemoryMode
             }
             let commands = policy::prescribe(&plan);
             planning.push(started.elapsed());
-            for c in commands.iter().take(SAMPLE_COMMANDS.saturating_sub(sample_commands.len())) {
+            for c in commands.iter().take(commands_kept.saturating_sub(sample_commands.len())) {
                 sample_commands.push(format!("t={t:.1}s {c}"));
             }
             SimSender { dc: &mut dc, time: t }

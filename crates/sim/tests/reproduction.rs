@@ -28,13 +28,7 @@ fn baselines_match_cloudsim_on_the_published_days() {
     let mut failures = Vec::new();
     for (day, name, energy, slatah, pdm, slav, migrations) in PUBLISHED {
         let trace = common::day(day);
-        let m = sim::simulate(
-            &trace,
-            &Policy::builtin(name).unwrap(),
-            sim::DEFAULT_HOSTS,
-            sim::MemoryModel::Trace,
-        )
-        .metrics;
+        let m = sim::simulate(&trace, &Policy::builtin(name).unwrap(), &sim::Setup::default()).metrics;
         // PDM is published rounded to 0.01 %: compare it at that precision.
         let pdm_rounded = (m.pdm * 10_000.0).round() / 10_000.0;
         let checks = [
@@ -56,19 +50,7 @@ fn baselines_match_cloudsim_on_the_published_days() {
 #[test]
 fn lrr_equals_lr_as_in_cloudsim() {
     let trace = common::day("20110309");
-    let lr = sim::simulate(
-        &trace,
-        &Policy::builtin("lr-mmt-1.2").unwrap(),
-        sim::DEFAULT_HOSTS,
-        sim::MemoryModel::Trace,
-    )
-    .metrics;
-    let lrr = sim::simulate(
-        &trace,
-        &Policy::builtin("lrr-mmt-1.2").unwrap(),
-        sim::DEFAULT_HOSTS,
-        sim::MemoryModel::Trace,
-    )
-    .metrics;
+    let lr = sim::simulate(&trace, &Policy::builtin("lr-mmt-1.2").unwrap(), &sim::Setup::default()).metrics;
+    let lrr = sim::simulate(&trace, &Policy::builtin("lrr-mmt-1.2").unwrap(), &sim::Setup::default()).metrics;
     assert_eq!(lr, lrr);
 }

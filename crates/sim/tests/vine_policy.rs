@@ -8,8 +8,7 @@ use policy::Policy;
 #[test]
 fn vine_beats_the_baselines_on_every_day() {
     let run = |trace: &sim::Trace, name: &str| {
-        sim::simulate(trace, &Policy::builtin(name).unwrap(), sim::DEFAULT_HOSTS, sim::MemoryModel::Trace)
-            .metrics
+        sim::simulate(trace, &Policy::builtin(name).unwrap(), &sim::Setup::default()).metrics
     };
     let mut failures = Vec::new();
     for day in common::DAYS {
@@ -34,10 +33,22 @@ fn vine_beats_the_baselines_on_every_day() {
 }
 
 #[test]
+fn explain_keeps_every_migration_with_its_reason() {
+    let trace = common::day("20110306");
+    let report = sim::simulate(
+        &trace,
+        &Policy::builtin("vine").unwrap(),
+        &sim::Setup { commands_kept: usize::MAX, ..Default::default() },
+    );
+    let migrations = report.sample_commands.iter().filter(|c| c.contains(" migrate VM ")).count() as u64;
+    assert_eq!(migrations, report.migrations_for_overload + report.migrations_for_underload);
+    assert!(migrations > 8, "only {migrations} migrations kept");
+}
+
+#[test]
 fn every_vine_migration_is_explained() {
     let trace = common::day("20110303");
-    let report =
-        sim::simulate(&trace, &Policy::builtin("vine").unwrap(), sim::DEFAULT_HOSTS, sim::MemoryModel::Trace);
+    let report = sim::simulate(&trace, &Policy::builtin("vine").unwrap(), &sim::Setup::default());
     assert!(!report.sample_commands.is_empty());
     for c in &report.sample_commands {
         assert!(c.contains(" was ") && c.contains(" chosen"), "unexplained: {c}");
@@ -54,8 +65,7 @@ fn with_memory_allocated_no_host_ever_holds_more_than_it_has() {
         let report = sim::simulate(
             &trace,
             &Policy::builtin(name).unwrap(),
-            sim::DEFAULT_HOSTS,
-            sim::MemoryModel::Allocated,
+            &sim::Setup { memory: sim::MemoryModel::Allocated, ..Default::default() },
         );
         assert!(report.metrics.migrations > 0, "{name} moved nothing");
         assert!(
@@ -66,11 +76,6 @@ fn with_memory_allocated_no_host_ever_holds_more_than_it_has() {
     }
     // The reference experiment's model lets hosts hold far more than their memory: the check above
     // is not vacuous.
-    let cloudsim = sim::simulate(
-        &trace,
-        &Policy::builtin("lr-mmt-1.2").unwrap(),
-        sim::DEFAULT_HOSTS,
-        sim::MemoryModel::Trace,
-    );
+    let cloudsim = sim::simulate(&trace, &Policy::builtin("lr-mmt-1.2").unwrap(), &sim::Setup::default());
     assert!(cloudsim.peak_memory_use > 1.0);
 }

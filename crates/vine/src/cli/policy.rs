@@ -30,7 +30,7 @@ pub enum PolicyCommand {
         /// Draw energy and SLA violation over the day into this SVG file.
         #[arg(long)]
         plot: Option<PathBuf>,
-        /// Print every command with its reason (can be long).
+        /// Print every command with its reason (can be long; with --json, as `sample_commands`).
         #[arg(long)]
         explain: bool,
     },
@@ -126,7 +126,11 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<i32> {
                 sim::load_day(&trace).with_context(|| format!("loading traces from {}", trace.display()))?;
             let mut reports = Vec::new();
             for p in &policies {
-                let report = sim::simulate(&day, p, hosts, memory);
+                let report = sim::simulate(
+                    &day,
+                    p,
+                    &sim::Setup { hosts, memory, commands_kept: if explain { usize::MAX } else { 2 } },
+                );
                 if !json {
                     print_report(&report, explain);
                 }
@@ -139,7 +143,9 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<i32> {
                         let mut v = serde_json::to_value(r).expect("reports serialise");
                         if let Some(o) = v.as_object_mut() {
                             o.remove("series");
-                            o.remove("sample_commands");
+                            if !explain {
+                                o.remove("sample_commands");
+                            }
                         }
                         v
                     })
@@ -181,10 +187,12 @@ fn print_report(r: &sim::Report, explain: bool) {
     println!("  host shutdowns:    {}", m.host_shutdowns);
     println!("  peak host memory:  {:.0} % (VM memory on the fullest host)", r.peak_memory_use * 100.0);
     println!("  planning per step: {:.2} ms mean, {:.2} ms max", r.planning_ms_mean, r.planning_ms_max);
-    let n = if explain { r.sample_commands.len() } else { r.sample_commands.len().min(2) };
-    if n > 0 {
-        println!("  first commands, with reasons:");
-        for c in &r.sample_commands[..n] {
+    if !r.sample_commands.is_empty() {
+        println!(
+            "  {}:",
+            if explain { "every command, with its reason" } else { "first commands, with reasons" }
+        );
+        for c in &r.sample_commands {
             println!("    {c}");
         }
     }
