@@ -165,6 +165,14 @@ pub struct RuntimeRecord {
     pub disks: Vec<(Lease, bool)>,
 }
 
+impl RuntimeRecord {
+    /// The record of a QEMU with these disk leases, as the store keeps it.
+    fn json(id: Identity, disks: &[(Lease, bool)]) -> String {
+        let r = RuntimeRecord { qemu_pid: id.pid, qemu_start_ticks: id.start_ticks, disks: disks.to_vec() };
+        serde_json::to_string(&r).expect("runtime records serialise")
+    }
+}
+
 struct Proc {
     id: Identity,
     child: Option<Child>,
@@ -251,14 +259,7 @@ impl Actor {
     }
 
     fn runtime_json(&self) -> Option<String> {
-        self.proc.as_ref().map(|p| {
-            serde_json::to_string(&RuntimeRecord {
-                qemu_pid: p.id.pid,
-                qemu_start_ticks: p.id.start_ticks,
-                disks: p.disks.clone(),
-            })
-            .expect("runtime records serialise")
-        })
+        self.proc.as_ref().map(|p| RuntimeRecord::json(p.id, &p.disks))
     }
 
     fn set_state(&mut self, s: VmState) {
@@ -604,9 +605,7 @@ impl Actor {
             }
             // Record the new QEMU now, while it initialises (the commit is then off the critical
             // path): a daemon that dies from here on finds this QEMU again and adopts it.
-            let record =
-                RuntimeRecord { qemu_pid: id.pid, qemu_start_ticks: id.start_ticks, disks: leases.clone() };
-            let json = serde_json::to_string(&record).expect("runtime records serialise");
+            let json = RuntimeRecord::json(id, &leases);
             let during = self.state();
             if let Err(e) = self.ctx.store.set_state(&self.name, during.name(), Some(id.pid), Some(&json)) {
                 tracing::error!(vm = self.name, error = %e, "cannot record the VM's state");
