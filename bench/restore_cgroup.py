@@ -14,15 +14,15 @@ order. Needs root, cgroup v1 and the guest kit (scripts/guest-kit.sh).
     python3 bench/restore_cgroup.py [ROUNDS]     (default 12)
 """
 
-import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from qmp_client import Qmp
 
 KIT = os.environ.get("VINE_KIT_DIR", "/var/lib/vine/kit")
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 12
@@ -34,38 +34,6 @@ BASE = ["qemu-system-x86_64", "-machine", "pc", "-accel", "tcg", "-cpu", "max", 
         "-append", "console=ttyS0 panic=-1 quiet vine.counter=1", "-qmp", f"unix:{QMP_SOCK},server=on,wait=off"]
 CONTROLLERS = {"mem": ["memory"], "cpu": ["cpu", "cpuacct"], "all": ["cpu", "cpuacct", "memory"]}
 CG = "vine-restore-cg"
-
-
-class Qmp:
-    def __init__(self):
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.s = socket.socket(socket.AF_UNIX)
-                self.s.connect(QMP_SOCK)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.001)
-        self.f = self.s.makefile("rwb")
-        self.f.readline()
-        self.cmd("qmp_capabilities")
-
-    def cmd(self, name, **args):
-        msg = {"execute": name, **({"arguments": args} if args else {})}
-        self.f.write(json.dumps(msg).encode() + b"\n")
-        self.f.flush()
-        while True:
-            r = json.loads(self.f.readline())
-            if "return" in r:
-                return r["return"]
-            if "error" in r:
-                raise RuntimeError(f"{name}: {r['error']}")
-
-    def wait_migration(self):
-        while self.cmd("query-migrate").get("status") != "completed":
-            time.sleep(0.002)
 
 
 def fresh_socket():
@@ -86,7 +54,7 @@ def restore(kind):
             for c in CONTROLLERS["all"]:
                 with open(f"/sys/fs/cgroup/{c}/{CG}/cgroup.procs", "w") as f:
                     f.write(str(p.pid))
-        q = Qmp()
+        q = Qmp(QMP_SOCK, connect_poll_s=0.001)
         q.cmd("migrate-incoming", uri=f"file:{STATE}")
         q.wait_migration()
         q.cmd("cont")
@@ -107,7 +75,7 @@ def main():
         fresh_socket()
         p = subprocess.Popen(BASE, stderr=subprocess.DEVNULL)
         try:
-            q = Qmp()
+            q = Qmp(QMP_SOCK, connect_poll_s=0.001)
             deadline = time.monotonic() + 120
             while b"VINE-BOOT-OK" not in open(CONSOLE, "rb").read():
                 if time.monotonic() > deadline:

@@ -28,11 +28,12 @@ of the machine cancel and the interval says how well the run resolves vine's ove
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
 import time
+
+from qmp_client import Qmp
 
 VINE, SOCK, WORK, KIT, ROUNDS = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 ENV = dict(os.environ, VINE_SOCKET=SOCK)
@@ -70,48 +71,6 @@ def size(path):
         return os.path.getsize(path)
     except FileNotFoundError:
         return 0
-
-
-class Qmp:
-    def __init__(self, path, timeout=30):
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.s = socket.socket(socket.AF_UNIX)
-                self.s.connect(path)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.002)
-        self.f = self.s.makefile("rwb")
-        self.f.readline()
-        self.cmd("qmp_capabilities")
-
-    def cmd(self, name, **args):
-        msg = {"execute": name}
-        if args:
-            msg["arguments"] = args
-        self.f.write(json.dumps(msg).encode() + b"\n")
-        self.f.flush()
-        while True:
-            line = self.f.readline()
-            if not line:
-                return None
-            r = json.loads(line)
-            if "return" in r:
-                return r["return"]
-            if "error" in r:
-                raise RuntimeError(f"{name}: {r['error']}")
-
-    def wait_migration(self):
-        while True:
-            st = self.cmd("query-migrate").get("status")
-            if st == "completed":
-                return
-            if st in ("failed", "cancelled"):
-                raise RuntimeError(f"migration {st}")
-            time.sleep(0.002)
 
 
 def raw_args(vine_args, vm_dir, raw_dir):
