@@ -4,12 +4,13 @@
 # (bench/vm_start.py does the timing). A private daemon in a temporary data directory is used
 # and stopped afterwards; the guest is the guest kit (TCG on this machine).
 #
-#   bash bench/vm-start.sh [ROUNDS]      (default 21)
+#   bash bench/vm-start.sh [ROUNDS [CYCLES]]      (defaults 21 and 3 save/restore cycles per round)
 #
 # Prints a Markdown table of medians with vine / raw and the difference in milliseconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-21}
+CYCLES=${2:-3}
 cargo build --release --quiet -p vine
 bash scripts/guest-kit.sh >/dev/null
 VINE=$PWD/target/release/vine
@@ -31,4 +32,4 @@ trap cleanup EXIT
 daemon=$!
 for _ in $(seq 100); do [ -S "$work/vine.sock" ] && break; sleep 0.05; done
 echo "commit $(git rev-parse --short HEAD), $(date -u +%Y-%m-%d), $(qemu-system-x86_64 --version | head -n1), accelerator $("$VINE" host info --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["accelerator"]["kind"])')"
-python3 bench/vm_start.py "$VINE" "$work/vine.sock" "$work" "$KIT" "$ROUNDS"
+python3 bench/vm_start.py "$VINE" "$work/vine.sock" "$work" "$KIT" "$ROUNDS" "$CYCLES"

@@ -1,28 +1,32 @@
 #!/usr/bin/env python3
 """VM start / save / restore: vine against the same QEMU driven by hand, side by side in one run.
 
-Called by bench/vm-start.sh with a running private `vine daemon`. For each round, alternately:
+Called by bench/vm-start.sh with a running private `vine daemon`. The sides:
 
-* start: `vine vm start` until the guest's userspace marker (VINE-BOOT-OK) is on its serial log,
-  against the very command line vine gave QEMU (read from /proc/PID/cmdline, without vine's -S)
-  started by hand until the same marker; also until the guest runs: `vine vm start` returned
-  (QEMU up, QMP negotiated, `cont` given) against QEMU's QMP socket answering by hand (QEMU up,
-  guest running), which leaves out the TCG boot and its noise;
-* save: `vine vm save` until it returns, against raw QMP (stop, migrate to file:, poll
-  query-migrate until completed, quit, wait for the process to end);
-* restore: `vine vm restore` until it returns, against starting the same command line with
-  -incoming defer by hand, migrate-incoming over QMP, poll until completed, cont.
+* vine: `vine vm start|save|restore` (each timed until the command returns, like a user's script);
+* raw: the very command line vine gave QEMU (read from /proc/PID/cmdline, without vine's -S, every
+  file of the VM's directory moved elsewhere) started by this script, driven over raw QMP;
+* rawcg: the same, by a shell that first joins cgroups set up like vine's (cgroup v1: cpu, cpuacct
+  and memory with vine's memory limit, guest memory + 384 MiB), so the table separates what vine's
+  daemon adds from what enforcing memory limits costs.
 
-One vine round runs first (to learn vine's command line) and is not counted; then rounds
-alternate which side goes first.
+Each round boots every side (start: until the guest's userspace marker VINE-BOOT-OK is on its
+serial log; "ready": until the start command returns with QEMU up and the guest running, by hand
+until QMP answers, which leaves out the TCG boot and its noise), lets the guests run 2 s, then runs
+CYCLES save/restore cycles, each side back to back:
 
-The by-hand side runs twice: as a plain process, and inside a cgroup set up like vine's (cgroup
-v1: cpu, cpuacct and memory with the same memory limit, guest memory + 384 MiB), so the table
-separates what vine's daemon adds from what enforcing memory limits costs.
+* save: until the command returns, against raw QMP (stop, migrate to file:, poll query-migrate
+  until completed, fsync the file, quit, wait for the process to end);
+* restore: until the command returns, against starting the same command line with -S -incoming
+  defer, migrate-incoming over QMP, poll until completed, cont.
 
-Prints a Markdown table of medians, vine / raw and vine − raw, then the per-round (paired)
-differences with a 95 % bootstrap interval: the rounds run the sides back to back, so slow drifts
-of the machine cancel and the interval says how well the run resolves vine's overhead.
+The order of the sides alternates from round to round and from cycle to cycle. This machine's CPU
+speed drifts by up to 30 % over seconds (identical restores by hand take 80 or 115 ms), so the
+operations compared run as close together in time as possible: all guests stay up while each side
+saves and restores, so every measurement has the same idle guests beside it.
+
+Prints a Markdown table of medians, vine / raw and vine − raw, then the paired differences (start:
+per round; save and restore: per cycle) with a 95 % bootstrap interval of their median.
 """
 
 import json
@@ -35,7 +39,8 @@ import time
 
 from qmp_client import Qmp
 
-VINE, SOCK, WORK, KIT, ROUNDS = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+VINE, SOCK, WORK, KIT = sys.argv[1:5]
+ROUNDS, CYCLES = int(sys.argv[5]), int(sys.argv[6])
 ENV = dict(os.environ, VINE_SOCKET=SOCK)
 VM = "bench"
 MARKER = b"VINE-BOOT-OK"
@@ -123,98 +128,137 @@ def wait_exit(p, timeout=60):
     p.wait(timeout=timeout)
 
 
+class Vine:
+    """The VM driven through `vine`: each method times one control."""
+
+    name = "vine"
+
+    def __init__(self, console):
+        self.console = console
+        self.argv = None
+
+    def start(self, res):
+        off = size(self.console)
+        t = time.monotonic()
+        vine("vm", "start", VM)
+        res["ready_vine"].append(time.monotonic() - t)
+        wait_marker(self.console, off)
+        res["start_vine"].append(time.monotonic() - t)
+        if self.argv is None:
+            argv = open(f"/proc/{show()['pid']}/cmdline", "rb").read().split(b"\0")[:-1]
+            self.argv = [a.decode() for a in argv]
+
+    def save_restore(self, res):
+        t = time.monotonic()
+        vine("vm", "save", VM)
+        res["save_vine"].append(time.monotonic() - t)
+        res["state_vine"].append(size(STATE_OF_VINE))
+        t = time.monotonic()
+        vine("vm", "restore", VM)
+        res["restore_vine"].append(time.monotonic() - t)
+
+    def stop(self):
+        vine("vm", "off", VM)
+
+
+class ByHand:
+    """vine's QEMU command line run by hand (`raw`), or by a shell that first joins a cgroup set up
+    like vine's (`rawcg`), driven over QMP by this script."""
+
+    def __init__(self, name, argv, vm_dir):
+        self.name = name
+        self.wrap = in_cgroup if name == "rawcg" else (lambda a: a)
+        d = f"{WORK}/{name}"
+        os.makedirs(d, exist_ok=True)
+        self.bin = argv[0]
+        self.args, self.qmp_path, self.console = raw_args(argv[1:], vm_dir, d)
+        self.state = f"{WORK}/{name}-state.bin"
+        self.log = open(f"{WORK}/{name}-qemu.log", "ab")
+        self.proc = None
+        self.qmp = None
+
+    def spawn(self, extra):
+        if os.path.exists(self.qmp_path):
+            os.remove(self.qmp_path)
+        self.proc = subprocess.Popen(self.wrap([self.bin, *self.args, *extra]), stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=self.log)
+        RAW_PROCS.append(self.proc)
+        self.qmp = Qmp(self.qmp_path)
+
+    def start(self, res):
+        off = size(self.console)
+        t = time.monotonic()
+        self.spawn([])
+        res[f"ready_{self.name}"].append(time.monotonic() - t)
+        wait_marker(self.console, off)
+        res[f"start_{self.name}"].append(time.monotonic() - t)
+
+    def save_restore(self, res):
+        if os.path.exists(self.state):
+            os.remove(self.state)
+        t = time.monotonic()
+        self.qmp.cmd("stop")
+        self.qmp.cmd("migrate", uri=f"file:{self.state}")
+        self.qmp.wait_migration()
+        fd = os.open(self.state, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+        self.qmp.cmd("quit")
+        wait_exit(self.proc)
+        res[f"save_{self.name}"].append(time.monotonic() - t)
+        res[f"state_{self.name}"].append(size(self.state))
+        t = time.monotonic()
+        self.spawn(["-S", "-incoming", "defer"])
+        self.qmp.cmd("migrate-incoming", uri=f"file:{self.state}")
+        self.qmp.wait_migration()
+        self.qmp.cmd("cont")
+        res[f"restore_{self.name}"].append(time.monotonic() - t)
+
+    def stop(self):
+        self.qmp.cmd("quit")
+        wait_exit(self.proc)
+
+
+RAW_PROCS = []
+STATE_OF_VINE = None
+
+
 def main():
+    global STATE_OF_VINE
     vine("vm", "create", VM, "--memory", "256M", "--kernel", f"{KIT}/vmlinuz", "--initrd", f"{KIT}/initrd.img",
          "--append", json.load(open(f"{KIT}/kit.json"))["cmdline"] + " vine.counter=1")
     console = show()["console_log"]
     vm_dir = os.path.dirname(console)
-    raw_dir = f"{WORK}/raw"
-    os.makedirs(raw_dir, exist_ok=True)
-    sides = ("vine", "raw", "rawcg")
-    res = {f"{op}_{side}": [] for op in ("ready", "start", "save", "restore") for side in sides}
+    STATE_OF_VINE = f"{vm_dir}/state.bin"
     with_cgroup = make_cgroup()
-    qemu_args = None
-    qemu_bin = None
-    def run_vine():
-        nonlocal qemu_args, qemu_bin
-        off = size(console)
-        t = time.monotonic()
-        vine("vm", "start", VM)
-        res["ready_vine"].append(time.monotonic() - t)
-        wait_marker(console, off)
-        res["start_vine"].append(time.monotonic() - t)
-        if qemu_args is None:
-            argv = open(f"/proc/{show()['pid']}/cmdline", "rb").read().split(b"\0")[:-1]
-            qemu_bin, qemu_args = argv[0].decode(), [a.decode() for a in argv[1:]]
-        time.sleep(2)
-        t = time.monotonic()
-        vine("vm", "save", VM)
-        res["save_vine"].append(time.monotonic() - t)
-        t = time.monotonic()
-        vine("vm", "restore", VM)
-        res["restore_vine"].append(time.monotonic() - t)
-        vine("vm", "off", VM)
-
-    def run_raw(side="raw"):
-        procs = []
-        try:
-            run_raw_procs(side, procs)
-        finally:
-            for p in procs:  # only after a failure: a finished side has reaped its QEMU
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
-
-    def run_raw_procs(side, procs):
-        wrap = in_cgroup if side == "rawcg" else (lambda argv: argv)
-        args, qmp, rawlog = raw_args(qemu_args, vm_dir, raw_dir)
-        state = f"{WORK}/raw-state.bin"
-        for p in (qmp, state):
-            if os.path.exists(p):
-                os.remove(p)
-        log = open(f"{WORK}/raw-qemu.log", "ab")
-        off = size(rawlog)
-        t = time.monotonic()
-        p = subprocess.Popen(wrap([qemu_bin, *args]), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        procs.append(p)
-        c = Qmp(qmp)
-        res[f"ready_{side}"].append(time.monotonic() - t)
-        wait_marker(rawlog, off)
-        res[f"start_{side}"].append(time.monotonic() - t)
-        time.sleep(2)
-        t = time.monotonic()
-        c.cmd("stop")
-        c.cmd("migrate", uri=f"file:{state}")
-        c.wait_migration()
-        fd = os.open(state, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-        c.cmd("quit")
-        wait_exit(p)
-        res[f"save_{side}"].append(time.monotonic() - t)
-        os.remove(qmp) if os.path.exists(qmp) else None
-        t = time.monotonic()
-        p = subprocess.Popen(wrap([qemu_bin, *args, "-S", "-incoming", "defer"]), stdin=subprocess.DEVNULL,
-                             stdout=log, stderr=log)
-        procs.append(p)
-        c = Qmp(qmp)
-        c.cmd("migrate-incoming", uri=f"file:{state}")
-        c.wait_migration()
-        c.cmd("cont")
-        res[f"restore_{side}"].append(time.monotonic() - t)
-        c.cmd("quit")
-        wait_exit(p)
-
-    # vine's command line is needed by the raw runs: vine goes first once, then the order alternates.
-    run_vine()
+    names = ["vine", "raw"] + (["rawcg"] if with_cgroup else [])
+    res = {f"{op}_{n}": [] for op in ("ready", "start", "save", "restore", "state") for n in names}
+    v = Vine(console)
+    # vine goes first once, to learn its QEMU command line; that round is not counted.
+    v.start(res)
+    v.stop()
     for k in res:
         res[k].clear()
-    for r in range(ROUNDS):
-        runs = [run_vine, run_raw] + ([lambda: run_raw("rawcg")] if with_cgroup else [])
-        for run in (runs if r % 2 == 0 else runs[::-1]):
-            run()
-        print(f"round {r + 1}/{ROUNDS}: " + ", ".join(f"{k} {v[-1] * 1000:.0f} ms" for k, v in res.items()),
-              file=sys.stderr)
+    sides = [v] + [ByHand(n, v.argv, vm_dir) for n in names[1:]]
+    try:
+        for r in range(ROUNDS):
+            order = sides if r % 2 == 0 else sides[::-1]
+            for s in order:
+                s.start(res)
+            time.sleep(2)
+            for c in range(CYCLES):
+                for s in (order if c % 2 == 0 else order[::-1]):
+                    s.save_restore(res)
+            for s in sides:
+                s.stop()
+            print(f"round {r + 1}/{ROUNDS}: " + ", ".join(
+                f"{k} {v[-1] * 1000:.0f} ms" for k, v in res.items() if not k.startswith("state")), file=sys.stderr)
+    finally:
+        remove_cgroup()
+        for p in RAW_PROCS:  # only after a failure: a finished side has reaped its QEMU
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     vine("vm", "delete", VM)
 
     print("| operation | by hand (median) | by hand in a cgroup like vine's | vine (median) | vine / by hand "
@@ -225,7 +269,7 @@ def main():
     for op, label in ops:
         raw = statistics.median(res[f"{op}_raw"])
         v = statistics.median(res[f"{op}_vine"])
-        if res[f"{op}_rawcg"]:
+        if res.get(f"{op}_rawcg"):
             cg = statistics.median(res[f"{op}_rawcg"])
             cg_tail = f"{v / cg:.3f} | {(v - cg) * 1000:+.0f} ms"
             cg_col = f"{cg * 1000:.0f} ms"
@@ -233,15 +277,15 @@ def main():
             cg_col, cg_tail = "n/a (not cgroup v1)", "n/a | n/a"
         print(f"| {label} | {raw * 1000:.0f} ms | {cg_col} | {v * 1000:.0f} ms | {v / raw:.3f} | "
               f"{(v - raw) * 1000:+.0f} ms | {cg_tail} |")
-    remove_cgroup()
-    print("\nPaired by round (each round runs the sides back to back): medians of vine − by hand and of "
-          "(vine − by hand) / by hand, each with a 95 % bootstrap interval.\n")
+    print("\nPaired (start: the sides of one round; save and restore: the sides of one cycle, back to "
+          "back): medians of vine − by hand and of (vine − by hand) / by hand, each with a 95 % bootstrap "
+          "interval.\n")
     print("| operation | vine − by hand | relative | vine − by hand in cgroup | relative |")
     print("|---|---:|---:|---:|---:|")
     for op, label in ops:
         cells = []
         for other in ("raw", "rawcg"):
-            pairs = list(zip(res[f"{op}_vine"], res[f"{op}_{other}"]))
+            pairs = list(zip(res[f"{op}_vine"], res.get(f"{op}_{other}", [])))
             if pairs:
                 d = [a - b for a, b in pairs]
                 rel = [(a - b) / b for a, b in pairs]
@@ -252,8 +296,11 @@ def main():
             else:
                 cells += ["n/a", "n/a"]
         print(f"| {label} | " + " | ".join(cells) + " |")
-    print(f"\n{ROUNDS} rounds; every sample (ms): " +
-          json.dumps({k: [round(x * 1000) for x in v] for k, v in res.items()}))
+    states = ", ".join(f"{n} {statistics.median(res[f'state_{n}']) / 2**20:.1f} MiB"
+                       for n in names if res[f"state_{n}"])
+    print(f"\nSaved state files (median): {states}.")
+    print(f"\n{ROUNDS} rounds of {CYCLES} save/restore cycles; every sample (ms): " +
+          json.dumps({k: [round(x * 1000) for x in v] for k, v in res.items() if not k.startswith("state")}))
 
 
 main()

@@ -62,24 +62,35 @@ pub struct Ctx {
 impl Ctx {
     /// Appends an event (a failure to log is itself only logged).
     pub fn event(&self, vm: Option<&str>, level: &str, kind: &str, message: &str) {
+        let e = Self::new_event(vm, level, kind, message);
+        let r = self.store.append_event(&e);
+        self.publish(e, r);
+    }
+
+    /// An event record stamped now, also written to the daemon's log.
+    fn new_event(vm: Option<&str>, level: &str, kind: &str, message: &str) -> EventRecord {
         let time_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        let e = EventRecord {
+        match level {
+            "error" => tracing::error!(vm, kind, "{message}"),
+            "warning" => tracing::warn!(vm, kind, "{message}"),
+            _ => tracing::info!(vm, kind, "{message}"),
+        }
+        EventRecord {
             id: 0,
             time_ms,
             vm: vm.map(String::from),
             level: level.into(),
             kind: kind.into(),
             message: message.into(),
-        };
-        match level {
-            "error" => tracing::error!(vm, kind, "{message}"),
-            "warning" => tracing::warn!(vm, kind, "{message}"),
-            _ => tracing::info!(vm, kind, "{message}"),
         }
-        match self.store.append_event(&e) {
+    }
+
+    /// Hands a stored event (or the failure to store it) to the observers.
+    fn publish(&self, e: EventRecord, stored: Result<u64, store::StoreError>) {
+        match stored {
             Ok(id) => {
                 let logged = EventRecord { id, ..e };
                 self.observers
@@ -188,6 +199,9 @@ pub struct Actor {
     view: Arc<Mutex<View>>,
     proc: Option<Proc>,
     last_poll: Instant,
+    /// Files to delete once the current control has been answered (a restored state: freeing a
+    /// large file's blocks would otherwise delay the answer's commit).
+    retired: Vec<PathBuf>,
 }
 
 /// Why an operation of the actor failed: refused (the request cannot be carried out as things
@@ -251,7 +265,15 @@ impl Actor {
     /// An actor for VM `name` in `state` (as recorded), with its view shared with the daemon.
     pub fn new(name: &str, ctx: Arc<Ctx>, view: Arc<Mutex<View>>) -> Actor {
         let paths = VmPaths::new(&ctx.data, name);
-        Actor { name: name.to_string(), ctx, paths, view, proc: None, last_poll: Instant::now() }
+        Actor {
+            name: name.to_string(),
+            ctx,
+            paths,
+            view,
+            proc: None,
+            last_poll: Instant::now(),
+            retired: Vec::new(),
+        }
     }
 
     fn state(&self) -> VmState {
@@ -263,15 +285,31 @@ impl Actor {
     }
 
     fn set_state(&mut self, s: VmState) {
-        let pid = self.proc.as_ref().map(|p| p.id.pid);
-        {
-            let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner());
-            v.state = s;
-            v.pid = pid;
-        }
+        let pid = self.show_state(s);
         if let Err(e) = self.ctx.store.set_state(&self.name, s.name(), pid, self.runtime_json().as_deref()) {
             tracing::error!(vm = self.name, error = %e, "cannot record the VM's state");
         }
+    }
+
+    /// Like [`Actor::set_state`] followed by an event, in one write to the store.
+    fn set_state_with_event(&mut self, s: VmState, level: &str, kind: &str, message: &str) {
+        let pid = self.show_state(s);
+        let e = Ctx::new_event(Some(&self.name), level, kind, message);
+        let runtime = self.runtime_json();
+        let r = self.ctx.store.set_state_with_event(&self.name, s.name(), pid, runtime.as_deref(), &e);
+        if let Err(err) = &r {
+            tracing::error!(vm = self.name, error = %err, "cannot record the VM's state and event");
+        }
+        self.ctx.publish(e, r);
+    }
+
+    /// The view shows state `s` and the current QEMU; returns its pid.
+    fn show_state(&mut self, s: VmState) -> Option<u32> {
+        let pid = self.proc.as_ref().map(|p| p.id.pid);
+        let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        v.state = s;
+        v.pid = pid;
+        pid
     }
 
     fn event(&self, level: &str, kind: &str, message: &str) {
@@ -286,6 +324,9 @@ impl Actor {
                     let r = self.control(control, options);
                     let gone = r.is_ok() && matches!(control, Control::Remove | Control::Delete);
                     let _ = reply.send(r);
+                    for f in self.retired.drain(..) {
+                        std::thread::spawn(move || std::fs::remove_file(f));
+                    }
                     if gone {
                         return;
                     }
@@ -328,8 +369,12 @@ impl Actor {
                 self.name
             )));
         }
-        if let Err(e) = self.ctx.store.update_definition(&self.name, &text) {
-            tracing::warn!(vm = self.name, error = %e, "cannot store the definition");
+        // Written only when it changed: an unchanged file costs no commit (and no fsync).
+        let stored = self.ctx.store.get_vm(&self.name).ok().flatten().map(|r| r.definition);
+        if stored.as_deref() != Some(text.as_str()) {
+            if let Err(e) = self.ctx.store.update_definition(&self.name, &text) {
+                tracing::warn!(vm = self.name, error = %e, "cannot store the definition");
+            }
         }
         self.view.lock().unwrap_or_else(|p| p.into_inner()).def = def.clone();
         Ok(def)
@@ -367,13 +412,14 @@ impl Actor {
         };
         match r {
             Ok(()) => {
-                if let Some(after) = t.after {
-                    self.set_state(after);
-                }
                 self.view.lock().unwrap_or_else(|p| p.into_inner()).last_error = None;
                 let msg = format!("{} '{}'", control.past(), self.name);
                 let kind = serde_json::to_value(control).ok().and_then(|v| v.as_str().map(String::from));
-                self.event("info", &format!("vm.{}", kind.unwrap_or_default()), &msg);
+                let kind = format!("vm.{}", kind.unwrap_or_default());
+                match t.after {
+                    Some(after) => self.set_state_with_event(after, "info", &kind, &msg),
+                    None => self.event("info", &kind, &msg),
+                }
                 tracing::debug!(vm = self.name, ms = t0.elapsed().as_secs_f64() * 1e3, "{msg}");
                 Ok(json!({ "name": self.name, "state": t.after.map(|s| s.name()), "message": msg }))
             }
@@ -532,12 +578,12 @@ impl Actor {
             tracing::warn!(error = %e, "cannot rewrite cgroup files");
         }
         if let Ok(cg) = self.ctx.resources.cgroup(&self.name) {
-            // The kernel may need a moment after the last process left.
-            for _ in 0..50 {
+            // The kernel may need a moment after the last process left (up to a second).
+            for _ in 0..500 {
                 if cg.remove().is_ok() {
                     break;
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(2));
             }
         }
     }
@@ -758,12 +804,10 @@ impl Actor {
             return Err(e);
         }
         // A state is restored once: continuing from it again would not match the disks. The
-        // rename takes it out of use at once; freeing a large file's blocks happens aside.
+        // rename takes it out of use at once; the file is deleted after the answer.
         let used = state.with_extension("bin.restored");
         match std::fs::rename(&state, &used) {
-            Ok(()) => {
-                std::thread::spawn(move || std::fs::remove_file(used));
-            }
+            Ok(()) => self.retired.push(used),
             Err(e) => tracing::warn!(error = %e, "cannot retire the restored state"),
         }
         tracing::debug!(vm = self.name, ms = t.elapsed().as_secs_f64() * 1e3, "restore: done");
@@ -814,9 +858,10 @@ impl Actor {
     fn quit_and_end(&mut self) {
         if !self.qemu_exited() {
             let _ = self.qmp_do("quit", None);
+            // Checked every millisecond: a save or an off returns as soon as QEMU is gone.
             let deadline = Instant::now() + QUIT_TIMEOUT;
             while !self.qemu_exited() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(Duration::from_millis(1));
             }
         }
         self.kill_and_end();
@@ -1060,6 +1105,8 @@ impl Actor {
 
     /// After a daemon restart: finds the VM's processes from the runtime record.
     pub fn reattach(&mut self, recorded: VmState, runtime: Option<&str>) {
+        // A restored state whose deletion the previous daemon did not live to finish.
+        let _ = std::fs::remove_file(self.paths.state.with_extension("bin.restored"));
         let rec: Option<RuntimeRecord> = runtime.and_then(|r| serde_json::from_str(r).ok());
         let Some(rec) = rec else {
             if recorded.has_process() {

@@ -135,6 +135,9 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The background checkpoint thread could not be started.
+    #[error("state store: cannot start the checkpoint thread: {0}")]
+    Thread(String),
     /// A VM with this name is already registered.
     #[error("a VM named '{0}' already exists")]
     Exists(String),
@@ -199,6 +202,19 @@ pub trait Store: Send + Sync {
         pid: Option<u32>,
         runtime: Option<&str>,
     ) -> Result<(), StoreError>;
+    /// Records a VM's state (as [`Store::set_state`]) and appends the event that reports it, in
+    /// one transaction: both are kept, or neither. Returns the event's id.
+    fn set_state_with_event(
+        &self,
+        name: &str,
+        state: &str,
+        pid: Option<u32>,
+        runtime: Option<&str>,
+        event: &EventRecord,
+    ) -> Result<u64, StoreError> {
+        self.set_state(name, state, pid, runtime)?;
+        self.append_event(event)
+    }
     /// One VM.
     fn get_vm(&self, name: &str) -> Result<Option<VmRecord>, StoreError>;
     /// All VMs, by name.

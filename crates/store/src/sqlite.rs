@@ -1,8 +1,15 @@
 //! [`Store`] on an embedded SQLite database: WAL journal, `synchronous=FULL` (a committed change
 //! survives a crash of the daemon and of the host), schema versioned with `user_version`.
+//!
+//! Checkpoints (copying the WAL back into the database, two more fsyncs) never run inside a
+//! caller's commit: automatic checkpoints are off and a background thread with its own
+//! connection checkpoints once a second, so a VM control never waits for one.
 
 use std::path::Path;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -74,10 +81,57 @@ CREATE TABLE IF NOT EXISTS nics (
 );
 ";
 
+/// How often the background thread moves committed WAL frames into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// The WAL file is cut back to this size after a checkpoint.
+const WAL_SIZE_LIMIT: i64 = 4 << 20;
+
 /// The SQLite store. One connection behind a mutex: the daemon's writes are small and few.
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    checkpointer: Option<Checkpointer>,
+}
+
+/// The background checkpoint thread; dropping the sender ends it.
+#[derive(Debug)]
+struct Checkpointer {
+    stop: mpsc::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(db("open the checkpoint connection"))?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(db("set busy timeout"))?;
+        let (stop, rx) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || loop {
+                match rx.recv_timeout(CHECKPOINT_EVERY) {
+                    Err(RecvTimeoutError::Timeout) => {
+                        // PASSIVE: never waits for readers or blocks writers; a later round
+                        // finishes what a busy one left.
+                        let r = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                        if let Err(e) = r {
+                            tracing::warn!(error = %e, "store: checkpoint failed");
+                        }
+                    }
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                }
+            })
+            .map_err(|e| StoreError::Thread(e.to_string()))?;
+        Ok(Self { stop, thread })
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Some(c) = self.checkpointer.take() {
+            drop(c.stop);
+            let _ = c.thread.join();
+        }
+    }
 }
 
 fn db(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -90,6 +144,8 @@ impl SqliteStore {
         let conn = Connection::open(path).map_err(db("open"))?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db("set WAL journal"))?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(db("set synchronous"))?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(db("turn off automatic checkpoints"))?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT).map_err(db("limit the WAL"))?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db("set busy timeout"))?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db("enable foreign keys"))?;
         let version: i64 =
@@ -110,7 +166,8 @@ impl SqliteStore {
                 .map_err(db("upgrade schema to 2"))?;
         }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(db("write schema version"))?;
-        Ok(Self { conn: Mutex::new(conn) })
+        let checkpointer = Some(Checkpointer::start(path)?);
+        Ok(Self { conn: Mutex::new(conn), checkpointer })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -175,6 +232,35 @@ impl Store for SqliteStore {
             return Err(StoreError::NotFound(name.into()));
         }
         Ok(())
+    }
+
+    fn set_state_with_event(
+        &self,
+        name: &str,
+        state: &str,
+        pid: Option<u32>,
+        runtime: Option<&str>,
+        e: &EventRecord,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db("begin a state change"))?;
+        let n = tx
+            .execute(
+                "UPDATE vms SET state = ?2, pid = ?3, runtime = ?4 WHERE name = ?1",
+                params![name, state, pid.map(i64::from), runtime],
+            )
+            .map_err(db("set state"))?;
+        if n == 0 {
+            return Err(StoreError::NotFound(name.into()));
+        }
+        tx.execute(
+            "INSERT INTO events (time_ms, vm, level, kind, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![e.time_ms, e.vm, e.level, e.kind, e.message],
+        )
+        .map_err(db("append event"))?;
+        let id = tx.last_insert_rowid() as u64;
+        tx.commit().map_err(db("commit a state change"))?;
+        Ok(id)
     }
 
     fn get_vm(&self, name: &str) -> Result<Option<VmRecord>, StoreError> {

@@ -1,6 +1,7 @@
 //! The SQLite store: VMs and events persist across reopening, names are unique, events are
-//! filtered and paged, a newer schema is refused, and a writer killed mid-stream loses nothing
-//! it committed.
+//! filtered and paged, a newer schema is refused, a writer killed mid-stream loses nothing
+//! it committed, a state change and its event are kept together or not at all, and checkpoints
+//! happen in the background.
 
 use store::{EventRecord, SqliteStore, Store, StoreError, VmRecord};
 
@@ -63,6 +64,56 @@ fn events_are_ordered_filtered_and_paged() {
     assert_eq!(web, ["vm.started", "vm.paused"]);
     assert_eq!(s.events(None, a, 1).unwrap()[0].kind, "host.started");
     assert!(s.events(None, c, 10).unwrap().is_empty());
+}
+
+#[test]
+fn a_state_and_its_event_are_written_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let s = SqliteStore::open(&path).unwrap();
+        s.create_vm(&vm("web1")).unwrap();
+        let id = s
+            .set_state_with_event("web1", "running", Some(7), Some("{}"), &event(Some("web1"), "vm.start"))
+            .unwrap();
+        // An unknown VM: neither the state nor the event is kept.
+        let e = s
+            .set_state_with_event("nope", "running", None, None, &event(Some("nope"), "vm.start"))
+            .unwrap_err();
+        assert!(matches!(e, StoreError::NotFound(ref n) if n == "nope"), "{e}");
+        let events = s.events(None, 0, 10).unwrap();
+        assert_eq!(events.iter().map(|e| (e.id, e.kind.as_str())).collect::<Vec<_>>(), [(id, "vm.start")]);
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let v = s.get_vm("web1").unwrap().unwrap();
+    assert_eq!((v.state.as_str(), v.pid), ("running", Some(7)));
+    assert_eq!(s.events(Some("web1"), 0, 10).unwrap().len(), 1);
+}
+
+#[test]
+fn committed_pages_reach_the_database_file_without_a_caller_checkpointing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let s = SqliteStore::open(&path).unwrap();
+    let before = std::fs::metadata(&path).unwrap().len();
+    // About 150 pages: well under SQLite's automatic checkpoint (1000 pages), which is off anyway.
+    let text = "x".repeat(1000);
+    for i in 0..500 {
+        s.append_event(&EventRecord { message: format!("{i} {text}"), ..event(None, "test") }).unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = std::fs::metadata(&path).unwrap().len();
+        if now > before + 400_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file stayed at {now} bytes (was {before})"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(s.events(None, 0, 1000).unwrap().len(), 500);
 }
 
 #[test]
