@@ -13,7 +13,8 @@ Called by bench/vm-start.sh with a running private `vine daemon`. The sides:
 Each round boots every side (start: until the guest's userspace marker VINE-BOOT-OK is on its
 serial log; "ready": until the start command returns with QEMU up and the guest running, by hand
 until QMP answers, which leaves out the TCG boot and its noise), lets the guests run 2 s, then runs
-CYCLES save/restore cycles, each side back to back:
+CYCLES save/restore cycles, each side back to back. While one side boots, saves or restores, the
+other guests are paused (a paused guest costs no CPU), so each measurement has the machine to itself:
 
 * save: until the command returns, against raw QMP (stop, migrate to file:, poll query-migrate
   until completed, fsync the file, quit, wait for the process to end);
@@ -22,8 +23,8 @@ CYCLES save/restore cycles, each side back to back:
 
 The order of the sides alternates from round to round and from cycle to cycle. This machine's CPU
 speed drifts by up to 30 % over seconds (identical restores by hand take 80 or 115 ms), so the
-operations compared run as close together in time as possible: all guests stay up while each side
-saves and restores, so every measurement has the same idle guests beside it.
+operations compared run as close together in time as possible: within a cycle the sides save and
+restore one right after the other, not a boot (~10 s) apart.
 
 Prints a Markdown table of medians, vine / raw and vine − raw, then the paired differences (start:
 per round; save and restore: per cycle) with a 95 % bootstrap interval of their median.
@@ -157,6 +158,12 @@ class Vine:
         vine("vm", "restore", VM)
         res["restore_vine"].append(time.monotonic() - t)
 
+    def pause(self):
+        vine("vm", "pause", VM)
+
+    def resume(self):
+        vine("vm", "resume", VM)
+
     def stop(self):
         vine("vm", "off", VM)
 
@@ -214,6 +221,12 @@ class ByHand:
         self.qmp.cmd("cont")
         res[f"restore_{self.name}"].append(time.monotonic() - t)
 
+    def pause(self):
+        self.qmp.cmd("stop")
+
+    def resume(self):
+        self.qmp.cmd("cont")
+
     def stop(self):
         self.qmp.cmd("quit")
         wait_exit(self.proc)
@@ -243,12 +256,21 @@ def main():
     try:
         for r in range(ROUNDS):
             order = sides if r % 2 == 0 else sides[::-1]
-            for s in order:
+            for i, s in enumerate(order):
+                for o in order[:i]:
+                    o.pause()
                 s.start(res)
+                for o in order[:i]:
+                    o.resume()
             time.sleep(2)
             for c in range(CYCLES):
                 for s in (order if c % 2 == 0 else order[::-1]):
+                    others = [o for o in sides if o is not s]
+                    for o in others:
+                        o.pause()
                     s.save_restore(res)
+                    for o in others:
+                        o.resume()
             for s in sides:
                 s.stop()
             print(f"round {r + 1}/{ROUNDS}: " + ", ".join(
