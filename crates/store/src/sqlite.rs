@@ -175,6 +175,36 @@ impl SqliteStore {
     }
 }
 
+/// Records a VM's state on `conn` (a connection or an open transaction).
+fn write_state(
+    conn: &Connection,
+    name: &str,
+    state: &str,
+    pid: Option<u32>,
+    runtime: Option<&str>,
+) -> Result<(), StoreError> {
+    let n = conn
+        .execute(
+            "UPDATE vms SET state = ?2, pid = ?3, runtime = ?4 WHERE name = ?1",
+            params![name, state, pid.map(i64::from), runtime],
+        )
+        .map_err(db("set state"))?;
+    if n == 0 {
+        return Err(StoreError::NotFound(name.into()));
+    }
+    Ok(())
+}
+
+/// Appends an event on `conn`; returns its id.
+fn write_event(conn: &Connection, e: &EventRecord) -> Result<u64, StoreError> {
+    conn.execute(
+        "INSERT INTO events (time_ms, vm, level, kind, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![e.time_ms, e.vm, e.level, e.kind, e.message],
+    )
+    .map_err(db("append event"))?;
+    Ok(conn.last_insert_rowid() as u64)
+}
+
 fn vm_row(r: &rusqlite::Row) -> rusqlite::Result<VmRecord> {
     Ok(VmRecord {
         name: r.get(0)?,
@@ -221,17 +251,7 @@ impl Store for SqliteStore {
         pid: Option<u32>,
         runtime: Option<&str>,
     ) -> Result<(), StoreError> {
-        let n = self
-            .conn()
-            .execute(
-                "UPDATE vms SET state = ?2, pid = ?3, runtime = ?4 WHERE name = ?1",
-                params![name, state, pid.map(i64::from), runtime],
-            )
-            .map_err(db("set state"))?;
-        if n == 0 {
-            return Err(StoreError::NotFound(name.into()));
-        }
-        Ok(())
+        write_state(&self.conn(), name, state, pid, runtime)
     }
 
     fn set_state_with_event(
@@ -244,21 +264,8 @@ impl Store for SqliteStore {
     ) -> Result<u64, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(db("begin a state change"))?;
-        let n = tx
-            .execute(
-                "UPDATE vms SET state = ?2, pid = ?3, runtime = ?4 WHERE name = ?1",
-                params![name, state, pid.map(i64::from), runtime],
-            )
-            .map_err(db("set state"))?;
-        if n == 0 {
-            return Err(StoreError::NotFound(name.into()));
-        }
-        tx.execute(
-            "INSERT INTO events (time_ms, vm, level, kind, message) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![e.time_ms, e.vm, e.level, e.kind, e.message],
-        )
-        .map_err(db("append event"))?;
-        let id = tx.last_insert_rowid() as u64;
+        write_state(&tx, name, state, pid, runtime)?;
+        let id = write_event(&tx, e)?;
         tx.commit().map_err(db("commit a state change"))?;
         Ok(id)
     }
@@ -293,13 +300,7 @@ impl Store for SqliteStore {
     }
 
     fn append_event(&self, e: &EventRecord) -> Result<u64, StoreError> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO events (time_ms, vm, level, kind, message) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![e.time_ms, e.vm, e.level, e.kind, e.message],
-        )
-        .map_err(db("append event"))?;
-        Ok(conn.last_insert_rowid() as u64)
+        write_event(&self.conn(), e)
     }
 
     fn events(&self, vm: Option<&str>, after_id: u64, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
