@@ -33,6 +33,7 @@ per round; save and restore: per cycle) with a 95 % bootstrap interval of their 
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -136,6 +137,7 @@ class Vine:
 
     def __init__(self, console):
         self.console = console
+        self.state = f"{os.path.dirname(console)}/state.bin"
         self.argv = None
 
     def start(self, res):
@@ -153,7 +155,7 @@ class Vine:
         t = time.monotonic()
         vine("vm", "save", VM)
         res["save_vine"].append(time.monotonic() - t)
-        res["state_vine"].append(size(STATE_OF_VINE))
+        res["state_vine"].append(size(self.state))
         t = time.monotonic()
         vine("vm", "restore", VM)
         res["restore_vine"].append(time.monotonic() - t)
@@ -233,16 +235,18 @@ class ByHand:
 
 
 RAW_PROCS = []
-STATE_OF_VINE = None
 
 
 def main():
-    global STATE_OF_VINE
+    # A stopped run still reaps its QEMUs and removes its cgroups (the `finally` below): SIGTERM
+    # ends it through that path, and SIGINT works even when a non-interactive shell started the
+    # run in the background (which would leave SIGINT ignored).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     vine("vm", "create", VM, "--memory", "256M", "--kernel", f"{KIT}/vmlinuz", "--initrd", f"{KIT}/initrd.img",
          "--append", json.load(open(f"{KIT}/kit.json"))["cmdline"] + " vine.counter=1")
     console = show()["console_log"]
     vm_dir = os.path.dirname(console)
-    STATE_OF_VINE = f"{vm_dir}/state.bin"
     with_cgroup = make_cgroup()
     names = ["vine", "raw"] + (["rawcg"] if with_cgroup else [])
     res = {f"{op}_{n}": [] for op in ("ready", "start", "save", "restore", "state") for n in names}
