@@ -4,16 +4,21 @@
 # (bench/vm_start.py does the timing). A private daemon in a temporary data directory is used
 # and stopped afterwards; the guest is the guest kit (TCG on this machine).
 #
-#   bash bench/vm-start.sh [ROUNDS [CYCLES]]      (defaults 21 and 3 save/restore cycles per round)
+#   bash bench/vm-start.sh [ROUNDS [CYCLES]]      (defaults 21 and 6 save/restore cycles per round)
 #
 # Prints a Markdown table of medians with vine / raw and the difference in milliseconds.
+# VINE_BIN=PATH uses that vine binary instead of building the release one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-21}
-CYCLES=${2:-3}
-cargo build --release --quiet -p vine
+CYCLES=${2:-6}
 bash scripts/guest-kit.sh >/dev/null
-VINE=$PWD/target/release/vine
+if [ -n "${VINE_BIN:-}" ]; then
+    VINE=$VINE_BIN      # e.g. the test suite's smoke run with the debug build
+else
+    cargo build --release --quiet -p vine
+    VINE=$PWD/target/release/vine
+fi
 KIT=${VINE_KIT_DIR:-/var/lib/vine/kit}
 work=$(mktemp -d /var/tmp/vine-bench-vm.XXXXXX)
 daemon=""
@@ -27,7 +32,8 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-"$VINE" daemon --data-dir "$work/data" --socket "$work/vine.sock" --cgroup-parent vine-bench \
+# The actor's debug lines time each step of a restore (the phase table at the end).
+RUST_LOG=warn,daemon::actor=debug "$VINE" daemon --data-dir "$work/data" --socket "$work/vine.sock" --cgroup-parent vine-bench \
     >"$work/daemon.log" 2>&1 &
 daemon=$!
 for _ in $(seq 100); do [ -S "$work/vine.sock" ] && break; sleep 0.05; done

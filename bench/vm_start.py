@@ -26,13 +26,18 @@ speed drifts by up to 30 % over seconds (identical restores by hand take 80 or 1
 operations compared run as close together in time as possible: within a cycle the sides save and
 restore one right after the other, not a boot (~10 s) apart.
 
-Prints a Markdown table of medians, vine / raw and vine − raw, then the paired differences (start:
-per round; save and restore: per cycle) with a 95 % bootstrap interval of their median.
+Prints a Markdown table of medians, vine / raw and vine − raw with a 95 % bootstrap interval of
+the ratio of medians (each side resampled on its own: robust to the slow outliers this machine
+gives either side at random), then the paired differences (start: per round; save and restore: per
+cycle; robust to the drift) with a 95 % bootstrap interval of their median, then where a restore's
+time goes on each side: QEMU's start until QMP answers, and the load of the state (for vine from
+its daemon's debug log, when the daemon runs with RUST_LOG=daemon::actor=debug).
 """
 
 import json
 import os
 import random
+import re
 import signal
 import statistics
 import subprocess
@@ -124,6 +129,51 @@ def bootstrap_median(d, n=4000, seed=1):
     rng = random.Random(seed)
     meds = sorted(statistics.median(rng.choices(d, k=len(d))) for _ in range(n))
     return meds[int(0.025 * n)], meds[int(0.975 * n) - 1]
+
+
+def bootstrap_ratio(a, b, n=4000, seed=1):
+    """95 % percentile-bootstrap interval of median(a) / median(b), each sample resampled on its
+    own (fixed seed: reproducible)."""
+    rng = random.Random(seed)
+    rs = sorted(statistics.median(rng.choices(a, k=len(a))) / statistics.median(rng.choices(b, k=len(b)))
+                for _ in range(n))
+    return rs[int(0.025 * n)], rs[int(0.975 * n) - 1]
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def vine_phases(log_path):
+    """From the daemon's debug log (the actor logs the time since a control, and a restore, began
+    at each step), in ms: for each restore (QEMU start until QMP connected, state load, the whole
+    control in the actor), and for each start the whole control in the actor."""
+    restores, starts = [], []
+    launched = loaded = None
+    admitted = at_launch = 0.0
+    try:
+        lines = open(log_path, errors="replace").read().splitlines()
+    except FileNotFoundError:
+        return restores, starts
+    for line in lines:
+        line = ANSI.sub("", line)
+        m = re.search(r"ms=([0-9.]+)", line)
+        if not m:
+            continue
+        t = float(m.group(1))
+        if "restore: definition loaded and admitted" in line:
+            admitted = t
+        elif "restore: QEMU launched" in line:
+            launched = t - admitted
+            at_launch = t
+        elif "restore: state loaded, guest continued" in line and launched is not None:
+            loaded = (launched, t - at_launch)
+            launched = None
+        elif re.search(r"restored '[^']*'", line) and loaded is not None:
+            restores.append(loaded + (t,))
+            loaded = None
+        elif re.search(r"started '[^']*'", line):
+            starts.append(t)
+    return restores, starts
 
 
 def wait_exit(p, timeout=60):
@@ -218,10 +268,13 @@ class ByHand:
         res[f"state_{self.name}"].append(size(self.state))
         t = time.monotonic()
         self.spawn(["-S", "-incoming", "defer"])
+        t_qmp = time.monotonic()
         self.qmp.cmd("migrate-incoming", uri=f"file:{self.state}")
         self.qmp.wait_migration()
+        t_loaded = time.monotonic()
         self.qmp.cmd("cont")
         res[f"restore_{self.name}"].append(time.monotonic() - t)
+        PHASES[self.name].append(((t_qmp - t) * 1000, (t_loaded - t_qmp) * 1000))
 
     def pause(self):
         self.qmp.cmd("stop")
@@ -235,6 +288,7 @@ class ByHand:
 
 
 RAW_PROCS = []
+PHASES = {"raw": [], "rawcg": []}
 
 
 def main():
@@ -280,15 +334,15 @@ def main():
             print(f"round {r + 1}/{ROUNDS}: " + ", ".join(
                 f"{k} {v[-1] * 1000:.0f} ms" for k, v in res.items() if not k.startswith("state")), file=sys.stderr)
     finally:
-        remove_cgroup()
         for p in RAW_PROCS:  # only after a failure: a finished side has reaped its QEMU
             if p.poll() is None:
                 p.kill()
                 p.wait()
+        remove_cgroup()  # empty only now
     vine("vm", "delete", VM)
 
     print("| operation | by hand (median) | by hand in a cgroup like vine's | vine (median) | vine / by hand "
-          "| vine − by hand | vine / by hand in cgroup | vine − by hand in cgroup |")
+          "(95 % interval) | vine − by hand | vine / by hand in cgroup | vine − by hand in cgroup |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     ops = (("ready", "start → QEMU ready, guest running"), ("start", "start → userspace marker"),
            ("save", "save (256 MiB guest)"), ("restore", "restore → running"))
@@ -301,7 +355,8 @@ def main():
             cg_col = f"{cg * 1000:.0f} ms"
         else:
             cg_col, cg_tail = "n/a (not cgroup v1)", "n/a | n/a"
-        print(f"| {label} | {raw * 1000:.0f} ms | {cg_col} | {v * 1000:.0f} ms | {v / raw:.3f} | "
+        lo, hi = bootstrap_ratio(res[f"{op}_vine"], res[f"{op}_raw"])
+        print(f"| {label} | {raw * 1000:.0f} ms | {cg_col} | {v * 1000:.0f} ms | {v / raw:.3f} ({lo:.3f} … {hi:.3f}) | "
               f"{(v - raw) * 1000:+.0f} ms | {cg_tail} |")
     print("\nPaired (start: the sides of one round; save and restore: the sides of one cycle, back to "
           "back): medians of vine − by hand and of (vine − by hand) / by hand, each with a 95 % bootstrap "
@@ -322,11 +377,31 @@ def main():
             else:
                 cells += ["n/a", "n/a"]
         print(f"| {label} | " + " | ".join(cells) + " |")
+    vine_restores, vine_starts = vine_phases(f"{WORK}/daemon.log")
+    phases = dict(PHASES, vine=vine_restores)
+    print("\nWhere a restore's time goes (medians; QEMU start: spawn until QMP answers; load: migrate-incoming "
+          "until the migration completed):\n")
+    print("| side | QEMU start | load of the state | samples |")
+    print("|---|---:|---:|---:|")
+    for n in names:
+        if phases.get(n):
+            print(f"| {n} | {statistics.median(p[0] for p in phases[n]):.1f} ms | "
+                  f"{statistics.median(p[1] for p in phases[n]):.1f} ms | {len(phases[n])} |")
+    for op, key, inside in (("start", "ready_vine", vine_starts), ("restore", "restore_vine", [p[2] for p in vine_restores])):
+        # The first start (learning the command line) is not among the samples.
+        inside = inside[-len(res[key]):]
+        if len(inside) == len(res[key]):
+            outside = [r * 1000 - a for r, a in zip(res[key], inside)]
+            print(f"\nvine's {op}: in its VM's actor median {statistics.median(inside):.1f} ms; outside it (the CLI "
+                  f"process, the HTTP request and answer, the API's hand-over to the actor) median "
+                  f"{statistics.median(outside):.1f} ms.")
     states = ", ".join(f"{n} {statistics.median(res[f'state_{n}']) / 2**20:.1f} MiB"
                        for n in names if res[f"state_{n}"])
     print(f"\nSaved state files (median): {states}.")
     print(f"\n{ROUNDS} rounds of {CYCLES} save/restore cycles; every sample (ms): " +
           json.dumps({k: [round(x * 1000) for x in v] for k, v in res.items() if not k.startswith("state")}))
+    print("\nEvery restore's phases (ms; QEMU start, load; for vine also the whole control in its actor): " +
+          json.dumps({n: [[round(x, 1) for x in p] for p in phases[n]] for n in names if phases.get(n)}))
 
 
 main()

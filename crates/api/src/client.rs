@@ -257,10 +257,11 @@ impl Client {
             head.push_str("Content-Length: 0\r\n");
         }
         head.push_str("\r\n");
+        // One write: the server then has the whole request at its first read.
+        head.push_str(&payload);
         s.write_all(head.as_bytes()).map_err(io)?;
-        s.write_all(payload.as_bytes()).map_err(io)?;
         s.flush().map_err(io)?;
-        let mut raw = Vec::new();
+        let mut raw = Vec::with_capacity(16 << 10);
         match s.read_to_end(&mut raw) {
             Ok(_) => {}
             // A TLS peer closing without close_notify after a complete answer.

@@ -14,6 +14,7 @@
 //! * [`networks`]: virtual networks (bridges, rules, taps through `netconf`), their DHCP server
 //!   processes (detached, adopted after a restart) and the MAC allocator of VM NICs.
 //! * [`layout`]: where a VM's files live under the data directory.
+//! * [`trash`]: big files no longer needed (restored states), deleted at idle priority.
 //!
 //! Nothing a running guest needs lives in the daemon process: QEMU and the disk servers run in
 //! their own process groups, so `kill -9` of the daemon leaves guests running, and a new daemon
@@ -28,5 +29,6 @@ pub mod networks;
 pub mod protocol;
 pub mod resources;
 pub mod server;
+pub mod trash;
 
 pub use server::{Config, Daemon, DaemonError};

@@ -65,6 +65,15 @@ pub enum DaemonError {
     /// Host facts could not be read.
     #[error(transparent)]
     Host(#[from] host::HostError),
+    /// A background thread could not be started.
+    #[error("cannot start the daemon's {what} thread: {source}")]
+    Thread {
+        /// Which thread.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 struct Handle {
@@ -105,6 +114,8 @@ impl Daemon {
             qemu: cfg.qemu.clone(),
             observers: Mutex::new(Vec::new()),
             networks,
+            trash: crate::trash::Trash::start()
+                .map_err(|source| DaemonError::Thread { what: "trash", source })?,
         });
         // Networks first: a running VM's taps need their bridges.
         for p in ctx.networks.restore_all() {

@@ -24,6 +24,22 @@ pub struct VmRecord {
     pub runtime: Option<String>,
 }
 
+/// How much of a crash a write must survive before it returns.
+///
+/// A fact about a live process (a VM running or paused, its QEMU's pid and runtime record) is
+/// only true while the host is up: a power loss or kernel crash ends the process as well, and
+/// the next daemon finds it gone whatever the store says. Such a write must survive the daemon
+/// (a `kill -9`, a panic) but need not wait for the disk. Everything else (definitions, users,
+/// a VM being off or saved, the events that report them) must survive the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Survives a crash of the daemon, not of the host: written to the operating system, not
+    /// synced to the disk.
+    Process,
+    /// Survives a crash of the host: synced to the disk before the write returns.
+    Host,
+}
+
 /// One entry of the event log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRecord {
@@ -194,13 +210,15 @@ pub trait Store: Send + Sync {
     fn create_vm(&self, vm: &VmRecord) -> Result<(), StoreError>;
     /// Replaces a VM's definition text.
     fn update_definition(&self, name: &str, definition: &str) -> Result<(), StoreError>;
-    /// Records a VM's state, its QEMU process and the runtime record of all its processes.
+    /// Records a VM's state, its QEMU process and the runtime record of all its processes, as
+    /// durably as `durability` says.
     fn set_state(
         &self,
         name: &str,
         state: &str,
         pid: Option<u32>,
         runtime: Option<&str>,
+        durability: Durability,
     ) -> Result<(), StoreError>;
     /// Records a VM's state (as [`Store::set_state`]) and appends the event that reports it, in
     /// one transaction: both are kept, or neither. Returns the event's id.
@@ -211,10 +229,8 @@ pub trait Store: Send + Sync {
         pid: Option<u32>,
         runtime: Option<&str>,
         event: &EventRecord,
-    ) -> Result<u64, StoreError> {
-        self.set_state(name, state, pid, runtime)?;
-        self.append_event(event)
-    }
+        durability: Durability,
+    ) -> Result<u64, StoreError>;
     /// One VM.
     fn get_vm(&self, name: &str) -> Result<Option<VmRecord>, StoreError>;
     /// All VMs, by name.

@@ -1,5 +1,10 @@
-//! [`Store`] on an embedded SQLite database: WAL journal, `synchronous=FULL` (a committed change
-//! survives a crash of the daemon and of the host), schema versioned with `user_version`.
+//! [`Store`] on an embedded SQLite database: WAL journal, schema versioned with `user_version`.
+//!
+//! Durability ([`Durability`]): a write that must survive the host commits with
+//! `synchronous=FULL` (the WAL is fsynced before the commit returns); a write about a live
+//! process commits with `synchronous=NORMAL` (the WAL frames are in the operating system's page
+//! cache when the commit returns, so they survive the daemon, and reach the disk with the next
+//! FULL commit or checkpoint). Both keep the database consistent after any crash.
 //!
 //! Checkpoints (copying the WAL back into the database, two more fsyncs) never run inside a
 //! caller's commit: automatic checkpoints are off and a background thread with its own
@@ -14,8 +19,8 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::{
-    AclEntry, EventRecord, HookRecord, NetworkRecord, NicRecord, Store, StoreError, TokenRecord, UserRecord,
-    VmRecord,
+    AclEntry, Durability, EventRecord, HookRecord, NetworkRecord, NicRecord, Store, StoreError, TokenRecord,
+    UserRecord, VmRecord,
 };
 
 /// Schema version this code writes.
@@ -173,6 +178,26 @@ impl SqliteStore {
     fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Runs `f` on the connection with its commits as durable as `d` says; the connection is
+    /// left at `synchronous=FULL`, the default for every other write.
+    fn with_durability<T>(
+        &self,
+        d: Durability,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn();
+        if d == Durability::Host {
+            return f(&mut conn);
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(db("set synchronous"))?;
+        let r = f(&mut conn);
+        let back = conn.pragma_update(None, "synchronous", "FULL").map_err(db("set synchronous"));
+        match (r, back) {
+            (Ok(v), Ok(())) => Ok(v),
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        }
+    }
 }
 
 /// Records a VM's state on `conn` (a connection or an open transaction).
@@ -250,8 +275,9 @@ impl Store for SqliteStore {
         state: &str,
         pid: Option<u32>,
         runtime: Option<&str>,
+        durability: Durability,
     ) -> Result<(), StoreError> {
-        write_state(&self.conn(), name, state, pid, runtime)
+        self.with_durability(durability, |conn| write_state(conn, name, state, pid, runtime))
     }
 
     fn set_state_with_event(
@@ -261,13 +287,15 @@ impl Store for SqliteStore {
         pid: Option<u32>,
         runtime: Option<&str>,
         e: &EventRecord,
+        durability: Durability,
     ) -> Result<u64, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db("begin a state change"))?;
-        write_state(&tx, name, state, pid, runtime)?;
-        let id = write_event(&tx, e)?;
-        tx.commit().map_err(db("commit a state change"))?;
-        Ok(id)
+        self.with_durability(durability, |conn| {
+            let tx = conn.transaction().map_err(db("begin a state change"))?;
+            write_state(&tx, name, state, pid, runtime)?;
+            let id = write_event(&tx, e)?;
+            tx.commit().map_err(db("commit a state change"))?;
+            Ok(id)
+        })
     }
 
     fn get_vm(&self, name: &str) -> Result<Option<VmRecord>, StoreError> {

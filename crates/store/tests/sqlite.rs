@@ -3,7 +3,7 @@
 //! it committed, a state change and its event are kept together or not at all, and checkpoints
 //! happen in the background.
 
-use store::{EventRecord, SqliteStore, Store, StoreError, VmRecord};
+use store::{Durability, EventRecord, SqliteStore, Store, StoreError, VmRecord};
 
 fn vm(name: &str) -> VmRecord {
     VmRecord {
@@ -36,9 +36,12 @@ fn vms_persist_across_reopen_and_names_are_unique() {
         s.create_vm(&vm("web1")).unwrap();
         s.create_vm(&vm("db")).unwrap();
         assert!(matches!(s.create_vm(&vm("web1")).unwrap_err(), StoreError::Exists(ref n) if n == "web1"));
-        s.set_state("web1", "running", Some(4242), Some("{\"qemu\":1}")).unwrap();
+        s.set_state("web1", "running", Some(4242), Some("{\"qemu\":1}"), Durability::Process).unwrap();
         s.update_definition("db", "cpus = 4").unwrap();
-        assert!(matches!(s.set_state("nope", "off", None, None).unwrap_err(), StoreError::NotFound(_)));
+        assert!(matches!(
+            s.set_state("nope", "off", None, None, Durability::Host).unwrap_err(),
+            StoreError::NotFound(_)
+        ));
     }
     let s = SqliteStore::open(&path).unwrap();
     let all = s.list_vms().unwrap();
@@ -74,11 +77,25 @@ fn a_state_and_its_event_are_written_together() {
         let s = SqliteStore::open(&path).unwrap();
         s.create_vm(&vm("web1")).unwrap();
         let id = s
-            .set_state_with_event("web1", "running", Some(7), Some("{}"), &event(Some("web1"), "vm.start"))
+            .set_state_with_event(
+                "web1",
+                "running",
+                Some(7),
+                Some("{}"),
+                &event(Some("web1"), "vm.start"),
+                Durability::Process,
+            )
             .unwrap();
         // An unknown VM: neither the state nor the event is kept.
         let e = s
-            .set_state_with_event("nope", "running", None, None, &event(Some("nope"), "vm.start"))
+            .set_state_with_event(
+                "nope",
+                "running",
+                None,
+                None,
+                &event(Some("nope"), "vm.start"),
+                Durability::Host,
+            )
             .unwrap_err();
         assert!(matches!(e, StoreError::NotFound(ref n) if n == "nope"), "{e}");
         let events = s.events(None, 0, 10).unwrap();
@@ -131,17 +148,17 @@ fn rusqlite_set_version(path: &std::path::Path, v: i64) {
     conn.pragma_update(None, "user_version", v).unwrap();
 }
 
-#[test]
-fn committed_events_survive_a_killed_writer() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.db");
-    drop(SqliteStore::open(&path).unwrap());
-    // A child process (examples/append_events.rs, built by `cargo test`) appends events as fast
-    // as it can and reports each committed id.
+/// Runs examples/append_events.rs (built by `cargo test`) on `path` in `mode` until it has
+/// reported at least 200 commits, kills it, and returns the last commit it reported.
+fn kill_a_writer(path: &std::path::Path, mode: &str) -> u64 {
     let exe = std::env::current_exe().unwrap();
     let writer = exe.parent().unwrap().parent().unwrap().join("examples/append_events");
-    let mut child =
-        std::process::Command::new(&writer).arg(&path).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = std::process::Command::new(&writer)
+        .arg(path)
+        .arg(mode)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut last = 0u64;
     let mut line = String::new();
@@ -157,10 +174,47 @@ fn committed_events_survive_a_killed_writer() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(last >= 200, "the writer stopped early at {last}");
+    last
+}
+
+#[test]
+fn committed_events_survive_a_killed_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    drop(SqliteStore::open(&path).unwrap());
+    // The child appends events (fsynced) as fast as it can and reports each committed id.
+    let last = kill_a_writer(&path, "events");
     let s = SqliteStore::open(&path).unwrap();
     let got = s.events(None, 0, 1_000_000).unwrap();
     assert!(got.len() as u64 >= last, "{} events in the store, {last} were committed", got.len());
     assert!(got.windows(2).all(|w| w[0].id < w[1].id));
+}
+
+#[test]
+fn state_changes_not_waited_for_on_disk_still_survive_a_killed_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let s = SqliteStore::open(&path).unwrap();
+        s.create_vm(&vm("w")).unwrap();
+    }
+    // The child records "running" with pid N and an event, without fsync (Durability::Process),
+    // for N = 1, 2, …, and reports N after each commit. Killing it must lose none of them: they
+    // are in the operating system's hands when the commit returns.
+    let last = kill_a_writer(&path, "states");
+    let s = SqliteStore::open(&path).unwrap();
+    let v = s.get_vm("w").unwrap().unwrap();
+    assert_eq!(v.state, "running");
+    let pid = u64::from(v.pid.expect("a pid was recorded"));
+    assert!(pid >= last, "the store holds pid {pid}, {last} was committed");
+    let got = s.events(Some("w"), 0, 1_000_000).unwrap();
+    assert!(got.len() as u64 >= last, "{} events in the store, {last} were committed", got.len());
+    // The next write is fsynced as usual and keeps what came before.
+    s.set_state("w", "off", None, None, Durability::Host).unwrap();
+    drop(s);
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.get_vm("w").unwrap().unwrap().state, "off");
+    assert!(s.events(Some("w"), 0, 1_000_000).unwrap().len() as u64 >= last);
 }
 
 #[test]
@@ -180,7 +234,7 @@ fn a_version_1_database_is_upgraded_and_keeps_its_vms() {
     let s = SqliteStore::open(&path).unwrap();
     let old = s.get_vm("old").unwrap().unwrap();
     assert_eq!((old.state.as_str(), old.runtime), ("off", None));
-    s.set_state("old", "running", Some(7), Some("{}")).unwrap();
+    s.set_state("old", "running", Some(7), Some("{}"), Durability::Host).unwrap();
     drop(s);
     let s = SqliteStore::open(&path).unwrap();
     assert_eq!(s.get_vm("old").unwrap().unwrap().runtime.as_deref(), Some("{}"));

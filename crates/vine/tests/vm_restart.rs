@@ -80,3 +80,26 @@ fn daemon_killed_while_two_vms_run_then_one_qemu_killed() {
     h.ok(&["vm", "start", "rs-a"]);
     assert_eq!(h.state("rs-a"), "running");
 }
+
+/// A restore records its VM's new state without waiting for the disk (a host crash ends the
+/// guest too). So after a power loss the store can still say "saved" while the restore had
+/// already taken the state file (renamed it `state.bin.restored`, and the guest ran on): the new
+/// daemon must then say "off", not offer a restore of a state that no longer matches the disks.
+#[test]
+fn a_saved_vm_whose_state_was_taken_is_off_after_a_restart() {
+    let mut h = VmHost::start();
+    h.create_kit_vm("rs-gone", &[], &[]);
+    h.ok(&["vm", "start", "rs-gone"]);
+    h.ok(&["vm", "save", "rs-gone"]);
+    assert_eq!(h.state("rs-gone"), "saved");
+    h.kill_daemon();
+    let dir = h.data.join("vms/rs-gone");
+    std::fs::rename(dir.join("state.bin"), dir.join("state.bin.restored")).unwrap();
+    h.start_daemon();
+    assert_eq!(h.state("rs-gone"), "off");
+    assert!(!dir.join("state.bin.restored").exists(), "the taken state was not deleted");
+    let events = h.ok(&["vm", "events", "rs-gone", "--json"]);
+    assert!(events.contains("\"vm.state-gone\""), "{events}");
+    let refused = h.fails(&["vm", "restore", "rs-gone"]);
+    assert!(refused.contains("cannot restore 'rs-gone': it is off"), "{refused}");
+}

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod daemon;
 pub mod disk;
 pub mod host;
+pub mod lazy;
 pub mod network;
 pub mod policy;
 pub mod remote;
@@ -12,6 +13,7 @@ pub mod size;
 pub mod vm;
 
 use clap::{Parser, Subcommand};
+use lazy::Lazy;
 
 /// vine: a virtual infrastructure manager.
 #[derive(Debug, Parser)]
@@ -32,15 +34,15 @@ pub struct Cli {
 pub enum Command {
     /// Virtual disks (VHD): create, inspect, check, convert, serve over NBD.
     #[command(subcommand)]
-    Disk(disk::DiskCommand),
+    Disk(Lazy<disk::DiskCommand>),
     /// This host: CPUs, memory, accelerator, cgroups.
     #[command(subcommand)]
-    Host(host::HostCommand),
+    Host(Lazy<host::HostCommand>),
     /// Run the host daemon in the foreground.
-    Daemon(daemon::DaemonArgs),
+    Daemon(Lazy<daemon::DaemonArgs>),
     /// Virtual machines (through the daemon).
     #[command(subcommand)]
-    Vm(vm::VmCommand),
+    Vm(Lazy<vm::VmCommand>),
     /// The event log: operator actions, state changes, warnings and errors.
     Events {
         /// Only this VM's events.
@@ -58,25 +60,25 @@ pub enum Command {
     },
     /// Users of the management plane.
     #[command(subcommand)]
-    User(admin::UserCommand),
+    User(Lazy<admin::UserCommand>),
     /// Per-VM rights: configure a VM, use a VM.
     #[command(subcommand)]
-    Acl(admin::AclCommand),
+    Acl(Lazy<admin::AclCommand>),
     /// Event scripts.
     #[command(subcommand)]
-    Hook(admin::HookCommand),
+    Hook(Lazy<admin::HookCommand>),
     /// API tokens.
     #[command(subcommand)]
-    Token(admin::TokenCommand),
+    Token(Lazy<admin::TokenCommand>),
     /// Remote daemons over HTTPS.
     #[command(subcommand)]
-    Remote(remote::RemoteCommand),
+    Remote(Lazy<remote::RemoteCommand>),
     /// Virtual networks and their DHCP servers (through the daemon).
     #[command(subcommand)]
-    Network(network::NetworkCommand),
+    Network(Lazy<network::NetworkCommand>),
     /// Workload policies and the trace-driven simulator.
     #[command(subcommand)]
-    Policy(policy::PolicyCommand),
+    Policy(Lazy<policy::PolicyCommand>),
 }
 
 /// Sets up `tracing` on stderr; `RUST_LOG` overrides the level.
@@ -97,17 +99,17 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         vm::use_remote(r)?;
     }
     match cli.command {
-        Command::Disk(cmd) => disk::run(cmd),
-        Command::Host(cmd) => host::run(cmd),
-        Command::Daemon(args) => daemon::run(args),
-        Command::Vm(cmd) => vm::run(cmd),
-        Command::Network(cmd) => network::run(cmd),
-        Command::Policy(cmd) => policy::run(cmd),
+        Command::Disk(Lazy(cmd)) => disk::run(cmd),
+        Command::Host(Lazy(cmd)) => host::run(cmd),
+        Command::Daemon(Lazy(args)) => daemon::run(args),
+        Command::Vm(Lazy(cmd)) => vm::run(cmd),
+        Command::Network(Lazy(cmd)) => network::run(cmd),
+        Command::Policy(Lazy(cmd)) => policy::run(cmd),
         Command::Events { vm, since, follow, json } => admin::events(vm, since, follow, json),
-        Command::User(cmd) => admin::user(cmd),
-        Command::Acl(cmd) => admin::acl(cmd),
-        Command::Hook(cmd) => admin::hook(cmd),
-        Command::Token(cmd) => admin::token(cmd),
-        Command::Remote(cmd) => remote::run(cmd),
+        Command::User(Lazy(cmd)) => admin::user(cmd),
+        Command::Acl(Lazy(cmd)) => admin::acl(cmd),
+        Command::Hook(Lazy(cmd)) => admin::hook(cmd),
+        Command::Token(Lazy(cmd)) => admin::token(cmd),
+        Command::Remote(Lazy(cmd)) => remote::run(cmd),
     }
 }

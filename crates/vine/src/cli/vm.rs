@@ -11,13 +11,14 @@ use serde_json::Value;
 use vmconfig::{Bus, Disk, Nic};
 use vmm::Control;
 
+use super::lazy::Lazy;
 use super::size::parse_size;
 
 /// VM subcommands.
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
     /// Define a new VM (it starts off).
-    Create(CreateArgs),
+    Create(Lazy<CreateArgs>),
     /// Every VM with its state.
     List {
         /// Print JSON.
@@ -361,7 +362,7 @@ fn print_table(vms: &[VmInfo]) {
 pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
     let none = ControlOptions::default();
     match cmd {
-        VmCommand::Create(a) => {
+        VmCommand::Create(Lazy(a)) => {
             let v = rest("POST", "/api/vms", Some(&new_vm(&a)?))?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
