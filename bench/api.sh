@@ -13,9 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-1000}
-cargo build --release --quiet -p vine
+VINE=$(bash scripts/build.sh)/vine
 bash scripts/guest-kit.sh >/dev/null
-VINE=$PWD/target/release/vine
 KIT=${VINE_KIT_DIR:-/var/lib/vine/kit}
 missing=()
 for p in libvirt-daemon-system libvirt-clients python3-libvirt; do

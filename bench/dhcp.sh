@@ -18,10 +18,8 @@ WINDOW=${WINDOW:-64}
 ROUNDS=${ROUNDS:-3}
 command -v dnsmasq >/dev/null || { echo "dhcp.sh: dnsmasq is not installed (dnsmasq-base, scripts/setup.sh)" >&2; exit 1; }
 
-cargo build --release --quiet -p vine
-cargo build --release --quiet -p dhcp --example dhcp_load
-VINE=target/release/vine
-LOAD=target/release/examples/dhcp_load
+VINE=$(bash scripts/build.sh)/vine
+LOAD=$(bash scripts/build.sh -p dhcp --example dhcp_load)/examples/dhcp_load
 
 ID=$$
 BR=vbbench$((ID % 100000))

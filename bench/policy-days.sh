@@ -9,8 +9,7 @@ cd "$(dirname "$0")/.."
 MEMORY=${1:-trace}
 TRACES=${2:-../shared/traces/planetlab}
 POLICIES=npa,dvfs,thr-mmt-0.8,iqr-mmt-1.5,mad-mmt-2.5,lr-mmt-1.2,lrr-mmt-1.2,vine
-cargo build --release --quiet -p vine
-VINE=$PWD/target/release/vine
+VINE=$(bash scripts/build.sh)/vine
 echo "commit $(git rev-parse --short HEAD), $(date -u +%Y-%m-%d), memory model $MEMORY"
 for day in $(ls "$TRACES"); do
     "$VINE" policy simulate --trace "$TRACES/$day" --policy "$POLICIES" --memory "$MEMORY" --json

@@ -10,8 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASELINE_MAX=${1:-20000}
-cargo build --release --quiet -p vine
-VINE=$PWD/target/release/vine
+VINE=$(bash scripts/build.sh)/vine
 echo "| VMs | hosts | vine (ms) | thr-mmt-0.8 (ms) | lr-mmt-1.2 (ms) | mad-mmt-2.5 (ms) | thr / vine | lr / vine |"
 echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
 for n in 100 1000 10000 20000 100000; do

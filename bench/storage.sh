@@ -12,8 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNTIME=${1:-10}
 SIZE_MIB=1024
-cargo build --release --quiet -p vine
-VINE=$PWD/target/release/vine
+VINE=$(bash scripts/build.sh)/vine
 work=$(mktemp -d /var/tmp/vine-bench.XXXXXX)
 pids=()
 cleanup() {

@@ -7,7 +7,7 @@
 #   bash bench/vm-start.sh [ROUNDS [CYCLES]]      (defaults 21 and 6 save/restore cycles per round)
 #
 # Prints a Markdown table of medians with vine / raw and the difference in milliseconds.
-# VINE_BIN=PATH uses that vine binary instead of building the release one.
+# VINE_BIN=PATH uses that vine binary instead of building the shipped one (scripts/build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-21}
@@ -16,8 +16,7 @@ bash scripts/guest-kit.sh >/dev/null
 if [ -n "${VINE_BIN:-}" ]; then
     VINE=$VINE_BIN      # e.g. the test suite's smoke run with the debug build
 else
-    cargo build --release --quiet -p vine
-    VINE=$PWD/target/release/vine
+    VINE=$(bash scripts/build.sh)/vine     # as shipped (scripts/build.sh)
 fi
 KIT=${VINE_KIT_DIR:-/var/lib/vine/kit}
 work=$(mktemp -d /var/tmp/vine-bench-vm.XXXXXX)

@@ -5,8 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo build --release --quiet
-VINE=target/release/vine
+VINE=$(bash scripts/build.sh)/vine
 work=$(mktemp -d /tmp/vine-demo.XXXXXX)
 server=""
 cleanup() {

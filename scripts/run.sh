@@ -9,8 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/guest-kit.sh >/dev/null
-cargo build --release --quiet
-VINE=$PWD/target/release/vine
+VINE=$(bash scripts/build.sh)/vine
 DATA=${VINE_DATA_DIR:-/var/lib/vine}
 export VINE_SOCKET=${VINE_SOCKET:-/run/vine/vine.sock}
 KIT=${VINE_KIT_DIR:-/var/lib/vine/kit}

@@ -261,13 +261,7 @@ impl Client {
         head.push_str(&payload);
         s.write_all(head.as_bytes()).map_err(io)?;
         s.flush().map_err(io)?;
-        let mut raw = Vec::with_capacity(16 << 10);
-        match s.read_to_end(&mut raw) {
-            Ok(_) => {}
-            // A TLS peer closing without close_notify after a complete answer.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
-            Err(e) => return Err(io(e)),
-        }
+        let raw = read_answer(&mut *s).map_err(io)?;
         let split =
             raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| proto("no end of headers".into()))?;
         let head = String::from_utf8_lossy(&raw[..split]).into_owned();
@@ -304,6 +298,39 @@ impl Client {
     }
 }
 
+/// Reads one HTTP answer: up to the end of its body when a Content-Length gives it (the client
+/// need not wait for the server to close the connection), otherwise to the end of the stream.
+fn read_answer(s: &mut dyn Read) -> std::io::Result<Vec<u8>> {
+    let mut raw = Vec::with_capacity(16 << 10);
+    let mut chunk = [0u8; 16 << 10];
+    let mut want: Option<usize> = None;
+    loop {
+        if want.is_some_and(|w| raw.len() >= w) {
+            return Ok(raw);
+        }
+        let n = match s.read(&mut chunk) {
+            Ok(0) => return Ok(raw),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // A TLS peer closing without close_notify after a complete answer.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => return Ok(raw),
+            Err(e) => return Err(e),
+        };
+        raw.extend_from_slice(&chunk[..n]);
+        if want.is_none() {
+            if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("content-length:"))
+                    .find_map(|v| v.trim().parse::<usize>().ok());
+                // Without a length (chunked, or none given) the end of the stream ends the body.
+                want = Some(length.map_or(usize::MAX, |l| end + 4 + l));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,5 +341,31 @@ mod tests {
         assert!(decode_chunked(b"zz\r\n").is_none());
         assert!(decode_chunked(b"5\r\nab").is_none());
         assert_eq!(encode("a b/ü"), "a%20b%2F%C3%BC");
+    }
+
+    /// A reader that hands out its parts one read at a time and then fails: reading past the
+    /// answer would show.
+    struct Parts(Vec<&'static [u8]>);
+    impl Read for Parts {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0.is_empty() {
+                return Err(std::io::Error::other("read past the end of the answer"));
+            }
+            let p = self.0.remove(0);
+            buf[..p.len()].copy_from_slice(p);
+            Ok(p.len())
+        }
+    }
+
+    #[test]
+    fn an_answer_with_a_length_is_read_to_its_end_and_no_further() {
+        let mut s = Parts(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n", b"\r\n{\"a\"", b":1}"]);
+        assert_eq!(read_answer(&mut s).unwrap(), b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n{\"a\":1}");
+        // Without a length, the end of the stream ends it.
+        let mut s = Parts(vec![b"HTTP/1.1 200 OK\r\n\r\nab", b"cd", b""]);
+        assert_eq!(read_answer(&mut s).unwrap(), b"HTTP/1.1 200 OK\r\n\r\nabcd");
+        // A stream that ends early gives what came; the caller finds it incomplete.
+        let mut s = Parts(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nab", b""]);
+        assert!(read_answer(&mut s).unwrap().ends_with(b"ab"));
     }
 }

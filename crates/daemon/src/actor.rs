@@ -740,20 +740,75 @@ impl Actor {
     }
 
     fn migration_status(&mut self) -> Res<(String, Value)> {
-        let v = self.qmp()?.execute("query-migrate", None).map_err(|e| e.to_string())?;
+        let v = self.with_qmp(|q| q.execute("query-migrate", None))?;
         Ok((v["status"].as_str().unwrap_or("none").to_string(), v))
     }
 
+    /// Starts a migration (`migrate` out to a file, or `migrate-incoming` from one) with QEMU's
+    /// MIGRATION events turned on, both commands sent together (one round trip).
+    ///
+    /// Earlier migrations' events are forgotten first: every event QEMU sent before it took these
+    /// commands has been read by the time they are answered, so none of them can be mistaken for
+    /// this migration's end (a session's earlier restore, or a save that failed). An incoming
+    /// migration that fails leaves QEMU running to say why (QEMU 9.1 and later; earlier ones
+    /// exit, and vine reports that QEMU ended).
+    fn begin_migration(&mut self, command: &str, uri: &str) -> Res<()> {
+        let events = json!({ "capabilities": [{ "capability": "events", "state": true }] });
+        self.with_qmp(|q| {
+            let mut args = json!({ "uri": uri });
+            if command == "migrate-incoming" && q.version >= (9, 1, 0) {
+                args["exit-on-error"] = json!(false);
+            }
+            q.discard_events(|e| e.name == "MIGRATION");
+            q.execute_all(&[("migrate-set-capabilities", Some(events)), (command, Some(args))])
+        })
+        .map(|_| ())
+    }
+
+    /// Runs `f` on the QMP session; a session that broke (rather than a command QEMU refused) is
+    /// opened again next time.
+    fn with_qmp<R>(
+        &mut self,
+        f: impl FnOnce(&mut qmp::Client<UnixTransport>) -> Result<R, qmp::QmpError>,
+    ) -> Res<R> {
+        let r = f(self.qmp()?);
+        if r.as_ref().is_err_and(|e| !matches!(e, qmp::QmpError::Command { .. })) {
+            if let Some(p) = self.proc.as_mut() {
+                p.qmp = None;
+            }
+        }
+        r.map_err(|e| Fail::from(e.to_string()))
+    }
+
+    /// Waits until the migration has completed. QEMU's MIGRATION event says so the moment it
+    /// happens (polling `query-migrate` learns it up to a poll interval later, and each poll is a
+    /// round trip through QEMU's main loop); after a quiet while, or when the event says it
+    /// failed, `query-migrate` is asked (for the reason, and in case an event was missed).
     fn wait_migration(&mut self) -> Res<()> {
         loop {
+            let done = self.with_qmp(|q| {
+                q.wait_event_within(Duration::from_millis(250), |e| {
+                    e.name == "MIGRATION"
+                        && matches!(e.data["status"].as_str(), Some("completed" | "failed" | "cancelled"))
+                })
+            })?;
+            if done.is_some_and(|e| e.data["status"] == "completed") {
+                return Ok(());
+            }
             let (status, v) = self.migration_status()?;
             match status.as_str() {
-                "completed" => return Ok(()),
+                "completed" => {
+                    // Its event, if QEMU sent one, came before this answer: not left for later.
+                    if let Some(q) = self.proc.as_mut().and_then(|p| p.qmp.as_mut()) {
+                        q.discard_events(|e| e.name == "MIGRATION");
+                    }
+                    return Ok(());
+                }
                 "failed" | "cancelled" => {
                     let why = v["error-desc"].as_str().unwrap_or("no reason given");
                     return Err(Fail::from(format!("QEMU's migration {status}: {why}")));
                 }
-                _ => std::thread::sleep(Duration::from_millis(2)),
+                _ => {}
             }
             if self
                 .proc
@@ -772,7 +827,7 @@ impl Actor {
             self.qmp_do("stop", None)?;
         }
         let uri = format!("file:{}", state.display());
-        let r = self.qmp_do("migrate", Some(json!({ "uri": uri }))).and_then(|_| self.wait_migration());
+        let r = self.begin_migration("migrate", &uri).and_then(|_| self.wait_migration());
         if let Err(e) = r {
             let _ = std::fs::remove_file(&state);
             if before == VmState::Running {
@@ -811,7 +866,7 @@ impl Actor {
         tracing::debug!(vm = self.name, ms = t.elapsed().as_secs_f64() * 1e3, "restore: QEMU launched");
         let uri = format!("file:{}", state.display());
         let r = self
-            .qmp_do("migrate-incoming", Some(json!({ "uri": uri })))
+            .begin_migration("migrate-incoming", &uri)
             .and_then(|_| self.wait_migration())
             .and_then(|_| self.qmp_do("cont", None));
         tracing::debug!(

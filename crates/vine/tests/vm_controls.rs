@@ -113,6 +113,39 @@ fn every_control_on_a_running_guest() {
     }
 }
 
+/// A saved state damaged on disk: the restore fails with QEMU's reason, and the VM is saved again
+/// with its state file kept (it can be discarded, or mended and restored).
+#[test]
+fn a_damaged_saved_state_fails_its_restore_and_is_kept() {
+    let h = VmHost::start();
+    let vm = "ctl3";
+    h.create_kit_vm(vm, &["vine.counter=1"], &[]);
+    h.ok(&["vm", "start", vm]);
+    let mut log = h.console(vm);
+    log.wait_for("VINE-BOOT-OK", BOOT).unwrap();
+    let before = h.next_counter(&mut log);
+    h.ok(&["vm", "save", vm]);
+    let state = h.data.join("vms").join(vm).join("state.bin");
+    let good = std::fs::read(&state).unwrap();
+    // Cut short in the middle of the guest's memory.
+    std::fs::write(&state, &good[..good.len() / 2]).unwrap();
+    let e = h.fails(&["vm", "restore", vm]);
+    assert!(
+        e.contains("cannot restore 'ctl3': QEMU's migration failed") && e.contains("(it is now saved)"),
+        "{e}"
+    );
+    assert_eq!(h.state(vm), "saved");
+    assert!(h.show(vm)["pid"].is_null(), "the failed restore's QEMU was left running");
+    assert_eq!(std::fs::read(&state).unwrap().len(), good.len() / 2, "the state file was changed");
+    // Mended, it restores: the guest continues where it was saved.
+    std::fs::write(&state, &good).unwrap();
+    h.ok(&["vm", "restore", vm]);
+    assert_eq!(h.state(vm), "running");
+    assert!(h.next_counter(&mut log) > before);
+    assert_eq!(h.console(vm).contents().unwrap().matches("VINE-BOOT-OK").count(), 1, "the restore rebooted");
+    h.ok(&["vm", "off", vm]);
+}
+
 #[test]
 fn failed_controls_leave_a_defined_state_and_delete_removes_files() {
     let h = VmHost::start();
