@@ -5,9 +5,9 @@
 #
 # The binaries are linked statically and are not position independent, so a `vine` command starts
 # without the dynamic loader and without relocating itself (a PIE `vine` has 17 000 relative
-# relocations to apply, each on a page that is then copied): 0.6 ms less per command here, which
-# adds up in scripts that run many commands and is a tenth of vine's whole cost in a restore
-# (BENCHMARKS.md). glibc's caveat for static binaries holds: name-service modules (used when a
+# relocations to apply, each on a page that is then copied): 0.5 ms less per command here
+# (bench/cli-start.sh), which adds up in scripts that run many commands and was a fifth of vine's
+# own cost in a restore (BENCHMARKS.md). glibc's caveat for static binaries holds: name-service modules (used when a
 # host name is resolved) are loaded at run time from the installed glibc, so build on the host
 # that runs the binary, as scripts/run.sh does. The explicit --target keeps these flags off build
 # scripts and proc-macros (which cannot be linked statically); the output is target/TRIPLE/release.
