@@ -262,29 +262,7 @@ impl Client {
         s.write_all(head.as_bytes()).map_err(io)?;
         s.flush().map_err(io)?;
         let raw = read_answer(&mut *s).map_err(io)?;
-        let split =
-            raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| proto("no end of headers".into()))?;
-        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-        let mut body = raw[split + 4..].to_vec();
-        let status: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| proto(format!("bad status line {:?}", head.lines().next())))?;
-        if head.lines().any(|l| {
-            l.to_ascii_lowercase().starts_with("transfer-encoding:")
-                && l.to_ascii_lowercase().contains("chunked")
-        }) {
-            body = decode_chunked(&body).ok_or_else(|| proto("bad chunked body".into()))?;
-        }
-        let value = if body.iter().all(u8::is_ascii_whitespace) {
-            Value::Null
-        } else if head.to_ascii_lowercase().contains("content-type: application/json") {
-            serde_json::from_slice(&body).map_err(|e| proto(e.to_string()))?
-        } else {
-            Value::String(String::from_utf8_lossy(&body).into_owned())
-        };
-        Ok((status, value))
+        parse_answer(&raw).map_err(proto)
     }
 
     /// Like [`Client::request`], turning a non-2xx answer into [`ClientError::Refused`].
@@ -299,25 +277,29 @@ impl Client {
 }
 
 /// Reads one HTTP answer: up to the end of its body when a Content-Length gives it (the client
-/// need not wait for the server to close the connection), otherwise to the end of the stream.
+/// need not wait for the server to close the connection), otherwise to the end of the stream. An
+/// answer that ends before its Content-Length is an error saying how much came.
 fn read_answer(s: &mut dyn Read) -> std::io::Result<Vec<u8>> {
     let mut raw = Vec::with_capacity(16 << 10);
     let mut chunk = [0u8; 16 << 10];
+    let mut head_seen = false;
+    // Where the body ends, when a Content-Length says so.
     let mut want: Option<usize> = None;
     loop {
-        if want.is_some_and(|w| raw.len() >= w) {
+        if let Some(w) = want.filter(|&w| raw.len() >= w) {
+            raw.truncate(w);
             return Ok(raw);
         }
         let n = match s.read(&mut chunk) {
-            Ok(0) => return Ok(raw),
+            Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             // A TLS peer closing without close_notify after a complete answer.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => return Ok(raw),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => break,
             Err(e) => return Err(e),
         };
         raw.extend_from_slice(&chunk[..n]);
-        if want.is_none() {
+        if !head_seen {
             if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
                 let length = head
@@ -325,10 +307,42 @@ fn read_answer(s: &mut dyn Read) -> std::io::Result<Vec<u8>> {
                     .filter_map(|l| l.strip_prefix("content-length:"))
                     .find_map(|v| v.trim().parse::<usize>().ok());
                 // Without a length (chunked, or none given) the end of the stream ends the body.
-                want = Some(length.map_or(usize::MAX, |l| end + 4 + l));
+                want = length.map(|l| (end + 4).saturating_add(l));
+                head_seen = true;
             }
         }
     }
+    match want {
+        Some(w) if raw.len() < w => Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("the answer ended after {} of its {w} bytes (Content-Length)", raw.len()),
+        )),
+        _ => Ok(raw),
+    }
+}
+
+/// The status and JSON body (`Null` when empty, a string when not JSON) of a whole answer.
+fn parse_answer(raw: &[u8]) -> Result<(u16, Value), String> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no end of headers")?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let lower = head.to_ascii_lowercase();
+    let mut body = raw[split + 4..].to_vec();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line {:?}", head.lines().next()))?;
+    if lower.lines().any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked")) {
+        body = decode_chunked(&body).ok_or("bad chunked body")?;
+    }
+    let value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else if lower.contains("content-type: application/json") {
+        serde_json::from_slice(&body).map_err(|e| e.to_string())?
+    } else {
+        Value::String(String::from_utf8_lossy(&body).into_owned())
+    };
+    Ok((status, value))
 }
 
 #[cfg(test)]
@@ -364,8 +378,49 @@ mod tests {
         // Without a length, the end of the stream ends it.
         let mut s = Parts(vec![b"HTTP/1.1 200 OK\r\n\r\nab", b"cd", b""]);
         assert_eq!(read_answer(&mut s).unwrap(), b"HTTP/1.1 200 OK\r\n\r\nabcd");
-        // A stream that ends early gives what came; the caller finds it incomplete.
+        // A stream that ends early is an error saying so.
         let mut s = Parts(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nab", b""]);
-        assert!(read_answer(&mut s).unwrap().ends_with(b"ab"));
+        let e = read_answer(&mut s).unwrap_err().to_string();
+        assert_eq!(e, "the answer ended after 41 of its 49 bytes (Content-Length)");
+        // A length no answer could have is not an overflow.
+        let mut s = Parts(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\n{}", b""]);
+        assert!(read_answer(&mut s).unwrap_err().to_string().contains("ended after"));
+        // Bytes after the length are not the body's.
+        let mut s = Parts(vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}junk",
+        ]);
+        assert_eq!(parse_answer(&read_answer(&mut s).unwrap()).unwrap(), (200, serde_json::json!({})));
+    }
+
+    proptest::proptest! {
+        /// Whatever a server sends, in whatever pieces: an answer or an error, never a panic.
+        #[test]
+        fn any_answer_in_any_pieces_is_read_without_a_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            cuts in proptest::collection::vec(0usize..400, 0..6),
+            head in proptest::sample::select(vec![
+                "", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                "HTTP/1.1 404 x\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n",
+                "HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999999\r\n\r\n",
+            ]),
+        ) {
+            let mut all = head.as_bytes().to_vec();
+            all.extend_from_slice(&bytes);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(all.len())).collect();
+            cuts.sort_unstable();
+            let mut pieces: Vec<&'static [u8]> = Vec::new();
+            let all: &'static [u8] = Box::leak(all.into_boxed_slice());
+            let mut at = 0;
+            for c in cuts.into_iter().chain([all.len()]) {
+                if c > at {
+                    pieces.push(&all[at..c]);
+                    at = c;
+                }
+            }
+            pieces.push(b"");
+            if let Ok(raw) = read_answer(&mut Parts(pieces)) {
+                let _ = parse_answer(&raw);
+            }
+        }
     }
 }
