@@ -29,7 +29,8 @@ pub trait Transport: Send {
     }
     /// Receives one line (without the newline); `Ok(None)` at end of stream.
     fn recv(&mut self) -> Result<Option<String>, QmpError>;
-    /// Like [`Transport::recv`], but gives up when nothing complete arrived within `timeout`.
+    /// Like [`Transport::recv`], but gives up when nothing complete arrived within `timeout`
+    /// (a transport that cannot time out, as by default, waits as `recv` does).
     fn recv_within(&mut self, timeout: Duration) -> Result<Received, QmpError> {
         let _ = timeout;
         Ok(match self.recv()? {
@@ -77,9 +78,7 @@ impl UnixTransport {
         let writer = s.try_clone().map_err(|e| QmpError::Io(e.to_string()))?;
         Ok(Self { reader: BufReader::new(s), writer, timeout, partial: Vec::new() })
     }
-}
 
-impl UnixTransport {
     /// Reads until the end of a line; what arrived of an unfinished line stays in `partial`
     /// (`read_until` keeps what it read when it fails).
     fn read_line(&mut self) -> std::io::Result<Option<Vec<u8>>> {
