@@ -12,6 +12,38 @@ pub const SESSION_MS: i64 = 12 * 3600 * 1000;
 /// Cookie carrying the session.
 pub const COOKIE: &str = "vine_session";
 
+/// Longest user name a login may present (names are at most 63 bytes; see `vmconfig::MAX_NAME`).
+pub const MAX_USER_NAME: usize = 64;
+/// Longest password (hashing cost grows with it).
+pub const MAX_PASSWORD: usize = 1024;
+
+static STAND_IN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// A hash of a random password with the same parameters as every stored one: an unknown user's
+/// login is verified against it, so it costs the same time as a wrong password and the answer's
+/// timing does not tell which user names exist.
+pub fn stand_in_hash() -> &'static str {
+    STAND_IN.get_or_init(|| hash_password(&random_hex(16)))
+}
+
+/// Computes the stand-in hash ahead of the first login.
+pub fn warm_up() {
+    stand_in_hash();
+}
+
+/// Ends every login session of `user` but `keep` (the caller's own, when they changed their own
+/// password). API tokens stay: they are credentials of their own, revoked one by one.
+pub fn end_sessions(store: &dyn Store, user: &str, keep: Option<&str>) -> Result<usize, store::StoreError> {
+    let mut ended = 0;
+    for t in store.list_tokens(user)? {
+        if t.kind == "session" && Some(t.id.as_str()) != keep {
+            store.delete_token(&t.id)?;
+            ended += 1;
+        }
+    }
+    Ok(ended)
+}
+
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -155,5 +187,30 @@ mod tests {
         s.delete_token(&rec.id).unwrap();
         s.put_token(&TokenRecord { expires_ms: Some(1), ..rec }).unwrap();
         assert!(check_token(&s, &old).is_none(), "expired sessions are refused");
+    }
+
+    #[test]
+    fn a_password_change_ends_other_sessions_but_not_api_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store::SqliteStore::open(&dir.path().join("db")).unwrap();
+        ensure_admin(&s).unwrap();
+        let (mine, me) = issue(&s, "admin", "session", "web").unwrap();
+        let (other, _) = issue(&s, "admin", "session", "web").unwrap();
+        let (api, _) = issue(&s, "admin", "api", "script").unwrap();
+        assert_eq!(end_sessions(&s, "admin", Some(&me.id)).unwrap(), 1);
+        assert!(check_token(&s, &mine).is_some());
+        assert!(check_token(&s, &other).is_none());
+        assert!(check_token(&s, &api).is_some());
+        assert_eq!(end_sessions(&s, "admin", None).unwrap(), 1);
+        assert!(check_token(&s, &mine).is_none());
+    }
+
+    #[test]
+    fn the_stand_in_hash_verifies_nothing_and_has_the_stored_parameters() {
+        let h = stand_in_hash();
+        assert!(!verify_password("", h) && !verify_password("admin", h));
+        let stored = hash_password("x");
+        let params = |h: &str| h.rsplitn(3, '$').nth(2).unwrap().to_string();
+        assert_eq!(params(h), params(&stored));
     }
 }

@@ -6,6 +6,7 @@
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,8 +48,52 @@ pub fn start(daemon: Arc<Daemon>) {
         .expect("threads can be started");
 }
 
+/// Whether `path` may run as an event script: an absolute path to an executable regular file
+/// owned by root and writable by no one else, in directories owned by root and writable by no
+/// one else (as sshd's StrictModes). Otherwise anyone who can write it runs code as root.
+pub fn check_script(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if !path.is_absolute() {
+        return Err(format!("{} is not an absolute path", path.display()));
+    }
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    if meta.mode() & 0o111 == 0 {
+        return Err(format!("{} is not executable", path.display()));
+    }
+    let mut at = Some(path);
+    while let Some(p) = at {
+        let m = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        if m.uid() != 0 {
+            return Err(format!(
+                "{} is owned by uid {}, not root: whoever owns it could run code as root",
+                p.display(),
+                m.uid()
+            ));
+        }
+        // A sticky directory (like /tmp) lets others add files, not replace ours.
+        let sticky = m.is_dir() && m.mode() & 0o1000 != 0;
+        if m.mode() & 0o022 != 0 && !sticky {
+            return Err(format!(
+                "{} is writable by {} (mode {:o}): they could run code as root",
+                p.display(),
+                if m.mode() & 0o002 != 0 { "others" } else { "its group" },
+                m.mode() & 0o7777
+            ));
+        }
+        at = p.parent();
+    }
+    Ok(())
+}
+
 fn run(d: &Daemon, h: &store::HookRecord, e: &EventRecord) {
     let log = |level: &str, kind: &str, msg: String| d.ctx().event(e.vm.as_deref(), level, kind, &msg);
+    if let Err(why) = check_script(Path::new(&h.script)) {
+        log("error", "hook.refused", format!("event script {} (hook {}) not run: {why}", h.script, h.id));
+        return;
+    }
     let mut cmd = Command::new(&h.script);
     cmd.env("VINE_EVENT", &e.kind)
         .env("VINE_EVENT_ID", e.id.to_string())

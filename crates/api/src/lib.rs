@@ -4,6 +4,7 @@
 //!
 //! * [`routes`]: every endpoint, the rights each needs, the OpenAPI document generated from them.
 //! * [`auth`]: argon2id passwords, sessions and API tokens, the first `admin` account.
+//! * [`throttle`]: failed logins slow further tries per user and address, never locking a user out.
 //! * [`tls`]: the host's certificate, made on first start, and its fingerprint.
 //! * [`metrics`]: the Prometheus text format of host and VM metrics.
 //! * [`hooks`]: event scripts run on events with a timeout, their results logged.
@@ -20,6 +21,7 @@ pub mod hooks;
 pub mod metrics;
 pub mod routes;
 pub mod serve;
+pub mod throttle;
 pub mod tls;
 pub mod web;
 

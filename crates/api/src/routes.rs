@@ -30,6 +30,27 @@ pub struct AppState {
     pub daemon: Arc<Daemon>,
     /// Its store (users, tokens, rights, hooks, events).
     pub store: Arc<dyn Store>,
+    /// Failed logins, per user and address.
+    pub throttle: Arc<std::sync::Mutex<crate::throttle::Throttle>>,
+}
+
+impl AppState {
+    /// The state of a daemon's API. Computes the stand-in password hash now, so the first login
+    /// of an unknown user costs no more than any other.
+    pub fn new(daemon: Arc<Daemon>, store: Arc<dyn Store>) -> AppState {
+        auth::warm_up();
+        AppState { daemon, store, throttle: Default::default() }
+    }
+}
+
+/// Runs blocking work (SQLite, password hashing, fsync) on the blocking pool, never on the async
+/// workers that serve every other connection.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("worker failed: {e}")))?
 }
 
 /// An error answer: status and `{"error": "…"}`.
@@ -149,16 +170,41 @@ impl FromRequestParts<AppState> for Principal {
             c.split(';')
                 .find_map(|kv| kv.trim().strip_prefix(&format!("{}=", auth::COOKIE)).map(str::to_string))
         });
-        for presented in [bearer, cookie].into_iter().flatten() {
-            if let Some(p) = auth::check_token(state.store.as_ref(), &presented) {
-                return Ok(p);
+        if let Some(p) = bearer.and_then(|b| auth::check_token(state.store.as_ref(), &b)) {
+            return Ok(p);
+        }
+        if let Some(p) = cookie.and_then(|c| auth::check_token(state.store.as_ref(), &c)) {
+            // A browser sends the cookie with any request to this site, whoever's page made it.
+            if !parts.method.is_safe() && !same_origin(&parts.headers) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "cross-site request refused: a change made with the session cookie must come from this \
+                     site's own pages (its Origin or Referer header must be this host)",
+                ));
             }
+            return Ok(p);
         }
         Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "not logged in: log in (POST /api/login) or send an API token (Authorization: Bearer …)",
         ))
     }
+}
+
+/// Whether a request's `Origin` (or, without one, `Referer`) is this host over HTTPS: the CSRF
+/// defence of requests authenticated by the session cookie, besides its `SameSite=Strict`.
+fn same_origin(headers: &axum::http::HeaderMap) -> bool {
+    let Some(host) = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let ours = format!("https://{host}");
+    if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
+        return origin.to_str().is_ok_and(|o| o == ours);
+    }
+    headers
+        .get(axum::http::header::REFERER)
+        .and_then(|r| r.to_str().ok())
+        .is_some_and(|r| r == ours || r.strip_prefix(&ours).is_some_and(|rest| rest.starts_with('/')))
 }
 
 /// The right an endpoint needs.
@@ -246,13 +292,72 @@ pub struct Issued {
 /// Logs in: answers a session token and sets the session cookie.
 #[utoipa::path(post, path = "/api/login", request_body = Login, tag = "auth", security(()),
     responses((status = 200, body = Issued), (status = 401, body = ErrorBody)))]
-async fn login(State(state): State<AppState>, Body(l): Body<Login>) -> ApiResult<Response> {
-    let user = state.store.get_user(&l.user)?;
-    let ok = user.as_ref().is_some_and(|u| auth::verify_password(&l.password, &u.password_hash));
+async fn login(
+    State(state): State<AppState>,
+    peer: Option<axum::Extension<Peer>>,
+    Body(l): Body<Login>,
+) -> ApiResult<Response> {
+    if l.user.is_empty() || l.user.len() > auth::MAX_USER_NAME || l.password.len() > auth::MAX_PASSWORD {
+        return Err(ApiError::bad(format!(
+            "user must be 1 to {} bytes and password at most {} bytes",
+            auth::MAX_USER_NAME,
+            auth::MAX_PASSWORD
+        )));
+    }
+    let addr = match peer.map(|p| p.0) {
+        Some(Peer::Remote(a)) => a.ip(),
+        _ => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+    };
+    let now = auth::now_ms().max(0) as u64;
+    let throttled = state.throttle.lock().unwrap_or_else(|p| p.into_inner()).check(&l.user, addr, now);
+    if let Err(t) = throttled {
+        let mut r = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many failed logins of {}; try again in {} s", t.what, t.retry_after_s),
+        )
+        .into_response();
+        r.headers_mut().insert(axum::http::header::RETRY_AFTER, t.retry_after_s.into());
+        return Ok(r);
+    }
+    let store = state.store.clone();
+    let (user, password) = (l.user.clone(), l.password);
+    let ok = blocking(move || {
+        // An unknown user is checked against a stand-in hash: the same work as a wrong password.
+        let hash = store.get_user(&user)?.map(|u| u.password_hash);
+        let matches = auth::verify_password(&password, hash.as_deref().unwrap_or(auth::stand_in_hash()));
+        Ok(matches && hash.is_some())
+    })
+    .await?;
     if !ok {
+        let starts = state.throttle.lock().unwrap_or_else(|p| p.into_inner()).failed(&l.user, addr, now);
+        let who = format!("{:?}", daemon::protocol::clip(&l.user));
+        tracing::warn!(user = who, %addr, "failed login");
+        let d = state.daemon.clone();
+        blocking(move || {
+            d.ctx().event(
+                None,
+                "warning",
+                "auth.login-failed",
+                &format!("failed login of user {who} from {addr}"),
+            );
+            if starts {
+                d.ctx().event(
+                    None,
+                    "warning",
+                    "auth.throttled",
+                    &format!("logins of user {who} from {addr} are now slowed down after repeated failures"),
+                );
+            }
+            Ok(())
+        })
+        .await?;
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong user name or password"));
     }
-    let (token, rec) = auth::issue(state.store.as_ref(), &l.user, "session", "web login")?;
+    state.throttle.lock().unwrap_or_else(|p| p.into_inner()).succeeded(&l.user, addr);
+    let store = state.store.clone();
+    let user = l.user.clone();
+    let (token, rec) =
+        blocking(move || Ok(auth::issue(store.as_ref(), &user, "session", "web login")?)).await?;
     let cookie = format!(
         "{}={token}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
         auth::COOKIE,
@@ -359,13 +464,17 @@ async fn my_password(
 ) -> ApiResult<StatusCode> {
     need(&state, &p, Need::Login)?;
     check_password(&n.password)?;
-    let mut u = state
-        .store
-        .get_user(&p.user)?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("'{}' is not a stored user", p.user)))?;
-    u.password_hash = auth::hash_password(&n.password);
-    state.store.update_user(&u)?;
-    Ok(StatusCode::NO_CONTENT)
+    let store = state.store.clone();
+    blocking(move || {
+        let mut u = store.get_user(&p.user)?.ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, format!("'{}' is not a stored user", p.user))
+        })?;
+        u.password_hash = auth::hash_password(&n.password);
+        store.update_user(&u)?;
+        auth::end_sessions(store.as_ref(), &p.user, p.token.as_deref())?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
 }
 
 // ----- host -----
@@ -533,7 +642,8 @@ async fn create_vm(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     need(&state, &p, Need::Create)?;
     let d = definition_of(&n)?;
-    let v = call(&state, Request::VmCreate { definition: d.to_toml() }).await?;
+    let definition = d.to_toml().map_err(|e| ApiError::bad(format!("definition: {e}")))?;
+    let v = call(&state, Request::VmCreate { definition }).await?;
     if !p.admin {
         for right in ["configure", "use"] {
             state.store.grant(&AclEntry { user: p.user.clone(), vm: d.name.clone(), right: right.into() })?;
@@ -881,13 +991,18 @@ async fn create_user(
         return Err(ApiError::bad("user name: 'root' is the local socket's administrator"));
     }
     check_password(&n.password)?;
-    state.store.create_user(&UserRecord {
-        name: n.name.clone(),
-        password_hash: auth::hash_password(&n.password),
-        admin: n.admin,
-        can_create: n.can_create,
-        created_ms: auth::now_ms(),
-    })?;
+    let store = state.store.clone();
+    let (name, password) = (n.name.clone(), n.password);
+    blocking(move || {
+        Ok(store.create_user(&UserRecord {
+            name,
+            password_hash: auth::hash_password(&password),
+            admin: n.admin,
+            can_create: n.can_create,
+            created_ms: auth::now_ms(),
+        })?)
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(UserInfo { name: n.name, admin: n.admin, can_create: n.can_create })))
 }
 
@@ -919,13 +1034,18 @@ async fn user_password(
 ) -> ApiResult<StatusCode> {
     need(&state, &p, Need::Admin)?;
     check_password(&n.password)?;
-    let mut u = state
-        .store
-        .get_user(&user)?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no user '{user}'")))?;
-    u.password_hash = auth::hash_password(&n.password);
-    state.store.update_user(&u)?;
-    Ok(StatusCode::NO_CONTENT)
+    let store = state.store.clone();
+    blocking(move || {
+        let mut u = store
+            .get_user(&user)?
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no user '{user}'")))?;
+        u.password_hash = auth::hash_password(&n.password);
+        store.update_user(&u)?;
+        let keep = if user == p.user { p.token.as_deref() } else { None };
+        auth::end_sessions(store.as_ref(), &user, keep)?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
 }
 
 /// A token as listed (never with its secret).
@@ -1114,10 +1234,8 @@ async fn create_hook(
             n.event
         )));
     }
-    let script = std::path::Path::new(&n.script);
-    if !script.is_absolute() || !script.is_file() {
-        return Err(ApiError::bad(format!("script: {} is not an absolute path to a file", n.script)));
-    }
+    crate::hooks::check_script(std::path::Path::new(&n.script))
+        .map_err(|e| ApiError::bad(format!("script: {e}")))?;
     let timeout_s = n.timeout_s.unwrap_or(30);
     if !(1..=3600).contains(&timeout_s) {
         return Err(ApiError::bad("timeout_s: must be 1 to 3600"));

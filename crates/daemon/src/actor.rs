@@ -327,8 +327,9 @@ impl Actor {
         self.ctx.event(Some(&self.name), level, kind, message);
     }
 
-    /// The actor's loop: controls from the channel, watching in between.
-    pub fn run(mut self, rx: Receiver<Msg>) {
+    /// The actor's loop: controls from the channel, watching in between. Returns when the VM is
+    /// gone or the daemon detaches; a panic unwinds to the supervisor ([`crate::supervisor`]).
+    pub fn run(mut self, rx: &Receiver<Msg>) {
         loop {
             match rx.recv_timeout(TICK) {
                 Ok(Msg::Control { control, options, reply }) => {
@@ -357,8 +358,22 @@ impl Actor {
                     let _ = reply.send(r);
                 }
                 Ok(Msg::Detach) | Err(RecvTimeoutError::Disconnected) => return,
-                Err(RecvTimeoutError::Timeout) => self.watch(),
+                Err(RecvTimeoutError::Timeout) => {
+                    #[cfg(feature = "fault-injection")]
+                    self.injected_fault();
+                    self.watch()
+                }
             }
+        }
+    }
+
+    /// Tests make an actor fail by creating `inject-panic` in the VM's directory (compiled only
+    /// with the `fault-injection` feature, which only the test builds turn on).
+    #[cfg(feature = "fault-injection")]
+    fn injected_fault(&self) {
+        let trigger = self.paths.dir.join("inject-panic");
+        if std::fs::remove_file(&trigger).is_ok() {
+            panic!("fault injected into the actor of '{}' ({})", self.name, trigger.display());
         }
     }
 
@@ -504,7 +519,7 @@ impl Actor {
     /// definition file (it may have been edited by hand).
     fn claim_macs(&mut self, mut def: VmDefinition) -> Res<VmDefinition> {
         if self.ctx.networks.claim_nics(&self.name, &mut def)? {
-            let text = def.to_toml();
+            let text = def.to_toml().map_err(|e| refused(format!("definition: {e}")))?;
             write_atomic(&self.paths.definition, &text)
                 .map_err(|e| format!("cannot write {}: {e}", self.paths.definition.display()))?;
             if let Err(e) = self.ctx.store.update_definition(&self.name, &text) {
@@ -557,7 +572,7 @@ impl Actor {
             let _ = self.ctx.networks.claim_nics(&self.name, &mut old);
             return Err(refused(e));
         }
-        let text = def.to_toml();
+        let text = def.to_toml().map_err(|e| refused(format!("definition: {e}")))?;
         write_atomic(&self.paths.definition, &text)
             .map_err(|e| format!("cannot write {}: {e}", self.paths.definition.display()))?;
         self.ctx.store.update_definition(&self.name, &text).map_err(|e| Fail::from(e.to_string()))?;
@@ -1081,7 +1096,7 @@ impl Actor {
                 return Err(Fail::from(format!("cgroup: {e}")));
             }
         }
-        let text = def.to_toml();
+        let text = def.to_toml().map_err(|e| refused(format!("definition: {e}")))?;
         write_atomic(&self.paths.definition, &text)
             .map_err(|e| format!("cannot write {}: {e}", self.paths.definition.display()))?;
         let _ = self.ctx.store.update_definition(&self.name, &text);

@@ -6,6 +6,8 @@
 //!   live metrics.
 //! * [`actor`]: one thread per VM that owns its QEMU process and QMP session, carries out every
 //!   control through [`vmm::state::check`], watches for crashes and guest power-offs.
+//! * [`supervisor`]: runs each actor, and rebuilds one that failed from the store (an event says
+//!   so), so no VM is ever left without its actor.
 //! * [`disks`]: the `vine disk serve` processes that give QEMU its disks over NBD, one per image
 //!   (shared between VMs for clustered disks), started so they outlive the daemon.
 //! * [`resources`]: admission of CPU reservations and memory, and the cgroup files of every
@@ -29,6 +31,7 @@ pub mod networks;
 pub mod protocol;
 pub mod resources;
 pub mod server;
+pub mod supervisor;
 pub mod trash;
 
 pub use server::{Config, Daemon, DaemonError};

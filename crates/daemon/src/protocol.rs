@@ -194,6 +194,80 @@ pub struct Changes {
     pub on_host_start: Option<String>,
 }
 
+impl ControlOptions {
+    /// Checks the bounds of every field; the error names the field.
+    pub fn validate(&self) -> Result<(), Failure> {
+        if let Some(t) = self.timeout_s {
+            if t > vmconfig::MAX_SHUTDOWN_TIMEOUT {
+                return Err(Failure::Invalid(format!(
+                    "options: timeout_s: must be at most {} seconds, got {t}",
+                    vmconfig::MAX_SHUTDOWN_TIMEOUT
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Changes {
+    /// Checks each field against its documented bound before anything is loaded or written
+    /// (`vmconfig`'s limits); the error names the field. Whether a change fits the VM (a
+    /// reservation its vCPUs can use) is the definition's own validation.
+    pub fn validate(&self) -> Result<(), Failure> {
+        let bad = |field: &str, problem: String| Err(Failure::Invalid(format!("{field}: {problem}")));
+        let most_pct = vmconfig::MAX_CPUS * 100;
+        if let Some(w) = self.cpu_weight {
+            if !(1..=vmconfig::MAX_CPU_WEIGHT).contains(&w) {
+                return bad("cpu_weight", format!("must be 1 to {}, got {w}", vmconfig::MAX_CPU_WEIGHT));
+            }
+        }
+        if let Some(r) = self.cpu_reserve {
+            if r > most_pct {
+                return bad("cpu_reserve", format!("must be 0 to {most_pct} (% of one host CPU), got {r}"));
+            }
+        }
+        if let Some(m) = self.cpu_max {
+            if !(1..=most_pct).contains(&m) {
+                return bad("cpu_max", format!("must be 1 to {most_pct} (% of one host CPU), got {m}"));
+            }
+            if self.no_cpu_max {
+                return bad("no_cpu_max", "cannot be given with cpu_max".into());
+            }
+        }
+        if let Some(m) = self.memory {
+            if !(vmconfig::MIN_MEMORY..=vmconfig::MAX_MEMORY).contains(&m) || !m.is_multiple_of(1 << 20) {
+                return bad(
+                    "memory",
+                    format!(
+                        "must be a whole number of MiB from 16 MiB to {} GiB, got {m} bytes",
+                        vmconfig::MAX_MEMORY >> 30
+                    ),
+                );
+            }
+        }
+        if let Some(a) = &self.on_host_stop {
+            if !["keep", "save", "shutdown", "off"].contains(&a.as_str()) {
+                return bad("on_host_stop", format!("{:?} is not keep, save, shutdown or off", clip(a)));
+            }
+        }
+        if let Some(a) = &self.on_host_start {
+            if !["nothing", "start"].contains(&a.as_str()) {
+                return bad("on_host_start", format!("{:?} is not nothing or start", clip(a)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// At most the first 64 characters of a value a client sent, for an error message (a huge value
+/// is not echoed back whole).
+pub fn clip(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
 /// Why a request did not succeed, by whose fault: the REST API maps these to HTTP statuses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(tag = "kind", content = "message", rename_all = "kebab-case")]

@@ -210,11 +210,14 @@ impl Daemon {
         self.spawn(&rec.name, a, view);
     }
 
+    /// Runs a VM's actor on its own thread, under the supervisor (which restarts it from the
+    /// store if it fails).
     fn spawn(&self, name: &str, a: Actor, view: Arc<Mutex<View>>) {
         let (tx, rx) = mpsc::channel();
+        let (ctx, v, n) = (self.ctx.clone(), view.clone(), name.to_string());
         let join = std::thread::Builder::new()
             .name(format!("vm-{name}"))
-            .spawn(move || a.run(rx))
+            .spawn(move || crate::supervisor::supervise(&n, &ctx, &v, a, &rx))
             .expect("threads can be started");
         self.lock().insert(name.to_string(), Handle { tx, view, join: Some(join) });
     }
@@ -382,6 +385,7 @@ impl Daemon {
                 Ok(serde_json::to_value(actor::info(&self.ctx, &v)).expect("serialises"))
             }
             Request::VmControl { name, control, options } => {
+                options.validate()?;
                 let r = self.ask(&name, |reply| Msg::Control { control, options, reply });
                 if r.is_ok() && matches!(control, Control::Remove | Control::Delete) {
                     if let Some(mut h) = self.lock().remove(&name) {
@@ -392,7 +396,10 @@ impl Daemon {
                 }
                 r
             }
-            Request::VmSet { name, changes } => self.ask(&name, |reply| Msg::Set { changes, reply }),
+            Request::VmSet { name, changes } => {
+                changes.validate()?;
+                self.ask(&name, |reply| Msg::Set { changes, reply })
+            }
             Request::VmNicAdd { name, network, mac } => {
                 self.ask(&name, |reply| Msg::Nic { change: actor::NicChange::Add { network, mac }, reply })
             }
@@ -522,7 +529,7 @@ impl Daemon {
             Failure::Invalid(format!("definition: {e}"))
         })?;
         let paths = VmPaths::new(&self.ctx.data, &def.name);
-        let canonical = def.to_toml();
+        let canonical = def.to_toml().map_err(|e| invalid(format!("definition: {e}")))?;
         let written = std::fs::create_dir_all(&paths.dir)
             .map_err(|e| format!("cannot create {}: {e}", paths.dir.display()))
             .and_then(|_| {

@@ -103,3 +103,62 @@ fn a_saved_vm_whose_state_was_taken_is_off_after_a_restart() {
     let refused = h.fails(&["vm", "restore", "rs-gone"]);
     assert!(refused.contains("cannot restore 'rs-gone': it is off"), "{refused}");
 }
+
+/// An actor that fails (a fault injected through the test-only `fault-injection` feature) is
+/// rebuilt from the store by the supervisor within a second, an event says so, the guest never
+/// notices, and every control works afterwards. Then the two inputs that used to kill an actor
+/// or a request's task (a memory size past what the definition file holds, through `PATCH` and
+/// `POST`) are refused with 400 and leave the VM fully controllable.
+#[test]
+fn a_failed_actor_is_restarted_from_the_store_and_hostile_sizes_are_refused() {
+    let h = VmHost::start();
+    let vm = "sup1";
+    h.create_kit_vm(vm, &["vine.counter=1"], &[]);
+    h.ok(&["vm", "start", vm]);
+    h.console(vm).wait_for("VINE-COUNTER 2", BOOT).unwrap();
+    let pid = h.pid(vm);
+
+    let t0 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    std::fs::write(h.data.join("vms").join(vm).join("inject-panic"), b"").unwrap();
+    let mut restarted = None;
+    eventually("the supervisor restarts the actor", Duration::from_secs(10), || {
+        let ev: serde_json::Value = serde_json::from_str(&h.ok(&["vm", "events", vm, "--json"])).unwrap();
+        restarted = ev.as_array().unwrap().iter().find(|e| e["kind"] == "vm.actor-restarted").cloned();
+        restarted.is_some()
+    });
+    let e = restarted.unwrap();
+    let took = e["time_ms"].as_i64().unwrap() - t0;
+    assert!(took < 1000, "the actor was restarted {took} ms after the fault was injected: {e}");
+    assert!(e["message"].as_str().unwrap().contains("fault injected into the actor of 'sup1'"), "{e}");
+    assert_eq!(e["level"], "error");
+    assert_eq!((h.state(vm), h.pid(vm)), ("running".to_string(), pid), "the restart touched the guest");
+
+    // Controllable: pause holds the counter, resume lets it go on.
+    h.ok(&["vm", "pause", vm]);
+    let at = h.last_counter(vm);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(h.last_counter(vm), at, "a paused guest kept counting");
+    h.ok(&["vm", "resume", vm]);
+    eventually("the guest counts again", Duration::from_secs(30), || h.last_counter(vm) > at);
+
+    // The memory size that used to panic the actor (PATCH) and a request's task (POST).
+    let token = h.login("admin", &h.admin_password());
+    let huge = "18446744073708503040";
+    let (code, body) =
+        h.https("PATCH", &format!("/api/vms/{vm}"), Some(&token), Some(&format!(r#"{{"memory": {huge}}}"#)));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("memory: must be a whole number of MiB from 16 MiB to 4096 GiB"), "{body}");
+    let new = format!(r#"{{"name": "huge1", "memory": {huge}, "kernel": "{}"}}"#, h.kit.vmlinuz.display());
+    let (code, body) = h.https("POST", "/api/vms", Some(&token), Some(&new));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("field `memory`"), "{body}");
+    assert!(h.fails(&["vm", "show", "huge1"]).contains("no VM named 'huge1'"));
+    let log = h.daemon_log();
+    assert_eq!(log.matches("panicked at").count(), 1, "only the injected fault may panic: {log}");
+
+    h.ok(&["vm", "set", vm, "--cpu-weight", "200"]);
+    h.ok(&["vm", "off", vm]);
+    assert!(!alive(pid));
+    h.ok(&["vm", "delete", vm]);
+    assert!(h.fails(&["vm", "show", vm]).contains("no VM named"));
+}

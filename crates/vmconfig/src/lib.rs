@@ -18,6 +18,21 @@ pub const MAX_IDE: usize = 4;
 pub const MAX_NICS: usize = 8;
 /// Longest VM name.
 pub const MAX_NAME: usize = 63;
+/// Most memory per VM (4 TiB): well past any host vine runs on, and far below the 2^63 bytes
+/// a definition file (TOML integers are signed 64-bit) can hold.
+pub const MAX_MEMORY: u64 = 4 << 40;
+/// Most disks and CD/DVDs per VM, all buses together.
+pub const MAX_DISKS: usize = 32;
+/// Longest path (disk image, kernel, initrd, serial file or socket), in bytes: Linux's PATH_MAX.
+pub const MAX_PATH: usize = 4096;
+/// Longest kernel command line, in bytes (x86's COMMAND_LINE_SIZE).
+pub const MAX_APPEND: usize = 2048;
+/// Longest network name a NIC can name, in bytes.
+pub const MAX_NETWORK_NAME: usize = 63;
+/// Longest ACPI shutdown wait, in seconds (one day).
+pub const MAX_SHUTDOWN_TIMEOUT: u32 = 86_400;
+/// Highest CPU weight.
+pub const MAX_CPU_WEIGHT: u32 = 10_000;
 
 /// A VM definition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -252,6 +267,17 @@ pub fn validate_name(name: &str) -> Result<(), DefinitionError> {
     Ok(())
 }
 
+/// A path field: not empty, at most [`MAX_PATH`] bytes, no NUL (which no system call takes).
+fn validate_path(field: &str, path: &str) -> Result<(), DefinitionError> {
+    if path.is_empty() {
+        return Err(bad(field, "is empty"));
+    }
+    if path.len() > MAX_PATH || path.contains('\0') {
+        return Err(bad(field, format!("must be at most {MAX_PATH} bytes with no NUL, got {}", path.len())));
+    }
+    Ok(())
+}
+
 fn validate_mac(field: &str, mac: &str) -> Result<(), DefinitionError> {
     let parts: Vec<&str> = mac.split(':').collect();
     let hex = parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && u8::from_str_radix(p, 16).is_ok());
@@ -294,9 +320,11 @@ impl VmDefinition {
         Ok(d)
     }
 
-    /// The file's text.
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("a definition always serialises")
+    /// The file's text. A definition that passed [`VmDefinition::validate`] always has one; one
+    /// that did not may not (a number past what TOML holds), and that is an error, not a panic.
+    pub fn to_toml(&self) -> Result<String, DefinitionError> {
+        self.validate()?;
+        toml::to_string_pretty(self).map_err(|e| DefinitionError::Parse(format!("cannot write as TOML: {e}")))
     }
 
     /// Checks every field; the error names the first one at fault.
@@ -329,14 +357,18 @@ impl VmDefinition {
         if self.cpus == 0 || self.cpus > MAX_CPUS {
             return Err(bad("cpus", format!("must be 1 to {MAX_CPUS}, got {}", self.cpus)));
         }
-        if self.memory < MIN_MEMORY || !self.memory.is_multiple_of(1 << 20) {
+        if self.memory < MIN_MEMORY || self.memory > MAX_MEMORY || !self.memory.is_multiple_of(1 << 20) {
             return Err(bad(
                 "memory",
-                format!("must be a whole number of MiB and at least 16 MiB, got {} bytes", self.memory),
+                format!(
+                    "must be a whole number of MiB from 16 MiB to {} GiB, got {} bytes",
+                    MAX_MEMORY >> 30,
+                    self.memory
+                ),
             ));
         }
-        if !(1..=10_000).contains(&self.cpu.weight) {
-            return Err(bad("cpu.weight", format!("must be 1 to 10000, got {}", self.cpu.weight)));
+        if !(1..=MAX_CPU_WEIGHT).contains(&self.cpu.weight) {
+            return Err(bad("cpu.weight", format!("must be 1 to {MAX_CPU_WEIGHT}, got {}", self.cpu.weight)));
         }
         if self.cpu.reserve > self.cpus * 100 {
             return Err(bad(
@@ -351,15 +383,28 @@ impl VmDefinition {
                     format!("{max}% must be at least 1% and not below cpu.reserve ({}%)", self.cpu.reserve),
                 ));
             }
+            if max > self.cpus * 100 {
+                return Err(bad("cpu.max", format!("{max}% is more than {} vCPU(s) can use", self.cpus)));
+            }
+        }
+        if self.shutdown_timeout > MAX_SHUTDOWN_TIMEOUT {
+            return Err(bad(
+                "shutdown_timeout",
+                format!("must be at most {MAX_SHUTDOWN_TIMEOUT} seconds, got {}", self.shutdown_timeout),
+            ));
+        }
+        if self.boot.len() > 3 || (1..self.boot.len()).any(|i| self.boot[..i].contains(&self.boot[i])) {
+            return Err(bad("boot", "names each of disk, cdrom and network at most once"));
+        }
+        if self.disks.len() > MAX_DISKS {
+            return Err(bad("disk", format!("{} disks; at most {MAX_DISKS}", self.disks.len())));
         }
         let ide = self.disks.iter().filter(|d| d.bus == Bus::Ide).count();
         if ide > MAX_IDE {
             return Err(bad("disk", format!("{ide} IDE devices; the IDE bus holds at most {MAX_IDE}")));
         }
         for (i, d) in self.disks.iter().enumerate() {
-            if d.path.is_empty() {
-                return Err(bad(format!("disk[{i}].path"), "is empty"));
-            }
+            validate_path(&format!("disk[{i}].path"), &d.path)?;
             if d.cdrom && d.bus != Bus::Ide && d.bus != Bus::Scsi {
                 return Err(bad(format!("disk[{i}].bus"), "a CD/DVD sits on the ide or scsi bus"));
             }
@@ -368,16 +413,31 @@ impl VmDefinition {
             return Err(bad("nic", format!("{} NICs; at most {MAX_NICS}", self.nics.len())));
         }
         for (i, n) in self.nics.iter().enumerate() {
-            if n.network.is_empty() {
-                return Err(bad(format!("nic[{i}].network"), "is empty"));
+            if n.network.is_empty() || n.network.len() > MAX_NETWORK_NAME {
+                return Err(bad(
+                    format!("nic[{i}].network"),
+                    format!("must be 1 to {MAX_NETWORK_NAME} bytes, got {}", n.network.len()),
+                ));
             }
             if let Some(mac) = &n.mac {
                 validate_mac(&format!("nic[{i}].mac"), mac)?;
             }
         }
         if let Some(k) = &self.kernel {
-            if k.kernel.is_empty() {
-                return Err(bad("kernel.kernel", "is empty"));
+            validate_path("kernel.kernel", &k.kernel)?;
+            if let Some(initrd) = &k.initrd {
+                validate_path("kernel.initrd", initrd)?;
+            }
+            if k.append.len() > MAX_APPEND || k.append.contains('\0') {
+                return Err(bad(
+                    "kernel.append",
+                    format!("must be at most {MAX_APPEND} bytes with no NUL, got {}", k.append.len()),
+                ));
+            }
+        }
+        for (i, s) in self.serial.iter().enumerate() {
+            if let SerialPort::File { path } | SerialPort::Socket { path } = s {
+                validate_path(&format!("serial[{i}].path"), path)?;
             }
         }
         if self.disks.is_empty() && self.kernel.is_none() && !self.boot.contains(&BootDevice::Network) {

@@ -45,7 +45,7 @@ fn sample_file_parses_and_round_trips() {
     assert_eq!(d.cpu.weight, 300);
     assert!(d.disks[1].cdrom);
     assert_eq!(d.serial[1], SerialPort::File { path: "/tmp/com2.log".into() });
-    assert_eq!(VmDefinition::parse(&d.to_toml()).unwrap(), d);
+    assert_eq!(VmDefinition::parse(&d.to_toml().unwrap()).unwrap(), d);
 }
 
 fn err(text: &str) -> String {

@@ -106,7 +106,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<i32> {
             web_dir.display()
         );
     }
-    let app = api::web::with_ui(api::router(api::AppState { daemon: d.clone(), store }), web_dir);
+    let app = api::web::with_ui(api::router(api::AppState::new(d.clone(), store)), web_dir);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
