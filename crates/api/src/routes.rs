@@ -291,7 +291,9 @@ pub struct Issued {
 
 /// Logs in: answers a session token and sets the session cookie.
 #[utoipa::path(post, path = "/api/login", request_body = Login, tag = "auth", security(()),
-    responses((status = 200, body = Issued), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Issued), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 429, body = ErrorBody, description = "Too many failed logins of this user from this address \
+               (or from this address): try again after the Retry-After header's seconds")))]
 async fn login(
     State(state): State<AppState>,
     peer: Option<axum::Extension<Peer>>,
