@@ -65,7 +65,7 @@ fn logins_are_throttled_and_timing_safe_sessions_end_hooks_and_origins_are_check
     let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
     for i in 0..25 {
         let from = format!("127.0.0.{}", 10 + i);
-        let mut one = |user: &str, into: &mut Vec<f64>| {
+        let one = |user: &str, into: &mut Vec<f64>| {
             let (code, body, secs) =
                 curl_from(&h, &from, "POST", "/api/login", &[], Some(&login_body(user, "not-the-password")));
             assert_eq!(code, 401, "{body}");
@@ -172,7 +172,7 @@ fn logins_are_throttled_and_timing_safe_sessions_end_hooks_and_origins_are_check
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("cross-site request refused"), "{body}");
     let (code, body, _) =
-        curl_from(&h, "127.0.0.2", "POST", "/api/tokens", &[cookie.clone()], Some(&new_token));
+        curl_from(&h, "127.0.0.2", "POST", "/api/tokens", std::slice::from_ref(&cookie), Some(&new_token));
     assert_eq!(code, 403, "no Origin and no Referer: {body}");
     let ours = format!("Origin: https://127.0.0.1:{}", h.https_port());
     let (code, body, _) =
