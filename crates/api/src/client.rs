@@ -210,18 +210,13 @@ impl Client {
         self.request_with(&v, method, target, body)
     }
 
-    fn request_with(
-        &self,
-        verifier: &std::sync::Arc<Pinned>,
-        method: &str,
-        target: &str,
-        body: Option<&Value>,
-    ) -> Result<(u16, Value), ClientError> {
+    /// A connection to the daemon (TLS for a remote one).
+    fn connect(&self, verifier: &std::sync::Arc<Pinned>) -> Result<Box<dyn ReadWrite>, ClientError> {
         let path = self.path.clone();
         let io = |source| ClientError::Io { path: path.clone(), source };
         let proto = |problem: String| ClientError::Protocol { path: self.path.clone(), problem };
         let connect = |source| ClientError::Connect { path: self.path.clone(), source };
-        let mut s: Box<dyn ReadWrite> = match &self.target {
+        Ok(match &self.target {
             Target::Unix(p) => Box::new(UnixStream::connect(p).map_err(connect)?),
             Target::Https { addr, .. } => {
                 let tcp = std::net::TcpStream::connect(addr).map_err(connect)?;
@@ -239,15 +234,139 @@ impl Client {
                     .map_err(|e| proto(e.to_string()))?;
                 Box::new(rustls::StreamOwned::new(conn, tcp))
             }
-        };
+        })
+    }
+
+    /// The request line and the headers every request carries (no blank line).
+    fn head(&self, method: &str, target: &str) -> String {
         let auth = match &self.target {
             Target::Https { token: Some(t), .. } => format!("Authorization: Bearer {t}\r\n"),
             _ => String::new(),
         };
-        let payload = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut head = format!(
-            "{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccept: application/json\r\n{auth}"
+        format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccept: application/json\r\n{auth}")
+    }
+
+    /// Sends `file`'s bytes as the body of a PUT to `target`, streamed; `progress(sent, total)`
+    /// after each piece. Returns the status and JSON body of the answer.
+    pub fn upload(
+        &self,
+        target: &str,
+        file: &Path,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<(u16, Value), ClientError> {
+        let io = |source| ClientError::Io { path: self.path.clone(), source };
+        let mut f = std::fs::File::open(file)
+            .map_err(|source| ClientError::Io { path: file.to_path_buf(), source })?;
+        let total =
+            f.metadata().map_err(|source| ClientError::Io { path: file.to_path_buf(), source })?.len();
+        let v = self.verifier();
+        let mut s = self.connect(&v)?;
+        let head = format!(
+            "{}Content-Type: application/octet-stream\r\nContent-Length: {total}\r\n\r\n",
+            self.head("PUT", target)
         );
+        s.write_all(head.as_bytes()).map_err(io)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut sent = 0u64;
+        loop {
+            let n =
+                f.read(&mut buf).map_err(|source| ClientError::Io { path: file.to_path_buf(), source })?;
+            if n == 0 {
+                break;
+            }
+            // A server that refuses early (403, 409) may close before the body is in: its answer
+            // then says why.
+            if s.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            sent += n as u64;
+            progress(sent, total);
+        }
+        let _ = s.flush();
+        let raw = read_answer(&mut *s).map_err(io)?;
+        parse_answer(&raw).map_err(|problem| ClientError::Protocol { path: self.path.clone(), problem })
+    }
+
+    /// GETs `target` and streams a 200 answer's body into `out`; `progress(received, total)`
+    /// after each piece. Another status is [`ClientError::Refused`] with the server's reason.
+    pub fn download(
+        &self,
+        target: &str,
+        out: &mut dyn Write,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<u64, ClientError> {
+        let io = |source| ClientError::Io { path: self.path.clone(), source };
+        let proto = |problem: String| ClientError::Protocol { path: self.path.clone(), problem };
+        let v = self.verifier();
+        let mut s = self.connect(&v)?;
+        s.write_all(format!("{}\r\n", self.head("GET", target)).as_bytes()).map_err(io)?;
+        s.flush().map_err(io)?;
+        // The head, byte by byte up to its blank line (it is short).
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if head.len() > 64 << 10 {
+                return Err(proto("the answer's headers are over 64 KiB".into()));
+            }
+            match s.read(&mut b) {
+                Ok(0) => return Err(proto("the answer ended in its headers".into())),
+                Ok(_) => head.push(b[0]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io(e)),
+            }
+        }
+        let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let status: u16 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|x| x.parse().ok())
+            .ok_or_else(|| proto("no status".into()))?;
+        if status != 200 {
+            let mut rest = head;
+            rest.extend(read_answer(&mut *s).map_err(io)?);
+            let (status, v) = parse_answer(&rest).map_err(proto)?;
+            let message =
+                v["error"].as_str().map(String::from).unwrap_or_else(|| format!("HTTP {status}: {v}"));
+            return Err(ClientError::Refused { status, message });
+        }
+        let total = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("content-length:"))
+            .find_map(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| proto("a download without a Content-Length".into()))?;
+        let mut got = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        while got < total {
+            let want = buf.len().min((total - got) as usize);
+            let n = match s.read(&mut buf[..want]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io(e)),
+            };
+            out.write_all(&buf[..n]).map_err(io)?;
+            got += n as u64;
+            progress(got, total);
+        }
+        if got < total {
+            return Err(proto(format!("the download ended after {got} of its {total} bytes")));
+        }
+        Ok(got)
+    }
+
+    fn request_with(
+        &self,
+        verifier: &std::sync::Arc<Pinned>,
+        method: &str,
+        target: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), ClientError> {
+        let path = self.path.clone();
+        let io = |source| ClientError::Io { path: path.clone(), source };
+        let proto = |problem: String| ClientError::Protocol { path: self.path.clone(), problem };
+        let mut s = self.connect(verifier)?;
+        let payload = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut head = self.head(method, target);
         if body.is_some() {
             head.push_str(&format!(
                 "Content-Type: application/json\r\nContent-Length: {}\r\n",

@@ -59,6 +59,8 @@ pub struct Ctx {
     pub networks: crate::networks::Networks,
     /// Deletes restored states in the background.
     pub trash: crate::trash::Trash,
+    /// Storage pools and their volumes.
+    pub pools: crate::pools::Pools,
 }
 
 impl Ctx {
@@ -619,6 +621,7 @@ impl Actor {
     /// and its pid recorded, while it initialises (some 35 ms), and all of that is done before
     /// the guest can run (vine's first QMP command, `cont` or `migrate-incoming`, comes after).
     fn launch(&mut self, def: &VmDefinition, incoming: bool) -> Res<()> {
+        let def = &self.with_files(def)?;
         std::fs::create_dir_all(&self.paths.dir)
             .map_err(|e| format!("cannot create {}: {e}", self.paths.dir.display()))?;
         let cg = self.ctx.resources.cgroup(&self.name).map_err(|e| format!("cgroup: {e}"))?;
@@ -731,6 +734,29 @@ impl Actor {
                 Err(e)
             }
         }
+    }
+
+    /// The definition with every volume (`POOL/NAME`) replaced by its file, as QEMU and the disk
+    /// servers need it; a volume that is gone refuses the start with its name.
+    fn with_files(&self, def: &VmDefinition) -> Res<VmDefinition> {
+        let mut d = def.clone();
+        let file = |field: String, p: &str| -> Res<String> {
+            self.ctx
+                .pools
+                .file_of(p)
+                .map(|f| f.display().to_string())
+                .map_err(|e| refused(format!("{field}: {e}")))
+        };
+        for (i, disk) in d.disks.iter_mut().enumerate() {
+            disk.path = file(format!("disk[{i}].path"), &disk.path)?;
+        }
+        if let Some(k) = d.kernel.as_mut() {
+            k.kernel = file("kernel.kernel".into(), &k.kernel)?;
+            if let Some(initrd) = k.initrd.as_mut() {
+                *initrd = file("kernel.initrd".into(), initrd)?;
+            }
+        }
+        Ok(d)
     }
 
     /// The undo disk over disk `index` (created if this is a new session).
@@ -1026,17 +1052,21 @@ impl Actor {
             return Ok(());
         }
         let others = self.ctx.store.list_vms().map_err(|e| Fail::from(e.to_string()))?;
-        let used_elsewhere = |path: &str| {
+        let file = |p: &str| self.ctx.pools.file_of(p).ok().and_then(|f| std::fs::canonicalize(f).ok());
+        let used_elsewhere = |path: &Option<PathBuf>| {
             others.iter().any(|o| {
-                VmDefinition::parse(&o.definition).is_ok_and(|d| d.disks.iter().any(|x| x.path == path))
+                VmDefinition::parse(&o.definition)
+                    .is_ok_and(|d| d.disks.iter().any(|x| file(&x.path) == *path))
             })
         };
-        for d in def.disks.iter().filter(|d| !d.cdrom) {
-            if d.shared || used_elsewhere(&d.path) {
+        // A CD/DVD or a read-only disk is not the VM's own (an ISO, a template's base).
+        for d in def.disks.iter().filter(|d| !d.cdrom && !d.read_only) {
+            let Some(f) = file(&d.path) else { continue };
+            if d.shared || used_elsewhere(&Some(f.clone())) {
                 self.event("info", "vm.delete", &format!("kept disk {}: another VM may use it", d.path));
                 continue;
             }
-            if let Err(e) = std::fs::remove_file(&d.path) {
+            if let Err(e) = std::fs::remove_file(&f) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     return Err(Fail::from(format!("unregistered, but cannot delete disk {}: {e}", d.path)));
                 }

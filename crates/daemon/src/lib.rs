@@ -15,6 +15,7 @@
 //! * [`metrics`]: per-VM CPU utilisation sampled from the cgroups, for the policy engine.
 //! * [`networks`]: virtual networks (bridges, rules, taps through `netconf`), their DHCP server
 //!   processes (detached, adopted after a restart) and the MAC allocator of VM NICs.
+//! * [`pools`]: storage pools (named directories) and their volumes (`POOL/NAME`), free space.
 //! * [`layout`]: where a VM's files live under the data directory.
 //! * [`trash`]: big files no longer needed (restored states), deleted at idle priority.
 //!
@@ -28,6 +29,7 @@ pub mod disks;
 pub mod layout;
 pub mod metrics;
 pub mod networks;
+pub mod pools;
 pub mod protocol;
 pub mod resources;
 pub mod server;

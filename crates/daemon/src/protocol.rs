@@ -98,6 +98,51 @@ pub enum Request {
         /// The network.
         name: String,
     },
+    /// Registers a storage pool over a directory (made if missing).
+    PoolCreate {
+        /// Its name.
+        name: String,
+        /// Its directory.
+        path: String,
+    },
+    /// Every pool.
+    PoolList,
+    /// One pool.
+    PoolShow {
+        /// Its name.
+        name: String,
+    },
+    /// Unregisters a pool no VM uses (its files stay).
+    PoolDelete {
+        /// Its name.
+        name: String,
+    },
+    /// A pool's volumes.
+    VolumeList {
+        /// The pool.
+        pool: String,
+    },
+    /// One volume.
+    VolumeShow {
+        /// `POOL/NAME`.
+        volume: String,
+    },
+    /// Makes a disk volume: a dynamic VHD of `size` bytes or a differencing child of `parent`.
+    VolumeCreate {
+        /// `POOL/NAME` (ends in `.vhd`).
+        volume: String,
+        /// Size in bytes.
+        #[serde(default)]
+        size: Option<u64>,
+        /// The parent volume `POOL/NAME`.
+        #[serde(default)]
+        parent: Option<String>,
+    },
+    /// Deletes a volume no VM attaches and no volume stands on.
+    VolumeDelete {
+        /// `POOL/NAME`.
+        volume: String,
+    },
     /// The event log.
     Events {
         /// Only this VM's events.

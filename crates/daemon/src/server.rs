@@ -2,7 +2,7 @@
 //! answers requests — reads from the VMs' views, controls through their actors. The `api` crate
 //! serves these requests over HTTP (the local socket and HTTPS).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
@@ -19,6 +19,7 @@ use crate::disks::DiskServers;
 use crate::layout::{self, VmPaths};
 use crate::metrics::{Metrics, VmMetrics};
 use crate::networks::Networks;
+use crate::pools::PoolInfo;
 use crate::protocol::{Failure, NetworkCreate, Request, Response};
 use crate::resources::Resources;
 
@@ -103,6 +104,7 @@ impl Daemon {
         let host = host::host_info(&host::LiveHost)?;
         let resources = Resources::new(host.cpus, host.memory_bytes, host.cgroup.clone(), &cfg.cgroup_parent);
         let disks = DiskServers::new(cfg.vine_exe.clone(), layout::disks_dir(&cfg.data_dir));
+        let store_for_pools = store.clone();
         let networks =
             Networks::open(&cfg.data_dir, cfg.vine_exe.clone(), store.clone(), Arc::new(netconf::Live))?;
         let ctx = Arc::new(Ctx {
@@ -114,6 +116,7 @@ impl Daemon {
             qemu: cfg.qemu.clone(),
             observers: Mutex::new(Vec::new()),
             networks,
+            pools: crate::pools::Pools::open(store_for_pools)?,
             trash: crate::trash::Trash::start()
                 .map_err(|source| DaemonError::Thread { what: "trash", source })?,
         });
@@ -154,6 +157,9 @@ impl Daemon {
                 }
                 for m in d.ctx.networks.watch() {
                     d.ctx.event(None, "warning", "network.dhcp-restarted", &m);
+                }
+                for (_, m) in d.ctx.pools.newly_low() {
+                    d.ctx.event(None, "warning", "pool.low-space", &m);
                 }
             })
             .expect("threads can be started");
@@ -424,6 +430,65 @@ impl Daemon {
                 );
                 Ok(r)
             }
+            Request::PoolCreate { name, path } => {
+                let p = self.ctx.pools.create(&name, &path)?;
+                self.ctx.event(
+                    None,
+                    "info",
+                    "pool.created",
+                    &format!("created storage pool '{name}' at {path}"),
+                );
+                Ok(serde_json::to_value(p).expect("serialises"))
+            }
+            Request::PoolList => {
+                let all: Vec<PoolInfo> =
+                    self.ctx.pools.names().iter().filter_map(|n| self.ctx.pools.show(n, true).ok()).collect();
+                Ok(serde_json::to_value(all).expect("serialises"))
+            }
+            Request::PoolShow { name } => {
+                Ok(serde_json::to_value(self.ctx.pools.show(&name, true)?).expect("serialises"))
+            }
+            Request::PoolDelete { name } => {
+                let dir = self.ctx.pools.dir(&name)?;
+                let users: BTreeSet<String> = self
+                    .volume_users()
+                    .into_iter()
+                    .filter(|(f, _)| f.parent() == Some(dir.as_path()))
+                    .flat_map(|(_, u)| u.into_iter().map(|a| a.vm))
+                    .collect();
+                self.ctx.pools.delete(&name, &users.into_iter().collect::<Vec<_>>())?;
+                self.ctx.event(
+                    None,
+                    "info",
+                    "pool.deleted",
+                    &format!("deleted storage pool '{name}' (its files are kept)"),
+                );
+                Ok(json!({ "name": name }))
+            }
+            Request::VolumeList { pool } => {
+                let users = self.volume_users();
+                let mut all = self.ctx.pools.volumes(&pool)?;
+                for v in &mut all {
+                    v.used_by = self.users_of(&users, &v.volume);
+                }
+                Ok(serde_json::to_value(all).expect("serialises"))
+            }
+            Request::VolumeShow { volume } => {
+                let mut v = self.ctx.pools.volume(&volume)?;
+                v.used_by = self.users_of(&self.volume_users(), &volume);
+                Ok(serde_json::to_value(v).expect("serialises"))
+            }
+            Request::VolumeCreate { volume, size, parent } => {
+                let v = self.ctx.pools.create_volume(&volume, size, parent.as_deref())?;
+                self.ctx.event(None, "info", "volume.created", &format!("created volume '{volume}'"));
+                Ok(serde_json::to_value(v).expect("serialises"))
+            }
+            Request::VolumeDelete { volume } => {
+                let users = self.users_of(&self.volume_users(), &volume);
+                self.ctx.pools.delete_volume(&volume, &users)?;
+                self.ctx.event(None, "info", "volume.deleted", &format!("deleted volume '{volume}'"));
+                Ok(json!({ "volume": volume }))
+            }
             Request::NetworkLeases { name } => self.ctx.networks.leases(&name).map_err(net_failure),
             Request::VmConsole { name } => {
                 self.view_of(&name)?;
@@ -468,6 +533,40 @@ impl Daemon {
         }
     }
 
+    /// Every file a VM definition attaches (disks, CD/DVDs, kernels, initrds; canonical paths),
+    /// with the VMs that attach it and how.
+    pub fn volume_users(&self) -> BTreeMap<PathBuf, Vec<Attachment>> {
+        let defs: Vec<VmDefinition> = self
+            .lock()
+            .values()
+            .map(|h| h.view.lock().unwrap_or_else(|p| p.into_inner()).def.clone())
+            .collect();
+        let mut out: BTreeMap<PathBuf, Vec<Attachment>> = BTreeMap::new();
+        for d in &defs {
+            for (path, a) in attachments(d) {
+                if let Some(f) =
+                    self.ctx.pools.file_of(&path).ok().and_then(|f| std::fs::canonicalize(f).ok())
+                {
+                    out.entry(f).or_default().push(a);
+                }
+            }
+        }
+        out
+    }
+
+    /// `vm (rw)`, `vm (ro)` for each VM attaching `volume`.
+    fn users_of(&self, users: &BTreeMap<PathBuf, Vec<Attachment>>, volume: &str) -> Vec<String> {
+        let Some(f) = self.ctx.pools.resolve(volume).ok().and_then(|f| std::fs::canonicalize(f).ok()) else {
+            return Vec::new();
+        };
+        users
+            .get(&f)
+            .map(|v| {
+                v.iter().map(|a| format!("{} ({})", a.vm, if a.writable { "rw" } else { "ro" })).collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn network_create(&self, a: &NetworkCreate) -> Result<Value, Failure> {
         let v = self.ctx.networks.create(a).map_err(net_failure)?;
         self.ctx.event(
@@ -489,34 +588,54 @@ impl Daemon {
         let mut def = VmDefinition::parse(text).map_err(|e| invalid(format!("definition: {e}")))?;
         def.validate().map_err(|e| invalid(format!("definition: {e}")))?;
         actor::controls_of(&def).validate().map_err(|e| invalid(e.to_string()))?;
+        // Every file exists: a volume in its pool, a host path as given.
+        let file_of = |field: &str, path: &str| -> Result<PathBuf, Failure> {
+            if path.starts_with('/') {
+                std::fs::canonicalize(path)
+                    .map_err(|_| invalid(format!("definition: field `{field}`: {path} does not exist")))
+            } else {
+                let f = self
+                    .ctx
+                    .pools
+                    .resolve(path)
+                    .map_err(|e| invalid(format!("definition: field `{field}`: {e}")))?;
+                std::fs::canonicalize(&f).map_err(|e| Failure::Failed(format!("{}: {e}", f.display())))
+            }
+        };
         if let Some(k) = &def.kernel {
             for (field, path) in [("kernel.kernel", Some(&k.kernel)), ("kernel.initrd", k.initrd.as_ref())] {
                 let Some(path) = path else { continue };
-                if !Path::new(path).is_absolute() || !Path::new(path).is_file() {
-                    return Err(invalid(format!(
-                        "definition: field `{field}`: {path} is not an absolute path to a file"
-                    )));
+                if !file_of(field, path)?.is_file() {
+                    return Err(invalid(format!("definition: field `{field}`: {path} is not a file")));
                 }
             }
         }
         for (i, d) in def.disks.iter().enumerate() {
-            if !Path::new(&d.path).is_absolute() {
-                return Err(invalid(format!(
-                    "definition: field `disk[{i}].path`: {:?} must be an absolute path",
-                    d.path
-                )));
-            }
-            if !Path::new(&d.path).exists() {
-                return Err(invalid(format!(
-                    "definition: field `disk[{i}].path`: {} does not exist",
-                    d.path
-                )));
-            }
+            file_of(&format!("disk[{i}].path"), &d.path)?;
             if d.shared && def.undo_disks {
                 return Err(invalid(
                     "definition: field `disk[{i}].shared`: a shared disk cannot have an undo disk (turn undo_disks off)"
                         .replace("{i}", &i.to_string()),
                 ));
+            }
+        }
+        // A volume written by one VM is attached to no other, and one another VM writes is not
+        // attached here (a clustered disk both mark shared aside). Checked before the registry
+        // lock (it takes each VM's view); a start's disk server lease checks again.
+        let users = self.volume_users();
+        // Host paths (the administrator's) are left to the start, as before pools.
+        for (path, mine) in attachments(&def).into_iter().filter(|(p, _)| !p.starts_with('/')) {
+            let Ok(f) = file_of("disk", &path) else { continue };
+            for theirs in users.get(&f).into_iter().flatten() {
+                let both_shared = mine.shared && theirs.shared;
+                if (mine.writable || theirs.writable) && !both_shared {
+                    return Err(Failure::Refused(format!(
+                        "{path} is attached {} to VM '{}'; a disk written by one VM is attached to no other \
+                         (unless both mark it shared)",
+                        if theirs.writable { "read-write" } else { "read-only" },
+                        theirs.vm
+                    )));
+                }
             }
         }
         let vms = self.lock();
@@ -565,6 +684,31 @@ impl Daemon {
         let v = view.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Ok(serde_json::to_value(actor::info(&self.ctx, &v)).expect("serialises"))
     }
+}
+
+/// How a VM attaches a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// The VM.
+    pub vm: String,
+    /// It may write the file.
+    pub writable: bool,
+    /// Marked shared (guest clustering).
+    pub shared: bool,
+}
+
+/// Every file a definition names (as written: a volume or a host path), with how it is attached.
+pub fn attachments(d: &VmDefinition) -> Vec<(String, Attachment)> {
+    let a = |writable, shared| Attachment { vm: d.name.clone(), writable, shared };
+    let mut out: Vec<(String, Attachment)> =
+        d.disks.iter().map(|x| (x.path.clone(), a(!x.cdrom && !x.read_only, x.shared))).collect();
+    if let Some(k) = &d.kernel {
+        out.push((k.kernel.clone(), a(false, false)));
+        if let Some(i) = &k.initrd {
+            out.push((i.clone(), a(false, false)));
+        }
+    }
+    out
 }
 
 /// A network operation's error: "no network named …" is not found, anything else refused.

@@ -126,6 +126,17 @@ pub struct NetworkRecord {
     pub spec: String,
 }
 
+/// A storage pool: a named directory of volumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolRecord {
+    /// Unique name.
+    pub name: String,
+    /// Its directory (absolute, canonical).
+    pub path: String,
+    /// When it was made, ms since the epoch.
+    pub created_ms: i64,
+}
+
 /// A MAC address held by a VM's NIC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NicRecord {
@@ -282,6 +293,12 @@ pub trait Store: Send + Sync {
     fn list_networks(&self) -> Result<Vec<NetworkRecord>, StoreError>;
     /// Unregisters a network; fails with [`StoreError::NoNetwork`] if there is none.
     fn remove_network(&self, name: &str) -> Result<(), StoreError>;
+    /// Registers a pool; fails with [`StoreError::Duplicate`] if its name or directory is taken.
+    fn create_pool(&self, p: &PoolRecord) -> Result<(), StoreError>;
+    /// All pools, by name.
+    fn list_pools(&self) -> Result<Vec<PoolRecord>, StoreError>;
+    /// Unregisters a pool (its files stay); fails with [`StoreError::Missing`] if there is none.
+    fn remove_pool(&self, name: &str) -> Result<(), StoreError>;
     /// Gives `nic.mac` to `nic.vm`'s NIC `nic.index` (replacing what that NIC held); fails with
     /// [`StoreError::MacInUse`] when another VM's NIC holds the MAC (the same VM may move it). Atomic: a MAC is never held twice.
     fn claim_mac(&self, nic: &NicRecord) -> Result<(), StoreError>;

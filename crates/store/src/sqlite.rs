@@ -19,12 +19,12 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::{
-    AclEntry, Durability, EventRecord, HookRecord, NetworkRecord, NicRecord, Store, StoreError, TokenRecord,
-    UserRecord, VmRecord,
+    AclEntry, Durability, EventRecord, HookRecord, NetworkRecord, NicRecord, PoolRecord, Store, StoreError,
+    TokenRecord, UserRecord, VmRecord,
 };
 
 /// Schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS vms (
@@ -76,6 +76,11 @@ CREATE TABLE IF NOT EXISTS hooks (
 CREATE TABLE IF NOT EXISTS networks (
     name TEXT PRIMARY KEY,
     spec TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pools (
+    name TEXT PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    created_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS nics (
     mac TEXT PRIMARY KEY,
@@ -162,8 +167,8 @@ impl SqliteStore {
                 supported: SCHEMA_VERSION,
             });
         }
-        // Versions 3 (users, tokens, rights, hooks) and 4 (networks, NIC MACs) added tables
-        // only: SCHEMA creates those missing.
+        // Versions 3 (users, tokens, rights, hooks), 4 (networks, NIC MACs) and 5 (storage
+        // pools) added tables only: SCHEMA creates those missing.
         conn.execute_batch(SCHEMA).map_err(db("create schema"))?;
         if version == 1 {
             // Version 2 added the runtime record (the processes of a running VM, as JSON).
@@ -590,6 +595,49 @@ impl Store for SqliteStore {
             .map_err(db("remove network"))?;
         if n == 0 {
             return Err(StoreError::NoNetwork(name.into()));
+        }
+        Ok(())
+    }
+
+    fn create_pool(&self, p: &PoolRecord) -> Result<(), StoreError> {
+        let r = self.conn().execute(
+            "INSERT INTO pools (name, path, created_ms) VALUES (?1, ?2, ?3)",
+            params![p.name, p.path, p.created_ms],
+        );
+        match r {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, Some(m)))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                let (what, name) = if m.contains("pools.path") {
+                    ("pool directory", p.path.clone())
+                } else {
+                    ("pool", p.name.clone())
+                };
+                Err(StoreError::Duplicate { what, name })
+            }
+            Err(e) => Err(StoreError::Db { op: "create pool", source: e }),
+        }
+    }
+
+    fn list_pools(&self) -> Result<Vec<PoolRecord>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare("SELECT name, path, created_ms FROM pools ORDER BY name")
+            .map_err(db("list pools"))?;
+        let rows = st
+            .query_map([], |r| Ok(PoolRecord { name: r.get(0)?, path: r.get(1)?, created_ms: r.get(2)? }))
+            .map_err(db("list pools"))?;
+        rows.collect::<Result<_, _>>().map_err(db("list pools"))
+    }
+
+    fn remove_pool(&self, name: &str) -> Result<(), StoreError> {
+        let n = self
+            .conn()
+            .execute("DELETE FROM pools WHERE name = ?1", params![name])
+            .map_err(db("remove pool"))?;
+        if n == 0 {
+            return Err(StoreError::Missing { what: "pool", name: name.into() });
         }
         Ok(())
     }

@@ -19,10 +19,11 @@ enum Need {
     Configure,
     Use,
     See,
+    UsePool,
 }
 
 /// Every endpoint, the right it needs, and a body good enough to get past parsing.
-fn table(kernel: &str) -> Vec<(&'static str, &'static str, Need, Option<Value>)> {
+fn table(kernel: &str, pool_dir: &str) -> Vec<(&'static str, &'static str, Need, Option<Value>)> {
     use Need::*;
     vec![
         ("post", "/api/login", Public, Some(json!({"user": "nobody", "password": "wrong-password"}))),
@@ -32,11 +33,20 @@ fn table(kernel: &str) -> Vec<(&'static str, &'static str, Need, Option<Value>)>
         ("get", "/api/host", Login, None),
         ("get", "/api/vms", Login, None),
         ("post", "/api/vms", Create, Some(json!({"name": "made", "memory": 67108864u64, "kernel": kernel}))),
+        ("get", "/api/pools", Login, None),
+        ("post", "/api/pools", Admin, Some(json!({"name": "rp2", "path": pool_dir}))),
+        ("get", "/api/pools/{pool}", UsePool, None),
+        ("get", "/api/pools/{pool}/volumes", UsePool, None),
+        ("post", "/api/pools/{pool}/volumes", UsePool, Some(json!({"name": "matrix.vhd", "size": 1048576}))),
+        ("get", "/api/pools/{pool}/volumes/{volume}", UsePool, None),
+        ("put", "/api/pools/{pool}/volumes/{volume}/content", UsePool, Some(json!({"any": "bytes"}))),
+        ("get", "/api/pools/{pool}/volumes/{volume}/content", UsePool, None),
+        ("delete", "/api/pools/{pool}/volumes/{volume}", UsePool, None),
         ("get", "/api/vms/{name}", See, None),
         ("patch", "/api/vms/{name}", Configure, Some(json!({"cpu_weight": 200}))),
         ("post", "/api/vms/{name}/actions/{action}", Use, None),
         ("get", "/api/vms/{name}/console", Use, None),
-        ("post", "/api/vms/{name}/nics", Configure, Some(json!({"network": "nonet"}))),
+        ("post", "/api/vms/{name}/nics", Configure, Some(json!({"network": "rn0"}))),
         ("delete", "/api/vms/{name}/nics/{index}", Configure, None),
         ("get", "/api/networks", Login, None),
         (
@@ -71,11 +81,14 @@ fn table(kernel: &str) -> Vec<(&'static str, &'static str, Need, Option<Value>)>
         ("get", "/api/acl", Admin, None),
         ("post", "/api/acl", Admin, Some(json!({"user": "victim", "vm": "m1", "right": "use"}))),
         ("delete", "/api/acl/{user}/{vm}/{right}", Admin, None),
+        ("delete", "/api/acl/{user}/pools/{pool}/{right}", Admin, None),
+        ("delete", "/api/acl/{user}/networks/{net}/{right}", Admin, None),
         ("get", "/api/hooks", Admin, None),
         ("post", "/api/hooks", Admin, Some(json!({"event": "vm.crashed", "script": "/bin/true"}))),
         ("delete", "/api/hooks/{id}", Admin, None),
         // Last: they end sessions or remove the VM the others use.
         ("delete", "/api/vms/{name}", Configure, None),
+        ("delete", "/api/pools/{pool}", Admin, None),
         ("post", "/api/logout", Login, None),
     ]
 }
@@ -93,6 +106,8 @@ fn path_for(template: &str) -> String {
         .replace("{id}", "999999")
         .replace("{index}", "5")
         .replace("{net}", "rn1")
+        .replace("{pool}", "rp1")
+        .replace("{volume}", "matrix.vhd")
 }
 
 #[test]
@@ -127,6 +142,31 @@ fn every_endpoint_answers_401_without_login_and_403_without_the_right() {
         );
         assert_eq!(code, 204, "{text}");
     }
+    // A pool with a kernel volume the creator may use (a user names no host paths), and a
+    // network the VM configurer may attach NICs to.
+    let pool_dir = h.dir.path().join("rp1");
+    let (code, text) = h.https(
+        "POST",
+        "/api/pools",
+        Some(&admin),
+        Some(&json!({"name": "rp1", "path": pool_dir}).to_string()),
+    );
+    assert_eq!(code, 201, "{text}");
+    std::fs::copy(&kernel, pool_dir.join("vmlinuz")).unwrap();
+    let (code, text) = h.https(
+        "POST",
+        "/api/networks",
+        Some(&admin),
+        Some(&json!({"name": "rn0", "kind": "internal", "subnet": "10.233.76.0/24"}).to_string()),
+    );
+    assert_eq!(code, 201, "{text}");
+    for grant in [
+        json!({"user": "creator", "pool": "rp1", "right": "use"}),
+        json!({"user": "cfg1", "network": "rn0", "right": "use"}),
+    ] {
+        let (code, text) = h.https("POST", "/api/acl", Some(&admin), Some(&grant.to_string()));
+        assert_eq!(code, 204, "{text}");
+    }
     let tokens: BTreeMap<&str, String> = ["nobody", "creator", "user1", "cfg1"]
         .into_iter()
         .map(|u| (u, h.login(u, &format!("{u}-password"))))
@@ -145,7 +185,7 @@ fn every_endpoint_answers_401_without_login_and_403_without_the_right() {
         }
     }
     documented.sort();
-    let rows = table(&kernel);
+    let rows = table("rp1/vmlinuz", h.dir.path().join("rp2").to_str().unwrap());
     let mut known: Vec<(String, String)> =
         rows.iter().map(|(m, p, _, _)| (m.to_string(), p.to_string())).collect();
     known.sort();
@@ -156,7 +196,7 @@ fn every_endpoint_answers_401_without_login_and_403_without_the_right() {
             (who, need),
             (_, Need::Public | Need::Login)
                 | ("admin", _)
-                | ("creator", Need::Create)
+                | ("creator", Need::Create | Need::UsePool)
                 | ("user1", Need::Use | Need::See)
                 | ("cfg1", Need::Configure | Need::See)
         )

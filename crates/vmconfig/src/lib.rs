@@ -267,7 +267,27 @@ pub fn validate_name(name: &str) -> Result<(), DefinitionError> {
     Ok(())
 }
 
-/// A path field: not empty, at most [`MAX_PATH`] bytes, no NUL (which no system call takes).
+/// Longest storage pool or volume name.
+pub const MAX_VOLUME_NAME: usize = 128;
+
+/// Whether `name` may name a storage pool or a volume: 1 to [`MAX_VOLUME_NAME`] letters, digits,
+/// `-`, `_`, `.`, starting with a letter or digit (so never `.` or `..`, never a path).
+pub fn is_volume_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_VOLUME_NAME
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// The pool and volume a `POOL/NAME` reference names, or `None` when `s` is not one (an absolute
+/// path is a host path; anything else is malformed).
+pub fn volume_ref(s: &str) -> Option<(&str, &str)> {
+    let (pool, name) = s.split_once('/')?;
+    (is_volume_name(pool) && is_volume_name(name)).then_some((pool, name))
+}
+
+/// A path field: a volume (`POOL/NAME`) or an absolute host path of at most [`MAX_PATH`] bytes
+/// with no NUL (which no system call takes).
 fn validate_path(field: &str, path: &str) -> Result<(), DefinitionError> {
     if path.is_empty() {
         return Err(bad(field, "is empty"));
@@ -275,7 +295,24 @@ fn validate_path(field: &str, path: &str) -> Result<(), DefinitionError> {
     if path.len() > MAX_PATH || path.contains('\0') {
         return Err(bad(field, format!("must be at most {MAX_PATH} bytes with no NUL, got {}", path.len())));
     }
+    if !path.starts_with('/') && volume_ref(path).is_none() {
+        return Err(bad(
+            field,
+            format!(
+                "{:?} is neither a volume (POOL/NAME: letters, digits, '-', '_', '.') nor an absolute path",
+                clip(path)
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// At most the first 64 characters of `s`, for a message.
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
 }
 
 fn validate_mac(field: &str, mac: &str) -> Result<(), DefinitionError> {
@@ -438,6 +475,9 @@ impl VmDefinition {
         for (i, s) in self.serial.iter().enumerate() {
             if let SerialPort::File { path } | SerialPort::Socket { path } = s {
                 validate_path(&format!("serial[{i}].path"), path)?;
+                if !path.starts_with('/') {
+                    return Err(bad(format!("serial[{i}].path"), "must be an absolute path"));
+                }
             }
         }
         if self.disks.is_empty() && self.kernel.is_none() && !self.boot.contains(&BootDevice::Network) {

@@ -113,3 +113,53 @@ proptest::proptest! {
         let _ = VmDefinition::parse(&text);
     }
 }
+
+#[test]
+fn volume_references_name_a_pool_and_a_volume_and_nothing_else() {
+    assert_eq!(volume_ref("p1/web1.vhd"), Some(("p1", "web1.vhd")));
+    for not in ["/etc/shadow", "p1", "p1/", "/p1/x", "p1/../x", "p1/.x", "../x", "p1/a/b", "p 1/x", ""] {
+        assert_eq!(volume_ref(not), None, "{not:?}");
+    }
+    assert!(!is_volume_name(&"a".repeat(MAX_VOLUME_NAME + 1)));
+    let e = err(&SAMPLE.replace("/var/lib/vine/disks/web1.vhd", "disks/../../etc/shadow"));
+    assert!(e.contains("field `disk[0].path`") && e.contains("neither a volume"), "{e}");
+    let d = VmDefinition::parse(&SAMPLE.replace("/var/lib/vine/disks/web1.vhd", "p1/web1.vhd")).unwrap();
+    assert_eq!(d.disks[0].path, "p1/web1.vhd");
+    let e = err(&SAMPLE.replace("/tmp/com2.log", "p1/com2.log"));
+    assert!(e.contains("field `serial[1].path`: must be an absolute path"), "{e}");
+}
+
+#[test]
+fn every_size_and_length_has_an_upper_bound() {
+    let cases = [
+        ("memory = 536870912", "memory = 9223372036854775807".to_string(), "field `memory`"),
+        ("memory = 536870912", format!("memory = {}", MAX_MEMORY + (1 << 20)), "field `memory`"),
+        (
+            "append = \"console=ttyS0\"",
+            format!("append = \"{}\"", "x".repeat(MAX_APPEND + 1)),
+            "field `kernel.append`",
+        ),
+        ("/kit/vmlinuz", format!("/{}", "k".repeat(MAX_PATH)), "field `kernel.kernel`"),
+        (
+            "undo_disks = true",
+            "undo_disks = true\nshutdown_timeout = 86401".to_string(),
+            "field `shutdown_timeout`",
+        ),
+        ("undo_disks = true", "undo_disks = true\nboot = [\"disk\", \"disk\"]".to_string(), "field `boot`"),
+        ("max = 150", "max = 201".to_string(), "field `cpu.max`"),
+    ];
+    for (from, to, field) in cases {
+        let e = err(&SAMPLE.replace(from, &to));
+        assert!(e.contains(field), "{field}: {e}");
+    }
+    let mut d = VmDefinition::parse(SAMPLE).unwrap();
+    d.memory = u64::MAX;
+    let e = d.to_toml().unwrap_err();
+    assert!(e.to_string().contains("field `memory`"), "{e}");
+    d.memory = MAX_MEMORY;
+    d.disks = (0..=MAX_DISKS).map(|i| Disk { path: format!("/d{i}"), ..d.disks[0].clone() }).collect();
+    d.disks.iter_mut().for_each(|x| x.bus = Bus::Virtio);
+    assert!(d.validate().unwrap_err().to_string().contains("33 disks; at most 32"));
+    d.disks.truncate(MAX_DISKS);
+    VmDefinition::parse(&d.to_toml().unwrap()).unwrap();
+}

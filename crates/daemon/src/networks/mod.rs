@@ -251,6 +251,11 @@ impl Networks {
         Value::Array(self.lock().values().map(|n| self.info(&n.spec, n.dhcp.as_ref())).collect())
     }
 
+    /// Whether a network of this name exists.
+    pub fn exists(&self, name: &str) -> bool {
+        self.lock().contains_key(name)
+    }
+
     /// One network.
     pub fn show(&self, name: &str) -> Res<Value> {
         let nets = self.lock();

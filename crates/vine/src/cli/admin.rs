@@ -46,17 +46,54 @@ pub enum UserCommand {
     },
 }
 
-/// `vine acl …`: per-VM rights (configure, use).
+/// What a right is on: a VM, a storage pool or a network.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct AclObject {
+    /// The VM (rights `configure`, `use`).
+    vm: Option<String>,
+    /// A storage pool (right `use`: make, upload and attach its volumes).
+    #[arg(long)]
+    pool: Option<String>,
+    /// A network (right `use`: attach NICs to it).
+    #[arg(long)]
+    network: Option<String>,
+}
+
+impl AclObject {
+    fn json(&self) -> Value {
+        json!({ "vm": self.vm, "pool": self.pool, "network": self.network })
+    }
+    fn path(&self) -> String {
+        match (&self.vm, &self.pool, &self.network) {
+            (Some(vm), _, _) => encode(vm),
+            (_, Some(p), _) => format!("pools/{}", encode(p)),
+            (_, _, Some(n)) => format!("networks/{}", encode(n)),
+            _ => unreachable!("clap requires one"),
+        }
+    }
+    fn describe(&self) -> String {
+        match (&self.vm, &self.pool, &self.network) {
+            (Some(vm), _, _) => format!("'{vm}'"),
+            (_, Some(p), _) => format!("storage pool '{p}'"),
+            (_, _, Some(n)) => format!("network '{n}'"),
+            _ => unreachable!("clap requires one"),
+        }
+    }
+}
+
+/// `vine acl …`: rights on VMs (configure, use), storage pools and networks (use).
 #[derive(Debug, Subcommand)]
 pub enum AclCommand {
-    /// Grant USER the RIGHT (configure or use) on VM.
+    /// Grant USER the RIGHT (configure or use) on a VM, or use on --pool or --network.
     Grant {
         /// User.
         user: String,
         /// `configure` or `use`.
         right: String,
-        /// VM.
-        vm: String,
+        /// On what.
+        #[command(flatten)]
+        on: AclObject,
     },
     /// Revoke it.
     Revoke {
@@ -64,8 +101,9 @@ pub enum AclCommand {
         user: String,
         /// `configure` or `use`.
         right: String,
-        /// VM.
-        vm: String,
+        /// On what.
+        #[command(flatten)]
+        on: AclObject,
     },
     /// Every right.
     List {
@@ -201,15 +239,18 @@ fn check_right(right: &str) -> anyhow::Result<()> {
 /// Runs `vine acl …`.
 pub fn acl(cmd: AclCommand) -> anyhow::Result<i32> {
     match cmd {
-        AclCommand::Grant { user, right, vm } => {
+        AclCommand::Grant { user, right, on } => {
             check_right(&right)?;
-            rest("POST", "/api/acl", Some(&json!({"user": user, "vm": vm, "right": right})))?;
-            println!("'{user}' may now {right} '{vm}'");
+            let mut body = on.json();
+            body["user"] = json!(user);
+            body["right"] = json!(right);
+            rest("POST", "/api/acl", Some(&body))?;
+            println!("'{user}' may now {right} {}", on.describe());
         }
-        AclCommand::Revoke { user, right, vm } => {
+        AclCommand::Revoke { user, right, on } => {
             check_right(&right)?;
-            rest("DELETE", &format!("/api/acl/{}/{}/{}", encode(&user), encode(&vm), right), None)?;
-            println!("'{user}' may no longer {right} '{vm}'");
+            rest("DELETE", &format!("/api/acl/{}/{}/{}", encode(&user), on.path(), right), None)?;
+            println!("'{user}' may no longer {right} {}", on.describe());
         }
         AclCommand::List { json } => {
             let v = rest("GET", "/api/acl", None)?;
@@ -217,11 +258,16 @@ pub fn acl(cmd: AclCommand) -> anyhow::Result<i32> {
                 return print_json(&v);
             }
             for r in v.as_array().into_iter().flatten() {
+                let on = match (r["vm"].as_str(), r["pool"].as_str(), r["network"].as_str()) {
+                    (Some(vm), _, _) => vm.to_string(),
+                    (_, Some(p), _) => format!("pool {p}"),
+                    (_, _, Some(n)) => format!("network {n}"),
+                    _ => String::new(),
+                };
                 println!(
-                    "{:<20} {:<10} {}",
+                    "{:<20} {:<10} {on}",
                     r["user"].as_str().unwrap_or(""),
-                    r["right"].as_str().unwrap_or(""),
-                    r["vm"].as_str().unwrap_or("")
+                    r["right"].as_str().unwrap_or("")
                 );
             }
         }

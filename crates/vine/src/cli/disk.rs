@@ -147,7 +147,7 @@ fn block_size(v: u64) -> anyhow::Result<u32> {
 }
 
 /// A progress bar on a terminal, nothing otherwise.
-fn progress(what: &str) -> (indicatif::ProgressBar, impl FnMut(u64, u64)) {
+pub(crate) fn progress(what: &str) -> (indicatif::ProgressBar, impl FnMut(u64, u64)) {
     let bar = if std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(0);
         b.set_style(

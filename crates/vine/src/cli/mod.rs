@@ -8,6 +8,7 @@ pub mod host;
 pub mod lazy;
 pub mod network;
 pub mod policy;
+pub mod pool;
 pub mod remote;
 pub mod size;
 pub mod vm;
@@ -61,7 +62,13 @@ pub enum Command {
     /// Users of the management plane.
     #[command(subcommand)]
     User(Lazy<admin::UserCommand>),
-    /// Per-VM rights: configure a VM, use a VM.
+    /// Storage pools: named directories of volumes.
+    #[command(subcommand)]
+    Pool(Lazy<pool::PoolCommand>),
+    /// Volumes (`POOL/NAME`): disks, ISOs, kernels and initrds in storage pools.
+    #[command(subcommand)]
+    Volume(Lazy<pool::VolumeCommand>),
+    /// Rights: configure or use a VM, use a storage pool or a network.
     #[command(subcommand)]
     Acl(Lazy<admin::AclCommand>),
     /// Event scripts.
@@ -108,6 +115,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Events { vm, since, follow, json } => admin::events(vm, since, follow, json),
         Command::User(Lazy(cmd)) => admin::user(cmd),
         Command::Acl(Lazy(cmd)) => admin::acl(cmd),
+        Command::Pool(Lazy(cmd)) => pool::pool(cmd),
+        Command::Volume(Lazy(cmd)) => pool::volume(cmd),
         Command::Hook(Lazy(cmd)) => admin::hook(cmd),
         Command::Token(Lazy(cmd)) => admin::token(cmd),
         Command::Remote(Lazy(cmd)) => remote::run(cmd),

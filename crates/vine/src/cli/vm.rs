@@ -222,7 +222,12 @@ pub struct SetArgs {
     pub on_host_start: Option<String>,
 }
 
+/// A path as the daemon takes it: `POOL/NAME` names a volume and stays as it is; any other
+/// path is a host path, made absolute.
 fn absolute(p: &Path) -> anyhow::Result<String> {
+    if let Some(v) = p.to_str().filter(|s| vmconfig::volume_ref(s).is_some()) {
+        return Ok(v.to_string());
+    }
     let abs = if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir()?.join(p) };
     Ok(abs.display().to_string())
 }
@@ -313,11 +318,15 @@ pub fn use_remote(name: &str) -> anyhow::Result<()> {
 
 /// A request to the daemon's REST API: the local socket, or the remote chosen with --remote.
 pub fn rest(method: &str, target: &str, body: Option<&Value>) -> anyhow::Result<Value> {
-    let c = match REMOTE.get() {
+    Ok(client().call(method, target, body)?)
+}
+
+/// The client of the daemon this command talks to (the local one, or `--remote`'s).
+pub fn client() -> api::client::Client {
+    match REMOTE.get() {
         Some(r) => api::client::Client::https(&r.addr, &r.fingerprint, Some(&r.token)),
         None => api::client::Client::new(&super::daemon::socket_path(None)),
-    };
-    Ok(c.call(method, target, body)?)
+    }
 }
 
 fn control(name: String, control: Control, options: ControlOptions) -> anyhow::Result<i32> {

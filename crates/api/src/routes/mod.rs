@@ -23,6 +23,9 @@ use vmm::Control;
 use crate::auth::{self, Principal};
 use crate::Peer;
 
+pub mod confine;
+mod pools;
+
 /// What every handler reaches.
 #[derive(Clone)]
 pub struct AppState {
@@ -222,6 +225,10 @@ pub enum Need<'a> {
     Use(&'a str),
     /// May configure or use this VM.
     See(&'a str),
+    /// May use this storage pool (allocate and attach its volumes).
+    UsePool(&'a str),
+    /// May attach NICs to this network.
+    UseNetwork(&'a str),
 }
 
 fn has_right(state: &AppState, p: &Principal, vm: &str, right: &str) -> bool {
@@ -241,6 +248,8 @@ pub(crate) fn need(state: &AppState, p: &Principal, n: Need) -> ApiResult<()> {
         Need::Configure(vm) => has_right(state, p, vm, "configure"),
         Need::Use(vm) => has_right(state, p, vm, "use"),
         Need::See(vm) => has_right(state, p, vm, "configure") || has_right(state, p, vm, "use"),
+        Need::UsePool(pool) => confine::may_use_pool(state, p, pool),
+        Need::UseNetwork(net) => confine::may_use_network(state, p, net),
     };
     if ok {
         return Ok(());
@@ -252,6 +261,8 @@ pub(crate) fn need(state: &AppState, p: &Principal, n: Need) -> ApiResult<()> {
         Need::Configure(vm) => format!("configure '{vm}'"),
         Need::Use(vm) => format!("use '{vm}'"),
         Need::See(vm) => format!("see '{vm}'"),
+        Need::UsePool(pool) => format!("use storage pool '{pool}'"),
+        Need::UseNetwork(net) => format!("use network '{net}'"),
     };
     Err(ApiError::new(StatusCode::FORBIDDEN, format!("user '{}' may not {what}", p.user)))
 }
@@ -393,25 +404,33 @@ pub struct Me {
     pub rights: Vec<Right>,
 }
 
-/// One right on one VM.
+/// One right of one user on one object: a VM (`configure`, `use`), a storage pool or a network
+/// (`use`). Exactly one of `vm`, `pool` and `network` is given.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Right {
     /// The user.
     pub user: String,
     /// The VM.
-    pub vm: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<String>,
+    /// The storage pool (`use`: make, upload and attach its volumes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// The network (`use`: attach NICs to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
     /// The right.
     pub right: RightKind,
 }
 
-/// Per-VM rights (Virtual Server's: configure a VM, use a VM).
+/// Rights (Virtual Server's configure a VM and use a VM; use a pool, use a network).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum RightKind {
-    /// Change its configuration, delete it.
+    /// Change a VM's configuration, delete it.
     Configure,
-    /// Console and power controls.
+    /// A VM's console and power controls; a pool's volumes; a network's ports.
     Use,
 }
 
@@ -430,7 +449,15 @@ fn right_of(e: AclEntry) -> Option<Right> {
         "use" => RightKind::Use,
         _ => return None,
     };
-    Some(Right { user: e.user, vm: e.vm, right })
+    let mut r = Right { user: e.user, vm: None, pool: None, network: None, right };
+    if let Some(pool) = e.vm.strip_prefix("pool/") {
+        r.pool = Some(pool.into());
+    } else if let Some(net) = e.vm.strip_prefix("network/") {
+        r.network = Some(net.into());
+    } else {
+        r.vm = Some(e.vm);
+    }
+    Some(r)
 }
 
 /// Who am I.
@@ -644,6 +671,8 @@ async fn create_vm(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     need(&state, &p, Need::Create)?;
     let d = definition_of(&n)?;
+    let (st, who, def) = (state.clone(), p.clone(), d.clone());
+    blocking(move || confine::check_vm(&st, &who, &def)).await?;
     let definition = d.to_toml().map_err(|e| ApiError::bad(format!("definition: {e}")))?;
     let v = call(&state, Request::VmCreate { definition }).await?;
     if !p.admin {
@@ -761,6 +790,7 @@ async fn add_nic(
     Body(n): Body<NewNic>,
 ) -> ApiResult<Json<Value>> {
     need(&state, &p, Need::Configure(&name))?;
+    need(&state, &p, Need::UseNetwork(&n.network))?;
     Ok(Json(call(&state, Request::VmNicAdd { name, network: n.network, mac: n.mac }).await?))
 }
 
@@ -822,7 +852,9 @@ async fn delete_network(
     P(net): P<String>,
 ) -> ApiResult<Json<Value>> {
     need(&state, &p, Need::Admin)?;
-    Ok(Json(call(&state, Request::NetworkDelete { name: net }).await?))
+    let v = call(&state, Request::NetworkDelete { name: net.clone() }).await?;
+    state.store.revoke_vm(&confine::network_object(&net))?;
+    Ok(Json(v))
 }
 
 /// A static DHCP reservation.
@@ -1142,7 +1174,7 @@ async fn list_acl(State(state): State<AppState>, p: Principal) -> ApiResult<Json
     Ok(Json(state.store.acl(None, None)?.into_iter().filter_map(right_of).collect()))
 }
 
-/// Grants a user a right on a VM.
+/// Grants a user a right on a VM, a storage pool or a network.
 #[utoipa::path(post, path = "/api/acl", tag = "users", request_body = Right,
     responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn grant(State(state): State<AppState>, p: Principal, Body(r): Body<Right>) -> ApiResult<StatusCode> {
@@ -1150,10 +1182,57 @@ async fn grant(State(state): State<AppState>, p: Principal, Body(r): Body<Right>
     if state.store.get_user(&r.user)?.is_none() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no user '{}'", r.user)));
     }
-    if !state.daemon.has_vm(&r.vm) {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no VM named '{}'", r.vm)));
+    let object = match (&r.vm, &r.pool, &r.network) {
+        (Some(vm), None, None) => {
+            if !state.daemon.has_vm(vm) {
+                return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no VM named '{vm}'")));
+            }
+            vm.clone()
+        }
+        (None, Some(pool), None) => {
+            state.daemon.ctx().pools.dir(pool)?;
+            confine::pool_object(pool)
+        }
+        (None, None, Some(net)) => {
+            if !state.daemon.ctx().networks.exists(net) {
+                return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no network named '{net}'")));
+            }
+            confine::network_object(net)
+        }
+        _ => return Err(ApiError::bad("give exactly one of vm, pool and network")),
+    };
+    if object.contains('/') && r.right != RightKind::Use {
+        return Err(ApiError::bad("pools and networks have one right: use"));
     }
-    state.store.grant(&AclEntry { user: r.user, vm: r.vm, right: r.right.name().into() })?;
+    state.store.grant(&AclEntry { user: r.user, vm: object, right: r.right.name().into() })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes a right on a storage pool.
+#[utoipa::path(delete, path = "/api/acl/{user}/pools/{pool}/{right}", tag = "users",
+    params(("user" = String, Path, description = "User"), ("pool" = String, Path, description = "Storage pool"), ("right" = RightKind, Path, description = "Right")),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn revoke_pool(
+    State(state): State<AppState>,
+    p: Principal,
+    P((user, pool, right)): P<(String, String, RightKind)>,
+) -> ApiResult<StatusCode> {
+    need(&state, &p, Need::Admin)?;
+    state.store.revoke(&AclEntry { user, vm: confine::pool_object(&pool), right: right.name().into() })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes a right on a network.
+#[utoipa::path(delete, path = "/api/acl/{user}/networks/{net}/{right}", tag = "users",
+    params(("user" = String, Path, description = "User"), ("net" = String, Path, description = "Network"), ("right" = RightKind, Path, description = "Right")),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn revoke_network(
+    State(state): State<AppState>,
+    p: Principal,
+    P((user, net, right)): P<(String, String, RightKind)>,
+) -> ApiResult<StatusCode> {
+    need(&state, &p, Need::Admin)?;
+    state.store.revoke(&AclEntry { user, vm: confine::network_object(&net), right: right.name().into() })?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1261,15 +1340,19 @@ async fn delete_hook(State(state): State<AppState>, p: Principal, P(id): P<u64>)
 /// The OpenAPI document of every endpoint.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "vine", description = "vine's management API: VMs, host, events, users and rights, event scripts, metrics."),
+    info(title = "vine", description = "vine's management API: VMs, storage pools and volumes, networks, host, events, users and rights, event scripts, metrics."),
     paths(login, logout, me, my_password, host, list_vms, create_vm, show_vm, set_vm, delete_vm, control_vm, console, add_nic, remove_nic, list_networks, create_network, show_network,
           delete_network, reserve, leases,
           events, metrics, live_metrics, list_users, create_user, delete_user, user_password, list_tokens, create_token,
-          delete_token, list_acl, grant, revoke, list_hooks, create_hook, delete_hook, openapi,
-          crate::console::serial_ws, crate::console::vnc_ws, crate::console::event_stream),
+          delete_token, list_acl, grant, revoke, revoke_pool, revoke_network, list_hooks, create_hook, delete_hook, openapi,
+          crate::console::serial_ws, crate::console::vnc_ws, crate::console::event_stream,
+          pools::list_pools, pools::create_pool, pools::show_pool, pools::delete_pool, pools::list_volumes,
+          pools::create_volume, pools::show_volume, pools::delete_volume, pools::upload, pools::download),
     components(schemas(ErrorBody, Login, Issued, Me, Right, RightKind, NewPassword, NewDisk, NewNic, NewVm, Reservation, VmInfo, daemon::protocol::NicInfo,
                        daemon::protocol::CpuInfo, Changes, ControlOptions, daemon::protocol::UndoAction, Control,
-                       vmm::VmState, ConsoleLog, Event, UserInfo, NewUser, TokenInfo, NewToken, Hook, NewHook)),
+                       vmm::VmState, ConsoleLog, Event, UserInfo, NewUser, TokenInfo, NewToken, Hook, NewHook,
+                       pools::NewPool, pools::NewVolume, daemon::pools::PoolInfo, daemon::pools::VolumeInfo,
+                       daemon::pools::VolumeFormat)),
     modifiers(&Security),
     security(("token" = []), ("session" = []))
 )]
@@ -1342,6 +1425,10 @@ pub const BODY_LIMIT: usize = 1 << 20;
 /// bytes behind that would make the server drop a keep-alive connection under the client's next
 /// request. A body over the limit is answered 413 and the connection is closed.
 async fn read_body(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    // A volume upload streams its body to disk (its handler reads it all, whatever it answers).
+    if req.method() == axum::http::Method::PUT && req.uri().path().ends_with("/content") {
+        return next.run(req).await;
+    }
     let (parts, body) = req.into_parts();
     match axum::body::to_bytes(body, BODY_LIMIT).await {
         Ok(bytes) => next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await,
@@ -1387,6 +1474,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/tokens/{id}", delete(delete_token))
         .route("/api/acl", get(list_acl).post(grant))
         .route("/api/acl/{user}/{vm}/{right}", delete(revoke))
+        .route("/api/acl/{user}/pools/{pool}/{right}", delete(revoke_pool))
+        .route("/api/acl/{user}/networks/{net}/{right}", delete(revoke_network))
+        .route("/api/pools", get(pools::list_pools).post(pools::create_pool))
+        .route("/api/pools/{pool}", get(pools::show_pool).delete(pools::delete_pool))
+        .route("/api/pools/{pool}/volumes", get(pools::list_volumes).post(pools::create_volume))
+        .route("/api/pools/{pool}/volumes/{volume}", get(pools::show_volume).delete(pools::delete_volume))
+        .route("/api/pools/{pool}/volumes/{volume}/content", get(pools::download).put(pools::upload))
         .route("/api/hooks", get(list_hooks).post(create_hook))
         .route("/api/hooks/{id}", delete(delete_hook))
         .route("/api/vms/{name}/console/ws", get(crate::console::serial_ws))

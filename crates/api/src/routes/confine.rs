@@ -1,0 +1,176 @@
+//! Confinement: what a user who is not the administrator may name in a VM. They name disks,
+//! CD/DVDs, kernels and initrds only as volumes (`POOL/NAME`) of storage pools they may use,
+//! never a host path; a volume's parent chain stays inside such pools; a volume that a VM they
+//! may not configure attaches is not theirs to attach (unless both sides only read it); and
+//! NICs go only to networks they may use. Each refusal is a 403 whose sentence names the field.
+//! The administrator may name anything. These run on the blocking pool (store and file reads).
+
+use std::path::{Path, PathBuf};
+
+use axum::http::StatusCode;
+use daemon::pools::Link;
+use daemon::server::attachments;
+use vmconfig::VmDefinition;
+
+use super::{has_right, ApiError, ApiResult, AppState};
+use crate::auth::Principal;
+
+/// The key a pool's rights are stored under (VM names never hold a `/`).
+pub fn pool_object(pool: &str) -> String {
+    format!("pool/{pool}")
+}
+
+/// The key a network's rights are stored under.
+pub fn network_object(network: &str) -> String {
+    format!("network/{network}")
+}
+
+fn forbidden(message: String) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, message)
+}
+
+/// Refuses a volume that a VM `p` may not configure attaches (for a download or a delete: the
+/// volume's own bytes, whatever it stands on).
+pub fn check_not_anothers(state: &AppState, p: &Principal, field: &str, path: &str) -> ApiResult<()> {
+    if p.admin {
+        return Ok(());
+    }
+    let Ok(file) = state.daemon.ctx().pools.resolve(path) else { return Ok(()) };
+    let Ok(file) = std::fs::canonicalize(file) else { return Ok(()) };
+    let users = state.daemon.volume_users();
+    for theirs in users.get(&file).into_iter().flatten() {
+        if !has_right(state, p, &theirs.vm, "configure") {
+            return Err(forbidden(format!(
+                "{field}: volume {path} is a disk of VM '{}', which user '{}' may not configure",
+                theirs.vm, p.user
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `p` may use storage pool `pool`.
+pub fn may_use_pool(state: &AppState, p: &Principal, pool: &str) -> bool {
+    has_right(state, p, &pool_object(pool), "use")
+}
+
+/// Whether `p` may attach NICs to `network`.
+pub fn may_use_network(state: &AppState, p: &Principal, network: &str) -> bool {
+    has_right(state, p, &network_object(network), "use")
+}
+
+/// The field names of a definition's files, in the order [`attachments`] gives them.
+fn fields(d: &VmDefinition) -> Vec<String> {
+    let mut f: Vec<String> = (0..d.disks.len()).map(|i| format!("disks[{i}]")).collect();
+    if let Some(k) = &d.kernel {
+        f.push("kernel".into());
+        if k.initrd.is_some() {
+            f.push("initrd".into());
+        }
+    }
+    f
+}
+
+/// Checks a new VM's files and networks for `p`.
+pub fn check_vm(state: &AppState, p: &Principal, def: &VmDefinition) -> ApiResult<()> {
+    if p.admin {
+        return Ok(());
+    }
+    for (field, (path, mine)) in fields(def).into_iter().zip(attachments(def)) {
+        check_volume(state, p, &field, &path, mine.writable, Some(&def.name))?;
+    }
+    for (i, n) in def.nics.iter().enumerate() {
+        if !may_use_network(state, p, &n.network) {
+            return Err(forbidden(format!(
+                "user '{}' may not use network '{}' (nics[{i}]): an administrator grants it with \
+                 `vine acl grant {} use --network {}`",
+                p.user, n.network, p.user, n.network
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `p` may attach `path` (`writable` or not) in `field` of VM `vm` (a new one).
+pub fn check_volume(
+    state: &AppState,
+    p: &Principal,
+    field: &str,
+    path: &str,
+    writable: bool,
+    vm: Option<&str>,
+) -> ApiResult<()> {
+    if p.admin {
+        return Ok(());
+    }
+    let Some((pool, _)) = vmconfig::volume_ref(path) else {
+        return Err(forbidden(format!(
+            "user '{}' may not name host paths ({field}: {}): only the administrator may; name a volume \
+             POOL/NAME of a storage pool you may use",
+            p.user,
+            daemon::protocol::clip(path)
+        )));
+    };
+    if !may_use_pool(state, p, pool) {
+        return Err(forbidden(format!(
+            "user '{}' may not use storage pool '{pool}' ({field}: {path})",
+            p.user
+        )));
+    }
+    check_chain(state, p, field, path, writable, vm)
+}
+
+/// Checks that no VM `p` may not configure attaches `path`'s file or its parents while either
+/// side writes, and that its parents are volumes of pools `p` may use.
+fn check_chain(
+    state: &AppState,
+    p: &Principal,
+    field: &str,
+    path: &str,
+    writable: bool,
+    vm: Option<&str>,
+) -> ApiResult<()> {
+    let pools = &state.daemon.ctx().pools;
+    // A missing volume is the daemon's 400, after the rights.
+    let Ok(file) = pools.resolve(path) else { return Ok(()) };
+    let users = state.daemon.volume_users();
+    let others = |f: &Path, me_writes: bool| -> ApiResult<()> {
+        let Ok(f) = std::fs::canonicalize(f) else { return Ok(()) };
+        for theirs in users.get(&f).into_iter().flatten() {
+            if Some(theirs.vm.as_str()) == vm || !(me_writes || theirs.writable) {
+                continue;
+            }
+            if !has_right(state, p, &theirs.vm, "configure") {
+                return Err(forbidden(format!(
+                    "{field}: volume {path} is a disk of VM '{}', which user '{}' may not configure",
+                    theirs.vm, p.user
+                )));
+            }
+        }
+        Ok(())
+    };
+    others(&file, writable)?;
+    for link in pools.chain(&file) {
+        match link {
+            Link::Host(_) => {
+                return Err(forbidden(format!(
+                    "{field}: volume {path} stands on a file outside every storage pool; user '{}' may not use it",
+                    p.user
+                )));
+            }
+            Link::Volume(v) => {
+                let (parent_pool, _) = vmconfig::volume_ref(&v).expect("a pool volume");
+                if !may_use_pool(state, p, parent_pool) {
+                    return Err(forbidden(format!(
+                        "{field}: volume {path} stands on {v}, in storage pool '{parent_pool}', which user '{}' may not use",
+                        p.user
+                    )));
+                }
+                let parent: PathBuf = pools.resolve(&v).map_err(ApiError::from)?;
+                // Reading a disk that another VM writes is reading that VM's data.
+                others(&parent, false)?;
+            }
+        }
+    }
+    Ok(())
+}
