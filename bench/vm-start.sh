@@ -20,6 +20,7 @@ else
 fi
 KIT=${VINE_KIT_DIR:-/var/lib/vine/kit}
 work=$(mktemp -d /var/tmp/vine-bench-vm.XXXXXX)
+chmod 711 "$work"  # vine's QEMU runs as the emulator user, who crosses it to its VM's directory
 daemon=""
 cleanup() {
     if [ -n "$daemon" ]; then

@@ -85,10 +85,25 @@ def size(path):
         return 0
 
 
-def raw_args(vine_args, vm_dir, raw_dir):
+def raw_args(vine_args, vm_dir, raw_dir, fds):
     """vine's QEMU arguments without -S, every file of the VM's directory (QMP and console sockets,
-    console log, VNC socket) moved to `raw_dir`. Returns (args, QMP socket, console log)."""
-    out = [a.replace(vm_dir, raw_dir) for a in vine_args if a != "-S"]
+    console log, VNC socket) moved to `raw_dir`, and the files vine passed as descriptors
+    (`/proc/self/fd/N`, `-add-fd` sets; `fds` maps N to the file) named by their paths. Returns
+    (args, QMP socket, console log)."""
+    sets = {}
+    out = []
+    args = iter(a for a in vine_args if a != "-S")
+    for a in args:
+        if a == "-add-fd":
+            opts = dict(kv.split("=", 1) for kv in next(args).split(","))
+            sets[opts["set"]] = fds[int(opts["fd"])]
+            continue
+        out.append(a)
+    for n, path in fds.items():
+        out = [a.replace(f"/proc/self/fd/{n}", path) for a in out]
+    for s, path in sets.items():
+        out = [a.replace(f"/dev/fdset/{s}", path) for a in out]
+    out = [a.replace(vm_dir, raw_dir) for a in out]
     qmp = out[out.index("-qmp") + 1].removeprefix("unix:").split(",")[0]
     serial = next(a for a in out if a.startswith("socket,id=serial0,") or a.startswith("file,id=serial0,"))
     opts = dict(kv.split("=", 1) for kv in serial.split(",")[1:] if "=" in kv)
@@ -198,8 +213,12 @@ class Vine:
         wait_marker(self.console, off)
         res["start_vine"].append(time.monotonic() - t)
         if self.argv is None:
-            argv = open(f"/proc/{show()['pid']}/cmdline", "rb").read().split(b"\0")[:-1]
+            pid = show()["pid"]
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[:-1]
             self.argv = [a.decode() for a in argv]
+            # The files vine opened for its QEMU (kernel, initrd, CD/DVDs), by their paths.
+            self.fds = {int(n): os.readlink(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd")
+                        if int(n) >= 10 and os.path.isfile(os.readlink(f"/proc/{pid}/fd/{n}"))}
 
     def save_restore(self, res):
         t = time.monotonic()
@@ -224,13 +243,13 @@ class ByHand:
     """vine's QEMU command line run by hand (`raw`), or by a shell that first joins a cgroup set up
     like vine's (`rawcg`), driven over QMP by this script."""
 
-    def __init__(self, name, argv, vm_dir):
+    def __init__(self, name, argv, vm_dir, fds):
         self.name = name
         self.wrap = in_cgroup if name == "rawcg" else (lambda a: a)
         d = f"{WORK}/{name}"
         os.makedirs(d, exist_ok=True)
         self.bin = argv[0]
-        self.args, self.qmp_path, self.console = raw_args(argv[1:], vm_dir, d)
+        self.args, self.qmp_path, self.console = raw_args(argv[1:], vm_dir, d, fds)
         self.state = f"{WORK}/{name}-state.bin"
         self.log = open(f"{WORK}/{name}-qemu.log", "ab")
         self.proc = None
@@ -311,7 +330,7 @@ def main():
     v.stop()
     for k in res:
         res[k].clear()
-    sides = [v] + [ByHand(n, v.argv, vm_dir) for n in names[1:]]
+    sides = [v] + [ByHand(n, v.argv, vm_dir, v.fds) for n in names[1:]]
     try:
         for r in range(ROUNDS):
             order = sides if r % 2 == 0 else sides[::-1]

@@ -91,9 +91,24 @@ install_schemathesis() {
     fi
 }
 
+# The unprivileged system user QEMU and vine's disk servers run as (as Debian's libvirt makes
+# libvirt-qemu): no home, no shell, in the kvm group for /dev/kvm.
+EMULATOR_USER=vine-qemu
+make_emulator_user() {
+    if ! getent passwd "$EMULATOR_USER" >/dev/null; then
+        log "creating the system user $EMULATOR_USER"
+        useradd --system --user-group --no-create-home --home-dir /nonexistent \
+            --shell /usr/sbin/nologin --comment "vine emulators" "$EMULATOR_USER"
+    fi
+    if getent group kvm >/dev/null && ! id -nG "$EMULATOR_USER" | grep -qw kvm; then
+        usermod -a -G kvm "$EMULATOR_USER"
+    fi
+}
+
 need_root
 add_backports
 install_packages
+make_emulator_user
 install_schemathesis
 check_tools
 # The web admin site: npm packages (web/package-lock.json) and the built pages in web/dist.

@@ -61,6 +61,8 @@ pub struct Ctx {
     pub trash: crate::trash::Trash,
     /// Storage pools and their volumes.
     pub pools: crate::pools::Pools,
+    /// The user QEMU runs as.
+    pub emulator: sandbox::User,
 }
 
 impl Ctx {
@@ -648,6 +650,8 @@ impl Actor {
                 leases.push((l, d.shared));
             }
             let nics = self.ctx.networks.plug(&self.name, def)?;
+            self.prepare_run_dir()?;
+            let (def, passed, fdsets) = &self.with_descriptors(def)?;
             let eps: Vec<NbdEndpoint> = leases
                 .iter()
                 .map(|(l, _)| NbdEndpoint { socket: l.socket.clone(), export: l.export.clone() })
@@ -661,6 +665,8 @@ impl Actor {
                 vnc_socket: &self.paths.vnc,
                 disks: &eps,
                 nics: &nics,
+                fdsets,
+                sandbox: true,
             };
             let mut args = qemu_args(&plan).map_err(|e| e.to_string())?;
             args.push("-S".into());
@@ -671,6 +677,21 @@ impl Actor {
             tracing::debug!(vm = self.name, "launch: disks served, starting QEMU");
             let mut cmd = Command::new(&self.ctx.qemu);
             cmd.args(&args);
+            // QEMU inherits the files vine opened for it and runs as the emulator user from its
+            // first instruction.
+            let mappings = passed
+                .iter()
+                .map(|(f, child_fd)| {
+                    f.try_clone().map(|parent_fd| command_fds::FdMapping {
+                        parent_fd: parent_fd.into(),
+                        child_fd: *child_fd,
+                    })
+                })
+                .collect::<std::io::Result<Vec<_>>>()
+                .map_err(|e| format!("cannot pass files to QEMU: {e}"))?;
+            command_fds::CommandFdExt::fd_mappings(&mut cmd, mappings)
+                .map_err(|e| format!("cannot pass files to QEMU: {e}"))?;
+            sandbox::run_as(&mut cmd, &self.ctx.emulator);
             let log_from = std::fs::metadata(&self.paths.qemu_log).map(|m| m.len()).unwrap_or(0);
             let (mut child, id) =
                 process::spawn_detached(cmd, &self.paths.qemu_log).map_err(|e| e.to_string())?;
@@ -757,6 +778,58 @@ impl Actor {
             }
         }
         Ok(d)
+    }
+
+    /// Makes QEMU's own directory, the emulator user's alone (sockets, console log, saved state),
+    /// inside the VM's directory, which it may cross but not list.
+    fn prepare_run_dir(&self) -> Res<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let run = &self.paths.run;
+        std::fs::create_dir_all(run).map_err(|e| format!("cannot create {}: {e}", run.display()))?;
+        let u = &self.ctx.emulator;
+        std::os::unix::fs::chown(run, Some(u.uid), Some(u.gid))
+            .map_err(|e| format!("cannot give {} to {}: {e}", run.display(), u.name))?;
+        for (dir, mode) in [(run, 0o700), (&self.paths.dir, 0o711)] {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Opens the files QEMU reads itself — kernel, initrd, CD/DVD images — so that QEMU, which
+    /// may reach no image by its path, gets them as inherited descriptors: the kernel and
+    /// initrd as `/proc/self/fd/N`, each CD/DVD as an fd set (`/dev/fdset/S`). Returns the
+    /// definition naming them so, the open files with their numbers in QEMU, and the fd sets.
+    #[allow(clippy::type_complexity)]
+    fn with_descriptors(
+        &self,
+        def: &VmDefinition,
+    ) -> Res<(VmDefinition, Vec<(std::fs::File, i32)>, Vec<(i32, u32)>)> {
+        /// QEMU's first inherited descriptor (0–2 are its standard streams).
+        const FIRST_FD: i32 = 10;
+        let mut d = def.clone();
+        let mut passed: Vec<(std::fs::File, i32)> = Vec::new();
+        let mut fdsets = Vec::new();
+        let mut open = |field: String, path: &str| -> Res<i32> {
+            let f = std::fs::File::open(path)
+                .map_err(|e| refused(format!("{field}: cannot open {path}: {e}")))?;
+            let n = FIRST_FD + passed.len() as i32;
+            passed.push((f, n));
+            Ok(n)
+        };
+        if let Some(k) = d.kernel.as_mut() {
+            k.kernel = format!("/proc/self/fd/{}", open("kernel.kernel".into(), &k.kernel)?);
+            if let Some(initrd) = k.initrd.as_mut() {
+                *initrd = format!("/proc/self/fd/{}", open("kernel.initrd".into(), initrd)?);
+            }
+        }
+        for (i, disk) in d.disks.iter_mut().enumerate().filter(|(_, x)| x.cdrom) {
+            let n = open(format!("disk[{i}].path"), &disk.path)?;
+            let set = fdsets.len() as u32 + 1;
+            fdsets.push((n, set));
+            disk.path = format!("/dev/fdset/{set}");
+        }
+        Ok((d, passed, fdsets))
     }
 
     /// The undo disk over disk `index` (created if this is a new session).

@@ -69,6 +69,8 @@ struct Server {
 pub struct DiskServers {
     exe: PathBuf,
     dir: PathBuf,
+    /// The user servers become once their image and socket are open.
+    run_as: Option<String>,
     servers: Mutex<BTreeMap<PathBuf, Server>>,
 }
 
@@ -94,9 +96,10 @@ fn signal(id: Identity, sig: libc::c_int) {
 }
 
 impl DiskServers {
-    /// Servers started as `exe disk serve …`, sockets and logs in `dir`.
-    pub fn new(exe: PathBuf, dir: PathBuf) -> DiskServers {
-        DiskServers { exe, dir, servers: Mutex::new(BTreeMap::new()) }
+    /// Servers started as `exe disk serve …`, sockets and logs in `dir`, each becoming `run_as`
+    /// (confined by seccomp) once it has opened its image and socket.
+    pub fn new(exe: PathBuf, dir: PathBuf, run_as: Option<String>) -> DiskServers {
+        DiskServers { exe, dir, run_as, servers: Mutex::new(BTreeMap::new()) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<PathBuf, Server>> {
@@ -142,6 +145,9 @@ impl DiskServers {
         }
         if read_only {
             cmd.arg("--read-only");
+        }
+        if let Some(u) = &self.run_as {
+            cmd.args(["--run-as", u]);
         }
         let start = |problem: String| DiskError::Start { path: path.to_path_buf(), problem };
         let (mut child, id) = process::spawn_detached(cmd, &log).map_err(|e| start(e.to_string()))?;
@@ -277,7 +283,7 @@ mod tests {
     fn an_unshared_disk_is_refused_to_a_second_vm_before_anything_starts() {
         let dir = tempfile::tempdir().unwrap();
         // `/bin/false` stands in for the server: it exits at once, but the refusal comes first.
-        let ds = DiskServers::new("/bin/false".into(), dir.path().to_path_buf());
+        let ds = DiskServers::new("/bin/false".into(), dir.path().to_path_buf(), None);
         let path = dir.path().join("x.vhd");
         let id = process::identify(std::process::id()).unwrap();
         ds.lock().insert(

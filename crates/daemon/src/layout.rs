@@ -3,15 +3,20 @@
 //! ```text
 //! <data>/vine.db                    the state store (SQLite)
 //! <data>/vms/<name>/<name>.vm.toml  the VM's definition (the file external tools read and edit)
-//! <data>/vms/<name>/console.log     what the first serial port wrote
-//! <data>/vms/<name>/console.sock    the first serial port, live (the web console attaches here)
-//! <data>/vms/<name>/vnc.sock        the graphical console (VNC)
 //! <data>/vms/<name>/qemu.log        QEMU's own output
-//! <data>/vms/<name>/qmp.sock        QEMU's QMP socket
-//! <data>/vms/<name>/state.bin       the saved state (memory and devices), while saved
 //! <data>/vms/<name>/undo/diskN.vhd  undo (differencing) disks, while undo disks are on
-//! <data>/disks/<id>.sock, .log      the NBD server of one disk image
+//! <data>/vms/<name>/run/            QEMU's own directory, owned by the emulator user (0700):
+//!     console.log                   what the first serial port wrote
+//!     console.sock                  the first serial port, live (the web console attaches here)
+//!     vnc.sock                      the graphical console (VNC)
+//!     qmp.sock                      QEMU's QMP socket
+//!     state.bin                     the saved state (memory and devices), while saved
+//! <data>/disks/<id>.sock, .log      the NBD server of one disk image (the socket the emulator
+//!                                   user's)
 //! ```
+//!
+//! QEMU runs as the unprivileged emulator user and may write only `run/`: the definition, the
+//! undo disks and everything else stay root's, so an escaped guest cannot rewrite its VM.
 
 use std::path::{Path, PathBuf};
 
@@ -36,21 +41,25 @@ pub struct VmPaths {
     pub state: PathBuf,
     /// Undo disks directory.
     pub undo: PathBuf,
+    /// QEMU's directory (sockets, console log, saved state), the emulator user's.
+    pub run: PathBuf,
 }
 
 impl VmPaths {
     /// The paths of VM `name` under `data`.
     pub fn new(data: &Path, name: &str) -> VmPaths {
         let dir = data.join("vms").join(name);
+        let run = dir.join("run");
         VmPaths {
             definition: dir.join(format!("{name}.vm.toml")),
-            console: dir.join("console.log"),
-            console_socket: dir.join("console.sock"),
-            vnc: dir.join("vnc.sock"),
+            console: run.join("console.log"),
+            console_socket: run.join("console.sock"),
+            vnc: run.join("vnc.sock"),
             qemu_log: dir.join("qemu.log"),
-            qmp: dir.join("qmp.sock"),
-            state: dir.join("state.bin"),
+            qmp: run.join("qmp.sock"),
+            state: run.join("state.bin"),
             undo: dir.join("undo"),
+            run,
             dir,
         }
     }

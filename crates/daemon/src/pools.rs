@@ -178,7 +178,16 @@ impl Pools {
         if !path.starts_with('/') || path.len() > vmconfig::MAX_PATH || path.contains('\0') {
             return Err(invalid(format!("path: {:?} is not an absolute path", crate::protocol::clip(path))));
         }
-        std::fs::create_dir_all(path).map_err(|e| invalid(format!("path: cannot create {path}: {e}")))?;
+        if std::fs::symlink_metadata(path).is_err() {
+            // A directory vine makes is root's alone: QEMU and the disk servers, which run as the
+            // emulator user, get its volumes only as descriptors vine opened.
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(|e| invalid(format!("path: cannot create {path}: {e}")))?;
+        }
         let dir = std::fs::canonicalize(path).map_err(|e| invalid(format!("path: {path}: {e}")))?;
         if !dir.is_dir() {
             return Err(invalid(format!("path: {} is not a directory", dir.display())));

@@ -41,6 +41,8 @@ pub struct Config {
     pub cgroup_parent: String,
     /// How often running VMs' CPU use is sampled.
     pub sample_interval: std::time::Duration,
+    /// The unprivileged user QEMU and the disk servers run as (`root`: unconfined).
+    pub emulator_user: String,
 }
 
 /// Errors starting the daemon.
@@ -66,6 +68,21 @@ pub enum DaemonError {
     /// Host facts could not be read.
     #[error(transparent)]
     Host(#[from] host::HostError),
+    /// The emulator user cannot be used.
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::SandboxError),
+    /// The emulator user cannot reach the VMs' directories.
+    #[error("QEMU runs as '{user}', which cannot reach {data}: {dir} is mode {mode:o}; make it searchable (chmod o+x {dir}) or choose another --data-dir")]
+    Unreachable {
+        /// The emulator user.
+        user: String,
+        /// The VMs' directory.
+        data: PathBuf,
+        /// The directory in the way.
+        dir: PathBuf,
+        /// Its mode.
+        mode: u32,
+    },
     /// A background thread could not be started.
     #[error("cannot start the daemon's {what} thread: {source}")]
     Thread {
@@ -103,10 +120,14 @@ impl Daemon {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&layout::database(&cfg.data_dir))?);
         let host = host::host_info(&host::LiveHost)?;
         let resources = Resources::new(host.cpus, host.memory_bytes, host.cgroup.clone(), &cfg.cgroup_parent);
-        let disks = DiskServers::new(cfg.vine_exe.clone(), layout::disks_dir(&cfg.data_dir));
+        let emulator = sandbox::User::lookup(&cfg.emulator_user)?;
+        reachable(&cfg.data_dir.join("vms"), &emulator)?;
+        let run_as = (!emulator.is_root()).then(|| emulator.name.clone());
+        let disks = DiskServers::new(cfg.vine_exe.clone(), layout::disks_dir(&cfg.data_dir), run_as);
         let store_for_pools = store.clone();
         let networks =
-            Networks::open(&cfg.data_dir, cfg.vine_exe.clone(), store.clone(), Arc::new(netconf::Live))?;
+            Networks::open(&cfg.data_dir, cfg.vine_exe.clone(), store.clone(), Arc::new(netconf::Live))?
+                .with_tap_owner((!emulator.is_root()).then_some(emulator.uid));
         let ctx = Arc::new(Ctx {
             data: cfg.data_dir.clone(),
             store,
@@ -117,6 +138,7 @@ impl Daemon {
             observers: Mutex::new(Vec::new()),
             networks,
             pools: crate::pools::Pools::open(store_for_pools)?,
+            emulator,
             trash: crate::trash::Trash::start()
                 .map_err(|source| DaemonError::Thread { what: "trash", source })?,
         });
@@ -684,6 +706,39 @@ impl Daemon {
         let v = view.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Ok(serde_json::to_value(actor::info(&self.ctx, &v)).expect("serialises"))
     }
+}
+
+/// Checks that `user` may cross every directory down to `vms` (QEMU reaches its run directory
+/// there), making the data directory and `vms` searchable (mode o+x, not listable) if they are
+/// not: they are vine's own.
+fn reachable(vms: &Path, user: &sandbox::User) -> Result<(), DaemonError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if user.is_root() {
+        return Ok(());
+    }
+    let ours = [vms, vms.parent().unwrap_or(vms)];
+    for dir in vms.ancestors() {
+        let m = std::fs::metadata(dir).map_err(io("cannot read", dir))?;
+        let mode = m.mode() & 0o7777;
+        let can = (m.uid() == user.uid && mode & 0o100 != 0)
+            || ((m.gid() == user.gid || user.groups.contains(&m.gid())) && mode & 0o010 != 0)
+            || mode & 0o001 != 0;
+        if can {
+            continue;
+        }
+        if ours.contains(&dir) {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o111))
+                .map_err(io("cannot make searchable", dir))?;
+            continue;
+        }
+        return Err(DaemonError::Unreachable {
+            user: user.name.clone(),
+            data: vms.to_path_buf(),
+            dir: dir.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
 }
 
 /// How a VM attaches a file.

@@ -14,8 +14,9 @@ pub trait Kernel: Send + Sync {
     fn ensure(&self, plan: &BridgePlan) -> Result<bool, NetError>;
     /// Removes a network's rules and bridge.
     fn remove(&self, bridge: &str) -> Result<(), NetError>;
-    /// Creates a persistent tap plugged into `bridge`.
-    fn ensure_tap(&self, tap: &str, bridge: &str) -> Result<(), NetError>;
+    /// Creates a persistent tap plugged into `bridge`, owned by `owner` (a uid that may then open
+    /// it without privileges: the emulator user's).
+    fn ensure_tap(&self, tap: &str, bridge: &str, owner: Option<u32>) -> Result<(), NetError>;
     /// Plugs an existing tap (held open by QEMU) into `bridge` and sets it up.
     fn replug(&self, tap: &str, bridge: &str) -> Result<(), NetError>;
     /// Deletes a tap (nothing if there is none).
@@ -37,8 +38,8 @@ impl Kernel for Live {
     fn remove(&self, bridge: &str) -> Result<(), NetError> {
         crate::remove(bridge)
     }
-    fn ensure_tap(&self, tap: &str, bridge: &str) -> Result<(), NetError> {
-        crate::ensure_tap(tap, bridge)
+    fn ensure_tap(&self, tap: &str, bridge: &str, owner: Option<u32>) -> Result<(), NetError> {
+        crate::ensure_tap(tap, bridge, owner)
     }
     fn replug(&self, tap: &str, bridge: &str) -> Result<(), NetError> {
         let mut nl = crate::Netlink::open()?;
@@ -119,8 +120,11 @@ impl Kernel for Recording {
         }
         Ok(())
     }
-    fn ensure_tap(&self, tap: &str, bridge: &str) -> Result<(), NetError> {
-        self.note(format!("tap {tap} {bridge}"));
+    fn ensure_tap(&self, tap: &str, bridge: &str, owner: Option<u32>) -> Result<(), NetError> {
+        match owner {
+            Some(uid) => self.note(format!("tap {tap} {bridge} owner {uid}")),
+            None => self.note(format!("tap {tap} {bridge}")),
+        }
         let mut links = self.links();
         if !links.contains_key(bridge) {
             return Err(NetError::NoSuchLink(bridge.to_string()));

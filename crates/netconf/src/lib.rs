@@ -135,8 +135,8 @@ pub fn remove(bridge: &str) -> Result<(), NetError> {
 }
 
 /// Creates a VM NIC's persistent tap and plugs it into `bridge`.
-pub fn ensure_tap(tap: &str, bridge: &str) -> Result<(), NetError> {
-    tap::create_tap(tap)?;
+pub fn ensure_tap(tap: &str, bridge: &str, owner: Option<u32>) -> Result<(), NetError> {
+    tap::create_tap(tap, owner)?;
     let mut nl = Netlink::open()?;
     nl.set_master(tap, bridge)?;
     nl.set_up(tap, true)

@@ -11,6 +11,8 @@ use crate::NetError;
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 /// `TUNSETPERSIST` = `_IOW('T', 203, int)`.
 const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
+/// `TUNSETOWNER` = `_IOW('T', 204, int)`: the uid that may attach to the tap unprivileged.
+const TUNSETOWNER: libc::c_ulong = 0x4004_54cc;
 /// A layer-2 device.
 const IFF_TAP: libc::c_short = 0x0002;
 /// No packet-information header.
@@ -18,8 +20,8 @@ const IFF_NO_PI: libc::c_short = 0x1000;
 /// `struct ifreq` size on Linux.
 const IFREQ_LEN: usize = 40;
 
-/// Creates (or re-opens) the persistent tap `name`.
-pub fn create_tap(name: &str) -> Result<(), NetError> {
+/// Creates (or re-opens) the persistent tap `name`, owned by `owner` when given.
+pub fn create_tap(name: &str, owner: Option<u32>) -> Result<(), NetError> {
     check_name(name)?;
     let f = std::fs::File::options()
         .read(true)
@@ -36,6 +38,15 @@ pub fn create_tap(name: &str) -> Result<(), NetError> {
     // SAFETY: TUNSETPERSIST takes an integer argument by value.
     if unsafe { libc::ioctl(f.as_raw_fd(), TUNSETPERSIST, 1 as libc::c_ulong) } < 0 {
         return Err(NetError::io(&format!("make tap {name} persistent"), std::io::Error::last_os_error()));
+    }
+    if let Some(uid) = owner {
+        // SAFETY: TUNSETOWNER takes the owner's uid by value.
+        if unsafe { libc::ioctl(f.as_raw_fd(), TUNSETOWNER, uid as libc::c_ulong) } < 0 {
+            return Err(NetError::io(
+                &format!("give tap {name} to uid {uid}"),
+                std::io::Error::last_os_error(),
+            ));
+        }
     }
     Ok(())
 }

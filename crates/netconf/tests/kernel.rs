@@ -41,7 +41,7 @@ fn bridge_tap_veth_and_rules_are_created_and_removed() {
     let mac = std::fs::read_to_string(format!("/sys/class/net/{br}/address")).unwrap();
     assert_eq!(mac.trim(), "0a:56:49:00:00:01");
     assert!(netconf::nft::exists(&br));
-    netconf::ensure_tap(&tap, &br).unwrap();
+    netconf::ensure_tap(&tap, &br, None).unwrap();
     assert_eq!(master_of(&tap).as_deref(), Some(br.as_str()));
     let mut nl = Netlink::open().unwrap();
     nl.create_veth(&va, &vb).unwrap();

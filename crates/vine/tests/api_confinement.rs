@@ -32,6 +32,10 @@ fn users_name_only_volumes_and_networks_they_may_use() {
     let (p1, p2) = (h.dir.path().join("p1"), h.dir.path().join("p2"));
     h.ok(&["pool", "create", "p1", "--path", p1.to_str().unwrap()]);
     h.ok(&["pool", "create", "p2", "--path", p2.to_str().unwrap()]);
+    // QEMU, running as the emulator user, cannot reach the pool's files by path: it boots from
+    // the descriptors vine opens for it.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&p1).unwrap().permissions().mode() & 0o777, 0o700);
     h.ok(&["network", "create", "n1", "--kind", "internal", "--subnet", "10.233.80.0/24"]);
     h.ok(&["network", "create", "n2", "--kind", "internal", "--subnet", "10.233.81.0/24"]);
     h.ok(&["user", "add", "ann", "--password", "ann-password", "--can-create"]);

@@ -22,6 +22,7 @@ fn every_control_on_a_running_guest() {
 
     h.ok(&["vm", "start", vm]);
     assert_eq!(h.state(vm), "running");
+    h.assert_confined(h.pid(vm), "QEMU");
     let mut log = h.console(vm);
     log.wait_for("VINE-BOOT-OK", BOOT).unwrap();
     let first = h.next_counter(&mut log);
@@ -102,7 +103,7 @@ fn every_control_on_a_running_guest() {
     let def = h.data.join("vms").join(vm).join("ctl1.vm.toml");
     h.ok(&["vm", "remove", vm]);
     assert!(h.fails(&["vm", "show", vm]).contains("no VM named 'ctl1'"));
-    assert!(def.exists() && h.data.join("vms/ctl1/console.log").exists());
+    assert!(def.exists() && h.data.join("vms/ctl1/run/console.log").exists());
 
     // The event log has every step.
     let events = h.ok(&["vm", "events", vm, "--json"]);
@@ -125,7 +126,7 @@ fn a_damaged_saved_state_fails_its_restore_and_is_kept() {
     log.wait_for("VINE-BOOT-OK", BOOT).unwrap();
     let before = h.next_counter(&mut log);
     h.ok(&["vm", "save", vm]);
-    let state = h.data.join("vms").join(vm).join("state.bin");
+    let state = h.data.join("vms").join(vm).join("run").join("state.bin");
     let good = std::fs::read(&state).unwrap();
     // Cut short in the middle of the guest's memory.
     std::fs::write(&state, &good[..good.len() / 2]).unwrap();
@@ -174,11 +175,14 @@ fn failed_controls_leave_a_defined_state_and_delete_removes_files() {
     assert!(e.contains("cpuz"), "{e}");
     std::fs::write(&def_path, &good).unwrap();
 
-    // Memory beyond the host: refused with the numbers, still off.
-    h.ok(&["vm", "set", vm, "--memory", "100000G"]);
+    // Memory past the bound is refused when set; memory beyond the host when started, with
+    // the numbers, and the VM is still off.
+    let e = h.fails(&["vm", "set", vm, "--memory", "100000G"]);
+    assert!(e.contains("memory: must be a whole number of MiB from 16 MiB to 4096 GiB"), "{e}");
+    h.ok(&["vm", "set", vm, "--memory", "4096G"]);
     let e = h.fails(&["vm", "start", vm]);
     assert!(
-        e.contains("cannot give 'ctl2' 107374182400000 bytes of memory") && e.contains("bytes are free"),
+        e.contains("cannot give 'ctl2' 4398046511104 bytes of memory") && e.contains("bytes are free"),
         "{e}"
     );
     assert_eq!(h.state(vm), "off");

@@ -32,7 +32,7 @@ fn each_vm_follows_its_default_actions_across_a_host_reboot() {
     let saved_counter = h.last_counter("ha-save");
 
     h.stop_daemon();
-    assert!(h.data.join("vms/ha-save/state.bin").exists(), "ha-save was not saved");
+    assert!(h.data.join("vms/ha-save/run/state.bin").exists(), "ha-save was not saved");
     assert!(!alive(pids[0]) && !alive(pids[1]) && !alive(pids[2]), "stopped VMs still run");
     assert!(h.console("ha-shut").contents().unwrap().contains("VINE-POWEROFF"), "ha-shut did not get ACPI");
     assert!(alive(pids[3]), "ha-keep should keep running");

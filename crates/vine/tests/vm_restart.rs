@@ -51,6 +51,9 @@ fn daemon_killed_while_two_vms_run_then_one_qemu_killed() {
         ]
     );
     assert_eq!(h.cgroup_pids(), servers_before, "processes changed across the daemon restart");
+    for pid in [pa, pb] {
+        h.assert_confined(pid, "QEMU after kill -9 of the daemon");
+    }
     assert!(h.ok(&["vm", "events", "--json"]).contains("found 'rs-a' running"));
 
     // The new daemon controls them: resume b, pause a.
@@ -93,7 +96,7 @@ fn a_saved_vm_whose_state_was_taken_is_off_after_a_restart() {
     h.ok(&["vm", "save", "rs-gone"]);
     assert_eq!(h.state("rs-gone"), "saved");
     h.kill_daemon();
-    let dir = h.data.join("vms/rs-gone");
+    let dir = h.data.join("vms/rs-gone/run");
     std::fs::rename(dir.join("state.bin"), dir.join("state.bin.restored")).unwrap();
     h.start_daemon();
     assert_eq!(h.state("rs-gone"), "off");

@@ -46,7 +46,16 @@ pub struct LaunchPlan<'a> {
     pub disks: &'a [NbdEndpoint],
     /// One tap per NIC, in definition order.
     pub nics: &'a [NicEndpoint],
+    /// File descriptors QEMU inherits, each in an fd set of its own (`-add-fd fd=F,set=S`), so
+    /// a CD/DVD named `/dev/fdset/S` is opened by vine, never by QEMU.
+    pub fdsets: &'a [(i32, u32)],
+    /// QEMU's seccomp sandbox ([`SANDBOX`]).
+    pub sandbox: bool,
 }
+
+/// QEMU's seccomp sandbox: obsolete system calls, gaining privileges, starting processes and
+/// changing scheduling or resource limits are all denied.
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
 /// Why a definition cannot be launched (yet).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,6 +91,12 @@ pub fn qemu_args(plan: &LaunchPlan) -> Result<Vec<String>, LaunchError> {
     push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-shutdown"]);
     push(&["-vga", "std", "-vnc", &format!("unix:{}", plan.vnc_socket.display())]);
     push(&["-qmp", &format!("unix:{},server=on,wait=off", plan.qmp_socket.display())]);
+    if plan.sandbox {
+        push(&["-sandbox", SANDBOX]);
+    }
+    for (fd, set) in plan.fdsets {
+        push(&["-add-fd", &format!("fd={fd},set={set}")]);
+    }
     let mut live_console = false;
     for (i, port) in d.serial.iter().enumerate() {
         match port {
@@ -216,11 +231,25 @@ mod tests {
             vnc_socket: Path::new("/var/v.sock"),
             disks,
             nics: &[],
+            fdsets: &[],
+            sandbox: false,
         }
     }
 
     fn joined(a: &[String]) -> String {
         a.join(" ")
+    }
+
+    #[test]
+    fn the_sandbox_and_inherited_descriptors_are_on_the_command_line() {
+        let d = def();
+        let mut p = plan(&d, &[]);
+        p.sandbox = true;
+        p.fdsets = &[(12, 1), (13, 2)];
+        let a = joined(&qemu_args(&p).unwrap());
+        assert!(a.contains(&format!("-sandbox {SANDBOX}")), "{a}");
+        assert!(a.contains("-add-fd fd=12,set=1 -add-fd fd=13,set=2"), "{a}");
+        assert!(!joined(&qemu_args(&plan(&d, &[])).unwrap()).contains("-sandbox"));
     }
 
     #[test]

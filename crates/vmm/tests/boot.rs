@@ -87,6 +87,8 @@ fn definition_boots_a_guest_from_a_vhd_served_over_nbd() {
         vnc_socket: &vnc_sock,
         disks: &eps,
         nics: &[],
+        fdsets: &[],
+        sandbox: true,
     };
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(qemu_args(&plan).unwrap());

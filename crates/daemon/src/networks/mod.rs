@@ -78,6 +78,8 @@ pub struct Networks {
     store: Arc<dyn Store>,
     kernel: Arc<dyn Kernel>,
     nets: Mutex<BTreeMap<String, Net>>,
+    /// Who owns new taps.
+    tap_owner: Option<u32>,
 }
 
 type Res<T> = Result<T, String>;
@@ -112,7 +114,13 @@ impl Networks {
                 Err(e) => tracing::error!(network = r.name, error = %e, "unreadable network record skipped"),
             }
         }
-        Ok(Networks { data: data.to_path_buf(), exe, store, kernel, nets: Mutex::new(nets) })
+        Ok(Networks { data: data.to_path_buf(), exe, store, kernel, nets: Mutex::new(nets), tap_owner: None })
+    }
+
+    /// Taps made from now on belong to `uid` (the emulator user, who opens them unprivileged).
+    pub fn with_tap_owner(mut self, uid: Option<u32>) -> Networks {
+        self.tap_owner = uid;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Net>> {

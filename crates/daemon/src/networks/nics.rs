@@ -76,7 +76,7 @@ impl Networks {
                 self.bridge_of(&nic.network).map_err(|e| format!("field `nic[{i}].network`: {e}"))?;
             let tap = self.tap_name(vm, i);
             let mac = nic.mac.clone().ok_or_else(|| format!("field `nic[{i}].mac`: no MAC allocated"))?;
-            if let Err(e) = self.kernel.ensure_tap(&tap, &bridge) {
+            if let Err(e) = self.kernel.ensure_tap(&tap, &bridge, self.tap_owner) {
                 self.unplug(vm);
                 return Err(format!("NIC {i} on network '{}': {e}", nic.network));
             }

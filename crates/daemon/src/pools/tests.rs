@@ -14,6 +14,12 @@ fn pools_are_named_directories_that_never_overlap() {
     let info = p.create("p1", d1.to_str().unwrap()).unwrap();
     assert_eq!((info.name.as_str(), info.volumes), ("p1", 0));
     assert!(d1.is_dir() && info.total_bytes > 0);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&d1).unwrap().permissions().mode() & 0o777,
+        0o700,
+        "a new pool is root's alone"
+    );
     let inner = d1.join("sub");
     let e = p.create("p2", inner.to_str().unwrap()).unwrap_err();
     assert!(matches!(&e, Failure::Refused(m) if m.contains("pool 'p1' is at")), "{e}");

@@ -36,6 +36,10 @@ pub struct DaemonArgs {
     /// scripts/web.sh) when present, else /usr/share/vine/web].
     #[arg(long)]
     pub web_dir: Option<PathBuf>,
+    /// The unprivileged user QEMU and the disk servers run as (made by scripts/setup.sh);
+    /// `root` runs them unconfined (not recommended).
+    #[arg(long, default_value = sandbox::DEFAULT_USER)]
+    pub emulator_user: String,
 }
 
 /// The socket the CLI uses: `--socket`, else VINE_SOCKET, else the default.
@@ -64,6 +68,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<i32> {
             .with_context(|| {
                 format!("--sample-interval {}: expected a positive number of seconds", args.sample_interval)
             })?,
+        emulator_user: args.emulator_user,
     };
     let mut signals =
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;

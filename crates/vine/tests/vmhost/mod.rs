@@ -35,6 +35,9 @@ impl VmHost {
     pub fn start() -> VmHost {
         let kit = Kit::ensure().expect("guest kit");
         let dir = tempfile::tempdir().unwrap();
+        // QEMU runs as the emulator user, who must cross this directory to reach its VM's.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
         let data = dir.path().join("data");
         let socket = dir.path().join("vine.sock");
         let cgroup_parent =
@@ -218,7 +221,7 @@ impl VmHost {
 
     /// The VM's console log reader.
     pub fn console(&self, name: &str) -> SerialLog {
-        SerialLog::new(self.data.join("vms").join(name).join("console.log"))
+        SerialLog::new(self.data.join("vms").join(name).join("run").join("console.log"))
     }
 
     /// Waits for the next `VINE-COUNTER n` line and returns n.
@@ -255,6 +258,37 @@ impl VmHost {
             }
         }
         out
+    }
+
+    /// Asserts that `pid` runs as the emulator user (every uid and gid) inside a seccomp filter:
+    /// the confinement of QEMU and the disk servers.
+    pub fn assert_confined(&self, pid: u32, what: &str) {
+        let id = |flag: &str| {
+            let out = Command::new("id").args([flag, "vine-qemu"]).output().expect("id runs");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let (uid, gid) = (id("-u"), id("-g"));
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            field("Uid:"),
+            vec![uid.as_str(); 4],
+            "{what} (pid {pid}) runs as another user:\n{status}"
+        );
+        assert_eq!(
+            field("Gid:"),
+            vec![gid.as_str(); 4],
+            "{what} (pid {pid}) runs in another group:\n{status}"
+        );
+        assert_eq!(field("Seccomp:"), vec!["2"], "{what} (pid {pid}) has no seccomp filter:\n{status}");
+        assert_eq!(field("NoNewPrivs:"), vec!["1"], "{what} (pid {pid}) may gain privileges:\n{status}");
     }
 
     /// Pids in this daemon's VM cgroups.

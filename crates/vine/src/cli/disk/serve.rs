@@ -29,6 +29,22 @@ pub struct ServeArgs {
     /// Allow several read-write connections at once (guest clustering, multi-conn clients).
     #[arg(long)]
     shared: bool,
+    /// Once the image and the socket are open, become this user (the socket is made theirs, so
+    /// their QEMU may connect) and deny the system calls a disk server never needs (seccomp).
+    #[arg(long)]
+    run_as: Option<String>,
+}
+
+/// Gives the socket to `user`, becomes them and installs the seccomp filter.
+fn confine(user: &str, socket: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let u = sandbox::User::lookup(user)?;
+    if let Some(s) = socket {
+        std::os::unix::fs::chown(s, Some(u.uid), Some(u.gid))
+            .with_context(|| format!("giving {} to {user}", s.display()))?;
+    }
+    sandbox::become_user(&u)?;
+    sandbox::deny_escape_syscalls()?;
+    Ok(())
 }
 
 /// Runs the server in the foreground.
@@ -55,12 +71,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
             remove_stale_socket(s)?;
             let listener = std::os::unix::net::UnixListener::bind(s)
                 .with_context(|| format!("listening on {}", s.display()))?;
+            if let Some(u) = &args.run_as {
+                confine(u, Some(s))?;
+            }
             let srv = server.clone();
             serving = std::thread::spawn(move || srv.serve(listener));
             format!("unix socket {}", s.display())
         }
         (None, Some(a)) => {
             let listener = std::net::TcpListener::bind(a).with_context(|| format!("listening on {a}"))?;
+            if let Some(u) = &args.run_as {
+                confine(u, None)?;
+            }
             let srv = server.clone();
             serving = std::thread::spawn(move || srv.serve(listener));
             format!("tcp {a}")
