@@ -361,24 +361,44 @@ impl Client {
         target: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value), ClientError> {
+        let payload = body.map(|b| b.to_string().into_bytes());
+        self.send(verifier, method, target, payload.as_deref().map(|p| ("application/json", p)))
+    }
+
+    /// Sends any bytes as a body (`content type`, bytes): for tests of what the server does with
+    /// bodies that are not what it expects.
+    pub fn request_raw(
+        &self,
+        method: &str,
+        target: &str,
+        body: Option<(&str, &[u8])>,
+    ) -> Result<(u16, Value), ClientError> {
+        let v = self.verifier();
+        self.send(&v, method, target, body)
+    }
+
+    fn send(
+        &self,
+        verifier: &std::sync::Arc<Pinned>,
+        method: &str,
+        target: &str,
+        body: Option<(&str, &[u8])>,
+    ) -> Result<(u16, Value), ClientError> {
         let path = self.path.clone();
         let io = |source| ClientError::Io { path: path.clone(), source };
         let proto = |problem: String| ClientError::Protocol { path: self.path.clone(), problem };
         let mut s = self.connect(verifier)?;
-        let payload = body.map(|b| b.to_string()).unwrap_or_default();
         let mut head = self.head(method, target);
-        if body.is_some() {
-            head.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                payload.len()
-            ));
+        if let Some((kind, payload)) = body {
+            head.push_str(&format!("Content-Type: {kind}\r\nContent-Length: {}\r\n", payload.len()));
         } else if method != "GET" && method != "DELETE" {
             head.push_str("Content-Length: 0\r\n");
         }
         head.push_str("\r\n");
         // One write: the server then has the whole request at its first read.
-        head.push_str(&payload);
-        s.write_all(head.as_bytes()).map_err(io)?;
+        let mut all = head.into_bytes();
+        all.extend_from_slice(body.map(|b| b.1).unwrap_or_default());
+        s.write_all(&all).map_err(io)?;
         s.flush().map_err(io)?;
         let raw = read_answer(&mut *s).map_err(io)?;
         parse_answer(&raw).map_err(proto)

@@ -219,6 +219,7 @@ async fn vnc_bridge(mut ws: WebSocket, mut vnc: UnixStream, name: String) {
 
 /// `GET /api/events/stream` filters.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// Only this VM.
     pub vm: Option<String>,
@@ -250,6 +251,12 @@ pub async fn event_stream(
         after: u64,
         ready: VecDeque<Event>,
         end: Option<tokio::time::Instant>,
+    }
+    if q.after > i64::MAX as u64 {
+        return Err(crate::routes::ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            format!("after: must be 0 to {}", i64::MAX),
+        ));
     }
     let end = q.seconds.map(|s| tokio::time::Instant::now() + Duration::from_secs(s.min(86_400 * 365)));
     let start = Cursor { state, p, vm: q.vm, after: q.after, ready: VecDeque::new(), end };

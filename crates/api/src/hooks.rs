@@ -2,7 +2,8 @@
 //! its VM if they name one, run with the event in their environment. Each runs in its own process
 //! group and is killed with it at its timeout; its exit status and the start of its output go to
 //! the event log (`hook.ran`, `hook.failed`, `hook.timeout`). Events of kind `hook.*` run no
-//! scripts, so a script on `*` cannot feed itself.
+//! scripts, so a script on `*` cannot feed itself. At most [`WORKERS`] scripts run at once and
+//! [`QUEUE`] wait; a run past that is dropped with a `hook.dropped` warning.
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -16,10 +17,31 @@ use store::EventRecord;
 
 /// Output kept in the event log per run.
 const OUTPUT_LIMIT: usize = 2000;
+/// Scripts running at once; more wait in the queue.
+pub const WORKERS: usize = 8;
+/// Script runs waiting; past it a run is dropped (and the drop logged).
+pub const QUEUE: usize = 256;
 
 /// Starts the thread that runs scripts for events.
 pub fn start(daemon: Arc<Daemon>) {
     let rx = daemon.ctx().subscribe();
+    // A fixed pool of workers behind a bounded queue: a burst of events cannot start a
+    // thread per script run.
+    let (jobs, queue) = std::sync::mpsc::sync_channel::<(store::HookRecord, EventRecord)>(QUEUE);
+    let queue = Arc::new(std::sync::Mutex::new(queue));
+    for i in 0..WORKERS {
+        let (d, queue) = (daemon.clone(), queue.clone());
+        std::thread::Builder::new()
+            .name(format!("hook-{i}"))
+            .spawn(move || loop {
+                let job = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                match job {
+                    Ok((h, e)) => run(&d, &h, &e),
+                    Err(_) => return,
+                }
+            })
+            .expect("threads can be started");
+    }
     std::thread::Builder::new()
         .name("hooks".into())
         .spawn(move || {
@@ -38,9 +60,17 @@ pub fn start(daemon: Arc<Daemon>) {
                     let kind_ok = h.event == "*" || h.event == e.kind;
                     let vm_ok = h.vm.is_none() || h.vm == e.vm;
                     if kind_ok && vm_ok {
-                        let d = daemon.clone();
-                        let e = e.clone();
-                        std::thread::spawn(move || run(&d, &h, &e));
+                        if let Err(std::sync::mpsc::TrySendError::Full((h, e))) = jobs.try_send((h, e.clone())) {
+                            daemon.ctx().event(
+                                e.vm.as_deref(),
+                                "warning",
+                                "hook.dropped",
+                                &format!(
+                                    "event script {} (hook {}) not run for event {}: {QUEUE} runs are already waiting",
+                                    h.script, h.id, e.id
+                                ),
+                            );
+                        }
                     }
                 }
             }

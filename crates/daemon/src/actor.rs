@@ -36,6 +36,8 @@ const TICK: Duration = Duration::from_millis(100);
 const QMP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long QEMU gets to exit after `quit` before it is killed.
 const QUIT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Most events waiting for one observer.
+pub const OBSERVER_QUEUE: usize = 4096;
 /// cgroup name for disk servers shared by several VMs (VM names cannot start with `_`).
 pub const SHARED_CGROUP: &str = "_shared-disks";
 
@@ -53,8 +55,9 @@ pub struct Ctx {
     pub disks: DiskServers,
     /// The QEMU binary.
     pub qemu: PathBuf,
-    /// Who wants to hear about each event as it is logged.
-    pub observers: Mutex<Vec<std::sync::mpsc::Sender<EventRecord>>>,
+    /// Who wants to hear about each event as it is logged (bounded queues: a slow observer
+    /// misses events rather than growing the daemon).
+    pub observers: Mutex<Vec<std::sync::mpsc::SyncSender<EventRecord>>>,
     /// Virtual networks and the MACs of NICs.
     pub networks: crate::networks::Networks,
     /// Deletes restored states in the background.
@@ -99,18 +102,27 @@ impl Ctx {
         match stored {
             Ok(id) => {
                 let logged = EventRecord { id, ..e };
-                self.observers
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .retain(|tx| tx.send(logged.clone()).is_ok());
+                self.observers.lock().unwrap_or_else(|p| p.into_inner()).retain(|tx| {
+                    match tx.try_send(logged.clone()) {
+                        Ok(()) => true,
+                        Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                            tracing::warn!(
+                                event = logged.id,
+                                "an event observer is behind; it misses this event"
+                            );
+                            true
+                        }
+                        Err(std::sync::mpsc::TrySendError::Disconnected(_)) => false,
+                    }
+                });
             }
             Err(err) => tracing::error!(error = %err, "cannot append to the event log"),
         }
     }
 
-    /// Events from now on, as they are logged.
+    /// Events from now on, as they are logged (at most [`OBSERVER_QUEUE`] waiting).
     pub fn subscribe(&self) -> std::sync::mpsc::Receiver<EventRecord> {
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = std::sync::mpsc::sync_channel(OBSERVER_QUEUE);
         self.observers.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
         rx
     }

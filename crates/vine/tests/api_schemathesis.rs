@@ -29,8 +29,11 @@ fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         .args(["--tls-verify", "false"])
         .args([
             "-c",
-            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance,negative_data_rejection",
         ])
+        // Valid requests and, in negative mode, requests the document says are invalid: these
+        // must be refused with a 4xx (negative_data_rejection).
+        .args(["--mode", "all"])
         .args(["-n", "25", "--seed", "20261122"])
         // Logging out would end the session the run uses; the event stream and the console
         // websockets are long-lived streams, not request/answer operations.

@@ -121,11 +121,27 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> 
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        // serde reads a struct from a JSON array too (`[null, null]` as its fields in order):
+        // every body here is an object, so anything else is refused before it is read.
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, BODY_LIMIT)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("reading the body: {e}")))?;
+        if !object_text(&bytes) {
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "the body must be a JSON object"));
+        }
+        let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Body(v)),
             Err(r) => Err(ApiError::new(r.status(), r.body_text())),
         }
     }
+}
+
+/// Whether a body's JSON text is an object (its first non-blank byte is `{`); an empty one is
+/// left to the JSON reader's own error.
+fn object_text(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()).is_none_or(|&b| b == b'{')
 }
 
 /// Path parameters whose rejections answer `{"error": …}` with 400.
@@ -346,7 +362,9 @@ async fn login(
         let who = format!("{:?}", daemon::protocol::clip(&l.user));
         tracing::warn!(user = who, %addr, "failed login");
         let d = state.daemon.clone();
-        blocking(move || {
+        // Logged in the background: the answer does not wait for the event's commit, so a wrong
+        // password and an unknown user both answer as soon as the hash is checked.
+        tokio::task::spawn_blocking(move || {
             d.ctx().event(
                 None,
                 "warning",
@@ -361,9 +379,7 @@ async fn login(
                     &format!("logins of user {who} from {addr} are now slowed down after repeated failures"),
                 );
             }
-            Ok(())
-        })
-        .await?;
+        });
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong user name or password"));
     }
     state.throttle.lock().unwrap_or_else(|p| p.into_inner()).succeeded(&l.user, addr);
@@ -708,6 +724,7 @@ async fn set_vm(
 
 /// `DELETE /api/vms/{name}` options.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
     /// Keep the VM's files (unregister only: Virtual Server's "remove").
     #[serde(default)]
@@ -755,6 +772,11 @@ async fn control_vm(
     }
     let options: ControlOptions = if body.iter().all(u8::is_ascii_whitespace) {
         ControlOptions::default()
+    } else if !object_text(&body) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "options: the body must be a JSON object",
+        ));
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("options: {e}")))?
     };
@@ -892,8 +914,12 @@ async fn leases(State(state): State<AppState>, p: Principal, P(net): P<String>) 
 
 // ----- events and metrics -----
 
+/// The last millisecond of the year 9999: the latest time the API takes.
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
 /// `GET /api/events` filters.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventQuery {
     /// Only this VM.
     pub vm: Option<String>,
@@ -902,7 +928,8 @@ pub struct EventQuery {
     pub after: u64,
     /// At most this many (default 1000, at most 10000).
     pub limit: Option<usize>,
-    /// Only events at or after this time (ms since the Unix epoch).
+    /// Only events at or after this time (ms since the Unix epoch, at most the end of 9999).
+    #[param(minimum = 0, maximum = 253_402_300_799_999_i64)]
     pub since_ms: Option<i64>,
 }
 
@@ -934,6 +961,13 @@ async fn events(
     match &q.vm {
         Some(vm) => need(&state, &p, Need::See(vm))?,
         None => need(&state, &p, Need::Login)?,
+    }
+    // Event ids and counts are SQLite integers (at most 2^63 − 1), as the document says (int64).
+    if q.after > i64::MAX as u64 || q.limit.is_some_and(|l| l as u64 > i64::MAX as u64) {
+        return Err(ApiError::bad(format!("after and limit: must be 0 to {}", i64::MAX)));
+    }
+    if q.since_ms.is_some_and(|t| !(0..=MAX_TIME_MS).contains(&t)) {
+        return Err(ApiError::bad(format!("since_ms: must be 0 to {MAX_TIME_MS} (ms since the Unix epoch)")));
     }
     let limit = q.limit.unwrap_or(1000).min(10_000);
     let v = call(&state, Request::Events { vm: q.vm.clone(), after: q.after, limit: Some(limit) }).await?;
@@ -1420,6 +1454,8 @@ async fn openapi(State(state): State<AppState>, p: Principal) -> ApiResult<Json<
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 1 << 20;
+/// Time for a request's body to arrive (an upload: for each piece of it).
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Reads every request body in full before routing, so no answer (401, 404, …) leaves unread
 /// bytes behind that would make the server drop a keep-alive connection under the client's next
@@ -1430,7 +1466,16 @@ async fn read_body(req: axum::extract::Request, next: axum::middleware::Next) ->
         return next.run(req).await;
     }
     let (parts, body) = req.into_parts();
-    match axum::body::to_bytes(body, BODY_LIMIT).await {
+    let Ok(read) = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, BODY_LIMIT)).await else {
+        let mut r = ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the body did not arrive within {} s", BODY_TIMEOUT.as_secs()),
+        )
+        .into_response();
+        r.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        return r;
+    };
+    match read {
         Ok(bytes) => next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await,
         Err(_) => {
             let mut r = ApiError::new(

@@ -228,7 +228,17 @@ pub(super) async fn upload(
     .await?;
     let mut stream = body.into_data_stream();
     let mut written: u64 = 0;
-    while let Some(chunk) = stream.next().await {
+    loop {
+        let chunk = match tokio::time::timeout(super::BODY_TIMEOUT, stream.next()).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("the upload stalled for {} s", super::BODY_TIMEOUT.as_secs()),
+                ))
+            }
+        };
         let chunk =
             chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("reading the upload: {e}")))?;
         written += chunk.len() as u64;
