@@ -16,7 +16,7 @@
 set -euo pipefail
 
 # Bump whenever anything below changes what ends up in the kit.
-RECIPE=4
+RECIPE=5
 # The kernel command line the tests start from; tests append `vine.*` options.
 CMDLINE="console=ttyS0 panic=-1 quiet"
 # Drivers the guest needs (loaded with their dependencies, in order, unless built in).
@@ -162,6 +162,8 @@ cat >"$ROOT/init" <<'EOF'
 #                         and "VINE-DISK1 <first 16 bytes of sector 1 in hex>"
 #   vine.diskwrite=TEXT   with vine.disk: write TEXT (NUL-padded) to sector 1 of DEV, sync, print
 #                         "VINE-DISK-WROTE"
+#   vine.spew=MIB         write MIB MiB of text lines to the serial console as fast as it takes
+#                         them, then print "VINE-SPEW-DONE" (a guest flooding its console)
 #   vine.net=1            DHCP on eth0 with udhcpc; print "VINE-IP <addr>" on each lease
 #   vine.ping=A[,B...]    with vine.net: once leased, ping each target every second, printing
 #                         "VINE-PING <addr> ok" or "VINE-PING <addr> fail"
@@ -220,6 +222,13 @@ if [ -n "$burn" ]; then
     i=0
     while [ $i -lt "$burn" ]; do (while :; do :; done) & i=$((i + 1)); done
     echo "VINE-CPUBURN $burn"
+fi
+
+spew=$(opt spew)
+if [ -n "$spew" ]; then
+    (yes "VINE-SPEW 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz" \
+         | head -c "$((spew * 1048576))" >/dev/ttyS0
+     echo "VINE-SPEW-DONE") &
 fi
 
 disk=$(opt disk)

@@ -66,6 +66,8 @@ pub struct Ctx {
     pub pools: crate::pools::Pools,
     /// The user QEMU runs as.
     pub emulator: sandbox::User,
+    /// The `vine` binary (its console logger).
+    pub vine_exe: PathBuf,
 }
 
 impl Ctx {
@@ -663,6 +665,7 @@ impl Actor {
             }
             let nics = self.ctx.networks.plug(&self.name, def)?;
             self.prepare_run_dir()?;
+            self.start_console_logger(&cg)?;
             let (def, passed, fdsets) = &self.with_descriptors(def)?;
             let eps: Vec<NbdEndpoint> = leases
                 .iter()
@@ -672,9 +675,8 @@ impl Actor {
                 def,
                 accel: self.ctx.host.accelerator.kind,
                 qmp_socket: &self.paths.qmp,
-                console_log: &self.paths.console,
-                console_socket: &self.paths.console_socket,
                 vnc_socket: &self.paths.vnc,
+                console_feed: &self.paths.console_feed,
                 disks: &eps,
                 nics: &nics,
                 fdsets,
@@ -790,6 +792,49 @@ impl Actor {
             }
         }
         Ok(d)
+    }
+
+    /// Starts the VM's console logger (crate `conlog`) as the emulator user in the VM's cgroup,
+    /// and waits until QEMU's serial ports can connect to it. It ends with its QEMU.
+    fn start_console_logger(&self, cg: &cgroups::fs::Cgroup) -> Res<()> {
+        let p = &self.paths;
+        // A socket left by an earlier session would look ready before this logger is.
+        let _ = std::fs::remove_file(&p.console_feed);
+        let mut cmd = Command::new(&self.ctx.vine_exe);
+        cmd.arg("console-log")
+            .arg("--feed")
+            .arg(&p.console_feed)
+            .arg("--socket")
+            .arg(&p.console_socket)
+            .arg("--log")
+            .arg(&p.console);
+        sandbox::run_as(&mut cmd, &self.ctx.emulator);
+        let (mut child, id) =
+            process::spawn_detached(cmd, &p.qemu_log).map_err(|e| format!("console logger: {e}"))?;
+        let placed = self.ctx.resources.apply(&self.name).and_then(|()| cg.add_process(id.pid));
+        if let Err(e) = placed {
+            tracing::warn!(vm = self.name, error = %e, "cannot move the console logger into the VM's cgroup");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !p.console_feed.exists() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(Fail::from(format!(
+                    "the console logger exited at once ({status}); see {}",
+                    p.qemu_log.display()
+                )));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Fail::from("the console logger did not start within 10 s"));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Reaped when it ends (with its QEMU); after a daemon restart, init reaps it.
+        let _ = std::thread::Builder::new().name("logger-reaper".into()).spawn(move || {
+            let _ = child.wait();
+        });
+        Ok(())
     }
 
     /// Makes QEMU's own directory, the emulator user's alone (sockets, console log, saved state),

@@ -7,7 +7,8 @@
 //! <data>/vms/<name>/undo/diskN.vhd  undo (differencing) disks, while undo disks are on
 //! <data>/vms/<name>/run/            QEMU's own directory, owned by the emulator user (0700):
 //!     console.log                   what the first serial port wrote
-//!     console.sock                  the first serial port, live (the web console attaches here)
+//!     console.sock                  keystrokes for the first serial port (the web console's)
+//!     console-feed.sock             the console logger's socket QEMU's serial ports connect to
 //!     vnc.sock                      the graphical console (VNC)
 //!     qmp.sock                      QEMU's QMP socket
 //!     state.bin                     the saved state (memory and devices), while saved
@@ -29,8 +30,10 @@ pub struct VmPaths {
     pub definition: PathBuf,
     /// Serial console log.
     pub console: PathBuf,
-    /// The live serial console (QEMU's socket chardev, logging to `console`).
+    /// Where viewers send keystrokes (the console logger's socket).
     pub console_socket: PathBuf,
+    /// The console logger's socket QEMU's serial ports connect to.
+    pub console_feed: PathBuf,
     /// The VNC server's socket.
     pub vnc: PathBuf,
     /// QEMU's stdout/stderr.
@@ -54,6 +57,7 @@ impl VmPaths {
             definition: dir.join(format!("{name}.vm.toml")),
             console: run.join("console.log"),
             console_socket: run.join("console.sock"),
+            console_feed: run.join("console-feed.sock"),
             vnc: run.join("vnc.sock"),
             qemu_log: dir.join("qemu.log"),
             qmp: run.join("qmp.sock"),

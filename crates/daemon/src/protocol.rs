@@ -46,10 +46,16 @@ pub enum Request {
         /// What changes.
         changes: Changes,
     },
-    /// What the VM's serial console wrote so far.
+    /// A page of what the VM's serial console wrote (the bounded, rotated log).
     VmConsole {
         /// The VM.
         name: String,
+        /// From this byte of the kept log (default: the last `limit` bytes).
+        #[serde(default)]
+        offset: Option<u64>,
+        /// At most this many bytes (default 64 KiB, at most 1 MiB).
+        #[serde(default)]
+        limit: Option<u64>,
     },
     /// Live metrics: each running VM's CPU utilisation history.
     Metrics,

@@ -23,6 +23,8 @@ use crate::pools::PoolInfo;
 use crate::protocol::{Failure, NetworkCreate, Request, Response};
 use crate::resources::Resources;
 
+/// The console page a reader gets by default.
+pub const CONSOLE_PAGE: u64 = 64 << 10;
 /// How often the daemon checks that every network's DHCP server still runs.
 const NETWORK_WATCH: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -139,6 +141,7 @@ impl Daemon {
             networks,
             pools: crate::pools::Pools::open(store_for_pools)?,
             emulator,
+            vine_exe: cfg.vine_exe.clone(),
             trash: crate::trash::Trash::start()
                 .map_err(|source| DaemonError::Thread { what: "trash", source })?,
         });
@@ -512,11 +515,13 @@ impl Daemon {
                 Ok(json!({ "volume": volume }))
             }
             Request::NetworkLeases { name } => self.ctx.networks.leases(&name).map_err(net_failure),
-            Request::VmConsole { name } => {
+            Request::VmConsole { name, offset, limit } => {
                 self.view_of(&name)?;
                 let p = VmPaths::new(&self.ctx.data, &name).console;
-                let bytes = std::fs::read(&p).unwrap_or_default();
-                Ok(json!({ "log": String::from_utf8_lossy(&bytes) }))
+                let page = conlog::page(&p, offset, limit.unwrap_or(CONSOLE_PAGE))
+                    .map_err(|e| Failure::Failed(format!("reading {}: {e}", p.display())))?;
+                Ok(json!({ "log": String::from_utf8_lossy(&page.bytes), "offset": page.offset,
+                           "length": page.bytes.len(), "total": page.total }))
             }
             Request::Metrics => {
                 let vms: Vec<VmMetrics> = self

@@ -54,11 +54,13 @@ fn boots_from_a_vhd_root_disk_and_undo_disks_commit_or_discard_a_session() {
 
     // Session 1: boots from the disk (no -kernel), writes sector 1 into the undo disk only.
     h.ok(&["vm", "start", vm]);
-    // QEMU and its disk server, each as the emulator user in a seccomp filter.
+    // QEMU, its disk server and its console logger, each as the emulator user in a seccomp
+    // filter.
     let pids = h.cgroup_pids();
-    assert_eq!(pids.len(), 2, "QEMU and one disk server: {pids:?}");
+    assert_eq!(pids.len(), 3, "QEMU, one disk server and the console logger: {pids:?}");
     for pid in pids {
-        h.assert_confined(pid, if pid == h.pid(vm) { "QEMU" } else { "the disk server" });
+        let what = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap().replace('\0', " ");
+        h.assert_confined(pid, &what);
     }
     assert_eq!(disk1(&h, &mut log), ZEROS);
     log.wait_for("VINE-DISK-WROTE", BOOT).unwrap();

@@ -11,9 +11,16 @@ use std::time::{Duration, Instant};
 use vmhost::{VmHost, BOOT};
 
 /// Pins every thread of `pid` to CPU 0 (the test makes the two guests compete for one core).
-fn pin_to_cpu0(pid: u32) {
-    let out = Command::new("taskset").args(["-a", "-p", "-c", "0", &pid.to_string()]).output().unwrap();
-    assert!(out.status.success(), "taskset: {}", vmhost::text(&out));
+/// Pins every process of the VM's cgroup (QEMU and its console logger) to CPU 0: a group with a
+/// process on another CPU has its shares split between the CPUs by load, which would skew the
+/// weights measured on CPU 0.
+fn pin_to_cpu0(h: &VmHost, vm: &str) {
+    let procs =
+        std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/{}/{vm}/cgroup.procs", h.cgroup_parent)).unwrap();
+    for pid in procs.lines() {
+        let out = Command::new("taskset").args(["-a", "-p", "-c", "0", pid]).output().unwrap();
+        assert!(out.status.success(), "taskset: {}", vmhost::text(&out));
+    }
 }
 
 fn cpu_ns(h: &VmHost, vm: &str) -> u64 {
@@ -46,7 +53,7 @@ fn weights_caps_and_reservations_on_running_guests() {
     h.create_kit_vm("w300", &["vine.cpuburn=1"], &["--cpu-weight", "300"]);
     for vm in ["w100", "w300"] {
         h.ok(&["vm", "start", vm]);
-        pin_to_cpu0(h.pid(vm));
+        pin_to_cpu0(&h, vm);
     }
     for vm in ["w100", "w300"] {
         h.console(vm).wait_for("VINE-CPUBURN", BOOT).unwrap();

@@ -36,10 +36,8 @@ pub struct LaunchPlan<'a> {
     pub accel: Accelerator,
     /// QMP socket path.
     pub qmp_socket: &'a Path,
-    /// vine's console log (serial ports set to `console`).
-    pub console_log: &'a Path,
-    /// The live console's socket (the first `console` serial port; the log keeps everything).
-    pub console_socket: &'a Path,
+    /// The console logger's socket that serial ports set to `console` connect to.
+    pub console_feed: &'a Path,
     /// The VNC server's Unix socket (graphical console).
     pub vnc_socket: &'a Path,
     /// One endpoint per non-CD/DVD disk, in definition order.
@@ -97,26 +95,18 @@ pub fn qemu_args(plan: &LaunchPlan) -> Result<Vec<String>, LaunchError> {
     for (fd, set) in plan.fdsets {
         push(&["-add-fd", &format!("fd={fd},set={set}")]);
     }
-    let mut live_console = false;
     for (i, port) in d.serial.iter().enumerate() {
         match port {
             SerialPort::None => push(&["-serial", "null"]),
-            SerialPort::Console if !live_console => {
-                live_console = true;
+            SerialPort::Console => {
+                // To vine's console logger (crate conlog), which bounds and rotates the log; it
+                // is reconnected if the logger comes back after a failure.
                 push(&[
                     "-chardev",
                     &format!(
-                        "socket,id=serial{i},path={},server=on,wait=off,logfile={},logappend=on",
-                        plan.console_socket.display(),
-                        plan.console_log.display()
+                        "socket,id=serial{i},path={},server=off,reconnect-ms=1000",
+                        plan.console_feed.display()
                     ),
-                ]);
-                push(&["-serial", &format!("chardev:serial{i}")]);
-            }
-            SerialPort::Console => {
-                push(&[
-                    "-chardev",
-                    &format!("file,id=serial{i},path={},append=on", plan.console_log.display()),
                 ]);
                 push(&["-serial", &format!("chardev:serial{i}")]);
             }
@@ -226,8 +216,7 @@ mod tests {
             def: d,
             accel: Accelerator::Tcg,
             qmp_socket: Path::new("/run/q.sock"),
-            console_log: Path::new("/var/c.log"),
-            console_socket: Path::new("/var/c.sock"),
+            console_feed: Path::new("/var/c.sock"),
             vnc_socket: Path::new("/var/v.sock"),
             disks,
             nics: &[],
@@ -260,7 +249,7 @@ mod tests {
         assert!(a.contains("-kernel /k -initrd /i -append console=ttyS0"), "{a}");
         assert!(
             a.contains(
-                "-chardev socket,id=serial0,path=/var/c.sock,server=on,wait=off,logfile=/var/c.log,logappend=on \
+                "-chardev socket,id=serial0,path=/var/c.sock,server=off,reconnect-ms=1000 \
                  -serial chardev:serial0 -serial null"
             ),
             "{a}"

@@ -76,14 +76,21 @@ fn definition_boots_a_guest_from_a_vhd_served_over_nbd() {
     let qmp_sock = dir.path().join("qmp.sock");
     let console = dir.path().join("console.log");
     let console_sock = dir.path().join("console.sock");
+    let feed_sock = dir.path().join("console-feed.sock");
+    // vine's console logger between the serial port and the log.
+    let (feed, viewers) = (
+        std::os::unix::net::UnixListener::bind(&feed_sock).unwrap(),
+        std::os::unix::net::UnixListener::bind(&console_sock).unwrap(),
+    );
+    let log = conlog::RotatingLog::open(&console, conlog::MAX_FILE).unwrap();
+    let logger = std::thread::spawn(move || conlog::serve(feed, viewers, log, Duration::from_secs(60)));
     let vnc_sock = dir.path().join("vnc.sock");
     let eps = [NbdEndpoint { socket: sock.clone(), export: "data".into() }];
     let plan = LaunchPlan {
         def: &def,
         accel: Accelerator::Tcg,
         qmp_socket: &qmp_sock,
-        console_log: &console,
-        console_socket: &console_sock,
+        console_feed: &feed_sock,
         vnc_socket: &vnc_sock,
         disks: &eps,
         nics: &[],
@@ -107,4 +114,6 @@ fn definition_boots_a_guest_from_a_vhd_served_over_nbd() {
     assert_eq!(c.status().unwrap(), "shutdown");
     c.execute("quit", None).unwrap();
     assert!(qemu.wait_exit(Duration::from_secs(30)).unwrap().success());
+    // The logger ends with its QEMU.
+    logger.join().unwrap().unwrap();
 }

@@ -138,10 +138,11 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> 
     }
 }
 
-/// Whether a body's JSON text is an object (its first non-blank byte is `{`); an empty one is
-/// left to the JSON reader's own error.
+/// Whether a body may be read as an object: not a JSON array, which serde would take as a
+/// struct's fields in order. Anything else that is not an object the JSON reader refuses itself
+/// (a syntax error, or the wrong type).
 fn object_text(bytes: &[u8]) -> bool {
-    bytes.iter().find(|b| !b.is_ascii_whitespace()).is_none_or(|&b| b == b'{')
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[')
 }
 
 /// Path parameters whose rejections answer `{"error": …}` with 400.
@@ -783,19 +784,52 @@ async fn control_vm(
     Ok(Json(call(&state, Request::VmControl { name, control: action, options }).await?))
 }
 
-/// What the VM's serial console wrote.
+/// A page of what the VM's serial console wrote.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ConsoleLog {
-    /// The text so far.
+    /// The text (bytes that are not UTF-8 shown as U+FFFD).
     pub log: String,
+    /// Where the page starts in the kept log (0 = its oldest byte).
+    pub offset: u64,
+    /// The page's length in bytes.
+    pub length: u64,
+    /// The kept log's length (at most 8 MiB: 2 MiB files, rotated, four kept).
+    pub total: u64,
 }
 
-/// The serial console's output so far.
-#[utoipa::path(get, path = "/api/vms/{name}/console", tag = "vms", params(("name" = String, Path, description = "VM name")),
-    responses((status = 200, body = ConsoleLog), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn console(State(state): State<AppState>, p: Principal, P(name): P<String>) -> ApiResult<Json<Value>> {
+/// `GET /api/vms/{name}/console` paging.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConsoleQuery {
+    /// From this byte of the kept log (default: the last `limit` bytes).
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
+    pub offset: Option<u64>,
+    /// At most this many bytes (default 65536, at most 1048576).
+    #[param(minimum = 1, maximum = 1_048_576)]
+    pub limit: Option<u64>,
+}
+
+/// A page of the serial console's output: by default the latest 64 KiB; page through the kept
+/// log with `offset` and `limit`.
+#[utoipa::path(get, path = "/api/vms/{name}/console", tag = "vms", params(("name" = String, Path, description = "VM name"), ConsoleQuery),
+    responses((status = 200, body = ConsoleLog), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn console(
+    State(state): State<AppState>,
+    p: Principal,
+    P(name): P<String>,
+    Q(q): Q<ConsoleQuery>,
+) -> ApiResult<Json<Value>> {
     need(&state, &p, Need::Use(&name))?;
-    Ok(Json(call(&state, Request::VmConsole { name }).await?))
+    if q.offset.is_some_and(|o| o > i64::MAX as u64)
+        || q.limit.is_some_and(|l| !(1..=conlog::MAX_PAGE).contains(&l))
+    {
+        return Err(ApiError::bad(format!(
+            "offset must be 0 to {} and limit 1 to {}",
+            i64::MAX,
+            conlog::MAX_PAGE
+        )));
+    }
+    Ok(Json(call(&state, Request::VmConsole { name, offset: q.offset, limit: q.limit }).await?))
 }
 
 // ----- NICs and networks -----

@@ -2,6 +2,7 @@
 //! 2 the command failed (the message says why).
 
 pub mod admin;
+pub mod console_log;
 pub mod daemon;
 pub mod disk;
 pub mod host;
@@ -83,6 +84,9 @@ pub enum Command {
     /// Virtual networks and their DHCP servers (through the daemon).
     #[command(subcommand)]
     Network(Lazy<network::NetworkCommand>),
+    /// A VM's console logger (started by the daemon).
+    #[command(hide = true)]
+    ConsoleLog(Lazy<console_log::ConsoleLogArgs>),
     /// Workload policies and the trace-driven simulator.
     #[command(subcommand)]
     Policy(Lazy<policy::PolicyCommand>),
@@ -120,5 +124,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Hook(Lazy(cmd)) => admin::hook(cmd),
         Command::Token(Lazy(cmd)) => admin::token(cmd),
         Command::Remote(Lazy(cmd)) => remote::run(cmd),
+        Command::ConsoleLog(Lazy(args)) => console_log::run(args),
     }
 }

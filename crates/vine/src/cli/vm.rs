@@ -61,9 +61,12 @@ pub enum VmCommand {
     Console {
         /// The VM.
         name: String,
-        /// Print the log so far (the live console comes with the web console).
+        /// Print the latest 64 KiB of the log (the live console comes with the web console).
         #[arg(long)]
         log: bool,
+        /// With --log: all of the kept log (at most 8 MiB), oldest first.
+        #[arg(long, requires = "log")]
+        all: bool,
     },
     /// Add or remove NICs (the VM must be off).
     #[command(subcommand)]
@@ -485,12 +488,27 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
             println!("{}", v["message"].as_str().unwrap_or("done"));
             Ok(0)
         }
-        VmCommand::Console { name, log } => {
+        VmCommand::Console { name, log, all } => {
             if !log {
                 bail!("the live console comes with the web console; use `vine vm console {name} --log` for what it wrote so far");
             }
-            let v = rest("GET", &format!("/api/vms/{}/console", encode(&name)), None)?;
-            print!("{}", v["log"].as_str().unwrap_or(""));
+            // The latest 64 KiB, or with --all everything kept, a page at a time.
+            let base = format!("/api/vms/{}/console", encode(&name));
+            if !all {
+                let v = rest("GET", &base, None)?;
+                print!("{}", v["log"].as_str().unwrap_or(""));
+            } else {
+                let mut offset = 0u64;
+                loop {
+                    let v = rest("GET", &format!("{base}?offset={offset}&limit=1048576"), None)?;
+                    print!("{}", v["log"].as_str().unwrap_or(""));
+                    let got = v["length"].as_u64().unwrap_or(0);
+                    offset += got;
+                    if got == 0 || offset >= v["total"].as_u64().unwrap_or(0) {
+                        break;
+                    }
+                }
+            }
             Ok(0)
         }
         VmCommand::Nic(NicCommand::Add { name, nic }) => {
