@@ -469,12 +469,13 @@ async function usersPage() {
         </form></div>
     </div>
     <div class="grid">
-      <div class="card"><h2>Rights on VMs</h2><table id="acl"><thead><tr><th>User</th><th>VM</th><th>Right</th><th></th></tr></thead><tbody></tbody></table></div>
+      <div class="card"><h2>Rights</h2><table id="acl"><thead><tr><th>User</th><th>On</th><th>Right</th><th></th></tr></thead><tbody></tbody></table></div>
       <div class="card"><h2>Grant a right</h2>
         <form id="grant-form" class="stack">
           <label><span>User</span><input name="user" type="text" required></label>
-          <label><span>VM</span><input name="vm" type="text" required></label>
-          <label><span>Right</span><select name="right"><option value="use">use (console, power)</option><option value="configure">configure</option></select></label>
+          <label><span>On a</span><select name="kind"><option value="vm">VM</option><option value="pool">storage pool</option><option value="network">network</option></select></label>
+          <label><span>Named</span><input name="object" type="text" required></label>
+          <label><span>Right</span><select name="right"><option value="use">use (VM: console, power; pool: its volumes; network: NICs)</option><option value="configure">configure (VMs)</option></select></label>
           <button class="primary">Grant</button>
         </form></div>
     </div>`;
@@ -482,7 +483,8 @@ async function usersPage() {
     const [users, acl] = await Promise.all([api("GET", "/api/users"), api("GET", "/api/acl")]);
     $("#users tbody").innerHTML = users.map((u) => `<tr><td>${esc(u.name)}</td><td>${u.admin ? "yes" : ""}</td><td>${u.can_create ? "yes" : ""}</td>
       <td>${u.name === state.me.user ? "" : `<button class="danger" data-user="${esc(u.name)}">Delete</button>`}</td></tr>`).join("");
-    $("#acl tbody").innerHTML = acl.map((r) => `<tr><td>${esc(r.user)}</td><td>${esc(r.vm)}</td><td>${esc(r.right)}</td>
+    const on = (r) => r.vm !== undefined ? `VM ${r.vm}` : r.pool !== undefined ? `storage pool ${r.pool}` : `network ${r.network}`;
+    $("#acl tbody").innerHTML = acl.map((r) => `<tr><td>${esc(r.user)}</td><td>${esc(on(r))}</td><td>${esc(r.right)}</td>
       <td><button data-revoke="${esc(JSON.stringify(r))}">Revoke</button></td></tr>`).join("");
     for (const b of document.querySelectorAll("[data-user]")) {
       b.addEventListener("click", async () => {
@@ -494,7 +496,9 @@ async function usersPage() {
     for (const b of document.querySelectorAll("[data-revoke]")) {
       b.addEventListener("click", async () => {
         const r = JSON.parse(b.dataset.revoke);
-        try { await api("DELETE", `/api/acl/${[r.user, r.vm, r.right].map(encodeURIComponent).join("/")}`); flash("revoked"); } catch (err) { flash(err.message, false); }
+        const object = r.vm !== undefined ? encodeURIComponent(r.vm)
+          : r.pool !== undefined ? `pools/${encodeURIComponent(r.pool)}` : `networks/${encodeURIComponent(r.network)}`;
+        try { await api("DELETE", `/api/acl/${encodeURIComponent(r.user)}/${object}/${encodeURIComponent(r.right)}`); flash("revoked"); } catch (err) { flash(err.message, false); }
         render();
       });
     }
@@ -514,7 +518,7 @@ async function usersPage() {
     e.preventDefault();
     const f = e.target;
     try {
-      await api("POST", "/api/acl", { user: f.user.value, vm: f.vm.value, right: f.right.value });
+      await api("POST", "/api/acl", { user: f.user.value, [f.kind.value]: f.object.value, right: f.right.value });
       flash("granted");
       await render();
     } catch (err) { flash(err.message, false); }

@@ -148,7 +148,24 @@ try {
 
   await page.click('nav a[data-nav="users"]');
   await page.waitForSelector("#users tbody tr");
+  // A new user gets the use right on a storage pool, then loses it.
+  const pool = process.env.VINE_POOL;
+  await page.fill('#user-form input[name="name"]', "pooluser");
+  await page.fill('#user-form input[name="password"]', "pooluser-password");
+  await page.click("#user-form button");
+  await page.waitForFunction(() => [...document.querySelectorAll("#users tbody td")].some((td) => td.textContent === "pooluser"));
+  await page.fill('#grant-form input[name="user"]', "pooluser");
+  await page.selectOption('#grant-form select[name="kind"]', "pool");
+  await page.fill('#grant-form input[name="object"]', pool);
+  await page.selectOption('#grant-form select[name="right"]', "use");
+  await page.click("#grant-form button");
+  const row = `#acl tbody tr:has-text("storage pool ${pool}")`;
+  await page.waitForSelector(row);
+  step(`granted pooluser the use of storage pool ${pool}`);
   await shot("users");
+  await page.click(`${row} button`);
+  await page.waitForSelector(row, { state: "detached" });
+  step("revoked it");
 
   // Logging out ends the session.
   await page.click("#logout");

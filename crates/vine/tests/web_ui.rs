@@ -37,6 +37,7 @@ fn the_web_ui_logs_in_boots_a_vm_shows_its_console_controls_it_and_lists_the_eve
     assert_eq!(code, 200, "{page}");
     assert!(page.contains("app.js"), "{page}");
 
+    h.ok(&["pool", "create", "webpool", "--path", h.dir.path().join("webpool").to_str().unwrap()]);
     let out = Command::new("node")
         .arg(web.join("tests/e2e.mjs"))
         .current_dir(&web)
@@ -48,6 +49,7 @@ fn the_web_ui_logs_in_boots_a_vm_shows_its_console_controls_it_and_lists_the_eve
         .env("VINE_INITRD", &h.kit.initrd)
         .env("VINE_APPEND", h.kit.cmdline_with(&["vine.counter=1"]))
         .env("VINE_SCREENSHOTS", &shots)
+        .env("VINE_POOL", "webpool")
         .output()
         .expect("node runs (scripts/setup.sh installs nodejs)");
     let text = vmhost::text(&out);
@@ -66,6 +68,9 @@ fn the_web_ui_logs_in_boots_a_vm_shows_its_console_controls_it_and_lists_the_eve
     let log = h.console("webvm").contents().unwrap();
     assert!(log.contains("VINE-BOOT-OK"), "console.log still logs everything: {log}");
     assert!(log.contains("VINE-TYPED-42"), "what the page typed ran in the guest: {log}");
+    let acl = h.ok(&["acl", "list", "--json"]);
+    assert!(!acl.contains("webpool"), "the right the page revoked is still there: {acl}");
+    assert!(h.ok(&["user", "list"]).contains("pooluser"), "the user the page added is missing");
     let events = h.ok(&["vm", "events", "webvm", "--json"]);
     for kind in ["vm.start", "vm.pause", "vm.resume", "vm.off"] {
         assert!(events.contains(kind), "{kind} missing from {events}");

@@ -117,19 +117,8 @@ pub fn check_volume(
             p.user
         )));
     }
-    check_chain(state, p, field, path, writable, vm)
-}
-
-/// Checks that no VM `p` may not configure attaches `path`'s file or its parents while either
-/// side writes, and that its parents are volumes of pools `p` may use.
-fn check_chain(
-    state: &AppState,
-    p: &Principal,
-    field: &str,
-    path: &str,
-    writable: bool,
-    vm: Option<&str>,
-) -> ApiResult<()> {
+    // No VM `p` may not configure attaches the file or its parents while either side writes,
+    // and its parents are volumes of pools `p` may use.
     let pools = &state.daemon.ctx().pools;
     // A missing volume is the daemon's 400, after the rights.
     let Ok(file) = pools.resolve(path) else { return Ok(()) };

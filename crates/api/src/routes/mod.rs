@@ -292,6 +292,15 @@ async fn call(state: &AppState, req: Request) -> ApiResult<Value> {
         .map_err(ApiError::from)
 }
 
+/// [`call`], its result read as `T` (the daemon's answer types).
+pub(crate) async fn call_typed<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    req: Request,
+) -> ApiResult<T> {
+    serde_json::from_value(call(state, req).await?)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the daemon's answer: {e}")))
+}
+
 // ----- login -----
 
 /// Credentials.

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::confine::{check_not_anothers, check_volume, may_use_pool};
-use super::{blocking, call, need, ApiError, ApiResult, AppState, Body, ErrorBody, Need, P};
+use super::{blocking, call, call_typed, need, ApiError, ApiResult, AppState, Body, ErrorBody, Need, P};
 use crate::auth::Principal;
 
 /// A new storage pool.
@@ -62,8 +62,7 @@ pub(super) async fn list_pools(
     p: Principal,
 ) -> ApiResult<Json<Vec<PoolInfo>>> {
     need(&state, &p, Need::Login)?;
-    let all: Vec<PoolInfo> = serde_json::from_value(call(&state, Request::PoolList).await?)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let all: Vec<PoolInfo> = call_typed(&state, Request::PoolList).await?;
     let st = state.clone();
     blocking(move || {
         Ok(Json(
@@ -99,8 +98,7 @@ pub(super) async fn show_pool(
     P(pool): P<String>,
 ) -> ApiResult<Json<PoolInfo>> {
     need(&state, &p, Need::UsePool(&pool))?;
-    let info: PoolInfo = serde_json::from_value(call(&state, Request::PoolShow { name: pool }).await?)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let info: PoolInfo = call_typed(&state, Request::PoolShow { name: pool }).await?;
     Ok(Json(PoolInfo { path: info.path.filter(|_| p.admin), ..info }))
 }
 
@@ -130,8 +128,7 @@ pub(super) async fn list_volumes(
     P(pool): P<String>,
 ) -> ApiResult<Json<Vec<VolumeInfo>>> {
     need(&state, &p, Need::UsePool(&pool))?;
-    let all: Vec<VolumeInfo> = serde_json::from_value(call(&state, Request::VolumeList { pool }).await?)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let all: Vec<VolumeInfo> = call_typed(&state, Request::VolumeList { pool }).await?;
     Ok(Json(all.into_iter().map(|v| for_user(&p, v)).collect()))
 }
 
@@ -153,10 +150,8 @@ pub(super) async fn create_volume(
         blocking(move || check_volume(&st, &who, "parent", &parent, false, None)).await?;
     }
     let volume = volume_ref(&pool, &n.name);
-    let v: VolumeInfo = serde_json::from_value(
-        call(&state, Request::VolumeCreate { volume, size: n.size, parent: n.parent }).await?,
-    )
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let v: VolumeInfo =
+        call_typed(&state, Request::VolumeCreate { volume, size: n.size, parent: n.parent }).await?;
     Ok((StatusCode::CREATED, Json(for_user(&p, v))))
 }
 
@@ -171,10 +166,8 @@ pub(super) async fn show_volume(
     P((pool, volume)): P<(String, String)>,
 ) -> ApiResult<Json<VolumeInfo>> {
     need(&state, &p, Need::UsePool(&pool))?;
-    let v: VolumeInfo = serde_json::from_value(
-        call(&state, Request::VolumeShow { volume: volume_ref(&pool, &volume) }).await?,
-    )
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let v: VolumeInfo =
+        call_typed(&state, Request::VolumeShow { volume: volume_ref(&pool, &volume) }).await?;
     Ok(Json(for_user(&p, v)))
 }
 
@@ -262,9 +255,7 @@ pub(super) async fn upload(
         "volume.uploaded",
         &format!("uploaded volume '{reference}' ({written} bytes)"),
     );
-    let v: VolumeInfo =
-        serde_json::from_value(call(&state, Request::VolumeShow { volume: reference }).await?)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let v: VolumeInfo = call_typed(&state, Request::VolumeShow { volume: reference }).await?;
     Ok((StatusCode::CREATED, Json(for_user(&p, v))))
 }
 

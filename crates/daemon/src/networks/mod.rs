@@ -339,7 +339,11 @@ impl Networks {
             return Err(format!("no network named '{name}'"));
         }
         let l = dhcp::leases::read_journal(&self.dir(name).join("leases")).map_err(|e| e.to_string())?;
-        Ok(serde_json::to_value(l).expect("serialises"))
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Ok(Value::Array(l.iter().map(|x| lease_view(x, now)).collect()))
     }
 
     /// Whether a link (a VM's tap) exists.
@@ -354,6 +358,16 @@ impl Networks {
             .map(|n| n.spec.bridge.clone())
             .ok_or_else(|| format!("no network named '{network}'"))
     }
+}
+
+/// A lease as listed: one whose time is over is `expired`, whatever the journal last said of it
+/// (the server forgets it only when it next hands the address out).
+pub fn lease_view(l: &dhcp::leases::Lease, now: u64) -> Value {
+    let mut v = serde_json::to_value(l).expect("leases serialise");
+    if l.state != dhcp::leases::LeaseState::Released && !l.holds(now) {
+        v["state"] = json!("expired");
+    }
+    v
 }
 
 #[cfg(test)]

@@ -173,3 +173,18 @@ fn restore_recreates_lost_bridges_and_running_taps_are_plugged_back() {
     n.replug("web1", &def);
     assert_eq!(k.master(&tap).as_deref(), Some(br.as_str()));
 }
+
+#[test]
+fn leases_whose_time_is_over_are_listed_as_expired() {
+    use dhcp::leases::{Lease, LeaseState};
+    let l = |state, expires| Lease {
+        ip: "10.1.2.3".parse().unwrap(),
+        mac: dhcp::config::Mac([0x0a, 0x56, 0x4e, 0, 0, 1]),
+        state,
+        expires,
+    };
+    assert_eq!(lease_view(&l(LeaseState::Bound, 200), 100)["state"], "bound");
+    assert_eq!(lease_view(&l(LeaseState::Bound, 100), 100)["state"], "expired");
+    assert_eq!(lease_view(&l(LeaseState::Declined, 50), 100)["state"], "expired");
+    assert_eq!(lease_view(&l(LeaseState::Released, 50), 100)["state"], "released");
+}
