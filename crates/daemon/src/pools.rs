@@ -92,6 +92,8 @@ pub enum Link {
 /// Every pool of this host.
 pub struct Pools {
     store: Arc<dyn Store>,
+    /// vine's data directory, which no pool may overlap (its store, keys and VMs' files).
+    data: PathBuf,
     dirs: Mutex<BTreeMap<String, PathBuf>>,
     /// Pools reported low (warned once until they recover).
     low: Mutex<BTreeSet<String>>,
@@ -156,10 +158,11 @@ fn probe(path: &Path) -> (VolumeFormat, Option<u64>, Option<PathBuf>) {
 }
 
 impl Pools {
-    /// The pools the store knows.
-    pub fn open(store: Arc<dyn Store>) -> Result<Pools, StoreError> {
+    /// The pools the store knows; none may overlap the data directory `data`.
+    pub fn open(store: Arc<dyn Store>, data: &Path) -> Result<Pools, StoreError> {
         let dirs = store.list_pools()?.into_iter().map(|p| (p.name, PathBuf::from(p.path))).collect();
-        Ok(Pools { store, dirs: Mutex::new(dirs), low: Mutex::new(BTreeSet::new()) })
+        let data = std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
+        Ok(Pools { store, data, dirs: Mutex::new(dirs), low: Mutex::new(BTreeSet::new()) })
     }
 
     fn dirs(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PathBuf>> {
@@ -194,6 +197,14 @@ impl Pools {
         }
         if dir == Path::new("/") {
             return Err(invalid("path: the root directory cannot be a pool".into()));
+        }
+        if dir.starts_with(&self.data) || self.data.starts_with(&dir) {
+            // Its users could read the store (password and token hashes) or the VMs' files.
+            return Err(Failure::Refused(format!(
+                "{} overlaps vine's data directory {}; a pool must be a directory of its own",
+                dir.display(),
+                self.data.display()
+            )));
         }
         for (other, d) in self.dirs().iter() {
             if d.starts_with(&dir) || dir.starts_with(d) {

@@ -139,7 +139,7 @@ impl Daemon {
             qemu: cfg.qemu.clone(),
             observers: Mutex::new(Vec::new()),
             networks,
-            pools: crate::pools::Pools::open(store_for_pools)?,
+            pools: crate::pools::Pools::open(store_for_pools, &cfg.data_dir)?,
             emulator,
             vine_exe: cfg.vine_exe.clone(),
             trash: crate::trash::Trash::start()

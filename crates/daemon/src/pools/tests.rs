@@ -3,7 +3,7 @@ use super::*;
 fn pools() -> (tempfile::TempDir, Pools) {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(store::SqliteStore::open(&dir.path().join("db")).unwrap());
-    let p = Pools::open(store).unwrap();
+    let p = Pools::open(store, &dir.path().join("data")).unwrap();
     (dir, p)
 }
 
@@ -30,6 +30,10 @@ fn pools_are_named_directories_that_never_overlap() {
         assert!(matches!(&e, Failure::Invalid(m) if m.starts_with("name:")), "{bad:?}: {e}");
     }
     assert!(matches!(p.create("q", "relative/dir").unwrap_err(), Failure::Invalid(_)));
+    for overlapping in [dir.path().join("data"), dir.path().join("data/vms")] {
+        let e = p.create("q", overlapping.to_str().unwrap()).unwrap_err();
+        assert!(matches!(&e, Failure::Refused(m) if m.contains("overlaps vine's data directory")), "{e}");
+    }
     assert!(matches!(
         p.create("p1", dir.path().join("other").to_str().unwrap()).unwrap_err(),
         Failure::Refused(_)
