@@ -21,6 +21,10 @@ pub trait Kernel: Send + Sync {
     fn replug(&self, tap: &str, bridge: &str) -> Result<(), NetError>;
     /// Deletes a tap (nothing if there is none).
     fn remove_tap(&self, tap: &str) -> Result<(), NetError>;
+    /// Lets frames leave `tap` only with `mac` as source, ARP sender and DHCP client.
+    fn guard_port(&self, tap: &str, mac: [u8; 6]) -> Result<(), NetError>;
+    /// Removes a tap's port security rules.
+    fn unguard_port(&self, tap: &str) -> Result<(), NetError>;
     /// Whether a link of that name exists.
     fn link_exists(&self, name: &str) -> bool;
     /// The IPv4 addresses a link holds.
@@ -48,6 +52,12 @@ impl Kernel for Live {
     }
     fn remove_tap(&self, tap: &str) -> Result<(), NetError> {
         crate::remove_tap(tap)
+    }
+    fn guard_port(&self, tap: &str, mac: [u8; 6]) -> Result<(), NetError> {
+        crate::portsec::apply(tap, mac)
+    }
+    fn unguard_port(&self, tap: &str) -> Result<(), NetError> {
+        crate::portsec::remove(tap)
     }
     fn link_exists(&self, name: &str) -> bool {
         crate::index_of(name).is_some()
@@ -145,6 +155,15 @@ impl Kernel for Recording {
     fn remove_tap(&self, tap: &str) -> Result<(), NetError> {
         self.note(format!("untap {tap}"));
         self.links().remove(tap);
+        Ok(())
+    }
+    fn guard_port(&self, tap: &str, mac: [u8; 6]) -> Result<(), NetError> {
+        let m: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+        self.note(format!("guard {tap} {}", m.join(":")));
+        Ok(())
+    }
+    fn unguard_port(&self, tap: &str) -> Result<(), NetError> {
+        self.note(format!("unguard {tap}"));
         Ok(())
     }
     fn link_exists(&self, name: &str) -> bool {

@@ -11,6 +11,7 @@
 pub mod kernel;
 pub mod netlink;
 pub mod nft;
+pub mod portsec;
 pub mod tap;
 
 use std::net::Ipv4Addr;

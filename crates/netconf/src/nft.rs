@@ -47,6 +47,11 @@ pub fn ruleset(kind: Kind, bridge: &str, subnet: Option<(Ipv4Addr, u8)>) -> Stri
     s
 }
 
+/// Runs an nftables script as one transaction.
+pub(crate) fn run(script: &str) -> Result<(), NetError> {
+    nft(script)
+}
+
 fn nft(script: &str) -> Result<(), NetError> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])

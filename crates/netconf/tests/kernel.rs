@@ -57,3 +57,38 @@ fn bridge_tap_veth_and_rules_are_created_and_removed() {
     assert!(!netconf::nft::exists(&br));
     assert!(!nl.delete_link(&br).unwrap(), "deleting a missing link is not an error");
 }
+
+/// A guarded tap (port security) against frames a guest writes into it, seen on the bridge: its
+/// own MAC passes as source, ARP sender and DHCP client; any other is dropped at the tap.
+#[test]
+fn a_guarded_tap_drops_frames_that_pose_as_another_mac() {
+    let id = std::process::id() % 100_000;
+    let (br, tap) = (format!("vbp{id}"), format!("vtp{id}"));
+    let _guard = Cleanup(vec![br.clone(), tap.clone()]);
+    let plan = BridgePlan {
+        kind: Kind::Internal,
+        bridge: br.clone(),
+        mac: [0x0a, 0x56, 0x49, 0, 0, 2],
+        address: Some((Ipv4Addr::new(10, 252, (id % 250) as u8, 1), 24)),
+        uplink: None,
+    };
+    netconf::ensure(&plan).unwrap();
+    let own = [0x0a, 0x56, 0x4e, 0x01, 0x02, 0x03];
+    netconf::portsec::apply(&tap, own).unwrap();
+    netconf::ensure_tap(&tap, &br, None).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/portsec_frames.py"))
+        .args([&tap, &br, "0a:56:4e:01:02:03", "0a:56:4e:09:09:09"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    netconf::portsec::remove(&tap).unwrap();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let want = "own plain passed\nown arp passed\nown dhcp passed\n\
+                spoofed-source plain dropped\nspoofed-source arp dropped\nspoofed-source dhcp dropped\n\
+                spoofed-arp plain passed\nspoofed-arp arp dropped\nspoofed-arp dhcp passed\n\
+                spoofed-dhcp plain passed\nspoofed-dhcp arp passed\nspoofed-dhcp dhcp dropped\n";
+    assert_eq!(text, want);
+    let listed = std::process::Command::new("nft").args(["list", "tables"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains(&netconf::portsec::table_name(&tap)));
+}

@@ -76,7 +76,13 @@ impl Networks {
                 self.bridge_of(&nic.network).map_err(|e| format!("field `nic[{i}].network`: {e}"))?;
             let tap = self.tap_name(vm, i);
             let mac = nic.mac.clone().ok_or_else(|| format!("field `nic[{i}].mac`: no MAC allocated"))?;
-            if let Err(e) = self.kernel.ensure_tap(&tap, &bridge, self.tap_owner) {
+            let bytes: Mac = mac.parse().map_err(|e| format!("field `nic[{i}].mac`: {e}"))?;
+            // Port security first: the tap passes nothing before its rules are in place.
+            let r = self
+                .kernel
+                .guard_port(&tap, bytes.0)
+                .and_then(|()| self.kernel.ensure_tap(&tap, &bridge, self.tap_owner));
+            if let Err(e) = r {
                 self.unplug(vm);
                 return Err(format!("NIC {i} on network '{}': {e}", nic.network));
             }
@@ -113,6 +119,9 @@ impl Networks {
             if self.kernel.link_exists(&tap) {
                 if let Err(e) = self.kernel.remove_tap(&tap) {
                     tracing::warn!(vm, tap, error = %e, "cannot delete a tap");
+                }
+                if let Err(e) = self.kernel.unguard_port(&tap) {
+                    tracing::warn!(vm, tap, error = %e, "cannot delete a tap's port security rules");
                 }
             }
         }

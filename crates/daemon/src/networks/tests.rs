@@ -143,8 +143,16 @@ fn nics_get_unique_macs_taps_follow_the_vm_and_delete_waits_for_the_nics() {
         assert_eq!((k.master(&e.tap).as_deref(), &e.mac), (Some(br.as_str()), m));
         assert!(e.tap.len() <= 15);
     }
+    // Each tap is guarded by its NIC's MAC before it exists, and unguarded when it goes.
+    let calls = k.calls();
+    for e in &eps {
+        let guard = calls.iter().position(|c| *c == format!("guard {} {}", e.tap, e.mac)).expect("guarded");
+        let tap = calls.iter().position(|c| c.starts_with(&format!("tap {} ", e.tap))).expect("made");
+        assert!(guard < tap, "{calls:?}");
+    }
     n.unplug("web1");
     assert!(eps.iter().all(|e| !k.link_exists(&e.tap)));
+    assert!(eps.iter().all(|e| k.calls().contains(&format!("unguard {}", e.tap))));
 
     let e = n.delete("lan").unwrap_err();
     assert!(e.contains("'web1' (NIC 0), 'web1' (NIC 1), 'web1' (NIC 2)"), "{e}");
