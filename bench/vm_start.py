@@ -105,9 +105,10 @@ def raw_args(vine_args, vm_dir, raw_dir, fds):
         out = [a.replace(f"/dev/fdset/{s}", path) for a in out]
     out = [a.replace(vm_dir, raw_dir) for a in out]
     qmp = out[out.index("-qmp") + 1].removeprefix("unix:").split(",")[0]
-    serial = next(a for a in out if a.startswith("socket,id=serial0,") or a.startswith("file,id=serial0,"))
-    opts = dict(kv.split("=", 1) for kv in serial.split(",")[1:] if "=" in kv)
-    console = opts.get("logfile") or opts["path"]
+    # vine's serial port goes to its console logger; by hand, QEMU writes the console to a file.
+    at = next(i for i, a in enumerate(out) if a.startswith("socket,id=serial0,") or a.startswith("file,id=serial0,"))
+    console = f"{raw_dir}/console.log"
+    out[at] = f"file,id=serial0,path={console},append=on"
     return out, qmp, console
 
 
