@@ -25,8 +25,9 @@ use crate::resources::Resources;
 
 /// The console page a reader gets by default.
 pub const CONSOLE_PAGE: u64 = 64 << 10;
-/// How often the daemon checks that every network's DHCP server still runs.
-const NETWORK_WATCH: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often the daemon checks that every network's DHCP server still runs, and learns the
+/// addresses guests leased (port security).
+const NETWORK_WATCH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Where the daemon keeps things and what it runs.
 #[derive(Debug, Clone)]
@@ -182,6 +183,9 @@ impl Daemon {
                 }
                 for m in d.ctx.networks.watch() {
                     d.ctx.event(None, "warning", "network.dhcp-restarted", &m);
+                }
+                for m in d.ctx.networks.learn_addresses() {
+                    tracing::info!("{m}");
                 }
                 for (_, m) in d.ctx.pools.newly_low() {
                     d.ctx.event(None, "warning", "pool.low-space", &m);

@@ -21,8 +21,9 @@ pub trait Kernel: Send + Sync {
     fn replug(&self, tap: &str, bridge: &str) -> Result<(), NetError>;
     /// Deletes a tap (nothing if there is none).
     fn remove_tap(&self, tap: &str) -> Result<(), NetError>;
-    /// Lets frames leave `tap` only with `mac` as source, ARP sender and DHCP client.
-    fn guard_port(&self, tap: &str, mac: [u8; 6]) -> Result<(), NetError>;
+    /// Lets frames leave `tap` only with `mac` as source, ARP sender and DHCP client, and from
+    /// `addrs` (replacing the tap's rules).
+    fn guard_port(&self, tap: &str, mac: [u8; 6], addrs: crate::portsec::Addresses) -> Result<(), NetError>;
     /// Removes a tap's port security rules.
     fn unguard_port(&self, tap: &str) -> Result<(), NetError>;
     /// Whether a link of that name exists.
@@ -53,8 +54,8 @@ impl Kernel for Live {
     fn remove_tap(&self, tap: &str) -> Result<(), NetError> {
         crate::remove_tap(tap)
     }
-    fn guard_port(&self, tap: &str, mac: [u8; 6]) -> Result<(), NetError> {
-        crate::portsec::apply(tap, mac)
+    fn guard_port(&self, tap: &str, mac: [u8; 6], addrs: crate::portsec::Addresses) -> Result<(), NetError> {
+        crate::portsec::apply(tap, mac, addrs)
     }
     fn unguard_port(&self, tap: &str) -> Result<(), NetError> {
         crate::portsec::remove(tap)
@@ -157,9 +158,14 @@ impl Kernel for Recording {
         self.links().remove(tap);
         Ok(())
     }
-    fn guard_port(&self, tap: &str, mac: [u8; 6]) -> Result<(), NetError> {
+    fn guard_port(&self, tap: &str, mac: [u8; 6], addrs: crate::portsec::Addresses) -> Result<(), NetError> {
         let m: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
-        self.note(format!("guard {tap} {}", m.join(":")));
+        let a = match addrs {
+            crate::portsec::Addresses::Any => String::new(),
+            crate::portsec::Addresses::Unleased => " unleased".into(),
+            crate::portsec::Addresses::Leased(ip) => format!(" {ip}"),
+        };
+        self.note(format!("guard {tap} {}{a}", m.join(":")));
         Ok(())
     }
     fn unguard_port(&self, tap: &str) -> Result<(), NetError> {

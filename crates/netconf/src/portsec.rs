@@ -2,10 +2,25 @@
 //! security: frames from the guest leave its tap only with the NIC's own MAC as their source, as
 //! the sender of their ARP packets and as the client (`chaddr`) of their DHCP requests, so a
 //! guest cannot pose as other machines or drain a network's DHCP pool by asking from invented
-//! MACs. One nftables table per tap (`bridge vine_ps_<tap>`), hooked at the bridge's prerouting,
-//! replaced atomically and deleted with the tap.
+//! MACs. On a network whose addresses vine's DHCP server gives, its IPv4 packets and ARP packets
+//! also carry only the address it leased ([`Addresses`]): before a lease, only DHCP from
+//! 0.0.0.0 and ARP probes. One nftables table per tap (`bridge vine_ps_<tap>`), hooked at the
+//! bridge's prerouting, replaced atomically and deleted with the tap.
+
+use std::net::Ipv4Addr;
 
 use crate::NetError;
+
+/// The IPv4 addresses a guest may send from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Addresses {
+    /// Any: a network whose addresses vine does not give.
+    Any,
+    /// None yet: DHCP from 0.0.0.0 and ARP probes (sender 0.0.0.0) only.
+    Unleased,
+    /// The address it leased (and 0.0.0.0 for DHCP).
+    Leased(Ipv4Addr),
+}
 
 /// BOOTP's `chaddr` field: byte 28 of the message (RFC 2131 §2), after the 8-byte UDP header.
 const CHADDR_BITS: u32 = (8 + 28) * 8;
@@ -15,24 +30,39 @@ pub fn table_name(tap: &str) -> String {
     format!("vine_ps_{}", tap.replace('-', "_"))
 }
 
-/// The ruleset script for a tap whose NIC has `mac` (pure).
-pub fn ruleset(tap: &str, mac: [u8; 6]) -> String {
+/// The ruleset script for a tap whose NIC has `mac` and may send from `addrs` (pure).
+pub fn ruleset(tap: &str, mac: [u8; 6], addrs: Addresses) -> String {
     let t = table_name(tap);
     let colon = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
     let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+    let mut rules = vec![
+        format!("iifname \"{tap}\" ether saddr != {colon} drop"),
+        format!("iifname \"{tap}\" ether type arp arp saddr ether != {colon} drop"),
+        format!("iifname \"{tap}\" ether type ip udp dport 67 @th,{CHADDR_BITS},48 != 0x{hex} drop"),
+    ];
+    let allowed = match addrs {
+        Addresses::Any => None,
+        Addresses::Unleased => Some("0.0.0.0".to_string()),
+        Addresses::Leased(ip) => Some(format!("{{ {ip}, 0.0.0.0 }}")),
+    };
+    if let Some(a) = allowed {
+        rules.push(format!("iifname \"{tap}\" ether type ip ip saddr != {a} drop"));
+        rules.push(format!("iifname \"{tap}\" ether type arp arp saddr ip != {a} drop"));
+        // 0.0.0.0 is for DHCP only.
+        rules.push(format!("iifname \"{tap}\" ether type ip ip saddr 0.0.0.0 ip protocol != udp drop"));
+        rules.push(format!("iifname \"{tap}\" ether type ip ip saddr 0.0.0.0 udp dport != 67 drop"));
+    }
+    let body: String = rules.iter().map(|r| format!("    {r}\n")).collect();
     format!(
         "table bridge {t} {{}}\ndelete table bridge {t}\ntable bridge {t} {{\n  chain prerouting {{\n    \
-         type filter hook prerouting priority filter; policy accept;\n    \
-         iifname \"{tap}\" ether saddr != {colon} drop\n    \
-         iifname \"{tap}\" ether type arp arp saddr ether != {colon} drop\n    \
-         iifname \"{tap}\" ether type ip udp dport 67 @th,{CHADDR_BITS},48 != 0x{hex} drop\n  }}\n}}\n"
+         type filter hook prerouting priority filter; policy accept;\n{body}  }}\n}}\n"
     )
 }
 
 /// Installs (replacing) a tap's rules.
-pub fn apply(tap: &str, mac: [u8; 6]) -> Result<(), NetError> {
+pub fn apply(tap: &str, mac: [u8; 6], addrs: Addresses) -> Result<(), NetError> {
     crate::netlink::check_name(tap)?;
-    crate::nft::run(&ruleset(tap, mac))
+    crate::nft::run(&ruleset(tap, mac, addrs))
 }
 
 /// Deletes a tap's rules (nothing if there are none).
@@ -47,10 +77,22 @@ mod tests {
 
     #[test]
     fn a_tap_passes_only_its_own_mac_as_source_arp_sender_and_dhcp_client() {
-        let s = ruleset("vt1-2", [0x0a, 0x56, 0x4e, 0x00, 0x00, 0x10]);
+        let s = ruleset("vt1-2", [0x0a, 0x56, 0x4e, 0x00, 0x00, 0x10], Addresses::Any);
         assert!(s.starts_with("table bridge vine_ps_vt1_2 {}\ndelete table bridge vine_ps_vt1_2\n"), "{s}");
         assert!(s.contains("iifname \"vt1-2\" ether saddr != 0a:56:4e:00:00:10 drop"), "{s}");
         assert!(s.contains("arp saddr ether != 0a:56:4e:00:00:10 drop"), "{s}");
         assert!(s.contains("udp dport 67 @th,288,48 != 0x0a564e000010 drop"), "{s}");
+        assert!(!s.contains("ip saddr"), "{s}");
+    }
+
+    #[test]
+    fn before_a_lease_only_dhcp_and_probes_pass_and_after_it_only_the_leased_address() {
+        let mac = [0x0a, 0x56, 0x4e, 0x00, 0x00, 0x10];
+        let s = ruleset("vt1", mac, Addresses::Unleased);
+        assert!(s.contains("ip saddr != 0.0.0.0 drop") && s.contains("arp saddr ip != 0.0.0.0 drop"), "{s}");
+        assert!(s.contains("ip saddr 0.0.0.0 udp dport != 67 drop"), "{s}");
+        let s = ruleset("vt1", mac, Addresses::Leased(Ipv4Addr::new(10, 1, 2, 3)));
+        assert!(s.contains("ip saddr != { 10.1.2.3, 0.0.0.0 } drop"), "{s}");
+        assert!(s.contains("arp saddr ip != { 10.1.2.3, 0.0.0.0 } drop"), "{s}");
     }
 }

@@ -59,9 +59,12 @@ fn bridge_tap_veth_and_rules_are_created_and_removed() {
 }
 
 /// A guarded tap (port security) against frames a guest writes into it, seen on the bridge: its
-/// own MAC passes as source, ARP sender and DHCP client; any other is dropped at the tap.
+/// own MAC passes as source, ARP sender and DHCP client, any other is dropped at the tap; where
+/// vine gives the addresses, IPv4 and ARP pass only from the leased address (before a lease,
+/// only DHCP from 0.0.0.0).
 #[test]
-fn a_guarded_tap_drops_frames_that_pose_as_another_mac() {
+fn a_guarded_tap_drops_frames_that_pose_as_another_mac_or_address() {
+    use netconf::portsec::Addresses;
     let id = std::process::id() % 100_000;
     let (br, tap) = (format!("vbp{id}"), format!("vtp{id}"));
     let _guard = Cleanup(vec![br.clone(), tap.clone()]);
@@ -74,21 +77,34 @@ fn a_guarded_tap_drops_frames_that_pose_as_another_mac() {
     };
     netconf::ensure(&plan).unwrap();
     let own = [0x0a, 0x56, 0x4e, 0x01, 0x02, 0x03];
-    netconf::portsec::apply(&tap, own).unwrap();
+    netconf::portsec::apply(&tap, own, Addresses::Any).unwrap();
     netconf::ensure_tap(&tap, &br, None).unwrap();
-    let out = std::process::Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/portsec_frames.py"))
-        .args([&tap, &br, "0a:56:4e:01:02:03", "0a:56:4e:09:09:09"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let run = |addrs: Addresses| {
+        netconf::portsec::apply(&tap, own, addrs).unwrap();
+        let out = std::process::Command::new("python3")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/portsec_frames.py"))
+            .args([&tap, &br, "0a:56:4e:01:02:03", "0a:56:4e:09:09:09"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        text
+    };
+    let macs = "own plain passed\nown arp passed\nown dhcp passed\nown ip passed\n\
+                spoofed-source plain dropped\nspoofed-source arp dropped\nspoofed-source dhcp dropped\nspoofed-source ip dropped\n\
+                spoofed-arp plain passed\nspoofed-arp arp dropped\nspoofed-arp dhcp passed\nspoofed-arp ip passed\n\
+                spoofed-dhcp plain passed\nspoofed-dhcp arp passed\nspoofed-dhcp dhcp dropped\nspoofed-dhcp ip passed\n";
+    assert_eq!(run(Addresses::Any), format!("{macs}spoofed-ip plain passed\nspoofed-ip arp passed\nspoofed-ip dhcp passed\nspoofed-ip ip passed\n"));
+    assert_eq!(
+        run(Addresses::Leased(Ipv4Addr::new(10, 9, 9, 9))),
+        format!("{macs}spoofed-ip plain passed\nspoofed-ip arp dropped\nspoofed-ip dhcp passed\nspoofed-ip ip dropped\n")
+    );
+    let unleased = run(Addresses::Unleased);
+    assert!(
+        unleased.starts_with("own plain passed\nown arp dropped\nown dhcp passed\nown ip dropped\n"),
+        "{unleased}"
+    );
     netconf::portsec::remove(&tap).unwrap();
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    let want = "own plain passed\nown arp passed\nown dhcp passed\n\
-                spoofed-source plain dropped\nspoofed-source arp dropped\nspoofed-source dhcp dropped\n\
-                spoofed-arp plain passed\nspoofed-arp arp dropped\nspoofed-arp dhcp passed\n\
-                spoofed-dhcp plain passed\nspoofed-dhcp arp passed\nspoofed-dhcp dhcp dropped\n";
-    assert_eq!(text, want);
     let listed = std::process::Command::new("nft").args(["list", "tables"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&listed.stdout).contains(&netconf::portsec::table_name(&tap)));
 }

@@ -8,6 +8,16 @@
 mod netns;
 mod vmhost;
 
+/// The names of nftables' bridge tables.
+fn nft_tables() -> Vec<String> {
+    let out = std::process::Command::new("nft").args(["list", "tables", "bridge"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("table bridge "))
+        .map(String::from)
+        .collect()
+}
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -129,6 +139,11 @@ fn guests_get_addresses_and_networks_connect_exactly_what_their_kind_allows() {
     wait_line(&h, "a1", &format!("VINE-PING {} ok", ip(pa, 11)), BOOT);
     wait_line(&h, "a2", &format!("VINE-PING {} ok", ip(pa, 10)), BOOT);
     wait_line(&h, "h1", &format!("VINE-PING {} ok", ip(ph, 1)), BOOT);
+    // Port security held each guest to its lease: until the daemon learned it, the guest could
+    // send nothing but DHCP, and the pings above passed after it did.
+    let log = h.daemon_log();
+    assert!(log.contains("may now send from Leased("), "no lease was learned: {log}");
+    assert!(nft_tables().iter().filter(|t| t.starts_with("vine_ps_")).count() >= 3, "{:?}", nft_tables());
     wait_line(&h, "n1", "VINE-CONNECT hello-from-outside", BOOT);
     let from = peer.lock().unwrap().expect("the listener saw the connection");
     assert_eq!(from.ip(), std::net::IpAddr::V4(ip(po, 1)), "NAT: the outside sees the host's address");

@@ -80,6 +80,8 @@ pub struct Networks {
     nets: Mutex<BTreeMap<String, Net>>,
     /// Who owns new taps.
     tap_owner: Option<u32>,
+    /// The guarded taps of running VMs: network, MAC, and the addresses their guest may send from.
+    guarded: Mutex<BTreeMap<String, (String, [u8; 6], netconf::portsec::Addresses)>>,
 }
 
 type Res<T> = Result<T, String>;
@@ -114,7 +116,15 @@ impl Networks {
                 Err(e) => tracing::error!(network = r.name, error = %e, "unreadable network record skipped"),
             }
         }
-        Ok(Networks { data: data.to_path_buf(), exe, store, kernel, nets: Mutex::new(nets), tap_owner: None })
+        Ok(Networks {
+            data: data.to_path_buf(),
+            exe,
+            store,
+            kernel,
+            nets: Mutex::new(nets),
+            tap_owner: None,
+            guarded: Mutex::new(BTreeMap::new()),
+        })
     }
 
     /// Taps made from now on belong to `uid` (the emulator user, who opens them unprivileged).
@@ -216,6 +226,48 @@ impl Networks {
             }
         }
         done
+    }
+
+    /// Holds each guarded tap on a network vine gives addresses on to the address its guest
+    /// leased (none before a lease, none after it expired), as the lease journals say now.
+    /// Returns what changed.
+    pub fn learn_addresses(&self) -> Vec<String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let served: std::collections::BTreeSet<String> =
+            self.lock().iter().filter(|(_, n)| n.spec.dhcp.is_some()).map(|(k, _)| k.clone()).collect();
+        let mut journals: BTreeMap<String, Vec<dhcp::leases::Lease>> = BTreeMap::new();
+        let mut changed = Vec::new();
+        let mut guarded = self.guarded.lock().unwrap_or_else(|p| p.into_inner());
+        for (tap, (network, mac, addrs)) in guarded.iter_mut() {
+            if !served.contains(network) {
+                continue;
+            }
+            let leases = journals.entry(network.clone()).or_insert_with(|| {
+                dhcp::leases::read_journal(&self.dir(network).join("leases")).unwrap_or_default()
+            });
+            let leased = leases
+                .iter()
+                .find(|l| l.mac.0 == *mac && l.state == dhcp::leases::LeaseState::Bound && l.holds(now))
+                .map(|l| l.ip);
+            let want = match leased {
+                Some(ip) => netconf::portsec::Addresses::Leased(ip),
+                None => netconf::portsec::Addresses::Unleased,
+            };
+            if want == *addrs {
+                continue;
+            }
+            match self.kernel.guard_port(tap, *mac, want) {
+                Ok(()) => {
+                    *addrs = want;
+                    changed.push(format!("tap {tap} on '{network}' may now send from {want:?}"));
+                }
+                Err(e) => tracing::warn!(tap, error = %e, "cannot update a tap's port security"),
+            }
+        }
+        changed
     }
 
     /// Creates a network: record, kernel objects, DHCP server.

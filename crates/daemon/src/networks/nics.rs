@@ -68,6 +68,23 @@ impl Networks {
         }
     }
 
+    /// What a new tap on `network` may send from: nothing but DHCP until a lease where vine
+    /// gives the addresses, anything where it does not.
+    fn first_addresses(&self, network: &str) -> netconf::portsec::Addresses {
+        let served = self.lock().get(network).is_some_and(|n| n.spec.dhcp.is_some());
+        if served {
+            netconf::portsec::Addresses::Unleased
+        } else {
+            netconf::portsec::Addresses::Any
+        }
+    }
+
+    fn guard_table(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<String, (String, [u8; 6], netconf::portsec::Addresses)>> {
+        self.guarded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Creates the taps of `def`'s NICs on their bridges; returns them in NIC order.
     pub fn plug(&self, vm: &str, def: &VmDefinition) -> Res<Vec<vmm::qemu_args::NicEndpoint>> {
         let mut out = Vec::new();
@@ -78,14 +95,16 @@ impl Networks {
             let mac = nic.mac.clone().ok_or_else(|| format!("field `nic[{i}].mac`: no MAC allocated"))?;
             let bytes: Mac = mac.parse().map_err(|e| format!("field `nic[{i}].mac`: {e}"))?;
             // Port security first: the tap passes nothing before its rules are in place.
+            let addrs = self.first_addresses(&nic.network);
             let r = self
                 .kernel
-                .guard_port(&tap, bytes.0)
+                .guard_port(&tap, bytes.0, addrs)
                 .and_then(|()| self.kernel.ensure_tap(&tap, &bridge, self.tap_owner));
             if let Err(e) = r {
                 self.unplug(vm);
                 return Err(format!("NIC {i} on network '{}': {e}", nic.network));
             }
+            self.guard_table().insert(tap.clone(), (nic.network.clone(), bytes.0, addrs));
             out.push(vmm::qemu_args::NicEndpoint { tap, mac });
         }
         Ok(out)
@@ -109,6 +128,11 @@ impl Networks {
             if let Err(e) = self.kernel.replug(&tap, &bridge) {
                 tracing::warn!(vm, tap, error = %e, "cannot plug a running VM's tap into its bridge");
             }
+            // Its rules outlived the daemon; the next look at the leases refreshes them.
+            if let Some(mac) = nic.mac.as_deref().and_then(|m| m.parse::<Mac>().ok()) {
+                let addrs = self.first_addresses(&nic.network);
+                self.guard_table().insert(tap.clone(), (nic.network.clone(), mac.0, addrs));
+            }
         }
     }
 
@@ -116,6 +140,7 @@ impl Networks {
     pub fn unplug(&self, vm: &str) {
         for i in 0..vmconfig::MAX_NICS {
             let tap = self.tap_name(vm, i);
+            self.guard_table().remove(&tap);
             if self.kernel.link_exists(&tap) {
                 if let Err(e) = self.kernel.remove_tap(&tap) {
                     tracing::warn!(vm, tap, error = %e, "cannot delete a tap");
