@@ -41,6 +41,10 @@ pub const BRIDGE_MAC_PREFIX: [u8; 3] = [0x0a, 0x56, 0x42];
 /// Longest network name.
 pub const MAX_NETWORK_NAME: usize = 32;
 
+/// A guarded tap of a running VM: its network, its NIC's MAC, and the addresses its guest may
+/// send from now.
+type Guarded = (String, [u8; 6], netconf::portsec::Addresses);
+
 /// A network as the store keeps it and `vine network show --json` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,7 +85,7 @@ pub struct Networks {
     /// Who owns new taps.
     tap_owner: Option<u32>,
     /// The guarded taps of running VMs: network, MAC, and the addresses their guest may send from.
-    guarded: Mutex<BTreeMap<String, (String, [u8; 6], netconf::portsec::Addresses)>>,
+    guarded: Mutex<BTreeMap<String, Guarded>>,
 }
 
 type Res<T> = Result<T, String>;

@@ -79,9 +79,7 @@ impl Networks {
         }
     }
 
-    fn guard_table(
-        &self,
-    ) -> std::sync::MutexGuard<'_, BTreeMap<String, (String, [u8; 6], netconf::portsec::Addresses)>> {
+    fn guard_table(&self) -> MutexGuard<'_, BTreeMap<String, Guarded>> {
         self.guarded.lock().unwrap_or_else(|p| p.into_inner())
     }
 
