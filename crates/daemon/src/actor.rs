@@ -80,10 +80,7 @@ impl Ctx {
 
     /// An event record stamped now, also written to the daemon's log.
     fn new_event(vm: Option<&str>, level: &str, kind: &str, message: &str) -> EventRecord {
-        let time_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let time_ms = crate::since_epoch().as_millis() as i64;
         match level {
             "error" => tracing::error!(vm, kind, "{message}"),
             "warning" => tracing::warn!(vm, kind, "{message}"),

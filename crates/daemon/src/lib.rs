@@ -37,3 +37,8 @@ pub mod supervisor;
 pub mod trash;
 
 pub use server::{Config, Daemon, DaemonError};
+
+/// Time since the Unix epoch (zero on a clock set before it).
+pub fn since_epoch() -> std::time::Duration {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
+}

@@ -218,10 +218,7 @@ impl Pools {
         let rec = PoolRecord {
             name: name.into(),
             path: dir.display().to_string(),
-            created_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0),
+            created_ms: crate::since_epoch().as_millis() as i64,
         };
         self.store.create_pool(&rec).map_err(store_failure)?;
         self.dirs().insert(name.into(), dir);

@@ -310,14 +310,7 @@ impl Changes {
     }
 }
 
-/// At most the first 64 characters of a value a client sent, for an error message (a huge value
-/// is not echoed back whole).
-pub fn clip(s: &str) -> String {
-    match s.char_indices().nth(64) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
-    }
-}
+pub use vmconfig::clip;
 
 /// Why a request did not succeed, by whose fault: the REST API maps these to HTTP statuses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

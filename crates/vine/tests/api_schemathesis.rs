@@ -40,6 +40,8 @@ fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         .args(["--exclude-path", "/api/logout"])
         .args(["--exclude-path-regex", "/(stream|ws)$"])
         .env("NO_COLOR", "1")
+        // Its cache goes to the test's own directory, not into the source tree.
+        .current_dir(h.dir.path())
         .output()
         .unwrap();
     let text = vmhost::text(&out);

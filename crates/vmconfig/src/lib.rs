@@ -307,8 +307,9 @@ fn validate_path(field: &str, path: &str) -> Result<(), DefinitionError> {
     Ok(())
 }
 
-/// At most the first 64 characters of `s`, for a message.
-fn clip(s: &str) -> String {
+/// At most the first 64 characters of a value someone sent, for an error message (a huge value
+/// is not echoed back whole).
+pub fn clip(s: &str) -> String {
     match s.char_indices().nth(64) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_string(),

@@ -36,9 +36,27 @@ pub fn check_not_anothers(state: &AppState, p: &Principal, field: &str, path: &s
         return Ok(());
     }
     let Ok(file) = state.daemon.ctx().pools.resolve(path) else { return Ok(()) };
-    let Ok(file) = std::fs::canonicalize(file) else { return Ok(()) };
-    let users = state.daemon.volume_users();
-    for theirs in users.get(&file).into_iter().flatten() {
+    not_anothers(state, p, &state.daemon.volume_users(), field, path, &file, true, None)
+}
+
+/// Refuses `file` (volume `path`, or one it stands on) when a VM other than `vm` that `p` may
+/// not configure attaches it and either side writes it.
+#[allow(clippy::too_many_arguments)]
+fn not_anothers(
+    state: &AppState,
+    p: &Principal,
+    users: &std::collections::BTreeMap<PathBuf, Vec<daemon::server::Attachment>>,
+    field: &str,
+    path: &str,
+    file: &Path,
+    me_writes: bool,
+    vm: Option<&str>,
+) -> ApiResult<()> {
+    let Ok(f) = std::fs::canonicalize(file) else { return Ok(()) };
+    for theirs in users.get(&f).into_iter().flatten() {
+        if Some(theirs.vm.as_str()) == vm || !(me_writes || theirs.writable) {
+            continue;
+        }
         if !has_right(state, p, &theirs.vm, "configure") {
             return Err(forbidden(format!(
                 "{field}: volume {path} is a disk of VM '{}', which user '{}' may not configure",
@@ -123,21 +141,7 @@ pub fn check_volume(
     // A missing volume is the daemon's 400, after the rights.
     let Ok(file) = pools.resolve(path) else { return Ok(()) };
     let users = state.daemon.volume_users();
-    let others = |f: &Path, me_writes: bool| -> ApiResult<()> {
-        let Ok(f) = std::fs::canonicalize(f) else { return Ok(()) };
-        for theirs in users.get(&f).into_iter().flatten() {
-            if Some(theirs.vm.as_str()) == vm || !(me_writes || theirs.writable) {
-                continue;
-            }
-            if !has_right(state, p, &theirs.vm, "configure") {
-                return Err(forbidden(format!(
-                    "{field}: volume {path} is a disk of VM '{}', which user '{}' may not configure",
-                    theirs.vm, p.user
-                )));
-            }
-        }
-        Ok(())
-    };
+    let others = |f: &Path, me_writes: bool| not_anothers(state, p, &users, field, path, f, me_writes, vm);
     others(&file, writable)?;
     for link in pools.chain(&file) {
         match link {

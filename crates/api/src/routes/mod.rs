@@ -681,8 +681,7 @@ fn definition_of(n: &NewVm) -> ApiResult<VmDefinition> {
 #[utoipa::path(get, path = "/api/vms", tag = "vms", responses((status = 200, body = [VmInfo]), (status = 401, body = ErrorBody)))]
 async fn list_vms(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Vec<VmInfo>>> {
     need(&state, &p, Need::Login)?;
-    let all: Vec<VmInfo> = serde_json::from_value(call(&state, Request::VmList).await?)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let all: Vec<VmInfo> = call_typed(&state, Request::VmList).await?;
     Ok(Json(all.into_iter().filter(|v| need(&state, &p, Need::See(&v.name)).is_ok()).collect()))
 }
 

@@ -236,10 +236,7 @@ impl Networks {
     /// leased (none before a lease, none after it expired), as the lease journals say now.
     /// Returns what changed.
     pub fn learn_addresses(&self) -> Vec<String> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = crate::since_epoch().as_secs();
         let served: std::collections::BTreeSet<String> =
             self.lock().iter().filter(|(_, n)| n.spec.dhcp.is_some()).map(|(k, _)| k.clone()).collect();
         let mut journals: BTreeMap<String, Vec<dhcp::leases::Lease>> = BTreeMap::new();
@@ -364,10 +361,7 @@ impl Networks {
         let mut cfg = n.spec.dhcp.clone().ok_or_else(|| format!("network '{name}' has no DHCP server"))?;
         cfg.reservations.insert(mac, addr);
         cfg.validate().map_err(|e| e.to_string())?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = crate::since_epoch().as_secs();
         let leases = dhcp::leases::read_journal(&self.dir(name).join("leases")).map_err(|e| e.to_string())?;
         if let Some(l) = leases.iter().find(|l| l.ip == addr && l.mac != mac && l.holds(now)) {
             return Err(format!(
@@ -395,10 +389,7 @@ impl Networks {
             return Err(format!("no network named '{name}'"));
         }
         let l = dhcp::leases::read_journal(&self.dir(name).join("leases")).map_err(|e| e.to_string())?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = crate::since_epoch().as_secs();
         Ok(Value::Array(l.iter().map(|x| lease_view(x, now)).collect()))
     }
 
