@@ -16,7 +16,7 @@
 set -euo pipefail
 
 # Bump whenever anything below changes what ends up in the kit.
-RECIPE=5
+RECIPE=6
 # The kernel command line the tests start from; tests append `vine.*` options.
 CMDLINE="console=ttyS0 panic=-1 quiet"
 # Drivers the guest needs (loaded with their dependencies, in order, unless built in).
@@ -24,6 +24,7 @@ MODULES=(virtio_pci virtio_blk virtio_scsi sd_mod virtio_net virtio_console ata_
     button evdev)
 
 OUT=${1:-/var/lib/vine/kit}
+HERE=$(cd "$(dirname "$0")" && pwd)
 
 log() { printf 'guest-kit: %s\n' "$*"; }
 die() { printf 'guest-kit: error: %s\n' "$*" >&2; exit 1; }
@@ -140,6 +141,9 @@ log "modules: ${#LOAD_ORDER[@]} (${LOAD_ORDER[*]##*/})"
 ROOT=$WORK/root
 mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,etc/acpi/PWRF,lib/modules/"$KREL",proc,sys,dev,tmp,run,root}
 cp "$BUSYBOX" "$ROOT/bin/busybox"
+# The hostile guest's tool (vine.flood): static, so it needs nothing from the initramfs.
+command -v gcc >/dev/null || die "gcc not found (scripts/setup.sh installs it)"
+gcc -O2 -Wall -static -o "$ROOT/bin/vine-flood" "$HERE/guest-flood.c"
 for rel in "${LOAD_ORDER[@]}"; do
     mkdir -p "$ROOT/lib/modules/$KREL/${rel%/*}"
     cp "$KMODS/$rel" "$ROOT/lib/modules/$KREL/$rel"
@@ -169,6 +173,10 @@ cat >"$ROOT/init" <<'EOF'
 #                         "VINE-PING <addr> ok" or "VINE-PING <addr> fail"
 #   vine.connect=IP:PORT  with vine.net: once leased, connect with nc every 2 s until the peer
 #                         answers; print "VINE-CONNECT <first line of the answer>"
+#   vine.flood=N          a hostile guest: once eth0 is up (with vine.net, once leased), send DHCP
+#                         requests from N invented MACs (/bin/vine-flood, scripts/guest-flood.c)
+#                         and print its "VINE-FLOOD sent=.. offers=.. acks=.. arp=.." line
+#   vine.floodarp=A[,B..] with vine.flood: then send ARP replies claiming each address
 # "VINE-BOOT-OK" is printed once the drivers are loaded and the power button is armed: ACPI
 # power button (QMP system_powerdown) -> acpid -> poweroff -f. Errors print "VINE-ERROR <what>".
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -279,6 +287,20 @@ if [ "$(opt net)" = 1 ]; then
     fi
 fi
 
+flood=$(opt flood)
+if [ -n "$flood" ]; then
+    (if wait_dev /sys/class/net/eth0; then
+         ip link set eth0 up
+         if [ "$(opt net)" = 1 ]; then
+             until [ -f /tmp/leased ]; do sleep 1; done
+         fi
+         echo "VINE-FLOOD-START"
+         vine-flood eth0 "$flood" $(opt floodarp) || echo "VINE-ERROR vine-flood failed"
+     else
+         echo "VINE-ERROR no eth0"
+     fi) &
+fi
+
 while :; do
     setsid cttyhack sh
     sleep 1
@@ -348,7 +370,7 @@ write_cpio() { # TREE -> archive on stdout
     cpio_entry TRAILER!!! 0 0 1 0 0 0 </dev/null
 }
 
-chmod 0755 "$ROOT/init" "$ROOT/etc/udhcpc.sh" "$ROOT/etc/acpi/PWRF/00000080"
+chmod 0755 "$ROOT/init" "$ROOT/bin/vine-flood" "$ROOT/etc/udhcpc.sh" "$ROOT/etc/acpi/PWRF/00000080"
 find "$ROOT" -type d -exec chmod 0755 {} +
 find "$ROOT/lib" "$ROOT/etc/vine-modules" -type f -exec chmod 0644 {} +
 chmod 1777 "$ROOT/tmp"

@@ -73,6 +73,23 @@ fn nft(script: &str) -> Result<(), NetError> {
     Ok(())
 }
 
+/// `nft list <what>` (e.g. `table bridge T`): the listing, or `Ok("")` when there is no such object.
+pub(crate) fn list(what: &str) -> Result<String, NetError> {
+    let out = Command::new("nft")
+        .arg("list")
+        .args(what.split_whitespace())
+        .output()
+        .map_err(|e| NetError::io("run nft (is the nftables package installed?)", e))?;
+    if out.status.success() {
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("No such file or directory") {
+        return Ok(String::new());
+    }
+    Err(NetError::Nft(err.trim().to_string()))
+}
+
 /// Installs (replacing) a network's table.
 pub fn apply(kind: Kind, bridge: &str, subnet: Option<(Ipv4Addr, u8)>) -> Result<(), NetError> {
     nft(&ruleset(kind, bridge, subnet))

@@ -36,9 +36,9 @@ pub fn ruleset(tap: &str, mac: [u8; 6], addrs: Addresses) -> String {
     let colon = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
     let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
     let mut rules = vec![
-        format!("iifname \"{tap}\" ether saddr != {colon} drop"),
-        format!("iifname \"{tap}\" ether type arp arp saddr ether != {colon} drop"),
-        format!("iifname \"{tap}\" ether type ip udp dport 67 @th,{CHADDR_BITS},48 != 0x{hex} drop"),
+        format!("iifname \"{tap}\" ether saddr != {colon} counter drop"),
+        format!("iifname \"{tap}\" ether type arp arp saddr ether != {colon} counter drop"),
+        format!("iifname \"{tap}\" ether type ip udp dport 67 @th,{CHADDR_BITS},48 != 0x{hex} counter drop"),
     ];
     let allowed = match addrs {
         Addresses::Any => None,
@@ -46,11 +46,13 @@ pub fn ruleset(tap: &str, mac: [u8; 6], addrs: Addresses) -> String {
         Addresses::Leased(ip) => Some(format!("{{ {ip}, 0.0.0.0 }}")),
     };
     if let Some(a) = allowed {
-        rules.push(format!("iifname \"{tap}\" ether type ip ip saddr != {a} drop"));
-        rules.push(format!("iifname \"{tap}\" ether type arp arp saddr ip != {a} drop"));
+        rules.push(format!("iifname \"{tap}\" ether type ip ip saddr != {a} counter drop"));
+        rules.push(format!("iifname \"{tap}\" ether type arp arp saddr ip != {a} counter drop"));
         // 0.0.0.0 is for DHCP only.
-        rules.push(format!("iifname \"{tap}\" ether type ip ip saddr 0.0.0.0 ip protocol != udp drop"));
-        rules.push(format!("iifname \"{tap}\" ether type ip ip saddr 0.0.0.0 udp dport != 67 drop"));
+        rules.push(format!(
+            "iifname \"{tap}\" ether type ip ip saddr 0.0.0.0 ip protocol != udp counter drop"
+        ));
+        rules.push(format!("iifname \"{tap}\" ether type ip ip saddr 0.0.0.0 udp dport != 67 counter drop"));
     }
     let body: String = rules.iter().map(|r| format!("    {r}\n")).collect();
     format!(
@@ -63,6 +65,22 @@ pub fn ruleset(tap: &str, mac: [u8; 6], addrs: Addresses) -> String {
 pub fn apply(tap: &str, mac: [u8; 6], addrs: Addresses) -> Result<(), NetError> {
     crate::netlink::check_name(tap)?;
     crate::nft::run(&ruleset(tap, mac, addrs))
+}
+
+/// The frames a tap's rules have dropped since they were last installed (0 if it has none).
+pub fn dropped(tap: &str) -> Result<u64, NetError> {
+    crate::netlink::check_name(tap)?;
+    let out = crate::nft::list(&format!("table bridge {}", table_name(tap)))?;
+    Ok(sum_counters(&out))
+}
+
+/// The sum of `counter packets N` in an `nft list` output (pure).
+fn sum_counters(listing: &str) -> u64 {
+    listing
+        .split("counter packets ")
+        .skip(1)
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// Deletes a tap's rules (nothing if there are none).
@@ -79,9 +97,9 @@ mod tests {
     fn a_tap_passes_only_its_own_mac_as_source_arp_sender_and_dhcp_client() {
         let s = ruleset("vt1-2", [0x0a, 0x56, 0x4e, 0x00, 0x00, 0x10], Addresses::Any);
         assert!(s.starts_with("table bridge vine_ps_vt1_2 {}\ndelete table bridge vine_ps_vt1_2\n"), "{s}");
-        assert!(s.contains("iifname \"vt1-2\" ether saddr != 0a:56:4e:00:00:10 drop"), "{s}");
-        assert!(s.contains("arp saddr ether != 0a:56:4e:00:00:10 drop"), "{s}");
-        assert!(s.contains("udp dport 67 @th,288,48 != 0x0a564e000010 drop"), "{s}");
+        assert!(s.contains("iifname \"vt1-2\" ether saddr != 0a:56:4e:00:00:10 counter drop"), "{s}");
+        assert!(s.contains("arp saddr ether != 0a:56:4e:00:00:10 counter drop"), "{s}");
+        assert!(s.contains("udp dport 67 @th,288,48 != 0x0a564e000010 counter drop"), "{s}");
         assert!(!s.contains("ip saddr"), "{s}");
     }
 
@@ -89,10 +107,21 @@ mod tests {
     fn before_a_lease_only_dhcp_and_probes_pass_and_after_it_only_the_leased_address() {
         let mac = [0x0a, 0x56, 0x4e, 0x00, 0x00, 0x10];
         let s = ruleset("vt1", mac, Addresses::Unleased);
-        assert!(s.contains("ip saddr != 0.0.0.0 drop") && s.contains("arp saddr ip != 0.0.0.0 drop"), "{s}");
-        assert!(s.contains("ip saddr 0.0.0.0 udp dport != 67 drop"), "{s}");
+        assert!(
+            s.contains("ip saddr != 0.0.0.0 counter drop")
+                && s.contains("arp saddr ip != 0.0.0.0 counter drop"),
+            "{s}"
+        );
+        assert!(s.contains("ip saddr 0.0.0.0 udp dport != 67 counter drop"), "{s}");
         let s = ruleset("vt1", mac, Addresses::Leased(Ipv4Addr::new(10, 1, 2, 3)));
-        assert!(s.contains("ip saddr != { 10.1.2.3, 0.0.0.0 } drop"), "{s}");
-        assert!(s.contains("arp saddr ip != { 10.1.2.3, 0.0.0.0 } drop"), "{s}");
+        assert!(s.contains("ip saddr != { 10.1.2.3, 0.0.0.0 } counter drop"), "{s}");
+        assert!(s.contains("arp saddr ip != { 10.1.2.3, 0.0.0.0 } counter drop"), "{s}");
+    }
+
+    #[test]
+    fn dropped_frames_are_the_sum_of_the_counters() {
+        let listing = "table bridge vine_ps_t {\n chain prerouting {\n  iifname \"t\" ether saddr != 0a:00:00:00:00:01 counter packets 12 bytes 4000 drop\n  iifname \"t\" ether type arp arp saddr ether != 0a:00:00:00:00:01 counter packets 30 bytes 1260 drop\n }\n}\n";
+        assert_eq!(sum_counters(listing), 42);
+        assert_eq!(sum_counters("table bridge x {}"), 0);
     }
 }
