@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The management API under load: vine's HTTPS API against libvirt (Debian's libvirtd with the
+# QEMU driver), side by side in one run; bench/api_load.py does the clients and the timing.
+#
+#   bash bench/api-load.sh [DURATION_S [CONCURRENCY...]]     (default: 60 s at 10, 50 and 200)
+#
+# Each side holds four running VMs booted from the guest kit (256 MiB, one vCPU, TCG) which cycle
+# start, save, restore, off during each load phase. Needs root. Installs libvirt-daemon-system,
+# libvirt-clients and python3-libvirt if missing and starts its own virtlogd and libvirtd unless
+# they run; a private vine daemon lives in a temporary directory. Everything it made goes at the
+# end: VMs, domains (with their managed-save images), daemons it started, the directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-60}
+shift || true
+LEVELS=("$@")
+[ ${#LEVELS[@]} -gt 0 ] || LEVELS=(10 50 200)
+VINE=$(bash scripts/build.sh)/vine
+bash scripts/guest-kit.sh >/dev/null
+KIT=${VINE_KIT_DIR:-/var/lib/vine/kit}
+missing=()
+for p in libvirt-daemon-system libvirt-clients python3-libvirt; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+work=$(mktemp -d /var/tmp/vine-bench-load.XXXXXX)
+chmod 0755 "$work" # libvirt's QEMU (libvirt-qemu) reads the kernel and initrd copied here
+daemon=""
+started=()
+lv() { virsh -q -c qemu:///system "$@"; }
+cleanup() {
+    set +e
+    if [ -n "$daemon" ]; then
+        for i in 0 1 2 3; do
+            VINE_SOCKET=$work/vine.sock "$VINE" vm off "load-$i" >/dev/null 2>&1
+        done
+        kill "$daemon" 2>/dev/null
+        wait "$daemon" 2>/dev/null
+    fi
+    if lv version >/dev/null 2>&1; then
+        for i in 0 1 2 3; do
+            lv destroy "load-$i" >/dev/null 2>&1
+            lv undefine "load-$i" --managed-save >/dev/null 2>&1
+        done
+    fi
+    for pid in "${started[@]}"; do kill "$pid" 2>/dev/null; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+if ! lv version >/dev/null 2>&1; then
+    mkdir -p /var/log/libvirt /run/libvirt
+    if [ ! -S /run/libvirt/virtlogd-sock ]; then
+        virtlogd -d --pid-file "$work/virtlogd.pid"
+        for _ in $(seq 50); do [ -s "$work/virtlogd.pid" ] && break; sleep 0.1; done
+        started+=("$(cat "$work/virtlogd.pid")")
+    fi
+    libvirtd -d --pid-file "$work/libvirtd.pid"
+    for _ in $(seq 100); do lv version >/dev/null 2>&1 && break; sleep 0.1; done
+    started+=("$(cat "$work/libvirtd.pid")")
+fi
+"$VINE" daemon --data-dir "$work/data" --socket "$work/vine.sock" --cgroup-parent vine-bench-load \
+    --listen 127.0.0.1:0 >"$work/daemon.log" 2>&1 &
+daemon=$!
+for _ in $(seq 100); do grep -q "https://" "$work/daemon.log" 2>/dev/null && break; sleep 0.1; done
+port=$(grep -o 'https://127.0.0.1:[0-9]*' "$work/daemon.log" | cut -d: -f3)
+export VINE_SOCKET=$work/vine.sock
+
+cmdline="$(sed -n 's/^  "cmdline": "\(.*\)"$/\1/p' "$KIT/kit.json") vine.counter=1"
+cp "$KIT/vmlinuz" "$KIT/initrd.img" "$work/"
+chmod 0644 "$work/vmlinuz" "$work/initrd.img"
+echo "starting 4 VMs in vine and 4 domains in libvirt" >&2
+for i in 0 1 2 3; do
+    "$VINE" vm create "load-$i" --memory 256M --kernel "$KIT/vmlinuz" --initrd "$KIT/initrd.img" \
+        --append "$cmdline" >/dev/null
+    "$VINE" vm start "load-$i" >/dev/null
+    cat >"$work/load-$i.xml" <<EOF
+<domain type='qemu'><name>load-$i</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>
+<os><type arch='x86_64' machine='pc'>hvm</type><kernel>$work/vmlinuz</kernel>
+<initrd>$work/initrd.img</initrd><cmdline>$cmdline</cmdline></os><features><acpi/></features>
+<devices><serial type='pty'><log file='$work/load-$i.console.log'/></serial><console type='pty'/></devices></domain>
+EOF
+    lv define "$work/load-$i.xml" >/dev/null
+    lv start "load-$i" >/dev/null
+done
+sleep 15 # both sides' guests are up before anything is measured
+password=$(cat "$work/data/initial-admin-password")
+token=$(/usr/bin/python3 - "$port" "$password" "$work" <<'PY'
+import http.client, json, ssl, sys
+port, pw, work = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+c = http.client.HTTPSConnection("127.0.0.1", port, context=ssl.create_default_context(cafile=f"{work}/data/tls/cert.pem"))
+c.request("POST", "/api/login", json.dumps({"user": "admin", "password": pw}), {"Content-Type": "application/json"})
+print(json.load(c.getresponse())["token"])
+PY
+)
+echo "commit $(git rev-parse --short HEAD), $(date -u +%Y-%m-%d), $(virsh --version | sed 's/^/libvirt /'), $(nproc) CPUs, ${DURATION} s per phase"
+/usr/bin/python3 bench/api_load.py "$work/data" "$port" "$token" "$password" "$DURATION" "${LEVELS[@]}"
