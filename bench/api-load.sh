@@ -3,6 +3,7 @@
 # QEMU driver), side by side in one run; bench/api_load.py does the clients and the timing.
 #
 #   bash bench/api-load.sh [DURATION_S [CONCURRENCY...]]     (default: 60 s at 10, 50 and 200)
+#   THINK_MS=1000 bash bench/api-load.sh ...                 (clients pause 0-2 s between requests)
 #
 # Each side holds four running VMs booted from the guest kit (256 MiB, one vCPU, TCG) which cycle
 # start, save, restore, off during each load phase. Needs root. Installs libvirt-daemon-system,

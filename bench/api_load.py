@@ -8,7 +8,9 @@ running VMs (the same guest-kit kernel and initrd, 256 MiB, one vCPU, TCG).
 
 For each side, first the operations with no load (one client, nothing else happening), then at
 each concurrency C: C clients, each with its own connection, go round list, show, console page
-and metrics as fast as they are answered, 20 more clients log in over and over, and the four VMs
+and metrics as fast as they are answered (or, with THINK_MS set, pausing 0 to 2 × THINK_MS
+between requests, as people and dashboards do), 20 more clients log in over and over (pausing
+likewise), and the four VMs
 cycle start, save, restore, off, for DURATION_S seconds. The sides take turns; they never run at
 the same time.
 
@@ -32,6 +34,7 @@ import http.client
 import json
 import multiprocessing as mp
 import os
+import random
 import resource
 import socket
 import ssl
@@ -48,6 +51,8 @@ LEVELS = [int(c) for c in sys.argv[6:]] or [10, 50, 200]
 VMS = [f"load-{i}" for i in range(4)]
 LOGINS = 20
 IDLE_ROUNDS = int(os.environ.get("IDLE_ROUNDS", "200"))
+# Each client's pause between requests, uniformly 0 to 2 × THINK_MS (0: back to back).
+THINK_S = float(os.environ.get("THINK_MS", "0")) / 1000
 OPS = ["list", "show", "console", "metrics"]
 CA = f"{DATA}/tls/cert.pem"
 
@@ -166,6 +171,9 @@ def client_thread(side, ops, seed, deadline, out):
         out.append(("connect", 0.0, repr(e)))
         return
     i = seed
+    rng = random.Random(seed)
+    if THINK_S:
+        time.sleep(rng.uniform(0, 2 * THINK_S))
     while time.time() < deadline:
         name = ops[i % len(ops)]
         t = time.perf_counter()
@@ -175,6 +183,8 @@ def client_thread(side, ops, seed, deadline, out):
         except Exception as e:  # noqa: BLE001 - counted and reported
             out.append((name, time.perf_counter() - t, repr(e)[:300]))
         i += 1
+        if THINK_S:
+            time.sleep(rng.uniform(0, 2 * THINK_S))
 
 
 def client_process(side, ops, threads, first_seed, start_at, deadline, queue):
@@ -387,6 +397,7 @@ def main():
             print(f"| {side} | {c} | {n / DURATION:.0f} | {len(cyc)} | {sum(1 for s in cyc if s[2])} |")
             failed += sum(len(o["errors"]) for name, o in ops.items() if name == "connect")
     print()
+    print(f"Pause between a client's requests: {'none' if not THINK_S else f'0 to {2 * THINK_S * 1e3:.0f} ms'}.")
     print(f"Slow clients: {slow['n']} connections held open (half mid-header, half mid-handshake); another "
           f"client's {slow['requests']} requests: p50 {ms(slow['p50'])}, slowest {ms(slow['worst'])}, "
           f"{slow['errors']} failed; {slow['still_open']} slow connections still open at the end.")

@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod client;
 pub mod console;
+pub mod hasher;
 pub mod hooks;
 pub mod metrics;
 pub mod routes;

@@ -35,6 +35,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Failed logins, per user and address.
     pub throttle: Arc<std::sync::Mutex<crate::throttle::Throttle>>,
+    /// The password hashing threads.
+    pub hasher: crate::hasher::Hasher,
 }
 
 impl AppState {
@@ -42,7 +44,8 @@ impl AppState {
     /// of an unknown user costs no more than any other.
     pub fn new(daemon: Arc<Daemon>, store: Arc<dyn Store>) -> AppState {
         auth::warm_up();
-        AppState { daemon, store, throttle: Default::default() }
+        let hasher = crate::hasher::Hasher::start(crate::hasher::Hasher::default_threads());
+        AppState { daemon, store, throttle: Default::default(), hasher }
     }
 }
 
@@ -112,7 +115,7 @@ impl From<store::StoreError> for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// A JSON body whose rejections answer like every other error (`{"error": …}`).
 pub struct Body<T>(pub T);
@@ -190,10 +193,24 @@ impl FromRequestParts<AppState> for Principal {
             c.split(';')
                 .find_map(|kv| kv.trim().strip_prefix(&format!("{}=", auth::COOKIE)).map(str::to_string))
         });
-        if let Some(p) = bearer.and_then(|b| auth::check_token(state.store.as_ref(), &b)) {
+        if bearer.is_none() && cookie.is_none() {
+            return Err(not_logged_in());
+        }
+        // Two SQLite reads (token, user): on the blocking pool, not on the async workers.
+        let store = state.store.clone();
+        let (by_bearer, by_cookie) = blocking(move || {
+            let by_bearer = bearer.and_then(|b| auth::check_token(store.as_ref(), &b));
+            let by_cookie = match by_bearer {
+                Some(_) => None,
+                None => cookie.and_then(|c| auth::check_token(store.as_ref(), &c)),
+            };
+            Ok((by_bearer, by_cookie))
+        })
+        .await?;
+        if let Some(p) = by_bearer {
             return Ok(p);
         }
-        if let Some(p) = cookie.and_then(|c| auth::check_token(state.store.as_ref(), &c)) {
+        if let Some(p) = by_cookie {
             // A browser sends the cookie with any request to this site, whoever's page made it.
             if !parts.method.is_safe() && !same_origin(&parts.headers) {
                 return Err(ApiError::new(
@@ -204,11 +221,15 @@ impl FromRequestParts<AppState> for Principal {
             }
             return Ok(p);
         }
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "not logged in: log in (POST /api/login) or send an API token (Authorization: Bearer …)",
-        ))
+        Err(not_logged_in())
     }
+}
+
+fn not_logged_in() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "not logged in: log in (POST /api/login) or send an API token (Authorization: Bearer …)",
+    )
 }
 
 /// Whether a request's `Origin` (or, without one, `Referer`) is this host over HTTPS: the CSRF
@@ -360,13 +381,15 @@ async fn login(
     }
     let store = state.store.clone();
     let (user, password) = (l.user.clone(), l.password);
-    let ok = blocking(move || {
-        // An unknown user is checked against a stand-in hash: the same work as a wrong password.
-        let hash = store.get_user(&user)?.map(|u| u.password_hash);
-        let matches = auth::verify_password(&password, hash.as_deref().unwrap_or(auth::stand_in_hash()));
-        Ok(matches && hash.is_some())
-    })
-    .await?;
+    let hash = blocking(move || Ok(store.get_user(&user)?.map(|u| u.password_hash))).await?;
+    let ok = state
+        .hasher
+        .run(move || {
+            // An unknown user is checked against a stand-in hash: the same work as a wrong password.
+            let matches = auth::verify_password(&password, hash.as_deref().unwrap_or(auth::stand_in_hash()));
+            matches && hash.is_some()
+        })
+        .await?;
     if !ok {
         let starts = state.throttle.lock().unwrap_or_else(|p| p.into_inner()).failed(&l.user, addr, now);
         let who = format!("{:?}", daemon::protocol::clip(&l.user));
@@ -520,11 +543,12 @@ async fn my_password(
     need(&state, &p, Need::Login)?;
     check_password(&n.password)?;
     let store = state.store.clone();
+    let hash = state.hasher.run(move || auth::hash_password(&n.password)).await?;
     blocking(move || {
         let mut u = store.get_user(&p.user)?.ok_or_else(|| {
             ApiError::new(StatusCode::NOT_FOUND, format!("'{}' is not a stored user", p.user))
         })?;
-        u.password_hash = auth::hash_password(&n.password);
+        u.password_hash = hash;
         store.update_user(&u)?;
         auth::end_sessions(store.as_ref(), &p.user, p.token.as_deref())?;
         Ok(StatusCode::NO_CONTENT)
@@ -1103,10 +1127,11 @@ async fn create_user(
     check_password(&n.password)?;
     let store = state.store.clone();
     let (name, password) = (n.name.clone(), n.password);
+    let password_hash = state.hasher.run(move || auth::hash_password(&password)).await?;
     blocking(move || {
         Ok(store.create_user(&UserRecord {
             name,
-            password_hash: auth::hash_password(&password),
+            password_hash,
             admin: n.admin,
             can_create: n.can_create,
             created_ms: auth::now_ms(),
@@ -1145,11 +1170,12 @@ async fn user_password(
     need(&state, &p, Need::Admin)?;
     check_password(&n.password)?;
     let store = state.store.clone();
+    let hash = state.hasher.run(move || auth::hash_password(&n.password)).await?;
     blocking(move || {
         let mut u = store
             .get_user(&user)?
             .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no user '{user}'")))?;
-        u.password_hash = auth::hash_password(&n.password);
+        u.password_hash = hash;
         store.update_user(&u)?;
         let keep = if user == p.user { p.token.as_deref() } else { None };
         auth::end_sessions(store.as_ref(), &user, keep)?;
