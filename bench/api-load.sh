@@ -4,6 +4,7 @@
 #
 #   bash bench/api-load.sh [DURATION_S [CONCURRENCY...]]     (default: 60 s at 10, 50 and 200)
 #   THINK_MS=1000 bash bench/api-load.sh ...                 (clients pause 0-2 s between requests)
+#   SIDES=vine CYCLE=0 bash bench/api-load.sh ...            (vine alone; VMs left running)
 #
 # Each side holds four running VMs booted from the guest kit (256 MiB, one vCPU, TCG) which cycle
 # start, save, restore, off during each load phase. Needs root. Installs libvirt-daemon-system,
@@ -51,7 +52,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if ! lv version >/dev/null 2>&1; then
+SIDES=${SIDES:-vine libvirt}
+with_libvirt=false
+case " $SIDES " in *" libvirt "*) with_libvirt=true ;; esac
+if $with_libvirt && ! lv version >/dev/null 2>&1; then
     mkdir -p /var/log/libvirt /run/libvirt
     if [ ! -S /run/libvirt/virtlogd-sock ]; then
         virtlogd -d --pid-file "$work/virtlogd.pid"
@@ -83,8 +87,10 @@ for i in 0 1 2 3; do
 <initrd>$work/initrd.img</initrd><cmdline>$cmdline</cmdline></os><features><acpi/></features>
 <devices><serial type='pty'><log file='$work/load-$i.console.log'/></serial><console type='pty'/></devices></domain>
 EOF
-    lv define "$work/load-$i.xml" >/dev/null
-    lv start "load-$i" >/dev/null
+    if $with_libvirt; then
+        lv define "$work/load-$i.xml" >/dev/null
+        lv start "load-$i" >/dev/null
+    fi
 done
 sleep 15 # both sides' guests are up before anything is measured
 password=$(cat "$work/data/initial-admin-password")
@@ -96,5 +102,6 @@ c.request("POST", "/api/login", json.dumps({"user": "admin", "password": pw}), {
 print(json.load(c.getresponse())["token"])
 PY
 )
-echo "commit $(git rev-parse --short HEAD), $(date -u +%Y-%m-%d), $(virsh --version | sed 's/^/libvirt /'), $(nproc) CPUs, ${DURATION} s per phase"
+echo "commit $(git rev-parse --short HEAD), $(date -u +%Y-%m-%d), $(virsh --version | sed 's/^/libvirt /'), $(nproc) CPUs, ${DURATION} s per phase, sides: $SIDES"
+export SIDES
 /usr/bin/python3 bench/api_load.py "$work/data" "$port" "$token" "$password" "$DURATION" "${LEVELS[@]}"

@@ -53,6 +53,9 @@ LOGINS = 20
 IDLE_ROUNDS = int(os.environ.get("IDLE_ROUNDS", "200"))
 # Each client's pause between requests, uniformly 0 to 2 × THINK_MS (0: back to back).
 THINK_S = float(os.environ.get("THINK_MS", "0")) / 1000
+# For finding where time goes: SIDES=vine measures one side, CYCLE=0 leaves the VMs running.
+SIDES = os.environ.get("SIDES", "vine libvirt").split()
+CYCLE = os.environ.get("CYCLE", "1") != "0"
 OPS = ["list", "show", "console", "metrics"]
 CA = f"{DATA}/tls/cert.pem"
 
@@ -246,7 +249,7 @@ def under_load(side, concurrency):
     cyc_out = []
     while time.time() < start_at:
         time.sleep(0.01)
-    cyclers = [threading.Thread(target=cycler, args=(side, vm, stop, cyc_out)) for vm in VMS]
+    cyclers = [threading.Thread(target=cycler, args=(side, vm, stop, cyc_out)) for vm in VMS if CYCLE]
     for t in cyclers:
         t.start()
     samples = []
@@ -354,7 +357,7 @@ def ms(x):
 def main():
     results = {}
     failed = 0
-    order = ["vine", "libvirt"]
+    order = [s for s in ["vine", "libvirt"] if s in SIDES]
     for side in order:
         log(f"{side}: idle")
         results[(side, "idle")] = (by_op(idle(side)), [])
@@ -400,6 +403,7 @@ def main():
             print(f"| {side} | {c} | {n / DURATION:.0f} | {len(cyc)} | {sum(1 for s in cyc if s[2])} |")
             failed += sum(len(o["errors"]) for name, o in ops.items() if name == "connect")
     print()
+    print(f"VM cycling: {'on' if CYCLE else 'off'}.")
     print(f"Pause between a client's requests: {'none' if not THINK_S else f'0 to {2 * THINK_S * 1e3:.0f} ms'}.")
     print(f"Slow clients: {slow['n']} connections held open (half mid-header, half mid-handshake); another "
           f"client's {slow['requests']} requests: p50 {ms(slow['p50'])}, slowest {ms(slow['worst'])}, "

@@ -55,6 +55,9 @@ pub struct Principal {
     pub can_create: bool,
     /// The token id this request came with (for logout).
     pub token: Option<String>,
+    /// The user's rights on VMs, pools and networks, read with the token (none for
+    /// administrators, who have them all), so checking them touches no database.
+    pub rights: Vec<store::AclEntry>,
 }
 
 /// Now, ms since the Unix epoch.
@@ -136,7 +139,14 @@ pub fn check_token(store: &dyn Store, presented: &str) -> Option<Principal> {
         return None;
     }
     let u = store.get_user(&rec.user).ok()??;
-    Some(Principal { user: u.name, admin: u.admin, can_create: u.can_create || u.admin, token: Some(rec.id) })
+    let rights = if u.admin { Vec::new() } else { store.acl(Some(&u.name), None).ok()? };
+    Some(Principal {
+        user: u.name,
+        admin: u.admin,
+        can_create: u.can_create || u.admin,
+        token: Some(rec.id),
+        rights,
+    })
 }
 
 /// Creates the `admin` user with a random password on first start; returns the password when it

@@ -84,7 +84,7 @@ pub async fn serial_ws(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
-    need(&state, &p, Need::Use(&name))?;
+    need(&p, Need::Use(&name))?;
     same_origin(&headers)?;
     let paths = vm_paths(&state, &name)?;
     let ws = upgrade(ws)?;
@@ -176,7 +176,7 @@ pub async fn vnc_ws(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
-    need(&state, &p, Need::Use(&name))?;
+    need(&p, Need::Use(&name))?;
     same_origin(&headers)?;
     let paths = vm_paths(&state, &name)?;
     let ws = upgrade(ws)?;
@@ -241,8 +241,8 @@ pub async fn event_stream(
     Q(q): Q<StreamQuery>,
 ) -> ApiResult<Response> {
     match &q.vm {
-        Some(vm) => need(&state, &p, Need::See(vm))?,
-        None => need(&state, &p, Need::Login)?,
+        Some(vm) => need(&p, Need::See(vm))?,
+        None => need(&p, Need::Login)?,
     }
     struct Cursor {
         state: AppState,
@@ -275,9 +275,9 @@ pub async fn event_stream(
             match batch {
                 Ok(Ok(list)) if !list.is_empty() => {
                     c.after = list.last().map(|e| e.id).unwrap_or(c.after);
-                    let visible = list.into_iter().filter(|e| {
-                        e.vm.as_deref().is_none_or(|vm| need(&c.state, &c.p, Need::See(vm)).is_ok())
-                    });
+                    let visible = list
+                        .into_iter()
+                        .filter(|e| e.vm.as_deref().is_none_or(|vm| need(&c.p, Need::See(vm)).is_ok()));
                     c.ready.extend(visible.map(|e| Event {
                         id: e.id,
                         time_ms: e.time_ms,

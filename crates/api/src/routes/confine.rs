@@ -36,14 +36,13 @@ pub fn check_not_anothers(state: &AppState, p: &Principal, field: &str, path: &s
         return Ok(());
     }
     let Ok(file) = state.daemon.ctx().pools.resolve(path) else { return Ok(()) };
-    not_anothers(state, p, &state.daemon.volume_users(), field, path, &file, true, None)
+    not_anothers(p, &state.daemon.volume_users(), field, path, &file, true, None)
 }
 
 /// Refuses `file` (volume `path`, or one it stands on) when a VM other than `vm` that `p` may
 /// not configure attaches it and either side writes it.
 #[allow(clippy::too_many_arguments)]
 fn not_anothers(
-    state: &AppState,
     p: &Principal,
     users: &std::collections::BTreeMap<PathBuf, Vec<daemon::server::Attachment>>,
     field: &str,
@@ -57,7 +56,7 @@ fn not_anothers(
         if Some(theirs.vm.as_str()) == vm || !(me_writes || theirs.writable) {
             continue;
         }
-        if !has_right(state, p, &theirs.vm, "configure") {
+        if !has_right(p, &theirs.vm, "configure") {
             return Err(forbidden(format!(
                 "{field}: volume {path} is a disk of VM '{}', which user '{}' may not configure",
                 theirs.vm, p.user
@@ -68,13 +67,13 @@ fn not_anothers(
 }
 
 /// Whether `p` may use storage pool `pool`.
-pub fn may_use_pool(state: &AppState, p: &Principal, pool: &str) -> bool {
-    has_right(state, p, &pool_object(pool), "use")
+pub fn may_use_pool(p: &Principal, pool: &str) -> bool {
+    has_right(p, &pool_object(pool), "use")
 }
 
 /// Whether `p` may attach NICs to `network`.
-pub fn may_use_network(state: &AppState, p: &Principal, network: &str) -> bool {
-    has_right(state, p, &network_object(network), "use")
+pub fn may_use_network(p: &Principal, network: &str) -> bool {
+    has_right(p, &network_object(network), "use")
 }
 
 /// The field names of a definition's files, in the order [`attachments`] gives them.
@@ -98,7 +97,7 @@ pub fn check_vm(state: &AppState, p: &Principal, def: &VmDefinition) -> ApiResul
         check_volume(state, p, &field, &path, mine.writable, Some(&def.name))?;
     }
     for (i, n) in def.nics.iter().enumerate() {
-        if !may_use_network(state, p, &n.network) {
+        if !may_use_network(p, &n.network) {
             return Err(forbidden(format!(
                 "user '{}' may not use network '{}' (nics[{i}]): an administrator grants it with \
                  `vine acl grant {} use --network {}`",
@@ -129,7 +128,7 @@ pub fn check_volume(
             daemon::protocol::clip(path)
         )));
     };
-    if !may_use_pool(state, p, pool) {
+    if !may_use_pool(p, pool) {
         return Err(forbidden(format!(
             "user '{}' may not use storage pool '{pool}' ({field}: {path})",
             p.user
@@ -141,7 +140,7 @@ pub fn check_volume(
     // A missing volume is the daemon's 400, after the rights.
     let Ok(file) = pools.resolve(path) else { return Ok(()) };
     let users = state.daemon.volume_users();
-    let others = |f: &Path, me_writes: bool| not_anothers(state, p, &users, field, path, f, me_writes, vm);
+    let others = |f: &Path, me_writes: bool| not_anothers(p, &users, field, path, f, me_writes, vm);
     others(&file, writable)?;
     for link in pools.chain(&file) {
         match link {
@@ -153,7 +152,7 @@ pub fn check_volume(
             }
             Link::Volume(v) => {
                 let (parent_pool, _) = vmconfig::volume_ref(&v).expect("a pool volume");
-                if !may_use_pool(state, p, parent_pool) {
+                if !may_use_pool(p, parent_pool) {
                     return Err(forbidden(format!(
                         "{field}: volume {path} stands on {v}, in storage pool '{parent_pool}', which user '{}' may not use",
                         p.user

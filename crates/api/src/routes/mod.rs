@@ -59,6 +59,15 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("worker failed: {e}")))?
 }
 
+/// Runs `f` with the store on the blocking pool (SQLite never runs on the async workers).
+pub(crate) async fn db<T: Send + 'static, E: Into<ApiError>>(
+    state: &AppState,
+    f: impl FnOnce(&dyn Store) -> Result<T, E> + Send + 'static,
+) -> ApiResult<T> {
+    let store = state.store.clone();
+    blocking(move || f(store.as_ref()).map_err(Into::into)).await
+}
+
 /// An error answer: status and `{"error": "…"}`.
 #[derive(Debug)]
 pub struct ApiError {
@@ -181,7 +190,13 @@ impl FromRequestParts<AppState> for Principal {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         if let Some(Peer::Local { uid: 0 }) = parts.extensions.get::<Peer>() {
-            return Ok(Principal { user: "root".into(), admin: true, can_create: true, token: None });
+            return Ok(Principal {
+                user: "root".into(),
+                admin: true,
+                can_create: true,
+                token: None,
+                rights: Vec::new(),
+            });
         }
         let bearer = parts
             .headers
@@ -269,25 +284,20 @@ pub enum Need<'a> {
     UseNetwork(&'a str),
 }
 
-fn has_right(state: &AppState, p: &Principal, vm: &str, right: &str) -> bool {
-    p.admin
-        || state
-            .store
-            .acl(Some(&p.user), Some(vm))
-            .map(|l| l.iter().any(|e| e.right == right))
-            .unwrap_or(false)
+fn has_right(p: &Principal, vm: &str, right: &str) -> bool {
+    p.admin || p.rights.iter().any(|e| e.vm == vm && e.right == right)
 }
 
-pub(crate) fn need(state: &AppState, p: &Principal, n: Need) -> ApiResult<()> {
+pub(crate) fn need(p: &Principal, n: Need) -> ApiResult<()> {
     let ok = match n {
         Need::Login => true,
         Need::Admin => p.admin,
         Need::Create => p.admin || p.can_create,
-        Need::Configure(vm) => has_right(state, p, vm, "configure"),
-        Need::Use(vm) => has_right(state, p, vm, "use"),
-        Need::See(vm) => has_right(state, p, vm, "configure") || has_right(state, p, vm, "use"),
-        Need::UsePool(pool) => confine::may_use_pool(state, p, pool),
-        Need::UseNetwork(net) => confine::may_use_network(state, p, net),
+        Need::Configure(vm) => has_right(p, vm, "configure"),
+        Need::Use(vm) => has_right(p, vm, "use"),
+        Need::See(vm) => has_right(p, vm, "configure") || has_right(p, vm, "use"),
+        Need::UsePool(pool) => confine::may_use_pool(p, pool),
+        Need::UseNetwork(net) => confine::may_use_network(p, net),
     };
     if ok {
         return Ok(());
@@ -432,9 +442,9 @@ async fn login(
 /// Ends the session (or revokes the token) this request came with.
 #[utoipa::path(post, path = "/api/logout", tag = "auth", responses((status = 204), (status = 401, body = ErrorBody)))]
 async fn logout(State(state): State<AppState>, p: Principal) -> ApiResult<Response> {
-    need(&state, &p, Need::Login)?;
-    if let Some(id) = &p.token {
-        state.store.delete_token(id)?;
+    need(&p, Need::Login)?;
+    if let Some(id) = p.token {
+        db(&state, move |s| s.delete_token(&id)).await?;
     }
     let clear = format!("{}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0", auth::COOKIE);
     Ok((StatusCode::NO_CONTENT, [(SET_COOKIE, clear)]).into_response())
@@ -512,8 +522,10 @@ fn right_of(e: AclEntry) -> Option<Right> {
 /// Who am I.
 #[utoipa::path(get, path = "/api/me", tag = "auth", responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
 async fn me(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Me>> {
-    need(&state, &p, Need::Login)?;
-    let rights = state.store.acl(Some(&p.user), None)?.into_iter().filter_map(right_of).collect();
+    need(&p, Need::Login)?;
+    let user = p.user.clone();
+    let rights =
+        db(&state, move |s| s.acl(Some(&user), None)).await?.into_iter().filter_map(right_of).collect();
     Ok(Json(Me { user: p.user, admin: p.admin, can_create: p.can_create, rights }))
 }
 
@@ -540,7 +552,7 @@ async fn my_password(
     p: Principal,
     Body(n): Body<NewPassword>,
 ) -> ApiResult<StatusCode> {
-    need(&state, &p, Need::Login)?;
+    need(&p, Need::Login)?;
     check_password(&n.password)?;
     let store = state.store.clone();
     let hash = state.hasher.run(move || auth::hash_password(&n.password)).await?;
@@ -561,7 +573,7 @@ async fn my_password(
 /// Host facts (CPUs, memory, accelerator and why, cgroups) and what VMs hold.
 #[utoipa::path(get, path = "/api/host", tag = "host", responses((status = 200, body = Object), (status = 401, body = ErrorBody)))]
 async fn host(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
-    need(&state, &p, Need::Login)?;
+    need(&p, Need::Login)?;
     Ok(Json(call(&state, Request::HostInfo).await?))
 }
 
@@ -704,9 +716,9 @@ fn definition_of(n: &NewVm) -> ApiResult<VmDefinition> {
 /// VMs the caller may see.
 #[utoipa::path(get, path = "/api/vms", tag = "vms", responses((status = 200, body = [VmInfo]), (status = 401, body = ErrorBody)))]
 async fn list_vms(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Vec<VmInfo>>> {
-    need(&state, &p, Need::Login)?;
+    need(&p, Need::Login)?;
     let all: Vec<VmInfo> = call_typed(&state, Request::VmList).await?;
-    Ok(Json(all.into_iter().filter(|v| need(&state, &p, Need::See(&v.name)).is_ok()).collect()))
+    Ok(Json(all.into_iter().filter(|v| need(&p, Need::See(&v.name)).is_ok()).collect()))
 }
 
 /// Creates a VM (it starts off). The creator may configure and use it.
@@ -718,16 +730,21 @@ async fn create_vm(
     p: Principal,
     Body(n): Body<NewVm>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    need(&state, &p, Need::Create)?;
+    need(&p, Need::Create)?;
     let d = definition_of(&n)?;
     let (st, who, def) = (state.clone(), p.clone(), d.clone());
     blocking(move || confine::check_vm(&st, &who, &def)).await?;
     let definition = d.to_toml().map_err(|e| ApiError::bad(format!("definition: {e}")))?;
     let v = call(&state, Request::VmCreate { definition }).await?;
     if !p.admin {
-        for right in ["configure", "use"] {
-            state.store.grant(&AclEntry { user: p.user.clone(), vm: d.name.clone(), right: right.into() })?;
-        }
+        let (user, vm) = (p.user.clone(), d.name.clone());
+        db(&state, move |s| {
+            for right in ["configure", "use"] {
+                s.grant(&AclEntry { user: user.clone(), vm: vm.clone(), right: right.into() })?;
+            }
+            Ok::<(), store::StoreError>(())
+        })
+        .await?;
     }
     Ok((StatusCode::CREATED, Json(v)))
 }
@@ -736,7 +753,7 @@ async fn create_vm(
 #[utoipa::path(get, path = "/api/vms/{name}", tag = "vms", params(("name" = String, Path, description = "VM name")),
     responses((status = 200, body = VmInfo), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn show_vm(State(state): State<AppState>, p: Principal, P(name): P<String>) -> ApiResult<Json<Value>> {
-    need(&state, &p, Need::See(&name))?;
+    need(&p, Need::See(&name))?;
     Ok(Json(call(&state, Request::VmShow { name }).await?))
 }
 
@@ -751,7 +768,7 @@ async fn set_vm(
     P(name): P<String>,
     Body(changes): Body<Changes>,
 ) -> ApiResult<Json<Value>> {
-    need(&state, &p, Need::Configure(&name))?;
+    need(&p, Need::Configure(&name))?;
     Ok(Json(call(&state, Request::VmSet { name, changes }).await?))
 }
 
@@ -774,12 +791,12 @@ async fn delete_vm(
     P(name): P<String>,
     Q(q): Q<DeleteQuery>,
 ) -> ApiResult<Json<Value>> {
-    need(&state, &p, Need::Configure(&name))?;
+    need(&p, Need::Configure(&name))?;
     let control = if q.keep_files { Control::Remove } else { Control::Delete };
     let v =
         call(&state, Request::VmControl { name: name.clone(), control, options: ControlOptions::default() })
             .await?;
-    state.store.revoke_vm(&name)?;
+    db(&state, move |s| s.revoke_vm(&name)).await?;
     Ok(Json(v))
 }
 
@@ -797,7 +814,7 @@ async fn control_vm(
     P((name, action)): P<(String, Control)>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Value>> {
-    need(&state, &p, Need::Use(&name))?;
+    need(&p, Need::Use(&name))?;
     if matches!(action, Control::Remove | Control::Delete) {
         return Err(ApiError::bad(
             "remove and delete are DELETE /api/vms/{name} (they need the configure right)",
@@ -851,7 +868,7 @@ async fn console(
     P(name): P<String>,
     Q(q): Q<ConsoleQuery>,
 ) -> ApiResult<Json<Value>> {
-    need(&state, &p, Need::Use(&name))?;
+    need(&p, Need::Use(&name))?;
     if q.offset.is_some_and(|o| o > i64::MAX as u64)
         || q.limit.is_some_and(|l| !(1..=conlog::MAX_PAGE).contains(&l))
     {
@@ -877,8 +894,8 @@ async fn add_nic(
     P(name): P<String>,
     Body(n): Body<NewNic>,
 ) -> ApiResult<Json<Value>> {
-    need(&state, &p, Need::Configure(&name))?;
-    need(&state, &p, Need::UseNetwork(&n.network))?;
+    need(&p, Need::Configure(&name))?;
+    need(&p, Need::UseNetwork(&n.network))?;
     Ok(Json(call(&state, Request::VmNicAdd { name, network: n.network, mac: n.mac }).await?))
 }
 
@@ -892,14 +909,14 @@ async fn remove_nic(
     p: Principal,
     P((name, index)): P<(String, usize)>,
 ) -> ApiResult<Json<Value>> {
-    need(&state, &p, Need::Configure(&name))?;
+    need(&p, Need::Configure(&name))?;
     Ok(Json(call(&state, Request::VmNicRemove { name, index }).await?))
 }
 
 /// Virtual networks.
 #[utoipa::path(get, path = "/api/networks", tag = "networks", responses((status = 200, body = [Object]), (status = 401, body = ErrorBody)))]
 async fn list_networks(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
-    need(&state, &p, Need::Login)?;
+    need(&p, Need::Login)?;
     Ok(Json(call(&state, Request::NetworkList).await?))
 }
 
@@ -912,7 +929,7 @@ async fn create_network(
     p: Principal,
     Body(v): Body<Value>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    need(&state, &p, Need::Admin)?;
+    need(&p, Need::Admin)?;
     let a: daemon::protocol::NetworkCreate = serde_json::from_value(v)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("network: {e}")))?;
     Ok((StatusCode::CREATED, Json(call(&state, Request::NetworkCreate(a)).await?)))
@@ -926,7 +943,7 @@ async fn show_network(
     p: Principal,
     P(net): P<String>,
 ) -> ApiResult<Json<Value>> {
-    need(&state, &p, Need::Login)?;
+    need(&p, Need::Login)?;
     Ok(Json(call(&state, Request::NetworkShow { name: net }).await?))
 }
 
@@ -939,9 +956,9 @@ async fn delete_network(
     p: Principal,
     P(net): P<String>,
 ) -> ApiResult<Json<Value>> {
-    need(&state, &p, Need::Admin)?;
+    need(&p, Need::Admin)?;
     let v = call(&state, Request::NetworkDelete { name: net.clone() }).await?;
-    state.store.revoke_vm(&confine::network_object(&net))?;
+    db(&state, move |s| s.revoke_vm(&confine::network_object(&net))).await?;
     Ok(Json(v))
 }
 
@@ -966,7 +983,7 @@ async fn reserve(
     P(net): P<String>,
     Body(r): Body<Reservation>,
 ) -> ApiResult<Json<Value>> {
-    need(&state, &p, Need::Admin)?;
+    need(&p, Need::Admin)?;
     Ok(Json(call(&state, Request::NetworkReserve { name: net, mac: r.mac, ip: r.ip }).await?))
 }
 
@@ -974,7 +991,7 @@ async fn reserve(
 #[utoipa::path(get, path = "/api/networks/{net}/leases", tag = "networks", params(("net" = String, Path, description = "Network")),
     responses((status = 200, body = [Object]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn leases(State(state): State<AppState>, p: Principal, P(net): P<String>) -> ApiResult<Json<Value>> {
-    need(&state, &p, Need::Admin)?;
+    need(&p, Need::Admin)?;
     Ok(Json(call(&state, Request::NetworkLeases { name: net }).await?))
 }
 
@@ -1025,8 +1042,8 @@ async fn events(
     Q(q): Q<EventQuery>,
 ) -> ApiResult<Json<Vec<Event>>> {
     match &q.vm {
-        Some(vm) => need(&state, &p, Need::See(vm))?,
-        None => need(&state, &p, Need::Login)?,
+        Some(vm) => need(&p, Need::See(vm))?,
+        None => need(&p, Need::Login)?,
     }
     // Event ids and counts are SQLite integers (at most 2^63 − 1), as the document says (int64).
     if q.after > i64::MAX as u64 || q.limit.is_some_and(|l| l as u64 > i64::MAX as u64) {
@@ -1043,7 +1060,7 @@ async fn events(
     Ok(Json(
         all.into_iter()
             .filter(|e| q.since_ms.is_none_or(|t| e.time_ms >= t))
-            .filter(|e| e.vm.as_deref().is_none_or(|vm| need(&state, &p, Need::See(vm)).is_ok()))
+            .filter(|e| e.vm.as_deref().is_none_or(|vm| need(&p, Need::See(vm)).is_ok()))
             .collect(),
     ))
 }
@@ -1052,7 +1069,7 @@ async fn events(
 #[utoipa::path(get, path = "/metrics", tag = "metrics",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn metrics(State(state): State<AppState>, p: Principal) -> ApiResult<Response> {
-    need(&state, &p, Need::Admin)?;
+    need(&p, Need::Admin)?;
     let m = call(&state, Request::Metrics).await?;
     let list = call(&state, Request::VmList).await?;
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render(&m, &list))
@@ -1063,7 +1080,7 @@ async fn metrics(State(state): State<AppState>, p: Principal) -> ApiResult<Respo
 #[utoipa::path(get, path = "/api/metrics/live", tag = "metrics",
     responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn live_metrics(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
-    need(&state, &p, Need::Admin)?;
+    need(&p, Need::Admin)?;
     Ok(Json(call(&state, Request::Metrics).await?))
 }
 
@@ -1099,7 +1116,7 @@ pub struct NewUser {
 /// Users.
 #[utoipa::path(get, path = "/api/users", tag = "users", responses((status = 200, body = [UserInfo]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn list_users(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Vec<UserInfo>>> {
-    need(&state, &p, Need::Admin)?;
+    need(&p, Need::Admin)?;
     Ok(Json(
         state
             .store
@@ -1118,7 +1135,7 @@ async fn create_user(
     p: Principal,
     Body(n): Body<NewUser>,
 ) -> ApiResult<(StatusCode, Json<UserInfo>)> {
-    need(&state, &p, Need::Admin)?;
+    need(&p, Need::Admin)?;
     vmconfig::validate_name(&n.name)
         .map_err(|e| ApiError::bad(e.to_string().replace("field `name`", "user name")))?;
     if n.name == "root" {
@@ -1149,11 +1166,11 @@ async fn delete_user(
     p: Principal,
     P(user): P<String>,
 ) -> ApiResult<StatusCode> {
-    need(&state, &p, Need::Admin)?;
+    need(&p, Need::Admin)?;
     if user == p.user {
         return Err(ApiError::new(StatusCode::CONFLICT, "you cannot delete yourself"));
     }
-    state.store.delete_user(&user)?;
+    db(&state, move |s| s.delete_user(&user)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1167,7 +1184,7 @@ async fn user_password(
     P(user): P<String>,
     Body(n): Body<NewPassword>,
 ) -> ApiResult<StatusCode> {
-    need(&state, &p, Need::Admin)?;
+    need(&p, Need::Admin)?;
     check_password(&n.password)?;
     let store = state.store.clone();
     let hash = state.hasher.run(move || auth::hash_password(&n.password)).await?;
@@ -1211,7 +1228,7 @@ pub struct NewToken {
 /// The caller's sessions and tokens.
 #[utoipa::path(get, path = "/api/tokens", tag = "auth", responses((status = 200, body = [TokenInfo]), (status = 401, body = ErrorBody)))]
 async fn list_tokens(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Vec<TokenInfo>>> {
-    need(&state, &p, Need::Login)?;
+    need(&p, Need::Login)?;
     Ok(Json(
         state
             .store
@@ -1236,17 +1253,19 @@ async fn create_token(
     p: Principal,
     Body(n): Body<NewToken>,
 ) -> ApiResult<(StatusCode, Json<Issued>)> {
-    need(&state, &p, Need::Login)?;
+    need(&p, Need::Login)?;
     if n.label.len() > 200 {
         return Err(ApiError::bad("label: at most 200 bytes"));
     }
-    if state.store.get_user(&p.user)?.is_none() {
+    let user = p.user.clone();
+    if db(&state, move |s| s.get_user(&user)).await?.is_none() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("'{}' is not a stored user; create a user for tokens", p.user),
         ));
     }
-    let (token, rec) = auth::issue(state.store.as_ref(), &p.user, "api", &n.label)?;
+    let (user, label) = (p.user.clone(), n.label.clone());
+    let (token, rec) = db(&state, move |s| auth::issue(s, &user, "api", &label)).await?;
     Ok((StatusCode::CREATED, Json(Issued { token, id: rec.id, user: rec.user, expires_ms: None })))
 }
 
@@ -1258,11 +1277,12 @@ async fn delete_token(
     p: Principal,
     P(id): P<String>,
 ) -> ApiResult<StatusCode> {
-    need(&state, &p, Need::Login)?;
-    let t = state.store.get_token(&id)?;
+    need(&p, Need::Login)?;
+    let asked = id.clone();
+    let t = db(&state, move |s| s.get_token(&asked)).await?;
     match t {
         Some(t) if t.user == p.user || p.admin => {
-            state.store.delete_token(&id)?;
+            db(&state, move |s| s.delete_token(&id)).await?;
             Ok(StatusCode::NO_CONTENT)
         }
         _ => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no token '{id}'"))),
@@ -1272,16 +1292,17 @@ async fn delete_token(
 /// Every right.
 #[utoipa::path(get, path = "/api/acl", tag = "users", responses((status = 200, body = [Right]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn list_acl(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Vec<Right>>> {
-    need(&state, &p, Need::Admin)?;
-    Ok(Json(state.store.acl(None, None)?.into_iter().filter_map(right_of).collect()))
+    need(&p, Need::Admin)?;
+    Ok(Json(db(&state, |s| s.acl(None, None)).await?.into_iter().filter_map(right_of).collect()))
 }
 
 /// Grants a user a right on a VM, a storage pool or a network.
 #[utoipa::path(post, path = "/api/acl", tag = "users", request_body = Right,
     responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn grant(State(state): State<AppState>, p: Principal, Body(r): Body<Right>) -> ApiResult<StatusCode> {
-    need(&state, &p, Need::Admin)?;
-    if state.store.get_user(&r.user)?.is_none() {
+    need(&p, Need::Admin)?;
+    let user = r.user.clone();
+    if db(&state, move |s| s.get_user(&user)).await?.is_none() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no user '{}'", r.user)));
     }
     let object = match (&r.vm, &r.pool, &r.network) {
@@ -1306,7 +1327,8 @@ async fn grant(State(state): State<AppState>, p: Principal, Body(r): Body<Right>
     if object.contains('/') && r.right != RightKind::Use {
         return Err(ApiError::bad("pools and networks have one right: use"));
     }
-    state.store.grant(&AclEntry { user: r.user, vm: object, right: r.right.name().into() })?;
+    let entry = AclEntry { user: r.user, vm: object, right: r.right.name().into() };
+    db(&state, move |s| s.grant(&entry)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1319,8 +1341,9 @@ async fn revoke_pool(
     p: Principal,
     P((user, pool, right)): P<(String, String, RightKind)>,
 ) -> ApiResult<StatusCode> {
-    need(&state, &p, Need::Admin)?;
-    state.store.revoke(&AclEntry { user, vm: confine::pool_object(&pool), right: right.name().into() })?;
+    need(&p, Need::Admin)?;
+    let entry = AclEntry { user, vm: confine::pool_object(&pool), right: right.name().into() };
+    db(&state, move |s| s.revoke(&entry)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1333,8 +1356,9 @@ async fn revoke_network(
     p: Principal,
     P((user, net, right)): P<(String, String, RightKind)>,
 ) -> ApiResult<StatusCode> {
-    need(&state, &p, Need::Admin)?;
-    state.store.revoke(&AclEntry { user, vm: confine::network_object(&net), right: right.name().into() })?;
+    need(&p, Need::Admin)?;
+    let entry = AclEntry { user, vm: confine::network_object(&net), right: right.name().into() };
+    db(&state, move |s| s.revoke(&entry)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1347,8 +1371,9 @@ async fn revoke(
     p: Principal,
     P((user, vm, right)): P<(String, String, RightKind)>,
 ) -> ApiResult<StatusCode> {
-    need(&state, &p, Need::Admin)?;
-    state.store.revoke(&AclEntry { user, vm, right: right.name().into() })?;
+    need(&p, Need::Admin)?;
+    let entry = AclEntry { user, vm, right: right.name().into() };
+    db(&state, move |s| s.revoke(&entry)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1386,7 +1411,7 @@ pub struct NewHook {
 /// Event scripts.
 #[utoipa::path(get, path = "/api/hooks", tag = "hooks", responses((status = 200, body = [Hook]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn list_hooks(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Vec<Hook>>> {
-    need(&state, &p, Need::Admin)?;
+    need(&p, Need::Admin)?;
     Ok(Json(
         state
             .store
@@ -1406,7 +1431,7 @@ async fn create_hook(
     p: Principal,
     Body(n): Body<NewHook>,
 ) -> ApiResult<(StatusCode, Json<Hook>)> {
-    need(&state, &p, Need::Admin)?;
+    need(&p, Need::Admin)?;
     let ok_event = n.event == "*"
         || (n.event.len() <= 64
             && n.event.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
@@ -1424,7 +1449,8 @@ async fn create_hook(
         return Err(ApiError::bad("timeout_s: must be 1 to 3600"));
     }
     let rec = HookRecord { id: 0, event: n.event, script: n.script, vm: n.vm, timeout_s };
-    let id = state.store.add_hook(&rec)?;
+    let stored = rec.clone();
+    let id = db(&state, move |s| s.add_hook(&stored)).await?;
     Ok((StatusCode::CREATED, Json(Hook { id, event: rec.event, script: rec.script, vm: rec.vm, timeout_s })))
 }
 
@@ -1432,8 +1458,8 @@ async fn create_hook(
 #[utoipa::path(delete, path = "/api/hooks/{id}", tag = "hooks", params(("id" = u64, Path, description = "Hook id")),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn delete_hook(State(state): State<AppState>, p: Principal, P(id): P<u64>) -> ApiResult<StatusCode> {
-    need(&state, &p, Need::Admin)?;
-    state.store.delete_hook(id)?;
+    need(&p, Need::Admin)?;
+    db(&state, move |s| s.delete_hook(id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1515,8 +1541,8 @@ pub fn document() -> utoipa::openapi::OpenApi {
 
 /// This document.
 #[utoipa::path(get, path = "/api/openapi.json", tag = "meta", responses((status = 200, body = Object), (status = 401, body = ErrorBody)))]
-async fn openapi(State(state): State<AppState>, p: Principal) -> ApiResult<Json<utoipa::openapi::OpenApi>> {
-    need(&state, &p, Need::Login)?;
+async fn openapi(p: Principal) -> ApiResult<Json<utoipa::openapi::OpenApi>> {
+    need(&p, Need::Login)?;
     Ok(Json(document()))
 }
 

@@ -61,18 +61,14 @@ pub(super) async fn list_pools(
     State(state): State<AppState>,
     p: Principal,
 ) -> ApiResult<Json<Vec<PoolInfo>>> {
-    need(&state, &p, Need::Login)?;
+    need(&p, Need::Login)?;
     let all: Vec<PoolInfo> = call_typed(&state, Request::PoolList).await?;
-    let st = state.clone();
-    blocking(move || {
-        Ok(Json(
-            all.into_iter()
-                .filter(|x| p.admin || may_use_pool(&st, &p, &x.name))
-                .map(|x| PoolInfo { path: x.path.filter(|_| p.admin), ..x })
-                .collect(),
-        ))
-    })
-    .await
+    Ok(Json(
+        all.into_iter()
+            .filter(|x| p.admin || may_use_pool(&p, &x.name))
+            .map(|x| PoolInfo { path: x.path.filter(|_| p.admin), ..x })
+            .collect(),
+    ))
 }
 
 /// Registers a storage pool over a directory (administrators).
@@ -84,7 +80,7 @@ pub(super) async fn create_pool(
     p: Principal,
     Body(n): Body<NewPool>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    need(&state, &p, Need::Admin)?;
+    need(&p, Need::Admin)?;
     Ok((StatusCode::CREATED, Json(call(&state, Request::PoolCreate { name: n.name, path: n.path }).await?)))
 }
 
@@ -97,7 +93,7 @@ pub(super) async fn show_pool(
     p: Principal,
     P(pool): P<String>,
 ) -> ApiResult<Json<PoolInfo>> {
-    need(&state, &p, Need::UsePool(&pool))?;
+    need(&p, Need::UsePool(&pool))?;
     let info: PoolInfo = call_typed(&state, Request::PoolShow { name: pool }).await?;
     Ok(Json(PoolInfo { path: info.path.filter(|_| p.admin), ..info }))
 }
@@ -111,7 +107,7 @@ pub(super) async fn delete_pool(
     p: Principal,
     P(pool): P<String>,
 ) -> ApiResult<StatusCode> {
-    need(&state, &p, Need::Admin)?;
+    need(&p, Need::Admin)?;
     call(&state, Request::PoolDelete { name: pool.clone() }).await?;
     let store = state.store.clone();
     blocking(move || Ok(store.revoke_vm(&super::confine::pool_object(&pool))?)).await?;
@@ -127,7 +123,7 @@ pub(super) async fn list_volumes(
     p: Principal,
     P(pool): P<String>,
 ) -> ApiResult<Json<Vec<VolumeInfo>>> {
-    need(&state, &p, Need::UsePool(&pool))?;
+    need(&p, Need::UsePool(&pool))?;
     let all: Vec<VolumeInfo> = call_typed(&state, Request::VolumeList { pool }).await?;
     Ok(Json(all.into_iter().map(|v| for_user(&p, v)).collect()))
 }
@@ -144,7 +140,7 @@ pub(super) async fn create_volume(
     P(pool): P<String>,
     Body(n): Body<NewVolume>,
 ) -> ApiResult<(StatusCode, Json<VolumeInfo>)> {
-    need(&state, &p, Need::UsePool(&pool))?;
+    need(&p, Need::UsePool(&pool))?;
     if let Some(parent) = n.parent.clone() {
         let (st, who) = (state.clone(), p.clone());
         blocking(move || check_volume(&st, &who, "parent", &parent, false, None)).await?;
@@ -165,7 +161,7 @@ pub(super) async fn show_volume(
     p: Principal,
     P((pool, volume)): P<(String, String)>,
 ) -> ApiResult<Json<VolumeInfo>> {
-    need(&state, &p, Need::UsePool(&pool))?;
+    need(&p, Need::UsePool(&pool))?;
     let v: VolumeInfo =
         call_typed(&state, Request::VolumeShow { volume: volume_ref(&pool, &volume) }).await?;
     Ok(Json(for_user(&p, v)))
@@ -187,7 +183,7 @@ pub(super) async fn delete_volume(
     p: Principal,
     P((pool, volume)): P<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    need(&state, &p, Need::UsePool(&pool))?;
+    need(&p, Need::UsePool(&pool))?;
     let reference = volume_ref(&pool, &volume);
     not_anothers(&state, &p, reference.clone(), "delete").await?;
     call(&state, Request::VolumeDelete { volume: reference }).await?;
@@ -208,7 +204,7 @@ pub(super) async fn upload(
     P((pool, volume)): P<(String, String)>,
     body: RawBody,
 ) -> ApiResult<(StatusCode, Json<VolumeInfo>)> {
-    need(&state, &p, Need::UsePool(&pool))?;
+    need(&p, Need::UsePool(&pool))?;
     let reference = volume_ref(&pool, &volume);
     let d = state.daemon.clone();
     let r = reference.clone();
@@ -269,7 +265,7 @@ pub(super) async fn download(
     p: Principal,
     P((pool, volume)): P<(String, String)>,
 ) -> ApiResult<Response> {
-    need(&state, &p, Need::UsePool(&pool))?;
+    need(&p, Need::UsePool(&pool))?;
     let reference = volume_ref(&pool, &volume);
     not_anothers(&state, &p, reference.clone(), "download").await?;
     let d = state.daemon.clone();
