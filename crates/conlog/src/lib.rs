@@ -123,12 +123,6 @@ pub fn page(log: &Path, offset: Option<u64>, limit: u64) -> std::io::Result<Page
     Ok(Page { bytes, offset: start, total })
 }
 
-/// A read smaller than this is followed by a [`NAP`].
-const BATCH: usize = 16 << 10;
-/// How long the logger lets a console's bytes gather after a small read (what it adds to the
-/// echo of a key typed at a console).
-const NAP: std::time::Duration = std::time::Duration::from_millis(2);
-
 /// Serves one VM's console until its QEMU is gone: QEMU's serial ports connect to `feed`, their
 /// output goes to `log`; viewers connect to `console` and what they send goes to the first
 /// port. Returns when every QEMU connection has closed (after at least one), or when none came
@@ -194,12 +188,6 @@ pub fn serve(
                                 if let Err(e) = log.lock().unwrap_or_else(|p| p.into_inner()).write(&buf[..n])
                                 {
                                     tracing::warn!(error = %e, "cannot write the console log");
-                                }
-                                // QEMU's UART sends a byte per write: reading each as it comes
-                                // would wake this thread once a byte, which halves how fast a
-                                // guest can print. A short nap lets the bytes gather.
-                                if n < BATCH {
-                                    std::thread::sleep(NAP);
                                 }
                             }
                         }
