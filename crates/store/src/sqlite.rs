@@ -100,6 +100,9 @@ const WAL_SIZE_LIMIT: i64 = 4 << 20;
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// A second connection for the reads every API request makes (its token, user and rights;
+    /// events): under WAL it sees every committed write and never waits for the writer's fsync.
+    read: Mutex<Connection>,
     checkpointer: Option<Checkpointer>,
 }
 
@@ -176,12 +179,19 @@ impl SqliteStore {
                 .map_err(db("upgrade schema to 2"))?;
         }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(db("write schema version"))?;
+        let read = Connection::open(path).map_err(db("open the read connection"))?;
+        read.busy_timeout(std::time::Duration::from_secs(5)).map_err(db("set busy timeout"))?;
         let checkpointer = Some(Checkpointer::start(path)?);
-        Ok(Self { conn: Mutex::new(conn), checkpointer })
+        Ok(Self { conn: Mutex::new(conn), read: Mutex::new(read), checkpointer })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The read connection (for reads only).
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        self.read.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs `f` on the connection with its commits as durable as `d` says; the connection is
@@ -337,7 +347,7 @@ impl Store for SqliteStore {
     }
 
     fn events(&self, vm: Option<&str>, after_id: u64, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut st = conn
             .prepare(
                 "SELECT id, time_ms, vm, level, kind, message FROM events
@@ -376,7 +386,7 @@ impl Store for SqliteStore {
     }
 
     fn get_user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
-        self.conn()
+        self.reader()
             .query_row(
                 "SELECT name, password_hash, admin, can_create, created_ms FROM users WHERE name = ?1",
                 params![name],
@@ -387,7 +397,7 @@ impl Store for SqliteStore {
     }
 
     fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut st = conn
             .prepare("SELECT name, password_hash, admin, can_create, created_ms FROM users ORDER BY name")
             .map_err(db("list users"))?;
@@ -432,7 +442,7 @@ impl Store for SqliteStore {
     }
 
     fn get_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.conn()
+        self.reader()
             .query_row(
                 "SELECT id, user, secret_sha256, kind, label, created_ms, expires_ms FROM tokens WHERE id = ?1",
                 params![id],
@@ -443,7 +453,7 @@ impl Store for SqliteStore {
     }
 
     fn list_tokens(&self, user: &str) -> Result<Vec<TokenRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut st = conn
             .prepare(
                 "SELECT id, user, secret_sha256, kind, label, created_ms, expires_ms FROM tokens
@@ -493,7 +503,7 @@ impl Store for SqliteStore {
     }
 
     fn acl(&self, user: Option<&str>, vm: Option<&str>) -> Result<Vec<AclEntry>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut st = conn
             .prepare(
                 "SELECT user, vm, right FROM acl WHERE (?1 IS NULL OR user = ?1) AND (?2 IS NULL OR vm = ?2)
@@ -524,7 +534,7 @@ impl Store for SqliteStore {
     }
 
     fn list_hooks(&self) -> Result<Vec<HookRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut st = conn
             .prepare("SELECT id, event, script, vm, timeout_s FROM hooks ORDER BY id")
             .map_err(db("list hooks"))?;
