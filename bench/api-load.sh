@@ -20,26 +20,21 @@ LEVELS=("$@")
 VINE=$(bash scripts/build.sh)/vine
 bash scripts/guest-kit.sh >/dev/null
 KIT=${VINE_KIT_DIR:-/var/lib/vine/kit}
-missing=()
-for p in libvirt-daemon-system libvirt-clients python3-libvirt; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+source bench/lib.sh
+libvirt_install
 work=$(mktemp -d /var/tmp/vine-bench-load.XXXXXX)
 chmod 0755 "$work" # libvirt's QEMU (libvirt-qemu) reads the kernel and initrd copied here
-daemon=""
-started=()
+VINE_DAEMON=""
+LIBVIRT_STARTED=()
 lv() { virsh -q -c qemu:///system "$@"; }
 cleanup() {
     set +e
-    if [ -n "$daemon" ]; then
+    if [ -n "$VINE_DAEMON" ]; then
         for i in 0 1 2 3; do
             VINE_SOCKET=$work/vine.sock "$VINE" vm off "load-$i" >/dev/null 2>&1
         done
-        kill "$daemon" 2>/dev/null
-        wait "$daemon" 2>/dev/null
+        kill "$VINE_DAEMON" 2>/dev/null
+        wait "$VINE_DAEMON" 2>/dev/null
     fi
     if lv version >/dev/null 2>&1; then
         for i in 0 1 2 3; do
@@ -47,7 +42,7 @@ cleanup() {
             lv undefine "load-$i" --managed-save >/dev/null 2>&1
         done
     fi
-    for pid in "${started[@]}"; do kill "$pid" 2>/dev/null; done
+    for pid in "${LIBVIRT_STARTED[@]}"; do kill "$pid" 2>/dev/null; done
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -55,23 +50,11 @@ trap cleanup EXIT
 SIDES=${SIDES:-vine libvirt}
 with_libvirt=false
 case " $SIDES " in *" libvirt "*) with_libvirt=true ;; esac
-if $with_libvirt && ! lv version >/dev/null 2>&1; then
-    mkdir -p /var/log/libvirt /run/libvirt
-    if [ ! -S /run/libvirt/virtlogd-sock ]; then
-        virtlogd -d --pid-file "$work/virtlogd.pid"
-        for _ in $(seq 50); do [ -s "$work/virtlogd.pid" ] && break; sleep 0.1; done
-        started+=("$(cat "$work/virtlogd.pid")")
-    fi
-    libvirtd -d --pid-file "$work/libvirtd.pid"
-    for _ in $(seq 100); do lv version >/dev/null 2>&1 && break; sleep 0.1; done
-    started+=("$(cat "$work/libvirtd.pid")")
+if $with_libvirt; then
+    libvirt_start "$work"
 fi
-"$VINE" daemon --data-dir "$work/data" --socket "$work/vine.sock" --cgroup-parent vine-bench-load \
-    --listen 127.0.0.1:0 >"$work/daemon.log" 2>&1 &
-daemon=$!
-for _ in $(seq 100); do grep -q "https://" "$work/daemon.log" 2>/dev/null && break; sleep 0.1; done
-port=$(grep -o 'https://127.0.0.1:[0-9]*' "$work/daemon.log" | cut -d: -f3)
-export VINE_SOCKET=$work/vine.sock
+vine_start "$VINE" "$work" vine-bench-load
+port=$VINE_PORT
 
 cmdline="$(sed -n 's/^  "cmdline": "\(.*\)"$/\1/p' "$KIT/kit.json") vine.counter=1"
 cp "$KIT/vmlinuz" "$KIT/initrd.img" "$work/"
@@ -94,14 +77,7 @@ EOF
 done
 sleep 15 # both sides' guests are up before anything is measured
 password=$(cat "$work/data/initial-admin-password")
-token=$(/usr/bin/python3 - "$port" "$password" "$work" <<'PY'
-import http.client, json, ssl, sys
-port, pw, work = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-c = http.client.HTTPSConnection("127.0.0.1", port, context=ssl.create_default_context(cafile=f"{work}/data/tls/cert.pem"))
-c.request("POST", "/api/login", json.dumps({"user": "admin", "password": pw}), {"Content-Type": "application/json"})
-print(json.load(c.getresponse())["token"])
-PY
-)
+token=$(vine_token "$work" "$port" "$password")
 echo "commit $(git rev-parse --short HEAD), $(date -u +%Y-%m-%d), $(virsh --version | sed 's/^/libvirt /'), $(nproc) CPUs, ${DURATION} s per phase, sides: $SIDES"
 export SIDES
 /usr/bin/python3 bench/api_load.py "$work/data" "$port" "$token" "$password" "$DURATION" "${LEVELS[@]}"

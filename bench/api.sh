@@ -16,40 +16,27 @@ N=${1:-1000}
 VINE=$(bash scripts/build.sh)/vine
 bash scripts/guest-kit.sh >/dev/null
 KIT=${VINE_KIT_DIR:-/var/lib/vine/kit}
-missing=()
-for p in libvirt-daemon-system libvirt-clients python3-libvirt; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+source bench/lib.sh
+libvirt_install
 work=$(mktemp -d /var/tmp/vine-bench-api.XXXXXX)
-daemon=""
-libvirtd_pid=""
+VINE_DAEMON=""
+LIBVIRT_STARTED=()
 cleanup() {
+    set +e
     if virsh -c qemu:///system list --all --name >/dev/null 2>&1; then
         virsh -c qemu:///system list --all --name | grep '^bench-' | while read -r d; do
             virsh -c qemu:///system undefine "$d" >/dev/null 2>&1 || true
         done
     fi
-    [ -n "$libvirtd_pid" ] && kill "$libvirtd_pid" 2>/dev/null || true
-    if [ -n "$daemon" ]; then kill "$daemon" 2>/dev/null || true; wait "$daemon" 2>/dev/null || true; fi
+    for pid in "${LIBVIRT_STARTED[@]}"; do kill "$pid" 2>/dev/null || true; done
+    if [ -n "$VINE_DAEMON" ]; then kill "$VINE_DAEMON" 2>/dev/null || true; wait "$VINE_DAEMON" 2>/dev/null || true; fi
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-if ! virsh -c qemu:///system version >/dev/null 2>&1; then
-    mkdir -p /var/log/libvirt /run/libvirt
-    libvirtd -d --pid-file "$work/libvirtd.pid"
-    for _ in $(seq 100); do virsh -c qemu:///system version >/dev/null 2>&1 && break; sleep 0.1; done
-    libvirtd_pid=$(cat "$work/libvirtd.pid")
-fi
-"$VINE" daemon --data-dir "$work/data" --socket "$work/vine.sock" --cgroup-parent vine-bench-api \
-    --listen 127.0.0.1:0 >"$work/daemon.log" 2>&1 &
-daemon=$!
-for _ in $(seq 100); do grep -q "https://" "$work/daemon.log" 2>/dev/null && break; sleep 0.1; done
-port=$(grep -o 'https://127.0.0.1:[0-9]*' "$work/daemon.log" | cut -d: -f3)
-export VINE_SOCKET=$work/vine.sock
+libvirt_start "$work"
+vine_start "$VINE" "$work" vine-bench-api
+port=$VINE_PORT
 
 echo "defining $N VMs in vine and in libvirt" >&2
 /usr/bin/python3 - "$N" "$KIT" "$work" <<'PY'
@@ -74,13 +61,6 @@ for i in range(n):
                    f"<initrd>{kit}/initrd.img</initrd><cmdline>console=ttyS0</cmdline></os></domain>")
 PY
 password=$(cat "$work/data/initial-admin-password")
-token=$(/usr/bin/python3 - "$port" "$password" "$work" <<'PY'
-import http.client, json, ssl, sys
-port, pw, work = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-c = http.client.HTTPSConnection("127.0.0.1", port, context=ssl.create_default_context(cafile=f"{work}/data/tls/cert.pem"))
-c.request("POST", "/api/login", json.dumps({"user": "admin", "password": pw}), {"Content-Type": "application/json"})
-print(json.load(c.getresponse())["token"])
-PY
-)
+token=$(vine_token "$work" "$port" "$password")
 echo "commit $(git rev-parse --short HEAD), $(date -u +%Y-%m-%d), $(virsh --version | sed 's/^/libvirt /'), $N VMs"
 /usr/bin/python3 bench/api_bench.py "$VINE" "$work/vine.sock" "$work/data" "$port" "$token" "$N"

@@ -1,0 +1,54 @@
+# Sourced by the benchmarks that measure vine's API beside libvirt (bench/api.sh,
+# bench/api-load.sh): installing and starting libvirt, starting a private vine daemon, logging in.
+# Each function says what it sets; the caller's cleanup stops what was started.
+
+# Installs libvirt-daemon-system, libvirt-clients and python3-libvirt if any is missing.
+libvirt_install() {
+    local missing=() p
+    for p in libvirt-daemon-system libvirt-clients python3-libvirt; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+
+# libvirt_start WORK: starts virtlogd and libvirtd unless libvirt already answers; appends the
+# pids of what it started to LIBVIRT_STARTED (an array).
+libvirt_start() {
+    local work=$1
+    virsh -c qemu:///system version >/dev/null 2>&1 && return 0
+    mkdir -p /var/log/libvirt /run/libvirt
+    if [ ! -S /run/libvirt/virtlogd-sock ]; then
+        virtlogd -d --pid-file "$work/virtlogd.pid"
+        for _ in $(seq 50); do [ -s "$work/virtlogd.pid" ] && break; sleep 0.1; done
+        LIBVIRT_STARTED+=("$(cat "$work/virtlogd.pid")")
+    fi
+    libvirtd -d --pid-file "$work/libvirtd.pid"
+    for _ in $(seq 100); do virsh -c qemu:///system version >/dev/null 2>&1 && break; sleep 0.1; done
+    LIBVIRT_STARTED+=("$(cat "$work/libvirtd.pid")")
+}
+
+# vine_start VINE WORK CGROUP: a private daemon in WORK (data, socket, log) on a free HTTPS port
+# of 127.0.0.1; sets VINE_DAEMON (its pid) and VINE_PORT, exports VINE_SOCKET.
+vine_start() {
+    local vine=$1 work=$2 cgroup=$3
+    chmod o+x "$work" # the emulator user reaches the VMs' run directories through it
+    "$vine" daemon --data-dir "$work/data" --socket "$work/vine.sock" --cgroup-parent "$cgroup" \
+        --listen 127.0.0.1:0 >"$work/daemon.log" 2>&1 &
+    VINE_DAEMON=$!
+    for _ in $(seq 100); do grep -q "https://" "$work/daemon.log" 2>/dev/null && break; sleep 0.1; done
+    VINE_PORT=$(grep -o 'https://127.0.0.1:[0-9]*' "$work/daemon.log" | cut -d: -f3)
+    export VINE_SOCKET=$work/vine.sock
+}
+
+# vine_token WORK PORT PASSWORD: logs in as admin over HTTPS and prints the session token.
+vine_token() {
+    /usr/bin/python3 - "$2" "$3" "$1" <<'PY'
+import http.client, json, ssl, sys
+port, pw, work = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+c = http.client.HTTPSConnection("127.0.0.1", port, context=ssl.create_default_context(cafile=f"{work}/data/tls/cert.pem"))
+c.request("POST", "/api/login", json.dumps({"user": "admin", "password": pw}), {"Content-Type": "application/json"})
+print(json.load(c.getresponse())["token"])
+PY
+}
