@@ -117,25 +117,30 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_is_refused_with_503() {
+        use futures_util::FutureExt;
         let h = Hasher::start(1);
+        let (started, is_started) = std::sync::mpsc::channel::<()>();
         let (release, wait) = std::sync::mpsc::channel::<()>();
         let blocker = {
             let h = h.clone();
-            tokio::spawn(async move { h.run(move || wait.recv().ok()).await })
+            tokio::spawn(async move {
+                h.run(move || {
+                    started.send(()).unwrap();
+                    wait.recv().ok()
+                })
+                .await
+            })
         };
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let mut waiting = Vec::new();
+        // The only thread is busy from here on.
+        tokio::task::spawn_blocking(move || is_started.recv().unwrap()).await.unwrap();
+        // Each run queues its job at once (and is dropped waiting: the job stays queued).
         for _ in 0..QUEUE {
-            let h = h.clone();
-            waiting.push(tokio::spawn(async move { h.run(|| ()).await }));
+            assert!(h.run(|| ()).now_or_never().is_none());
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let e = h.run(|| ()).await.unwrap_err();
+        let e = h.run(|| ()).now_or_never().expect("refused at once").unwrap_err();
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
         release.send(()).unwrap();
         assert!(blocker.await.unwrap().is_ok());
-        for w in waiting {
-            assert!(w.await.unwrap().is_ok());
-        }
+        assert_eq!(h.run(|| 7).await.unwrap(), 7, "the thread goes on after the queue drains");
     }
 }
