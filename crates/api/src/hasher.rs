@@ -141,6 +141,5 @@ mod tests {
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
         release.send(()).unwrap();
         assert!(blocker.await.unwrap().is_ok());
-        assert_eq!(h.run(|| 7).await.unwrap(), 7, "the thread goes on after the queue drains");
     }
 }
