@@ -49,7 +49,7 @@ DATA, PORT, TOKEN, PASSWORD = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.ar
 DURATION = float(sys.argv[5])
 LEVELS = [int(c) for c in sys.argv[6:]] or [10, 50, 200]
 VMS = [f"load-{i}" for i in range(4)]
-LOGINS = 20
+LOGINS = int(os.environ.get("LOGINS", "20"))
 IDLE_ROUNDS = int(os.environ.get("IDLE_ROUNDS", "200"))
 # Each client's pause between requests, uniformly 0 to 2 × THINK_MS (0: back to back).
 THINK_S = float(os.environ.get("THINK_MS", "0")) / 1000
