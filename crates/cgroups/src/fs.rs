@@ -164,6 +164,15 @@ impl Cgroup {
             .map_err(|_| CgroupError::Malformed { path: self.dir("cpuacct").join("cpuacct.usage"), text })
     }
 
+    /// Scheduler periods in which the cgroup ran out of its CPU cap (`nr_throttled` in
+    /// `cpu.stat`, v1 and v2): a cap that is holding a busy VM back makes this grow.
+    pub fn throttled_periods(&self) -> Result<u64, CgroupError> {
+        let text = self.read("cpu", "cpu.stat")?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("nr_throttled ").and_then(|v| v.trim().parse::<u64>().ok()))
+            .ok_or_else(|| CgroupError::Malformed { path: self.dir("cpu").join("cpu.stat"), text })
+    }
+
     /// Removes the (empty) cgroup.
     pub fn remove(&self) -> Result<(), CgroupError> {
         for (_, d) in &self.dirs {
