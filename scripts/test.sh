@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Sets up this machine (as root) and runs vine's whole test suite: formatting, lints, unit,
 # property, interop (qemu-img, qemu-io, 7zz, nbdinfo, nbdcopy), crash and corpus tests.
+# scripts/run-tests.sh prints each test binary's time and the totals line, passing or failing;
+# the run fails if the tests changed the source tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -21,14 +23,13 @@ if ! bash bench/vm-start.sh 1 1 >target/bench-smoke.log 2>&1; then
     echo "bench/vm-start.sh failed (log: target/bench-smoke.log)" >&2
     exit 1
 fi
-cargo test --workspace --no-fail-fast 2>&1 | tee target/test.log
-# cargo test's exit status already fails the run; also state the totals on one line.
-python3 - <<'PY'
-import re
-passed = failed = 0
-for line in open("target/test.log"):
-    m = re.match(r"test result: \w+\. (\d+) passed; (\d+) failed", line)
-    if m:
-        passed += int(m.group(1)); failed += int(m.group(2))
-print(f"{passed} passed, {failed} failed")
-PY
+tree() { git status --porcelain --untracked-files=all 2>/dev/null; }
+before=$(tree)
+bash scripts/run-tests.sh --workspace || status=$?
+# No test may write into the source tree (the log and the build live under target/, ignored).
+if [ "$(tree)" != "$before" ]; then
+    echo "== the tests changed the source tree (git status before and after differ):" >&2
+    diff <(echo "$before") <(tree) >&2
+    status=${status:-1}
+fi
+exit "${status:-0}"
