@@ -18,6 +18,33 @@ function bytes(n) {
   return `${Math.round(n * 10) / 10} ${units[i]}`;
 }
 
+const MIB = 1 << 20;
+const SIZE_UNITS = { "": 0, b: 1, k: 1024, kb: 1024, kib: 1024, m: MIB, mb: MIB, mib: MIB,
+  g: 1024 * MIB, gb: 1024 * MIB, gib: 1024 * MIB, t: 1024 * 1024 * MIB, tb: 1024 * 1024 * MIB, tib: 1024 * 1024 * MIB };
+
+/**
+ * A size typed in a form, in bytes: `512M`, `2G`, `1.5G`, `4096B`; a bare number is `bare` bytes
+ * each (MiB for memory), as on the command line. Throws an Error that names the field.
+ */
+function parseSize(text, bare, field) {
+  const t = String(text ?? "").trim();
+  const m = /^(\d+(?:\.\d+)?)\s*([A-Za-z]*)$/.exec(t);
+  if (!m) throw new Error(`${field}: "${t}" is not a size (examples: 256, 512M, 2G)`);
+  const unit = m[2].toLowerCase();
+  if (!(unit in SIZE_UNITS)) throw new Error(`${field}: unknown unit "${m[2]}" in "${t}" (use K, M, G or T)`);
+  const v = Math.round(Number(m[1]) * (SIZE_UNITS[unit] || bare));
+  if (!Number.isSafeInteger(v)) throw new Error(`${field}: "${t}" is too large`);
+  return v;
+}
+
+/** Bytes as the shortest exact size text: `2G`, `256M`, `1536K`, else `NB`. */
+function sizeText(n) {
+  for (const [u, m] of [["T", 1024 * 1024 * MIB], ["G", 1024 * MIB], ["M", MIB], ["K", 1024]]) {
+    if (n >= m && n % m === 0) return `${n / m}${u}`;
+  }
+  return `${n}B`;
+}
+
 function when(ms) {
   return new Date(ms).toLocaleString();
 }
@@ -123,7 +150,7 @@ async function vmsPage() {
       <form id="create-form" class="stack">
         <label><span>Name</span><input name="name" type="text" required pattern="[A-Za-z0-9._\\-]+"></label>
         <label><span>vCPUs</span><input name="cpus" type="number" min="1" value="1"></label>
-        <label><span>Memory (MiB)</span><input name="memory" type="number" min="16" value="256"></label>
+        <label><span>Memory (256 = MiB; 512M, 2G)</span><input name="memory" type="text" value="256M" required></label>
         <label><span>Disks</span><textarea name="disks" rows="2" placeholder="/srv/web1.vhd  (one per line: PATH[,ide|scsi][,cdrom][,shared][,ro])"></textarea></label>
         <label><span>Kernel (direct boot)</span><input name="kernel" type="text" placeholder="/path/to/vmlinuz"></label>
         <label><span>Initrd</span><input name="initrd" type="text"></label>
@@ -165,8 +192,15 @@ async function vmsPage() {
       }
       return d;
     });
+    let memory;
+    try {
+      memory = parseSize(f.get("memory"), MIB, "memory");
+    } catch (err) {
+      flash(err.message, false);
+      return;
+    }
     const body = {
-      name: str("name"), cpus: num("cpus"), memory: num("memory") * 1024 * 1024, disks,
+      name: str("name"), cpus: num("cpus"), memory, disks,
       kernel: str("kernel"), initrd: str("initrd"), append: str("append"),
       cpu_weight: num("cpu_weight"), cpu_reserve: num("cpu_reserve"), cpu_max: num("cpu_max"),
       undo_disks: f.get("undo_disks") === "on",
@@ -215,7 +249,7 @@ async function vmPage(name) {
           <label><span>CPU weight (1–10000)</span><input name="cpu_weight" type="number" min="1" max="10000"></label>
           <label><span>CPU reserve (% of a CPU)</span><input name="cpu_reserve" type="number" min="0"></label>
           <label><span>CPU max (%, empty: none)</span><input name="cpu_max" type="number" min="1"></label>
-          <label><span>Memory (MiB, next start)</span><input name="memory" type="number" min="16"></label>
+          <label><span>Memory (next start; 256 = MiB; 2G)</span><input name="memory" type="text"></label>
           <button class="primary" type="submit">Apply</button>
         </form>
       </div>
@@ -254,7 +288,7 @@ async function vmPage(name) {
       form.cpu_weight.value = vm.cpu.weight;
       form.cpu_reserve.value = vm.cpu.reserve;
       form.cpu_max.value = vm.cpu.max ?? "";
-      form.memory.value = Math.round(vm.memory / 1048576);
+      form.memory.value = sizeText(vm.memory);
       form.dataset.filled = "1";
     }
   };
@@ -295,8 +329,13 @@ async function vmPage(name) {
     const f = e.target;
     const changes = {
       cpu_weight: Number(f.cpu_weight.value), cpu_reserve: Number(f.cpu_reserve.value),
-      memory: Number(f.memory.value) * 1048576,
     };
+    try {
+      changes.memory = parseSize(f.memory.value, MIB, "memory");
+    } catch (err) {
+      flash(err.message, false);
+      return;
+    }
     if (f.cpu_max.value === "") changes.no_cpu_max = true;
     else changes.cpu_max = Number(f.cpu_max.value);
     try {

@@ -43,12 +43,23 @@ const control = async (c) => {
   step(`click ${c}`);
   await page.click(`#controls [data-control="${c}"]:not([disabled])`);
 };
+// Before login no part of the top bar (its links, the user, "Log out") may be visible: checked
+// by what Chromium lays out, not by the attribute, since a style rule can override `hidden`.
+const noNavigation = async (where) => {
+  const shown = await page.evaluate(() =>
+    [...document.querySelectorAll("#top, #top nav a, #logout")]
+      .filter((e) => e.getClientRects().length > 0 && getComputedStyle(e).visibility !== "hidden")
+      .map((e) => e.id || e.textContent.trim()));
+  if (shown.length) throw new Error(`${where} shows the navigation: ${shown.join(", ")}`);
+  step(`${where} shows no navigation`);
+};
 const flashText = async () => (await page.locator("#flash").textContent()) || "";
 
 try {
   // Login.
   await page.goto(url);
   await page.waitForSelector("#login-form");
+  await noNavigation("the login page");
   await shot("login");
   await page.fill("#user", env("VINE_USER"));
   await page.fill("#password", "wrong password");
@@ -70,7 +81,10 @@ try {
   await page.click("#create-form button[type=submit]");
   await page.waitForURL(`**/#/vm/${vm}`);
   await waitState("off");
-  step(`created ${vm}`);
+  // "256" in the memory field is 256 MiB, as `vine vm create --memory 256` is.
+  const memoryOf = () => page.evaluate(async (n) => (await (await fetch(`/api/vms/${n}`)).json()).memory, vm);
+  if ((await memoryOf()) !== 256 * 1048576) throw new Error(`memory "256" gave ${await memoryOf()} bytes`);
+  step(`created ${vm} with 256 MiB`);
 
   // Start; the serial console shows the guest booting.
   await control("start");
@@ -111,6 +125,14 @@ try {
   await page.click("#set-form button[type=submit]");
   await page.waitForFunction(() => /CPU weight\s*300/.test(document.querySelector("#config")?.innerText || ""));
   step("the CPU weight changed to 300");
+  // Sizes with units; a bad one is refused with a sentence naming the field.
+  await page.fill("#set-form [name=memory]", "lots");
+  await page.click("#set-form button[type=submit]");
+  await page.waitForFunction(() => document.querySelector("#flash")?.textContent.includes('memory: "lots" is not a size'));
+  await page.fill("#set-form [name=memory]", "0.5G");
+  await page.click("#set-form button[type=submit]");
+  await page.waitForFunction(async (n) => (await (await fetch(`/api/vms/${n}`)).json()).memory === 512 * 1048576, vm, { polling: 250, timeout: STEP_MS });
+  step("memory set to 0.5G is 512 MiB; \"lots\" was refused");
 
   await control("pause");
   await waitState("paused");
@@ -170,6 +192,7 @@ try {
   // Logging out ends the session.
   await page.click("#logout");
   await page.waitForSelector("#login-form");
+  await noNavigation("the login page after logging out");
   const status = await page.evaluate(async () => (await fetch("/api/me")).status);
   if (status !== 401) throw new Error(`after logout /api/me answered ${status}`);
   step("logged out");

@@ -11,7 +11,7 @@ use vhd::footer::uuid_text;
 use vhd::ops::Target;
 use vhd::{DiskType, OpenOptions};
 
-use super::size::parse_size;
+use super::size::{parse_disk_size, parse_size};
 
 mod serve;
 
@@ -22,8 +22,8 @@ pub enum DiskCommand {
     Create {
         /// The new image (never overwritten).
         path: PathBuf,
-        /// Virtual size, e.g. 10G (not with --parent).
-        #[arg(long, value_parser = parse_size)]
+        /// Virtual size, e.g. 10G or 512M; a bare number is GiB (not with --parent).
+        #[arg(long, value_parser = parse_disk_size)]
         size: Option<u64>,
         /// Image type for a base disk.
         #[arg(long = "type", value_enum, default_value_t = Kind::Dynamic)]
@@ -95,8 +95,8 @@ pub enum DiskCommand {
     Resize {
         /// The image.
         path: PathBuf,
-        /// New size (not smaller than the current one).
-        #[arg(long, value_parser = parse_size)]
+        /// New size, e.g. 40G; a bare number is GiB (not smaller than the current one).
+        #[arg(long, value_parser = parse_disk_size)]
         size: u64,
     },
     /// Accept a parent whose file time changed (e.g. after a copy) but is the same disk.

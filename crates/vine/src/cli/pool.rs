@@ -50,8 +50,8 @@ pub enum VolumeCommand {
     Create {
         /// `POOL/NAME` (the name ends in .vhd).
         volume: String,
-        /// Size, e.g. 20G.
-        #[arg(long, value_parser = super::size::parse_size, conflicts_with = "parent", required_unless_present = "parent")]
+        /// Size, e.g. 20G or 512M; a bare number is GiB.
+        #[arg(long, value_parser = super::size::parse_disk_size, conflicts_with = "parent", required_unless_present = "parent")]
         size: Option<u64>,
         /// The parent volume `POOL/NAME`.
         #[arg(long)]

@@ -12,7 +12,7 @@ use vmconfig::{Bus, Disk, Nic};
 use vmm::Control;
 
 use super::lazy::Lazy;
-use super::size::parse_size;
+use super::size::parse_memory;
 
 /// VM subcommands.
 #[derive(Debug, Subcommand)]
@@ -159,8 +159,8 @@ pub struct CreateArgs {
     /// vCPUs.
     #[arg(long, default_value_t = 1)]
     pub cpus: u32,
-    /// Memory, e.g. 512M or 2G.
-    #[arg(long, value_parser = parse_size)]
+    /// Memory, e.g. 512M or 2G; a bare number is MiB.
+    #[arg(long, value_parser = parse_memory)]
     pub memory: u64,
     /// A disk: PATH[,bus=virtio|ide|scsi][,shared][,ro] (repeatable; VHD images).
     #[arg(long = "disk")]
@@ -214,8 +214,8 @@ pub struct SetArgs {
     /// CPU cap, % of one host CPU, or `none`.
     #[arg(long)]
     pub cpu_max: Option<String>,
-    /// Memory, e.g. 1G (from the next start).
-    #[arg(long, value_parser = parse_size)]
+    /// Memory, e.g. 1G; a bare number is MiB (from the next start).
+    #[arg(long, value_parser = parse_memory)]
     pub memory: Option<u64>,
     /// When the host stops: keep (running), save, shutdown or off.
     #[arg(long, value_parser = ["keep", "save", "shutdown", "off"])]
