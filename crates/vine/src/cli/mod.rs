@@ -6,6 +6,7 @@ pub mod console_log;
 pub mod daemon;
 pub mod disk;
 pub mod host;
+pub mod journal;
 pub mod lazy;
 pub mod network;
 pub mod policy;
@@ -92,8 +93,12 @@ pub enum Command {
     Policy(Lazy<policy::PolicyCommand>),
 }
 
-/// Sets up `tracing` on stderr; `RUST_LOG` overrides the level.
+/// Sets up `tracing` on stderr; `RUST_LOG` overrides the level. Colours only on a terminal (a
+/// log file gets plain text); under systemd, whose journal reads stderr, each line carries the
+/// journal's priority prefix (`<3>` error … `<7>` debug, sd-daemon(3)) and no time stamp (the
+/// journal keeps its own).
 pub fn init_logging(verbose: u8) {
+    use std::io::IsTerminal;
     let level = match verbose {
         0 => "warn",
         1 => "info",
@@ -101,7 +106,12 @@ pub fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if journal::stderr_is_journal() {
+        builder.with_ansi(false).event_format(journal::JournalFormat).init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
 }
 
 /// Runs a parsed command line; returns the exit code.
