@@ -324,23 +324,19 @@ pub fn file_vhd_time(p: &Path) -> Result<u32> {
 /// VHD time as `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn vhd_time_text(t: u32) -> String {
     let unix = spec::VHD_EPOCH_UNIX + u64::from(t);
-    let days = unix / 86_400;
-    let rem = unix % 86_400;
-    let (y, m, d) = civil_from_days(days as i64);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem / 60 % 60, rem % 60)
-}
-
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    // Any u32 of seconds after 2000 is a representable date.
+    match time::OffsetDateTime::from_unix_timestamp(unix as i64) {
+        Ok(d) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            d.year(),
+            u8::from(d.month()),
+            d.day(),
+            d.hour(),
+            d.minute(),
+            d.second()
+        ),
+        Err(_) => format!("{unix} s after 1970 UTC"),
+    }
 }
 
 #[cfg(test)]

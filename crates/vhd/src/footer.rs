@@ -217,24 +217,12 @@ impl Footer {
 
 /// A new random (version 4) UUID in the byte order the footer stores.
 pub fn new_uuid() -> [u8; 16] {
-    let mut u = [0u8; 16];
-    getrandom::getrandom(&mut u).expect("the OS random source is available");
-    u[6] = (u[6] & 0x0f) | 0x40;
-    u[8] = (u[8] & 0x3f) | 0x80;
-    u
+    uuid::Uuid::new_v4().into_bytes()
 }
 
 /// Formats raw UUID bytes in the usual 8-4-4-4-12 form, in stored byte order.
 pub fn uuid_text(u: &[u8; 16]) -> String {
-    let h: Vec<String> = u.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        h[0..4].concat(),
-        h[4..6].concat(),
-        h[6..8].concat(),
-        h[8..10].concat(),
-        h[10..].concat()
-    )
+    uuid::Uuid::from_bytes(*u).hyphenated().to_string()
 }
 
 #[cfg(test)]

@@ -18,7 +18,12 @@ fn daemon_log(journal: bool) -> String {
         .arg(dir.path().join("data"))
         .arg("--socket")
         .arg(dir.path().join("vine.sock"))
-        .args(["--cgroup-parent", &format!("vine-test-log-{}", std::process::id()), "--listen", "127.0.0.1:0"])
+        .args([
+            "--cgroup-parent",
+            &format!("vine-test-log-{}", std::process::id()),
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(dir.path().join("daemon.out")).unwrap())
@@ -50,7 +55,8 @@ fn daemon_log(journal: bool) -> String {
 fn a_log_file_has_no_colour_codes() {
     let text = daemon_log(false);
     assert!(!text.contains('\x1b'), "terminal escapes in the log file:\n{text:?}");
-    let stop = text.lines().find(|l| l.contains("stopping")).unwrap_or_else(|| panic!("no stop line:\n{text}"));
+    let stop =
+        text.lines().find(|l| l.contains("stopping")).unwrap_or_else(|| panic!("no stop line:\n{text}"));
     assert!(stop.contains(" INFO "), "an info line with its level: {stop}");
     assert!(stop.starts_with(|c: char| c.is_ascii_digit()), "a file's line starts with its time: {stop}");
 }
@@ -65,7 +71,8 @@ fn under_systemd_each_line_carries_the_journal_priority() {
         let p = l.strip_prefix('<').and_then(|r| r.split_once('>')).map(|(p, _)| p);
         assert!(matches!(p, Some("3" | "4" | "6" | "7")), "a line without a journal priority: {l:?}\n{text}");
     }
-    let stop = lines.iter().find(|l| l.contains("stopping")).unwrap_or_else(|| panic!("no stop line:\n{text}"));
+    let stop =
+        lines.iter().find(|l| l.contains("stopping")).unwrap_or_else(|| panic!("no stop line:\n{text}"));
     assert!(stop.starts_with("<6>vine::cli::daemon: "), "the stop line is an info line: {stop}");
     // No time stamp of its own (a file's lines begin with one): the journal keeps its own.
     assert!(!stop[3..].starts_with(|c: char| c.is_ascii_digit()), "a time stamp after the priority: {stop}");

@@ -86,6 +86,11 @@ fn boots_from_a_vhd_root_disk_and_undo_disks_commit_or_discard_a_session() {
         events.contains("discarded the undo disks") && events.contains("committed the undo disks"),
         "{events}"
     );
+    // Each line begins with its time, as `vine events` shows it (2026-12-05T19:57:58Z).
+    for l in events.lines() {
+        let t = l.split(' ').next().unwrap_or_default();
+        assert!(t.len() == 20 && t.as_bytes()[4] == b'-' && t.ends_with('Z'), "no time on {l:?}");
+    }
 }
 
 #[test]

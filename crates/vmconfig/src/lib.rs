@@ -488,14 +488,9 @@ impl VmDefinition {
     }
 }
 
-/// A new random UUID in text form.
+/// A new random (version 4) UUID in text form.
 pub fn new_uuid() -> String {
-    let mut u = [0u8; 16];
-    getrandom::getrandom(&mut u).expect("the OS random source is available");
-    u[6] = (u[6] & 0x0f) | 0x40;
-    u[8] = (u[8] & 0x3f) | 0x80;
-    let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    uuid::Uuid::new_v4().hyphenated().to_string()
 }
 
 #[cfg(test)]

@@ -345,7 +345,8 @@ pub fn token(cmd: TokenCommand) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn print_event(e: &Value) {
+/// One event as a line: time, level, kind, message (`vine events`, `vine vm events`).
+pub fn print_event(e: &Value) {
     let secs = e["time_ms"].as_i64().unwrap_or(0) / 1000;
     let t = format_time(secs);
     println!(
@@ -356,20 +357,12 @@ fn print_event(e: &Value) {
     );
 }
 
-/// UTC `YYYY-MM-DDTHH:MM:SSZ` from seconds since the epoch (civil-from-days, proleptic Gregorian).
-fn format_time(secs: i64) -> String {
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+/// UTC `YYYY-MM-DDTHH:MM:SSZ` from seconds since the epoch.
+pub fn format_time(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| format!("{secs} s after 1970"))
 }
 
 /// Runs `vine events`.

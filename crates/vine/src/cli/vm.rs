@@ -537,13 +537,7 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
                 return Ok(0);
             }
             for e in v.as_array().into_iter().flatten() {
-                println!(
-                    "{:>6} {:<7} {:<20} {}",
-                    e["id"],
-                    e["level"].as_str().unwrap_or(""),
-                    e["kind"].as_str().unwrap_or(""),
-                    e["message"].as_str().unwrap_or("")
-                );
+                super::admin::print_event(e);
             }
             Ok(0)
         }
