@@ -1,61 +1,116 @@
 #!/usr/bin/env bash
-# Sets up this machine (as root), builds vine and runs its main job on embedded defaults: the
-# host daemon (data in /var/lib/vine, socket /run/vine/vine.sock; VINE_DATA_DIR / VINE_SOCKET
-# override) with a demo VM that boots from a VHD root disk served by vine's storage engine.
-# Idempotent: a daemon already running is reused, the demo VM is created once and started if
-# it is not running. The daemon keeps running afterwards (stop it with `kill PID`; VMs keep
-# running and the next daemon reattaches to them).
+# vine's main job on embedded defaults, from a fresh Debian bookworm machine, as root (a root
+# shell; no sudo needed): sets the machine up (scripts/setup.sh), builds vine's Debian package
+# and installs it (`vine` in /usr/bin, man pages, completions, the vine.service unit), starts the
+# daemon (data /var/lib/vine, socket /run/vine/vine.sock, web UI and API on
+# https://127.0.0.1:8443/) and boots a demo VM from a VHD root disk served by vine's storage
+# engine. Under systemd the package's vine.service runs the daemon; on a machine whose PID 1 is
+# not systemd (a container, this kind of build machine) the daemon is started directly, its PID in
+# /run/vine/daemon.pid. Idempotent: run it again after a change to rebuild, reinstall and restart
+# the daemon (VMs keep running across the restart); the demo VM is made once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "$(id -u)" -ne 0 ]; then
+    echo "run.sh: run this as root (it installs packages and starts the daemon)" >&2
+    exit 1
+fi
+step() { printf '== %s\n' "$*"; }
+
+step "setting up this machine (Debian packages, the guest kit)"
 bash scripts/setup.sh
 bash scripts/guest-kit.sh >/dev/null
-VINE=$(bash scripts/build.sh)/vine
-DATA=${VINE_DATA_DIR:-/var/lib/vine}
-export VINE_SOCKET=${VINE_SOCKET:-/run/vine/vine.sock}
-KIT=${VINE_KIT_DIR:-/var/lib/vine/kit}
-mkdir -p "$DATA/images" "$DATA/log"
 
-if "$VINE" vm list >/dev/null 2>&1; then
-    echo "== the vine daemon is already running on $VINE_SOCKET"
-else
-    echo "== starting the vine daemon (log: $DATA/log/daemon.log)"
-    setsid "$VINE" -v daemon --data-dir "$DATA" --socket "$VINE_SOCKET" \
-        >>"$DATA/log/daemon.log" 2>&1 </dev/null &
-    for _ in $(seq 100); do "$VINE" vm list >/dev/null 2>&1 && break; sleep 0.1; done
-    "$VINE" vm list >/dev/null || { tail -n 20 "$DATA/log/daemon.log"; exit 1; }
-    grep -E "vine daemon|REST API|first start" "$DATA/log/daemon.log" | tail -n 3
+step "building vine's Debian package (a release build: several minutes the first time)"
+deb=$(bash scripts/package.sh)
+step "installing $(basename "$deb")"
+if ! dpkg -i "$deb" >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -f >/dev/null
 fi
-"$VINE" host info
+command -v vine >/dev/null || { echo "run.sh: vine is not on the PATH after installing" >&2; exit 1; }
+
+DATA=/var/lib/vine
+export VINE_SOCKET=/run/vine/vine.sock
+PIDFILE=/run/vine/daemon.pid
+LOG=$DATA/log/daemon.log
+KIT=${VINE_KIT_DIR:-$DATA/kit}
+mkdir -p "$DATA/images" "$DATA/log"
+answers() { vine vm list >/dev/null 2>&1; }
+wait_for_daemon() {
+    for _ in $(seq 150); do answers && return 0; sleep 0.2; done
+    return 1
+}
+
+if [ -d /run/systemd/system ]; then
+    step "starting vine.service (systemd)"
+    systemctl enable vine.service >/dev/null 2>&1
+    systemctl restart vine.service
+    stop_daemon="systemctl stop vine"
+    wait_for_daemon || { journalctl -u vine --no-pager -n 20; exit 1; }
+else
+    stop_daemon="kill \$(cat $PIDFILE)"
+    old=$(cat "$PIDFILE" 2>/dev/null || true)
+    if [ -n "$old" ] && kill -0 "$old" 2>/dev/null; then
+        step "restarting the daemon (pid $old) on the installed vine; VMs keep running"
+        kill "$old"
+        for _ in $(seq 100); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
+    fi
+    if answers; then
+        step "a vine daemon not started by this script answers on $VINE_SOCKET: using it"
+        stop_daemon="stop the daemon you started"
+    else
+        step "starting the daemon directly (PID 1 is not systemd; log: $LOG)"
+        mkdir -p /run/vine
+        VINE_WEB_DIR=/usr/share/vine/web setsid vine -v daemon --data-dir "$DATA" --socket "$VINE_SOCKET" \
+            >>"$LOG" 2>&1 </dev/null &
+        echo $! >"$PIDFILE"
+        wait_for_daemon || { tail -n 20 "$LOG"; exit 1; }
+    fi
+fi
+vine host info
 
 ROOT=$DATA/images/demo-root.vhd
 if [ ! -f "$ROOT" ]; then
-    echo "== building the demo root disk $ROOT (MBR + syslinux + the guest kit's kernel)"
+    step "building the demo root disk $ROOT (MBR + syslinux + the guest kit's kernel)"
     raw=$(mktemp /tmp/vine-demo-root.XXXXXX)
     bash scripts/guest-bootdisk.sh "$KIT" "$raw" vine.counter=1
-    "$VINE" disk convert "$raw" "$ROOT" --to dynamic
+    vine disk convert "$raw" "$ROOT" --to dynamic
     rm -f "$raw"
 fi
-if ! "$VINE" vm show demo >/dev/null 2>&1; then
-    "$VINE" vm create demo --cpus 1 --memory 256M --disk "$ROOT"
+if ! vine vm show demo >/dev/null 2>&1; then
+    vine vm create demo --cpus 1 --memory 256 --disk "$ROOT"
 fi
-state=$("$VINE" vm show demo --json | sed -n 's/^  "state": "\(.*\)",$/\1/p')
+state=$(vine vm show demo --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["state"])')
 case "$state" in
-    running) echo "== the demo VM is already running" ;;
-    paused) "$VINE" vm resume demo ;;
-    saved) "$VINE" vm restore demo ;;
-    *) echo "== starting the demo VM"; "$VINE" vm start demo ;;
+    running) step "the demo VM is already running" ;;
+    paused) vine vm resume demo ;;
+    saved) vine vm restore demo ;;
+    *) step "starting the demo VM"; vine vm start demo ;;
 esac
-log=$("$VINE" vm show demo --json | sed -n 's/^  "console_log": "\(.*\)",$/\1/p')
-echo "== waiting for the guest's userspace (marker VINE-BOOT-OK on its serial console)"
+log=$(vine vm show demo --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["console_log"])')
+step "waiting for the guest's userspace (marker VINE-BOOT-OK on its serial console)"
 for _ in $(seq 600); do grep -q VINE-BOOT-OK "$log" 2>/dev/null && break; sleep 0.2; done
-grep -q VINE-BOOT-OK "$log" || { echo "the demo VM did not boot; console:"; tail "$log"; exit 1; }
-"$VINE" vm list
-"$VINE" vm console demo --log | tail -n 3
-api=$(grep -o 'https://[^ ]*' "$DATA/log/daemon.log" | tail -n 1)
+grep -q VINE-BOOT-OK "$log" || { echo "the demo VM did not boot; its console:"; tail "$log" | tr -cd '[:print:]\n'; exit 1; }
+vine vm list
+
+# Plain text only from here: nothing of the guest's console (which holds terminal control
+# sequences a terminal would answer into the prompt).
 cat <<MSG
-== vine is running: daemon on $VINE_SOCKET, demo VM 'demo' booted from $ROOT.
-   Web UI and REST API: ${api:-https://127.0.0.1:8443}/ (OpenAPI at /api/openapi.json; user admin,
-   password in $DATA/initial-admin-password; certificate $DATA/tls/cert.pem)
-   Try: $VINE vm show demo | vm pause demo | vm save demo | vm restore demo | vm shutdown demo
-        $VINE events --follow
+
+vine is running, with the demo VM 'demo' booted from $ROOT.
+
+  Web UI and REST API:  https://127.0.0.1:8443/   (OpenAPI document at /api/openapi.json)
+  User admin; its password is in $DATA/initial-admin-password
+  The certificate is self-signed: $DATA/tls/cert.pem
+
+Try:
+  vine vm show demo
+  vine vm console demo --log
+  vine events --follow
+
+Stop:
+  the demo VM:   vine vm shutdown demo     (or at once: vine vm off demo)
+  the daemon:    $stop_daemon
+                 (VMs keep running without the daemon; the next daemon takes them back)
+
+Learn more: man vine, man vine-vm, and the guides in /usr/share/doc/vine/docs.
 MSG

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod console_log;
 pub mod daemon;
 pub mod disk;
+pub mod docs;
 pub mod host;
 pub mod journal;
 pub mod lazy;
@@ -91,6 +92,17 @@ pub enum Command {
     /// Workload policies and the trace-driven simulator.
     #[command(subcommand)]
     Policy(Lazy<policy::PolicyCommand>),
+    /// Prints the shell completion script for bash or zsh (packaged vine installs both).
+    Completions {
+        /// The shell.
+        shell: docs::Shell,
+    },
+    /// Writes a man page for vine and for each of its commands into DIR (for packaging).
+    #[command(hide = true)]
+    Manpages {
+        /// Where the pages go (`vine.1`, `vine-vm.1`, `vine-vm-create.1`, …).
+        dir: std::path::PathBuf,
+    },
 }
 
 /// Sets up `tracing` on stderr; `RUST_LOG` overrides the level. Colours only on a terminal (a
@@ -135,5 +147,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Token(Lazy(cmd)) => admin::token(cmd),
         Command::Remote(Lazy(cmd)) => remote::run(cmd),
         Command::ConsoleLog(Lazy(args)) => console_log::run(args),
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Manpages { dir } => docs::manpages(&dir),
     }
 }
