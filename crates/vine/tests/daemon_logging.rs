@@ -33,7 +33,8 @@ fn daemon_log(journal: bool) -> String {
     } else {
         cmd.env_remove("JOURNAL_STREAM");
     }
-    let mut child = cmd.spawn().unwrap();
+    let mut child = Reaped(cmd.spawn().unwrap());
+    let child = &mut child.0;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let text = std::fs::read_to_string(dir.path().join("daemon.out")).unwrap();
@@ -49,6 +50,17 @@ fn daemon_log(journal: bool) -> String {
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let _ = child.wait();
     std::fs::read_to_string(&log_path).unwrap()
+}
+
+/// The daemon, killed if the test fails before it is stopped.
+struct Reaped(std::process::Child);
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 #[test]
