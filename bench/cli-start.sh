@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What one `vine` command costs its caller, from the spawn to the exit: the shipped build
-# (scripts/build.sh: static, not position independent) against the same code built the default
+# (scripts/build.sh: not position independent) against the same code built the default
 # way (`cargo build --release`: position independent, dynamically linked), side by side in one
 # run, with /bin/true as the floor of starting any process on this machine and the same HTTP
 # request made by the script itself (no process at all) as the floor of asking the daemon.

@@ -14,7 +14,7 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo build --workspace --quiet
 # The benchmark scripts are not tests, but nothing else runs them: one round keeps them working,
-# and it drives the binary as shipped (scripts/build.sh: static, not position independent) through
+# and it drives the binary as shipped (scripts/build.sh: not position independent) through
 # a daemon, a boot, a save and a restore, which the tests (debug builds) do not. Its numbers, from
 # one round, are not looked at.
 echo "== bench/vm-start.sh smoke run with the shipped build (1 round, 1 cycle)"

@@ -36,8 +36,8 @@ pub struct DaemonArgs {
     /// scripts/web.sh) when present, else /usr/share/vine/web].
     #[arg(long)]
     pub web_dir: Option<PathBuf>,
-    /// The unprivileged user QEMU and the disk servers run as (made by scripts/setup.sh);
-    /// `root` runs them unconfined (not recommended).
+    /// The unprivileged user QEMU and the disk servers run as (made by scripts/setup.sh and by
+    /// the Debian package); `root` runs them unconfined (not recommended).
     #[arg(long, default_value = sandbox::DEFAULT_USER)]
     pub emulator_user: String,
 }
