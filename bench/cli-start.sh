@@ -15,6 +15,7 @@ SHIPPED=$(bash scripts/build.sh)/vine
 cargo build --release --quiet -p vine
 PIE=$PWD/target/release/vine
 work=$(mktemp -d /var/tmp/vine-bench-cli.XXXXXX)
+chmod o+x "$work" # the emulator user reaches the VMs' directories through it
 daemon=""
 cleanup() {
     if [ -n "$daemon" ]; then
@@ -26,8 +27,9 @@ cleanup() {
 }
 trap cleanup EXIT
 "$SHIPPED" daemon --data-dir "$work/data" --socket "$work/vine.sock" --cgroup-parent vine-bench-cli \
-    >"$work/daemon.log" 2>&1 &
+    --listen 127.0.0.1:0 >"$work/daemon.log" 2>&1 &
 daemon=$!
-for _ in $(seq 100); do [ -S "$work/vine.sock" ] && break; sleep 0.05; done
+for _ in $(seq 300); do [ -S "$work/vine.sock" ] && break; sleep 0.05; done
+[ -S "$work/vine.sock" ] || { echo "the daemon did not start:" >&2; cat "$work/daemon.log" >&2; exit 1; }
 echo "commit $(git rev-parse --short HEAD), $(date -u +%Y-%m-%d), $N runs of each case"
 python3 bench/cli_start.py "$SHIPPED" "$PIE" "$work/vine.sock" "$N"
