@@ -8,7 +8,7 @@
 # copied), which was most of the 0.5 ms a command saved here (bench/cli-start.sh, BENCHMARKS.md)
 # and adds up in scripts that run many commands. They link glibc dynamically, as Debian expects of
 # a package (scripts/package.sh ships this build): a static glibc would still load the installed
-# glibc's name-service modules at run time (for user lookups), which is safe only with the very
+# glibc's name-service modules at run time (to resolve host names), which is safe only with the very
 # glibc it was built against. The explicit --target keeps the flag off build scripts and
 # proc-macros (which must be position independent); the output is target/TRIPLE/release.
 set -euo pipefail
