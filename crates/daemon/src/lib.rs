@@ -27,6 +27,7 @@
 pub mod actor;
 pub mod disks;
 pub mod layout;
+pub mod membership;
 pub mod metrics;
 pub mod networks;
 pub mod pools;

@@ -76,6 +76,38 @@ pub enum Request {
         /// The NIC's position (0 = first).
         index: usize,
     },
+    /// Makes this host the first of a new pool whose shared state lives in etcd.
+    ClusterInit {
+        /// etcd client URLs.
+        etcd: Vec<String>,
+        /// This host's name in the pool (default: its host name).
+        #[serde(default)]
+        name: Option<String>,
+        /// TLS client files for `https://` endpoints.
+        #[serde(default)]
+        tls: Option<cluster::EtcdTls>,
+    },
+    /// A one-time join token admitting a new host to this host's pool.
+    ClusterToken {
+        /// The new host's name.
+        host: String,
+    },
+    /// Joins the pool a token names.
+    ClusterJoin {
+        /// The token (`vine cluster token` on a member).
+        token: String,
+    },
+    /// Leaves the pool: the host is on its own again.
+    ClusterLeave,
+    /// The pool this host belongs to: its etcd, members and hosts.
+    ClusterShow,
+    /// Every host of the pool (this host alone when it is in none), with its state.
+    HostList,
+    /// One host of the pool.
+    HostShow {
+        /// Its name.
+        name: String,
+    },
     /// Creates a virtual network.
     NetworkCreate(NetworkCreate),
     /// Every network.
@@ -328,6 +360,10 @@ pub enum Failure {
     /// It was tried and went wrong (500).
     #[error("{0}")]
     Failed(String),
+    /// Something the request needs is out of reach for now, e.g. the pool's etcd (503): the
+    /// same request may succeed later.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// The answer to a request.
@@ -362,6 +398,7 @@ impl Response {
             Failure::Refused(_) => "refused",
             Failure::Invalid(_) => "invalid",
             Failure::Failed(_) => "failed",
+            Failure::Unavailable(_) => "unavailable",
         };
         Response { ok: false, result: Value::Null, error: Some(f.to_string()), kind: Some(kind.into()) }
     }

@@ -110,6 +110,7 @@ pub struct Daemon {
     vms: Mutex<BTreeMap<String, Handle>>,
     stopping: AtomicBool,
     metrics: Metrics,
+    pub(crate) membership: crate::membership::Membership,
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DaemonError + 'a {
@@ -156,6 +157,7 @@ impl Daemon {
             vms: Mutex::new(BTreeMap::new()),
             stopping: AtomicBool::new(false),
             metrics: Metrics::default(),
+            membership: Default::default(),
         });
         for rec in d.ctx.store.list_vms()? {
             d.adopt(rec);
@@ -405,6 +407,15 @@ impl Daemon {
                 }))
             }
             Request::VmCreate { definition } => self.create(&definition),
+            Request::ClusterInit { etcd, name, tls } => self.cluster_init(etcd, name, tls),
+            Request::ClusterShow => self.cluster_show(),
+            Request::ClusterToken { host } => self.cluster_token(&host),
+            Request::ClusterJoin { token } => self.cluster_join(&token),
+            Request::ClusterLeave => self.cluster_leave(),
+            Request::HostList => Ok(serde_json::to_value(self.host_list()?).expect("serialises")),
+            Request::HostShow { name } => {
+                Ok(serde_json::to_value(self.host_show(&name)?).expect("serialises"))
+            }
             Request::VmList => {
                 let views: Vec<View> = self
                     .lock()

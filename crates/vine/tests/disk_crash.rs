@@ -98,7 +98,7 @@ fn killed_writer_leaves_dynamic_images_whole() {
     for trial in 0..110u64 {
         let p = dir.path().join(format!("d{trial}.vhd"));
         let bs = ["4K", "64K", "512K", "2M"][(trial % 4) as usize];
-        ok(vine().args(["disk", "create"]).arg(&p).args(["--size", &SIZE.to_string(), "--block-size", bs]));
+        ok(vine().args(["disk", "create"]).arg(&p).args(["--size", &format!("{SIZE}B"), "--block-size", bs]));
         let (durable, finished) = run_and_kill(&p, trial, rng.below(12) as usize, rng.below(3000));
         interrupted += usize::from(!finished);
         verify(&p, dir.path(), trial, durable, |_| 0, true);
@@ -112,7 +112,7 @@ fn killed_writer_leaves_differencing_images_whole() {
     let base = dir.path().join("base.vhd");
     ok(vine().args(["disk", "create"]).arg(&base).args([
         "--size",
-        &SIZE.to_string(),
+        &format!("{SIZE}B"),
         "--block-size",
         "512K",
     ]));

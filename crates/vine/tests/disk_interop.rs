@@ -44,7 +44,7 @@ fn vine_images_open_in_qemu_img_with_the_size_vine_reports() {
         ok(vine()
             .args(["disk", "create"])
             .arg(&p)
-            .args(["--size", &size.to_string(), "--type", kind])
+            .args(["--size", &format!("{size}B"), "--type", kind])
             .args(*extra));
         let ours = vine_info(&p)["virtual_size"].as_u64().unwrap();
         assert!(ours >= *size, "{name}: {ours} < requested {size}");

@@ -24,6 +24,7 @@ use crate::auth::{self, Principal};
 use crate::Peer;
 
 pub mod confine;
+mod hosts;
 mod pools;
 
 /// What every handler reaches.
@@ -108,6 +109,7 @@ impl From<Failure> for ApiError {
             Failure::Refused(_) => StatusCode::CONFLICT,
             Failure::Invalid(_) => StatusCode::BAD_REQUEST,
             Failure::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Failure::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, f.to_string())
     }
@@ -1475,12 +1477,14 @@ async fn delete_hook(State(state): State<AppState>, p: Principal, P(id): P<u64>)
           delete_token, list_acl, grant, revoke, revoke_pool, revoke_network, list_hooks, create_hook, delete_hook, openapi,
           crate::console::serial_ws, crate::console::vnc_ws, crate::console::event_stream,
           pools::list_pools, pools::create_pool, pools::show_pool, pools::delete_pool, pools::list_volumes,
-          pools::create_volume, pools::show_volume, pools::delete_volume, pools::upload, pools::download),
+          pools::create_volume, pools::show_volume, pools::delete_volume, pools::upload, pools::download,
+          hosts::init, hosts::show, hosts::list, hosts::host, hosts::token, hosts::join, hosts::leave),
     components(schemas(ErrorBody, Login, Issued, Me, Right, RightKind, NewPassword, NewDisk, NewNic, NewVm, Reservation, VmInfo, daemon::protocol::NicInfo,
                        daemon::protocol::CpuInfo, Changes, ControlOptions, daemon::protocol::UndoAction, Control,
                        vmm::VmState, ConsoleLog, Event, UserInfo, NewUser, TokenInfo, NewToken, Hook, NewHook,
                        pools::NewPool, pools::NewVolume, daemon::pools::PoolInfo, daemon::pools::VolumeInfo,
-                       daemon::pools::VolumeFormat)),
+                       daemon::pools::VolumeFormat, hosts::NewCluster, hosts::NewToken, hosts::Join, cluster::EtcdTls, cluster::HostStatus,
+                       cluster::HostRecord, cluster::HostState)),
     modifiers(&Security),
     security(("token" = []), ("session" = []))
 )]
@@ -1615,6 +1619,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/acl/{user}/{vm}/{right}", delete(revoke))
         .route("/api/acl/{user}/pools/{pool}/{right}", delete(revoke_pool))
         .route("/api/acl/{user}/networks/{net}/{right}", delete(revoke_network))
+        .route("/api/cluster", get(hosts::show).post(hosts::init).delete(hosts::leave))
+        .route("/api/cluster/tokens", post(hosts::token))
+        .route("/api/cluster/join", post(hosts::join))
+        .route("/api/hosts", get(hosts::list))
+        .route("/api/hosts/{name}", get(hosts::host))
         .route("/api/pools", get(pools::list_pools).post(pools::create_pool))
         .route("/api/pools/{pool}", get(pools::show_pool).delete(pools::delete_pool))
         .route("/api/pools/{pool}/volumes", get(pools::list_volumes).post(pools::create_volume))

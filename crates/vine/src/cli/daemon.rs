@@ -147,6 +147,13 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<i32> {
         );
         use std::io::Write as _;
         std::io::stdout().flush().ok();
+        // Back into the pool named in the data directory, if any (the etcd client has its own
+        // runtime, so this runs off the async workers); etcd out of reach only delays it.
+        let url = format!("https://{}", tcp.local_addr()?);
+        let member = d.clone();
+        tokio::task::spawn_blocking(move || member.rejoin_pool(&url))
+            .await?
+            .map_err(|e| anyhow::anyhow!("rejoining the pool: {e}"))?;
         let unix_task = tokio::spawn(api::serve::unix(unix, app.clone()));
         let tls_task = tokio::spawn(api::serve::tls(tcp, tls.config.clone(), app));
         loop {
@@ -162,6 +169,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<i32> {
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
     let _ = std::fs::remove_file(&socket);
+    d.leave_quietly();
     d.host_stop();
     d.stop();
     served?;

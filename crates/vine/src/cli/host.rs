@@ -1,6 +1,9 @@
-//! `vine host …`: facts about this host.
+//! `vine host …`: facts about this host, and the hosts of its pool.
 
 use clap::Subcommand;
+use serde_json::Value;
+
+use super::vm::rest;
 
 /// Host subcommands.
 #[derive(Debug, Subcommand)]
@@ -11,6 +14,24 @@ pub enum HostCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Every host of the pool with its state (this host alone when it is in no pool).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One host of the pool.
+    Show {
+        /// The host's name (`vine host list`).
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn gib(bytes: &Value) -> String {
+    format!("{:.1} GiB", bytes.as_u64().unwrap_or(0) as f64 / (1u64 << 30) as f64)
 }
 
 /// Runs a host subcommand.
@@ -39,6 +60,46 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<i32> {
                     let list: Vec<String> = controllers.iter().map(|(c, m)| format!("{c} at {m}")).collect();
                     println!("cgroup:       v1 ({})", list.join(", "))
                 }
+            }
+            Ok(0)
+        }
+        HostCommand::List { json } => {
+            let v = rest("GET", "/api/hosts", None)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(0);
+            }
+            println!("{:<20} {:<12} {:>5} {:>10}  {:<6} URL", "NAME", "STATE", "CPUS", "MEMORY", "ACCEL");
+            for h in v.as_array().into_iter().flatten() {
+                println!(
+                    "{:<20} {:<12} {:>5} {:>10}  {:<6} {}",
+                    h["name"].as_str().unwrap_or(""),
+                    h["state"].as_str().unwrap_or(""),
+                    h["cpus"].as_u64().unwrap_or(0),
+                    gib(&h["memory_bytes"]),
+                    h["accelerator"].as_str().unwrap_or(""),
+                    h["url"].as_str().unwrap_or("")
+                );
+            }
+            Ok(0)
+        }
+        HostCommand::Show { name, json } => {
+            let h = rest("GET", &format!("/api/hosts/{}", api::client::encode(&name)), None)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&h)?);
+                return Ok(0);
+            }
+            for (k, v) in [
+                ("name", h["name"].as_str().unwrap_or("").to_string()),
+                ("state", h["state"].as_str().unwrap_or("").to_string()),
+                ("url", h["url"].as_str().unwrap_or("").to_string()),
+                ("cpus", h["cpus"].to_string()),
+                ("memory", gib(&h["memory_bytes"])),
+                ("accelerator", h["accelerator"].as_str().unwrap_or("").to_string()),
+                ("version", h["version"].as_str().unwrap_or("").to_string()),
+                ("joined", super::admin::format_time(h["joined_ms"].as_i64().unwrap_or(0) / 1000)),
+            ] {
+                println!("{:<13} {v}", format!("{k}:"));
             }
             Ok(0)
         }

@@ -2,6 +2,7 @@
 //! 2 the command failed (the message says why).
 
 pub mod admin;
+pub mod cluster;
 pub mod console_log;
 pub mod daemon;
 pub mod disk;
@@ -39,9 +40,12 @@ pub enum Command {
     /// Virtual disks (VHD): create, inspect, check, convert, serve over NBD.
     #[command(subcommand)]
     Disk(Lazy<disk::DiskCommand>),
-    /// This host: CPUs, memory, accelerator, cgroups.
+    /// This host (CPUs, memory, accelerator, cgroups) and the hosts of its pool.
     #[command(subcommand)]
     Host(Lazy<host::HostCommand>),
+    /// The pool of hosts this host belongs to (shared state in etcd).
+    #[command(subcommand)]
+    Cluster(Lazy<cluster::ClusterCommand>),
     /// Run the host daemon in the foreground.
     Daemon(Lazy<daemon::DaemonArgs>),
     /// Virtual machines (through the daemon).
@@ -105,6 +109,21 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command is a long-running server (the daemon and the helpers it spawns),
+    /// which must survive a peer that goes away mid-write; every other command ends quietly
+    /// when its output does (`vine vm list | head -n 1`), as Unix tools do.
+    pub fn serves(&self) -> bool {
+        matches!(
+            self,
+            Command::Daemon(_)
+                | Command::ConsoleLog(_)
+                | Command::Disk(Lazy(disk::DiskCommand::Serve(_)))
+                | Command::Network(Lazy(network::NetworkCommand::DhcpServe { .. }))
+        )
+    }
+}
+
 /// Sets up `tracing` on stderr; `RUST_LOG` overrides the level. Colours only on a terminal (a
 /// log file gets plain text); under systemd, whose journal reads stderr, each line carries the
 /// journal's priority prefix (`<3>` error … `<7>` debug, sd-daemon(3)) and no time stamp (the
@@ -134,6 +153,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Disk(Lazy(cmd)) => disk::run(cmd),
         Command::Host(Lazy(cmd)) => host::run(cmd),
+        Command::Cluster(Lazy(cmd)) => cluster::run(cmd),
         Command::Daemon(Lazy(args)) => daemon::run(args),
         Command::Vm(Lazy(cmd)) => vm::run(cmd),
         Command::Network(Lazy(cmd)) => network::run(cmd),

@@ -1,0 +1,125 @@
+//! The pool of hosts: making a pool (administrators), what it holds, and its hosts. A host in
+//! no pool lists itself alone, so a script written for one host keeps working.
+
+use axum::http::StatusCode;
+use axum::{extract::State, Json};
+use cluster::{EtcdTls, HostStatus};
+use daemon::protocol::Request;
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::{call, call_typed, need, ApiResult, AppState, Body, ErrorBody, Need, P};
+use crate::auth::Principal;
+
+/// A new pool with this host as its first member.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCluster {
+    /// etcd client URLs (`http://HOST:2379` or `https://…`), 1 to 16.
+    pub etcd: Vec<String>,
+    /// This host's name in the pool (default: its host name): letters, digits, `-`, `_`, `.`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// TLS client files (paths on this host) for `https://` endpoints.
+    #[serde(default)]
+    pub tls: Option<EtcdTls>,
+}
+
+/// Makes this host the first of a new pool whose shared state lives in etcd (administrators).
+#[utoipa::path(post, path = "/api/cluster", tag = "pool", request_body = NewCluster,
+    responses((status = 201, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(super) async fn init(
+    State(state): State<AppState>,
+    p: Principal,
+    Body(n): Body<NewCluster>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    need(&p, Need::Admin)?;
+    let v = call(&state, Request::ClusterInit { etcd: n.etcd, name: n.name, tls: n.tls }).await?;
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// Whom a join token admits.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    /// The new host's name in the pool.
+    pub host: String,
+}
+
+/// A join token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Join {
+    /// The token, as `vine cluster token` (or `POST /api/cluster/tokens`) printed it on a member.
+    pub token: String,
+}
+
+/// A one-time join token (valid for an hour) admitting a new host to this host's pool
+/// (administrators). The new host joins with `POST /api/cluster/join`.
+#[utoipa::path(post, path = "/api/cluster/tokens", tag = "pool", request_body = NewToken,
+    responses((status = 201, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
+pub(super) async fn token(
+    State(state): State<AppState>,
+    p: Principal,
+    Body(n): Body<NewToken>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    need(&p, Need::Admin)?;
+    Ok((StatusCode::CREATED, Json(call(&state, Request::ClusterToken { host: n.host }).await?)))
+}
+
+/// Joins the pool a token names, as the host it admits (administrators of this host).
+#[utoipa::path(post, path = "/api/cluster/join", tag = "pool", request_body = Join,
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(super) async fn join(
+    State(state): State<AppState>,
+    p: Principal,
+    Body(j): Body<Join>,
+) -> ApiResult<Json<Value>> {
+    need(&p, Need::Admin)?;
+    Ok(Json(call(&state, Request::ClusterJoin { token: j.token }).await?))
+}
+
+/// Leaves the pool: this host is on its own again (administrators).
+#[utoipa::path(delete, path = "/api/cluster", tag = "pool",
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(super) async fn leave(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
+    need(&p, Need::Admin)?;
+    Ok(Json(call(&state, Request::ClusterLeave).await?))
+}
+
+/// The pool this host belongs to: its id, etcd endpoints and members, and its hosts.
+#[utoipa::path(get, path = "/api/cluster", tag = "pool",
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
+pub(super) async fn show(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
+    need(&p, Need::Login)?;
+    Ok(Json(call(&state, Request::ClusterShow).await?))
+}
+
+/// Every host of the pool with its state (`online`, `offline`, `maintenance`); this host alone
+/// when it is in no pool.
+#[utoipa::path(get, path = "/api/hosts", tag = "pool",
+    responses((status = 200, body = [HostStatus]), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(super) async fn list(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Vec<HostStatus>>> {
+    need(&p, Need::Login)?;
+    Ok(Json(call_typed(&state, Request::HostList).await?))
+}
+
+/// One host.
+#[utoipa::path(get, path = "/api/hosts/{name}", tag = "pool", params(("name" = String, Path, description = "Host name")),
+    responses((status = 200, body = HostStatus), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
+pub(super) async fn host(
+    State(state): State<AppState>,
+    p: Principal,
+    P(name): P<String>,
+) -> ApiResult<Json<HostStatus>> {
+    need(&p, Need::Login)?;
+    Ok(Json(call_typed(&state, Request::HostShow { name }).await?))
+}

@@ -1,0 +1,440 @@
+//! One host's connection to its pool's etcd.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, PutOptions, TlsOptions,
+    Txn, TxnOp,
+};
+use tokio::sync::watch;
+
+use crate::config::{self, ClusterConfig, EtcdTls};
+use crate::records::{EtcdMember, HostRecord, HostStatus, PoolInfo, PoolRecord};
+use crate::token::{JoinToken, TOKEN_TTL_S};
+use crate::{keys, now_ms, ClusterError};
+
+/// Lifetime of a host's liveness key without a refresh: a host is listed offline at most this
+/// long (plus one refresh interval) after its daemon stops refreshing it.
+pub const LEASE_TTL_S: i64 = 10;
+/// How often the liveness lease is refreshed.
+pub const KEEPALIVE: Duration = Duration::from_secs(3);
+/// The longest vine waits for one etcd request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause before the membership task tries again after a failure.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// A host's connection to its pool: the etcd client, and the task that keeps the host
+/// registered and its liveness key alive (started by [`Cluster::start`], stopped by
+/// [`Cluster::stop`] or on drop).
+pub struct Cluster {
+    rt: tokio::runtime::Runtime,
+    client: Client,
+    cfg: ClusterConfig,
+    endpoints: String,
+    stop: watch::Sender<bool>,
+    /// The membership task's last failure (None once registered and alive).
+    last_error: Arc<Mutex<Option<String>>>,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ClusterError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("vine-cluster")
+        .enable_all()
+        .build()
+        .map_err(ClusterError::Runtime)
+}
+
+fn options(tls: Option<&EtcdTls>) -> Result<ConnectOptions, ClusterError> {
+    let mut o = ConnectOptions::new().with_timeout(REQUEST_TIMEOUT).with_connect_timeout(REQUEST_TIMEOUT);
+    if let Some(t) = tls {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| ClusterError::Invalid(format!("etcd TLS file {}: {e}", p.display())))
+        };
+        o = o.with_tls(
+            TlsOptions::new()
+                .ca_certificate(Certificate::from_pem(read(&t.ca)?))
+                .identity(Identity::from_pem(read(&t.cert)?, read(&t.key)?)),
+        );
+    }
+    Ok(o)
+}
+
+/// Runs `f` with the request timeout; maps the client's errors to [`ClusterError`].
+async fn timed<T>(
+    endpoints: &str,
+    what: &str,
+    f: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, ClusterError> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(source)) => Err(ClusterError::Etcd { endpoints: endpoints.into(), what: what.into(), source }),
+        Err(_) => Err(ClusterError::Timeout {
+            endpoints: endpoints.into(),
+            what: what.into(),
+            secs: REQUEST_TIMEOUT.as_secs(),
+        }),
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, ClusterError> {
+    serde_json::from_slice(value)
+        .map_err(|e| ClusterError::Record { key: key.into(), problem: e.to_string() })
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records serialise")
+}
+
+impl Cluster {
+    /// Makes a new pool in the etcd at `etcd` with this host (`host.name`) as its first member,
+    /// and starts keeping the host alive in it. Refused if that etcd already holds a vine pool.
+    /// Returns the configuration to save in the data directory.
+    pub fn init(
+        etcd: &[String],
+        tls: Option<EtcdTls>,
+        host: HostRecord,
+    ) -> Result<(Cluster, ClusterConfig), ClusterError> {
+        config::check_name(&host.name)?;
+        let etcd = config::check_endpoints(etcd)?;
+        let rt = runtime()?;
+        let endpoints = etcd.join(",");
+        let mut client = rt.block_on(timed(
+            &endpoints,
+            "connecting",
+            Client::connect(&etcd, Some(options(tls.as_ref())?)),
+        ))?;
+        let pool = PoolRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            created_ms: now_ms(),
+            created_by: host.name.clone(),
+        };
+        let txn = Txn::new()
+            .when([Compare::version(keys::POOL, CompareOp::Equal, 0)])
+            .and_then([
+                TxnOp::put(keys::POOL, json(&pool), None),
+                TxnOp::put(keys::host(&host.name), json(&host), None),
+            ])
+            .or_else([TxnOp::get(keys::POOL, None)]);
+        let resp = rt.block_on(timed(&endpoints, "creating the pool", client.txn(txn)))?;
+        if !resp.succeeded() {
+            let existing = resp
+                .op_responses()
+                .into_iter()
+                .find_map(|r| match r {
+                    etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+                    _ => None,
+                })
+                .and_then(|v| parse::<PoolRecord>(keys::POOL, &v).ok());
+            let who = existing
+                .map(|p| format!(" (pool {}, made by host '{}')", p.id, p.created_by))
+                .unwrap_or_default();
+            return Err(ClusterError::Conflict(format!(
+                "the etcd at {endpoints} already holds a vine pool{who}: join it instead, with a token from one \
+                 of its hosts (vine cluster token NEWHOST there, vine cluster join TOKEN here)"
+            )));
+        }
+        let cfg = ClusterConfig { pool_id: pool.id, host: host.name.clone(), etcd, tls };
+        let c = Cluster::with(rt, client, cfg.clone());
+        c.spawn_membership(host);
+        Ok((c, cfg))
+    }
+
+    /// Joins the pool a token from one of its hosts names, as the host the token admits, and
+    /// starts keeping this host alive in it. The token is spent. Returns the configuration to
+    /// save in the data directory.
+    pub fn join(token: &JoinToken, host: HostRecord) -> Result<(Cluster, ClusterConfig), ClusterError> {
+        if host.name != token.host {
+            return Err(ClusterError::Invalid(format!(
+                "this token admits a host named '{}', not '{}'",
+                token.host, host.name
+            )));
+        }
+        let rt = runtime()?;
+        let endpoints = token.etcd.join(",");
+        let mut client =
+            rt.block_on(timed(&endpoints, "connecting", Client::connect(&token.etcd, Some(options(None)?))))?;
+        let pool = rt.block_on(timed(&endpoints, "reading the pool", client.get(keys::POOL, None)))?;
+        let pool: PoolRecord = match pool.kvs().first() {
+            Some(kv) => parse(keys::POOL, kv.value())?,
+            None => {
+                return Err(ClusterError::Conflict(format!("the etcd at {endpoints} holds no vine pool")))
+            }
+        };
+        if pool.id != token.pool {
+            return Err(ClusterError::Conflict(format!(
+                "the etcd at {endpoints} holds pool {}, not the token's pool {}",
+                pool.id, token.pool
+            )));
+        }
+        let join_key = keys::join(&token.host);
+        let host_key = keys::host(&host.name);
+        let txn = Txn::new()
+            .when([
+                Compare::value(join_key.as_str(), CompareOp::Equal, token.secret_hash()),
+                Compare::version(host_key.as_str(), CompareOp::Equal, 0),
+            ])
+            .and_then([
+                TxnOp::delete(join_key.as_str(), None),
+                TxnOp::put(host_key.as_str(), json(&host), None),
+            ])
+            .or_else([TxnOp::get(host_key.as_str(), None)]);
+        let resp = rt.block_on(timed(&endpoints, "joining the pool", client.txn(txn)))?;
+        if !resp.succeeded() {
+            let taken = resp
+                .op_responses()
+                .into_iter()
+                .any(|r| matches!(r, etcd_client::TxnOpResponse::Get(g) if !g.kvs().is_empty()));
+            return Err(ClusterError::Conflict(if taken {
+                format!("the pool already has a host named '{}'", host.name)
+            } else {
+                "the join token is spent, expired (tokens last an hour) or unknown: ask a member for a new one \
+                 (vine cluster token NEWHOST)"
+                    .to_string()
+            }));
+        }
+        let cfg =
+            ClusterConfig { pool_id: pool.id, host: host.name.clone(), etcd: token.etcd.clone(), tls: None };
+        let c = Cluster::with(rt, client, cfg.clone());
+        c.spawn_membership(host);
+        Ok((c, cfg))
+    }
+
+    /// A join token admitting a new host named `host` (valid for an hour, once).
+    pub fn issue_token(&self, host: &str) -> Result<JoinToken, ClusterError> {
+        config::check_name(host)?;
+        let token = JoinToken::new(&self.cfg.pool_id, host, &self.cfg.etcd);
+        let mut c = self.client.clone();
+        let e = self.endpoints.clone();
+        let (key, hash) = (keys::join(host), token.secret_hash());
+        let host_key = keys::host(host);
+        self.rt.block_on(async move {
+            let lease = timed(&e, "taking the token's lease", c.lease_grant(TOKEN_TTL_S, None)).await?;
+            let txn = Txn::new()
+                .when([Compare::version(host_key.as_str(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key.as_str(), hash, Some(PutOptions::new().with_lease(lease.id())))]);
+            let r = timed(&e, "writing the join token", c.txn(txn)).await?;
+            if r.succeeded() {
+                Ok(())
+            } else {
+                Err(ClusterError::Conflict(format!("the pool already has a host named '{host}'")))
+            }
+        })?;
+        Ok(token)
+    }
+
+    /// Takes this host out of the pool: its record and liveness key go; the caller removes the
+    /// configuration file. Stops the membership task.
+    pub fn leave(&self) -> Result<(), ClusterError> {
+        let _ = self.stop.send(true);
+        let mut c = self.client.clone();
+        let e = self.endpoints.clone();
+        let (host_key, alive_key) = (keys::host(&self.cfg.host), keys::alive(&self.cfg.host));
+        self.rt.block_on(async move {
+            let txn = Txn::new()
+                .and_then([TxnOp::delete(host_key.as_str(), None), TxnOp::delete(alive_key.as_str(), None)]);
+            timed(&e, "removing this host from the pool", c.txn(txn)).await.map(|_| ())
+        })
+    }
+
+    /// Rejoins the pool of `cfg` (at a daemon's start). Never fails for want of etcd: the host
+    /// registers and keeps itself alive in the background, retrying until etcd answers;
+    /// [`Cluster::last_error`] says what stands in the way meanwhile.
+    pub fn start(cfg: ClusterConfig, host: HostRecord) -> Result<Cluster, ClusterError> {
+        let rt = runtime()?;
+        let endpoints = cfg.etcd.join(",");
+        let opts = options(cfg.tls.as_ref())?;
+        // The client connects lazily; a first failure shows in the membership task.
+        let client = rt
+            .block_on(async { Client::connect(&cfg.etcd, Some(opts)).await })
+            .map_err(|source| ClusterError::Etcd { endpoints, what: "connecting".into(), source })?;
+        let c = Cluster::with(rt, client, cfg);
+        c.spawn_membership(host);
+        Ok(c)
+    }
+
+    fn with(rt: tokio::runtime::Runtime, client: Client, cfg: ClusterConfig) -> Cluster {
+        let (stop, _) = watch::channel(false);
+        Cluster {
+            rt,
+            client,
+            endpoints: cfg.etcd.join(","),
+            cfg,
+            stop,
+            last_error: Arc::new(Mutex::new(Some("not registered yet".into()))),
+        }
+    }
+
+    /// This host's configuration.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.cfg
+    }
+
+    /// Why this host is not (yet) registered and alive in the pool, if it is not.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Registers the host (keeping what the pool knows of it: when it joined, maintenance) and
+    /// keeps its liveness key alive, starting over after any failure, until stopped.
+    fn spawn_membership(&self, host: HostRecord) {
+        let mut client = self.client.clone();
+        let endpoints = self.endpoints.clone();
+        let pool_id = self.cfg.pool_id.clone();
+        let last_error = self.last_error.clone();
+        let mut stop = self.stop.subscribe();
+        self.rt.spawn(async move {
+            loop {
+                let result = tokio::select! {
+                    r = membership(&mut client, &endpoints, &pool_id, &host, &last_error) => r,
+                    _ = stop.changed() => return,
+                };
+                if let Err(e) = result {
+                    let text = e.to_string();
+                    let mut last = last_error.lock().unwrap_or_else(|p| p.into_inner());
+                    if last.as_deref() != Some(&text) {
+                        tracing::warn!("pool membership of '{}': {text}; retrying", host.name);
+                    }
+                    *last = Some(text);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(RETRY) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+    }
+
+    /// Every host of the pool with its state, by name.
+    pub fn hosts(&self) -> Result<Vec<HostStatus>, ClusterError> {
+        let mut c = self.client.clone();
+        let e = &self.endpoints;
+        self.rt.block_on(async move {
+            let recs =
+                timed(e, "listing hosts", c.get(keys::HOSTS, Some(GetOptions::new().with_prefix()))).await?;
+            let alive = timed(
+                e,
+                "reading liveness",
+                c.get(keys::ALIVE, Some(GetOptions::new().with_prefix().with_keys_only())),
+            )
+            .await?;
+            let alive: Vec<&[u8]> = alive.kvs().iter().map(|kv| kv.key()).collect();
+            let mut out = Vec::new();
+            for kv in recs.kvs() {
+                let key = String::from_utf8_lossy(kv.key()).to_string();
+                let rec: HostRecord = parse(&key, kv.value())?;
+                let is_alive = alive.contains(&keys::alive(&rec.name).as_bytes());
+                out.push(HostStatus::of(rec, is_alive));
+            }
+            Ok(out)
+        })
+    }
+
+    /// The pool as this host sees it.
+    pub fn show(&self) -> Result<PoolInfo, ClusterError> {
+        let mut c = self.client.clone();
+        let e = self.endpoints.clone();
+        let (pool, members) = self.rt.block_on(async {
+            let pool = timed(&e, "reading the pool", c.get(keys::POOL, None)).await?;
+            let pool = match pool.kvs().first() {
+                Some(kv) => parse::<PoolRecord>(keys::POOL, kv.value())?,
+                None => {
+                    return Err(ClusterError::Conflict(format!(
+                        "the etcd at {e} holds no vine pool (was it wiped?)"
+                    )))
+                }
+            };
+            let members = timed(&e, "listing etcd's members", c.member_list()).await?;
+            let members = members
+                .members()
+                .iter()
+                .map(|m| EtcdMember { name: m.name().to_string(), client_urls: m.client_urls().to_vec() })
+                .collect();
+            Ok::<_, ClusterError>((pool, members))
+        })?;
+        Ok(PoolInfo {
+            pool,
+            this_host: self.cfg.host.clone(),
+            etcd: self.cfg.etcd.clone(),
+            etcd_members: members,
+            hosts: self.hosts()?,
+        })
+    }
+
+    /// Stops keeping this host alive and drops its liveness key at once (the host shows
+    /// offline); its record stays.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+        let mut c = self.client.clone();
+        let key = keys::alive(&self.cfg.host);
+        let e = self.endpoints.clone();
+        let _ = self.rt.block_on(async move { timed(&e, "dropping liveness", c.delete(key, None)).await });
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// One round of membership: check the pool, write the host's record, take a lease, hold the
+/// liveness key under it and refresh it every [`KEEPALIVE`] until something fails.
+async fn membership(
+    c: &mut Client,
+    e: &str,
+    pool_id: &str,
+    host: &HostRecord,
+    last_error: &Mutex<Option<String>>,
+) -> Result<(), ClusterError> {
+    let pool = timed(e, "reading the pool", c.get(keys::POOL, None)).await?;
+    match pool.kvs().first() {
+        Some(kv) => {
+            let p: PoolRecord = parse(keys::POOL, kv.value())?;
+            if p.id != pool_id {
+                return Err(ClusterError::Conflict(format!(
+                    "the etcd at {e} holds pool {}, not this host's pool {pool_id}",
+                    p.id
+                )));
+            }
+        }
+        None => {
+            return Err(ClusterError::Conflict(format!("the etcd at {e} holds no vine pool (was it wiped?)")))
+        }
+    }
+    let key = keys::host(&host.name);
+    let mut rec = host.clone();
+    let old = timed(e, "reading this host's record", c.get(key.as_str(), None)).await?;
+    if let Some(kv) = old.kvs().first() {
+        let old: HostRecord = parse(&key, kv.value())?;
+        rec.joined_ms = old.joined_ms;
+        rec.maintenance = old.maintenance;
+    }
+    timed(e, "writing this host's record", c.put(key.as_str(), json(&rec), None)).await?;
+    let lease = timed(e, "taking a liveness lease", c.lease_grant(LEASE_TTL_S, None)).await?;
+    timed(
+        e,
+        "writing the liveness key",
+        c.put(keys::alive(&host.name), Vec::new(), Some(PutOptions::new().with_lease(lease.id()))),
+    )
+    .await?;
+    let (mut keeper, mut answers) =
+        timed(e, "keeping the lease alive", c.lease_keep_alive(lease.id())).await?;
+    *last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    tracing::info!("host '{}' is registered and alive in pool {pool_id}", host.name);
+    loop {
+        tokio::time::sleep(KEEPALIVE).await;
+        timed(e, "refreshing the liveness lease", keeper.keep_alive()).await?;
+        match timed(e, "refreshing the liveness lease", answers.message()).await? {
+            Some(a) if a.ttl() > 0 => {}
+            _ => {
+                return Err(ClusterError::Conflict(format!(
+                    "the liveness lease of '{}' expired (etcd was out of reach for over {LEASE_TTL_S} s)",
+                    host.name
+                )))
+            }
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! The pool's key layout in etcd. Every key vine writes is under [`ROOT`], so one etcd cluster
+//! can serve other programs besides.
+//!
+//! | key | holds |
+//! |---|---|
+//! | `/vine/pool` | the pool ([`crate::PoolRecord`]) |
+//! | `/vine/hosts/HOST` | a member host ([`crate::HostRecord`]) |
+//! | `/vine/alive/HOST` | present while HOST's daemon keeps its lease alive (empty value) |
+//! | `/vine/join/HOST` | a join token's secret (SHA-256, hex) for HOST, under a one-hour lease |
+
+/// Prefix of every key.
+pub const ROOT: &str = "/vine/";
+/// The pool record.
+pub const POOL: &str = "/vine/pool";
+/// Prefix of host records.
+pub const HOSTS: &str = "/vine/hosts/";
+/// Prefix of liveness keys.
+pub const ALIVE: &str = "/vine/alive/";
+/// Prefix of outstanding join tokens.
+pub const JOIN: &str = "/vine/join/";
+
+/// A host's outstanding join token.
+pub fn join(name: &str) -> String {
+    format!("{JOIN}{name}")
+}
+
+/// A host's record.
+pub fn host(name: &str) -> String {
+    format!("{HOSTS}{name}")
+}
+
+/// A host's liveness key.
+pub fn alive(name: &str) -> String {
+    format!("{ALIVE}{name}")
+}
+
+/// The end of the range of keys starting with `prefix` (etcd's "prefix" range end).
+pub fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_prefix_ends() {
+        assert_eq!(host("h1"), "/vine/hosts/h1");
+        assert_eq!(alive("h1"), "/vine/alive/h1");
+        assert_eq!(prefix_end(HOSTS), b"/vine/hosts0".to_vec());
+        assert_eq!(prefix_end("a\u{7f}"), b"a\x80".to_vec());
+    }
+}

@@ -1,0 +1,91 @@
+//! A pool of vine hosts: the state that must outlive one machine, kept in etcd (v3 API).
+//!
+//! - [`config`]: how this host reaches its pool (`<data>/cluster.toml`: etcd endpoints, TLS
+//!   files, this host's name), written when the host initialises or joins a pool and read at
+//!   every daemon start. A host without it is a host on its own, on SQLite only, as before.
+//! - [`keys`]: the key layout under `/vine/`, in one place.
+//! - [`records`]: what the keys hold (JSON): the pool, each host, and the host status that
+//!   [`Cluster::hosts`] derives from them.
+//! - [`token`]: join tokens (one host, once, within the hour).
+//! - [`Cluster`]: one host's connection to the pool: initialise or join a pool, rejoin it at
+//!   start, keep this host's liveness key alive, list hosts, issue join tokens, leave.
+//!
+//! Liveness: each host holds `/vine/alive/HOST` under an etcd lease of [`LEASE_TTL_S`] seconds
+//! and refreshes it every [`KEEPALIVE`]; a host whose daemon stops refreshing (killed, cut off
+//! the network) loses the key when the lease expires and is listed `offline` by every other
+//! host. etcd's own lease expiry is the one clock that decides, so hosts need not agree on time.
+//!
+//! Calls block (the daemon's request handlers run on threads of their own); the crate owns a
+//! small tokio runtime for the etcd client and the keepalive task.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod keys;
+pub mod records;
+pub mod token;
+
+mod client;
+
+pub use client::{Cluster, KEEPALIVE, LEASE_TTL_S, REQUEST_TIMEOUT};
+pub use config::{ClusterConfig, EtcdTls};
+pub use records::{HostRecord, HostState, HostStatus, PoolInfo, PoolRecord};
+pub use token::JoinToken;
+
+/// What can go wrong talking to the pool's etcd; each message names etcd and the endpoints.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// etcd did not answer or refused the request.
+    #[error("etcd ({endpoints}): {what}: {source}")]
+    Etcd {
+        /// The endpoints tried.
+        endpoints: String,
+        /// What vine was doing.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: etcd_client::Error,
+    },
+    /// etcd did not answer in time.
+    #[error("etcd ({endpoints}) did not answer within {secs} s while {what}: is a majority of its members up and reachable?")]
+    Timeout {
+        /// The endpoints tried.
+        endpoints: String,
+        /// What vine was doing.
+        what: String,
+        /// The limit.
+        secs: u64,
+    },
+    /// The request makes no sense in the pool's present state (e.g. initialising a pool that exists).
+    #[error("{0}")]
+    Conflict(String),
+    /// A bad argument (endpoint, name, file).
+    #[error("{0}")]
+    Invalid(String),
+    /// A record in etcd could not be read.
+    #[error("etcd key {key}: {problem}")]
+    Record {
+        /// The key.
+        key: String,
+        /// What was wrong.
+        problem: String,
+    },
+    /// The local configuration file could not be read or written.
+    #[error("{path}: {problem}")]
+    Config {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What was wrong.
+        problem: String,
+    },
+    /// The crate's runtime could not start.
+    #[error("starting the etcd client's runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// Milliseconds since the epoch, now (the time stamps of pool records).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

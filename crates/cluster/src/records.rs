@@ -1,0 +1,139 @@
+//! What the pool's keys hold (JSON), and what vine derives from them.
+
+use serde::{Deserialize, Serialize};
+
+/// The pool (`/vine/pool`), written once by the host that initialises it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolRecord {
+    /// Random id: a host's configuration names the pool it belongs to, so pointing a host at
+    /// another pool's etcd is noticed.
+    pub id: String,
+    /// When it was made, ms since the epoch.
+    pub created_ms: i64,
+    /// The host that made it.
+    pub created_by: String,
+}
+
+/// A member host (`/vine/hosts/HOST`), written when it joins and at each daemon start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HostRecord {
+    /// The host's name in the pool (unique).
+    pub name: String,
+    /// Its HTTPS API, as other hosts and clients reach it.
+    pub url: String,
+    /// CPUs.
+    pub cpus: u32,
+    /// Memory, bytes.
+    pub memory_bytes: u64,
+    /// KVM or TCG.
+    pub accelerator: String,
+    /// vine's version on it.
+    pub version: String,
+    /// When it joined, ms since the epoch.
+    pub joined_ms: i64,
+    /// In maintenance: keeps its VMs, gets no new ones.
+    #[serde(default)]
+    pub maintenance: bool,
+}
+
+/// A host's state as the pool sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostState {
+    /// Its daemon keeps its liveness key alive.
+    Online,
+    /// Its liveness key is gone: the daemon stopped, or the host cannot reach etcd.
+    Offline,
+    /// Online, and in maintenance.
+    Maintenance,
+}
+
+impl HostState {
+    /// The state's name as listed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostState::Online => "online",
+            HostState::Offline => "offline",
+            HostState::Maintenance => "maintenance",
+        }
+    }
+}
+
+/// A host and its state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HostStatus {
+    /// The record.
+    #[serde(flatten)]
+    pub record: HostRecord,
+    /// Derived from the liveness key and the maintenance flag.
+    pub state: HostState,
+}
+
+impl HostStatus {
+    /// The state of `record`, alive or not.
+    pub fn of(record: HostRecord, alive: bool) -> HostStatus {
+        let state = match (alive, record.maintenance) {
+            (false, _) => HostState::Offline,
+            (true, true) => HostState::Maintenance,
+            (true, false) => HostState::Online,
+        };
+        HostStatus { record, state }
+    }
+}
+
+/// The pool as one host sees it (`vine cluster show`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolInfo {
+    /// The pool.
+    pub pool: PoolRecord,
+    /// This host's name.
+    pub this_host: String,
+    /// The etcd endpoints this host uses.
+    pub etcd: Vec<String>,
+    /// etcd's members as etcd lists them (name and client URLs).
+    pub etcd_members: Vec<EtcdMember>,
+    /// Every host.
+    pub hosts: Vec<HostStatus>,
+}
+
+/// One etcd member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EtcdMember {
+    /// Its name.
+    pub name: String,
+    /// Where clients reach it.
+    pub client_urls: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(maintenance: bool) -> HostRecord {
+        HostRecord {
+            name: "h1".into(),
+            url: "https://10.0.0.1:8443".into(),
+            cpus: 2,
+            memory_bytes: 1 << 30,
+            accelerator: "tcg".into(),
+            version: "0.1.0".into(),
+            joined_ms: 1,
+            maintenance,
+        }
+    }
+
+    #[test]
+    fn state_follows_liveness_then_maintenance() {
+        assert_eq!(HostStatus::of(rec(false), true).state, HostState::Online);
+        assert_eq!(HostStatus::of(rec(true), true).state, HostState::Maintenance);
+        assert_eq!(HostStatus::of(rec(true), false).state, HostState::Offline);
+        assert_eq!(HostStatus::of(rec(false), false).state, HostState::Offline);
+    }
+
+    #[test]
+    fn a_status_serialises_flat_with_its_state() {
+        let v = serde_json::to_value(HostStatus::of(rec(false), true)).unwrap();
+        assert_eq!(v["name"], "h1");
+        assert_eq!(v["state"], "online");
+    }
+}

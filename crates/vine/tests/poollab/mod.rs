@@ -1,0 +1,199 @@
+//! A pool of simulated hosts for a test, made by `scripts/pool-lab.sh` (network namespaces on a
+//! bridge of the lab's own, a vine daemon in each, a three-member etcd): one lab per test
+//! binary, removed when dropped, even when the test fails.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A lab of hosts `h1` … `hN`.
+pub struct Lab {
+    prefix: String,
+    net: String,
+    env: BTreeMap<String, String>,
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+impl Lab {
+    /// `n` hosts with the vine binary under test; `prefix` names the namespaces and cgroups
+    /// (at most 8 characters), `net` the LAN's first three octets.
+    pub fn up(n: usize, prefix: &str, net: &str) -> Lab {
+        let mut lab = Lab { prefix: prefix.into(), net: net.into(), env: BTreeMap::new() };
+        // A lab left over by a killed run of this test goes first.
+        let _ = lab.script(&["down"]);
+        let out = lab.script(&["up", &n.to_string()]);
+        assert!(out.status.success(), "pool-lab.sh up {n} failed:\n{}", text(&out));
+        let file = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        for line in std::fs::read_to_string(&file).unwrap().lines() {
+            if let Some((k, v)) = line.split_once('=') {
+                lab.env.insert(k.to_string(), v.trim_matches('"').to_string());
+            }
+        }
+        lab
+    }
+
+    fn script(&self, args: &[&str]) -> Output {
+        Command::new("bash")
+            .arg(repo().join("scripts/pool-lab.sh"))
+            .args(args)
+            .env("VINE", env!("CARGO_BIN_EXE_vine"))
+            .env("VINE_LAB", &self.prefix)
+            .env("VINE_LAB_DIR", format!("/var/tmp/{}", self.prefix))
+            .env("VINE_LAB_NET", &self.net)
+            .output()
+            .unwrap()
+    }
+
+    /// A value of the lab's environment file (`LAB_ETCD`, `LAB_h1_SOCKET`, …).
+    pub fn get(&self, key: &str) -> &str {
+        self.env.get(key).unwrap_or_else(|| panic!("no {key} in the lab's environment"))
+    }
+
+    /// The hosts' names.
+    pub fn hosts(&self) -> Vec<String> {
+        self.get("LAB_HOSTS").split_whitespace().map(str::to_string).collect()
+    }
+
+    /// `vine ARGS` against host `h`'s daemon (its socket).
+    pub fn vine(&self, h: &str, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_vine"))
+            .args(args)
+            .env("VINE_SOCKET", self.get(&format!("LAB_{h}_SOCKET")))
+            .env_remove("VINE_REMOTE")
+            .output()
+            .unwrap()
+    }
+
+    /// `vine ARGS` on `h`; panics unless it succeeds; returns stdout.
+    pub fn ok(&self, h: &str, args: &[&str]) -> String {
+        let out = self.vine(h, args);
+        assert!(out.status.success(), "vine {args:?} on {h} failed:\n{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// `vine ARGS` on `h`; panics if it succeeds; returns stderr.
+    pub fn fails(&self, h: &str, args: &[&str]) -> String {
+        let out = self.vine(h, args);
+        assert!(!out.status.success(), "vine {args:?} on {h} succeeded:\n{}", text(&out));
+        String::from_utf8_lossy(&out.stderr).to_string()
+    }
+
+    /// `vine ARGS --json` on `h`, parsed.
+    pub fn json(&self, h: &str, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&self.ok(h, &a)).unwrap()
+    }
+
+    /// Runs a command inside host `h`'s network namespace.
+    pub fn inside(&self, h: &str, cmd: &[&str]) -> Output {
+        Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", self.get(&format!("LAB_{h}_NS"))))
+            .args(cmd)
+            .output()
+            .unwrap()
+    }
+
+    /// An HTTPS request to host `to`'s API, made from inside host `from`'s namespace (the lab's
+    /// LAN), with a bearer token; returns the status and the body.
+    pub fn https(
+        &self,
+        from: &str,
+        to: &str,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let url = format!("{}{path}", self.get(&format!("LAB_{to}_URL")));
+        let auth = format!("Authorization: Bearer {token}");
+        let mut cmd = vec!["curl", "-sk", "-X", method, "-H", &auth, "-w", "\n%{http_code}", &url];
+        if let Some(b) = body {
+            cmd.extend(["-H", "Content-Type: application/json", "--data-binary", b]);
+        }
+        let out = self.inside(from, &cmd);
+        let t = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = t.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// Logs in as `user` on host `to` (from inside `from`); returns the token.
+    pub fn login(&self, from: &str, to: &str, user: &str, password: &str) -> String {
+        let url = format!("{}/api/login", self.get(&format!("LAB_{to}_URL")));
+        let body = serde_json::json!({"user": user, "password": password}).to_string();
+        let out = self.inside(
+            from,
+            &["curl", "-sk", "-H", "Content-Type: application/json", "--data-binary", &body, &url],
+        );
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("login of {user} on {to}: {}", text(&out)));
+        v["token"].as_str().unwrap_or_else(|| panic!("login of {user} on {to}: {v}")).to_string()
+    }
+
+    /// Host `h`'s first administrator password.
+    pub fn admin_password(&self, h: &str) -> String {
+        let f = Path::new(self.get(&format!("LAB_{h}_DATA"))).join("initial-admin-password");
+        std::fs::read_to_string(f).unwrap().trim().to_string()
+    }
+
+    /// The pid of host `h`'s daemon.
+    pub fn daemon_pid(&self, h: &str) -> u32 {
+        let f = Path::new(self.get("LAB_DIR")).join(h).join("daemon.pid");
+        std::fs::read_to_string(f).unwrap().trim().parse().unwrap()
+    }
+
+    /// Kills host `h`'s daemon with SIGKILL.
+    pub fn kill_daemon(&self, h: &str) {
+        let ok = Command::new("kill").args(["-9", &self.daemon_pid(h).to_string()]).status().unwrap();
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Path::new(&format!("/proc/{}", self.daemon_pid(h))).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts host `h`'s daemon again.
+    pub fn start_daemon(&self, h: &str) {
+        let out = self.script(&["daemon", h]);
+        assert!(out.status.success(), "pool-lab.sh daemon {h}: {}", text(&out));
+    }
+
+    /// Makes a pool: `h1` initialises it, every other host joins with a token from `h1`.
+    pub fn pool(&self) {
+        self.ok("h1", &["cluster", "init", "--etcd", self.get("LAB_ETCD"), "--name", "h1"]);
+        for h in self.hosts().iter().skip(1) {
+            let token = self.ok("h1", &["cluster", "token", h]);
+            self.ok(h, &["cluster", "join", token.trim()]);
+        }
+    }
+
+    /// Waits until `f` holds, polling every 200 ms; panics with `what` after `limit`.
+    pub fn wait(&self, limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+        let t = Instant::now();
+        while !f() {
+            assert!(t.elapsed() < limit, "{what}: not within {limit:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        t.elapsed()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let out = self.script(&["down"]);
+        if !out.status.success() {
+            eprintln!("pool-lab.sh down: {}", text(&out));
+        }
+    }
+}
