@@ -63,7 +63,7 @@ fn options(tls: Option<&EtcdTls>) -> Result<ConnectOptions, ClusterError> {
 }
 
 /// Runs `f` with the request timeout; maps the client's errors to [`ClusterError`].
-async fn timed<T>(
+pub(crate) async fn timed<T>(
     endpoints: &str,
     what: &str,
     f: impl Future<Output = Result<T, etcd_client::Error>>,
@@ -86,6 +86,16 @@ fn parse<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, C
 
 fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("records serialise")
+}
+
+/// A JSON value as a key's bytes.
+pub(crate) fn json_bytes(v: &serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(v).expect("values serialise")
+}
+
+/// A key's bytes as a JSON value.
+pub(crate) fn parse_value(key: &str, value: &[u8]) -> Result<serde_json::Value, ClusterError> {
+    parse(key, value)
 }
 
 impl Cluster {
@@ -270,6 +280,40 @@ impl Cluster {
     /// This host's configuration.
     pub fn config(&self) -> &ClusterConfig {
         &self.cfg
+    }
+
+    /// A handle on the etcd client (cheap: clients share one connection).
+    pub(crate) fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The endpoints, as errors name them.
+    pub(crate) fn endpoints(&self) -> &str {
+        &self.endpoints
+    }
+
+    /// Runs a future on the crate's runtime, blocking the calling thread.
+    pub(crate) fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// Waits (at most [`REQUEST_TIMEOUT`]) until this host is registered and alive in the pool,
+    /// so a host that has just made or joined a pool is listed online at once.
+    pub fn wait_registered(&self) -> Result<(), ClusterError> {
+        let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            match self.last_error() {
+                None => return Ok(()),
+                Some(e) if std::time::Instant::now() >= deadline => {
+                    return Err(ClusterError::Timeout {
+                        endpoints: self.endpoints.clone(),
+                        what: format!("registering this host ({e})"),
+                        secs: REQUEST_TIMEOUT.as_secs(),
+                    })
+                }
+                Some(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
     }
 
     /// Why this host is not (yet) registered and alive in the pool, if it is not.

@@ -7,6 +7,8 @@
 //! | `/vine/hosts/HOST` | a member host ([`crate::HostRecord`]) |
 //! | `/vine/alive/HOST` | present while HOST's daemon keeps its lease alive (empty value) |
 //! | `/vine/join/HOST` | a join token's secret (SHA-256, hex) for HOST, under a one-hour lease |
+//! | `/vine/owners/VM` | the host that owns VM (its name, plain text): the one truth of ownership |
+//! | `/vine/vms/VM` | what the owner last published of VM (its `vine vm show` JSON plus `host`) |
 
 /// Prefix of every key.
 pub const ROOT: &str = "/vine/";
@@ -16,6 +18,21 @@ pub const POOL: &str = "/vine/pool";
 pub const HOSTS: &str = "/vine/hosts/";
 /// Prefix of liveness keys.
 pub const ALIVE: &str = "/vine/alive/";
+/// Prefix of VM ownership keys.
+pub const OWNERS: &str = "/vine/owners/";
+/// Prefix of published VM records.
+pub const VMS: &str = "/vine/vms/";
+
+/// A VM's ownership key.
+pub fn owner(vm: &str) -> String {
+    format!("{OWNERS}{vm}")
+}
+
+/// A VM's published record.
+pub fn vm(name: &str) -> String {
+    format!("{VMS}{name}")
+}
+
 /// Prefix of outstanding join tokens.
 pub const JOIN: &str = "/vine/join/";
 

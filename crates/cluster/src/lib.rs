@@ -7,6 +7,8 @@
 //! - [`records`]: what the keys hold (JSON): the pool, each host, and the host status that
 //!   [`Cluster::hosts`] derives from them.
 //! - [`token`]: join tokens (one host, once, within the hour).
+//! - [`vms`]: which host owns each VM (compare-and-swap transactions only) and what the owner
+//!   publishes of it for every host to list.
 //! - [`Cluster`]: one host's connection to the pool: initialise or join a pool, rejoin it at
 //!   start, keep this host's liveness key alive, list hosts, issue join tokens, leave.
 //!
@@ -23,6 +25,7 @@ pub mod config;
 pub mod keys;
 pub mod records;
 pub mod token;
+pub mod vms;
 
 mod client;
 
@@ -30,6 +33,7 @@ pub use client::{Cluster, KEEPALIVE, LEASE_TTL_S, REQUEST_TIMEOUT};
 pub use config::{ClusterConfig, EtcdTls};
 pub use records::{HostRecord, HostState, HostStatus, PoolInfo, PoolRecord};
 pub use token::JoinToken;
+pub use vms::Claim;
 
 /// What can go wrong talking to the pool's etcd; each message names etcd and the endpoints.
 #[derive(Debug, thiserror::Error)]

@@ -1475,6 +1475,7 @@ pub fn info(ctx: &Ctx, view: &View) -> VmInfo {
     };
     VmInfo {
         name: d.name.clone(),
+        host: None,
         uuid: d.uuid.clone(),
         state: view.state,
         pid: view.pid,

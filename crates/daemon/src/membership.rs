@@ -1,20 +1,35 @@
-//! This host's membership in a pool of hosts (crate `cluster`, state in etcd): initialising a
-//! pool, rejoining it at every start, and the pool's host list. A host in no pool answers for
-//! itself alone, exactly as before pools existed, and never needs etcd.
+//! This host's membership in a pool of hosts (crate `cluster`, state in etcd): initialising,
+//! joining and leaving a pool, rejoining it at every start, the pool's host list, and the pool's
+//! VMs: a VM's name is claimed in etcd before the VM is made here (so no two hosts make VMs of one
+//! name), each VM's view is published for every host to list (at once after a change, and every
+//! [`SYNC`] besides), and a deleted VM's claim is released. A host in no pool answers for itself
+//! alone, exactly as before pools existed, and never needs etcd.
 
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
-use cluster::{Cluster, ClusterConfig, ClusterError, EtcdTls, HostRecord, HostStatus, JoinToken};
+use cluster::{Claim, Cluster, ClusterConfig, ClusterError, EtcdTls, HostRecord, HostStatus, JoinToken};
 use serde_json::Value;
 
-use crate::protocol::Failure;
+use crate::protocol::{Failure, VmInfo};
 use crate::server::Daemon;
+
+/// How often every VM's view is published again (changes made through a control are published
+/// at once; this catches the rest: a guest that powered off, a crash).
+pub const SYNC: Duration = Duration::from_secs(2);
 
 /// The pool connection, once the host is in a pool, and the address it advertises.
 #[derive(Default)]
 pub struct Membership {
     cluster: Mutex<Option<Arc<Cluster>>>,
     url: Mutex<String>,
+    /// What was last published of each VM (its JSON), so unchanged views are not rewritten.
+    published: Mutex<BTreeMap<String, String>>,
+    /// VMs whose names another host owns (reported once each).
+    conflicts: Mutex<BTreeMap<String, String>>,
+    sync_started: AtomicBool,
 }
 
 impl From<ClusterError> for Failure {
@@ -70,8 +85,30 @@ impl Daemon {
         let name = cfg.host.clone();
         let c = Cluster::start(cfg, self.host_record(&name))?;
         tracing::info!("rejoining pool {} as host '{name}'", c.config().pool_id);
-        *self.membership().cluster.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(c));
+        self.set_cluster(Some(Arc::new(c)));
         Ok(())
+    }
+
+    /// Sets (or clears) the pool connection; starts the publishing thread the first time.
+    fn set_cluster(self: &Daemon, c: Option<Arc<Cluster>>) {
+        let m = self.membership();
+        m.published.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        m.conflicts.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        *m.cluster.lock().unwrap_or_else(|p| p.into_inner()) = c;
+        if self.cluster().is_some() && !m.sync_started.swap(true, Ordering::SeqCst) {
+            let weak: Weak<Daemon> = self.weak_self();
+            std::thread::Builder::new()
+                .name("pool-sync".into())
+                .spawn(move || loop {
+                    std::thread::sleep(SYNC);
+                    let Some(d) = weak.upgrade() else { return };
+                    if d.is_stopping() {
+                        return;
+                    }
+                    d.publish_all();
+                })
+                .expect("threads can be started");
+        }
     }
 
     /// `vine cluster init`: a new pool in the etcd at `etcd`, this host its first member.
@@ -94,8 +131,10 @@ impl Daemon {
             c.stop();
             return Err(Failure::Failed(format!("the pool was made in etcd, but {e}")));
         }
-        let c = Arc::new(c);
-        *self.membership().cluster.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
+        // Listed online at once; if etcd is slow the membership task goes on trying.
+        let _ = c.wait_registered();
+        self.set_cluster(Some(Arc::new(c)));
+        self.publish_all();
         let m = format!("made pool {} with this host as '{name}' (etcd {})", cfg.pool_id, cfg.etcd.join(","));
         self.ctx().event(None, "info", "cluster.init", &m);
         Ok(serde_json::json!({ "message": m, "pool": cfg.pool_id, "host": name }))
@@ -126,7 +165,10 @@ impl Daemon {
             let _ = c.leave();
             return Err(Failure::Failed(format!("joined in etcd, but {e}; left again")));
         }
-        *self.membership().cluster.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(c));
+        // Listed online at once; if etcd is slow the membership task goes on trying.
+        let _ = c.wait_registered();
+        self.set_cluster(Some(Arc::new(c)));
+        self.publish_all();
         let m = format!("joined pool {} as host '{}'", cfg.pool_id, cfg.host);
         self.ctx().event(None, "info", "cluster.join", &m);
         Ok(serde_json::json!({ "message": m, "pool": cfg.pool_id, "host": cfg.host }))
@@ -135,9 +177,12 @@ impl Daemon {
     /// `vine cluster leave`: this host leaves its pool and is a host on its own again.
     pub(crate) fn cluster_leave(&self) -> Result<Value, Failure> {
         let c = self.cluster().ok_or_else(not_in_a_pool)?;
+        for name in self.membership().published.lock().unwrap_or_else(|p| p.into_inner()).keys() {
+            c.release_vm(name)?;
+        }
         c.leave()?;
         ClusterConfig::remove(&self.ctx().data)?;
-        *self.membership().cluster.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.set_cluster(None);
         let m = format!("left pool {} (was host '{}')", c.config().pool_id, c.config().host);
         self.ctx().event(None, "info", "cluster.leave", &m);
         Ok(serde_json::json!({ "message": m }))
@@ -175,6 +220,145 @@ impl Daemon {
     pub fn leave_quietly(&self) {
         if let Some(c) = self.cluster() {
             c.stop();
+        }
+    }
+}
+
+impl Daemon {
+    /// `vine vm create` in a pool: the name is claimed in etcd first (refused if another host
+    /// owns a VM of that name), released again if the VM cannot be made here.
+    pub(crate) fn create_in_pool(&self, text: &str) -> Result<Value, Failure> {
+        let Some(c) = self.cluster() else { return self.create(text) };
+        let def =
+            vmconfig::VmDefinition::parse(text).map_err(|e| Failure::Invalid(format!("definition: {e}")))?;
+        let first =
+            serde_json::json!({ "name": def.name, "state": "off", "cpus": def.cpus, "memory": def.memory });
+        let claim = c.claim_vm(&def.name, &first)?;
+        if let Claim::Theirs(h) = &claim {
+            return Err(Failure::Refused(format!("a VM named '{}' already exists on host '{h}'", def.name)));
+        }
+        let made = self.create(text);
+        match (&made, claim) {
+            (Ok(_), _) => self.publish_vm(&def.name),
+            (Err(_), Claim::Claimed) => {
+                if let Err(e) = c.release_vm(&def.name) {
+                    tracing::warn!("releasing the claim on '{}' after a failed create: {e}", def.name);
+                }
+            }
+            _ => {}
+        }
+        made
+    }
+
+    /// Every VM: the pool's (each with its host) when this host is in one, else this host's.
+    /// This host's own VMs are always its live views.
+    pub(crate) fn list_vms(&self) -> Result<Vec<VmInfo>, Failure> {
+        let local = self.local_infos();
+        let Some(c) = self.cluster() else { return Ok(local) };
+        let me = c.config().host.clone();
+        let mut all: BTreeMap<String, VmInfo> = BTreeMap::new();
+        for v in c.vms()? {
+            if v["host"] == me.as_str() {
+                continue;
+            }
+            if let Ok(info) = serde_json::from_value::<VmInfo>(v) {
+                all.insert(info.name.clone(), info);
+            }
+        }
+        for mut info in local {
+            info.host = Some(me.clone());
+            all.insert(info.name.clone(), info);
+        }
+        Ok(all.into_values().collect())
+    }
+
+    /// One VM: this host's live view, or what its owner published.
+    pub(crate) fn show_vm(&self, name: &str) -> Result<VmInfo, Failure> {
+        let c = self.cluster();
+        match self.local_info(name) {
+            Ok(mut info) => {
+                info.host = c.map(|c| c.config().host.clone());
+                Ok(info)
+            }
+            Err(Failure::NotFound(m)) => {
+                let Some(c) = c else { return Err(Failure::NotFound(m)) };
+                c.vms()?
+                    .into_iter()
+                    .filter(|v| v["name"] == name)
+                    .find_map(|v| serde_json::from_value::<VmInfo>(v).ok())
+                    .ok_or(Failure::NotFound(m))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Publishes one VM's view now (after a control or a change), if this host is in a pool.
+    pub(crate) fn publish_vm(&self, name: &str) {
+        if self.cluster().is_none() {
+            return;
+        }
+        if let Ok(info) = self.local_info(name) {
+            self.publish(vec![info]);
+        }
+    }
+
+    /// Publishes every VM whose view changed since it was last published.
+    fn publish_all(&self) {
+        if self.cluster().is_some() {
+            self.publish(self.local_infos());
+        }
+    }
+
+    fn publish(&self, infos: Vec<VmInfo>) {
+        let Some(c) = self.cluster() else { return };
+        let m = self.membership();
+        let changed: Vec<(String, Value)> = {
+            let published = m.published.lock().unwrap_or_else(|p| p.into_inner());
+            infos
+                .into_iter()
+                .filter_map(|i| {
+                    let v = serde_json::to_value(&i).expect("serialises");
+                    let text = v.to_string();
+                    (published.get(&i.name) != Some(&text)).then_some((i.name, v))
+                })
+                .collect()
+        };
+        if changed.is_empty() {
+            return;
+        }
+        match c.publish_vms(&changed) {
+            Ok(conflicts) => {
+                let mut published = m.published.lock().unwrap_or_else(|p| p.into_inner());
+                let mut known = m.conflicts.lock().unwrap_or_else(|p| p.into_inner());
+                for (name, v) in &changed {
+                    if let Some((_, owner)) = conflicts.iter().find(|(n, _)| n == name) {
+                        if known.insert(name.clone(), owner.clone()).is_none() {
+                            self.ctx().event(
+                                Some(name),
+                                "error",
+                                "cluster.name-conflict",
+                                &format!(
+                                    "host '{owner}' owns a VM named '{name}' in the pool; this host's '{name}' \
+                                     is not listed by the pool until one of them is renamed or removed"
+                                ),
+                            );
+                        }
+                    } else {
+                        published.insert(name.clone(), v.to_string());
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("publishing VMs to the pool: {e}"),
+        }
+    }
+
+    /// A VM deleted or removed here: its claim in the pool goes.
+    pub(crate) fn vm_gone(&self, name: &str) {
+        self.membership().published.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        if let Some(c) = self.cluster() {
+            if let Err(e) = c.release_vm(name) {
+                tracing::warn!("releasing '{name}' in the pool: {e}");
+            }
         }
     }
 }

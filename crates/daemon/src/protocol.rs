@@ -431,6 +431,9 @@ pub struct NicInfo {
 pub struct VmInfo {
     /// Name.
     pub name: String,
+    /// The host that owns it, when this host is in a pool (absent on a host on its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// Unique id.
     pub uuid: String,
     /// Lifecycle state.

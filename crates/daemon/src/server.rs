@@ -20,7 +20,7 @@ use crate::layout::{self, VmPaths};
 use crate::metrics::{Metrics, VmMetrics};
 use crate::networks::Networks;
 use crate::pools::PoolInfo;
-use crate::protocol::{Failure, NetworkCreate, Request, Response};
+use crate::protocol::{Failure, NetworkCreate, Request, Response, VmInfo};
 use crate::resources::Resources;
 
 /// The console page a reader gets by default.
@@ -105,6 +105,7 @@ struct Handle {
 
 /// A running daemon.
 pub struct Daemon {
+    me: std::sync::Weak<Daemon>,
     ctx: Arc<Ctx>,
     cfg: Config,
     vms: Mutex<BTreeMap<String, Handle>>,
@@ -151,7 +152,8 @@ impl Daemon {
         for p in ctx.networks.restore_all() {
             ctx.event(None, "error", "network.restore-failed", &p);
         }
-        let d = Arc::new(Daemon {
+        let d = Arc::new_cyclic(|me| Daemon {
+            me: me.clone(),
             ctx,
             cfg,
             vms: Mutex::new(BTreeMap::new()),
@@ -376,6 +378,30 @@ impl Daemon {
         self.lock().keys().cloned().collect()
     }
 
+    /// This daemon, for threads that must not keep it alive.
+    pub(crate) fn weak_self(&self) -> std::sync::Weak<Daemon> {
+        self.me.clone()
+    }
+
+    /// Whether the daemon is stopping.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// This host's VMs as shown, by name.
+    pub(crate) fn local_infos(&self) -> Vec<VmInfo> {
+        let views: Vec<View> =
+            self.lock().values().map(|h| h.view.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect();
+        views.iter().map(|v| actor::info(&self.ctx, v)).collect()
+    }
+
+    /// One of this host's VMs as shown.
+    pub(crate) fn local_info(&self, name: &str) -> Result<VmInfo, Failure> {
+        let (_, view) = self.view_of(name)?;
+        let v = view.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Ok(actor::info(&self.ctx, &v))
+    }
+
     fn view_of(&self, name: &str) -> Result<(Sender<Msg>, Arc<Mutex<View>>), Failure> {
         let vms = self.lock();
         let h = vms.get(name).ok_or_else(|| Failure::NotFound(format!("no VM named '{name}'")))?;
@@ -406,7 +432,7 @@ impl Daemon {
                     "memory_held": memory,
                 }))
             }
-            Request::VmCreate { definition } => self.create(&definition),
+            Request::VmCreate { definition } => self.create_in_pool(&definition),
             Request::ClusterInit { etcd, name, tls } => self.cluster_init(etcd, name, tls),
             Request::ClusterShow => self.cluster_show(),
             Request::ClusterToken { host } => self.cluster_token(&host),
@@ -416,20 +442,8 @@ impl Daemon {
             Request::HostShow { name } => {
                 Ok(serde_json::to_value(self.host_show(&name)?).expect("serialises"))
             }
-            Request::VmList => {
-                let views: Vec<View> = self
-                    .lock()
-                    .values()
-                    .map(|h| h.view.lock().unwrap_or_else(|p| p.into_inner()).clone())
-                    .collect();
-                Ok(serde_json::to_value(views.iter().map(|v| actor::info(&self.ctx, v)).collect::<Vec<_>>())
-                    .expect("serialises"))
-            }
-            Request::VmShow { name } => {
-                let (_, view) = self.view_of(&name)?;
-                let v = view.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                Ok(serde_json::to_value(actor::info(&self.ctx, &v)).expect("serialises"))
-            }
+            Request::VmList => Ok(serde_json::to_value(self.list_vms()?).expect("serialises")),
+            Request::VmShow { name } => Ok(serde_json::to_value(self.show_vm(&name)?).expect("serialises")),
             Request::VmControl { name, control, options } => {
                 options.validate()?;
                 let r = self.ask(&name, |reply| Msg::Control { control, options, reply });
@@ -439,12 +453,17 @@ impl Daemon {
                             let _ = j.join();
                         }
                     }
+                    self.vm_gone(&name);
+                } else {
+                    self.publish_vm(&name);
                 }
                 r
             }
             Request::VmSet { name, changes } => {
                 changes.validate()?;
-                self.ask(&name, |reply| Msg::Set { changes, reply })
+                let r = self.ask(&name, |reply| Msg::Set { changes, reply });
+                self.publish_vm(&name);
+                r
             }
             Request::VmNicAdd { name, network, mac } => {
                 self.ask(&name, |reply| Msg::Nic { change: actor::NicChange::Add { network, mac }, reply })
@@ -625,7 +644,7 @@ impl Daemon {
         Ok(v)
     }
 
-    fn create(&self, text: &str) -> Result<Value, Failure> {
+    pub(crate) fn create(&self, text: &str) -> Result<Value, Failure> {
         let invalid = Failure::Invalid;
         let mut def = VmDefinition::parse(text).map_err(|e| invalid(format!("definition: {e}")))?;
         def.validate().map_err(|e| invalid(format!("definition: {e}")))?;

@@ -1,8 +1,10 @@
 //! A pool of three simulated hosts on one three-member etcd (scripts/pool-lab.sh): one host
 //! makes the pool, the others join with one-time tokens, and every host's CLI and HTTPS API list
-//! the same hosts; a host whose daemon is killed is listed offline by the others within 15 s and
-//! online again when its daemon comes back; tokens admit one named host once; a host already in
-//! a pool cannot make or join another.
+//! the same hosts and the same VMs (each with its host); a VM name is the pool's (a second VM of
+//! that name on another host is refused, naming the owner); a state change on one host shows on
+//! the others; a deleted VM leaves every list. A host whose daemon is killed is listed offline by
+//! the others within 15 s and online again when its daemon comes back; tokens admit one named
+//! host once; a host already in a pool cannot make or join another.
 
 mod poollab;
 
@@ -10,6 +12,34 @@ use std::time::Duration;
 
 use poollab::Lab;
 use serde_json::Value;
+use test_infra::Kit;
+
+/// Makes a guest-kit VM (direct kernel boot, off) on host `h`.
+fn kit_vm(lab: &Lab, kit: &Kit, h: &str, name: &str) -> std::process::Output {
+    let kernel = kit.vmlinuz.display().to_string();
+    let initrd = kit.initrd.display().to_string();
+    let append = kit.cmdline_with(&[]);
+    lab.vine(
+        h,
+        &[
+            "vm", "create", name, "--memory", "128", "--kernel", &kernel, "--initrd", &initrd, "--append",
+            &append,
+        ],
+    )
+}
+
+/// `(name, host, state)` of every VM `h` lists.
+fn vms_on(lab: &Lab, h: &str) -> Vec<(String, String, String)> {
+    lab.json(h, &["vm", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+            (s("name"), s("host"), s("state"))
+        })
+        .collect()
+}
 
 fn names_and_states(v: &Value) -> Vec<(String, String)> {
     v.as_array()
@@ -61,6 +91,44 @@ fn three_hosts_make_one_pool_seen_alike_from_every_host() {
         let (code, body) = lab.https("h1", &to, "GET", "/api/hosts/h3", &token, None);
         assert_eq!(code, 200, "{body}");
     }
+
+    // VMs: made on different hosts, listed alike (with their host) everywhere.
+    let kit = Kit::ensure().expect("guest kit");
+    for (h, vm) in [("h1", "a1"), ("h2", "b1"), ("h2", "b2"), ("h3", "c1")] {
+        let out = kit_vm(&lab, &kit, h, vm);
+        assert!(out.status.success(), "create {vm} on {h}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let want: Vec<(String, String, String)> = [("a1", "h1"), ("b1", "h2"), ("b2", "h2"), ("c1", "h3")]
+        .iter()
+        .map(|(v, h)| (v.to_string(), h.to_string(), "off".to_string()))
+        .collect();
+    for h in lab.hosts() {
+        lab.wait(Duration::from_secs(10), &format!("every VM listed on {h}"), || vms_on(&lab, &h) == want);
+    }
+    let token = lab.login("h3", "h1", "admin", &lab.admin_password("h1"));
+    let (code, body) = lab.https("h3", "h1", "GET", "/api/vms", &token, None);
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 4, "{v}");
+    assert_eq!(lab.json("h1", &["vm", "show", "c1"])["host"], "h3");
+    // A VM name is the pool's.
+    let out = kit_vm(&lab, &kit, "h1", "b1");
+    let e = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success() && e.contains("already exists on host 'h2'"), "{e}");
+    // A change on the owner shows on the others; a deleted VM leaves every list.
+    lab.ok("h2", &["vm", "set", "b2", "--cpu-weight", "300"]);
+    lab.wait(Duration::from_secs(10), "b2's new weight seen from h3", || {
+        lab.json("h3", &["vm", "show", "b2"])["cpu"]["weight"] == 300
+    });
+    lab.ok("h2", &["vm", "delete", "b2"]);
+    for h in lab.hosts() {
+        lab.wait(Duration::from_secs(10), &format!("b2 gone from {h}"), || {
+            vms_on(&lab, &h).iter().all(|(n, _, _)| n != "b2")
+        });
+    }
+    // Its name is free again, for any host.
+    let out = kit_vm(&lab, &kit, "h3", "b2");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // Tokens: one named host, once.
     let token = lab.ok("h1", &["cluster", "token", "h9"]);

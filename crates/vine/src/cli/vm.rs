@@ -351,14 +351,23 @@ fn control(name: String, control: Control, options: ControlOptions) -> anyhow::R
 }
 
 fn print_table(vms: &[VmInfo]) {
+    // A HOST column only in a pool, so a single host's table stays what scripts expect.
+    let pool = vms.iter().any(|v| v.host.is_some());
+    let host = |h: &str| if pool { format!("{h:<12} ") } else { String::new() };
     println!(
-        "{:<20} {:<10} {:>8} {:>5} {:>10}  CPU (weight/reserve/max)",
-        "NAME", "STATE", "PID", "CPUS", "MEMORY"
+        "{:<20} {}{:<10} {:>8} {:>5} {:>10}  CPU (weight/reserve/max)",
+        "NAME",
+        host("HOST"),
+        "STATE",
+        "PID",
+        "CPUS",
+        "MEMORY"
     );
     for v in vms {
         println!(
-            "{:<20} {:<10} {:>8} {:>5} {:>9}M  {}/{}%/{}",
+            "{:<20} {}{:<10} {:>8} {:>5} {:>9}M  {}/{}%/{}",
             v.name,
+            host(v.host.as_deref().unwrap_or("-")),
             v.state.name(),
             v.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             v.cpus,
@@ -400,6 +409,9 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
             }
             let i: VmInfo = serde_json::from_value(v)?;
             println!("name:        {}", i.name);
+            if let Some(h) = &i.host {
+                println!("host:        {h}");
+            }
             println!("uuid:        {}", i.uuid);
             println!("state:       {}", i.state.name());
             if let Some(pid) = i.pid {

@@ -1,0 +1,142 @@
+//! VMs in a pool: which host owns each (`/vine/owners/VM`, changed only by transactions that
+//! compare the current owner, so two hosts can never both own a VM) and what the owner last
+//! published of it (`/vine/vms/VM`), which every host lists.
+
+use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
+use serde_json::Value;
+
+use crate::client::{json_bytes, parse_value, timed};
+use crate::{keys, Cluster, ClusterError};
+
+/// What claiming a VM's name found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The name was free and is now this host's.
+    Claimed,
+    /// This host owned it already.
+    Mine,
+    /// Another host owns it.
+    Theirs(String),
+}
+
+impl Cluster {
+    /// Claims `vm` for this host and publishes `record`, if no host owns it.
+    pub fn claim_vm(&self, vm: &str, record: &Value) -> Result<Claim, ClusterError> {
+        let me = self.config().host.clone();
+        let (owner_key, vm_key) = (keys::owner(vm), keys::vm(vm));
+        let record = with_host(record, &me);
+        let mut c = self.client();
+        let e = self.endpoints().to_string();
+        self.block_on(async move {
+            let txn = Txn::new()
+                .when([Compare::version(owner_key.as_str(), CompareOp::Equal, 0)])
+                .and_then([
+                    TxnOp::put(owner_key.as_str(), me.as_bytes(), None),
+                    TxnOp::put(vm_key.as_str(), json_bytes(&record), None),
+                ])
+                .or_else([TxnOp::get(owner_key.as_str(), None)]);
+            let r = timed(&e, &format!("claiming VM '{vm}'"), c.txn(txn)).await?;
+            if r.succeeded() {
+                return Ok(Claim::Claimed);
+            }
+            let owner = owner_in(r.op_responses()).unwrap_or_default();
+            Ok(if owner == me { Claim::Mine } else { Claim::Theirs(owner) })
+        })
+    }
+
+    /// Publishes this host's view of the VMs it owns (each `(name, record)`); a VM whose name
+    /// is owned by another host is not published and is returned with that owner, and one no
+    /// host owns yet is claimed.
+    pub fn publish_vms(&self, vms: &[(String, Value)]) -> Result<Vec<(String, String)>, ClusterError> {
+        let mut conflicts = Vec::new();
+        for (name, record) in vms {
+            let me = self.config().host.clone();
+            let (owner_key, vm_key) = (keys::owner(name), keys::vm(name));
+            let record = with_host(record, &me);
+            let mut c = self.client();
+            let e = self.endpoints().to_string();
+            let owner = self.block_on(async move {
+                let put = TxnOp::put(vm_key.as_str(), json_bytes(&record), None);
+                let txn = Txn::new()
+                    .when([Compare::value(owner_key.as_str(), CompareOp::Equal, me.as_bytes())])
+                    .and_then([put.clone()])
+                    .or_else([TxnOp::txn(
+                        Txn::new()
+                            .when([Compare::version(owner_key.as_str(), CompareOp::Equal, 0)])
+                            .and_then([TxnOp::put(owner_key.as_str(), me.as_bytes(), None), put])
+                            .or_else([TxnOp::get(owner_key.as_str(), None)]),
+                    )]);
+                let r = timed(&e, &format!("publishing VM '{name}'"), c.txn(txn)).await?;
+                if r.succeeded() {
+                    return Ok(None);
+                }
+                // The inner transaction: claimed now, or owned by someone else.
+                for op in r.op_responses() {
+                    if let TxnOpResponse::Txn(inner) = op {
+                        if inner.succeeded() {
+                            return Ok(None);
+                        }
+                        return Ok(owner_in(inner.op_responses()));
+                    }
+                }
+                Ok::<_, ClusterError>(None)
+            })?;
+            if let Some(o) = owner {
+                conflicts.push((name.clone(), o));
+            }
+        }
+        Ok(conflicts)
+    }
+
+    /// Gives up `vm` (deleted or moved away): its ownership and record go, if this host owns it.
+    pub fn release_vm(&self, vm: &str) -> Result<(), ClusterError> {
+        let me = self.config().host.clone();
+        let (owner_key, vm_key) = (keys::owner(vm), keys::vm(vm));
+        let mut c = self.client();
+        let e = self.endpoints().to_string();
+        self.block_on(async move {
+            let txn = Txn::new()
+                .when([Compare::value(owner_key.as_str(), CompareOp::Equal, me.as_bytes())])
+                .and_then([TxnOp::delete(owner_key.as_str(), None), TxnOp::delete(vm_key.as_str(), None)]);
+            timed(&e, &format!("releasing VM '{vm}'"), c.txn(txn)).await.map(|_| ())
+        })
+    }
+
+    /// Every VM of the pool as its owner last published it (with `host`), by name.
+    pub fn vms(&self) -> Result<Vec<Value>, ClusterError> {
+        let mut c = self.client();
+        let e = self.endpoints().to_string();
+        self.block_on(async move {
+            let r =
+                timed(&e, "listing the pool's VMs", c.get(keys::VMS, Some(GetOptions::new().with_prefix())))
+                    .await?;
+            r.kvs().iter().map(|kv| parse_value(&String::from_utf8_lossy(kv.key()), kv.value())).collect()
+        })
+    }
+
+    /// The host that owns `vm`, if any.
+    pub fn owner_of(&self, vm: &str) -> Result<Option<String>, ClusterError> {
+        let mut c = self.client();
+        let e = self.endpoints().to_string();
+        let key = keys::owner(vm);
+        self.block_on(async move {
+            let r = timed(&e, &format!("reading the owner of VM '{vm}'"), c.get(key.as_str(), None)).await?;
+            Ok(r.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).to_string()))
+        })
+    }
+}
+
+fn with_host(record: &Value, host: &str) -> Value {
+    let mut r = record.clone();
+    if let Some(o) = r.as_object_mut() {
+        o.insert("host".into(), Value::String(host.into()));
+    }
+    r
+}
+
+fn owner_in(ops: Vec<TxnOpResponse>) -> Option<String> {
+    ops.into_iter().find_map(|op| match op {
+        TxnOpResponse::Get(g) => g.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).to_string()),
+        _ => None,
+    })
+}
