@@ -58,7 +58,15 @@ pub struct Principal {
     /// The user's rights on VMs, pools and networks, read with the token (none for
     /// administrators, who have them all), so checking them touches no database.
     pub rights: Vec<store::AclEntry>,
+    /// Another host of this host's pool, forwarding a request it checked (it presented the
+    /// pool's secret).
+    pub pool_peer: bool,
 }
+
+/// The name a forwarding pool host goes by.
+pub const POOL_PEER: &str = "pool-peer";
+/// How a pool host presents the pool's secret: `Authorization: Bearer pool.SECRET`.
+pub const POOL_TOKEN_PREFIX: &str = "pool.";
 
 /// Now, ms since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -96,7 +104,8 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
-fn equal(a: &str, b: &str) -> bool {
+/// Whether two secrets (or their hashes) are equal, in time that does not depend on where they differ.
+pub fn equal(a: &str, b: &str) -> bool {
     // Constant time in the length of the (fixed-length) hashes.
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -146,6 +155,7 @@ pub fn check_token(store: &dyn Store, presented: &str) -> Option<Principal> {
         can_create: u.can_create || u.admin,
         token: Some(rec.id),
         rights,
+        pool_peer: false,
     })
 }
 

@@ -36,6 +36,7 @@ pub struct Cluster {
     stop: watch::Sender<bool>,
     /// The membership task's last failure (None once registered and alive).
     last_error: Arc<Mutex<Option<String>>>,
+    secret: std::sync::OnceLock<String>,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ClusterError> {
@@ -125,6 +126,7 @@ impl Cluster {
             .when([Compare::version(keys::POOL, CompareOp::Equal, 0)])
             .and_then([
                 TxnOp::put(keys::POOL, json(&pool), None),
+                TxnOp::put(keys::SECRET, crate::token::random_hex(32), None),
                 TxnOp::put(keys::host(&host.name), json(&host), None),
             ])
             .or_else([TxnOp::get(keys::POOL, None)]);
@@ -274,12 +276,45 @@ impl Cluster {
             cfg,
             stop,
             last_error: Arc::new(Mutex::new(Some("not registered yet".into()))),
+            secret: std::sync::OnceLock::new(),
         }
     }
 
     /// This host's configuration.
     pub fn config(&self) -> &ClusterConfig {
         &self.cfg
+    }
+
+    /// The pool's secret, which hosts present to each other (read once, then kept).
+    pub fn secret(&self) -> Result<String, ClusterError> {
+        if let Some(s) = self.secret.get() {
+            return Ok(s.clone());
+        }
+        let mut c = self.client.clone();
+        let e = self.endpoints.clone();
+        let s = self.rt.block_on(async move {
+            let r = timed(&e, "reading the pool's secret", c.get(keys::SECRET, None)).await?;
+            r.kvs()
+                .first()
+                .map(|kv| String::from_utf8_lossy(kv.value()).to_string())
+                .filter(|s| s.len() >= 32)
+                .ok_or_else(|| ClusterError::Record {
+                    key: keys::SECRET.into(),
+                    problem: "missing or too short".into(),
+                })
+        })?;
+        Ok(self.secret.get_or_init(|| s).clone())
+    }
+
+    /// The record of host `name`.
+    pub fn host(&self, name: &str) -> Result<Option<HostRecord>, ClusterError> {
+        let mut c = self.client.clone();
+        let e = self.endpoints.clone();
+        let key = keys::host(name);
+        self.rt.block_on(async move {
+            let r = timed(&e, &format!("reading host '{name}'"), c.get(key.as_str(), None)).await?;
+            r.kvs().first().map(|kv| parse(&key, kv.value())).transpose()
+        })
     }
 
     /// A handle on the etcd client (cheap: clients share one connection).

@@ -4,6 +4,7 @@
 //! | key | holds |
 //! |---|---|
 //! | `/vine/pool` | the pool ([`crate::PoolRecord`]) |
+//! | `/vine/secret` | the pool's secret: hosts present it to each other when one forwards a request |
 //! | `/vine/hosts/HOST` | a member host ([`crate::HostRecord`]) |
 //! | `/vine/alive/HOST` | present while HOST's daemon keeps its lease alive (empty value) |
 //! | `/vine/join/HOST` | a join token's secret (SHA-256, hex) for HOST, under a one-hour lease |
@@ -14,6 +15,8 @@
 pub const ROOT: &str = "/vine/";
 /// The pool record.
 pub const POOL: &str = "/vine/pool";
+/// The secret hosts of the pool present to each other.
+pub const SECRET: &str = "/vine/secret";
 /// Prefix of host records.
 pub const HOSTS: &str = "/vine/hosts/";
 /// Prefix of liveness keys.

@@ -21,6 +21,9 @@ pub struct HostRecord {
     pub name: String,
     /// Its HTTPS API, as other hosts and clients reach it.
     pub url: String,
+    /// The SHA-256 fingerprint of its HTTPS certificate (hosts pin it when they talk to it).
+    #[serde(default)]
+    pub tls_fingerprint: String,
     /// CPUs.
     pub cpus: u32,
     /// Memory, bytes.
@@ -113,6 +116,7 @@ mod tests {
         HostRecord {
             name: "h1".into(),
             url: "https://10.0.0.1:8443".into(),
+            tls_fingerprint: String::new(),
             cpus: 2,
             memory_bytes: 1 << 30,
             accelerator: "tcg".into(),

@@ -16,6 +16,13 @@ use crate::ClusterError;
 pub const TOKEN_TTL_S: i64 = 3600;
 const PREFIX: &str = "vine1.";
 
+/// `n` random bytes from the OS, as hex.
+pub(crate) fn random_hex(n: usize) -> String {
+    let mut s = vec![0u8; n];
+    getrandom::getrandom(&mut s).expect("the OS random source is available");
+    s.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A token's contents.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,14 +40,7 @@ pub struct JoinToken {
 impl JoinToken {
     /// A token with a new random secret.
     pub fn new(pool: &str, host: &str, etcd: &[String]) -> JoinToken {
-        let mut s = [0u8; 24];
-        getrandom::getrandom(&mut s).expect("the OS random source is available");
-        JoinToken {
-            pool: pool.into(),
-            host: host.into(),
-            etcd: etcd.to_vec(),
-            secret: s.iter().map(|b| format!("{b:02x}")).collect(),
-        }
+        JoinToken { pool: pool.into(), host: host.into(), etcd: etcd.to_vec(), secret: random_hex(24) }
     }
 
     /// The token as text.

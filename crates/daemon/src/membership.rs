@@ -25,6 +25,7 @@ pub const SYNC: Duration = Duration::from_secs(2);
 pub struct Membership {
     cluster: Mutex<Option<Arc<Cluster>>>,
     url: Mutex<String>,
+    fingerprint: Mutex<String>,
     /// What was last published of each VM (its JSON), so unchanged views are not rewritten.
     published: Mutex<BTreeMap<String, String>>,
     /// VMs whose names another host owns (reported once each).
@@ -65,6 +66,7 @@ impl Daemon {
         HostRecord {
             name: name.to_string(),
             url: self.membership().url.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            tls_fingerprint: self.membership().fingerprint.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             cpus: h.cpus,
             memory_bytes: h.memory_bytes,
             accelerator: h.accelerator.kind.qemu_name().to_string(),
@@ -74,11 +76,12 @@ impl Daemon {
         }
     }
 
-    /// Records the HTTPS address this host's API answers on (what other hosts and clients are
-    /// told), then rejoins the pool named in the data directory's `cluster.toml`, if any. The
+    /// Records the HTTPS address this host's API answers on and its certificate's fingerprint
+    /// (what other hosts and clients are told), then rejoins the pool named in the data directory's `cluster.toml`, if any. The
     /// host registers in the background: a missing etcd delays it, never the daemon.
-    pub fn rejoin_pool(&self, url: &str) -> Result<(), Failure> {
+    pub fn rejoin_pool(&self, url: &str, fingerprint: &str) -> Result<(), Failure> {
         *self.membership().url.lock().unwrap_or_else(|p| p.into_inner()) = url.to_string();
+        *self.membership().fingerprint.lock().unwrap_or_else(|p| p.into_inner()) = fingerprint.to_string();
         let Some(cfg) = ClusterConfig::load(&self.ctx().data)? else {
             return Ok(());
         };
@@ -350,6 +353,30 @@ impl Daemon {
             }
             Err(e) => tracing::warn!("publishing VMs to the pool: {e}"),
         }
+    }
+
+    /// The host that owns `vm`, when that is not this host (in a pool).
+    pub(crate) fn owner_elsewhere(&self, vm: &str) -> Result<Option<String>, Failure> {
+        let Some(c) = self.cluster() else { return Ok(None) };
+        Ok(c.owner_of(vm)?.filter(|h| *h != c.config().host))
+    }
+
+    /// Where host `name` answers and the fingerprint of its certificate, for forwarding.
+    pub fn host_contact(&self, name: &str) -> Result<(String, String), Failure> {
+        let c = self.cluster().ok_or_else(not_in_a_pool)?;
+        let h =
+            c.host(name)?.ok_or_else(|| Failure::NotFound(format!("no host named '{name}' in the pool")))?;
+        Ok((h.url, h.tls_fingerprint))
+    }
+
+    /// The pool's secret, which hosts present to each other, if this host is in a pool.
+    pub fn pool_secret(&self) -> Option<String> {
+        self.cluster().and_then(|c| c.secret().ok())
+    }
+
+    /// This host's name in its pool.
+    pub fn pool_host_name(&self) -> Option<String> {
+        self.cluster().map(|c| c.config().host.clone())
     }
 
     /// A VM deleted or removed here: its claim in the pool goes.

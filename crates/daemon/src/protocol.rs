@@ -6,6 +6,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use vmm::{Control, VmState};
 
+impl Request {
+    /// The VM a request acts on, for the requests that go to the host owning it in a pool.
+    pub fn vm_target(&self) -> Option<&str> {
+        match self {
+            Request::VmControl { name, .. }
+            | Request::VmSet { name, .. }
+            | Request::VmConsole { name, .. }
+            | Request::VmNicAdd { name, .. }
+            | Request::VmNicRemove { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+}
+
 /// Longest request line the daemon reads (definitions are small).
 pub const MAX_REQUEST: usize = 1 << 20;
 
@@ -364,6 +378,14 @@ pub enum Failure {
     /// same request may succeed later.
     #[error("{0}")]
     Unavailable(String),
+    /// The VM is another host's: the request goes there (the API forwards it).
+    #[error("VM '{vm}' is on host '{host}'")]
+    Elsewhere {
+        /// The VM.
+        vm: String,
+        /// The host that owns it.
+        host: String,
+    },
 }
 
 /// The answer to a request.
@@ -399,6 +421,7 @@ impl Response {
             Failure::Invalid(_) => "invalid",
             Failure::Failed(_) => "failed",
             Failure::Unavailable(_) => "unavailable",
+            Failure::Elsewhere { .. } => "elsewhere",
         };
         Response { ok: false, result: Value::Null, error: Some(f.to_string()), kind: Some(kind.into()) }
     }

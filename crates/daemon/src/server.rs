@@ -365,6 +365,13 @@ impl Daemon {
 
     /// Carries out one request.
     pub fn call(&self, req: Request) -> Result<Value, Failure> {
+        if let Some(vm) = req.vm_target() {
+            if !self.has_vm(vm) {
+                if let Some(host) = self.owner_elsewhere(vm)? {
+                    return Err(Failure::Elsewhere { vm: vm.to_string(), host });
+                }
+            }
+        }
         self.handle_inner(req)
     }
 

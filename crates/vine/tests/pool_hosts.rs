@@ -1,7 +1,9 @@
 //! A pool of three simulated hosts on one three-member etcd (scripts/pool-lab.sh): one host
 //! makes the pool, the others join with one-time tokens, and every host's CLI and HTTPS API list
 //! the same hosts and the same VMs (each with its host); a VM name is the pool's (a second VM of
-//! that name on another host is refused, naming the owner); a state change on one host shows on
+//! that name on another host is refused, naming the owner); controls sent to a host that does
+//! not own the VM are forwarded to its owner (the guest boots, its console reads from a third
+//! host, pause and off hold) and refusals come back whole; a state change on one host shows on
 //! the others; a deleted VM leaves every list. A host whose daemon is killed is listed offline by
 //! the others within 15 s and online again when its daemon comes back; tokens admit one named
 //! host once; a host already in a pool cannot make or join another.
@@ -111,6 +113,24 @@ fn three_hosts_make_one_pool_seen_alike_from_every_host() {
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 4, "{v}");
     assert_eq!(lab.json("h1", &["vm", "show", "c1"])["host"], "h3");
+    // Every control works when sent to a host that does not own the VM: it is forwarded to
+    // the owner (here h2), and the guest shows it.
+    lab.ok("h1", &["vm", "start", "b1"]);
+    lab.wait(Duration::from_secs(120), "b1's guest booted, read through h3", || {
+        let out = lab.vine("h3", &["vm", "console", "b1", "--log"]);
+        String::from_utf8_lossy(&out.stdout).contains("VINE-BOOT-OK")
+    });
+    let state_from =
+        |h: &str| lab.json(h, &["vm", "show", "b1"])["state"].as_str().unwrap_or_default().to_string();
+    lab.ok("h3", &["vm", "pause", "b1"]);
+    assert_eq!(lab.json("h2", &["vm", "show", "b1"])["state"], "paused", "the owner paused it");
+    lab.wait(Duration::from_secs(10), "h1 sees b1 paused", || state_from("h1") == "paused");
+    lab.ok("h1", &["vm", "resume", "b1"]);
+    lab.ok("h3", &["vm", "off", "b1"]);
+    assert_eq!(lab.json("h2", &["vm", "show", "b1"])["state"], "off");
+    let e = lab.fails("h1", &["vm", "resume", "b1"]);
+    assert!(e.contains("off"), "the owner's refusal comes back whole: {e}");
+
     // A VM name is the pool's.
     let out = kit_vm(&lab, &kit, "h1", "b1");
     let e = String::from_utf8_lossy(&out.stderr).to_string();

@@ -1,5 +1,8 @@
 //! The pool of hosts: making a pool (administrators), what it holds, and its hosts. A host in
-//! no pool lists itself alone, so a script written for one host keeps working.
+//! no pool lists itself alone, so a script written for one host keeps working. And the hosts'
+//! own channel: a request about a VM another host owns is checked here (the caller's rights),
+//! then carried out there through `POST /api/pool/call` ([`forward`]), authenticated with the
+//! pool's secret and with the owner's certificate pinned by the fingerprint it published.
 
 use axum::http::StatusCode;
 use axum::{extract::State, Json};
@@ -9,8 +12,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::{call, call_typed, need, ApiResult, AppState, Body, ErrorBody, Need, P};
-use crate::auth::Principal;
+use super::{call, call_typed, need, ApiError, ApiResult, AppState, Body, ErrorBody, Need, P};
+use crate::auth::{Principal, POOL_TOKEN_PREFIX};
+use crate::client::{Client, ClientError};
 
 /// A new pool with this host as its first member.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -122,4 +126,58 @@ pub(super) async fn host(
 ) -> ApiResult<Json<HostStatus>> {
     need(&p, Need::Login)?;
     Ok(Json(call_typed(&state, Request::HostShow { name }).await?))
+}
+
+/// Carries out `req`, about VM `vm`, on `host`, the pool host that owns the VM (called on the
+/// blocking pool by [`super::call`]). The owner's answer, or its refusal with its status and
+/// sentence, is this request's.
+pub(super) fn forward(d: &daemon::Daemon, vm: &str, host: &str, req: &Request) -> ApiResult<Value> {
+    let unreachable = |why: String| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("VM '{vm}' is on host '{host}', which did not answer: {why}"),
+        )
+    };
+    let (url, fingerprint) = d.host_contact(host).map_err(ApiError::from)?;
+    let secret =
+        d.pool_secret().ok_or_else(|| unreachable("this host cannot read the pool's secret".into()))?;
+    let addr = url.strip_prefix("https://").unwrap_or(&url);
+    let client = Client::https(addr, &fingerprint, Some(&format!("{POOL_TOKEN_PREFIX}{secret}")));
+    let body = serde_json::to_value(req).expect("requests serialise");
+    match client.call("POST", "/api/pool/call", Some(&body)) {
+        Ok(v) => Ok(v),
+        Err(ClientError::Refused { status, message }) => {
+            Err(ApiError::new(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY), message))
+        }
+        Err(e) => Err(unreachable(e.to_string())),
+    }
+}
+
+/// Carries out a request about one of this host's VMs for another host of the pool, which
+/// checked the caller's rights (pool hosts only: they present the pool's secret).
+#[utoipa::path(post, path = "/api/pool/call", tag = "pool", request_body = Object,
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(super) async fn pool_call(
+    State(state): State<AppState>,
+    p: Principal,
+    Body(v): Body<Value>,
+) -> ApiResult<Json<Value>> {
+    if !p.pool_peer {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "you may not call this: only the hosts of this host's pool forward requests here",
+        ));
+    }
+    let req: Request = serde_json::from_value(v).map_err(|e| ApiError::bad(format!("request: {e}")))?;
+    let Some(vm) = req.vm_target().map(str::to_string) else {
+        return Err(ApiError::bad("request: only requests about one VM are forwarded between hosts"));
+    };
+    // The VM must be here: a request is forwarded once, never on from here.
+    let d = state.daemon.clone();
+    let here = tokio::task::spawn_blocking(move || d.has_vm(&vm)).await.unwrap_or(false);
+    if !here {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no such VM on this host (it may have moved)"));
+    }
+    Ok(Json(call(&state, req).await?))
 }

@@ -110,6 +110,7 @@ impl From<Failure> for ApiError {
             Failure::Invalid(_) => StatusCode::BAD_REQUEST,
             Failure::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Failure::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Failure::Elsewhere { .. } => StatusCode::MISDIRECTED_REQUEST,
         };
         ApiError::new(status, f.to_string())
     }
@@ -198,6 +199,7 @@ impl FromRequestParts<AppState> for Principal {
                 can_create: true,
                 token: None,
                 rights: Vec::new(),
+                pool_peer: false,
             });
         }
         let bearer = parts
@@ -211,6 +213,22 @@ impl FromRequestParts<AppState> for Principal {
                 .find_map(|kv| kv.trim().strip_prefix(&format!("{}=", auth::COOKIE)).map(str::to_string))
         });
         if bearer.is_none() && cookie.is_none() {
+            return Err(not_logged_in());
+        }
+        if let Some(secret) = bearer.as_deref().and_then(|b| b.strip_prefix(auth::POOL_TOKEN_PREFIX)) {
+            // Another host of the pool (its secret is read from etcd once, on the blocking pool).
+            let (d, secret) = (state.daemon.clone(), secret.to_string());
+            let ours = blocking(move || Ok(d.pool_secret())).await?;
+            if ours.is_some_and(|o| auth::equal(&o, &secret)) {
+                return Ok(Principal {
+                    user: auth::POOL_PEER.into(),
+                    admin: true,
+                    can_create: true,
+                    token: None,
+                    rights: Vec::new(),
+                    pool_peer: true,
+                });
+            }
             return Err(not_logged_in());
         }
         // Two SQLite reads (token, user): on the blocking pool, not on the async workers.
@@ -319,10 +337,14 @@ pub(crate) fn need(p: &Principal, n: Need) -> ApiResult<()> {
 
 async fn call(state: &AppState, req: Request) -> ApiResult<Value> {
     let d = state.daemon.clone();
-    tokio::task::spawn_blocking(move || d.call(req))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("worker failed: {e}")))?
-        .map_err(ApiError::from)
+    tokio::task::spawn_blocking(move || match d.call(req.clone()) {
+        // Another host of the pool owns the VM: the request goes there, with the pool's secret
+        // (the caller's rights were checked here).
+        Err(Failure::Elsewhere { vm, host }) => hosts::forward(&d, &vm, &host, &req),
+        r => r.map_err(ApiError::from),
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("worker failed: {e}")))?
 }
 
 /// [`call`], its result read as `T` (the daemon's answer types).
@@ -1478,7 +1500,7 @@ async fn delete_hook(State(state): State<AppState>, p: Principal, P(id): P<u64>)
           crate::console::serial_ws, crate::console::vnc_ws, crate::console::event_stream,
           pools::list_pools, pools::create_pool, pools::show_pool, pools::delete_pool, pools::list_volumes,
           pools::create_volume, pools::show_volume, pools::delete_volume, pools::upload, pools::download,
-          hosts::init, hosts::show, hosts::list, hosts::host, hosts::token, hosts::join, hosts::leave),
+          hosts::init, hosts::show, hosts::list, hosts::host, hosts::token, hosts::join, hosts::leave, hosts::pool_call),
     components(schemas(ErrorBody, Login, Issued, Me, Right, RightKind, NewPassword, NewDisk, NewNic, NewVm, Reservation, VmInfo, daemon::protocol::NicInfo,
                        daemon::protocol::CpuInfo, Changes, ControlOptions, daemon::protocol::UndoAction, Control,
                        vmm::VmState, ConsoleLog, Event, UserInfo, NewUser, TokenInfo, NewToken, Hook, NewHook,
@@ -1622,6 +1644,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/cluster", get(hosts::show).post(hosts::init).delete(hosts::leave))
         .route("/api/cluster/tokens", post(hosts::token))
         .route("/api/cluster/join", post(hosts::join))
+        .route("/api/pool/call", post(hosts::pool_call))
         .route("/api/hosts", get(hosts::list))
         .route("/api/hosts/{name}", get(hosts::host))
         .route("/api/pools", get(pools::list_pools).post(pools::create_pool))

@@ -151,7 +151,8 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<i32> {
         // runtime, so this runs off the async workers); etcd out of reach only delays it.
         let url = format!("https://{}", tcp.local_addr()?);
         let member = d.clone();
-        tokio::task::spawn_blocking(move || member.rejoin_pool(&url))
+        let fingerprint = tls.fingerprint.clone();
+        tokio::task::spawn_blocking(move || member.rejoin_pool(&url, &fingerprint))
             .await?
             .map_err(|e| anyhow::anyhow!("rejoining the pool: {e}"))?;
         let unix_task = tokio::spawn(api::serve::unix(unix, app.clone()));
