@@ -30,6 +30,7 @@ pub mod layout;
 pub mod membership;
 pub mod metrics;
 pub mod networks;
+pub mod placement;
 pub mod pools;
 pub mod protocol;
 pub mod resources;

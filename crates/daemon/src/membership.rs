@@ -13,6 +13,7 @@ use std::time::Duration;
 use cluster::{Claim, Cluster, ClusterConfig, ClusterError, EtcdTls, HostRecord, HostStatus, JoinToken};
 use serde_json::Value;
 
+use crate::placement;
 use crate::protocol::{Failure, VmInfo};
 use crate::server::Daemon;
 
@@ -228,12 +229,50 @@ impl Daemon {
 }
 
 impl Daemon {
-    /// `vine vm create` in a pool: the name is claimed in etcd first (refused if another host
-    /// owns a VM of that name), released again if the VM cannot be made here.
-    pub(crate) fn create_in_pool(&self, text: &str) -> Result<Value, Failure> {
-        let Some(c) = self.cluster() else { return self.create(text) };
+    /// `vine vm create`, in a pool or not. In a pool the VM goes to `host`, or where placement
+    /// puts it (the reason is an event, `vm.placed`); made elsewhere, the request is forwarded
+    /// there ([`Failure::Elsewhere`]). Here, the name is claimed in etcd first (refused if
+    /// another host owns a VM of that name) and released again if the VM cannot be made.
+    pub(crate) fn create_in_pool(&self, text: &str, host: Option<&str>) -> Result<Value, Failure> {
+        let Some(c) = self.cluster() else {
+            if let Some(h) = host {
+                return Err(Failure::Invalid(format!(
+                    "host: this host is in no pool, so there is no host '{h}' to choose"
+                )));
+            }
+            return self.create(text);
+        };
         let def =
             vmconfig::VmDefinition::parse(text).map_err(|e| Failure::Invalid(format!("definition: {e}")))?;
+        let me = c.config().host.clone();
+        let target = match host {
+            Some(h) => {
+                let status = c
+                    .host(h)?
+                    .ok_or_else(|| Failure::Invalid(format!("host: no host named '{h}' in the pool")))?;
+                if h != me {
+                    let online = c
+                        .hosts()?
+                        .into_iter()
+                        .any(|s| s.record.name == h && s.state != cluster::HostState::Offline);
+                    if !online {
+                        return Err(Failure::Unavailable(format!(
+                            "host '{}' is offline: it cannot take '{}' now",
+                            status.name, def.name
+                        )));
+                    }
+                }
+                h.to_string()
+            }
+            None => {
+                let (h, why) = placement::place(&c.hosts()?, &c.vms()?, &def)?;
+                self.ctx().event(Some(&def.name), "info", "vm.placed", &why);
+                h
+            }
+        };
+        if target != me {
+            return Err(Failure::Elsewhere { vm: def.name.clone(), host: target });
+        }
         let first =
             serde_json::json!({ "name": def.name, "state": "off", "cpus": def.cpus, "memory": def.memory });
         let claim = c.claim_vm(&def.name, &first)?;
@@ -250,7 +289,10 @@ impl Daemon {
             }
             _ => {}
         }
-        made
+        made.map(|mut v| {
+            v["host"] = Value::String(me);
+            v
+        })
     }
 
     /// Every VM: the pool's (each with its host) when this host is in one, else this host's.

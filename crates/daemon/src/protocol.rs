@@ -35,6 +35,9 @@ pub enum Request {
     VmCreate {
         /// The definition (TOML).
         definition: String,
+        /// In a pool: the host to make it on (default: placement picks one).
+        #[serde(default)]
+        host: Option<String>,
     },
     /// Every VM.
     VmList,

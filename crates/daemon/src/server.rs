@@ -439,7 +439,7 @@ impl Daemon {
                     "memory_held": memory,
                 }))
             }
-            Request::VmCreate { definition } => self.create_in_pool(&definition),
+            Request::VmCreate { definition, host } => self.create_in_pool(&definition, host.as_deref()),
             Request::ClusterInit { etcd, name, tls } => self.cluster_init(etcd, name, tls),
             Request::ClusterShow => self.cluster_show(),
             Request::ClusterToken { host } => self.cluster_token(&host),

@@ -4,7 +4,8 @@
 //! that name on another host is refused, naming the owner); controls sent to a host that does
 //! not own the VM are forwarded to its owner (the guest boots, its console reads from a third
 //! host, pause and off hold) and refusals come back whole; a state change on one host shows on
-//! the others; a deleted VM leaves every list. A host whose daemon is killed is listed offline by
+//! the others; a deleted VM leaves every list; VMs made without `--host` spread over the hosts
+//! by the memory left, each with a `vm.placed` reason, and `--host` pins one. A host whose daemon is killed is listed offline by
 //! the others within 15 s and online again when its daemon comes back; tokens admit one named
 //! host once; a host already in a pool cannot make or join another.
 
@@ -16,18 +17,20 @@ use poollab::Lab;
 use serde_json::Value;
 use test_infra::Kit;
 
-/// Makes a guest-kit VM (direct kernel boot, off) on host `h`.
-fn kit_vm(lab: &Lab, kit: &Kit, h: &str, name: &str) -> std::process::Output {
+/// Makes a guest-kit VM (direct kernel boot, off) through host `via`, on host `pin` if given
+/// (else where placement puts it).
+fn kit_vm(lab: &Lab, kit: &Kit, via: &str, name: &str, pin: Option<&str>) -> std::process::Output {
     let kernel = kit.vmlinuz.display().to_string();
     let initrd = kit.initrd.display().to_string();
     let append = kit.cmdline_with(&[]);
-    lab.vine(
-        h,
-        &[
-            "vm", "create", name, "--memory", "128", "--kernel", &kernel, "--initrd", &initrd, "--append",
-            &append,
-        ],
-    )
+    let mut args = vec![
+        "vm", "create", name, "--memory", "128", "--kernel", &kernel, "--initrd", &initrd, "--append",
+        &append,
+    ];
+    if let Some(h) = pin {
+        args.extend(["--host", h]);
+    }
+    lab.vine(via, &args)
 }
 
 /// `(name, host, state)` of every VM `h` lists.
@@ -97,7 +100,7 @@ fn three_hosts_make_one_pool_seen_alike_from_every_host() {
     // VMs: made on different hosts, listed alike (with their host) everywhere.
     let kit = Kit::ensure().expect("guest kit");
     for (h, vm) in [("h1", "a1"), ("h2", "b1"), ("h2", "b2"), ("h3", "c1")] {
-        let out = kit_vm(&lab, &kit, h, vm);
+        let out = kit_vm(&lab, &kit, h, vm, Some(h));
         assert!(out.status.success(), "create {vm} on {h}: {}", String::from_utf8_lossy(&out.stderr));
     }
     let want: Vec<(String, String, String)> = [("a1", "h1"), ("b1", "h2"), ("b2", "h2"), ("c1", "h3")]
@@ -132,7 +135,7 @@ fn three_hosts_make_one_pool_seen_alike_from_every_host() {
     assert!(e.contains("off"), "the owner's refusal comes back whole: {e}");
 
     // A VM name is the pool's.
-    let out = kit_vm(&lab, &kit, "h1", "b1");
+    let out = kit_vm(&lab, &kit, "h1", "b1", Some("h1"));
     let e = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success() && e.contains("already exists on host 'h2'"), "{e}");
     // A change on the owner shows on the others; a deleted VM leaves every list.
@@ -147,8 +150,37 @@ fn three_hosts_make_one_pool_seen_alike_from_every_host() {
         });
     }
     // Its name is free again, for any host.
-    let out = kit_vm(&lab, &kit, "h3", "b2");
+    let out = kit_vm(&lab, &kit, "h3", "b2", Some("h3"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Placement: six VMs made through h1 without --host spread over the hosts by the memory
+    // left on each, each with its reason; --host pins one.
+    for i in 1..=6 {
+        let out = kit_vm(&lab, &kit, "h1", &format!("p{i}"), None);
+        assert!(out.status.success(), "p{i}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // The hosts are alike, and every VM has the same memory: placement evens out the VMs per
+    // host (the ones made earlier count), so no host ends with more than one over another.
+    let placed = vms_on(&lab, "h2");
+    let per_host: Vec<usize> =
+        lab.hosts().iter().map(|h| placed.iter().filter(|(_, host, _)| host == h).count()).collect();
+    let (most, least) = (per_host.iter().max().unwrap(), per_host.iter().min().unwrap());
+    assert!(most - least <= 1, "uneven: {per_host:?} {placed:?}");
+    for h in lab.hosts() {
+        assert!(
+            placed.iter().any(|(v, host, _)| v.starts_with('p') && *host == h),
+            "{h} got none: {placed:?}"
+        );
+    }
+    let events = lab.ok("h1", &["events", "--json"]);
+    for i in 1..=6 {
+        assert!(events.contains(&format!("placed 'p{i}' on host")), "no reason for p{i}: {events}");
+    }
+    let kernel = kit.vmlinuz.display().to_string();
+    let out =
+        lab.vine("h1", &["vm", "create", "pinned", "--memory", "64", "--kernel", &kernel, "--host", "h3"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("on host 'h3'"), "{out:?}");
+    assert_eq!(lab.json("h2", &["vm", "show", "pinned"])["host"], "h3");
 
     // Tokens: one named host, once.
     let token = lab.ok("h1", &["cluster", "token", "h9"]);

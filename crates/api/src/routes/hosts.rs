@@ -143,7 +143,14 @@ pub(super) fn forward(d: &daemon::Daemon, vm: &str, host: &str, req: &Request) -
         d.pool_secret().ok_or_else(|| unreachable("this host cannot read the pool's secret".into()))?;
     let addr = url.strip_prefix("https://").unwrap_or(&url);
     let client = Client::https(addr, &fingerprint, Some(&format!("{POOL_TOKEN_PREFIX}{secret}")));
-    let body = serde_json::to_value(req).expect("requests serialise");
+    // A create goes to the host placement chose, and stays there.
+    let req = match req {
+        Request::VmCreate { definition, .. } => {
+            Request::VmCreate { definition: definition.clone(), host: Some(host.to_string()) }
+        }
+        r => r.clone(),
+    };
+    let body = serde_json::to_value(&req).expect("requests serialise");
     match client.call("POST", "/api/pool/call", Some(&body)) {
         Ok(v) => Ok(v),
         Err(ClientError::Refused { status, message }) => {
@@ -170,6 +177,15 @@ pub(super) async fn pool_call(
         ));
     }
     let req: Request = serde_json::from_value(v).map_err(|e| ApiError::bad(format!("request: {e}")))?;
+    // A VM to make here, placed by another host (`host` names this one, so it is not placed again).
+    if let Request::VmCreate { host: Some(h), .. } = &req {
+        let d = state.daemon.clone();
+        let me = tokio::task::spawn_blocking(move || d.pool_host_name()).await.unwrap_or(None);
+        if me.as_deref() != Some(h.as_str()) {
+            return Err(ApiError::bad(format!("request: this host is not '{h}'")));
+        }
+        return Ok(Json(call(&state, req).await?));
+    }
     let Some(vm) = req.vm_target().map(str::to_string) else {
         return Err(ApiError::bad("request: only requests about one VM are forwarded between hosts"));
     };

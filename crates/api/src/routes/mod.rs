@@ -681,6 +681,9 @@ pub struct NewVm {
     /// NICs.
     #[serde(default)]
     pub nics: Vec<NewNic>,
+    /// In a pool: the host to make it on (default: the host with the most memory free after it).
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 fn definition_of(n: &NewVm) -> ApiResult<VmDefinition> {
@@ -759,7 +762,7 @@ async fn create_vm(
     let (st, who, def) = (state.clone(), p.clone(), d.clone());
     blocking(move || confine::check_vm(&st, &who, &def)).await?;
     let definition = d.to_toml().map_err(|e| ApiError::bad(format!("definition: {e}")))?;
-    let v = call(&state, Request::VmCreate { definition }).await?;
+    let v = call(&state, Request::VmCreate { definition, host: n.host.clone() }).await?;
     if !p.admin {
         let (user, vm) = (p.user.clone(), d.name.clone());
         db(&state, move |s| {

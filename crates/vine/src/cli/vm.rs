@@ -162,6 +162,9 @@ pub struct CreateArgs {
     /// Memory, e.g. 512M or 2G; a bare number is MiB.
     #[arg(long, value_parser = parse_memory)]
     pub memory: u64,
+    /// In a pool: the host to make it on (default: the host with the most memory free after it).
+    #[arg(long)]
+    pub host: Option<String>,
     /// A disk: PATH[,bus=virtio|ide|scsi][,shared][,ro] (repeatable; VHD images).
     #[arg(long = "disk")]
     pub disks: Vec<String>,
@@ -295,6 +298,9 @@ fn new_vm(a: &CreateArgs) -> anyhow::Result<Value> {
         "cpu_weight": a.cpu_weight, "cpu_reserve": a.cpu_reserve, "cpu_max": a.cpu_max,
         "shutdown_timeout": a.shutdown_timeout,
     });
+    if let Some(h) = &a.host {
+        v["host"] = json!(h);
+    }
     let mut nics = Vec::new();
     for spec in &a.nics {
         let n = parse_nic(spec)?;
@@ -388,7 +394,12 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("created '{}' ({})", a.name, v["definition_file"].as_str().unwrap_or(""));
+                match v["host"].as_str() {
+                    Some(h) => println!("created '{}' on host '{h}'", a.name),
+                    None => {
+                        println!("created '{}' ({})", a.name, v["definition_file"].as_str().unwrap_or(""))
+                    }
+                }
             }
             Ok(0)
         }
