@@ -4,7 +4,8 @@
 //! that name on another host is refused, naming the owner); controls sent to a host that does
 //! not own the VM are forwarded to its owner (the guest boots, its console reads from a third
 //! host, pause and off hold) and refusals come back whole; a state change on one host shows on
-//! the others; a deleted VM leaves every list; VMs made without `--host` spread over the hosts
+//! the others; 50 starts of one VM sent at once to all hosts leave exactly one QEMU; a deleted
+//! VM leaves every list; VMs made without `--host` spread over the hosts
 //! by the memory left, each with a `vm.placed` reason, and `--host` pins one. A host whose daemon is killed is listed offline by
 //! the others within 15 s and online again when its daemon comes back; tokens admit one named
 //! host once; a host already in a pool cannot make or join another.
@@ -133,6 +134,32 @@ fn three_hosts_make_one_pool_seen_alike_from_every_host() {
     assert_eq!(lab.json("h2", &["vm", "show", "b1"])["state"], "off");
     let e = lab.fails("h1", &["vm", "resume", "b1"]);
     assert!(e.contains("off"), "the owner's refusal comes back whole: {e}");
+
+    // Ownership under a race: 50 starts of one VM sent at once to all three hosts leave one
+    // QEMU for it in the whole lab; every other request is refused with a sentence.
+    let out = kit_vm(&lab, &kit, "h1", "race", Some("h2"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let results: Vec<(bool, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..50)
+            .map(|i| {
+                let lab = &lab;
+                s.spawn(move || {
+                    let out = lab.vine(["h1", "h2", "h3"][i % 3], &["vm", "start", "race"]);
+                    (out.status.success(), String::from_utf8_lossy(&out.stderr).trim().to_string())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let started = results.iter().filter(|(ok, _)| *ok).count();
+    assert_eq!(started, 1, "exactly one start succeeds: {results:?}");
+    for (ok, e) in &results {
+        assert!(*ok || e.contains("'race'"), "a refusal that names the VM: {e:?}");
+    }
+    let qemus = std::process::Command::new("pgrep").args(["-f", "guest=race,"]).output().unwrap();
+    let pids = String::from_utf8_lossy(&qemus.stdout).lines().count();
+    assert_eq!(pids, 1, "one QEMU for 'race' in the whole lab (every namespace shares this pid space)");
+    lab.ok("h3", &["vm", "off", "race"]);
 
     // A VM name is the pool's.
     let out = kit_vm(&lab, &kit, "h1", "b1", Some("h1"));

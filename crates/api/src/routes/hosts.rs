@@ -47,7 +47,7 @@ pub(super) async fn init(
 /// Whom a join token admits.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NewToken {
+pub struct NewJoinToken {
     /// The new host's name in the pool.
     pub host: String,
 }
@@ -62,14 +62,14 @@ pub struct Join {
 
 /// A one-time join token (valid for an hour) admitting a new host to this host's pool
 /// (administrators). The new host joins with `POST /api/cluster/join`.
-#[utoipa::path(post, path = "/api/cluster/tokens", tag = "pool", request_body = NewToken,
+#[utoipa::path(post, path = "/api/cluster/tokens", tag = "pool", request_body = NewJoinToken,
     responses((status = 201, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
               (status = 503, body = ErrorBody)))]
 pub(super) async fn token(
     State(state): State<AppState>,
     p: Principal,
-    Body(n): Body<NewToken>,
+    Body(n): Body<NewJoinToken>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     need(&p, Need::Admin)?;
     Ok((StatusCode::CREATED, Json(call(&state, Request::ClusterToken { host: n.host }).await?)))

@@ -1508,7 +1508,7 @@ async fn delete_hook(State(state): State<AppState>, p: Principal, P(id): P<u64>)
                        daemon::protocol::CpuInfo, Changes, ControlOptions, daemon::protocol::UndoAction, Control,
                        vmm::VmState, ConsoleLog, Event, UserInfo, NewUser, TokenInfo, NewToken, Hook, NewHook,
                        pools::NewPool, pools::NewVolume, daemon::pools::PoolInfo, daemon::pools::VolumeInfo,
-                       daemon::pools::VolumeFormat, hosts::NewCluster, hosts::NewToken, hosts::Join, cluster::EtcdTls, cluster::HostStatus,
+                       daemon::pools::VolumeFormat, hosts::NewCluster, hosts::NewJoinToken, hosts::Join, cluster::EtcdTls, cluster::HostStatus,
                        cluster::HostRecord, cluster::HostState)),
     modifiers(&Security),
     security(("token" = []), ("session" = []))
