@@ -317,6 +317,33 @@ impl Cluster {
         })
     }
 
+    /// Puts host `name` in maintenance (it keeps its VMs and gets no new ones) or takes it out.
+    /// The record changes only if nobody changed it meanwhile (compare-and-swap on its revision).
+    pub fn set_maintenance(&self, name: &str, on: bool) -> Result<HostRecord, ClusterError> {
+        let mut c = self.client.clone();
+        let e = self.endpoints.clone();
+        let key = keys::host(name);
+        self.rt.block_on(async move {
+            for _ in 0..5 {
+                let r = timed(&e, &format!("reading host '{name}'"), c.get(key.as_str(), None)).await?;
+                let Some(kv) = r.kvs().first() else {
+                    return Err(ClusterError::Invalid(format!("no host named '{name}' in the pool")));
+                };
+                let mut rec: HostRecord = parse(&key, kv.value())?;
+                rec.maintenance = on;
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision())])
+                    .and_then([TxnOp::put(key.as_str(), json(&rec), None)]);
+                if timed(&e, &format!("writing host '{name}'"), c.txn(txn)).await?.succeeded() {
+                    return Ok(rec);
+                }
+            }
+            Err(ClusterError::Conflict(format!(
+                "host '{name}' changed five times while being updated; try again"
+            )))
+        })
+    }
+
     /// A handle on the etcd client (cheap: clients share one connection).
     pub(crate) fn client(&self) -> Client {
         self.client.clone()

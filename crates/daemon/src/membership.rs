@@ -219,6 +219,19 @@ impl Daemon {
             .ok_or_else(|| Failure::NotFound(format!("no host named '{name}' (vine host list)")))
     }
 
+    /// `vine host maintenance HOST on|off`.
+    pub(crate) fn host_maintenance(&self, name: &str, on: bool) -> Result<Value, Failure> {
+        let c = self.cluster().ok_or_else(not_in_a_pool)?;
+        c.set_maintenance(name, on)?;
+        let m = if on {
+            format!("host '{name}' is in maintenance: it keeps its VMs and gets no new ones")
+        } else {
+            format!("host '{name}' is out of maintenance")
+        };
+        self.ctx().event(None, "info", "host.maintenance", &m);
+        Ok(serde_json::json!({ "message": m }))
+    }
+
     /// Stops keeping this host alive in its pool (the daemon is stopping): the others see it
     /// offline at once rather than when its lease runs out.
     pub fn leave_quietly(&self) {

@@ -125,6 +125,13 @@ pub enum Request {
         /// Its name.
         name: String,
     },
+    /// Puts a host of the pool in maintenance (it keeps its VMs, gets no new ones) or out.
+    HostMaintenance {
+        /// Its name.
+        name: String,
+        /// In maintenance or not.
+        on: bool,
+    },
     /// Creates a virtual network.
     NetworkCreate(NetworkCreate),
     /// Every network.

@@ -449,6 +449,7 @@ impl Daemon {
             Request::HostShow { name } => {
                 Ok(serde_json::to_value(self.host_show(&name)?).expect("serialises"))
             }
+            Request::HostMaintenance { name, on } => self.host_maintenance(&name, on),
             Request::VmList => Ok(serde_json::to_value(self.list_vms()?).expect("serialises")),
             Request::VmShow { name } => Ok(serde_json::to_value(self.show_vm(&name)?).expect("serialises")),
             Request::VmControl { name, control, options } => {

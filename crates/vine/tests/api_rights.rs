@@ -35,6 +35,7 @@ fn table(kernel: &str, pool_dir: &str) -> Vec<(&'static str, &'static str, Need,
         ("get", "/api/host", Login, None),
         ("get", "/api/hosts", Login, None),
         ("get", "/api/hosts/{name}", Login, None),
+        ("put", "/api/hosts/{name}/maintenance", Admin, Some(json!({"maintenance": true}))),
         ("get", "/api/cluster", Login, None),
         // An endpoint that is no URL: refused (400) before anything reaches out to an etcd.
         ("post", "/api/cluster", Admin, Some(json!({"etcd": ["not-a-url"]}))),

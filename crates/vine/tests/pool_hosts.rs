@@ -6,7 +6,8 @@
 //! host, pause and off hold) and refusals come back whole; a state change on one host shows on
 //! the others; 50 starts of one VM sent at once to all hosts leave exactly one QEMU; a deleted
 //! VM leaves every list; VMs made without `--host` spread over the hosts
-//! by the memory left, each with a `vm.placed` reason, and `--host` pins one. A host whose daemon is killed is listed offline by
+//! by the memory left, each with a `vm.placed` reason, and `--host` pins one; a host in
+//! maintenance keeps its VMs and gets no new ones. A host whose daemon is killed is listed offline by
 //! the others within 15 s and online again when its daemon comes back; tokens admit one named
 //! host once; a host already in a pool cannot make or join another.
 
@@ -208,6 +209,23 @@ fn three_hosts_make_one_pool_seen_alike_from_every_host() {
         lab.vine("h1", &["vm", "create", "pinned", "--memory", "64", "--kernel", &kernel, "--host", "h3"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("on host 'h3'"), "{out:?}");
     assert_eq!(lab.json("h2", &["vm", "show", "pinned"])["host"], "h3");
+
+    // Maintenance: the host keeps its VMs and gets no new ones.
+    lab.ok("h2", &["host", "maintenance", "h3", "on"]);
+    assert_eq!(state_of(&lab, "h1", "h3"), "maintenance");
+    for i in 1..=2 {
+        let name = format!("m{i}");
+        let out = kit_vm(&lab, &kit, "h3", &name, None);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_ne!(
+            lab.json("h1", &["vm", "show", &name])["host"],
+            "h3",
+            "{name} placed on a host in maintenance"
+        );
+    }
+    assert_eq!(lab.json("h1", &["vm", "show", "c1"])["host"], "h3", "its VMs stay");
+    lab.ok("h1", &["host", "maintenance", "h3", "off"]);
+    assert_eq!(state_of(&lab, "h2", "h3"), "online");
 
     // Tokens: one named host, once.
     let token = lab.ok("h1", &["cluster", "token", "h9"]);

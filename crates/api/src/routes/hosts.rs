@@ -197,3 +197,26 @@ pub(super) async fn pool_call(
     }
     Ok(Json(call(&state, req).await?))
 }
+
+/// In maintenance or not.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Maintenance {
+    /// `true`: the host keeps its VMs and gets no new ones; `false`: back in service.
+    pub maintenance: bool,
+}
+
+/// Puts a host of the pool in maintenance or takes it out (administrators).
+#[utoipa::path(put, path = "/api/hosts/{name}/maintenance", tag = "pool", request_body = Maintenance,
+    params(("name" = String, Path, description = "Host name")),
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(super) async fn maintenance(
+    State(state): State<AppState>,
+    p: Principal,
+    P(name): P<String>,
+    Body(m): Body<Maintenance>,
+) -> ApiResult<Json<Value>> {
+    need(&p, Need::Admin)?;
+    Ok(Json(call(&state, Request::HostMaintenance { name, on: m.maintenance }).await?))
+}

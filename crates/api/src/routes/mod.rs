@@ -1503,12 +1503,12 @@ async fn delete_hook(State(state): State<AppState>, p: Principal, P(id): P<u64>)
           crate::console::serial_ws, crate::console::vnc_ws, crate::console::event_stream,
           pools::list_pools, pools::create_pool, pools::show_pool, pools::delete_pool, pools::list_volumes,
           pools::create_volume, pools::show_volume, pools::delete_volume, pools::upload, pools::download,
-          hosts::init, hosts::show, hosts::list, hosts::host, hosts::token, hosts::join, hosts::leave, hosts::pool_call),
+          hosts::init, hosts::show, hosts::list, hosts::host, hosts::token, hosts::join, hosts::leave, hosts::pool_call, hosts::maintenance),
     components(schemas(ErrorBody, Login, Issued, Me, Right, RightKind, NewPassword, NewDisk, NewNic, NewVm, Reservation, VmInfo, daemon::protocol::NicInfo,
                        daemon::protocol::CpuInfo, Changes, ControlOptions, daemon::protocol::UndoAction, Control,
                        vmm::VmState, ConsoleLog, Event, UserInfo, NewUser, TokenInfo, NewToken, Hook, NewHook,
                        pools::NewPool, pools::NewVolume, daemon::pools::PoolInfo, daemon::pools::VolumeInfo,
-                       daemon::pools::VolumeFormat, hosts::NewCluster, hosts::NewJoinToken, hosts::Join, cluster::EtcdTls, cluster::HostStatus,
+                       daemon::pools::VolumeFormat, hosts::NewCluster, hosts::NewJoinToken, hosts::Join, hosts::Maintenance, cluster::EtcdTls, cluster::HostStatus,
                        cluster::HostRecord, cluster::HostState)),
     modifiers(&Security),
     security(("token" = []), ("session" = []))
@@ -1650,6 +1650,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/pool/call", post(hosts::pool_call))
         .route("/api/hosts", get(hosts::list))
         .route("/api/hosts/{name}", get(hosts::host))
+        .route("/api/hosts/{name}/maintenance", put(hosts::maintenance))
         .route("/api/pools", get(pools::list_pools).post(pools::create_pool))
         .route("/api/pools/{pool}", get(pools::show_pool).delete(pools::delete_pool))
         .route("/api/pools/{pool}/volumes", get(pools::list_volumes).post(pools::create_volume))

@@ -20,6 +20,14 @@ pub enum HostCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Puts a host of the pool in maintenance (it keeps its VMs, gets no new ones) or takes it out.
+    Maintenance {
+        /// The host's name.
+        name: String,
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
     /// One host of the pool.
     Show {
         /// The host's name (`vine host list`).
@@ -81,6 +89,13 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<i32> {
                     h["url"].as_str().unwrap_or("")
                 );
             }
+            Ok(0)
+        }
+        HostCommand::Maintenance { name, state } => {
+            let body = serde_json::json!({ "maintenance": state == "on" });
+            let v =
+                rest("PUT", &format!("/api/hosts/{}/maintenance", api::client::encode(&name)), Some(&body))?;
+            println!("{}", v["message"].as_str().unwrap_or("done"));
             Ok(0)
         }
         HostCommand::Show { name, json } => {
