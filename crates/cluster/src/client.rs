@@ -80,23 +80,15 @@ pub(crate) async fn timed<T>(
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, ClusterError> {
+/// A key's bytes read as `T` (a record, or any JSON value).
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, ClusterError> {
     serde_json::from_slice(value)
         .map_err(|e| ClusterError::Record { key: key.into(), problem: e.to_string() })
 }
 
-fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+/// A record (or any JSON value) as a key's bytes.
+pub(crate) fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("records serialise")
-}
-
-/// A JSON value as a key's bytes.
-pub(crate) fn json_bytes(v: &serde_json::Value) -> Vec<u8> {
-    serde_json::to_vec(v).expect("values serialise")
-}
-
-/// A key's bytes as a JSON value.
-pub(crate) fn parse_value(key: &str, value: &[u8]) -> Result<serde_json::Value, ClusterError> {
-    parse(key, value)
 }
 
 impl Cluster {

@@ -78,6 +78,20 @@ impl JoinToken {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Whatever is pasted as a token, and whatever its base64 body holds, the answer is a
+        /// token or an error that says what is wrong, never a panic.
+        #[test]
+        fn any_text_is_a_token_or_a_sentence(text in ".{0,300}", body in proptest::collection::vec(0u8..=255, 0..300)) {
+            for t in [text.clone(), format!("vine1.{text}"),
+                      format!("vine1.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&body))] {
+                if let Err(e) = JoinToken::decode(&t) {
+                    proptest::prop_assert!(e.to_string().contains("join token") || e.to_string().contains("etcd") || e.to_string().contains("host name"));
+                }
+            }
+        }
+    }
+
     #[test]
     fn tokens_round_trip_and_bad_ones_say_why() {
         let t = JoinToken::new("pool-1", "h2", &["http://10.0.0.1:2379".into()]);

@@ -5,7 +5,7 @@
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
 use serde_json::Value;
 
-use crate::client::{json_bytes, parse_value, timed};
+use crate::client::{json, parse, timed};
 use crate::{keys, Cluster, ClusterError};
 
 /// What claiming a VM's name found.
@@ -32,7 +32,7 @@ impl Cluster {
                 .when([Compare::version(owner_key.as_str(), CompareOp::Equal, 0)])
                 .and_then([
                     TxnOp::put(owner_key.as_str(), me.as_bytes(), None),
-                    TxnOp::put(vm_key.as_str(), json_bytes(&record), None),
+                    TxnOp::put(vm_key.as_str(), json(&record), None),
                 ])
                 .or_else([TxnOp::get(owner_key.as_str(), None)]);
             let r = timed(&e, &format!("claiming VM '{vm}'"), c.txn(txn)).await?;
@@ -56,7 +56,7 @@ impl Cluster {
             let mut c = self.client();
             let e = self.endpoints().to_string();
             let owner = self.block_on(async move {
-                let put = TxnOp::put(vm_key.as_str(), json_bytes(&record), None);
+                let put = TxnOp::put(vm_key.as_str(), json(&record), None);
                 let txn = Txn::new()
                     .when([Compare::value(owner_key.as_str(), CompareOp::Equal, me.as_bytes())])
                     .and_then([put.clone()])
@@ -110,7 +110,18 @@ impl Cluster {
             let r =
                 timed(&e, "listing the pool's VMs", c.get(keys::VMS, Some(GetOptions::new().with_prefix())))
                     .await?;
-            r.kvs().iter().map(|kv| parse_value(&String::from_utf8_lossy(kv.key()), kv.value())).collect()
+            r.kvs().iter().map(|kv| parse(&String::from_utf8_lossy(kv.key()), kv.value())).collect()
+        })
+    }
+
+    /// What the owner last published of `vm` (with `host`), if any host owns it.
+    pub fn vm(&self, vm: &str) -> Result<Option<Value>, ClusterError> {
+        let mut c = self.client();
+        let e = self.endpoints().to_string();
+        let key = keys::vm(vm);
+        self.block_on(async move {
+            let r = timed(&e, &format!("reading VM '{vm}'"), c.get(key.as_str(), None)).await?;
+            r.kvs().first().map(|kv| parse(&key, kv.value())).transpose()
         })
     }
 

@@ -94,7 +94,7 @@ impl Daemon {
     }
 
     /// Sets (or clears) the pool connection; starts the publishing thread the first time.
-    fn set_cluster(self: &Daemon, c: Option<Arc<Cluster>>) {
+    fn set_cluster(&self, c: Option<Arc<Cluster>>) {
         let m = self.membership();
         m.published.lock().unwrap_or_else(|p| p.into_inner()).clear();
         m.conflicts.lock().unwrap_or_else(|p| p.into_inner()).clear();
@@ -261,19 +261,15 @@ impl Daemon {
         let target = match host {
             Some(h) => {
                 let status = c
-                    .host(h)?
+                    .hosts()?
+                    .into_iter()
+                    .find(|s| s.record.name == h)
                     .ok_or_else(|| Failure::Invalid(format!("host: no host named '{h}' in the pool")))?;
-                if h != me {
-                    let online = c
-                        .hosts()?
-                        .into_iter()
-                        .any(|s| s.record.name == h && s.state != cluster::HostState::Offline);
-                    if !online {
-                        return Err(Failure::Unavailable(format!(
-                            "host '{}' is offline: it cannot take '{}' now",
-                            status.name, def.name
-                        )));
-                    }
+                if h != me && status.state == cluster::HostState::Offline {
+                    return Err(Failure::Unavailable(format!(
+                        "host '{h}' is offline: it cannot take '{}' now",
+                        def.name
+                    )));
                 }
                 h.to_string()
             }
@@ -340,11 +336,7 @@ impl Daemon {
             }
             Err(Failure::NotFound(m)) => {
                 let Some(c) = c else { return Err(Failure::NotFound(m)) };
-                c.vms()?
-                    .into_iter()
-                    .filter(|v| v["name"] == name)
-                    .find_map(|v| serde_json::from_value::<VmInfo>(v).ok())
-                    .ok_or(Failure::NotFound(m))
+                c.vm(name)?.and_then(|v| serde_json::from_value::<VmInfo>(v).ok()).ok_or(Failure::NotFound(m))
             }
             Err(e) => Err(e),
         }

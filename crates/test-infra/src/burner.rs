@@ -25,11 +25,6 @@ impl Burner {
         }
         Ok(b)
     }
-
-    /// The processes' ids.
-    pub fn pids(&self) -> Vec<u32> {
-        self.children.iter().map(Child::id).collect()
-    }
 }
 
 impl Drop for Burner {
