@@ -282,6 +282,7 @@ pub async fn event_stream(
                         id: e.id,
                         time_ms: e.time_ms,
                         vm: e.vm,
+                        host: e.host,
                         level: e.level,
                         kind: e.kind,
                         message: e.message,

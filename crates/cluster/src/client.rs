@@ -23,7 +23,7 @@ pub const KEEPALIVE: Duration = Duration::from_secs(3);
 /// The longest vine waits for one etcd request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause before the membership task tries again after a failure.
-const RETRY: Duration = Duration::from_secs(2);
+pub(crate) const RETRY: Duration = Duration::from_secs(2);
 
 /// A host's connection to its pool: the etcd client, and the task that keeps the host
 /// registered and its liveness key alive (started by [`Cluster::start`], stopped by
@@ -344,6 +344,16 @@ impl Cluster {
     /// The endpoints, as errors name them.
     pub(crate) fn endpoints(&self) -> &str {
         &self.endpoints
+    }
+
+    /// Starts a background task on the crate's runtime; it is handed a receiver that changes
+    /// when the connection stops, and must end then.
+    pub(crate) fn spawn<F, Fut>(&self, task: F)
+    where
+        F: FnOnce(watch::Receiver<bool>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.rt.spawn(task(self.stop.subscribe()));
     }
 
     /// Runs a future on the crate's runtime, blocking the calling thread.

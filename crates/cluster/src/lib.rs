@@ -9,6 +9,9 @@
 //! - [`token`]: join tokens (one host, once, within the hour).
 //! - [`vms`]: which host owns each VM (compare-and-swap transactions only) and what the owner
 //!   publishes of it for every host to list.
+//! - [`shared`]: the users, tokens, rights and hooks every host shares (etcd the truth, each
+//!   host a copy kept by a watch), and the pool's event log (each host journals locally, then
+//!   ships).
 //! - [`Cluster`]: one host's connection to the pool: initialise or join a pool, rejoin it at
 //!   start, keep this host's liveness key alive, list hosts, issue join tokens, leave.
 //!
@@ -24,6 +27,7 @@
 pub mod config;
 pub mod keys;
 pub mod records;
+pub mod shared;
 pub mod token;
 pub mod vms;
 
@@ -32,6 +36,7 @@ mod client;
 pub use client::{Cluster, KEEPALIVE, LEASE_TTL_S, REQUEST_TIMEOUT};
 pub use config::{ClusterConfig, EtcdTls};
 pub use records::{HostRecord, HostState, HostStatus, PoolInfo, PoolRecord};
+pub use shared::{MirrorSink, MirrorUpdate};
 pub use token::JoinToken;
 pub use vms::Claim;
 

@@ -90,6 +90,7 @@ impl Ctx {
             id: 0,
             time_ms,
             vm: vm.map(String::from),
+            host: None,
             level: level.into(),
             kind: kind.into(),
             message: message.into(),

@@ -16,6 +16,9 @@
 //! * [`networks`]: virtual networks (bridges, rules, taps through `netconf`), their DHCP server
 //!   processes (detached, adopted after a restart) and the MAC allocator of VM NICs.
 //! * [`pools`]: storage pools (named directories) and their volumes (`POOL/NAME`), free space.
+//! * [`shared`]: the store as the daemon and API see it: the host's SQLite, with a pool's
+//!   shared users, tokens, rights and hooks (etcd first, a local copy for reads) and its event
+//!   log on top.
 //! * [`layout`]: where a VM's files live under the data directory.
 //! * [`trash`]: big files no longer needed (restored states), deleted at idle priority.
 //!
@@ -35,6 +38,7 @@ pub mod pools;
 pub mod protocol;
 pub mod resources;
 pub mod server;
+pub mod shared;
 pub mod supervisor;
 pub mod trash;
 

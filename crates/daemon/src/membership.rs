@@ -16,15 +16,16 @@ use serde_json::Value;
 use crate::placement;
 use crate::protocol::{Failure, VmInfo};
 use crate::server::Daemon;
+use crate::shared::{ClusterSlot, PoolStore};
 
 /// How often every VM's view is published again (changes made through a control are published
 /// at once; this catches the rest: a guest that powered off, a crash).
 pub const SYNC: Duration = Duration::from_secs(2);
 
 /// The pool connection, once the host is in a pool, and the address it advertises.
-#[derive(Default)]
 pub struct Membership {
-    cluster: Mutex<Option<Arc<Cluster>>>,
+    slot: Arc<ClusterSlot>,
+    store: Arc<PoolStore>,
     url: Mutex<String>,
     fingerprint: Mutex<String>,
     /// What was last published of each VM (its JSON), so unchanged views are not rewritten.
@@ -32,6 +33,21 @@ pub struct Membership {
     /// VMs whose names another host owns (reported once each).
     conflicts: Mutex<BTreeMap<String, String>>,
     sync_started: AtomicBool,
+}
+
+impl Membership {
+    /// The membership of a daemon whose store is `store`, sharing its pool connection `slot`.
+    pub fn new(slot: Arc<ClusterSlot>, store: Arc<PoolStore>) -> Membership {
+        Membership {
+            slot,
+            store,
+            url: Mutex::default(),
+            fingerprint: Mutex::default(),
+            published: Mutex::default(),
+            conflicts: Mutex::default(),
+            sync_started: AtomicBool::new(false),
+        }
+    }
 }
 
 impl From<ClusterError> for Failure {
@@ -58,7 +74,7 @@ impl Daemon {
 
     /// The pool connection, if this host is in a pool.
     pub fn cluster(&self) -> Option<Arc<Cluster>> {
-        self.membership().cluster.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.membership().slot.get()
     }
 
     /// This host as a pool member named `name`.
@@ -89,6 +105,7 @@ impl Daemon {
         let name = cfg.host.clone();
         let c = Cluster::start(cfg, self.host_record(&name))?;
         tracing::info!("rejoining pool {} as host '{name}'", c.config().pool_id);
+        self.membership().store.follow(&c);
         self.set_cluster(Some(Arc::new(c)));
         Ok(())
     }
@@ -98,7 +115,7 @@ impl Daemon {
         let m = self.membership();
         m.published.lock().unwrap_or_else(|p| p.into_inner()).clear();
         m.conflicts.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        *m.cluster.lock().unwrap_or_else(|p| p.into_inner()) = c;
+        m.slot.set(c);
         if self.cluster().is_some() && !m.sync_started.swap(true, Ordering::SeqCst) {
             let weak: Weak<Daemon> = self.weak_self();
             std::thread::Builder::new()
@@ -131,10 +148,15 @@ impl Daemon {
         }
         let name = name.unwrap_or_else(|| self.ctx().host.hostname.clone());
         let (c, cfg) = Cluster::init(&etcd, tls, self.host_record(&name))?;
+        if let Err(e) = self.membership().store.enter_pool(&c, true) {
+            let _ = c.leave();
+            return Err(Failure::Unavailable(format!("the pool was made in etcd, but {e}")));
+        }
         if let Err(e) = cfg.save(&self.ctx().data) {
             c.stop();
             return Err(Failure::Failed(format!("the pool was made in etcd, but {e}")));
         }
+        self.membership().store.follow(&c);
         // Listed online at once; if etcd is slow the membership task goes on trying.
         let _ = c.wait_registered();
         self.set_cluster(Some(Arc::new(c)));
@@ -165,10 +187,15 @@ impl Daemon {
         }
         let t = JoinToken::decode(token)?;
         let (c, cfg) = Cluster::join(&t, self.host_record(&t.host))?;
+        if let Err(e) = self.membership().store.enter_pool(&c, false) {
+            let _ = c.leave();
+            return Err(Failure::Unavailable(format!("joined in etcd, but {e}; left again")));
+        }
         if let Err(e) = cfg.save(&self.ctx().data) {
             let _ = c.leave();
             return Err(Failure::Failed(format!("joined in etcd, but {e}; left again")));
         }
+        self.membership().store.follow(&c);
         // Listed online at once; if etcd is slow the membership task goes on trying.
         let _ = c.wait_registered();
         self.set_cluster(Some(Arc::new(c)));

@@ -122,7 +122,10 @@ impl Daemon {
     /// Opens the data directory and store and reattaches to the VMs that still run.
     pub fn open(cfg: Config) -> Result<Arc<Daemon>, DaemonError> {
         std::fs::create_dir_all(cfg.data_dir.join("vms")).map_err(io("cannot create", &cfg.data_dir))?;
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&layout::database(&cfg.data_dir))?);
+        let local: Arc<dyn Store> = Arc::new(SqliteStore::open(&layout::database(&cfg.data_dir))?);
+        let slot = Arc::new(crate::shared::ClusterSlot::default());
+        let pool_store = crate::shared::PoolStore::new(local, slot.clone());
+        let store: Arc<dyn Store> = pool_store.clone();
         let host = host::host_info(&host::LiveHost)?;
         let resources = Resources::new(host.cpus, host.memory_bytes, host.cgroup.clone(), &cfg.cgroup_parent);
         let emulator = sandbox::User::lookup(&cfg.emulator_user)?;
@@ -159,7 +162,7 @@ impl Daemon {
             vms: Mutex::new(BTreeMap::new()),
             stopping: AtomicBool::new(false),
             metrics: Metrics::default(),
-            membership: Default::default(),
+            membership: crate::membership::Membership::new(slot, pool_store),
         });
         for rec in d.ctx.store.list_vms()? {
             d.adopt(rec);
@@ -593,8 +596,12 @@ impl Daemon {
                 Ok(Value::Array(
                     ev.into_iter()
                         .map(|e| {
-                            json!({ "id": e.id, "time_ms": e.time_ms, "vm": e.vm, "level": e.level,
-                                    "kind": e.kind, "message": e.message })
+                            let mut v = json!({ "id": e.id, "time_ms": e.time_ms, "vm": e.vm, "level": e.level,
+                                    "kind": e.kind, "message": e.message });
+                            if let Some(h) = e.host {
+                                v["host"] = Value::String(h);
+                            }
+                            v
                         })
                         .collect(),
                 ))

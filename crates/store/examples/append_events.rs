@@ -16,6 +16,7 @@ fn main() {
         id: 0,
         time_ms: 1,
         vm: Some("w".into()),
+        host: None,
         level: "info".into(),
         kind: "tick".into(),
         message: "tick".into(),

@@ -41,7 +41,7 @@ pub enum Durability {
 }
 
 /// One entry of the event log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EventRecord {
     /// Position in the log (assigned by the store, increasing).
     pub id: u64,
@@ -49,6 +49,9 @@ pub struct EventRecord {
     pub time_ms: i64,
     /// The VM concerned, if any.
     pub vm: Option<String>,
+    /// The host it happened on, in a pool's log (a host's own log leaves it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// `info`, `warning`, `error`.
     pub level: String,
     /// What happened, e.g. `vm.started`.
@@ -58,7 +61,7 @@ pub struct EventRecord {
 }
 
 /// A user of the management plane.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UserRecord {
     /// Login name.
     pub name: String,
@@ -73,7 +76,7 @@ pub struct UserRecord {
 }
 
 /// A login session or an API token (the secret itself is never stored, only its SHA-256).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TokenRecord {
     /// Public id (the first part of the token).
     pub id: String,
@@ -92,7 +95,7 @@ pub struct TokenRecord {
 }
 
 /// One right of one user on one VM.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct AclEntry {
     /// The user.
     pub user: String,
@@ -103,7 +106,7 @@ pub struct AclEntry {
 }
 
 /// An event script.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HookRecord {
     /// Id (assigned by the store).
     pub id: u64,
@@ -115,6 +118,43 @@ pub struct HookRecord {
     pub vm: Option<String>,
     /// Seconds before it is killed.
     pub timeout_s: u32,
+}
+
+/// The tables a pool of hosts shares (users, their tokens and rights, hooks): in a pool they live
+/// in etcd, and each host's store holds a copy, replaced whole by [`Store::replace_shared`] and
+/// kept current by [`Store::apply_shared`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SharedTables {
+    /// Every user.
+    pub users: Vec<UserRecord>,
+    /// Every session and API token.
+    pub tokens: Vec<TokenRecord>,
+    /// Every right.
+    pub acl: Vec<AclEntry>,
+    /// Every event script.
+    pub hooks: Vec<HookRecord>,
+}
+
+/// One change to the shared tables. Applying one is idempotent: a put replaces, a delete of
+/// what is not there does nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SharedChange {
+    /// A user made or changed.
+    User(UserRecord),
+    /// A user gone, with their tokens and rights.
+    UserGone(String),
+    /// A token issued.
+    Token(TokenRecord),
+    /// A token gone (by id).
+    TokenGone(String),
+    /// A right granted.
+    Grant(AclEntry),
+    /// A right revoked.
+    Revoke(AclEntry),
+    /// A hook added.
+    Hook(HookRecord),
+    /// A hook gone (by id).
+    HookGone(u64),
 }
 
 /// A virtual network: its name and its settings (opaque JSON to the store).
@@ -203,6 +243,9 @@ pub enum StoreError {
         /// Which of its NICs.
         index: u32,
     },
+    /// The pool's shared state (in etcd) could not be read or written; the message names etcd.
+    #[error("{0}")]
+    Pool(String),
     /// The database was written by a newer vine.
     #[error("state store {path} has schema version {found}; this vine understands up to {supported}")]
     TooNew {
@@ -306,4 +349,13 @@ pub trait Store: Send + Sync {
     fn list_nics(&self) -> Result<Vec<NicRecord>, StoreError>;
     /// Frees the MACs of `vm`'s NICs whose index is `from` or more (all of them with 0).
     fn release_macs(&self, vm: &str, from: u32) -> Result<(), StoreError>;
+    /// The id of the newest event (0 for an empty log).
+    fn last_event_id(&self) -> Result<u64, StoreError>;
+    /// The shared tables as they are here.
+    fn shared(&self) -> Result<SharedTables, StoreError>;
+    /// Replaces the shared tables with `t` in one transaction (a host joining a pool, or
+    /// catching up with it).
+    fn replace_shared(&self, t: &SharedTables) -> Result<(), StoreError>;
+    /// Applies one change to the shared tables (idempotent).
+    fn apply_shared(&self, c: &SharedChange) -> Result<(), StoreError>;
 }

@@ -19,8 +19,8 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::{
-    AclEntry, Durability, EventRecord, HookRecord, NetworkRecord, NicRecord, PoolRecord, Store, StoreError,
-    TokenRecord, UserRecord, VmRecord,
+    AclEntry, Durability, EventRecord, HookRecord, NetworkRecord, NicRecord, PoolRecord, SharedChange,
+    SharedTables, Store, StoreError, TokenRecord, UserRecord, VmRecord,
 };
 
 /// Schema version this code writes.
@@ -360,6 +360,7 @@ impl Store for SqliteStore {
                     id: r.get::<_, i64>(0)? as u64,
                     time_ms: r.get(1)?,
                     vm: r.get(2)?,
+                    host: None,
                     level: r.get(3)?,
                     kind: r.get(4)?,
                     message: r.get(5)?,
@@ -702,6 +703,88 @@ impl Store for SqliteStore {
             .map_err(db("release MACs"))?;
         Ok(())
     }
+
+    fn last_event_id(&self) -> Result<u64, StoreError> {
+        self.reader()
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get::<_, i64>(0))
+            .map(|id| id.max(0) as u64)
+            .map_err(db("read the last event"))
+    }
+
+    fn shared(&self) -> Result<SharedTables, StoreError> {
+        let tokens = {
+            let conn = self.reader();
+            let mut st = conn
+                .prepare(
+                    "SELECT id, user, secret_sha256, kind, label, created_ms, expires_ms FROM tokens ORDER BY id",
+                )
+                .map_err(db("list tokens"))?;
+            let rows = st.query_map([], token_row).map_err(db("list tokens"))?;
+            rows.collect::<Result<_, _>>().map_err(db("list tokens"))?
+        };
+        Ok(SharedTables {
+            users: self.list_users()?,
+            tokens,
+            acl: self.acl(None, None)?,
+            hooks: self.list_hooks()?,
+        })
+    }
+
+    fn replace_shared(&self, t: &SharedTables) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db("replace shared tables"))?;
+        tx.execute_batch("DELETE FROM acl; DELETE FROM tokens; DELETE FROM users; DELETE FROM hooks;")
+            .map_err(db("replace shared tables"))?;
+        let changes = t
+            .users
+            .iter()
+            .cloned()
+            .map(SharedChange::User)
+            .chain(t.tokens.iter().cloned().map(SharedChange::Token))
+            .chain(t.acl.iter().cloned().map(SharedChange::Grant))
+            .chain(t.hooks.iter().cloned().map(SharedChange::Hook));
+        for c in changes {
+            apply(&tx, &c)?;
+        }
+        tx.commit().map_err(db("replace shared tables"))
+    }
+
+    fn apply_shared(&self, c: &SharedChange) -> Result<(), StoreError> {
+        apply(&self.conn(), c)
+    }
+}
+
+/// Applies one change to the shared tables on `conn` (a put replaces, a delete of nothing is no
+/// error). A token or right whose user is not there is refused by the foreign keys.
+fn apply(conn: &Connection, c: &SharedChange) -> Result<(), StoreError> {
+    let r = match c {
+        SharedChange::User(u) => conn.execute(
+            "INSERT INTO users (name, password_hash, admin, can_create, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (name) DO UPDATE SET password_hash = ?2, admin = ?3, can_create = ?4, created_ms = ?5",
+            params![u.name, u.password_hash, u.admin, u.can_create, u.created_ms],
+        ),
+        SharedChange::UserGone(name) => conn.execute("DELETE FROM users WHERE name = ?1", params![name]),
+        SharedChange::Token(t) => conn.execute(
+            "INSERT OR REPLACE INTO tokens (id, user, secret_sha256, kind, label, created_ms, expires_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![t.id, t.user, t.secret_sha256, t.kind, t.label, t.created_ms, t.expires_ms],
+        ),
+        SharedChange::TokenGone(id) => conn.execute("DELETE FROM tokens WHERE id = ?1", params![id]),
+        SharedChange::Grant(e) => conn.execute(
+            "INSERT OR IGNORE INTO acl (user, vm, right) VALUES (?1, ?2, ?3)",
+            params![e.user, e.vm, e.right],
+        ),
+        SharedChange::Revoke(e) => conn.execute(
+            "DELETE FROM acl WHERE user = ?1 AND vm = ?2 AND right = ?3",
+            params![e.user, e.vm, e.right],
+        ),
+        SharedChange::Hook(h) => conn.execute(
+            "INSERT OR REPLACE INTO hooks (id, event, script, vm, timeout_s) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![h.id as i64, h.event, h.script, h.vm, h.timeout_s],
+        ),
+        SharedChange::HookGone(id) => conn.execute("DELETE FROM hooks WHERE id = ?1", params![*id as i64]),
+    };
+    r.map(|_| ()).map_err(db("apply a change of the pool's shared tables"))
 }
 
 fn user_row(r: &rusqlite::Row) -> rusqlite::Result<UserRecord> {

@@ -21,6 +21,7 @@ fn event(vm: Option<&str>, kind: &str) -> EventRecord {
         id: 0,
         time_ms: 1,
         vm: vm.map(String::from),
+        host: None,
         level: "info".into(),
         kind: kind.into(),
         message: kind.into(),
@@ -352,4 +353,60 @@ fn a_version_2_database_gains_the_network_tables() {
     assert!(s.get_vm("old").unwrap().is_some());
     s.claim_mac(&nic("0a:56:4e:00:00:09", "old", 0)).unwrap();
     assert_eq!(s.list_networks().unwrap(), vec![]);
+}
+
+#[test]
+fn the_shared_tables_are_replaced_whole_and_changed_idempotently() {
+    use store::{AclEntry, HookRecord, SharedChange, SharedTables, TokenRecord, UserRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("v.db")).unwrap();
+    let user = |name: &str| UserRecord {
+        name: name.into(),
+        password_hash: "$argon2id$x".into(),
+        admin: false,
+        can_create: false,
+        created_ms: 1,
+    };
+    s.create_user(&user("local")).unwrap();
+    let token = TokenRecord {
+        id: "t1".into(),
+        user: "ann".into(),
+        secret_sha256: "ab".into(),
+        kind: "api".into(),
+        label: String::new(),
+        created_ms: 2,
+        expires_ms: None,
+    };
+    let right = AclEntry { user: "ann".into(), vm: "pool/fast".into(), right: "use".into() };
+    let hook = HookRecord { id: 7, event: "vm.crashed".into(), script: "/x".into(), vm: None, timeout_s: 30 };
+    let pool = SharedTables {
+        users: vec![user("ann")],
+        tokens: vec![token.clone()],
+        acl: vec![right.clone()],
+        hooks: vec![hook.clone()],
+    };
+    // A host joining a pool: its own users go, the pool's come, hook numbers are kept.
+    s.replace_shared(&pool).unwrap();
+    assert_eq!(s.shared().unwrap(), pool);
+    assert!(s.get_user("local").unwrap().is_none());
+    // Every change applies twice as once (a host's own write, then the same from the watch).
+    for _ in 0..2 {
+        s.apply_shared(&SharedChange::User(UserRecord { admin: true, ..user("ann") })).unwrap();
+        s.apply_shared(&SharedChange::Revoke(right.clone())).unwrap();
+        s.apply_shared(&SharedChange::HookGone(7)).unwrap();
+    }
+    assert!(s.get_user("ann").unwrap().unwrap().admin);
+    assert!(s.acl(None, None).unwrap().is_empty());
+    assert!(s.list_hooks().unwrap().is_empty());
+    assert_eq!(s.get_token("t1").unwrap().unwrap(), token);
+    // A token whose user is not there is refused, and the copy stays whole.
+    let orphan = TokenRecord { id: "t2".into(), user: "nobody".into(), ..token.clone() };
+    assert!(s.apply_shared(&SharedChange::Token(orphan)).is_err());
+    s.apply_shared(&SharedChange::UserGone("ann".into())).unwrap();
+    assert!(s.get_token("t1").unwrap().is_none());
+    // A replacement that cannot be applied leaves the tables as they were.
+    let broken = SharedTables { users: vec![], tokens: vec![token], acl: vec![], hooks: vec![] };
+    s.create_user(&user("kept")).unwrap();
+    assert!(s.replace_shared(&broken).is_err());
+    assert!(s.get_user("kept").unwrap().is_some());
 }

@@ -86,9 +86,13 @@ fn three_hosts_make_one_pool_seen_alike_from_every_host() {
         assert_eq!(show["etcd_members"].as_array().unwrap().len(), 3, "{show}");
         assert_eq!(show["pool"]["id"], lab.json("h1", &["cluster", "show"])["pool"]["id"]);
     }
-    // … and from every host's HTTPS API, asked across the lab's LAN.
+    // … and from every host's HTTPS API, asked across the lab's LAN. The pool's users are the
+    // first host's: its administrator's password works on every host, a joined host's own
+    // first password no longer does.
+    let password = lab.admin_password("h1");
+    assert_eq!(lab.try_login("h1", "h2", "admin", &lab.admin_password("h2")), None);
     for to in lab.hosts() {
-        let token = lab.login("h1", &to, "admin", &lab.admin_password(&to));
+        let token = lab.login("h1", &to, "admin", &password);
         let (code, body) = lab.https("h1", &to, "GET", "/api/hosts", &token, None);
         assert_eq!(code, 200, "{body}");
         let v: Value = serde_json::from_str(&body).unwrap();
@@ -112,12 +116,86 @@ fn three_hosts_make_one_pool_seen_alike_from_every_host() {
     for h in lab.hosts() {
         lab.wait(Duration::from_secs(10), &format!("every VM listed on {h}"), || vms_on(&lab, &h) == want);
     }
-    let token = lab.login("h3", "h1", "admin", &lab.admin_password("h1"));
+    let token = lab.login("h3", "h1", "admin", &password);
     let (code, body) = lab.https("h3", "h1", "GET", "/api/vms", &token, None);
     assert_eq!(code, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 4, "{v}");
     assert_eq!(lab.json("h1", &["vm", "show", "c1"])["host"], "h3");
+
+    // One set of users, rights and hooks: a user made through h1, given a right through h2,
+    // logs in on h3 and sees only that VM; a hook added on h3 is listed on h1.
+    let (code, body) = lab.https(
+        "h2",
+        "h1",
+        "POST",
+        "/api/users",
+        &token,
+        Some(r#"{"name": "olga", "password": "olga-password-1"}"#),
+    );
+    assert_eq!(code, 201, "{body}");
+    let h2_token = lab.login("h1", "h2", "admin", &password);
+    let (code, body) = lab.https(
+        "h1",
+        "h2",
+        "POST",
+        "/api/acl",
+        &h2_token,
+        Some(r#"{"user": "olga", "vm": "b2", "right": "use"}"#),
+    );
+    assert_eq!(code / 100, 2, "{code} {body}");
+    let olga = lab.wait_value(Duration::from_secs(5), "olga can log in on h3", || {
+        lab.try_login("h2", "h3", "olga", "olga-password-1")
+    });
+    lab.wait(Duration::from_secs(5), "olga sees b2 alone from h3", || {
+        let (code, body) = lab.https("h2", "h3", "GET", "/api/vms", &olga, None);
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        let names: Vec<&str> =
+            v.as_array().map(|a| a.iter().filter_map(|x| x["name"].as_str()).collect()).unwrap_or_default();
+        code == 200 && names == ["b2"]
+    });
+    let (code, _) = lab.https("h2", "h3", "GET", "/api/vms/c1", &olga, None);
+    assert_eq!(code, 403, "olga may not see c1, which lives on h3 itself");
+    let (code, _) = lab.https("h2", "h1", "POST", "/api/vms/b1/actions/start", &olga, None);
+    assert!(code == 403 || code == 404, "olga may not start b1: {code}");
+    lab.ok("h3", &["hook", "add", "vm.crashed", "/bin/true"]);
+    lab.wait(Duration::from_secs(5), "h3's hook listed on h1", || {
+        lab.json("h1", &["hook", "list"]).to_string().contains("vm.crashed")
+    });
+
+    // One event log: every host shows the same events, from all three hosts, in time order.
+    let log = |h: &str| -> Vec<(i64, String, String)> {
+        lab.ok(h, &["events", "--json"])
+            .lines()
+            .map(|l| {
+                let e: Value = serde_json::from_str(l).unwrap();
+                (
+                    e["time_ms"].as_i64().unwrap(),
+                    e["host"].as_str().unwrap_or("").to_string(),
+                    e["kind"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    lab.wait(Duration::from_secs(10), "the same event log on every host", || {
+        let first = log("h1");
+        lab.hosts().iter().all(|h| log(h) == first)
+    });
+    let first = log("h1");
+    assert!(first.windows(2).all(|w| w[0].0 <= w[1].0), "in time order: {first:?}");
+    for (h, kind) in [
+        ("h1", "cluster.init"),
+        ("h2", "cluster.join"),
+        ("h3", "cluster.join"),
+        ("h2", "vm.created"),
+        ("h3", "vm.created"),
+        ("h1", "vm.created"),
+    ] {
+        assert!(
+            first.iter().any(|(_, host, k)| host == h && k == kind),
+            "{kind} from {h} in the pool's log: {first:?}"
+        );
+    }
     // Every control works when sent to a host that does not own the VM: it is forwarded to
     // the owner (here h2), and the guest shows it.
     lab.ok("h1", &["vm", "start", "b1"]);

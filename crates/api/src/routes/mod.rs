@@ -121,6 +121,7 @@ impl From<store::StoreError> for ApiError {
         let status = match e {
             store::StoreError::Duplicate { .. } | store::StoreError::Exists(_) => StatusCode::CONFLICT,
             store::StoreError::Missing { .. } | store::StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+            store::StoreError::Pool(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
@@ -1052,6 +1053,9 @@ pub struct Event {
     pub time_ms: i64,
     /// The VM, if any.
     pub vm: Option<String>,
+    /// The host it happened on (in a pool).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// info, warning, error.
     pub level: String,
     /// e.g. vm.start.

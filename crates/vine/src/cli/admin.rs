@@ -349,8 +349,10 @@ pub fn token(cmd: TokenCommand) -> anyhow::Result<i32> {
 pub fn print_event(e: &Value) {
     let secs = e["time_ms"].as_i64().unwrap_or(0) / 1000;
     let t = format_time(secs);
+    // In a pool each event names its host.
+    let host = e["host"].as_str().map(|h| format!("{h:<10} ")).unwrap_or_default();
     println!(
-        "{t} {:<7} {:<20} {}",
+        "{t} {host}{:<7} {:<20} {}",
         e["level"].as_str().unwrap_or(""),
         e["kind"].as_str().unwrap_or(""),
         e["message"].as_str().unwrap_or("")
@@ -378,7 +380,9 @@ pub fn events(vm: Option<String>, since: Option<u32>, follow: bool, json: bool) 
             q.push_str(&format!("&since_ms={t}"));
         }
         let v = rest("GET", &q, None)?;
-        let list = v.as_array().cloned().unwrap_or_default();
+        let mut list = v.as_array().cloned().unwrap_or_default();
+        // A pool's log numbers events in the order they reached it; they are shown in time order.
+        list.sort_by_key(|e| (e["time_ms"].as_i64().unwrap_or(0), e["id"].as_u64().unwrap_or(0)));
         for e in &list {
             if json {
                 println!("{}", serde_json::to_string(e)?);

@@ -141,6 +141,30 @@ impl Lab {
         v["token"].as_str().unwrap_or_else(|| panic!("login of {user} on {to}: {v}")).to_string()
     }
 
+    /// Logs in as `user` on host `to` (from inside `from`); the token, or None if refused.
+    pub fn try_login(&self, from: &str, to: &str, user: &str, password: &str) -> Option<String> {
+        let url = format!("{}/api/login", self.get(&format!("LAB_{to}_URL")));
+        let body = serde_json::json!({"user": user, "password": password}).to_string();
+        let out = self.inside(
+            from,
+            &["curl", "-sk", "-H", "Content-Type: application/json", "--data-binary", &body, &url],
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["token"].as_str().map(str::to_string)
+    }
+
+    /// Waits until `f` gives a value, polling every 200 ms; panics with `what` after `limit`.
+    pub fn wait_value<T>(&self, limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let t = Instant::now();
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(t.elapsed() < limit, "{what}: not within {limit:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Host `h`'s first administrator password.
     pub fn admin_password(&self, h: &str) -> String {
         let f = Path::new(self.get(&format!("LAB_{h}_DATA"))).join("initial-admin-password");
