@@ -10,6 +10,9 @@
 #   bash scripts/pool-lab.sh down       stops and removes everything the lab made
 #   bash scripts/pool-lab.sh status     what is running
 #   bash scripts/pool-lab.sh daemon hI  starts hI's daemon again (after a test killed it); prints its pid
+#   bash scripts/pool-lab.sh etcd hI    starts hI's etcd member again (after a test killed it)
+#   bash scripts/pool-lab.sh cut hI     takes hI off the lab's LAN (its cable pulled: the
+#                                       switch's port goes down); `plug hI` puts it back
 #
 # Environment: VINE (the vine binary; default: scripts/build.sh's), VINE_LAB (name prefix of
 # the namespaces and cgroups; default vinelab), VINE_LAB_DIR (default /var/tmp/$VINE_LAB),
@@ -110,6 +113,43 @@ restart_daemon() {
     cat "$LAB/h$i/daemon.pid"
 }
 
+# start_etcd I: host hI's etcd member (a restarted member finds its data directory and rejoins).
+start_etcd() {
+    local i=$1 ip=$NET.$((10 + $1))
+    start_in "$P-h$i" "$LAB/h$i/etcd.pid" "$LAB/h$i/etcd.log" etcd --name "h$i" --data-dir "$LAB/h$i/etcd" \
+        --listen-client-urls "http://$ip:2379" --advertise-client-urls "http://$ip:2379" \
+        --listen-peer-urls "http://$ip:2380" --initial-advertise-peer-urls "http://$ip:2380" \
+        --initial-cluster "$(cat "$LAB/etcd-cluster")" --initial-cluster-token "$P" --initial-cluster-state new \
+        --heartbeat-interval 100 --election-timeout 1000
+}
+
+# host_index hI: I, after checking the lab is up and has that host.
+host_index() {
+    local h=${1:-}
+    [[ "$h" =~ ^h([0-9]+)$ ]] || die "expected a host name like h2, got '$h'"
+    [ -f "$LAB/lab.env" ] || die "no lab named $P is up"
+    [ -d "$LAB/${h}" ] || die "the lab has no host $h"
+    echo "${BASH_REMATCH[1]}"
+}
+
+# etcd hI: starts host hI's etcd member again.
+restart_etcd() {
+    local i old
+    i=$(host_index "${1:-}")
+    [ -d "$LAB/h$i/etcd" ] || die "host h$i runs no etcd member"
+    old=$(cat "$LAB/h$i/etcd.pid" 2>/dev/null || true)
+    if [ -n "$old" ] && kill -0 "$old" 2>/dev/null; then die "the etcd member of h$i runs (pid $old)"; fi
+    start_etcd "$i"
+    cat "$LAB/h$i/etcd.pid"
+}
+
+# cut hI / plug hI: the switch's port of host hI down or up.
+port() {
+    local i
+    i=$(host_index "${2:-}")
+    ns_exec "$SW" ip link set "$P-h$i" "$1"
+}
+
 up() {
     local n=$1 i ns ip members=() urls=() cluster=""
     [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 200 ] || die "up N: N must be 1 to 200, got '$n'"
@@ -148,13 +188,9 @@ up() {
     done
     cluster=$(IFS=,; echo "${members[*]}")
 
+    echo "$cluster" >"$LAB/etcd-cluster"
     for i in $(seq "$nmembers"); do
-        ip=$NET.$((10 + i))
-        start_in "$P-h$i" "$LAB/h$i/etcd.pid" "$LAB/h$i/etcd.log" etcd --name "h$i" --data-dir "$LAB/h$i/etcd" \
-            --listen-client-urls "http://$ip:2379" --advertise-client-urls "http://$ip:2379" \
-            --listen-peer-urls "http://$ip:2380" --initial-advertise-peer-urls "http://$ip:2380" \
-            --initial-cluster "$cluster" --initial-cluster-token "$P" --initial-cluster-state new \
-            --heartbeat-interval 100 --election-timeout 1000
+        start_etcd "$i"
     done
     local etcd
     etcd=$(IFS=,; echo "${urls[*]}")
@@ -209,5 +245,8 @@ case "${1:-}" in
     down) down ;;
     status) status ;;
     daemon) restart_daemon "${2:-}" ;;
-    *) die "usage: pool-lab.sh up N | down | status | daemon hI" ;;
+    etcd) restart_etcd "${2:-}" ;;
+    cut) port down "${2:-}" ;;
+    plug) port up "${2:-}" ;;
+    *) die "usage: pool-lab.sh up N | down | status | daemon hI | etcd hI | cut hI | plug hI" ;;
 esac

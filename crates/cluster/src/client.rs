@@ -22,6 +22,8 @@ pub const LEASE_TTL_S: i64 = 10;
 pub const KEEPALIVE: Duration = Duration::from_secs(3);
 /// The longest vine waits for one etcd request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest vine waits for a connection to one etcd member.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause before the membership task tries again after a failure.
 pub(crate) const RETRY: Duration = Duration::from_secs(2);
 
@@ -49,7 +51,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ClusterError> {
 }
 
 fn options(tls: Option<&EtcdTls>) -> Result<ConnectOptions, ClusterError> {
-    let mut o = ConnectOptions::new().with_timeout(REQUEST_TIMEOUT).with_connect_timeout(REQUEST_TIMEOUT);
+    let mut o = ConnectOptions::new().with_timeout(REQUEST_TIMEOUT).with_connect_timeout(CONNECT_TIMEOUT);
     if let Some(t) = tls {
         let read = |p: &std::path::Path| {
             std::fs::read(p).map_err(|e| ClusterError::Invalid(format!("etcd TLS file {}: {e}", p.display())))
@@ -63,22 +65,95 @@ fn options(tls: Option<&EtcdTls>) -> Result<ConnectOptions, ClusterError> {
     Ok(o)
 }
 
-/// Runs `f` with the request timeout; maps the client's errors to [`ClusterError`].
-pub(crate) async fn timed<T>(
-    endpoints: &str,
-    what: &str,
-    f: impl Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T, ClusterError> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(source)) => Err(ClusterError::Etcd { endpoints: endpoints.into(), what: what.into(), source }),
-        Err(_) => Err(ClusterError::Timeout {
-            endpoints: endpoints.into(),
-            what: what.into(),
-            secs: REQUEST_TIMEOUT.as_secs(),
-        }),
+/// How often each etcd member's address is tried, and how long a try may take.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Keeps the client's requests off etcd members that cannot be reached: every
+/// [`PROBE_EVERY`], each endpoint's address is tried (a TCP connection); one that does not
+/// answer is taken out of the set the client spreads requests over (never the last), and put
+/// back once it answers again. Without this a request could land on a member that is down or
+/// cut off and wait for its whole timeout.
+async fn steer(client: Client, urls: Vec<String>, mut stop: watch::Receiver<bool>) {
+    let mut out: Vec<String> = Vec::new();
+    loop {
+        for url in &urls {
+            let addr = url.split("://").nth(1).unwrap_or(url).trim_end_matches('/').to_string();
+            let up = matches!(
+                tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr.as_str())).await,
+                Ok(Ok(_))
+            );
+            let is_out = out.contains(url);
+            if !up && !is_out && out.len() + 1 < urls.len() {
+                if client.remove_endpoint(url.as_str()).await.is_ok() {
+                    tracing::info!("etcd member {url} does not answer: requests go to the others");
+                    out.push(url.clone());
+                }
+            } else if up && is_out && client.add_endpoint(url.as_str()).await.is_ok() {
+                tracing::info!("etcd member {url} answers again");
+                out.retain(|u| u != url);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PROBE_EVERY) => {}
+            _ = stop.changed() => return,
+        }
     }
 }
+
+/// Pause before a request that could not reach an etcd member is sent again.
+pub(crate) const RESEND: Duration = Duration::from_millis(25);
+
+/// Whether a request failed before it reached etcd (its connection could not be made), so
+/// sending it again cannot apply it twice. The client spreads requests over the endpoints and
+/// keeps a dead member's among them, so with one member down a request can land there; sent
+/// again, it goes to another.
+pub(crate) fn never_sent(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) => true,
+        // gRPC's UNAVAILABLE (14), raised by the connection, not by etcd.
+        etcd_client::Error::GRpcStatus(s) => s.code() as i32 == 14 && s.message().contains("connect"),
+        _ => false,
+    }
+}
+
+/// `timed!(endpoints, what, call)`: a future running the etcd `call` (an expression evaluated
+/// again for each try) within [`REQUEST_TIMEOUT`], sending it again while it fails before
+/// reaching etcd ([`never_sent`]); maps the client's errors to [`crate::ClusterError`], naming
+/// etcd, the endpoints and `what` was being done.
+macro_rules! timed {
+    ($endpoints:expr, $what:expr, $call:expr $(,)?) => {
+        async {
+            let deadline = tokio::time::Instant::now() + $crate::client::REQUEST_TIMEOUT;
+            loop {
+                match tokio::time::timeout_at(deadline, $call).await {
+                    Ok(Ok(v)) => break Ok(v),
+                    Ok(Err(source)) => {
+                        if $crate::client::never_sent(&source)
+                            && tokio::time::Instant::now() + $crate::client::RESEND < deadline
+                        {
+                            tokio::time::sleep($crate::client::RESEND).await;
+                            continue;
+                        }
+                        break Err($crate::ClusterError::Etcd {
+                            endpoints: ($endpoints).to_string(),
+                            what: ($what).to_string(),
+                            source,
+                        });
+                    }
+                    Err(_) => {
+                        break Err($crate::ClusterError::Timeout {
+                            endpoints: ($endpoints).to_string(),
+                            what: ($what).to_string(),
+                            secs: $crate::client::REQUEST_TIMEOUT.as_secs(),
+                        })
+                    }
+                }
+            }
+        }
+    };
+}
+pub(crate) use timed;
 
 /// A key's bytes read as `T` (a record, or any JSON value).
 pub(crate) fn parse<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, ClusterError> {
@@ -104,7 +179,7 @@ impl Cluster {
         let etcd = config::check_endpoints(etcd)?;
         let rt = runtime()?;
         let endpoints = etcd.join(",");
-        let mut client = rt.block_on(timed(
+        let mut client = rt.block_on(timed!(
             &endpoints,
             "connecting",
             Client::connect(&etcd, Some(options(tls.as_ref())?)),
@@ -122,7 +197,7 @@ impl Cluster {
                 TxnOp::put(keys::host(&host.name), json(&host), None),
             ])
             .or_else([TxnOp::get(keys::POOL, None)]);
-        let resp = rt.block_on(timed(&endpoints, "creating the pool", client.txn(txn)))?;
+        let resp = rt.block_on(timed!(&endpoints, "creating the pool", client.txn(txn.clone())))?;
         if !resp.succeeded() {
             let existing = resp
                 .op_responses()
@@ -158,9 +233,12 @@ impl Cluster {
         }
         let rt = runtime()?;
         let endpoints = token.etcd.join(",");
-        let mut client =
-            rt.block_on(timed(&endpoints, "connecting", Client::connect(&token.etcd, Some(options(None)?))))?;
-        let pool = rt.block_on(timed(&endpoints, "reading the pool", client.get(keys::POOL, None)))?;
+        let mut client = rt.block_on(timed!(
+            &endpoints,
+            "connecting",
+            Client::connect(&token.etcd, Some(options(None)?))
+        ))?;
+        let pool = rt.block_on(timed!(&endpoints, "reading the pool", client.get(keys::POOL, None)))?;
         let pool: PoolRecord = match pool.kvs().first() {
             Some(kv) => parse(keys::POOL, kv.value())?,
             None => {
@@ -185,7 +263,7 @@ impl Cluster {
                 TxnOp::put(host_key.as_str(), json(&host), None),
             ])
             .or_else([TxnOp::get(host_key.as_str(), None)]);
-        let resp = rt.block_on(timed(&endpoints, "joining the pool", client.txn(txn)))?;
+        let resp = rt.block_on(timed!(&endpoints, "joining the pool", client.txn(txn.clone())))?;
         if !resp.succeeded() {
             let taken = resp
                 .op_responses()
@@ -215,11 +293,11 @@ impl Cluster {
         let (key, hash) = (keys::join(host), token.secret_hash());
         let host_key = keys::host(host);
         self.rt.block_on(async move {
-            let lease = timed(&e, "taking the token's lease", c.lease_grant(TOKEN_TTL_S, None)).await?;
+            let lease = timed!(&e, "taking the token's lease", c.lease_grant(TOKEN_TTL_S, None)).await?;
             let txn = Txn::new()
                 .when([Compare::version(host_key.as_str(), CompareOp::Equal, 0)])
                 .and_then([TxnOp::put(key.as_str(), hash, Some(PutOptions::new().with_lease(lease.id())))]);
-            let r = timed(&e, "writing the join token", c.txn(txn)).await?;
+            let r = timed!(&e, "writing the join token", c.txn(txn.clone())).await?;
             if r.succeeded() {
                 Ok(())
             } else {
@@ -239,7 +317,7 @@ impl Cluster {
         self.rt.block_on(async move {
             let txn = Txn::new()
                 .and_then([TxnOp::delete(host_key.as_str(), None), TxnOp::delete(alive_key.as_str(), None)]);
-            timed(&e, "removing this host from the pool", c.txn(txn)).await.map(|_| ())
+            timed!(&e, "removing this host from the pool", c.txn(txn.clone())).await.map(|_| ())
         })
     }
 
@@ -261,7 +339,7 @@ impl Cluster {
 
     fn with(rt: tokio::runtime::Runtime, client: Client, cfg: ClusterConfig) -> Cluster {
         let (stop, _) = watch::channel(false);
-        Cluster {
+        let c = Cluster {
             rt,
             client,
             endpoints: cfg.etcd.join(","),
@@ -269,7 +347,10 @@ impl Cluster {
             stop,
             last_error: Arc::new(Mutex::new(Some("not registered yet".into()))),
             secret: std::sync::OnceLock::new(),
-        }
+        };
+        let (client, urls) = (c.client.clone(), c.cfg.etcd.clone());
+        c.spawn(move |stop| steer(client, urls, stop));
+        c
     }
 
     /// This host's configuration.
@@ -285,7 +366,7 @@ impl Cluster {
         let mut c = self.client.clone();
         let e = self.endpoints.clone();
         let s = self.rt.block_on(async move {
-            let r = timed(&e, "reading the pool's secret", c.get(keys::SECRET, None)).await?;
+            let r = timed!(&e, "reading the pool's secret", c.get(keys::SECRET, None)).await?;
             r.kvs()
                 .first()
                 .map(|kv| String::from_utf8_lossy(kv.value()).to_string())
@@ -304,7 +385,7 @@ impl Cluster {
         let e = self.endpoints.clone();
         let key = keys::host(name);
         self.rt.block_on(async move {
-            let r = timed(&e, &format!("reading host '{name}'"), c.get(key.as_str(), None)).await?;
+            let r = timed!(&e, &format!("reading host '{name}'"), c.get(key.as_str(), None)).await?;
             r.kvs().first().map(|kv| parse(&key, kv.value())).transpose()
         })
     }
@@ -317,7 +398,7 @@ impl Cluster {
         let key = keys::host(name);
         self.rt.block_on(async move {
             for _ in 0..5 {
-                let r = timed(&e, &format!("reading host '{name}'"), c.get(key.as_str(), None)).await?;
+                let r = timed!(&e, &format!("reading host '{name}'"), c.get(key.as_str(), None)).await?;
                 let Some(kv) = r.kvs().first() else {
                     return Err(ClusterError::Invalid(format!("no host named '{name}' in the pool")));
                 };
@@ -326,7 +407,7 @@ impl Cluster {
                 let txn = Txn::new()
                     .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision())])
                     .and_then([TxnOp::put(key.as_str(), json(&rec), None)]);
-                if timed(&e, &format!("writing host '{name}'"), c.txn(txn)).await?.succeeded() {
+                if timed!(&e, &format!("writing host '{name}'"), c.txn(txn.clone())).await?.succeeded() {
                     return Ok(rec);
                 }
             }
@@ -421,8 +502,8 @@ impl Cluster {
         let e = &self.endpoints;
         self.rt.block_on(async move {
             let recs =
-                timed(e, "listing hosts", c.get(keys::HOSTS, Some(GetOptions::new().with_prefix()))).await?;
-            let alive = timed(
+                timed!(e, "listing hosts", c.get(keys::HOSTS, Some(GetOptions::new().with_prefix()))).await?;
+            let alive = timed!(
                 e,
                 "reading liveness",
                 c.get(keys::ALIVE, Some(GetOptions::new().with_prefix().with_keys_only())),
@@ -445,7 +526,7 @@ impl Cluster {
         let mut c = self.client.clone();
         let e = self.endpoints.clone();
         let (pool, members) = self.rt.block_on(async {
-            let pool = timed(&e, "reading the pool", c.get(keys::POOL, None)).await?;
+            let pool = timed!(&e, "reading the pool", c.get(keys::POOL, None)).await?;
             let pool = match pool.kvs().first() {
                 Some(kv) => parse::<PoolRecord>(keys::POOL, kv.value())?,
                 None => {
@@ -454,7 +535,7 @@ impl Cluster {
                     )))
                 }
             };
-            let members = timed(&e, "listing etcd's members", c.member_list()).await?;
+            let members = timed!(&e, "listing etcd's members", c.member_list()).await?;
             let members = members
                 .members()
                 .iter()
@@ -478,7 +559,9 @@ impl Cluster {
         let mut c = self.client.clone();
         let key = keys::alive(&self.cfg.host);
         let e = self.endpoints.clone();
-        let _ = self.rt.block_on(async move { timed(&e, "dropping liveness", c.delete(key, None)).await });
+        let _ = self
+            .rt
+            .block_on(async move { timed!(&e, "dropping liveness", c.delete(key.as_str(), None)).await });
     }
 }
 
@@ -497,7 +580,7 @@ async fn membership(
     host: &HostRecord,
     last_error: &Mutex<Option<String>>,
 ) -> Result<(), ClusterError> {
-    let pool = timed(e, "reading the pool", c.get(keys::POOL, None)).await?;
+    let pool = timed!(e, "reading the pool", c.get(keys::POOL, None)).await?;
     match pool.kvs().first() {
         Some(kv) => {
             let p: PoolRecord = parse(keys::POOL, kv.value())?;
@@ -514,28 +597,28 @@ async fn membership(
     }
     let key = keys::host(&host.name);
     let mut rec = host.clone();
-    let old = timed(e, "reading this host's record", c.get(key.as_str(), None)).await?;
+    let old = timed!(e, "reading this host's record", c.get(key.as_str(), None)).await?;
     if let Some(kv) = old.kvs().first() {
         let old: HostRecord = parse(&key, kv.value())?;
         rec.joined_ms = old.joined_ms;
         rec.maintenance = old.maintenance;
     }
-    timed(e, "writing this host's record", c.put(key.as_str(), json(&rec), None)).await?;
-    let lease = timed(e, "taking a liveness lease", c.lease_grant(LEASE_TTL_S, None)).await?;
-    timed(
+    timed!(e, "writing this host's record", c.put(key.as_str(), json(&rec), None)).await?;
+    let lease = timed!(e, "taking a liveness lease", c.lease_grant(LEASE_TTL_S, None)).await?;
+    timed!(
         e,
         "writing the liveness key",
         c.put(keys::alive(&host.name), Vec::new(), Some(PutOptions::new().with_lease(lease.id()))),
     )
     .await?;
     let (mut keeper, mut answers) =
-        timed(e, "keeping the lease alive", c.lease_keep_alive(lease.id())).await?;
+        timed!(e, "keeping the lease alive", c.lease_keep_alive(lease.id())).await?;
     *last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
     tracing::info!("host '{}' is registered and alive in pool {pool_id}", host.name);
     loop {
         tokio::time::sleep(KEEPALIVE).await;
-        timed(e, "refreshing the liveness lease", keeper.keep_alive()).await?;
-        match timed(e, "refreshing the liveness lease", answers.message()).await? {
+        timed!(e, "refreshing the liveness lease", keeper.keep_alive()).await?;
+        match timed!(e, "refreshing the liveness lease", answers.message()).await? {
             Some(a) if a.ttl() > 0 => {}
             _ => {
                 return Err(ClusterError::Conflict(format!(

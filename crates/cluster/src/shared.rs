@@ -160,7 +160,7 @@ impl Cluster {
         self.block_on(async move {
             // etcd refuses a deletion and puts in its range in one transaction: what was there
             // goes first (a partial upload then only lacks entries).
-            timed(
+            timed!(
                 &e,
                 "clearing users, rights and hooks",
                 c.delete(SHARED, Some(DeleteOptions::new().with_prefix())),
@@ -169,8 +169,12 @@ impl Cluster {
             let mut ops = ops.into_iter().peekable();
             while ops.peek().is_some() {
                 let batch: Vec<TxnOp> = ops.by_ref().take(BATCH).collect();
-                timed(&e, "copying users, rights and hooks to the pool", c.txn(Txn::new().and_then(batch)))
-                    .await?;
+                timed!(
+                    &e,
+                    "copying users, rights and hooks to the pool",
+                    c.txn(Txn::new().and_then(batch.clone()))
+                )
+                .await?;
             }
             Ok(())
         })
@@ -181,7 +185,9 @@ impl Cluster {
         let mut c = self.client();
         let e = self.endpoints().to_string();
         self.block_on(async move {
-            Ok(timed(&e, &what, c.txn(Txn::new().when(when).and_then(ops))).await?.succeeded())
+            Ok(timed!(&e, &what, c.txn(Txn::new().when(when.clone()).and_then(ops.clone())))
+                .await?
+                .succeeded())
         })
     }
 
@@ -274,7 +280,7 @@ impl Cluster {
         let h = h.clone();
         self.block_on(async move {
             loop {
-                let r = timed(&e, "numbering a hook", c.get(HOOK_SEQ, None)).await?;
+                let r = timed!(&e, "numbering a hook", c.get(HOOK_SEQ, None)).await?;
                 let (last, rev) = match r.kvs().first() {
                     Some(kv) => (
                         kv.value_str().ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
@@ -289,7 +295,7 @@ impl Cluster {
                         TxnOp::put(HOOK_SEQ, id.to_string(), None),
                         TxnOp::put(hook_key(id), json(&hook), None),
                     ]);
-                if timed(&e, "adding a hook", c.txn(txn)).await?.succeeded() {
+                if timed!(&e, "adding a hook", c.txn(txn.clone())).await?.succeeded() {
                     return Ok(id);
                 }
             }
@@ -356,7 +362,8 @@ impl Cluster {
             .collect();
         self.block_on(async move {
             for ops in batches {
-                timed(&e, "copying events to the pool's log", c.txn(Txn::new().and_then(ops))).await?;
+                timed!(&e, "copying events to the pool's log", c.txn(Txn::new().and_then(ops.clone())))
+                    .await?;
             }
             Ok(())
         })
@@ -369,7 +376,8 @@ impl Cluster {
         let mut c = self.client();
         let e = self.endpoints().to_string();
         self.block_on(async move {
-            timed(&e, "marking where this host's events start", c.put(key, id.to_string(), None)).await?;
+            timed!(&e, "marking where this host's events start", c.put(key.as_str(), id.to_string(), None))
+                .await?;
             Ok(())
         })
     }
@@ -380,7 +388,7 @@ impl Cluster {
         let mut c = self.client();
         let e = self.endpoints().to_string();
         self.block_on(async move {
-            let r = timed(&e, "reading how far events were copied", c.get(key, None)).await?;
+            let r = timed!(&e, "reading how far events were copied", c.get(key.as_str(), None)).await?;
             Ok(r.kvs().first().and_then(|kv| kv.value_str().ok()?.parse().ok()).unwrap_or(0))
         })
     }
@@ -405,7 +413,7 @@ impl Cluster {
             if vm.is_none() {
                 o = o.with_limit(limit as i64);
             }
-            let r = timed(&e, "reading the pool's events", c.get(EVENTS, Some(o))).await?;
+            let r = timed!(&e, "reading the pool's events", c.get(EVENTS, Some(o.clone()))).await?;
             let mut out = Vec::new();
             for kv in r.kvs() {
                 let key = kv.key_str().unwrap_or_default();
@@ -428,7 +436,7 @@ impl Cluster {
         let mut c = self.client();
         let e = self.endpoints().to_string();
         self.block_on(async move {
-            let count = timed(
+            let count = timed!(
                 &e,
                 "counting events",
                 c.get(EVENTS, Some(GetOptions::new().with_prefix().with_count_only())),
@@ -440,7 +448,7 @@ impl Cluster {
                 return Ok(0);
             }
             let extra = count - EVENTS_KEPT;
-            let oldest = timed(
+            let oldest = timed!(
                 &e,
                 "finding old events",
                 c.get(
@@ -452,10 +460,10 @@ impl Cluster {
             let Some(last) = oldest.kvs().last() else { return Ok(0) };
             let mut end = last.key().to_vec();
             end.push(0);
-            let gone = timed(
+            let gone = timed!(
                 &e,
                 "dropping old events",
-                c.delete(EVENTS, Some(DeleteOptions::new().with_range(end))),
+                c.delete(EVENTS, Some(DeleteOptions::new().with_range(end.clone()))),
             )
             .await?;
             Ok(gone.deleted().max(0) as usize)
@@ -465,11 +473,12 @@ impl Cluster {
 
 /// One pass of the mirror: a full read, then changes until the watch fails.
 async fn mirror(mut c: etcd_client::Client, e: &str, sink: &MirrorSink) -> Result<(), ClusterError> {
-    let r = timed(e, "reading users, rights and hooks", c.get(SHARED, Some(GetOptions::new().with_prefix())))
-        .await?;
+    let r =
+        timed!(e, "reading users, rights and hooks", c.get(SHARED, Some(GetOptions::new().with_prefix())))
+            .await?;
     let rev = r.header().map_or(0, |h| h.revision());
     sink(MirrorUpdate::Snapshot(tables(r.kvs())?)).map_err(ClusterError::Conflict)?;
-    let mut stream = timed(
+    let mut stream = timed!(
         e,
         "watching users, rights and hooks",
         c.watch(SHARED, Some(WatchOptions::new().with_prefix().with_start_revision(rev + 1))),

@@ -35,7 +35,7 @@ impl Cluster {
                     TxnOp::put(vm_key.as_str(), json(&record), None),
                 ])
                 .or_else([TxnOp::get(owner_key.as_str(), None)]);
-            let r = timed(&e, &format!("claiming VM '{vm}'"), c.txn(txn)).await?;
+            let r = timed!(&e, &format!("claiming VM '{vm}'"), c.txn(txn.clone())).await?;
             if r.succeeded() {
                 return Ok(Claim::Claimed);
             }
@@ -66,7 +66,7 @@ impl Cluster {
                             .and_then([TxnOp::put(owner_key.as_str(), me.as_bytes(), None), put])
                             .or_else([TxnOp::get(owner_key.as_str(), None)]),
                     )]);
-                let r = timed(&e, &format!("publishing VM '{name}'"), c.txn(txn)).await?;
+                let r = timed!(&e, &format!("publishing VM '{name}'"), c.txn(txn.clone())).await?;
                 if r.succeeded() {
                     return Ok(None);
                 }
@@ -98,7 +98,7 @@ impl Cluster {
             let txn = Txn::new()
                 .when([Compare::value(owner_key.as_str(), CompareOp::Equal, me.as_bytes())])
                 .and_then([TxnOp::delete(owner_key.as_str(), None), TxnOp::delete(vm_key.as_str(), None)]);
-            timed(&e, &format!("releasing VM '{vm}'"), c.txn(txn)).await.map(|_| ())
+            timed!(&e, &format!("releasing VM '{vm}'"), c.txn(txn.clone())).await.map(|_| ())
         })
     }
 
@@ -108,7 +108,7 @@ impl Cluster {
         let e = self.endpoints().to_string();
         self.block_on(async move {
             let r =
-                timed(&e, "listing the pool's VMs", c.get(keys::VMS, Some(GetOptions::new().with_prefix())))
+                timed!(&e, "listing the pool's VMs", c.get(keys::VMS, Some(GetOptions::new().with_prefix())))
                     .await?;
             r.kvs().iter().map(|kv| parse(&String::from_utf8_lossy(kv.key()), kv.value())).collect()
         })
@@ -120,7 +120,7 @@ impl Cluster {
         let e = self.endpoints().to_string();
         let key = keys::vm(vm);
         self.block_on(async move {
-            let r = timed(&e, &format!("reading VM '{vm}'"), c.get(key.as_str(), None)).await?;
+            let r = timed!(&e, &format!("reading VM '{vm}'"), c.get(key.as_str(), None)).await?;
             r.kvs().first().map(|kv| parse(&key, kv.value())).transpose()
         })
     }
@@ -131,8 +131,26 @@ impl Cluster {
         let e = self.endpoints().to_string();
         let key = keys::owner(vm);
         self.block_on(async move {
-            let r = timed(&e, &format!("reading the owner of VM '{vm}'"), c.get(key.as_str(), None)).await?;
+            let r = timed!(&e, &format!("reading the owner of VM '{vm}'"), c.get(key.as_str(), None)).await?;
             Ok(r.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).to_string()))
+        })
+    }
+}
+
+impl Cluster {
+    /// Whether host `name`'s daemon keeps its liveness key alive.
+    pub fn is_alive(&self, name: &str) -> Result<bool, ClusterError> {
+        let mut c = self.client();
+        let e = self.endpoints().to_string();
+        let key = keys::alive(name);
+        self.block_on(async move {
+            let r = timed!(
+                &e,
+                &format!("reading whether host '{name}' is alive"),
+                c.get(key.as_str(), Some(GetOptions::new().with_keys_only())),
+            )
+            .await?;
+            Ok(!r.kvs().is_empty())
         })
     }
 }

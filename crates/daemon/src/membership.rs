@@ -33,6 +33,8 @@ pub struct Membership {
     /// VMs whose names another host owns (reported once each).
     conflicts: Mutex<BTreeMap<String, String>>,
     sync_started: AtomicBool,
+    /// Set (and the publishing thread woken) when a VM changed here.
+    changed: (Mutex<bool>, std::sync::Condvar),
 }
 
 impl Membership {
@@ -46,6 +48,7 @@ impl Membership {
             published: Mutex::default(),
             conflicts: Mutex::default(),
             sync_started: AtomicBool::new(false),
+            changed: Default::default(),
         }
     }
 }
@@ -121,7 +124,15 @@ impl Daemon {
             std::thread::Builder::new()
                 .name("pool-sync".into())
                 .spawn(move || loop {
-                    std::thread::sleep(SYNC);
+                    {
+                        let Some(d) = weak.upgrade() else { return };
+                        let (flag, wake) = &d.membership().changed;
+                        let mut changed = flag.lock().unwrap_or_else(|p| p.into_inner());
+                        if !*changed {
+                            changed = wake.wait_timeout(changed, SYNC).unwrap_or_else(|p| p.into_inner()).0;
+                        }
+                        *changed = false;
+                    }
                     let Some(d) = weak.upgrade() else { return };
                     if d.is_stopping() {
                         return;
@@ -337,12 +348,21 @@ impl Daemon {
         let local = self.local_infos();
         let Some(c) = self.cluster() else { return Ok(local) };
         let me = c.config().host.clone();
+        let offline: Vec<String> = c
+            .hosts()?
+            .into_iter()
+            .filter(|h| h.state == cluster::HostState::Offline)
+            .map(|h| h.record.name)
+            .collect();
         let mut all: BTreeMap<String, VmInfo> = BTreeMap::new();
         for v in c.vms()? {
             if v["host"] == me.as_str() {
                 continue;
             }
-            if let Ok(info) = serde_json::from_value::<VmInfo>(v) {
+            if let Ok(mut info) = serde_json::from_value::<VmInfo>(v) {
+                if info.host.as_ref().is_some_and(|h| offline.contains(h)) {
+                    info.state = vmm::state::VmState::Unknown;
+                }
                 all.insert(info.name.clone(), info);
             }
         }
@@ -363,20 +383,31 @@ impl Daemon {
             }
             Err(Failure::NotFound(m)) => {
                 let Some(c) = c else { return Err(Failure::NotFound(m)) };
-                c.vm(name)?.and_then(|v| serde_json::from_value::<VmInfo>(v).ok()).ok_or(Failure::NotFound(m))
+                let mut info = c
+                    .vm(name)?
+                    .and_then(|v| serde_json::from_value::<VmInfo>(v).ok())
+                    .ok_or(Failure::NotFound(m))?;
+                if let Some(h) = &info.host {
+                    if !c.is_alive(h)? {
+                        info.state = vmm::state::VmState::Unknown;
+                    }
+                }
+                Ok(info)
             }
             Err(e) => Err(e),
         }
     }
 
-    /// Publishes one VM's view now (after a control or a change), if this host is in a pool.
-    pub(crate) fn publish_vm(&self, name: &str) {
+    /// Has the VMs' views published at once (after a control or a change), if this host is in
+    /// a pool. The publishing thread does it, so a control never waits for etcd (and works while
+    /// etcd is away: its result is published when etcd is back).
+    pub(crate) fn publish_vm(&self, _name: &str) {
         if self.cluster().is_none() {
             return;
         }
-        if let Ok(info) = self.local_info(name) {
-            self.publish(vec![info]);
-        }
+        let (flag, wake) = &self.membership().changed;
+        *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        wake.notify_one();
     }
 
     /// Publishes every VM whose view changed since it was last published.
@@ -432,7 +463,14 @@ impl Daemon {
     /// The host that owns `vm`, when that is not this host (in a pool).
     pub(crate) fn owner_elsewhere(&self, vm: &str) -> Result<Option<String>, Failure> {
         let Some(c) = self.cluster() else { return Ok(None) };
-        Ok(c.owner_of(vm)?.filter(|h| *h != c.config().host))
+        let Some(owner) = c.owner_of(vm)?.filter(|h| *h != c.config().host) else { return Ok(None) };
+        if !c.is_alive(&owner)? {
+            return Err(Failure::Unavailable(format!(
+                "VM '{vm}' is on host '{owner}', which is offline: its state is unknown and it cannot be \
+                 reached until the host is back (vine host list)"
+            )));
+        }
+        Ok(Some(owner))
     }
 
     /// Where host `name` answers and the fingerprint of its certificate, for forwarding.

@@ -26,11 +26,14 @@ pub enum VmState {
     Stopping,
     /// QEMU ended without being asked to.
     Crashed,
+    /// Not known: the VM's host is offline (a pool's listing says so of another host's VM;
+    /// never the state of a VM on the host that answers).
+    Unknown,
 }
 
 impl VmState {
     /// Every state, for tables and tests.
-    pub const ALL: [VmState; 9] = [
+    pub const ALL: [VmState; 10] = [
         VmState::Off,
         VmState::Starting,
         VmState::Running,
@@ -40,6 +43,7 @@ impl VmState {
         VmState::Restoring,
         VmState::Stopping,
         VmState::Crashed,
+        VmState::Unknown,
     ];
 
     /// The name used in messages and JSON.
@@ -54,6 +58,7 @@ impl VmState {
             VmState::Restoring => "restoring",
             VmState::Stopping => "stopping",
             VmState::Crashed => "crashed",
+            VmState::Unknown => "unknown",
         }
     }
 
@@ -66,7 +71,7 @@ impl VmState {
             | VmState::Saving
             | VmState::Restoring
             | VmState::Stopping => true,
-            VmState::Off | VmState::Saved | VmState::Crashed => false,
+            VmState::Off | VmState::Saved | VmState::Crashed | VmState::Unknown => false,
         }
     }
 }
@@ -187,6 +192,11 @@ pub fn transition(state: VmState, control: Control) -> Result<Transition, String
     use VmState as S;
     let busy = |s: VmState| Err(format!("it is {} (wait until that finishes)", s.name()));
     match (control, state) {
+        (_, S::Unknown) => {
+            Err("its host is offline, so no one can say what state it is in: wait until the host is back \
+                 (vine host list)"
+                .into())
+        }
         (C::Start, S::Off | S::Crashed) => go(S::Starting, S::Running),
         (C::Start, S::Saved) => Err("it has a saved state: restore it, or discard the state first".into()),
         (C::Start, S::Running | S::Paused | S::Stopping) => Err(format!("it is already {}", state.name())),

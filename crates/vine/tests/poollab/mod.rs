@@ -193,6 +193,41 @@ impl Lab {
         assert!(out.status.success(), "pool-lab.sh daemon {h}: {}", text(&out));
     }
 
+    /// The pid of host `h`'s etcd member.
+    pub fn etcd_pid(&self, h: &str) -> u32 {
+        let f = Path::new(self.get("LAB_DIR")).join(h).join("etcd.pid");
+        std::fs::read_to_string(f).unwrap().trim().parse().unwrap()
+    }
+
+    /// Kills host `h`'s etcd member with SIGKILL and waits until it is gone.
+    pub fn kill_etcd(&self, h: &str) {
+        let pid = self.etcd_pid(h);
+        let ok = Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts host `h`'s etcd member again.
+    pub fn start_etcd(&self, h: &str) {
+        let out = self.script(&["etcd", h]);
+        assert!(out.status.success(), "pool-lab.sh etcd {h}: {}", text(&out));
+    }
+
+    /// Pulls host `h`'s cable: the switch's port goes down.
+    pub fn cut(&self, h: &str) {
+        let out = self.script(&["cut", h]);
+        assert!(out.status.success(), "pool-lab.sh cut {h}: {}", text(&out));
+    }
+
+    /// Plugs host `h` back into the LAN.
+    pub fn plug(&self, h: &str) {
+        let out = self.script(&["plug", h]);
+        assert!(out.status.success(), "pool-lab.sh plug {h}: {}", text(&out));
+    }
+
     /// Makes a pool: `h1` initialises it, every other host joins with a token from `h1`.
     pub fn pool(&self) {
         self.ok("h1", &["cluster", "init", "--etcd", self.get("LAB_ETCD"), "--name", "h1"]);
