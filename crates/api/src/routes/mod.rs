@@ -26,6 +26,7 @@ use crate::Peer;
 pub mod confine;
 mod hosts;
 mod pools;
+mod redfish;
 
 /// What every handler reaches.
 #[derive(Clone)]
@@ -1643,7 +1644,11 @@ async fn read_body(req: axum::extract::Request, next: axum::middleware::Next) ->
 
 /// The router of every endpoint.
 pub fn router(state: AppState) -> Router {
+    let redfish = redfish::service(state.clone());
     Router::new()
+        .route_service("/redfish", redfish.clone())
+        .route_service("/redfish/", redfish.clone())
+        .route_service("/redfish/{*path}", redfish)
         .route("/api/login", post(login))
         .route("/api/logout", post(logout))
         .route("/api/me", get(me))
