@@ -1644,11 +1644,7 @@ async fn read_body(req: axum::extract::Request, next: axum::middleware::Next) ->
 
 /// The router of every endpoint.
 pub fn router(state: AppState) -> Router {
-    let redfish = redfish::service(state.clone());
-    Router::new()
-        .route_service("/redfish", redfish.clone())
-        .route_service("/redfish/", redfish.clone())
-        .route_service("/redfish/{*path}", redfish)
+    redfish::mount(Router::new(), &state)
         .route("/api/login", post(login))
         .route("/api/logout", post(logout))
         .route("/api/me", get(me))

@@ -18,7 +18,7 @@ mod power;
 mod resources;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, RawPathParams, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
@@ -37,13 +37,19 @@ use crate::Peer;
 
 /// The Redfish service: [`router`] behind a step that drops a trailing `/` (clients ask for
 /// `/redfish/v1/` as often as `/redfish/v1`).
-pub(super) type Service =
-    tower::util::MapRequest<Router, fn(axum::extract::Request) -> axum::extract::Request>;
+type Service = tower::util::MapRequest<Router, fn(axum::extract::Request) -> axum::extract::Request>;
 
-/// The Redfish service over `state`.
-pub(super) fn service(state: AppState) -> Service {
+/// The wildcard of the route the service is mounted at (its own routes' parameters follow it).
+const MOUNT_REST: &str = "rest";
+
+/// `app` with the Redfish service over `state` at `/redfish` and below.
+pub(super) fn mount(app: Router<AppState>, state: &AppState) -> Router<AppState> {
     use tower::ServiceExt;
-    router(state).map_request(trim_slash as fn(axum::extract::Request) -> axum::extract::Request)
+    let service: Service =
+        router(state.clone()).map_request(trim_slash as fn(axum::extract::Request) -> axum::extract::Request);
+    app.route_service("/redfish", service.clone())
+        .route_service("/redfish/", service.clone())
+        .route_service(&format!("/redfish/{{*{MOUNT_REST}}}"), service)
 }
 
 fn router(state: AppState) -> Router {
@@ -163,17 +169,21 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// A path parameter; one that cannot be read names no resource (404).
+/// The path parameters of a Redfish route (one, or a tuple); one that cannot be read names no
+/// resource (404).
 struct Id<T>(T);
 
 impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Id<T> {
     type Rejection = RfError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match Path::<T>::from_request_parts(parts, state).await {
-            Ok(Path(v)) => Ok(Id(v)),
-            Err(_) => Err(RfError::missing(parts.uri.path())),
-        }
+        let path = parts.uri.path().to_string();
+        let missing = || RfError::missing(&path);
+        let raw = RawPathParams::from_request_parts(parts, state).await.map_err(|_| missing())?;
+        let mut values: Vec<Value> =
+            raw.iter().filter(|(k, _)| *k != MOUNT_REST).map(|(_, v)| Value::String(v.to_string())).collect();
+        let v = if values.len() == 1 { values.remove(0) } else { Value::Array(values) };
+        serde_json::from_value(v).map(Id).map_err(|_| missing())
     }
 }
 
