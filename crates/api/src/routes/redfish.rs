@@ -4,13 +4,13 @@
 //! memory, and `ComputerSystem.Reset` carried out by vine's controls); each pool host is a
 //! `Manager` and a `Chassis`; `SessionService` sessions are vine login sessions.
 //!
-//! It is a second protocol over the same handlers' ways, not a second path to the VMs: the caller
-//! is vine's own [`Principal`] (an `X-Auth-Token` session, HTTP Basic checked like a login, or
-//! anything the REST API accepts), rights are checked with [`need`], and VMs are read and
-//! controlled through [`call`] (forwarded to the owning host like any request). A VM the caller
-//! may not see is absent from `Systems` and answers 404, so names do not leak; one they may see
-//! but not use answers 403 to a reset. The root, `/redfish`, `odata` and `$metadata` are open,
-//! as DSP0266 requires; everything else needs credentials (401). Every error is a Redfish error
+//! It is a second protocol, not a second path to the VMs: the caller is vine's own
+//! [`Principal`] (an `X-Auth-Token` session, HTTP Basic checked like a login, or anything the
+//! REST API accepts), rights are checked with [`need`], and VMs are read and controlled through
+//! [`call`] (forwarded to the owning host like any request). A VM the caller may not see is
+//! absent from `Systems` and answers 404, so names do not leak; one they may see but not use
+//! answers 403 to a reset. The root, `/redfish`, `odata` and `$metadata` are open, as DSP0266
+//! requires; everything else needs credentials (401). Every error is a Redfish error
 //! ([`error`]). It stays out of the OpenAPI document, which describes vine's own API.
 
 mod error;
@@ -165,7 +165,13 @@ impl FromRequestParts<AppState> for Caller {
             let p = blocking(move || Ok(auth::principal_of(store.as_ref(), &user, None))).await?;
             return p.map(Caller).ok_or_else(|| no_session("this user no longer exists"));
         }
-        Ok(Caller(Principal::from_request_parts(parts, state).await?))
+        match Principal::from_request_parts(parts, state).await {
+            Ok(p) => Ok(Caller(p)),
+            Err(e) if e.status() == StatusCode::UNAUTHORIZED => {
+                Err(no_session("this request has no valid credentials"))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -502,12 +508,9 @@ async fn create_session(
     let name = user.clone();
     let (token, rec) = db(&state, move |s| auth::issue(s, &name, "session", "redfish session")).await?;
     let s = Session::new(&rec.id, &user);
-    let location = HeaderValue::from_str(&s.odata_id).map_err(|e| {
-        RfError::from(super::ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("session URI: {e}")))
-    })?;
-    let token = HeaderValue::from_str(&token).map_err(|e| {
-        RfError::from(super::ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("session token: {e}")))
-    })?;
+    // Token ids and secrets are hex (auth::issue): both headers are plain ASCII.
+    let location = HeaderValue::from_str(&s.odata_id).expect("a hex session id makes a valid header");
+    let token = HeaderValue::from_str(&token).expect("a hex token makes a valid header");
     let mut r = (StatusCode::CREATED, Json(s)).into_response();
     r.headers_mut().insert(HeaderName::from_static(X_AUTH_TOKEN), token);
     r.headers_mut().insert(LOCATION, location);
