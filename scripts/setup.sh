@@ -91,6 +91,21 @@ install_schemathesis() {
     fi
 }
 
+# sushy (PyPI: OpenStack's Redfish client library), which the Redfish test drives the service
+# with, in a venv of its own (its dependencies need not agree with schemathesis's).
+SUSHY_VERSION=5.14.0
+install_sushy() {
+    local venv=/var/lib/vine/sushy-venv
+    local have
+    have=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("sushy"))' 2>/dev/null || true)
+    if [ "$have" != "$SUSHY_VERSION" ]; then
+        log "installing sushy $SUSHY_VERSION into $venv"
+        mkdir -p /var/lib/vine
+        /usr/bin/python3 -m venv "$venv"
+        "$venv/bin/pip" install -q "sushy==$SUSHY_VERSION"
+    fi
+}
+
 # The unprivileged system user QEMU and vine's disk servers run as (as Debian's libvirt makes
 # libvirt-qemu): no home, no shell, in the kvm group for /dev/kvm.
 EMULATOR_USER=vine-qemu
@@ -110,6 +125,7 @@ add_backports
 install_packages
 make_emulator_user
 install_schemathesis
+install_sushy
 check_tools
 # The web admin site: npm packages (web/package-lock.json) and the built pages in web/dist.
 bash "$(dirname "$0")/web.sh"

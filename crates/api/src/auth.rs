@@ -147,13 +147,19 @@ pub fn check_token(store: &dyn Store, presented: &str) -> Option<Principal> {
         let _ = store.delete_token(id);
         return None;
     }
-    let u = store.get_user(&rec.user).ok()??;
+    principal_of(store, &rec.user, Some(rec.id))
+}
+
+/// The principal of stored user `user` (with their rights), authenticated by token `token` or,
+/// with `None`, by their password on this request; `None` if there is no such user.
+pub fn principal_of(store: &dyn Store, user: &str, token: Option<String>) -> Option<Principal> {
+    let u = store.get_user(user).ok()??;
     let rights = if u.admin { Vec::new() } else { store.acl(Some(&u.name), None).ok()? };
     Some(Principal {
         user: u.name,
         admin: u.admin,
         can_create: u.can_create || u.admin,
-        token: Some(rec.id),
+        token,
         rights,
         pool_peer: false,
     })

@@ -26,6 +26,7 @@ use crate::Peer;
 pub mod confine;
 mod hosts;
 mod pools;
+mod redfish;
 
 /// What every handler reaches.
 #[derive(Clone)]
@@ -69,11 +70,12 @@ pub(crate) async fn db<T: Send + 'static, E: Into<ApiError>>(
     blocking(move || f(store.as_ref()).map_err(Into::into)).await
 }
 
-/// An error answer: status and `{"error": "…"}`.
+/// An error answer: status and `{"error": "…"}` (and `Retry-After` when the caller must wait).
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    retry_after_s: Option<u64>,
 }
 
 /// The body of every error answer.
@@ -85,11 +87,19 @@ pub struct ErrorBody {
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into() }
+        ApiError { status, message: message.into(), retry_after_s: None }
     }
     /// Its HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+    /// What went wrong.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+    /// Seconds the caller must wait before trying again (a throttled login).
+    pub fn retry_after_s(&self) -> Option<u64> {
+        self.retry_after_s
     }
     fn bad(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
@@ -98,7 +108,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(ErrorBody { error: self.message })).into_response()
+        let mut r = (self.status, Json(ErrorBody { error: self.message })).into_response();
+        if let Some(s) = self.retry_after_s {
+            r.headers_mut().insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        r
     }
 }
 
@@ -392,31 +406,56 @@ async fn login(
     peer: Option<axum::Extension<Peer>>,
     Body(l): Body<Login>,
 ) -> ApiResult<Response> {
-    if l.user.is_empty() || l.user.len() > auth::MAX_USER_NAME || l.password.len() > auth::MAX_PASSWORD {
+    check_login(&state, &l.user, l.password, peer_addr(peer.map(|p| p.0))).await?;
+    let store = state.store.clone();
+    let user = l.user.clone();
+    let (token, rec) =
+        blocking(move || Ok(auth::issue(store.as_ref(), &user, "session", "web login")?)).await?;
+    let cookie = format!(
+        "{}={token}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
+        auth::COOKIE,
+        auth::SESSION_MS / 1000
+    );
+    let body = Issued { token, id: rec.id, user: rec.user, expires_ms: rec.expires_ms };
+    Ok(([(SET_COOKIE, cookie)], Json(body)).into_response())
+}
+
+/// The address logins from `peer` are throttled by (the local socket: loopback).
+pub(crate) fn peer_addr(peer: Option<Peer>) -> std::net::IpAddr {
+    match peer {
+        Some(Peer::Remote(a)) => a.ip(),
+        _ => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+    }
+}
+
+/// Checks a user's password as a login does, for `POST /api/login` and Redfish's sessions and
+/// Basic authentication alike: bounded lengths (400), failed logins slowed per user and address
+/// (429 with `Retry-After`), the hash checked on the hashing threads, a failure logged (401).
+pub(crate) async fn check_login(
+    state: &AppState,
+    user: &str,
+    password: String,
+    addr: std::net::IpAddr,
+) -> ApiResult<()> {
+    if user.is_empty() || user.len() > auth::MAX_USER_NAME || password.len() > auth::MAX_PASSWORD {
         return Err(ApiError::bad(format!(
             "user must be 1 to {} bytes and password at most {} bytes",
             auth::MAX_USER_NAME,
             auth::MAX_PASSWORD
         )));
     }
-    let addr = match peer.map(|p| p.0) {
-        Some(Peer::Remote(a)) => a.ip(),
-        _ => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-    };
     let now = auth::now_ms().max(0) as u64;
-    let throttled = state.throttle.lock().unwrap_or_else(|p| p.into_inner()).check(&l.user, addr, now);
+    let throttled = state.throttle.lock().unwrap_or_else(|p| p.into_inner()).check(user, addr, now);
     if let Err(t) = throttled {
-        let mut r = ApiError::new(
+        let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!("too many failed logins of {}; try again in {} s", t.what, t.retry_after_s),
-        )
-        .into_response();
-        r.headers_mut().insert(axum::http::header::RETRY_AFTER, t.retry_after_s.into());
-        return Ok(r);
+        );
+        e.retry_after_s = Some(t.retry_after_s);
+        return Err(e);
     }
-    let store = state.store.clone();
-    let (user, password) = (l.user.clone(), l.password);
-    let hash = blocking(move || Ok(store.get_user(&user)?.map(|u| u.password_hash))).await?;
+    let (store, name) = (state.store.clone(), user.to_string());
+    let hash = blocking(move || Ok(store.get_user(&name)?.map(|u| u.password_hash))).await?;
     let ok = state
         .hasher
         .run(move || {
@@ -426,8 +465,8 @@ async fn login(
         })
         .await?;
     if !ok {
-        let starts = state.throttle.lock().unwrap_or_else(|p| p.into_inner()).failed(&l.user, addr, now);
-        let who = format!("{:?}", daemon::protocol::clip(&l.user));
+        let starts = state.throttle.lock().unwrap_or_else(|p| p.into_inner()).failed(user, addr, now);
+        let who = format!("{:?}", daemon::protocol::clip(user));
         tracing::warn!(user = who, %addr, "failed login");
         let d = state.daemon.clone();
         // Logged in the background: the answer does not wait for the event's commit, so a wrong
@@ -450,18 +489,8 @@ async fn login(
         });
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong user name or password"));
     }
-    state.throttle.lock().unwrap_or_else(|p| p.into_inner()).succeeded(&l.user, addr);
-    let store = state.store.clone();
-    let user = l.user.clone();
-    let (token, rec) =
-        blocking(move || Ok(auth::issue(store.as_ref(), &user, "session", "web login")?)).await?;
-    let cookie = format!(
-        "{}={token}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
-        auth::COOKIE,
-        auth::SESSION_MS / 1000
-    );
-    let body = Issued { token, id: rec.id, user: rec.user, expires_ms: rec.expires_ms };
-    Ok(([(SET_COOKIE, cookie)], Json(body)).into_response())
+    state.throttle.lock().unwrap_or_else(|p| p.into_inner()).succeeded(user, addr);
+    Ok(())
 }
 
 /// Ends the session (or revokes the token) this request came with.
@@ -1619,7 +1648,7 @@ async fn read_body(req: axum::extract::Request, next: axum::middleware::Next) ->
 
 /// The router of every endpoint.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    redfish::mount(Router::new(), &state)
         .route("/api/login", post(login))
         .route("/api/logout", post(logout))
         .route("/api/me", get(me))
