@@ -75,12 +75,16 @@ fn sushy_lists_reads_and_powers_the_pools_vms_behind_vines_rights() {
         lab.wait(Duration::from_secs(10), &format!("both VMs listed on {h}"), || {
             lab.json(&h, &["vm", "list"]).as_array().is_some_and(|a| a.len() == 2)
         });
-        lab.ok(&h, &["user", "add", "nobody", "--password", "nobody-password"]);
     }
+    // One user for the pool, made on h1, known to h2 once its copy has it.
+    lab.ok("h1", &["user", "add", "nobody", "--password", "nobody-password"]);
+    lab.wait_value(Duration::from_secs(5), "h2 knows 'nobody'", || {
+        lab.try_login("h1", "h2", "nobody", "nobody-password")
+    });
 
     // Either host's service lists the whole pool, through a session it logs out of after.
     for (from, to) in [("h2", "h1"), ("h1", "h2")] {
-        let v = client(&lab, from, to, "admin", &lab.admin_password(to), &["systems"]);
+        let v = client(&lab, from, to, "admin", &lab.admin_password("h1"), &["systems"]);
         assert_eq!(v["session"], true, "sushy made a session: {v}");
         assert_eq!(v["after_logout"], 401, "the session ended with the DELETE: {v}");
         assert_eq!(v["redfish_version"], "1.15.0");
@@ -131,7 +135,7 @@ fn sushy_lists_reads_and_powers_the_pools_vms_behind_vines_rights() {
 
     // rf1 through h2's service: a booted guest restarts (same QEMU, a second boot) and shuts
     // down through ACPI.
-    let pw2 = lab.admin_password("h2");
+    let pw2 = lab.admin_password("h1"); // the pool's administrator, on every host
     let v = client(&lab, "h1", "h2", "admin", &pw2, &["reset", "rf1", "On"]);
     assert_eq!(v["power_state"], "On", "{v}");
     let pid = show(&lab, "h1", "rf1")["pid"].as_u64().unwrap_or_else(|| panic!("no QEMU pid for rf1"));

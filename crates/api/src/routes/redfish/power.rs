@@ -57,15 +57,16 @@ pub enum PowerState {
     Paused,
 }
 
-/// A VM's power state.
-pub fn power_state(s: VmState) -> PowerState {
-    match s {
+/// A VM's power state; none (`null`, as the schema allows) while its host is offline.
+pub fn power_state(s: VmState) -> Option<PowerState> {
+    Some(match s {
         VmState::Off | VmState::Saved | VmState::Crashed => PowerState::Off,
         VmState::Starting | VmState::Restoring => PowerState::PoweringOn,
         VmState::Running => PowerState::On,
         VmState::Paused => PowerState::Paused,
         VmState::Saving | VmState::Stopping => PowerState::PoweringOff,
-    }
+        VmState::Unknown => return None,
+    })
 }
 
 /// A VM's status: a crash is critical, a VM whose last control failed needs attention.
@@ -75,9 +76,10 @@ pub fn vm_status(s: VmState, last_error: bool) -> Status {
         VmState::Starting | VmState::Restoring => State::Starting,
         VmState::Running | VmState::Saving | VmState::Stopping => State::Enabled,
         VmState::Paused => State::Quiesced,
+        VmState::Unknown => State::UnavailableOffline,
     };
     let health = match (s, last_error) {
-        (VmState::Crashed, _) => Health::Critical,
+        (VmState::Crashed | VmState::Unknown, _) => Health::Critical,
         (_, true) => Health::Warning,
         (_, false) => Health::OK,
     };
@@ -163,21 +165,25 @@ impl ResetType {
 pub fn plan(reset: ResetType, s: VmState) -> Vec<Control> {
     use Control as C;
     use VmState as S;
+    // A VM whose host is offline (`Unknown`) gets the reset's main control, which vine refuses
+    // saying the host is offline.
     match reset {
         ResetType::On | ResetType::ForceOn => match s {
-            S::Off | S::Crashed => vec![C::Start],
+            S::Off | S::Crashed | S::Unknown => vec![C::Start],
             S::Saved => vec![C::Restore],
             S::Paused => vec![C::Resume],
             S::Running | S::Starting | S::Restoring => vec![],
             S::Stopping | S::Saving => vec![C::Start],
         },
         ResetType::ForceOff => match s {
-            S::Running | S::Paused | S::Starting | S::Restoring | S::Stopping | S::Saving => vec![C::Off],
+            S::Running | S::Paused | S::Starting | S::Restoring | S::Stopping | S::Saving | S::Unknown => {
+                vec![C::Off]
+            }
             S::Off | S::Saved | S::Crashed => vec![],
         },
         ResetType::GracefulShutdown => match s {
             S::Off | S::Saved | S::Crashed => vec![],
-            S::Running | S::Paused | S::Starting | S::Restoring | S::Stopping | S::Saving => {
+            S::Running | S::Paused | S::Starting | S::Restoring | S::Stopping | S::Saving | S::Unknown => {
                 vec![C::Shutdown]
             }
         },
@@ -190,7 +196,8 @@ pub fn plan(reset: ResetType, s: VmState) -> Vec<Control> {
             | S::Starting
             | S::Restoring
             | S::Stopping
-            | S::Saving => {
+            | S::Saving
+            | S::Unknown => {
                 vec![C::Shutdown]
             }
         },
@@ -203,10 +210,11 @@ pub fn plan(reset: ResetType, s: VmState) -> Vec<Control> {
             | S::Starting
             | S::Restoring
             | S::Stopping
-            | S::Saving => vec![C::Reset],
+            | S::Saving
+            | S::Unknown => vec![C::Reset],
         },
         ResetType::PushPowerButton => match s {
-            S::Off | S::Crashed => vec![C::Start],
+            S::Off | S::Crashed | S::Unknown => vec![C::Start],
             S::Saved => vec![C::Restore],
             S::Running | S::Paused | S::Starting | S::Restoring | S::Stopping | S::Saving => {
                 vec![C::Shutdown]
@@ -221,7 +229,8 @@ pub fn plan(reset: ResetType, s: VmState) -> Vec<Control> {
             | S::Starting
             | S::Restoring
             | S::Stopping
-            | S::Saving => {
+            | S::Saving
+            | S::Unknown => {
                 vec![C::Pause]
             }
         },
@@ -234,7 +243,8 @@ pub fn plan(reset: ResetType, s: VmState) -> Vec<Control> {
             | S::Starting
             | S::Restoring
             | S::Stopping
-            | S::Saving => {
+            | S::Saving
+            | S::Unknown => {
                 vec![C::Resume]
             }
         },
@@ -247,7 +257,8 @@ pub fn plan(reset: ResetType, s: VmState) -> Vec<Control> {
             | S::Starting
             | S::Restoring
             | S::Stopping
-            | S::Saving => {
+            | S::Saving
+            | S::Unknown => {
                 vec![C::Save]
             }
         },
@@ -271,9 +282,15 @@ mod tests {
             (VmState::Stopping, PowerState::PoweringOff, State::Enabled, Health::OK),
             (VmState::Crashed, PowerState::Off, State::StandbyOffline, Health::Critical),
         ];
-        assert_eq!(want.len(), VmState::ALL.len());
+        assert_eq!(want.len() + 1, VmState::ALL.len());
+        assert_eq!(
+            power_state(VmState::Unknown),
+            None,
+            "a VM whose host is offline has no known power state"
+        );
+        assert_eq!(vm_status(VmState::Unknown, false).state, State::UnavailableOffline);
         for (s, power, state, health) in want {
-            assert_eq!(power_state(s), power, "{s:?}");
+            assert_eq!(power_state(s), Some(power), "{s:?}");
             assert_eq!(vm_status(s, false), Status { state, health }, "{s:?}");
         }
         assert_eq!(vm_status(VmState::Running, true).health, Health::Warning, "a failed control shows");
@@ -329,13 +346,13 @@ mod tests {
                     let power = power_state(s);
                     let ok = match reset {
                         ResetType::On | ResetType::ForceOn => {
-                            matches!(power, PowerState::On | PowerState::PoweringOn)
+                            matches!(power, Some(PowerState::On | PowerState::PoweringOn))
                         }
                         ResetType::ForceOff | ResetType::GracefulShutdown | ResetType::Suspend => {
-                            power == PowerState::Off
+                            power == Some(PowerState::Off)
                         }
-                        ResetType::Pause => power == PowerState::Paused,
-                        ResetType::Resume => power == PowerState::On,
+                        ResetType::Pause => power == Some(PowerState::Paused),
+                        ResetType::Resume => power == Some(PowerState::On),
                         ResetType::GracefulRestart | ResetType::ForceRestart | ResetType::PushPowerButton => {
                             false
                         }

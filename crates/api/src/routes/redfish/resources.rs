@@ -234,7 +234,7 @@ pub struct ComputerSystem {
     pub(crate) system_type: &'static str,
     pub(crate) manufacturer: &'static str,
     pub(crate) model: &'static str,
-    pub(crate) power_state: PowerState,
+    pub(crate) power_state: Option<PowerState>,
     pub(crate) status: Status,
     pub(crate) processor_summary: ProcessorSummary,
     pub(crate) memory_summary: MemorySummary,
