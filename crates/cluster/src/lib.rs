@@ -12,6 +12,7 @@
 //! - [`shared`]: the users, tokens, rights and hooks every host shares (etcd the truth, each
 //!   host a copy kept by a watch), and the pool's event log (each host journals locally, then
 //!   ships).
+//! - [`storage`]: shared storage pools and the one writer of each of their volumes.
 //! - [`Cluster`]: one host's connection to the pool: initialise or join a pool, rejoin it at
 //!   start, keep this host's liveness key alive, list hosts, issue join tokens, leave.
 //!
@@ -28,6 +29,7 @@ pub mod config;
 pub mod keys;
 pub mod records;
 pub mod shared;
+pub mod storage;
 pub mod token;
 pub mod vms;
 
@@ -37,6 +39,7 @@ pub use client::{Cluster, KEEPALIVE, LEASE_TTL_S, REQUEST_TIMEOUT};
 pub use config::{ClusterConfig, EtcdTls};
 pub use records::{HostRecord, HostState, HostStatus, PoolInfo, PoolRecord};
 pub use shared::{MirrorSink, MirrorUpdate};
+pub use storage::{SharedPool, Writer};
 pub use token::JoinToken;
 pub use vms::Claim;
 

@@ -838,17 +838,7 @@ impl Actor {
     /// Makes QEMU's own directory, the emulator user's alone (sockets, console log, saved state),
     /// inside the VM's directory, which it may cross but not list.
     fn prepare_run_dir(&self) -> Res<()> {
-        use std::os::unix::fs::PermissionsExt;
-        let run = &self.paths.run;
-        std::fs::create_dir_all(run).map_err(|e| format!("cannot create {}: {e}", run.display()))?;
-        let u = &self.ctx.emulator;
-        std::os::unix::fs::chown(run, Some(u.uid), Some(u.gid))
-            .map_err(|e| format!("cannot give {} to {}: {e}", run.display(), u.name))?;
-        for (dir, mode) in [(run, 0o700), (&self.paths.dir, 0o711)] {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-                .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))?;
-        }
-        Ok(())
+        crate::layout::run_dir(&self.paths, &self.ctx.emulator).map_err(Fail::from)
     }
 
     /// Opens the files QEMU reads itself — kernel, initrd, CD/DVD images — so that QEMU, which

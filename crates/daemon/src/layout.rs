@@ -5,6 +5,8 @@
 //! <data>/vms/<name>/<name>.vm.toml  the VM's definition (the file external tools read and edit)
 //! <data>/vms/<name>/qemu.log        QEMU's own output
 //! <data>/vms/<name>/undo/diskN.vhd  undo (differencing) disks, while undo disks are on
+//! <data>/incoming/<name>.state      a saved state another host sent in a cold move, until the
+//!                                   VM is registered here
 //! <data>/vms/<name>/run/            QEMU's own directory, owned by the emulator user (0700):
 //!     console.log                   what the first serial port wrote
 //!     console.sock                  keystrokes for the first serial port (the web console's)
@@ -74,6 +76,11 @@ impl VmPaths {
     }
 }
 
+/// Where a saved state sent by another host (a cold move of VM `name`) waits.
+pub fn incoming_state(data: &Path, name: &str) -> PathBuf {
+    data.join("incoming").join(format!("{name}.state"))
+}
+
 /// Directory of disk-server sockets and logs.
 pub fn disks_dir(data: &Path) -> PathBuf {
     data.join("disks")
@@ -82,4 +89,32 @@ pub fn disks_dir(data: &Path) -> PathBuf {
 /// The store's database file.
 pub fn database(data: &Path) -> PathBuf {
     data.join("vine.db")
+}
+
+/// Makes a VM's QEMU directory, the emulator user's alone (sockets, console log, saved state),
+/// inside the VM's directory, which it may cross but not list.
+pub(crate) fn run_dir(paths: &VmPaths, emulator: &sandbox::User) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let run = &paths.run;
+    std::fs::create_dir_all(run).map_err(|e| format!("cannot create {}: {e}", run.display()))?;
+    std::os::unix::fs::chown(run, Some(emulator.uid), Some(emulator.gid))
+        .map_err(|e| format!("cannot give {} to {}: {e}", run.display(), emulator.name))?;
+    for (dir, mode) in [(run, 0o700), (&paths.dir, 0o711)] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Makes `file` (a saved state another host wrote, received here) the VM's saved state, the
+/// emulator user's as if its QEMU had written it.
+pub(crate) fn take_saved_state(paths: &VmPaths, emulator: &sandbox::User, file: &Path) -> Result<(), String> {
+    run_dir(paths, emulator)?;
+    std::fs::rename(file, &paths.state)
+        .map_err(|e| format!("cannot move {} to {}: {e}", file.display(), paths.state.display()))?;
+    std::os::unix::fs::chown(&paths.state, Some(emulator.uid), Some(emulator.gid))
+        .map_err(|e| format!("cannot give {} to {}: {e}", paths.state.display(), emulator.name))?;
+    std::fs::File::open(&paths.state)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| format!("cannot make {} durable: {e}", paths.state.display()))
 }

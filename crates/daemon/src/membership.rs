@@ -35,6 +35,12 @@ pub struct Membership {
     sync_started: AtomicBool,
     /// Set (and the publishing thread woken) when a VM changed here.
     changed: (Mutex<bool>, std::sync::Condvar),
+    /// How to reach the other hosts (set by the API).
+    pub(crate) peers: std::sync::OnceLock<Arc<dyn crate::moves::Peers>>,
+    /// The shared storage pools registered here.
+    pub(crate) shared_pools: Mutex<std::collections::BTreeSet<String>>,
+    /// VMs being moved away, with where to.
+    pub(crate) moving: Mutex<BTreeMap<String, String>>,
 }
 
 impl Membership {
@@ -49,6 +55,9 @@ impl Membership {
             conflicts: Mutex::default(),
             sync_started: AtomicBool::new(false),
             changed: Default::default(),
+            peers: Default::default(),
+            shared_pools: Default::default(),
+            moving: Default::default(),
         }
     }
 }
@@ -138,6 +147,10 @@ impl Daemon {
                         return;
                     }
                     d.publish_all();
+                    if let Some(c) = d.cluster() {
+                        d.sync_shared_pools(&c);
+                        d.release_writes(&c);
+                    }
                 })
                 .expect("threads can be started");
         }

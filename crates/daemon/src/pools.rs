@@ -44,6 +44,9 @@ pub struct PoolInfo {
     pub low_space: bool,
     /// Volumes in it.
     pub volumes: usize,
+    /// A shared pool of a pool of hosts (every host mounts it; one writer per volume).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
 }
 
 /// What a volume holds.
@@ -265,6 +268,7 @@ impl Pools {
             free_bytes,
             low_space: is_low(total_bytes, free_bytes),
             volumes: self.names_in(&dir).len(),
+            shared: false,
         })
     }
 

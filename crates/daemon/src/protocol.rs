@@ -14,7 +14,8 @@ impl Request {
             | Request::VmSet { name, .. }
             | Request::VmConsole { name, .. }
             | Request::VmNicAdd { name, .. }
-            | Request::VmNicRemove { name, .. } => Some(name),
+            | Request::VmNicRemove { name, .. }
+            | Request::VmMove { name, .. } => Some(name),
             _ => None,
         }
     }
@@ -38,6 +39,22 @@ pub enum Request {
         /// In a pool: the host to make it on (default: placement picks one).
         #[serde(default)]
         host: Option<String>,
+    },
+    /// In a pool: moves a VM that is off or saved to host `to` (its volumes on host-local
+    /// pools are copied there, those on shared pools stay; a saved state goes with it).
+    VmMove {
+        /// The VM.
+        name: String,
+        /// The host it goes to.
+        to: String,
+    },
+    /// In a pool, from the host a VM moves from: registers it here, from its definition, with
+    /// the saved state that host sent (when `saved`). Only hosts of the pool send it.
+    VmAdopt {
+        /// The definition (TOML).
+        definition: String,
+        /// Whether it arrives saved (its state is in this host's incoming directory).
+        saved: bool,
     },
     /// Every VM.
     VmList,
@@ -166,6 +183,10 @@ pub enum Request {
         name: String,
         /// Its directory.
         path: String,
+        /// In a pool of hosts: a directory every host mounts at this path, whose volumes every
+        /// host can use (one writer at a time in the whole pool).
+        #[serde(default)]
+        shared: bool,
     },
     /// Every pool.
     PoolList,

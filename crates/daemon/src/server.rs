@@ -2,7 +2,7 @@
 //! answers requests — reads from the VMs' views, controls through their actors. The `api` crate
 //! serves these requests over HTTP (the local socket and HTTPS).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
@@ -369,6 +369,11 @@ impl Daemon {
     /// Carries out one request.
     pub fn call(&self, req: Request) -> Result<Value, Failure> {
         if let Some(vm) = req.vm_target() {
+            if let Some(to) = self.moving_to(vm) {
+                return Err(Failure::Refused(format!(
+                    "'{vm}' is being moved to host '{to}'; try again when it is there"
+                )));
+            }
             if !self.has_vm(vm) {
                 if let Some(host) = self.owner_elsewhere(vm)? {
                     return Err(Failure::Elsewhere { vm: vm.to_string(), host });
@@ -412,7 +417,7 @@ impl Daemon {
         Ok(actor::info(&self.ctx, &v))
     }
 
-    fn view_of(&self, name: &str) -> Result<(Sender<Msg>, Arc<Mutex<View>>), Failure> {
+    pub(crate) fn view_of(&self, name: &str) -> Result<(Sender<Msg>, Arc<Mutex<View>>), Failure> {
         let vms = self.lock();
         let h = vms.get(name).ok_or_else(|| Failure::NotFound(format!("no VM named '{name}'")))?;
         Ok((h.tx.clone(), h.view.clone()))
@@ -429,6 +434,11 @@ impl Daemon {
         rrx.recv().map_err(|_| Failure::Failed(format!("the actor of '{name}' ended while working")))?
     }
 
+    /// A control of a VM of this host, as a request would carry it out.
+    pub(crate) fn control_here(&self, name: &str, control: Control) -> Result<Value, Failure> {
+        self.handle_inner(Request::VmControl { name: name.into(), control, options: Default::default() })
+    }
+
     fn handle_inner(&self, req: Request) -> Result<Value, Failure> {
         match req {
             Request::Ping => Ok(json!({ "version": env!("CARGO_PKG_VERSION") })),
@@ -443,6 +453,8 @@ impl Daemon {
                 }))
             }
             Request::VmCreate { definition, host } => self.create_in_pool(&definition, host.as_deref()),
+            Request::VmMove { name, to } => self.move_vm(&name, &to),
+            Request::VmAdopt { definition, saved } => self.adopt_moved(&definition, saved),
             Request::ClusterInit { etcd, name, tls } => self.cluster_init(etcd, name, tls),
             Request::ClusterShow => self.cluster_show(),
             Request::ClusterToken { host } => self.cluster_token(&host),
@@ -457,6 +469,9 @@ impl Daemon {
             Request::VmShow { name } => Ok(serde_json::to_value(self.show_vm(&name)?).expect("serialises")),
             Request::VmControl { name, control, options } => {
                 options.validate()?;
+                if matches!(control, Control::Start | Control::Restore) {
+                    self.claim_writes(&name)?;
+                }
                 let r = self.ask(&name, |reply| Msg::Control { control, options, reply });
                 if r.is_ok() && matches!(control, Control::Remove | Control::Delete) {
                     if let Some(mut h) = self.lock().remove(&name) {
@@ -500,7 +515,8 @@ impl Daemon {
                 );
                 Ok(r)
             }
-            Request::PoolCreate { name, path } => {
+            Request::PoolCreate { name, path, shared: true } => self.create_shared_pool(&name, &path),
+            Request::PoolCreate { name, path, shared: false } => {
                 let p = self.ctx.pools.create(&name, &path)?;
                 self.ctx.event(
                     None,
@@ -511,22 +527,27 @@ impl Daemon {
                 Ok(serde_json::to_value(p).expect("serialises"))
             }
             Request::PoolList => {
-                let all: Vec<PoolInfo> =
-                    self.ctx.pools.names().iter().filter_map(|n| self.ctx.pools.show(n, true).ok()).collect();
+                let shared = self.shared_pool_names();
+                let all: Vec<PoolInfo> = self
+                    .ctx
+                    .pools
+                    .names()
+                    .iter()
+                    .filter_map(|n| self.ctx.pools.show(n, true).ok())
+                    .map(|p| PoolInfo { shared: shared.contains(&p.name), ..p })
+                    .collect();
                 Ok(serde_json::to_value(all).expect("serialises"))
             }
             Request::PoolShow { name } => {
-                Ok(serde_json::to_value(self.ctx.pools.show(&name, true)?).expect("serialises"))
+                let p = self.ctx.pools.show(&name, true)?;
+                let shared = self.shared_pool_names().contains(&name);
+                Ok(serde_json::to_value(PoolInfo { shared, ..p }).expect("serialises"))
             }
             Request::PoolDelete { name } => {
-                let dir = self.ctx.pools.dir(&name)?;
-                let users: BTreeSet<String> = self
-                    .volume_users()
-                    .into_iter()
-                    .filter(|(f, _)| f.parent() == Some(dir.as_path()))
-                    .flat_map(|(_, u)| u.into_iter().map(|a| a.vm))
-                    .collect();
-                self.ctx.pools.delete(&name, &users.into_iter().collect::<Vec<_>>())?;
+                self.ctx.pools.dir(&name)?;
+                let users = self.pool_users(&name);
+                self.ctx.pools.delete(&name, &users)?;
+                self.forget_shared_pool(&name)?;
                 self.ctx.event(
                     None,
                     "info",
@@ -660,6 +681,12 @@ impl Daemon {
     }
 
     pub(crate) fn create(&self, text: &str) -> Result<Value, Failure> {
+        self.create_as(text, None)
+    }
+
+    /// Registers a VM from its definition; with `saved_state`, it arrives saved (a cold move:
+    /// the file, which another host wrote, becomes its saved state).
+    pub(crate) fn create_as(&self, text: &str, saved_state: Option<&Path>) -> Result<Value, Failure> {
         let invalid = Failure::Invalid;
         let mut def = VmDefinition::parse(text).map_err(|e| invalid(format!("definition: {e}")))?;
         def.validate().map_err(|e| invalid(format!("definition: {e}")))?;
@@ -731,15 +758,21 @@ impl Daemon {
                 actor::write_atomic(&paths.definition, &canonical)
                     .map_err(|e| format!("cannot write {}: {e}", paths.definition.display()))
             });
+        let written = written.and_then(|_| match saved_state {
+            Some(f) => crate::layout::take_saved_state(&paths, &self.ctx.emulator, f),
+            None => Ok(()),
+        });
         if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&paths.dir);
             self.ctx.networks.release_nics(&vm_name);
             return Err(Failure::Failed(e));
         }
+        let state = if saved_state.is_some() { VmState::Saved } else { VmState::Off };
         let rec = VmRecord {
             name: def.name.clone(),
             uuid: def.uuid.clone(),
             definition: canonical,
-            state: VmState::Off.name().into(),
+            state: state.name().into(),
             pid: None,
             runtime: None,
         };
@@ -752,7 +785,7 @@ impl Daemon {
             });
         }
         let name = def.name.clone();
-        let view = Arc::new(Mutex::new(View { state: VmState::Off, pid: None, def, last_error: None }));
+        let view = Arc::new(Mutex::new(View { state, pid: None, def, last_error: None }));
         let a = Actor::new(&name, self.ctx.clone(), view.clone());
         drop(vms);
         self.spawn(&name, a, view.clone());

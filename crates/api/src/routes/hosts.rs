@@ -186,6 +186,10 @@ pub(super) async fn pool_call(
         }
         return Ok(Json(call(&state, req).await?));
     }
+    // A VM another host moves here.
+    if let Request::VmAdopt { .. } = &req {
+        return Ok(Json(call(&state, req).await?));
+    }
     let Some(vm) = req.vm_target().map(str::to_string) else {
         return Err(ApiError::bad("request: only requests about one VM are forwarded between hosts"));
     };

@@ -25,6 +25,7 @@ use crate::Peer;
 
 pub mod confine;
 mod hosts;
+mod moves;
 mod pools;
 mod redfish;
 
@@ -47,6 +48,7 @@ impl AppState {
     pub fn new(daemon: Arc<Daemon>, store: Arc<dyn Store>) -> AppState {
         auth::warm_up();
         let hasher = crate::hasher::Hasher::start(crate::hasher::Hasher::default_threads());
+        daemon.set_peers(std::sync::Arc::new(moves::HostPeers::new(&daemon)));
         AppState { daemon, store, throttle: Default::default(), hasher }
     }
 }
@@ -103,6 +105,9 @@ impl ApiError {
     }
     fn bad(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+    fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
 }
 
@@ -1536,8 +1541,8 @@ async fn delete_hook(State(state): State<AppState>, p: Principal, P(id): P<u64>)
           crate::console::serial_ws, crate::console::vnc_ws, crate::console::event_stream,
           pools::list_pools, pools::create_pool, pools::show_pool, pools::delete_pool, pools::list_volumes,
           pools::create_volume, pools::show_volume, pools::delete_volume, pools::upload, pools::download,
-          hosts::init, hosts::show, hosts::list, hosts::host, hosts::token, hosts::join, hosts::leave, hosts::pool_call, hosts::maintenance),
-    components(schemas(ErrorBody, Login, Issued, Me, Right, RightKind, NewPassword, NewDisk, NewNic, NewVm, Reservation, VmInfo, daemon::protocol::NicInfo,
+          hosts::init, hosts::show, hosts::list, hosts::host, hosts::token, hosts::join, hosts::leave, hosts::pool_call, hosts::maintenance, moves::move_vm, moves::incoming),
+    components(schemas(ErrorBody, moves::MoveTo, Login, Issued, Me, Right, RightKind, NewPassword, NewDisk, NewNic, NewVm, Reservation, VmInfo, daemon::protocol::NicInfo,
                        daemon::protocol::CpuInfo, Changes, ControlOptions, daemon::protocol::UndoAction, Control,
                        vmm::VmState, ConsoleLog, Event, UserInfo, NewUser, TokenInfo, NewToken, Hook, NewHook,
                        pools::NewPool, pools::NewVolume, daemon::pools::PoolInfo, daemon::pools::VolumeInfo,
@@ -1681,6 +1686,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/cluster/tokens", post(hosts::token))
         .route("/api/cluster/join", post(hosts::join))
         .route("/api/pool/call", post(hosts::pool_call))
+        .route("/api/pool/incoming/{name}/content", put(moves::incoming))
+        .route("/api/vms/{name}/move", post(moves::move_vm))
         .route("/api/hosts", get(hosts::list))
         .route("/api/hosts/{name}", get(hosts::host))
         .route("/api/hosts/{name}/maintenance", put(hosts::maintenance))

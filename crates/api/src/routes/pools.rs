@@ -26,6 +26,10 @@ pub struct NewPool {
     pub name: String,
     /// Its directory on the host (absolute; made if missing).
     pub path: String,
+    /// In a pool of hosts: a directory every host mounts at this path, whose volumes every
+    /// host can use (one writer at a time in the whole pool).
+    #[serde(default)]
+    pub shared: bool,
 }
 
 /// A new disk volume: give `size` (a new dynamic VHD) or `parent` (a differencing child).
@@ -81,7 +85,10 @@ pub(super) async fn create_pool(
     Body(n): Body<NewPool>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     need(&p, Need::Admin)?;
-    Ok((StatusCode::CREATED, Json(call(&state, Request::PoolCreate { name: n.name, path: n.path }).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(call(&state, Request::PoolCreate { name: n.name, path: n.path, shared: n.shared }).await?),
+    ))
 }
 
 /// One storage pool: space and volume count.

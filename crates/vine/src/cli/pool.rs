@@ -21,6 +21,10 @@ pub enum PoolCommand {
         /// Its directory.
         #[arg(long)]
         path: String,
+        /// In a pool of hosts: a directory every host mounts at the same path; every host
+        /// registers it, and each volume has one writer in the whole pool.
+        #[arg(long)]
+        shared: bool,
     },
     /// Pools you may use, with free space.
     List {
@@ -115,7 +119,12 @@ fn print_pool(p: &Value) {
         p["name"].as_str().unwrap_or(""),
         mib(&p["free_bytes"]),
         mib(&p["total_bytes"]),
-        if p["low_space"] == true { " (low)" } else { "" },
+        match (p["low_space"] == true, p["shared"] == true) {
+            (true, true) => " (low, shared)",
+            (true, false) => " (low)",
+            (false, true) => " (shared)",
+            (false, false) => "",
+        },
         p["volumes"],
         p["path"].as_str().unwrap_or("")
     );
@@ -146,13 +155,14 @@ fn json_or(v: &Value, json: bool, print: impl Fn(&Value)) -> anyhow::Result<i32>
 /// Runs `vine pool …`.
 pub fn pool(cmd: PoolCommand) -> anyhow::Result<i32> {
     match cmd {
-        PoolCommand::Create { name, path } => {
+        PoolCommand::Create { name, path, shared } => {
             let path = if path.starts_with('/') {
                 path
             } else {
                 std::env::current_dir()?.join(&path).display().to_string()
             };
-            let v = rest("POST", "/api/pools", Some(&json!({ "name": name, "path": path })))?;
+            let v =
+                rest("POST", "/api/pools", Some(&json!({ "name": name, "path": path, "shared": shared })))?;
             print_pool(&v);
             Ok(0)
         }

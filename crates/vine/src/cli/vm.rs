@@ -57,6 +57,15 @@ pub enum VmCommand {
     Delete(Target),
     /// Change CPU weight, reservation, cap or memory (CPU changes apply to a running VM at once).
     Set(SetArgs),
+    /// Move a VM that is off or saved to another host of the pool (its volumes on host-local
+    /// pools are copied there; those on shared pools stay; a saved VM restores there).
+    Move {
+        /// The VM.
+        name: String,
+        /// The host it goes to.
+        #[arg(long)]
+        to: String,
+    },
     /// What the VM's serial console wrote.
     Console {
         /// The VM.
@@ -470,6 +479,14 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
         VmCommand::Reset(t) => control(t.name, Control::Reset, none),
         VmCommand::Remove(t) => control(t.name, Control::Remove, none),
         VmCommand::Delete(t) => control(t.name, Control::Delete, none),
+        VmCommand::Move { name, to } => {
+            eprintln!(
+                "moving '{name}' to host '{to}' (its host-local volumes are copied; this can take a while)"
+            );
+            let v = rest("POST", &format!("/api/vms/{}/move", encode(&name)), Some(&json!({ "to": to })))?;
+            println!("{}", v["message"].as_str().unwrap_or("moved"));
+            Ok(0)
+        }
         VmCommand::Shutdown(a) => control(
             a.name,
             Control::Shutdown,

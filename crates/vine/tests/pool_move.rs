@@ -1,0 +1,173 @@
+//! Cold moves and shared storage in a pool of two simulated hosts (scripts/pool-lab.sh):
+//!
+//! - a shared pool made on h1 is registered by h2 by itself; host-local pools of one name on
+//!   each host stay each host's own;
+//! - an off VM with a disk on a host-local pool and one on the shared pool moves to h2: the local
+//!   disk is copied (qemu-io reads the pattern written before, qemu-img checks it) and its
+//!   original goes, the shared disk stays where it is, nothing of the VM is left on h1, and
+//!   it boots on h2;
+//! - a volume of the shared pool has one writer in the whole pool: a VM on h1 cannot start while
+//!   a VM on h2 writes it, and can once that one is off;
+//! - a saved VM moves and restores on h2: its guest's counter continues where it stopped;
+//! - a running VM, a host path disk and an unknown host are refused with sentences.
+
+mod poollab;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use poollab::Lab;
+use serde_json::Value;
+use test_infra::Kit;
+
+fn kit_vm(lab: &Lab, kit: &Kit, via: &str, name: &str, host: &str, disks: &[&str], options: &[&str]) {
+    let kernel = kit.vmlinuz.display().to_string();
+    let initrd = kit.initrd.display().to_string();
+    let append = kit.cmdline_with(options);
+    let mut args = vec![
+        "vm", "create", name, "--memory", "128", "--kernel", &kernel, "--initrd", &initrd, "--append",
+        &append, "--host", host,
+    ];
+    for d in disks {
+        args.extend(["--disk", d]);
+    }
+    lab.ok(via, &args);
+}
+
+fn console(lab: &Lab, h: &str, vm: &str) -> String {
+    String::from_utf8_lossy(&lab.vine(h, &["vm", "console", vm, "--log", "--all"]).stdout).to_string()
+}
+
+/// The counter values a guest printed, in order.
+fn counters(log: &str) -> Vec<u64> {
+    log.lines().filter_map(|l| l.trim().strip_prefix("VINE-COUNTER ")?.trim().parse().ok()).collect()
+}
+
+fn qemu_io(file: &Path, cmd: &str) -> String {
+    let out = Command::new("qemu-io").args(["-f", "vpc", "-c", cmd]).arg(file).output().unwrap();
+    assert!(out.status.success(), "qemu-io {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn sha256(file: &Path) -> String {
+    let out = Command::new("sha256sum").arg(file).output().unwrap();
+    assert!(out.status.success(), "sha256sum {}", file.display());
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn vms_move_cold_between_hosts_with_local_and_shared_volumes() {
+    let lab = Lab::up(2, "vtmove", "10.246.0");
+    lab.pool();
+    let kit = Kit::ensure().expect("guest kit");
+    let dir = Path::new(lab.get("LAB_DIR")).to_path_buf();
+    let shared = dir.join("shared");
+    let (loc1, loc2) = (dir.join("h1-loc"), dir.join("h2-loc"));
+
+    // Pools: one shared, registered by h2 by itself; "loc" is each host's own.
+    lab.ok("h1", &["pool", "create", "shr", "--path", shared.to_str().unwrap(), "--shared"]);
+    lab.wait(Duration::from_secs(10), "h2 registers the shared pool", || {
+        lab.json("h2", &["pool", "list"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "shr" && p["shared"] == true)
+    });
+    lab.ok("h1", &["pool", "create", "loc", "--path", loc1.to_str().unwrap()]);
+    lab.ok("h2", &["pool", "create", "loc", "--path", loc2.to_str().unwrap()]);
+    let loc_of = |h: &str| {
+        let pools = lab.json(h, &["pool", "list"]);
+        pools.as_array().unwrap().iter().find(|p| p["name"] == "loc").map(|p| p["shared"].clone())
+    };
+    assert_eq!(loc_of("h1"), Some(Value::Null), "a host-local pool is not shared");
+    for v in ["loc/d1.vhd", "shr/s1.vhd", "loc/d2.vhd", "shr/s2.vhd"] {
+        lab.ok("h1", &["volume", "create", v, "--size", "64M"]);
+    }
+    qemu_io(&loc1.join("d1.vhd"), "write -P 0x5a 0 1M");
+    qemu_io(&shared.join("s1.vhd"), "write -P 0x3c 1M 1M");
+    let d1_sum = sha256(&loc1.join("d1.vhd"));
+
+    // An off VM: its local disk is copied, its shared disk stays, nothing is left on h1.
+    kit_vm(&lab, &kit, "h1", "mv1", "h1", &["loc/d1.vhd", "shr/s1.vhd"], &[]);
+    let e = lab.fails("h2", &["vm", "move", "mv1", "--to", "h9"]);
+    assert!(e.contains("no host named 'h9'"), "{e}");
+    let out = lab.ok("h2", &["vm", "move", "mv1", "--to", "h2"]);
+    assert!(out.contains("copied loc/d1.vhd") && out.contains("shr/s1.vhd stay"), "{out}");
+    for h in ["h1", "h2"] {
+        assert_eq!(lab.json(h, &["vm", "show", "mv1"])["host"], "h2", "mv1 on h2, seen from {h}");
+    }
+    let read = qemu_io(&loc2.join("d1.vhd"), "read -P 0x5a 0 1M");
+    assert!(
+        read.contains("read 1048576/1048576") && !read.contains("fail"),
+        "the copy holds what was written: {read}"
+    );
+    assert_eq!(sha256(&loc2.join("d1.vhd")), d1_sum, "the copy is the original, byte for byte");
+    let info =
+        Command::new("qemu-img").args(["info", "-f", "vpc"]).arg(loc2.join("d1.vhd")).output().unwrap();
+    assert!(info.status.success(), "qemu-img reads the copy: {}", String::from_utf8_lossy(&info.stderr));
+    assert!(!loc1.join("d1.vhd").exists(), "the original of a moved disk goes");
+    let read = qemu_io(&shared.join("s1.vhd"), "read -P 0x3c 1M 1M");
+    assert!(
+        read.contains("read 1048576/1048576") && !read.contains("fail"),
+        "the shared disk is as it was: {read}"
+    );
+    assert!(!Path::new(lab.get("LAB_h1_DATA")).join("vms/mv1").exists(), "no directory of mv1 left on h1");
+    assert!(lab.ok("h1", &["events", "--json"]).contains("\"vm.moved\""));
+    lab.ok("h1", &["vm", "start", "mv1"]);
+    lab.wait(Duration::from_secs(120), "mv1 boots on h2", || {
+        console(&lab, "h2", "mv1").contains("VINE-BOOT-OK")
+    });
+
+    // One writer per shared volume in the whole pool.
+    kit_vm(&lab, &kit, "h1", "mw", "h1", &["shr/s1.vhd"], &[]);
+    let e = lab.fails("h1", &["vm", "start", "mw"]);
+    assert!(e.contains("shr/s1.vhd") && e.contains("h2/mv1"), "{e}");
+    let e = lab.fails("h1", &["vm", "move", "mv1", "--to", "h1"]);
+    assert!(e.contains("running"), "a running VM does not move cold: {e}");
+    lab.ok("h2", &["vm", "off", "mv1"]);
+    lab.wait(Duration::from_secs(10), "mw starts once mv1 is off", || {
+        lab.vine("h1", &["vm", "start", "mw"]).status.success()
+    });
+    lab.ok("h1", &["vm", "off", "mw"]);
+
+    // A saved VM moves and continues on h2.
+    kit_vm(&lab, &kit, "h1", "mv2", "h1", &["loc/d2.vhd", "shr/s2.vhd"], &["vine.counter=1"]);
+    lab.ok("h1", &["vm", "start", "mv2"]);
+    lab.wait(Duration::from_secs(120), "mv2 counts", || counters(&console(&lab, "h1", "mv2")).len() >= 3);
+    lab.ok("h1", &["vm", "save", "mv2"]);
+    let before = *counters(&console(&lab, "h1", "mv2")).last().unwrap();
+    let out = lab.ok("h1", &["vm", "move", "mv2", "--to", "h2"]);
+    assert!(out.contains("(saved)"), "{out}");
+    let moved = lab.json("h2", &["vm", "show", "mv2"]);
+    assert_eq!(
+        (moved["state"].as_str(), moved["saved_state"].as_bool()),
+        (Some("saved"), Some(true)),
+        "{moved}"
+    );
+    lab.ok("h1", &["vm", "restore", "mv2"]);
+    lab.wait(Duration::from_secs(60), "mv2's counter goes on past where it stopped", || {
+        counters(&console(&lab, "h2", "mv2")).iter().any(|n| *n > before + 1)
+    });
+    let after = console(&lab, "h2", "mv2");
+    let seen = counters(&after);
+    assert!(
+        seen[0] > before.saturating_sub(2) && seen[0] <= before + 3,
+        "continued, not restarted: {before} then {seen:?}"
+    );
+    assert!(!after.contains("VINE-BOOT-OK"), "the guest was not booted again on h2");
+    lab.ok("h2", &["vm", "off", "mv2"]);
+
+    // A host path disk does not move.
+    let raw = dir.join("raw.vhd");
+    lab.ok("h2", &["volume", "create", "loc/tmp.vhd", "--size", "16M"]);
+    std::fs::copy(loc2.join("tmp.vhd"), &raw).unwrap();
+    kit_vm(&lab, &kit, "h2", "hp", "h2", &[raw.to_str().unwrap()], &[]);
+    let e = lab.fails("h1", &["vm", "move", "hp", "--to", "h1"]);
+    assert!(e.contains("host path"), "{e}");
+    assert_eq!(
+        lab.json("h1", &["vm", "show", "hp"])["host"],
+        "h2",
+        "a refused move leaves the VM where it was"
+    );
+}
