@@ -135,15 +135,35 @@ async function loginPage() {
   });
 }
 
+/** What a state badge's tooltip says, where the word alone does not tell. */
+const STATE_TIPS = {
+  unknown: "host offline: the VM's state is unknown and its controls are refused until its host is back",
+  maintenance: "in maintenance: keeps its VMs and gets no new ones",
+  offline: "its daemon does not answer the pool (stopped, or cut off from etcd)",
+};
+
 function stateBadge(s) {
-  return `<span class="state ${esc(s)}" data-state="${esc(s)}">${esc(s)}</span>`;
+  const tip = STATE_TIPS[s] ? ` title="${esc(STATE_TIPS[s])}"` : "";
+  return `<span class="state ${esc(s)}" data-state="${esc(s)}"${tip}>${esc(s)}</span>`;
 }
 
+/** The query of the current hash route (`#/vms?host=h1`). */
+function query() {
+  return new URLSearchParams(location.hash.split("?")[1] || "");
+}
+
+/** How often pages re-read what no event announces (a VM's state on another host, a host's liveness). */
+const POLL_MS = 5000;
+const HOSTS_POLL_MS = 3000;
+
 async function vmsPage() {
+  const hostFilter = query().get("host") || "";
   main().innerHTML = `
     <h1>Virtual machines</h1>
-    <div class="card"><table id="vm-table"><thead><tr><th>Name</th><th>State</th><th>vCPUs</th>
-      <th>Memory</th><th>CPU weight / reserve / max</th><th>Disks</th><th>PID</th></tr></thead><tbody></tbody></table>
+    <div class="card">
+      <form id="host-filter" class="row" hidden><label>Host <select name="host"></select></label>
+        <span class="muted" id="host-filter-note"></span></form>
+      <div class="table-wrap"><table id="vm-table"><thead></thead><tbody></tbody></table></div>
       <p id="no-vms" class="muted" hidden>No virtual machines yet.</p></div>
     <div class="card" id="create-card" ${state.me.can_create || state.me.admin ? "" : "hidden"}>
       <h2>New virtual machine</h2>
@@ -162,19 +182,45 @@ async function vmsPage() {
         <button class="primary" type="submit">Create</button>
       </form>
     </div>`;
+  // In a pool every VM carries its host: the list gets a Host column and a filter by host. On a
+  // host alone no VM has one, and the list is as it always was.
+  const filterForm = $("#host-filter");
+  filterForm.addEventListener("change", () => {
+    const h = filterForm.host.value;
+    go(h ? `#/vms?host=${encodeURIComponent(h)}` : "#/vms");
+  });
+  filterForm.addEventListener("submit", (e) => e.preventDefault());
+  let shownHead = null;
+  let shownHosts = null;
   const render = async () => {
-    const vms = await api("GET", "/api/vms");
-    $("#no-vms").hidden = vms.length > 0;
+    const all = await api("GET", "/api/vms");
+    const pooled = all.some((v) => v.host);
+    const vms = hostFilter ? all.filter((v) => v.host === hostFilter) : all;
+    const head = `<tr><th>Name</th>${pooled ? "<th>Host</th>" : ""}<th>State</th><th>vCPUs</th>
+      <th>Memory</th><th>CPU weight / reserve / max</th><th>Disks</th><th>PID</th></tr>`;
+    if (head !== shownHead) $("#vm-table thead").innerHTML = shownHead = head;
+    filterForm.hidden = !pooled && !hostFilter;
+    const hosts = [...new Set(all.map((v) => v.host).filter(Boolean).concat(hostFilter ? [hostFilter] : []))].sort();
+    if (hosts.join("\n") !== shownHosts) {
+      shownHosts = hosts.join("\n");
+      filterForm.host.innerHTML = `<option value="">all hosts</option>` +
+        hosts.map((h) => `<option value="${esc(h)}"${h === hostFilter ? " selected" : ""}>${esc(h)}</option>`).join("");
+    }
+    $("#host-filter-note").textContent = hostFilter ? `${vms.length} of ${all.length} virtual machines` : "";
+    const none = $("#no-vms");
+    none.hidden = vms.length > 0;
+    none.textContent = hostFilter ? `No virtual machines on host ${hostFilter}.` : "No virtual machines yet.";
     $("#vm-table tbody").innerHTML = vms.map((v) => `
-      <tr data-vm="${esc(v.name)}"><td><a href="#/vm/${encodeURIComponent(v.name)}">${esc(v.name)}</a></td>
+      <tr data-vm="${esc(v.name)}"${v.state === "unknown" ? ' class="unknown"' : ""}><td><a href="#/vm/${encodeURIComponent(v.name)}">${esc(v.name)}</a></td>
+      ${pooled ? `<td data-host="${esc(v.host ?? "")}">${v.host ? `<a href="#/vms?host=${encodeURIComponent(v.host)}" title="only the VMs of ${esc(v.host)}">${esc(v.host)}</a>` : ""}</td>` : ""}
       <td>${stateBadge(v.state)}</td><td>${v.cpus}</td><td>${bytes(v.memory)}</td>
       <td>${v.cpu.weight} / ${v.cpu.reserve}% / ${v.cpu.max == null ? "none" : v.cpu.max + "%"}</td>
       <td>${v.disks.map(esc).join("<br>")}</td><td>${v.pid ?? ""}</td></tr>`).join("");
   };
   await render();
-  // Live: any event may change a state; a slow poll covers the rest.
+  // Live: any event may change a state; a slow poll covers the rest (and other hosts' VMs).
   eventStream(await lastEventId(), () => render().catch(() => {}));
-  const t = setInterval(() => render().catch(() => {}), 5000);
+  const t = setInterval(() => render().catch(() => {}), POLL_MS);
   onLeave(() => clearInterval(t));
   $("#create-form").addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -240,6 +286,7 @@ async function vmPage(name) {
         <button data-remove class="danger" title="Unregister; files are kept">Remove</button>
         <button data-delete class="danger" title="Unregister and delete its files and disks">Delete</button>
       </div>
+      <p id="host-offline" class="level-warning" hidden></p>
       <p id="last-error" class="level-error" hidden></p>
     </div>
     <div class="grid">
@@ -269,11 +316,15 @@ async function vmPage(name) {
     vm = await api("GET", `/api/vms/${enc}`);
     $("#vm-state").innerHTML = stateBadge(vm.state);
     for (const b of document.querySelectorAll("#controls [data-control]")) b.disabled = !allowed(b.dataset.control, vm.state);
+    const off = $("#host-offline");
+    off.hidden = vm.state !== "unknown";
+    off.textContent = vm.state === "unknown"
+      ? `Host ${vm.host || "?"} is offline: this VM's state is unknown and its controls are refused until the host is back.` : "";
     const le = $("#last-error");
     le.hidden = !vm.last_error;
     le.textContent = vm.last_error || "";
     const rows = [
-      ["State", vm.state], ["UUID", vm.uuid], ["vCPUs", vm.cpus], ["Memory", bytes(vm.memory)],
+      ["State", vm.state], ...(vm.host ? [["Host", vm.host]] : []), ["UUID", vm.uuid], ["vCPUs", vm.cpus], ["Memory", bytes(vm.memory)],
       ["Disks", vm.disks.length ? vm.disks.join(", ") : "none"],
       ["NICs", (vm.nics && vm.nics.length) ? vm.nics.map((n) => n.mac || JSON.stringify(n)).join(", ") : "none"],
       ["CPU weight", vm.cpu.weight], ["CPU reserve", `${vm.cpu.reserve}%`],
@@ -356,12 +407,32 @@ async function vmPage(name) {
   const past = await api("GET", `/api/events?vm=${enc}&limit=10000`);
   past.slice(-50).forEach(addEvent);
   eventStream(past.length ? past[past.length - 1].id : 0, (e) => { addEvent(e); render().catch(() => {}); }, name);
-  const poll = setInterval(() => render().catch(() => {}), 5000);
+  const poll = setInterval(() => render().catch(() => {}), POLL_MS);
   onLeave(() => clearInterval(poll));
 
+  // In a pool, this host's API bridges the consoles and samples the CPU of its own VMs only: a
+  // VM of another host has them on that host's site.
+  const owner = await ownerElsewhere(vm);
+  if (owner) {
+    const site = owner.url ? ` <a href="${esc(owner.url)}/#/vm/${enc}">Open it on ${esc(owner.name)}</a>.` : "";
+    const note = `on host ${esc(owner.name)}: its consoles and graphs are on that host's own site.${site}`;
+    $("#terminal").outerHTML = `<p class="muted" id="terminal-elsewhere">This VM is ${note}</p>`;
+    $("#vnc-connect").disabled = true;
+    $("#vnc-status").innerHTML = `This VM is ${note}`;
+    for (const id of ["#cpu-now", "#mem-now"]) $(id).textContent = `(on host ${owner.name})`;
+    return;
+  }
   graphs(name);
   serialConsole(name);
   $("#vnc-connect").addEventListener("click", () => graphicalConsole(name));
+}
+
+/** The pool host that owns `vm` (`{name, url}`) when that is not this host; null otherwise. */
+async function ownerElsewhere(vm) {
+  if (!vm.host) return null;
+  const [pool, hosts] = await Promise.all([api("GET", "/api/cluster"), api("GET", "/api/hosts")]);
+  if (pool.this_host === vm.host) return null;
+  return hosts.find((h) => h.name === vm.host) || { name: vm.host, url: "" };
 }
 
 /** CPU utilisation (from /api/metrics/live, sampled by the daemon every --sample-interval s) and memory. */
@@ -467,24 +538,32 @@ function graphicalConsole(name) {
 }
 
 async function eventsPage() {
-  const vm = new URLSearchParams(location.hash.split("?")[1] || "").get("vm") || "";
+  const vm = query().get("vm") || "";
   main().innerHTML = `
     <h1>Event log</h1>
     <div class="card">
       <form id="filter" class="row"><label>VM <input name="vm" type="text" value="${esc(vm)}"></label><button>Filter</button>
       <span class="muted">newest first; new events appear as they happen</span></form>
     </div>
-    <div class="card"><table id="events"><thead><tr><th>#</th><th>Time</th><th>VM</th><th>Level</th><th>Kind</th><th>Message</th></tr></thead><tbody></tbody></table></div>`;
+    <div class="card"><div class="table-wrap"><table id="events"><thead></thead><tbody></tbody></table></div></div>`;
   $("#filter").addEventListener("submit", (e) => {
     e.preventDefault();
     const v = e.target.vm.value.trim();
     go(v ? `#/events?vm=${encodeURIComponent(v)}` : "#/events");
   });
   const body = $("#events tbody");
-  const add = (e) => body.insertAdjacentHTML("afterbegin", `<tr data-kind="${esc(e.kind)}"><td>${e.id}</td><td>${esc(when(e.time_ms))}</td>
-    <td>${e.vm ? `<a href="#/vm/${encodeURIComponent(e.vm)}">${esc(e.vm)}</a>` : ""}</td>
-    <td class="level-${esc(e.level)}">${esc(e.level)}</td><td>${esc(e.kind)}</td><td>${esc(e.message)}</td></tr>`);
   const past = await api("GET", `/api/events?limit=10000${vm ? `&vm=${encodeURIComponent(vm)}` : ""}`);
+  // A pool's log names the host of each event: a Host column then (a host alone has none).
+  const withHost = past.some((e) => e.host);
+  $("#events thead").innerHTML = `<tr><th>#</th><th>Time</th><th>VM</th>${withHost ? "<th>Host</th>" : ""}<th>Level</th><th>Kind</th><th>Message</th></tr>`;
+  const add = (e) => {
+    // The first event naming a host (this host just joined a pool): draw the page again with the column.
+    if (e.host && !withHost) return route();
+    body.insertAdjacentHTML("afterbegin", `<tr data-kind="${esc(e.kind)}"><td>${e.id}</td><td>${esc(when(e.time_ms))}</td>
+    <td>${e.vm ? `<a href="#/vm/${encodeURIComponent(e.vm)}">${esc(e.vm)}</a>` : ""}</td>
+    ${withHost ? `<td data-host="${esc(e.host ?? "")}">${esc(e.host ?? "")}</td>` : ""}
+    <td class="level-${esc(e.level)}">${esc(e.level)}</td><td>${esc(e.kind)}</td><td>${esc(e.message)}</td></tr>`);
+  };
   past.slice(-500).forEach(add);
   eventStream(past.length ? past[past.length - 1].id : 0, add, vm || undefined);
 }
@@ -564,9 +643,73 @@ async function usersPage() {
   });
 }
 
+/**
+ * The pool's hosts (`GET /api/hosts`; a host alone lists itself), each with what its VMs reserve,
+ * added up from `GET /api/vms`: the memory of all its VMs and their CPU reservations, as
+ * placement counts them. Administrators put a host in maintenance and take it out.
+ */
+async function hostsPage() {
+  main().innerHTML = `
+    <h1>Hosts</h1>
+    <div class="card">
+      <div class="table-wrap"><table id="host-table"><thead><tr><th>Name</th><th>State</th><th>CPUs</th><th>Memory</th>
+        <th>Memory reserved</th><th>CPU reserved</th><th>VMs</th><th>Accelerator</th><th>Version</th>
+        <th data-maintenance-col hidden>Maintenance</th></tr></thead><tbody></tbody></table></div>
+      <p class="muted">Reservations and VM counts add up the virtual machines you may see: their memory, and
+      their CPU reserves in CPUs. A name shows its host's VMs.</p>
+    </div>`;
+  const body = $("#host-table tbody");
+  const render = async () => {
+    const [hosts, vms] = await Promise.all([api("GET", "/api/hosts"), api("GET", "/api/vms")]);
+    // In a pool VMs name their host; a host alone lists itself and owns every VM. Maintenance is
+    // a pool's: its toggle is shown to administrators when there is a pool.
+    const pooled = hosts.length > 1 || vms.some((v) => v.host);
+    const alone = hosts.length === 1 && !pooled ? hosts[0].name : null;
+    const toggle = state.me.admin && pooled;
+    $("[data-maintenance-col]").hidden = !toggle;
+    body.innerHTML = hosts.map((h) => {
+      const mine = vms.filter((v) => (v.host ?? alone) === h.name);
+      const memory = mine.reduce((a, v) => a + v.memory, 0);
+      const reserve = mine.reduce((a, v) => a + v.cpu.reserve, 0) / 100;
+      const running = mine.filter((v) => v.state === "running").length;
+      const pct = h.memory_bytes ? Math.round((memory / h.memory_bytes) * 100) : 0;
+      const link = pooled ? `#/vms?host=${encodeURIComponent(h.name)}` : "#/vms";
+      const verb = h.maintenance ? "End maintenance" : "Start maintenance";
+      return `<tr data-host="${esc(h.name)}">
+        <th scope="row"><a href="${link}" title="the VMs of ${esc(h.name)}">${esc(h.name)}</a></th>
+        <td>${stateBadge(h.state)}</td><td data-cpus>${h.cpus}</td><td>${bytes(h.memory_bytes)}</td>
+        <td>${bytes(memory)} (${pct}%)</td><td>${+reserve.toFixed(2)} of ${h.cpus}</td>
+        <td data-vms>${mine.length}${running ? ` (${running} running)` : ""}</td>
+        <td>${esc(h.accelerator)}</td><td>${esc(h.version)}</td>
+        ${toggle ? `<td><button data-maintenance="${esc(h.name)}" data-on="${!h.maintenance}"
+          aria-label="${verb} on ${esc(h.name)}">${verb}</button></td>` : ""}</tr>`;
+    }).join("");
+  };
+  await render();
+  // Buttons are drawn again at each refresh: one listener on the table serves them all.
+  body.addEventListener("click", async (e) => {
+    const b = e.target.closest("button[data-maintenance]");
+    if (!b) return;
+    b.disabled = true;
+    const name = b.dataset.maintenance;
+    try {
+      const r = await api("PUT", `/api/hosts/${encodeURIComponent(name)}/maintenance`, { maintenance: b.dataset.on === "true" });
+      flash(r && r.message ? r.message : `${name}: done`);
+    } catch (err) {
+      flash(err.message, false);
+    }
+    await render().catch(() => {});
+  });
+  // Events (a VM started, a host put in maintenance) redraw at once; liveness has no event, so
+  // the page also polls, faster than the VM list: a host that stops is offline within ~10 s.
+  eventStream(await lastEventId(), () => render().catch(() => {}));
+  const t = setInterval(() => render().catch(() => {}), HOSTS_POLL_MS);
+  onLeave(() => clearInterval(t));
+}
+
 async function hostPage() {
   const h = await api("GET", "/api/host");
-  main().innerHTML = `<h1>Host</h1><div class="card"><pre>${esc(JSON.stringify(h, null, 2))}</pre></div>`;
+  main().innerHTML = `<h1>This host</h1><div class="card"><pre>${esc(JSON.stringify(h, null, 2))}</pre></div>`;
 }
 
 // ----- routing -----
@@ -593,6 +736,7 @@ async function route() {
   try {
     switch (parts[0]) {
       case "vm": return await vmPage(decodeURIComponent(parts[1] || ""));
+      case "hosts": return await hostsPage();
       case "events": return await eventsPage();
       case "users": return await usersPage();
       case "host": return await hostPage();

@@ -1,7 +1,8 @@
 // End-to-end test of the web admin site: Debian's Chromium (headless, driven by playwright-core,
 // which never downloads a browser) logs in, creates a VM booting the guest kit, starts it, sees
 // the serial console print VINE-BOOT-OK, types a command into it, attaches the graphical
-// console, pauses, resumes and turns it off, and finds those events in the event log page. Screenshots of the main pages go
+// console, pauses, resumes and turns it off, and finds those events in the event log page; a host
+// alone has no Host column and lists itself alone on the hosts page. Screenshots of the main pages go
 // to VINE_SCREENSHOTS. Run by crates/vine/tests/web_ui.rs against a real daemon.
 //
 // Environment: VINE_URL, VINE_USER, VINE_PASSWORD, VINE_VM, VINE_KERNEL, VINE_INITRD,
@@ -54,6 +55,7 @@ const noNavigation = async (where) => {
   step(`${where} shows no navigation`);
 };
 const flashText = async () => (await page.locator("#flash").textContent()) || "";
+const headers = async (table) => page.$$eval(`${table} thead th`, (ths) => ths.map((t) => t.textContent.trim()));
 
 try {
   // Login.
@@ -146,6 +148,12 @@ try {
   await page.click('nav a[data-nav="vms"]');
   await page.waitForSelector(`#vm-table tr[data-vm="${vm}"] [data-state="off"]`);
   step("the VM list shows it off");
+  // A host alone: its VMs carry no host, so the list has no Host column and no host filter.
+  if ((await headers("#vm-table")).includes("Host") || (await page.locator("#vm-table td[data-host]").count()) ||
+      (await page.isVisible("#host-filter"))) {
+    throw new Error(`a host alone shows a Host column or filter: ${await headers("#vm-table")}`);
+  }
+  step("a host alone: no Host column in the VM list");
   await shot("vms");
 
   // The event log has the controls, in order.
@@ -154,6 +162,7 @@ try {
   const kinds = await page.$$eval("#events tbody tr", (rows) => rows.map((r) => `${r.children[2].textContent.trim()} ${r.dataset.kind}`));
   const mine = kinds.filter((k) => k.startsWith(`${vm} `)).map((k) => k.split(" ")[1]).reverse();
   step(`events of ${vm}: ${mine.join(", ")}`);
+  if ((await headers("#events")).includes("Host")) throw new Error(`a host alone's event log has a Host column: ${await headers("#events")}`);
   const want = ["vm.start", "vm.pause", "vm.resume", "vm.off"];
   let at = 0;
   for (const k of mine) if (k === want[at]) at++;
@@ -167,6 +176,14 @@ try {
   }, vm);
   await page.waitForFunction((n) => document.querySelectorAll("#events tbody tr").length > n, before);
   step("a new event appeared live on the event log page");
+
+  // The hosts page of a host alone: itself, online, with no maintenance (a pool's) to toggle.
+  await page.click('nav a[data-nav="hosts"]');
+  await page.waitForSelector('#host-table tbody tr [data-state="online"]');
+  const hostRows = await page.locator("#host-table tbody tr").count();
+  const toggles = await page.locator("#host-table button[data-maintenance]").count();
+  if (hostRows !== 1 || toggles !== 0) throw new Error(`a host alone's hosts page: ${hostRows} rows, ${toggles} maintenance buttons`);
+  step("the hosts page lists this host alone, online");
 
   await page.click('nav a[data-nav="users"]');
   await page.waitForSelector("#users tbody tr");
