@@ -11,7 +11,7 @@ use etcd_client::{
 use tokio::sync::watch;
 
 use crate::config::{self, ClusterConfig, EtcdTls};
-use crate::records::{EtcdMember, HostRecord, HostStatus, PoolInfo, PoolRecord};
+use crate::records::{EtcdMember, HostLoad, HostRecord, HostStatus, PoolInfo, PoolRecord};
 use crate::token::{JoinToken, TOKEN_TTL_S};
 use crate::{keys, now_ms, ClusterError};
 
@@ -501,23 +501,50 @@ impl Cluster {
         let mut c = self.client.clone();
         let e = &self.endpoints;
         self.rt.block_on(async move {
-            let recs =
-                timed!(e, "listing hosts", c.get(keys::HOSTS, Some(GetOptions::new().with_prefix()))).await?;
-            let alive = timed!(
-                e,
-                "reading liveness",
-                c.get(keys::ALIVE, Some(GetOptions::new().with_prefix().with_keys_only())),
-            )
-            .await?;
+            // Records, liveness and loads read at one revision, in one round trip.
+            let txn = Txn::new().and_then([
+                TxnOp::get(keys::HOSTS, Some(GetOptions::new().with_prefix())),
+                TxnOp::get(keys::ALIVE, Some(GetOptions::new().with_prefix().with_keys_only())),
+                TxnOp::get(keys::LOAD, Some(GetOptions::new().with_prefix())),
+            ]);
+            let r = timed!(e, "listing hosts", c.txn(txn.clone())).await?;
+            let mut gets = r.op_responses().into_iter().filter_map(|op| match op {
+                etcd_client::TxnOpResponse::Get(g) => Some(g),
+                _ => None,
+            });
+            let (Some(recs), Some(alive), Some(loads)) = (gets.next(), gets.next(), gets.next()) else {
+                return Err(ClusterError::Record {
+                    key: keys::HOSTS.into(),
+                    problem: "an incomplete answer".into(),
+                });
+            };
             let alive: Vec<&[u8]> = alive.kvs().iter().map(|kv| kv.key()).collect();
             let mut out = Vec::new();
             for kv in recs.kvs() {
                 let key = String::from_utf8_lossy(kv.key()).to_string();
                 let rec: HostRecord = parse(&key, kv.value())?;
                 let is_alive = alive.contains(&keys::alive(&rec.name).as_bytes());
-                out.push(HostStatus::of(rec, is_alive));
+                let load_key = keys::load(&rec.name);
+                let load = loads
+                    .kvs()
+                    .iter()
+                    .find(|kv| kv.key() == load_key.as_bytes())
+                    .and_then(|kv| parse::<HostLoad>(&load_key, kv.value()).ok());
+                out.push(HostStatus { load, ..HostStatus::of(rec, is_alive) });
             }
             Ok(out)
+        })
+    }
+
+    /// Publishes what this host uses of itself.
+    pub fn publish_load(&self, load: &HostLoad) -> Result<(), ClusterError> {
+        let mut c = self.client.clone();
+        let e = self.endpoints.clone();
+        let key = keys::load(&self.cfg.host);
+        let value = json(load);
+        self.rt.block_on(async move {
+            timed!(&e, "publishing this host's load", c.put(key.as_str(), value.clone(), None)).await?;
+            Ok(())
         })
     }
 

@@ -10,6 +10,9 @@
 //! | `/vine/join/HOST` | a join token's secret (SHA-256, hex) for HOST, under a one-hour lease |
 //! | `/vine/owners/VM` | the host that owns VM (its name, plain text): the one truth of ownership |
 //! | `/vine/vms/VM` | what the owner last published of VM (its `vine vm show` JSON plus `host`) |
+//! | `/vine/load/HOST` | what HOST last published of its use ([`crate::HostLoad`]) |
+//! | `/vine/shared/…`, `/vine/hook-seq`, `/vine/events/…`, `/vine/shipped/HOST` | see [`crate::shared`] |
+//! | `/vine/shared-pools/NAME`, `/vine/writers/POOL/VOLUME` | see [`crate::storage`] |
 
 /// Prefix of every key.
 pub const ROOT: &str = "/vine/";
@@ -25,6 +28,14 @@ pub const ALIVE: &str = "/vine/alive/";
 pub const OWNERS: &str = "/vine/owners/";
 /// Prefix of published VM records.
 pub const VMS: &str = "/vine/vms/";
+
+/// Prefix of hosts' published loads.
+pub const LOAD: &str = "/vine/load/";
+
+/// A host's published load.
+pub fn load(name: &str) -> String {
+    format!("{LOAD}{name}")
+}
 
 /// A VM's ownership key.
 pub fn owner(vm: &str) -> String {

@@ -37,7 +37,7 @@ mod client;
 
 pub use client::{Cluster, KEEPALIVE, LEASE_TTL_S, REQUEST_TIMEOUT};
 pub use config::{ClusterConfig, EtcdTls};
-pub use records::{HostRecord, HostState, HostStatus, PoolInfo, PoolRecord};
+pub use records::{HostLoad, HostRecord, HostState, HostStatus, PoolInfo, PoolRecord};
 pub use shared::{MirrorSink, MirrorUpdate};
 pub use storage::{SharedPool, Writer};
 pub use token::JoinToken;

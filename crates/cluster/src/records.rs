@@ -70,6 +70,9 @@ pub struct HostStatus {
     pub record: HostRecord,
     /// Derived from the liveness key and the maintenance flag.
     pub state: HostState,
+    /// What the host last published of its use (absent until it has).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<HostLoad>,
 }
 
 impl HostStatus {
@@ -80,8 +83,25 @@ impl HostStatus {
             (true, true) => HostState::Maintenance,
             (true, false) => HostState::Online,
         };
-        HostStatus { record, state }
+        HostStatus { record, state, load: None }
     }
+}
+
+/// What a host uses of itself (`/vine/load/HOST`), published by the host every few seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HostLoad {
+    /// VMs registered on the host.
+    pub vms: usize,
+    /// Of those, with a running process.
+    pub running: usize,
+    /// Memory the running VMs hold, bytes.
+    pub memory_held_bytes: u64,
+    /// CPU reservations of the running VMs, percent of one CPU, summed.
+    pub cpu_reserved_pct: u32,
+    /// CPUs the VMs kept busy over the last sample interval (2.5 = two and a half CPUs).
+    pub cpu_used: f64,
+    /// When it was published, ms since the epoch.
+    pub at_ms: i64,
 }
 
 /// The pool as one host sees it (`vine cluster show`).

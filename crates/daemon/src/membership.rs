@@ -41,6 +41,8 @@ pub struct Membership {
     pub(crate) shared_pools: Mutex<std::collections::BTreeSet<String>>,
     /// VMs being moved away, with where to.
     pub(crate) moving: Mutex<BTreeMap<String, String>>,
+    /// The load last published, and when.
+    published_load: Mutex<Option<(cluster::HostLoad, std::time::Instant)>>,
 }
 
 impl Membership {
@@ -58,6 +60,7 @@ impl Membership {
             peers: Default::default(),
             shared_pools: Default::default(),
             moving: Default::default(),
+            published_load: Default::default(),
         }
     }
 }
@@ -150,6 +153,7 @@ impl Daemon {
                     if let Some(c) = d.cluster() {
                         d.sync_shared_pools(&c);
                         d.release_writes(&c);
+                        d.publish_load(&c);
                     }
                 })
                 .expect("threads can be started");
@@ -254,11 +258,49 @@ impl Daemon {
         Ok(v)
     }
 
-    /// Every host: the pool's, or this host alone when it is in none.
+    /// Every host: the pool's, or this host alone when it is in none. This host's load is
+    /// always its live one.
     pub(crate) fn host_list(&self) -> Result<Vec<HostStatus>, Failure> {
+        let mine = self.host_load();
         match self.cluster() {
-            Some(c) => Ok(c.hosts()?),
-            None => Ok(vec![HostStatus::of(self.host_record(&self.ctx().host.hostname), true)]),
+            Some(c) => {
+                let me = c.config().host.clone();
+                Ok(c.hosts()?
+                    .into_iter()
+                    .map(
+                        |h| {
+                            if h.record.name == me {
+                                HostStatus { load: Some(mine.clone()), ..h }
+                            } else {
+                                h
+                            }
+                        },
+                    )
+                    .collect())
+            }
+            None => Ok(vec![HostStatus {
+                load: Some(mine),
+                ..HostStatus::of(self.host_record(&self.ctx().host.hostname), true)
+            }]),
+        }
+    }
+
+    /// Publishes this host's load when it changed, and every 30 s besides (so its time shows
+    /// it is fresh).
+    fn publish_load(&self, c: &Cluster) {
+        let load = self.host_load();
+        let mut last = self.membership().published_load.lock().unwrap_or_else(|p| p.into_inner());
+        let same = last.as_ref().is_some_and(|(l, at)| {
+            at.elapsed() < Duration::from_secs(30)
+                && cluster::HostLoad { at_ms: 0, ..l.clone() }
+                    == cluster::HostLoad { at_ms: 0, ..load.clone() }
+        });
+        if same {
+            return;
+        }
+        match c.publish_load(&load) {
+            Ok(()) => *last = Some((load, std::time::Instant::now())),
+            Err(e) => tracing::debug!("publishing this host's load: {e}"),
         }
     }
 

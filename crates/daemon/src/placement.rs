@@ -75,6 +75,7 @@ mod tests {
 
     fn host(name: &str, gib: u64, state: HostState) -> HostStatus {
         HostStatus {
+            load: None,
             record: HostRecord {
                 name: name.into(),
                 url: String::new(),

@@ -214,6 +214,27 @@ impl Daemon {
         self.metrics.retain(&running.iter().map(|v| v.def.name.clone()).collect::<Vec<_>>());
     }
 
+    /// What this host uses of itself: its VMs, the running ones' reservations and memory, and
+    /// the CPUs they kept busy over the last sample.
+    pub(crate) fn host_load(&self) -> cluster::HostLoad {
+        let (cpu_reserved_pct, memory_held_bytes, running) = self.ctx.resources.held();
+        let cpu_used: f64 = self
+            .running_views()
+            .iter()
+            .map(|v| {
+                self.metrics.history(&v.def.name).first().copied().unwrap_or(0.0) * f64::from(v.def.cpus)
+            })
+            .sum();
+        cluster::HostLoad {
+            vms: self.lock().len(),
+            running,
+            memory_held_bytes,
+            cpu_reserved_pct,
+            cpu_used: (cpu_used * 10.0).round() / 10.0,
+            at_ms: crate::since_epoch().as_millis() as i64,
+        }
+    }
+
     fn running_views(&self) -> Vec<View> {
         self.lock()
             .values()

@@ -209,6 +209,21 @@ fn three_hosts_make_one_pool_seen_alike_from_every_host() {
     assert_eq!(lab.json("h2", &["vm", "show", "b1"])["state"], "paused", "the owner paused it");
     lab.wait(Duration::from_secs(10), "h1 sees b1 paused", || state_from("h1") == "paused");
     lab.ok("h1", &["vm", "resume", "b1"]);
+    // h2's load, as every host lists it: two VMs, one running with its 128 MiB.
+    lab.wait(Duration::from_secs(10), "h1 lists h2's load", || {
+        let h2 = lab.json("h1", &["host", "show", "h2"]);
+        h2["load"]["vms"] == 2 && h2["load"]["running"] == 1 && h2["load"]["memory_held_bytes"] == 128u64 << 20
+    });
+    // Reset through h3: the guest boots again; save through h1, restore through h3.
+    lab.ok("h3", &["vm", "reset", "b1"]);
+    lab.wait(Duration::from_secs(120), "b1's guest booted a second time", || {
+        let out = lab.vine("h1", &["vm", "console", "b1", "--log"]);
+        String::from_utf8_lossy(&out.stdout).matches("VINE-BOOT-OK").count() >= 2
+    });
+    lab.ok("h1", &["vm", "save", "b1"]);
+    assert_eq!(lab.json("h2", &["vm", "show", "b1"])["state"], "saved");
+    lab.ok("h3", &["vm", "restore", "b1"]);
+    assert_eq!(lab.json("h2", &["vm", "show", "b1"])["state"], "running");
     lab.ok("h3", &["vm", "off", "b1"]);
     assert_eq!(lab.json("h2", &["vm", "show", "b1"])["state"], "off");
     let e = lab.fails("h1", &["vm", "resume", "b1"]);

@@ -77,14 +77,33 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(0);
             }
-            println!("{:<20} {:<12} {:>5} {:>10}  {:<6} URL", "NAME", "STATE", "CPUS", "MEMORY", "ACCEL");
+            println!(
+                "{:<20} {:<12} {:>5} {:>10} {:>5} {:>8} {:>10} {:>8} {:>8}  {:<6} URL",
+                "NAME",
+                "STATE",
+                "CPUS",
+                "MEMORY",
+                "VMS",
+                "RUNNING",
+                "MEM HELD",
+                "CPU RES",
+                "CPU USED",
+                "ACCEL"
+            );
             for h in v.as_array().into_iter().flatten() {
+                let l = &h["load"];
+                let or_dash = |s: String| if l.is_null() { "-".to_string() } else { s };
                 println!(
-                    "{:<20} {:<12} {:>5} {:>10}  {:<6} {}",
+                    "{:<20} {:<12} {:>5} {:>10} {:>5} {:>8} {:>10} {:>8} {:>8}  {:<6} {}",
                     h["name"].as_str().unwrap_or(""),
                     h["state"].as_str().unwrap_or(""),
                     h["cpus"].as_u64().unwrap_or(0),
                     gib(&h["memory_bytes"]),
+                    or_dash(l["vms"].to_string()),
+                    or_dash(l["running"].to_string()),
+                    or_dash(gib(&l["memory_held_bytes"])),
+                    or_dash(format!("{}%", l["cpu_reserved_pct"])),
+                    or_dash(format!("{:.1}", l["cpu_used"].as_f64().unwrap_or(0.0))),
                     h["accelerator"].as_str().unwrap_or(""),
                     h["url"].as_str().unwrap_or("")
                 );
@@ -113,6 +132,10 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<i32> {
                 ("accelerator", h["accelerator"].as_str().unwrap_or("").to_string()),
                 ("version", h["version"].as_str().unwrap_or("").to_string()),
                 ("joined", super::admin::format_time(h["joined_ms"].as_i64().unwrap_or(0) / 1000)),
+                ("vms", format!("{} ({} running)", h["load"]["vms"], h["load"]["running"])),
+                ("memory held", gib(&h["load"]["memory_held_bytes"])),
+                ("cpu reserved", format!("{}% of one CPU", h["load"]["cpu_reserved_pct"])),
+                ("cpu used", format!("{:.1} CPUs", h["load"]["cpu_used"].as_f64().unwrap_or(0.0))),
             ] {
                 println!("{:<13} {v}", format!("{k}:"));
             }
