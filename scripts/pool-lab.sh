@@ -17,8 +17,11 @@
 # Environment: VINE (the vine binary; default: scripts/build.sh's), VINE_LAB (name prefix of
 # the namespaces and cgroups; default vinelab), VINE_LAB_DIR (default /var/tmp/$VINE_LAB),
 # VINE_LAB_NET (the LAN's first three octets; default 10.240.0), VINE_LAB_DAEMONS=0 (etcd and
-# the network only). A daemon is started inside its namespace with `nsenter --net` (not `ip netns
-# exec`, which would remount /sys and hide the cgroup v1 hierarchy).
+# the network only), VINE_LAB_TLS=1 (etcd serves clients over TLS only and requires client
+# certificates: a CA, a server certificate per member and one client certificate are made with
+# openssl in $VINE_LAB_DIR/tls, and LAB_ETCD_CA, LAB_ETCD_CERT, LAB_ETCD_KEY name them). A
+# daemon is started inside its namespace with `nsenter --net` (not `ip netns exec`, which would
+# remount /sys and hide the cgroup v1 hierarchy).
 #
 # The environment file (`$VINE_LAB_DIR/lab.env`, shell syntax) names, for each host hI:
 # LAB_hI_NS (namespace), LAB_hI_IP, LAB_hI_SOCKET (its daemon's socket), LAB_hI_URL (its HTTPS
@@ -115,12 +118,47 @@ restart_daemon() {
 
 # start_etcd I: host hI's etcd member (a restarted member finds its data directory and rejoins).
 start_etcd() {
-    local i=$1 ip=$NET.$((10 + $1))
+    local i=$1 ip=$NET.$((10 + $1)) scheme=http tls=()
+    if [ -d "$LAB/tls" ]; then
+        scheme=https
+        tls=(--cert-file "$LAB/tls/h$i.pem" --key-file "$LAB/tls/h$i-key.pem" --client-cert-auth
+            --trusted-ca-file "$LAB/tls/ca.pem")
+    fi
     start_in "$P-h$i" "$LAB/h$i/etcd.pid" "$LAB/h$i/etcd.log" etcd --name "h$i" --data-dir "$LAB/h$i/etcd" \
-        --listen-client-urls "http://$ip:2379" --advertise-client-urls "http://$ip:2379" \
+        --listen-client-urls "$scheme://$ip:2379" --advertise-client-urls "$scheme://$ip:2379" \
         --listen-peer-urls "http://$ip:2380" --initial-advertise-peer-urls "http://$ip:2380" \
         --initial-cluster "$(cat "$LAB/etcd-cluster")" --initial-cluster-token "$P" --initial-cluster-state new \
-        --heartbeat-interval 100 --election-timeout 1000
+        --heartbeat-interval 100 --election-timeout 1000 "${tls[@]}"
+}
+
+# make_tls N: a CA, a server certificate for each of the first N hosts' addresses, one client
+# certificate (openssl; RSA 2048, valid for a week: a lab's lifetime).
+make_tls() {
+    local n=$1 i d=$LAB/tls
+    mkdir -p "$d"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj "/CN=$P etcd CA" \
+        -keyout "$d/ca-key.pem" -out "$d/ca.pem" 2>/dev/null
+    for i in $(seq "$n"); do
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=h$i" -keyout "$d/h$i-key.pem" -out "$d/h$i.csr" 2>/dev/null
+        printf 'subjectAltName=IP:%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$NET.$((10 + i))" >"$d/h$i.ext"
+        openssl x509 -req -in "$d/h$i.csr" -CA "$d/ca.pem" -CAkey "$d/ca-key.pem" -CAcreateserial -days 7 \
+            -extfile "$d/h$i.ext" -out "$d/h$i.pem" 2>/dev/null
+    done
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=vine" -keyout "$d/client-key.pem" -out "$d/client.csr" 2>/dev/null
+    printf 'extendedKeyUsage=clientAuth\n' >"$d/client.ext"
+    openssl x509 -req -in "$d/client.csr" -CA "$d/ca.pem" -CAkey "$d/ca-key.pem" -CAcreateserial -days 7 \
+        -extfile "$d/client.ext" -out "$d/client.pem" 2>/dev/null
+    chmod 0600 "$d"/*-key.pem
+}
+
+# etcdctl as a client of the lab's etcd (with the client certificate under TLS).
+lab_etcdctl() {
+    if [ -d "$LAB/tls" ]; then
+        ns_exec "$P-h1" etcdctl --cacert "$LAB/tls/ca.pem" --cert "$LAB/tls/client.pem" \
+            --key "$LAB/tls/client-key.pem" "$@"
+    else
+        ns_exec "$P-h1" etcdctl "$@"
+    fi
 }
 
 # host_index hI: I, after checking the lab is up and has that host.
@@ -183,22 +221,26 @@ up() {
         mkdir -p "$LAB/h$i"
         if [ "$i" -le "$nmembers" ]; then
             members+=("h$i=http://$ip:2380")
-            urls+=("http://$ip:2379")
+            if [ "${VINE_LAB_TLS:-0}" = 1 ]; then urls+=("https://$ip:2379"); else urls+=("http://$ip:2379"); fi
         fi
     done
     cluster=$(IFS=,; echo "${members[*]}")
 
     echo "$cluster" >"$LAB/etcd-cluster"
+    if [ "${VINE_LAB_TLS:-0}" = 1 ]; then
+        command -v openssl >/dev/null || die "openssl not found (apt-get install openssl)"
+        make_tls "$nmembers"
+    fi
     for i in $(seq "$nmembers"); do
         start_etcd "$i"
     done
     local etcd
     etcd=$(IFS=,; echo "${urls[*]}")
     for _ in $(seq 100); do
-        ns_exec "$P-h1" etcdctl --endpoints "$etcd" endpoint health >/dev/null 2>&1 && break
+        lab_etcdctl --endpoints "$etcd" endpoint health >/dev/null 2>&1 && break
         sleep 0.2
     done
-    ns_exec "$P-h1" etcdctl --endpoints "$etcd" endpoint health >/dev/null 2>&1 ||
+    lab_etcdctl --endpoints "$etcd" endpoint health >/dev/null 2>&1 ||
         { tail -n 20 "$LAB/h1/etcd.log" >&2; die "etcd did not become healthy"; }
     log "etcd: ${#urls[@]} members healthy ($etcd)"
 
@@ -207,6 +249,11 @@ up() {
         echo "LAB_DIR=$LAB"
         echo "LAB_ETCD=$etcd"
         echo "LAB_VINE=$vine"
+        if [ -d "$LAB/tls" ]; then
+            echo "LAB_ETCD_CA=$LAB/tls/ca.pem"
+            echo "LAB_ETCD_CERT=$LAB/tls/client.pem"
+            echo "LAB_ETCD_KEY=$LAB/tls/client-key.pem"
+        fi
         echo "LAB_HOSTS=\"$(for i in $(seq "$n"); do printf 'h%s ' "$i"; done | sed 's/ $//')\""
         for i in $(seq "$n"); do
             echo "LAB_h${i}_NS=$P-h$i"

@@ -224,19 +224,41 @@ impl Cluster {
     /// Joins the pool a token from one of its hosts names, as the host the token admits, and
     /// starts keeping this host alive in it. The token is spent. Returns the configuration to
     /// save in the data directory.
-    pub fn join(token: &JoinToken, host: HostRecord) -> Result<(Cluster, ClusterConfig), ClusterError> {
+    pub fn join(
+        token: &JoinToken,
+        tls: Option<EtcdTls>,
+        host: HostRecord,
+    ) -> Result<(Cluster, ClusterConfig), ClusterError> {
         if host.name != token.host {
             return Err(ClusterError::Invalid(format!(
                 "this token admits a host named '{}', not '{}'",
                 token.host, host.name
             )));
         }
+        match (&token.etcd_ca_sha256, &tls) {
+            (Some(_), None) => {
+                return Err(ClusterError::Invalid(
+                    "the pool's etcd uses TLS: give its CA certificate and this host's client certificate and key                      (--etcd-ca, --etcd-cert, --etcd-key)"
+                        .into(),
+                ))
+            }
+            (Some(want), Some(t)) => {
+                let have = config::ca_fingerprint(&t.ca)?;
+                if &have != want {
+                    return Err(ClusterError::Invalid(format!(
+                        "etcd CA {}: its certificate's SHA-256 is {have}, but the pool's etcd CA is {want}",
+                        t.ca.display()
+                    )));
+                }
+            }
+            _ => {}
+        }
         let rt = runtime()?;
         let endpoints = token.etcd.join(",");
         let mut client = rt.block_on(timed!(
             &endpoints,
             "connecting",
-            Client::connect(&token.etcd, Some(options(None)?))
+            Client::connect(&token.etcd, Some(options(tls.as_ref())?))
         ))?;
         let pool = rt.block_on(timed!(&endpoints, "reading the pool", client.get(keys::POOL, None)))?;
         let pool: PoolRecord = match pool.kvs().first() {
@@ -277,8 +299,7 @@ impl Cluster {
                     .to_string()
             }));
         }
-        let cfg =
-            ClusterConfig { pool_id: pool.id, host: host.name.clone(), etcd: token.etcd.clone(), tls: None };
+        let cfg = ClusterConfig { pool_id: pool.id, host: host.name.clone(), etcd: token.etcd.clone(), tls };
         let c = Cluster::with(rt, client, cfg.clone());
         c.spawn_membership(host);
         Ok((c, cfg))
@@ -287,7 +308,10 @@ impl Cluster {
     /// A join token admitting a new host named `host` (valid for an hour, once).
     pub fn issue_token(&self, host: &str) -> Result<JoinToken, ClusterError> {
         config::check_name(host)?;
-        let token = JoinToken::new(&self.cfg.pool_id, host, &self.cfg.etcd);
+        let mut token = JoinToken::new(&self.cfg.pool_id, host, &self.cfg.etcd);
+        if let Some(t) = &self.cfg.tls {
+            token.etcd_ca_sha256 = Some(config::ca_fingerprint(&t.ca)?);
+        }
         let mut c = self.client.clone();
         let e = self.endpoints.clone();
         let (key, hash) = (keys::join(host), token.secret_hash());

@@ -25,6 +25,28 @@ pub struct EtcdTls {
     pub key: PathBuf,
 }
 
+/// The SHA-256 (hex) of the first certificate in the PEM file `ca` (its DER bytes), as a join
+/// token names the pool's etcd CA.
+pub fn ca_fingerprint(ca: &Path) -> Result<String, ClusterError> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let bad = |why: String| ClusterError::Invalid(format!("etcd CA {}: {why}", ca.display()));
+    let text = std::fs::read_to_string(ca).map_err(|e| bad(e.to_string()))?;
+    let body: String = text
+        .lines()
+        .skip_while(|l| l.trim() != "-----BEGIN CERTIFICATE-----")
+        .skip(1)
+        .take_while(|l| l.trim() != "-----END CERTIFICATE-----")
+        .map(str::trim)
+        .collect();
+    if body.is_empty() {
+        return Err(bad("no PEM certificate in it".into()));
+    }
+    let der =
+        base64::engine::general_purpose::STANDARD.decode(body).map_err(|e| bad(format!("not PEM: {e}")))?;
+    Ok(sha2::Sha256::digest(der).iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// The pool this host belongs to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterConfig {

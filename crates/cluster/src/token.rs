@@ -35,12 +35,22 @@ pub struct JoinToken {
     pub etcd: Vec<String>,
     /// The secret (hex).
     pub secret: String,
+    /// When the pool's etcd uses TLS: the SHA-256 (hex) of the CA certificate that signed its
+    /// server certificates, which the joining host's `--etcd-ca` must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_ca_sha256: Option<String>,
 }
 
 impl JoinToken {
     /// A token with a new random secret.
     pub fn new(pool: &str, host: &str, etcd: &[String]) -> JoinToken {
-        JoinToken { pool: pool.into(), host: host.into(), etcd: etcd.to_vec(), secret: random_hex(24) }
+        JoinToken {
+            pool: pool.into(),
+            host: host.into(),
+            etcd: etcd.to_vec(),
+            secret: random_hex(24),
+            etcd_ca_sha256: None,
+        }
     }
 
     /// The token as text.

@@ -205,7 +205,7 @@ impl Daemon {
     }
 
     /// `vine cluster join TOKEN`: this host joins the pool the token names, under the name it admits.
-    pub(crate) fn cluster_join(&self, token: &str) -> Result<Value, Failure> {
+    pub(crate) fn cluster_join(&self, token: &str, tls: Option<EtcdTls>) -> Result<Value, Failure> {
         if let Some(c) = self.cluster() {
             return Err(Failure::Refused(format!(
                 "this host is already host '{}' of pool {} (vine cluster leave first)",
@@ -214,7 +214,7 @@ impl Daemon {
             )));
         }
         let t = JoinToken::decode(token)?;
-        let (c, cfg) = Cluster::join(&t, self.host_record(&t.host))?;
+        let (c, cfg) = Cluster::join(&t, tls, self.host_record(&t.host))?;
         if let Err(e) = self.membership().store.enter_pool(&c, false) {
             let _ = c.leave();
             return Err(Failure::Unavailable(format!("joined in etcd, but {e}; left again")));

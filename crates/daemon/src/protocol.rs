@@ -130,6 +130,9 @@ pub enum Request {
     ClusterJoin {
         /// The token (`vine cluster token` on a member).
         token: String,
+        /// TLS client files, when the pool's etcd uses TLS.
+        #[serde(default)]
+        tls: Option<cluster::EtcdTls>,
     },
     /// Leaves the pool: the host is on its own again.
     ClusterLeave,

@@ -479,7 +479,7 @@ impl Daemon {
             Request::ClusterInit { etcd, name, tls } => self.cluster_init(etcd, name, tls),
             Request::ClusterShow => self.cluster_show(),
             Request::ClusterToken { host } => self.cluster_token(&host),
-            Request::ClusterJoin { token } => self.cluster_join(&token),
+            Request::ClusterJoin { token, tls } => self.cluster_join(&token, tls),
             Request::ClusterLeave => self.cluster_leave(),
             Request::HostList => Ok(serde_json::to_value(self.host_list()?).expect("serialises")),
             Request::HostShow { name } => {

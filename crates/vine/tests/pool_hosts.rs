@@ -212,7 +212,9 @@ fn three_hosts_make_one_pool_seen_alike_from_every_host() {
     // h2's load, as every host lists it: two VMs, one running with its 128 MiB.
     lab.wait(Duration::from_secs(10), "h1 lists h2's load", || {
         let h2 = lab.json("h1", &["host", "show", "h2"]);
-        h2["load"]["vms"] == 2 && h2["load"]["running"] == 1 && h2["load"]["memory_held_bytes"] == 128u64 << 20
+        h2["load"]["vms"] == 2
+            && h2["load"]["running"] == 1
+            && h2["load"]["memory_held_bytes"] == 128u64 << 20
     });
     // Reset through h3: the guest boots again; save through h1, restore through h3.
     lab.ok("h3", &["vm", "reset", "b1"]);

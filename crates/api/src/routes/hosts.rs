@@ -58,6 +58,9 @@ pub struct NewJoinToken {
 pub struct Join {
     /// The token, as `vine cluster token` (or `POST /api/cluster/tokens`) printed it on a member.
     pub token: String,
+    /// TLS client files (paths on this host), when the pool's etcd uses TLS.
+    #[serde(default)]
+    pub tls: Option<EtcdTls>,
 }
 
 /// A one-time join token (valid for an hour) admitting a new host to this host's pool
@@ -85,7 +88,7 @@ pub(super) async fn join(
     Body(j): Body<Join>,
 ) -> ApiResult<Json<Value>> {
     need(&p, Need::Admin)?;
-    Ok(Json(call(&state, Request::ClusterJoin { token: j.token }).await?))
+    Ok(Json(call(&state, Request::ClusterJoin { token: j.token, tls: j.tls }).await?))
 }
 
 /// Leaves the pool: this host is on its own again (administrators).

@@ -37,6 +37,16 @@ pub enum ClusterCommand {
     Join {
         /// The token `vine cluster token NEWHOST` printed on a member.
         token: String,
+        /// When the pool's etcd uses TLS: the CA certificate (PEM) of its server certificates,
+        /// which must be the one the pool uses (the token names its fingerprint).
+        #[arg(long, requires_all = ["etcd_cert", "etcd_key"])]
+        etcd_ca: Option<PathBuf>,
+        /// This host's client certificate (PEM) for etcd.
+        #[arg(long, requires = "etcd_ca")]
+        etcd_cert: Option<PathBuf>,
+        /// The client certificate's key (PEM).
+        #[arg(long, requires = "etcd_ca")]
+        etcd_key: Option<PathBuf>,
     },
     /// Takes this host out of its pool: it is a host on its own again.
     Leave,
@@ -57,12 +67,7 @@ fn absolute(p: PathBuf) -> anyhow::Result<String> {
 pub fn run(cmd: ClusterCommand) -> anyhow::Result<i32> {
     match cmd {
         ClusterCommand::Init { etcd, name, etcd_ca, etcd_cert, etcd_key } => {
-            let tls = match (etcd_ca, etcd_cert, etcd_key) {
-                (Some(ca), Some(cert), Some(key)) => {
-                    Some(json!({ "ca": absolute(ca)?, "cert": absolute(cert)?, "key": absolute(key)? }))
-                }
-                _ => None,
-            };
+            let tls = tls_files(etcd_ca, etcd_cert, etcd_key)?;
             let body = json!({ "etcd": etcd, "name": name, "tls": tls });
             let v = rest("POST", "/api/cluster", Some(&body))?;
             println!("{}", v["message"].as_str().unwrap_or("done"));
@@ -74,8 +79,9 @@ pub fn run(cmd: ClusterCommand) -> anyhow::Result<i32> {
             eprintln!("on the new host: vine cluster join TOKEN (valid for an hour, once)");
             Ok(0)
         }
-        ClusterCommand::Join { token } => {
-            let v = rest("POST", "/api/cluster/join", Some(&json!({ "token": token })))?;
+        ClusterCommand::Join { token, etcd_ca, etcd_cert, etcd_key } => {
+            let tls = tls_files(etcd_ca, etcd_cert, etcd_key)?;
+            let v = rest("POST", "/api/cluster/join", Some(&json!({ "token": token, "tls": tls })))?;
             println!("{}", v["message"].as_str().unwrap_or("done"));
             Ok(0)
         }
@@ -118,4 +124,14 @@ fn print_pool(v: &Value) {
             h["url"].as_str().unwrap_or("")
         );
     }
+}
+
+/// The TLS client files for etcd as the API takes them (absolute paths), if given.
+fn tls_files(ca: Option<PathBuf>, cert: Option<PathBuf>, key: Option<PathBuf>) -> anyhow::Result<Value> {
+    Ok(match (ca, cert, key) {
+        (Some(ca), Some(cert), Some(key)) => {
+            json!({ "ca": absolute(ca)?, "cert": absolute(cert)?, "key": absolute(key)? })
+        }
+        _ => Value::Null,
+    })
 }

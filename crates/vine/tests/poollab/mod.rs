@@ -18,6 +18,7 @@ fn repo() -> PathBuf {
 pub struct Lab {
     prefix: String,
     net: String,
+    tls: bool,
     env: BTreeMap<String, String>,
 }
 
@@ -29,7 +30,17 @@ impl Lab {
     /// `n` hosts with the vine binary under test; `prefix` names the namespaces and cgroups
     /// (at most 8 characters), `net` the LAN's first three octets.
     pub fn up(n: usize, prefix: &str, net: &str) -> Lab {
-        let mut lab = Lab { prefix: prefix.into(), net: net.into(), env: BTreeMap::new() };
+        Lab::make(n, prefix, net, false)
+    }
+
+    /// [`Lab::up`], with an etcd that serves clients over TLS only and wants client certificates
+    /// (`LAB_ETCD_CA`, `LAB_ETCD_CERT`, `LAB_ETCD_KEY`).
+    pub fn up_tls(n: usize, prefix: &str, net: &str) -> Lab {
+        Lab::make(n, prefix, net, true)
+    }
+
+    fn make(n: usize, prefix: &str, net: &str, tls: bool) -> Lab {
+        let mut lab = Lab { prefix: prefix.into(), net: net.into(), tls, env: BTreeMap::new() };
         // A lab left over by a killed run of this test goes first.
         let _ = lab.script(&["down"]);
         let out = lab.script(&["up", &n.to_string()]);
@@ -51,6 +62,7 @@ impl Lab {
             .env("VINE_LAB", &self.prefix)
             .env("VINE_LAB_DIR", format!("/var/tmp/{}", self.prefix))
             .env("VINE_LAB_NET", &self.net)
+            .env("VINE_LAB_TLS", if self.tls { "1" } else { "0" })
             .output()
             .unwrap()
     }
@@ -230,11 +242,27 @@ impl Lab {
 
     /// Makes a pool: `h1` initialises it, every other host joins with a token from `h1`.
     pub fn pool(&self) {
-        self.ok("h1", &["cluster", "init", "--etcd", self.get("LAB_ETCD"), "--name", "h1"]);
+        let tls = self.tls_args();
+        let mut init = vec!["cluster", "init", "--etcd", self.get("LAB_ETCD"), "--name", "h1"];
+        init.extend(tls.iter().map(String::as_str));
+        self.ok("h1", &init);
         for h in self.hosts().iter().skip(1) {
             let token = self.ok("h1", &["cluster", "token", h]);
-            self.ok(h, &["cluster", "join", token.trim()]);
+            let mut join = vec!["cluster", "join", token.trim()];
+            join.extend(tls.iter().map(String::as_str));
+            self.ok(h, &join);
         }
+    }
+
+    /// `--etcd-ca … --etcd-cert … --etcd-key …` for a lab whose etcd wants TLS (else none).
+    pub fn tls_args(&self) -> Vec<String> {
+        if !self.tls {
+            return Vec::new();
+        }
+        [("--etcd-ca", "LAB_ETCD_CA"), ("--etcd-cert", "LAB_ETCD_CERT"), ("--etcd-key", "LAB_ETCD_KEY")]
+            .iter()
+            .flat_map(|(flag, key)| [flag.to_string(), self.get(key).to_string()])
+            .collect()
     }
 
     /// Waits until `f` holds, polling every 200 ms; panics with `what` after `limit`.
