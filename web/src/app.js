@@ -410,19 +410,22 @@ async function vmPage(name) {
   const poll = setInterval(() => render().catch(() => {}), POLL_MS);
   onLeave(() => clearInterval(poll));
 
-  // In a pool, this host's API bridges the consoles and samples the CPU of its own VMs only: a
-  // VM of another host has them on that host's site.
+  // In a pool, the consoles of another host's VM are relayed by this host from its owner; the
+  // CPU graphs are sampled by each host for its own VMs, so they are on the owner's site.
   const owner = await ownerElsewhere(vm);
   if (owner) {
     const site = owner.url ? ` <a href="${esc(owner.url)}/#/vm/${enc}">Open it on ${esc(owner.name)}</a>.` : "";
-    const note = `on host ${esc(owner.name)}: its consoles and graphs are on that host's own site.${site}`;
-    $("#terminal").outerHTML = `<p class="muted" id="terminal-elsewhere">This VM is ${note}</p>`;
-    $("#vnc-connect").disabled = true;
-    $("#vnc-status").innerHTML = `This VM is ${note}`;
     for (const id of ["#cpu-now", "#mem-now"]) $(id).textContent = `(on host ${owner.name})`;
+    $("#cpu-now").insertAdjacentHTML("afterend", `<p class="muted" id="graphs-elsewhere">Its graphs are on its host's site.${site}</p>`);
+  } else {
+    graphs(name);
+  }
+  if (vm.state === "unknown") {
+    // Its host is offline: no console can be reached until it is back.
+    $("#terminal").outerHTML = `<p class="muted" id="terminal-offline">Its host ${esc(vm.host)} is offline: no console until it is back.</p>`;
+    $("#vnc-connect").disabled = true;
     return;
   }
-  graphs(name);
   serialConsole(name);
   $("#vnc-connect").addEventListener("click", () => graphicalConsole(name));
 }

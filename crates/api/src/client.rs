@@ -187,6 +187,23 @@ impl Client {
         }
     }
 
+    /// A TLS client configuration that trusts only the certificate of SHA-256 `fingerprint`
+    /// (for the async side: a console relayed from another host of the pool).
+    pub(crate) fn pinned_config(fingerprint: &str) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+        let verifier = std::sync::Arc::new(Pinned {
+            fingerprint: fingerprint.to_string(),
+            provider: std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+            seen: std::sync::Mutex::new(None),
+        });
+        let config = rustls::ClientConfig::builder_with_provider(verifier.provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        Ok(std::sync::Arc::new(config))
+    }
+
     fn verifier(&self) -> std::sync::Arc<Pinned> {
         let fingerprint = match &self.target {
             Target::Https { fingerprint, .. } => fingerprint.clone(),

@@ -6,7 +6,8 @@
 //! * the graphical console: a websocket carrying QEMU's VNC socket (`vnc.sock`) for noVNC;
 //! * the event log as a server-sent event stream.
 //!
-//! A websocket from a page of another origin is refused (cross-site websocket hijacking).
+//! A websocket from a page of another origin is refused (cross-site websocket hijacking). A
+//! console of a VM another host of the pool owns is relayed from that host (`crate::relay`).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -65,6 +66,18 @@ fn upgrade(ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> ApiResult
     })
 }
 
+/// The host of the pool that owns VM `name`, when it is not this one.
+async fn owner_elsewhere(state: &AppState, name: &str) -> ApiResult<Option<String>> {
+    if state.daemon.has_vm(name) {
+        return Ok(None);
+    }
+    let (d, n) = (state.daemon.clone(), name.to_string());
+    tokio::task::spawn_blocking(move || d.owner_elsewhere(&n))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("worker failed: {e}")))?
+        .map_err(ApiError::from)
+}
+
 fn vm_paths(state: &AppState, name: &str) -> ApiResult<VmPaths> {
     if !state.daemon.has_vm(name) {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no VM named '{name}'")));
@@ -86,8 +99,12 @@ pub async fn serial_ws(
 ) -> ApiResult<Response> {
     need(&p, Need::Use(&name))?;
     same_origin(&headers)?;
-    let paths = vm_paths(&state, &name)?;
     let ws = upgrade(ws)?;
+    if let Some(host) = owner_elsewhere(&state, &name).await? {
+        return crate::relay::relay(&state, ws, &name, &host, &format!("/api/vms/{name}/console/ws"), false)
+            .await;
+    }
+    let paths = vm_paths(&state, &name)?;
     tracing::info!(vm = name, user = p.user, "serial console attached");
     Ok(ws.on_upgrade(move |socket| serial_bridge(socket, paths.console, paths.console_socket, name)))
 }
@@ -178,8 +195,11 @@ pub async fn vnc_ws(
 ) -> ApiResult<Response> {
     need(&p, Need::Use(&name))?;
     same_origin(&headers)?;
-    let paths = vm_paths(&state, &name)?;
     let ws = upgrade(ws)?;
+    if let Some(host) = owner_elsewhere(&state, &name).await? {
+        return crate::relay::relay(&state, ws, &name, &host, &format!("/api/vms/{name}/vnc/ws"), true).await;
+    }
+    let paths = vm_paths(&state, &name)?;
     let vnc = UnixStream::connect(&paths.vnc).await.map_err(|e| {
         ApiError::new(
             StatusCode::CONFLICT,

@@ -11,6 +11,7 @@
 //! * [`client`]: the CLI's blocking HTTP client (Unix socket, or HTTPS pinned to a fingerprint).
 //! * [`serve`]: accept loops binding connections to the router with who the peer is.
 //! * [`console`]: the serial and graphical consoles over websockets, the live event stream.
+//! * [`relay`]: those consoles for a VM another host of the pool owns, relayed from that host.
 //! * [`web`]: the web admin site's static files (built from `web/` by `scripts/web.sh`).
 #![warn(missing_docs)]
 
@@ -20,6 +21,7 @@ pub mod console;
 pub mod hasher;
 pub mod hooks;
 pub mod metrics;
+pub mod relay;
 pub mod routes;
 pub mod serve;
 pub mod throttle;

@@ -516,7 +516,7 @@ impl Daemon {
     }
 
     /// The host that owns `vm`, when that is not this host (in a pool).
-    pub(crate) fn owner_elsewhere(&self, vm: &str) -> Result<Option<String>, Failure> {
+    pub fn owner_elsewhere(&self, vm: &str) -> Result<Option<String>, Failure> {
         let Some(c) = self.cluster() else { return Ok(None) };
         let Some(owner) = c.owner_of(vm)?.filter(|h| *h != c.config().host) else { return Ok(None) };
         if !c.is_alive(&owner)? {

@@ -203,6 +203,20 @@ fn three_hosts_make_one_pool_seen_alike_from_every_host() {
         let out = lab.vine("h3", &["vm", "console", "b1", "--log"]);
         String::from_utf8_lossy(&out.stdout).contains("VINE-BOOT-OK")
     });
+    // The web console's websocket, opened on h1 from h3's namespace: h1 relays it from h2.
+    let ws = lab.inside(
+        "h3",
+        &[
+            "python3",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/ws_console.py"),
+            &format!("{}:8443", lab.get("LAB_h1_IP")),
+            "b1",
+            &token,
+            "2",
+        ],
+    );
+    let seen = String::from_utf8_lossy(&ws.stdout);
+    assert!(ws.status.success() && seen.contains("VINE-BOOT-OK"), "b1's console through h1: {seen} {ws:?}");
     let state_from =
         |h: &str| lab.json(h, &["vm", "show", "b1"])["state"].as_str().unwrap_or_default().to_string();
     lab.ok("h3", &["vm", "pause", "b1"]);
