@@ -21,40 +21,6 @@ use poollab::Lab;
 use serde_json::Value;
 use test_infra::Kit;
 
-fn kit_vm(lab: &Lab, kit: &Kit, via: &str, name: &str, pin: &str) {
-    let kernel = kit.vmlinuz.display().to_string();
-    let initrd = kit.initrd.display().to_string();
-    let append = kit.cmdline_with(&[]);
-    lab.ok(
-        via,
-        &[
-            "vm", "create", name, "--memory", "128", "--kernel", &kernel, "--initrd", &initrd, "--append",
-            &append, "--host", pin,
-        ],
-    );
-}
-
-/// The state host `on` lists for VM `vm` ("" if it is not listed).
-fn listed_state(lab: &Lab, on: &str, vm: &str) -> String {
-    let out = lab.vine(on, &["vm", "list", "--json"]);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v.as_array()
-        .and_then(|a| a.iter().find(|x| x["name"] == vm))
-        .and_then(|x| x["state"].as_str())
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn host_state(lab: &Lab, on: &str, host: &str) -> String {
-    let out = lab.vine(on, &["host", "list", "--json"]);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v.as_array()
-        .and_then(|a| a.iter().find(|x| x["name"] == host))
-        .and_then(|x| x["state"].as_str())
-        .unwrap_or_default()
-        .to_string()
-}
-
 fn alive(pid: u64) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -65,7 +31,7 @@ fn the_pool_rides_out_etcd_host_and_network_faults() {
     lab.pool();
     let kit = Kit::ensure().expect("guest kit");
     for (h, vm) in [("h1", "f1"), ("h2", "f2"), ("h3", "f3")] {
-        kit_vm(&lab, &kit, "h1", vm, h);
+        lab.kit_vm_ok(&kit, "h1", vm, &[], &["--host", h]);
         lab.ok("h1", &["vm", "start", vm]);
     }
     let mut pids = std::collections::BTreeMap::new();
@@ -82,9 +48,9 @@ fn the_pool_rides_out_etcd_host_and_network_faults() {
     lab.kill_etcd("h3");
     for h in lab.hosts() {
         assert_eq!(lab.json(&h, &["vm", "list"]).as_array().unwrap().len(), 3, "list on {h}");
-        assert_eq!(host_state(&lab, &h, "h3"), "online");
+        assert_eq!(lab.host_state(&h, "h3"), "online");
     }
-    kit_vm(&lab, &kit, "h2", "g1", "h3");
+    lab.kit_vm_ok(&kit, "h2", "g1", &[], &["--host", "h3"]);
     lab.ok("h3", &["vm", "pause", "f2"]);
     assert_eq!(lab.json("h2", &["vm", "show", "f2"])["state"], "paused");
     lab.ok("h1", &["vm", "resume", "f2"]);
@@ -132,7 +98,7 @@ fn the_pool_rides_out_etcd_host_and_network_faults() {
     lab.start_etcd("h2");
     lab.start_etcd("h3");
     lab.wait(Duration::from_secs(30), "h3 sees f1 paused, as h1 left it", || {
-        listed_state(&lab, "h3", "f1") == "paused"
+        lab.vm_state("h3", "f1") == "paused"
     });
     lab.wait(Duration::from_secs(30), "the outage's events in the pool's log on h3", || {
         let log = lab.ok("h3", &["events", "--json"]);
@@ -143,7 +109,7 @@ fn the_pool_rides_out_etcd_host_and_network_faults() {
     });
     for h in lab.hosts() {
         lab.wait(Duration::from_secs(30), &format!("every host online on {h}"), || {
-            lab.hosts().iter().all(|x| host_state(&lab, &h, x) == "online")
+            lab.hosts().iter().all(|x| lab.host_state(&h, x) == "online")
         });
     }
     lab.ok("h1", &["vm", "resume", "f1"]);
@@ -152,26 +118,24 @@ fn the_pool_rides_out_etcd_host_and_network_faults() {
     // 3. A daemon killed: its guest runs on, its host goes offline, its VMs unknown.
     lab.kill_daemon("h2");
     let took =
-        lab.wait(Duration::from_secs(15), "h2 listed offline", || host_state(&lab, "h1", "h2") == "offline");
+        lab.wait(Duration::from_secs(15), "h2 listed offline", || lab.host_state("h1", "h2") == "offline");
     eprintln!("h2 offline after {took:?}");
     assert!(alive(pids["f2"]), "f2's QEMU outlives its daemon");
     for h in ["h1", "h3"] {
-        assert_eq!(listed_state(&lab, h, "f2"), "unknown", "f2 in {h}'s list");
+        assert_eq!(lab.vm_state(h, "f2"), "unknown", "f2 in {h}'s list");
         assert_eq!(lab.json(h, &["vm", "show", "f2"])["state"], "unknown");
     }
     let e = lab.fails("h1", &["vm", "pause", "f2"]);
     assert!(e.contains("offline"), "{e}");
     lab.start_daemon("h2");
-    lab.wait(Duration::from_secs(15), "h2 online again", || host_state(&lab, "h3", "h2") == "online");
-    lab.wait(Duration::from_secs(10), "f2 running in h1's list", || {
-        listed_state(&lab, "h1", "f2") == "running"
-    });
+    lab.wait(Duration::from_secs(15), "h2 online again", || lab.host_state("h3", "h2") == "online");
+    lab.wait(Duration::from_secs(10), "f2 running in h1's list", || lab.vm_state("h1", "f2") == "running");
     assert_eq!(lab.json("h2", &["vm", "show", "f2"])["pid"].as_u64(), Some(pids["f2"]), "the same QEMU");
 
     // 4. A host cut off the LAN: offline, and its VM keeps its owner.
     lab.cut("h3");
     let took =
-        lab.wait(Duration::from_secs(20), "h3 listed offline", || host_state(&lab, "h1", "h3") == "offline");
+        lab.wait(Duration::from_secs(20), "h3 listed offline", || lab.host_state("h1", "h3") == "offline");
     eprintln!("h3 offline after {took:?} off the LAN");
     std::thread::sleep(Duration::from_secs(3));
     for h in ["h1", "h2"] {
@@ -181,8 +145,8 @@ fn the_pool_rides_out_etcd_host_and_network_faults() {
     }
     assert!(alive(pids["f3"]), "f3's QEMU runs on, off the LAN");
     lab.plug("h3");
-    lab.wait(Duration::from_secs(30), "h3 online again", || host_state(&lab, "h1", "h3") == "online");
-    lab.wait(Duration::from_secs(10), "f3 running, on h3", || listed_state(&lab, "h2", "f3") == "running");
+    lab.wait(Duration::from_secs(30), "h3 online again", || lab.host_state("h1", "h3") == "online");
+    lab.wait(Duration::from_secs(10), "f3 running, on h3", || lab.vm_state("h2", "f3") == "running");
     assert_eq!(lab.json("h1", &["vm", "show", "f3"])["host"], "h3");
     for (h, vm) in [("h1", "f1"), ("h2", "f2"), ("h3", "f3")] {
         lab.ok(h, &["vm", "off", vm]);

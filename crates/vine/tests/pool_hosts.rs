@@ -19,22 +19,6 @@ use poollab::Lab;
 use serde_json::Value;
 use test_infra::Kit;
 
-/// Makes a guest-kit VM (direct kernel boot, off) through host `via`, on host `pin` if given
-/// (else where placement puts it).
-fn kit_vm(lab: &Lab, kit: &Kit, via: &str, name: &str, pin: Option<&str>) -> std::process::Output {
-    let kernel = kit.vmlinuz.display().to_string();
-    let initrd = kit.initrd.display().to_string();
-    let append = kit.cmdline_with(&[]);
-    let mut args = vec![
-        "vm", "create", name, "--memory", "128", "--kernel", &kernel, "--initrd", &initrd, "--append",
-        &append,
-    ];
-    if let Some(h) = pin {
-        args.extend(["--host", h]);
-    }
-    lab.vine(via, &args)
-}
-
 /// `(name, host, state)` of every VM `h` lists.
 fn vms_on(lab: &Lab, h: &str) -> Vec<(String, String, String)> {
     lab.json(h, &["vm", "list"])
@@ -106,7 +90,7 @@ fn three_hosts_make_one_pool_seen_alike_from_every_host() {
     // VMs: made on different hosts, listed alike (with their host) everywhere.
     let kit = Kit::ensure().expect("guest kit");
     for (h, vm) in [("h1", "a1"), ("h2", "b1"), ("h2", "b2"), ("h3", "c1")] {
-        let out = kit_vm(&lab, &kit, h, vm, Some(h));
+        let out = lab.kit_vm(&kit, h, vm, &[], &["--host", h]);
         assert!(out.status.success(), "create {vm} on {h}: {}", String::from_utf8_lossy(&out.stderr));
     }
     let want: Vec<(String, String, String)> = [("a1", "h1"), ("b1", "h2"), ("b2", "h2"), ("c1", "h3")]
@@ -247,7 +231,7 @@ fn three_hosts_make_one_pool_seen_alike_from_every_host() {
 
     // Ownership under a race: 50 starts of one VM sent at once to all three hosts leave one
     // QEMU for it in the whole lab; every other request is refused with a sentence.
-    let out = kit_vm(&lab, &kit, "h1", "race", Some("h2"));
+    let out = lab.kit_vm(&kit, "h1", "race", &[], &["--host", "h2"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let results: Vec<(bool, String)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..50)
@@ -272,7 +256,7 @@ fn three_hosts_make_one_pool_seen_alike_from_every_host() {
     lab.ok("h3", &["vm", "off", "race"]);
 
     // A VM name is the pool's.
-    let out = kit_vm(&lab, &kit, "h1", "b1", Some("h1"));
+    let out = lab.kit_vm(&kit, "h1", "b1", &[], &["--host", "h1"]);
     let e = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success() && e.contains("already exists on host 'h2'"), "{e}");
     // A change on the owner shows on the others; a deleted VM leaves every list.
@@ -287,13 +271,13 @@ fn three_hosts_make_one_pool_seen_alike_from_every_host() {
         });
     }
     // Its name is free again, for any host.
-    let out = kit_vm(&lab, &kit, "h3", "b2", Some("h3"));
+    let out = lab.kit_vm(&kit, "h3", "b2", &[], &["--host", "h3"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // Placement: six VMs made through h1 without --host spread over the hosts by the memory
     // left on each, each with its reason; --host pins one.
     for i in 1..=6 {
-        let out = kit_vm(&lab, &kit, "h1", &format!("p{i}"), None);
+        let out = lab.kit_vm(&kit, "h1", &format!("p{i}"), &[], &[]);
         assert!(out.status.success(), "p{i}: {}", String::from_utf8_lossy(&out.stderr));
     }
     // The hosts are alike, and every VM has the same memory: placement evens out the VMs per
@@ -324,7 +308,7 @@ fn three_hosts_make_one_pool_seen_alike_from_every_host() {
     assert_eq!(state_of(&lab, "h1", "h3"), "maintenance");
     for i in 1..=2 {
         let name = format!("m{i}");
-        let out = kit_vm(&lab, &kit, "h3", &name, None);
+        let out = lab.kit_vm(&kit, "h3", &name, &[], &[]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_ne!(
             lab.json("h1", &["vm", "show", &name])["host"],

@@ -21,20 +21,6 @@ use poollab::Lab;
 use serde_json::Value;
 use test_infra::Kit;
 
-fn kit_vm(lab: &Lab, kit: &Kit, via: &str, name: &str, host: &str, disks: &[&str], options: &[&str]) {
-    let kernel = kit.vmlinuz.display().to_string();
-    let initrd = kit.initrd.display().to_string();
-    let append = kit.cmdline_with(options);
-    let mut args = vec![
-        "vm", "create", name, "--memory", "128", "--kernel", &kernel, "--initrd", &initrd, "--append",
-        &append, "--host", host,
-    ];
-    for d in disks {
-        args.extend(["--disk", d]);
-    }
-    lab.ok(via, &args);
-}
-
 fn console(lab: &Lab, h: &str, vm: &str) -> String {
     String::from_utf8_lossy(&lab.vine(h, &["vm", "console", vm, "--log", "--all"]).stdout).to_string()
 }
@@ -89,7 +75,7 @@ fn vms_move_cold_between_hosts_with_local_and_shared_volumes() {
     let d1_sum = sha256(&loc1.join("d1.vhd"));
 
     // An off VM: its local disk is copied, its shared disk stays, nothing is left on h1.
-    kit_vm(&lab, &kit, "h1", "mv1", "h1", &["loc/d1.vhd", "shr/s1.vhd"], &[]);
+    lab.kit_vm_ok(&kit, "h1", "mv1", &[], &["--host", "h1", "--disk", "loc/d1.vhd", "--disk", "shr/s1.vhd"]);
     let e = lab.fails("h2", &["vm", "move", "mv1", "--to", "h9"]);
     assert!(e.contains("no host named 'h9'"), "{e}");
     let out = lab.ok("h2", &["vm", "move", "mv1", "--to", "h2"]);
@@ -120,7 +106,7 @@ fn vms_move_cold_between_hosts_with_local_and_shared_volumes() {
     });
 
     // One writer per shared volume in the whole pool.
-    kit_vm(&lab, &kit, "h1", "mw", "h1", &["shr/s1.vhd"], &[]);
+    lab.kit_vm_ok(&kit, "h1", "mw", &[], &["--host", "h1", "--disk", "shr/s1.vhd"]);
     let e = lab.fails("h1", &["vm", "start", "mw"]);
     assert!(e.contains("shr/s1.vhd") && e.contains("h2/mv1"), "{e}");
     let e = lab.fails("h1", &["vm", "move", "mv1", "--to", "h1"]);
@@ -132,7 +118,13 @@ fn vms_move_cold_between_hosts_with_local_and_shared_volumes() {
     lab.ok("h1", &["vm", "off", "mw"]);
 
     // A saved VM moves and continues on h2.
-    kit_vm(&lab, &kit, "h1", "mv2", "h1", &["loc/d2.vhd", "shr/s2.vhd"], &["vine.counter=1"]);
+    lab.kit_vm_ok(
+        &kit,
+        "h1",
+        "mv2",
+        &["vine.counter=1"],
+        &["--host", "h1", "--disk", "loc/d2.vhd", "--disk", "shr/s2.vhd"],
+    );
     lab.ok("h1", &["vm", "start", "mv2"]);
     lab.wait(Duration::from_secs(120), "mv2 counts", || counters(&console(&lab, "h1", "mv2")).len() >= 3);
     lab.ok("h1", &["vm", "save", "mv2"]);
@@ -162,7 +154,7 @@ fn vms_move_cold_between_hosts_with_local_and_shared_volumes() {
     let raw = dir.join("raw.vhd");
     lab.ok("h2", &["volume", "create", "loc/tmp.vhd", "--size", "16M"]);
     std::fs::copy(loc2.join("tmp.vhd"), &raw).unwrap();
-    kit_vm(&lab, &kit, "h2", "hp", "h2", &[raw.to_str().unwrap()], &[]);
+    lab.kit_vm_ok(&kit, "h2", "hp", &[], &["--host", "h2", "--disk", raw.to_str().unwrap()]);
     let e = lab.fails("h1", &["vm", "move", "hp", "--to", "h1"]);
     assert!(e.contains("host path"), "{e}");
     assert_eq!(

@@ -36,19 +36,6 @@ fn client(lab: &Lab, from: &str, to: &str, user: &str, password: &str, args: &[&
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("client.py {args:?}: {e}: {stdout}"))
 }
 
-/// A guest-kit VM (direct kernel boot, off) on host `on`.
-fn kit_vm(lab: &Lab, kit: &Kit, on: &str, name: &str, memory: &str, cpus: &str) {
-    let (kernel, initrd) = (kit.vmlinuz.display().to_string(), kit.initrd.display().to_string());
-    let append = kit.cmdline_with(&[]);
-    lab.ok(
-        on,
-        &[
-            "vm", "create", name, "--memory", memory, "--cpus", cpus, "--kernel", &kernel, "--initrd",
-            &initrd, "--append", &append, "--host", on,
-        ],
-    );
-}
-
 /// VM `vm` as its owner `host` shows it.
 fn show(lab: &Lab, host: &str, vm: &str) -> Value {
     lab.json(host, &["vm", "show", vm])
@@ -69,8 +56,8 @@ fn sushy_lists_reads_and_powers_the_pools_vms_behind_vines_rights() {
     let lab = Lab::up(2, "vtrf", "10.243.0");
     lab.pool();
     let kit = Kit::ensure().expect("guest kit");
-    kit_vm(&lab, &kit, "h1", "rf1", "1024", "1");
-    kit_vm(&lab, &kit, "h2", "rf2", "2048", "2");
+    lab.kit_vm_ok(&kit, "h1", "rf1", &[], &["--memory", "1024", "--cpus", "1", "--host", "h1"]);
+    lab.kit_vm_ok(&kit, "h2", "rf2", &[], &["--memory", "2048", "--cpus", "2", "--host", "h2"]);
     for h in lab.hosts() {
         lab.wait(Duration::from_secs(10), &format!("both VMs listed on {h}"), || {
             lab.json(&h, &["vm", "list"]).as_array().is_some_and(|a| a.len() == 2)

@@ -24,30 +24,6 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
-/// A guest-kit VM (off) made through `via`, pinned to `pin`.
-fn kit_vm(lab: &Lab, kit: &Kit, via: &str, name: &str, pin: &str) {
-    let kernel = kit.vmlinuz.display().to_string();
-    let initrd = kit.initrd.display().to_string();
-    let append = kit.cmdline_with(&[]);
-    lab.ok(
-        via,
-        &[
-            "vm", "create", name, "--memory", "128", "--kernel", &kernel, "--initrd", &initrd, "--append",
-            &append, "--host", pin,
-        ],
-    );
-}
-
-/// Host `host`'s state as `vine host list --json` on `on` gives it.
-fn host_state(lab: &Lab, on: &str, host: &str) -> String {
-    let v = lab.json(on, &["host", "list"]);
-    v.as_array()
-        .and_then(|a| a.iter().find(|x| x["name"] == host))
-        .and_then(|x| x["state"].as_str())
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// The browser's node process: killed (by its pid) if the test ends before it does.
 struct Browser(Child);
 
@@ -78,8 +54,8 @@ fn the_web_ui_of_one_host_shows_and_controls_the_whole_pool() {
     lab.pool();
     let kit = Kit::ensure().expect("guest kit");
     // Each made through the other host: the pins are the pool's, not where the request came in.
-    kit_vm(&lab, &kit, "h2", "w1", "h1");
-    kit_vm(&lab, &kit, "h1", "w2", "h2");
+    lab.kit_vm_ok(&kit, "h2", "w1", &[], &["--host", "h1"]);
+    lab.kit_vm_ok(&kit, "h1", "w2", &[], &["--host", "h2"]);
     let hosts: serde_json::Map<String, Value> = lab
         .json("h2", &["host", "list"])
         .as_array()
@@ -127,10 +103,10 @@ fn the_web_ui_of_one_host_shows_and_controls_the_whole_pool() {
         let Some(step) = line.strip_prefix("WAIT ") else { continue };
         match step {
             "h1-in-maintenance" => {
-                assert_eq!(host_state(&lab, "h1", "h1"), "maintenance", "after the page's toggle")
+                assert_eq!(lab.host_state("h1", "h1"), "maintenance", "after the page's toggle")
             }
             "h1-out-of-maintenance" => {
-                assert_eq!(host_state(&lab, "h1", "h1"), "online", "after the page's toggle")
+                assert_eq!(lab.host_state("h1", "h1"), "online", "after the page's toggle")
             }
             "kill-h1" => lab.kill_daemon("h1"),
             "start-h1" => lab.start_daemon("h1"),
@@ -148,7 +124,7 @@ fn the_web_ui_of_one_host_shows_and_controls_the_whole_pool() {
     assert_eq!(steps, ["h1-in-maintenance", "h1-out-of-maintenance", "kill-h1", "start-h1"], "{transcript}");
 
     // Seen from the CLI: the pool is whole again and h1 is out of maintenance.
-    assert_eq!(host_state(&lab, "h2", "h1"), "online");
+    assert_eq!(lab.host_state("h2", "h1"), "online");
     let png = std::fs::read(shots.join("hosts.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG") && png.len() > 5000, "hosts.png is no screenshot");
     eprintln!("[{:.1}s] done", t0.elapsed().as_secs_f64());

@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use test_infra::Kit;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -175,6 +176,48 @@ impl Lab {
             assert!(t.elapsed() < limit, "{what}: not within {limit:?}");
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// `vine vm create NAME` through host `via` of a guest-kit VM (direct kernel boot, off): the
+    /// kit's kernel, initrd and command line with `options` (e.g. `vine.counter=1`), 128 MiB
+    /// unless `args` says otherwise, then `args` (e.g. `--host h2`, `--disk POOL/VOLUME`).
+    pub fn kit_vm(&self, kit: &Kit, via: &str, name: &str, options: &[&str], args: &[&str]) -> Output {
+        let kernel = kit.vmlinuz.display().to_string();
+        let initrd = kit.initrd.display().to_string();
+        let append = kit.cmdline_with(options);
+        let mut all =
+            vec!["vm", "create", name, "--kernel", &kernel, "--initrd", &initrd, "--append", &append];
+        if !args.contains(&"--memory") {
+            all.extend(["--memory", "128"]);
+        }
+        all.extend(args);
+        self.vine(via, &all)
+    }
+
+    /// [`Lab::kit_vm`]; panics unless it succeeds.
+    pub fn kit_vm_ok(&self, kit: &Kit, via: &str, name: &str, options: &[&str], args: &[&str]) {
+        let out = self.kit_vm(kit, via, name, options, args);
+        assert!(out.status.success(), "creating {name} through {via}:\n{}", text(&out));
+    }
+
+    /// Host `host`'s state as `vine host list --json` on `on` gives it ("" if not listed).
+    pub fn host_state(&self, on: &str, host: &str) -> String {
+        self.listed(on, &["host", "list", "--json"], host)
+    }
+
+    /// VM `vm`'s state as `vine vm list --json` on `on` gives it ("" if not listed).
+    pub fn vm_state(&self, on: &str, vm: &str) -> String {
+        self.listed(on, &["vm", "list", "--json"], vm)
+    }
+
+    fn listed(&self, on: &str, args: &[&str], name: &str) -> String {
+        let out = self.vine(on, args);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v.as_array()
+            .and_then(|a| a.iter().find(|x| x["name"] == name))
+            .and_then(|x| x["state"].as_str())
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// Host `h`'s first administrator password.
