@@ -1469,6 +1469,7 @@ pub fn info(ctx: &Ctx, view: &View) -> VmInfo {
         host: None,
         uuid: d.uuid.clone(),
         state: view.state,
+        group: d.group.clone(),
         pid: view.pid,
         cpus: d.cpus,
         memory: d.memory,

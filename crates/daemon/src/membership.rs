@@ -364,6 +364,9 @@ impl Daemon {
                         def.name
                     )));
                 }
+                if def.group.is_some() {
+                    placement::check_apart(h, &c.vms()?, &def)?;
+                }
                 h.to_string()
             }
             None => {

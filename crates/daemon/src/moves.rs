@@ -292,6 +292,9 @@ impl Daemon {
                 )))
             }
         };
+        if def.group.is_some() {
+            crate::placement::check_apart(to, &c.vms()?, &def)?;
+        }
         let shared = self.shared_pool_names();
         let mut copies: Vec<Copy> = Vec::new();
         let mut stays: Vec<String> = Vec::new();

@@ -495,6 +495,9 @@ pub struct VmInfo {
     pub uuid: String,
     /// Lifecycle state.
     pub state: VmState,
+    /// Its anti-affinity group, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// QEMU's process id while there is one.
     pub pid: Option<u32>,
     /// vCPUs.

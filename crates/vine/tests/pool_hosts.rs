@@ -303,6 +303,25 @@ fn three_hosts_make_one_pool_seen_alike_from_every_host() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("on host 'h3'"), "{out:?}");
     assert_eq!(lab.json("h2", &["vm", "show", "pinned"])["host"], "h3");
 
+    // An anti-affinity group: its VMs go to different hosts, each placement says so; a fourth
+    // has nowhere to go, and a pin onto a host of the group is refused.
+    for i in 1..=3 {
+        let out = lab.kit_vm(&kit, "h2", &format!("g{i}"), &[], &["--group", "db"]);
+        assert!(out.status.success(), "g{i}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let hosts_of: std::collections::BTreeSet<String> = (1..=3)
+        .map(|i| lab.json("h1", &["vm", "show", &format!("g{i}")])["host"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(hosts_of.len(), 3, "one VM of group db per host: {hosts_of:?}");
+    assert!(lab.ok("h2", &["events", "--json"]).contains("kept apart from its anti-affinity group 'db'"));
+    let out = lab.kit_vm(&kit, "h3", "g4", &[], &["--group", "db"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("anti-affinity group 'db'"), "{e}");
+    let out = lab.kit_vm(&kit, "h3", "g4", &[], &["--group", "db", "--host", "h1"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("of anti-affinity group 'db'"), "{e}");
+    assert_eq!(lab.json("h3", &["vm", "show", "g1"])["group"], "db");
+
     // Maintenance: the host keeps its VMs and gets no new ones.
     lab.ok("h2", &["host", "maintenance", "h3", "on"]);
     assert_eq!(state_of(&lab, "h1", "h3"), "maintenance");

@@ -76,6 +76,10 @@ pub struct VmDefinition {
     /// What the daemon does with this VM when the host stops and starts.
     #[serde(default)]
     pub host: HostActions,
+    /// Anti-affinity group: in a pool of hosts, no two VMs of one group are placed or moved onto
+    /// the same host (letters, digits, `-`, `_`, `.`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// The default actions on host stop and start (Virtual Server's automatic stop and start).
@@ -347,6 +351,7 @@ impl VmDefinition {
             undo_disks: false,
             shutdown_timeout: default_shutdown_timeout(),
             host: HostActions::default(),
+            group: None,
         }
     }
 
@@ -377,6 +382,14 @@ impl VmDefinition {
             ));
         }
         validate_name(&self.name)?;
+        if let Some(g) = &self.group {
+            if !is_volume_name(g) || g.len() > MAX_NAME {
+                return Err(bad(
+                    "group",
+                    format!("{g:?}: use 1 to {MAX_NAME} letters, digits, '-', '_' or '.', starting with a letter or digit"),
+                ));
+            }
+        }
         let u = self.uuid.as_bytes();
         let uuid_ok = u.len() == 36
             && u.iter().enumerate().all(|(i, &c)| {

@@ -719,10 +719,14 @@ pub struct NewVm {
     /// In a pool: the host to make it on (default: the host with the most memory free after it).
     #[serde(default)]
     pub host: Option<String>,
+    /// Anti-affinity group: in a pool, no two of its VMs share a host.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 fn definition_of(n: &NewVm) -> ApiResult<VmDefinition> {
     let mut d = VmDefinition::new(&n.name, n.cpus.unwrap_or(1), n.memory);
+    d.group = n.group.clone();
     for (i, x) in n.disks.iter().enumerate() {
         let bus = match x.bus.as_deref() {
             None | Some("virtio") => Bus::Virtio,

@@ -174,6 +174,9 @@ pub struct CreateArgs {
     /// In a pool: the host to make it on (default: the host with the most memory free after it).
     #[arg(long)]
     pub host: Option<String>,
+    /// Anti-affinity group: in a pool, no two VMs of one group are placed on the same host.
+    #[arg(long)]
+    pub group: Option<String>,
     /// A disk: PATH[,bus=virtio|ide|scsi][,shared][,ro] (repeatable; VHD images).
     #[arg(long = "disk")]
     pub disks: Vec<String>,
@@ -309,6 +312,9 @@ fn new_vm(a: &CreateArgs) -> anyhow::Result<Value> {
     });
     if let Some(h) = &a.host {
         v["host"] = json!(h);
+    }
+    if let Some(g) = &a.group {
+        v["group"] = json!(g);
     }
     let mut nics = Vec::new();
     for spec in &a.nics {
