@@ -32,6 +32,9 @@ use crate::resources::Resources;
 const POLL: Duration = Duration::from_secs(1);
 /// How often the actor checks that its QEMU still lives.
 const TICK: Duration = Duration::from_millis(100);
+/// How long the actor of a VM with no process waits for a message before it looks again (it
+/// has nothing to watch: a host's hundreds of VMs that are off cost it nothing).
+const IDLE: Duration = Duration::from_secs(60);
 /// How long QEMU gets to open its QMP socket, and to answer one QMP line.
 const QMP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long QEMU gets to exit after `quit` before it is killed.
@@ -347,7 +350,8 @@ impl Actor {
     /// gone or the daemon detaches; a panic unwinds to the supervisor ([`crate::supervisor`]).
     pub fn run(mut self, rx: &Receiver<Msg>) {
         loop {
-            match rx.recv_timeout(TICK) {
+            let wait = if self.proc.is_some() { TICK } else { IDLE };
+            match rx.recv_timeout(wait) {
                 Ok(Msg::Control { control, options, reply }) => {
                     let r = self.control(control, options);
                     let gone = r.is_ok() && matches!(control, Control::Remove | Control::Delete);
