@@ -102,6 +102,22 @@ bench control g1 "$CONTROLS"
 log "creates without a host, placed ($PLACED, through h1)"
 bench placed "$PLACED" "$KIT/vmlinuz"
 
+# CPU time (clock ticks) of the daemons and of etcd's members: at rest, the pool's own work
+# (liveness leases, each host republishing what changed of its VMs every 2 s).
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu_of() {
+    local f t=0
+    for f in "$@"; do t=$((t + $(ticks "$(cat "$f")"))); done
+    echo "$t"
+}
+sleep 5
+d0=$(cpu_of "$LAB_DIR"/h*/daemon.pid) e0=$(cpu_of "$LAB_DIR"/h[123]/etcd.pid)
+sleep 20
+d1=$(cpu_of "$LAB_DIR"/h*/daemon.pid) e1=$(cpu_of "$LAB_DIR"/h[123]/etcd.pid)
+hz=$(getconf CLK_TCK)
+bench set "$(awk -v d=$((d1 - d0)) -v e=$((e1 - e0)) -v hz="$hz" \
+    'BEGIN { printf "{\"rest\": {\"seconds\": 20, \"daemons_cpu\": %.3f, \"etcd_cpu\": %.3f}}", d / hz / 20, e / hz / 20 }')"
+
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 daemons=0
 for i in $(seq "$HOSTS"); do daemons=$((daemons + $(rss "$(cat "$LAB_DIR/h$i/daemon.pid")"))); done

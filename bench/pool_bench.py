@@ -98,7 +98,7 @@ def create(hosts, vms, workers, kernel):
     jobs = queue.Queue()
     for i in range(vms):
         jobs.put((f"vm-{i:05d}", f"h{i % hosts + 1}"))
-    lat, failed, done, end = [], [], [0], [0.0]
+    lat, failed, done, end, stamps = [], [], [0], [0.0], []
     lock = threading.Lock()
 
     def worker():
@@ -119,21 +119,28 @@ def create(hosts, vms, workers, kernel):
                 lat.append(dt)
                 done[0] += 1
                 end[0] = time.perf_counter()
+                stamps.append(end[0])
 
     t0 = time.perf_counter()
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
     for t in threads:
         t.start()
+    last = 0
     while any(t.is_alive() for t in threads):
-        threads[0].join(timeout=10)
+        time.sleep(0.2)
         el = time.perf_counter() - t0
-        log(f"created {done[0]}/{vms} in {el:.0f} s ({done[0] / el:.0f}/s), {len(failed)} failed")
-    for t in threads:
-        t.join()
+        if el - last >= 10:
+            last = el
+            log(f"created {done[0]}/{vms} in {el:.0f} s ({done[0] / el:.0f}/s), {len(failed)} failed")
     wall = end[0] - t0
     if failed:
         sys.exit(f"pool-bench: {len(failed)} creates failed, the first: {failed[0]}")
-    save(create={"vms": vms, "hosts": hosts, "workers": workers, "seconds": wall, "per_s": vms / wall, **ms(lat)})
+    # The rate over each tenth of the run's VMs: does it fall as the pool fills?
+    tenth = max(1, vms // 10)
+    marks = [t0] + stamps[tenth - 1::tenth]
+    tenths = [tenth / (b - a) for a, b in zip(marks, marks[1:])]
+    save(create={"vms": vms, "hosts": hosts, "workers": workers, "seconds": wall, "per_s": vms / wall,
+                 "tenths_per_s": tenths, **ms(lat)})
     log(f"{vms} VMs in {wall:.1f} s: {vms / wall:.0f} creates/s")
 
 
@@ -283,6 +290,7 @@ def report():
     cr, pl = d["create"], d["placed"]
     out.append(f"- creates, pinned (`host`), {cr['workers']} in parallel, each to its host's socket: {cr['vms']} in "
                f"{cr['seconds']:.1f} s, **{cr['per_s']:.0f}/s**; one create p50 {cr['p50']:.1f} ms, p99 {cr['p99']:.1f} ms")
+    out.append("  rate over each tenth of them: " + ", ".join(f"{r:.0f}" for r in cr["tenths_per_s"]) + " /s")
     out.append(f"- creates without a host (placement), one at a time through h1: {pl['vms']} in {pl['seconds']:.1f} s, "
                f"**{pl['per_s']:.1f}/s**; p50 {pl['p50']:.0f} ms, p99 {pl['p99']:.0f} ms; on {pl['hosts']} hosts "
                f"({pl['on_h1']} on h1 itself, the rest forwarded)")
@@ -299,6 +307,9 @@ def report():
     m = d["memory"]
     out.append(f"- memory: {d['hosts']} daemons' RSS {m['daemons_mb']:.0f} MB in all ({m['daemons_mb'] / d['hosts']:.1f} MB "
                f"each; h1 {m['h1_mb']:.0f} MB); 3 etcd members {m['etcd_mb']:.0f} MB")
+    r = d["rest"]
+    out.append(f"- CPU at rest over {r['seconds']} s (the guest idle): the daemons together {float(r['daemons_cpu']) * 100:.0f} % "
+               f"of one core, etcd's members {float(r['etcd_cpu']) * 100:.0f} %")
     print("\n".join(out))
 
 
