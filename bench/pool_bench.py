@@ -102,19 +102,21 @@ def create(hosts, vms, workers, kernel):
     lock = threading.Lock()
 
     def worker():
-        conns = {}
         while True:
             try:
                 name, h = jobs.get_nowait()
             except queue.Empty:
                 return
-            c = conns.setdefault(h, Unix(sock(h)))
+            # A connection per create: a worker comes back to a host only every HOSTS creates.
+            c = Unix(sock(h))
             try:
                 dt, _ = call(c, "POST", "/api/vms", new_vm(name, kernel, h))
-            except SystemExit as e:
+            except (SystemExit, OSError, http.client.HTTPException) as e:
                 with lock:
-                    failed.append(str(e))
+                    failed.append(f"{name} on {h}: {e!r}")
                 continue
+            finally:
+                c.close()
             with lock:
                 lat.append(dt)
                 done[0] += 1
