@@ -6,24 +6,27 @@
 #   VINE=/path/to/vine bash bench/pool.sh     (default: the binary scripts/build.sh builds)
 #
 # Every host is a real vine daemon in its own network namespace; the first three also run the
-# three etcd members. The VMs are real definitions, created pinned (VMS / HOSTS per host) and left
-# off, so no emulator process runs for them; one guest-kit VM runs under QEMU on h2 for the
-# control measurements. Measured: creates per second (pinned, in parallel; then without a host,
-# placed); etcd's database size per 1,000 VMs; a pool-wide list on h1 against etcd's own range
-# read of the same keys; pause/resume sent to the owner (h2) and through h1 (forwarded); the
-# daemons' memory. Results: a Markdown table on stdout and in /var/tmp/vbench-results/.
+# three etcd members. The VMs are real definitions, created pinned (an equal share per host) and
+# left off, so no emulator process runs for them; one guest-kit VM (g1) runs under QEMU on h2 for
+# the control measurements. The VMs are created in steps of STEP, and after each step (and with
+# none) everything is measured: etcd's database size; the daemons' and etcd's CPU at rest, hosts
+# online, memory; a pool-wide list on h1 against etcd's own range read of the same keys;
+# pause/resume sent to the owner (h2) and through h1 (forwarded). The run stops at the step where
+# creates fail or a host drops offline, and says so. After the last step: creates without a host
+# (placement). Results: Markdown tables on stdout and in /var/tmp/vbench-results/.
 #
 # Needs root (network namespaces). The lab is VINE_LAB=vbench in /var/tmp/vbench on 10.247.0.0/24
 # unless those are set; it is taken down at the start (left over from a failed run) and on exit.
-# Knobs: WORKERS (parallel creates, 4), ROUNDS (list rounds, 30), CONTROLS (pause/resume pairs
-# per side, 50), PLACED (creates without a host, 100).
+# Knobs: STEP (VMs a step, 2000), WORKERS (parallel creates, 4), ROUNDS (list rounds a step, 20),
+# CONTROLS (pause/resume pairs a side and step, 30), PLACED (creates without a host, 100).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HOSTS=${1:-50}
 VMS=${2:-10000}
 WORKERS=${WORKERS:-4}
-ROUNDS=${ROUNDS:-30}
-CONTROLS=${CONTROLS:-50}
+ROUNDS=${ROUNDS:-20}
+CONTROLS=${CONTROLS:-30}
+STEP=${STEP:-2000}
 PLACED=${PLACED:-100}
 export VINE_LAB=${VINE_LAB:-vbench} VINE_LAB_DIR=${VINE_LAB_DIR:-/var/tmp/vbench} VINE_LAB_NET=${VINE_LAB_NET:-10.247.0}
 RESULTS_DIR=/var/tmp/vbench-results
@@ -31,7 +34,8 @@ RESULTS_DIR=/var/tmp/vbench-results
 log() { printf 'pool.sh: %s\n' "$*" >&2; }
 die() { printf 'pool.sh: error: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "must run as root (the lab makes network namespaces)"
-[ "$HOSTS" -ge 3 ] && [ $((VMS % HOSTS)) -eq 0 ] || die "HOSTS must be at least 3 and divide VMS ($HOSTS, $VMS)"
+[ "$HOSTS" -ge 3 ] && [ $((STEP % HOSTS)) -eq 0 ] && [ $((VMS % STEP)) -eq 0 ] ||
+    die "HOSTS must be at least 3 and divide STEP, which must divide VMS ($HOSTS, $STEP, $VMS)"
 VINE=${VINE:-$(bash scripts/build.sh)/vine}
 export VINE
 [ -x "$VINE" ] || die "no vine binary at $VINE"
@@ -78,10 +82,6 @@ log "pool: $online hosts online"
 
 bench set "$(printf '{"date": "%s", "commit": "%s", "vine": "%s", "hosts": %d}' \
     "$(date -u +%Y-%m-%d)" "$commit" "$("$VINE" --version)" "$HOSTS")"
-bench etcd empty
-log "creating $VMS VMs ($((VMS / HOSTS)) per host, pinned, $WORKERS in parallel)"
-bench create "$HOSTS" "$VMS" "$WORKERS" "$KIT/vmlinuz"
-bench etcd vms
 
 log "booting one guest-kit VM (g1) on h2"
 on h2 vm create g1 --memory 128 --kernel "$KIT/vmlinuz" --initrd "$KIT/initrd.img" \
@@ -95,37 +95,33 @@ curl -sf --unix-socket "$(sock h2)" http://localhost/api/vms/g1/console | grep -
     die "g1 on h2 did not print VINE-BOOT-OK within 120 s"
 sleep 3 # h2 publishes g1's view; the guest settles
 
-log "pool-wide list on h1 against etcd's range read ($ROUNDS rounds)"
-bench list "$ROUNDS"
-log "pause/resume of g1: to h2 (its owner) and through h1 ($CONTROLS rounds)"
-bench control g1 "$CONTROLS"
-log "creates without a host, placed ($PLACED, through h1)"
-bench placed "$PLACED" "$KIT/vmlinuz"
-
-# CPU time (clock ticks) of the daemons and of etcd's members: at rest, the pool's own work
-# (liveness leases, each host republishing what changed of its VMs every 2 s).
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-cpu_of() {
-    local f t=0
-    for f in "$@"; do t=$((t + $(ticks "$(cat "$f")"))); done
-    echo "$t"
+# measure N: everything measured with N VMs created (h1 lists N + 1 with g1). Returns non-zero
+# (and says why in $broke) if a host went offline or a measurement failed.
+broke=""
+measure() {
+    local n=$1
+    log "measuring with $n VMs"
+    bench etcd "$n" || { broke="reading etcd's size failed with $n VMs"; return 1; }
+    bench rest "$n" "$HOSTS" 10 || { broke="not every host was online with $n VMs"; return 1; }
+    bench list "$n" "$ROUNDS" || { broke="the list measurement failed with $n VMs"; return 1; }
+    bench control "$n" g1 "$CONTROLS" || { broke="the control measurement failed with $n VMs"; return 1; }
 }
-sleep 5
-d0=$(cpu_of "$LAB_DIR"/h*/daemon.pid) e0=$(cpu_of "$LAB_DIR"/h[123]/etcd.pid)
-sleep 20
-d1=$(cpu_of "$LAB_DIR"/h*/daemon.pid) e1=$(cpu_of "$LAB_DIR"/h[123]/etcd.pid)
-hz=$(getconf CLK_TCK)
-bench set "$(awk -v d=$((d1 - d0)) -v e=$((e1 - e0)) -v hz="$hz" \
-    'BEGIN { printf "{\"rest\": {\"seconds\": 20, \"daemons_cpu\": %.3f, \"etcd_cpu\": %.3f}}", d / hz / 20, e / hz / 20 }')"
-
-rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-daemons=0
-for i in $(seq "$HOSTS"); do daemons=$((daemons + $(rss "$(cat "$LAB_DIR/h$i/daemon.pid")"))); done
-etcds=0
-for i in 1 2 3; do etcds=$((etcds + $(rss "$(cat "$LAB_DIR/h$i/etcd.pid")"))); done
-h1=$(rss "$(cat "$LAB_DIR/h1/daemon.pid")")
-bench set "$(printf '{"memory": {"daemons_mb": %s, "etcd_mb": %s, "h1_mb": %s}}' \
-    "$((daemons / 1024))" "$((etcds / 1024))" "$((h1 / 1024))")"
-
+measure 0 || die "$broke (with no VM at all)"
+reached=0
+for ((n = STEP; n <= VMS; n += STEP)); do
+    log "creating VMs $reached..$((n - 1)) ($((STEP / HOSTS)) more per host, pinned, $WORKERS in parallel)"
+    if ! bench create "$HOSTS" "$reached" "$n" "$WORKERS" "$KIT/vmlinuz"; then
+        broke="creates failed between $reached and $n VMs"
+        measure "$n" || true
+        break
+    fi
+    reached=$n
+    measure "$n" || break
+done
+if [ -z "$broke" ]; then
+    log "creates without a host, placed ($PLACED, through h1)"
+    bench placed "$PLACED" "$KIT/vmlinuz" || broke="placed creates failed"
+fi
+bench set "$(printf '{"reached": %d, "stopped": "%s"}' "$reached" "${broke:+Stopped: $broke.}")"
 bench report | tee "${results%.json}.md"
 log "results: ${results%.json}.md (figures: $results)"
