@@ -11,6 +11,7 @@ file); `report` prints them as a Markdown table.
     pool_bench.py RESULTS list N ROUNDS             GET /api/vms on h1 against etcd's range read
     pool_bench.py RESULTS control N VM ROUNDS       pause/resume to the owner h2 and through h1
     pool_bench.py RESULTS placed N KERNEL           N creates without a host, through h1
+    pool_bench.py RESULTS hollow N HOSTS TEMPLATE   N hollow VMs: records written straight into etcd
     pool_bench.py RESULTS set JSON                  adds the figures of a JSON object
     pool_bench.py RESULTS report                    the tables
 
@@ -34,7 +35,7 @@ import threading
 import time
 
 RESULTS = sys.argv[1]
-ETCD = os.environ["LAB_ETCD"]
+ETCD = os.environ.get("LAB_ETCD", "")
 ETCD_H1 = ETCD.split(",")[0].removeprefix("http://")
 
 
@@ -105,7 +106,7 @@ def new_vm(name, kernel, host=None):
 
 def create(hosts, first, last, workers, kernel):
     """VMs FIRST..LAST-1: VM i goes to host h(i mod HOSTS + 1), each sent to its own host's
-    socket by WORKERS threads. Exits with status 3 if any create failed."""
+    socket by WORKERS threads. The first failure stops the step (exit status 3)."""
     jobs = queue.Queue()
     for i in range(first, last):
         jobs.put((f"vm-{i:05d}", f"h{i % hosts + 1}"))
@@ -125,7 +126,7 @@ def create(hosts, first, last, workers, kernel):
             except (SystemExit, OSError, http.client.HTTPException) as e:
                 with lock:
                     failed.append(f"{name} on {h}: {e!r}")
-                continue
+                return
             finally:
                 c.close()
             with lock:
@@ -146,7 +147,7 @@ def create(hosts, first, last, workers, kernel):
             shown = el
             log(f"created {first + done[0]}/{last} ({done[0] / el:.0f}/s in this step), {len(failed)} failed")
     wall = max(end[0] - t0, 1e-9)
-    save_step(last, create={"vms": n, "created": done[0], "workers": workers, "seconds": wall,
+    save_step(last, create={"vms": n, "created": done[0], "reached": first + done[0], "workers": workers, "seconds": wall,
                             "per_s": done[0] / wall, "failed": len(failed),
                             "first_failure": failed[0] if failed else None, **ms(lat or [0])})
     log(f"VMs {first}..{last - 1}: {done[0]} in {wall:.1f} s, {done[0] / wall:.0f} creates/s, {len(failed)} failed")
@@ -176,6 +177,39 @@ def placed(n, kernel):
                  "seconds": wall, "per_s": len(lat) / wall, "hosts": len(where), "on_h1": where.get("h1", 0),
                  **ms(lat or [0])})
     log(f"{n} placed creates in {wall:.1f} s: {n / wall:.1f}/s on {len(where)} hosts")
+
+
+def hollow(n, hosts, template):
+    """Writes N hollow VMs straight into etcd: VM i's owner key and record (TEMPLATE's record,
+    an off VM's, with its name and host h(i mod HOSTS + 1)), as an owner would publish them; no
+    daemon has them. They measure the pool-wide list without N VM actors on this machine."""
+    gw = http.client.HTTPConnection(ETCD_H1, timeout=60)
+    _, raw = call(gw, "POST", "/v3/kv/range", {"key": b64(f"/vine/vms/{template}")})
+    record = json.loads(base64.b64decode(json.loads(raw)["kvs"][0]["value"]))
+    jobs = queue.Queue()
+    for i in range(n):
+        jobs.put((f"hollow-{i:05d}", f"h{i % hosts + 1}"))
+
+    def worker():
+        c = http.client.HTTPConnection(ETCD_H1, timeout=60)
+        while True:
+            try:
+                name, h = jobs.get_nowait()
+            except queue.Empty:
+                return
+            rec = dict(record, name=name, host=h)
+            call(c, "POST", "/v3/kv/txn", {"success": [
+                {"requestPut": {"key": b64(f"/vine/owners/{name}"), "value": b64(h)}},
+                {"requestPut": {"key": b64(f"/vine/vms/{name}"), "value": b64(json.dumps(rec))}}]})
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    save(hollow={"vms": n, "template": template, "record_bytes": len(json.dumps(record))})
+    log(f"{n} hollow VMs written to etcd in {time.perf_counter() - t0:.1f} s")
 
 
 def proc_ticks(pidfiles):
@@ -332,6 +366,10 @@ def report():
            f"{d['hosts']} hosts (real vine daemons, none hollow); VMs created pinned, {top // max(1, d['hosts'])} a host "
            "at the last step, all off (no emulator runs for them); one real guest (g1, guest kit, TCG) on h2.",
            f"Reached: {d.get('reached', top)} VMs. {d.get('stopped', '')}", ""]
+    if d.get("hollow"):
+        out[2] = (f"{d['hosts']} hosts (real vine daemons); {d['hollow']['vms']:,} hollow VMs: records of an off VM "
+                  f"({d['hollow']['record_bytes']} bytes) written straight into etcd, no daemon has them; one real "
+                  "guest (g1, guest kit, TCG) on h2.")
 
     def f(x, fmt="{:.1f}"):
         return fmt.format(x) if x is not None else "–"
@@ -408,6 +446,8 @@ def main():
         list_vs_etcd(int(a[0]), int(a[1]))
     elif phase == "control":
         control(int(a[0]), a[1], int(a[2]))
+    elif phase == "hollow":
+        hollow(int(a[0]), int(a[1]), a[2])
     elif phase == "set":
         save(**json.loads(a[0]))
     elif phase == "report":
