@@ -107,12 +107,13 @@ sleep 3 # h2 publishes g1's view; the guest settles
 # (and says why in $broke) if a host went offline or a measurement failed.
 broke=""
 measure() {
-    local n=$1
+    local n=$1 failed=()
     log "measuring with $n VMs"
-    bench etcd "$n" || { broke="reading etcd's size failed with $n VMs"; return 1; }
-    bench rest "$n" "$HOSTS" 10 || { broke="not every host was online with $n VMs"; return 1; }
-    bench list "$n" "$ROUNDS" || { broke="the list measurement failed with $n VMs"; return 1; }
-    bench control "$n" g1 "$CONTROLS" || { broke="the control measurement failed with $n VMs"; return 1; }
+    bench etcd "$n" || failed+=("reading etcd's size")
+    bench rest "$n" "$HOSTS" 10 || failed+=("not every host was online")
+    bench list "$n" "$ROUNDS" || failed+=("the list failed")
+    bench control "$n" g1 "$CONTROLS" || failed+=("the controls failed")
+    [ ${#failed[@]} -eq 0 ] || { broke="with $n VMs: $(IFS=';'; echo "${failed[*]}" | sed 's/;/; /g')"; return 1; }
 }
 measure 0 || die "$broke (with no VM at all)"
 reached=0
