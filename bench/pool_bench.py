@@ -28,7 +28,6 @@ import os
 import queue
 import socket
 import ssl
-import statistics
 import subprocess
 import sys
 import threading
