@@ -406,28 +406,35 @@ impl Cluster {
         let e = self.endpoints().to_string();
         let vm = vm.map(str::to_string);
         self.block_on(async move {
-            let mut o = GetOptions::new()
-                .with_prefix()
-                .with_sort(SortTarget::Create, SortOrder::Ascend)
-                .with_min_create_revision(after.saturating_add(1).min(i64::MAX as u64) as i64);
-            if vm.is_none() {
-                o = o.with_limit(limit as i64);
-            }
-            let r = timed!(&e, "reading the pool's events", c.get(EVENTS, Some(o.clone()))).await?;
+            // In pages of at most 1,000 (one answer stays far below gRPC's 4 MiB), each after
+            // the last event of the one before.
             let mut out = Vec::new();
-            for kv in r.kvs() {
-                let key = kv.key_str().unwrap_or_default();
-                let mut ev: EventRecord = parse(key, kv.value())?;
-                if vm.as_ref().is_some_and(|v| ev.vm.as_ref() != Some(v)) {
-                    continue;
+            let mut after = after.min(i64::MAX as u64 - 1) as i64;
+            loop {
+                let page = if vm.is_some() { 1000 } else { (limit - out.len()).clamp(1, 1000) as i64 };
+                let o = GetOptions::new()
+                    .with_prefix()
+                    .with_sort(SortTarget::Create, SortOrder::Ascend)
+                    .with_min_create_revision(after + 1)
+                    .with_limit(page);
+                let r = timed!(&e, "reading the pool's events", c.get(EVENTS, Some(o.clone()))).await?;
+                for kv in r.kvs() {
+                    after = kv.create_revision();
+                    let key = kv.key_str().unwrap_or_default();
+                    let mut ev: EventRecord = parse(key, kv.value())?;
+                    if vm.as_ref().is_some_and(|v| ev.vm.as_ref() != Some(v)) {
+                        continue;
+                    }
+                    ev.id = kv.create_revision().max(0) as u64;
+                    out.push(ev);
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
                 }
-                ev.id = kv.create_revision().max(0) as u64;
-                out.push(ev);
-                if out.len() >= limit {
-                    break;
+                if (r.kvs().len() as i64) < page {
+                    return Ok(out);
                 }
             }
-            Ok(out)
         })
     }
 

@@ -402,7 +402,7 @@ impl Daemon {
 
     /// Every VM: the pool's (each with its host) when this host is in one, else this host's.
     /// This host's own VMs are always its live views.
-    pub(crate) fn list_vms(&self) -> Result<Vec<VmInfo>, Failure> {
+    pub fn list_vms(&self) -> Result<Vec<VmInfo>, Failure> {
         let local = self.local_infos();
         let Some(c) = self.cluster() else { return Ok(local) };
         let me = c.config().host.clone();
@@ -413,16 +413,14 @@ impl Daemon {
             .map(|h| h.record.name)
             .collect();
         let mut all: BTreeMap<String, VmInfo> = BTreeMap::new();
-        for v in c.vms()? {
-            if v["host"] == me.as_str() {
+        for mut info in c.vms_as::<VmInfo>()? {
+            if info.host.as_deref() == Some(me.as_str()) {
                 continue;
             }
-            if let Ok(mut info) = serde_json::from_value::<VmInfo>(v) {
-                if info.host.as_ref().is_some_and(|h| offline.contains(h)) {
-                    info.state = vmm::state::VmState::Unknown;
-                }
-                all.insert(info.name.clone(), info);
+            if info.host.as_ref().is_some_and(|h| offline.contains(h)) {
+                info.state = vmm::state::VmState::Unknown;
             }
+            all.insert(info.name.clone(), info);
         }
         for mut info in local {
             info.host = Some(me.clone());

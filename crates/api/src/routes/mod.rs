@@ -783,7 +783,9 @@ fn definition_of(n: &NewVm) -> ApiResult<VmDefinition> {
 #[utoipa::path(get, path = "/api/vms", tag = "vms", responses((status = 200, body = [VmInfo]), (status = 401, body = ErrorBody)))]
 async fn list_vms(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Vec<VmInfo>>> {
     need(&p, Need::Login)?;
-    let all: Vec<VmInfo> = call_typed(&state, Request::VmList).await?;
+    // The daemon's typed list (the pool's records read straight into views, no JSON between).
+    let d = state.daemon.clone();
+    let all: Vec<VmInfo> = blocking(move || d.list_vms().map_err(ApiError::from)).await?;
     Ok(Json(all.into_iter().filter(|v| need(&p, Need::See(&v.name)).is_ok()).collect()))
 }
 
