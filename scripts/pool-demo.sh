@@ -65,11 +65,14 @@ step "demo1 paused and resumed through h2; its guest's console read through h3"
 on h2 vm pause demo1
 on h3 vm show demo1 | grep -E "^(state|host)"
 on h2 vm resume demo1
-for _ in $(seq 60); do
-    on h3 vm console demo1 --log | grep -q VINE-COUNTER && break
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+for _ in $(seq 120); do
+    on h3 vm console demo1 --log >"$log"
+    grep -q VINE-COUNTER "$log" && break
     sleep 1
 done
-on h3 vm console demo1 --log | tail -n 3
+grep VINE-COUNTER "$log" | tail -n 3 || { echo "demo1's guest printed no counter within 120 s" >&2; exit 1; }
 
 cat <<EOF
 

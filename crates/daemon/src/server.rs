@@ -230,7 +230,8 @@ impl Daemon {
             running,
             memory_held_bytes,
             cpu_reserved_pct,
-            cpu_used: (cpu_used * 10.0).round() / 10.0,
+            // An empty sum is -0.0; a host with nothing running uses 0.0 CPUs.
+            cpu_used: ((cpu_used * 10.0).round() / 10.0).max(0.0),
             at_ms: crate::since_epoch().as_millis() as i64,
         }
     }
