@@ -7,6 +7,20 @@ use serde_json::{json, Value};
 
 use super::vm::rest;
 
+/// TLS client files for etcd, for `init` and `join`.
+#[derive(Debug, clap::Args)]
+pub struct TlsArgs {
+    /// CA certificate (PEM) of etcd's server certificates (with --etcd-cert and --etcd-key).
+    #[arg(long, requires_all = ["etcd_cert", "etcd_key"])]
+    etcd_ca: Option<PathBuf>,
+    /// This host's client certificate (PEM) for etcd.
+    #[arg(long, requires = "etcd_ca")]
+    etcd_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, requires = "etcd_ca")]
+    etcd_key: Option<PathBuf>,
+}
+
 /// Pool subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
@@ -18,15 +32,9 @@ pub enum ClusterCommand {
         /// This host's name in the pool (default: its host name).
         #[arg(long)]
         name: Option<String>,
-        /// CA certificate (PEM) of etcd's server certificates (with --etcd-cert and --etcd-key).
-        #[arg(long, requires_all = ["etcd_cert", "etcd_key"])]
-        etcd_ca: Option<PathBuf>,
-        /// This host's client certificate (PEM) for etcd.
-        #[arg(long, requires = "etcd_ca")]
-        etcd_cert: Option<PathBuf>,
-        /// The client certificate's key (PEM).
-        #[arg(long, requires = "etcd_ca")]
-        etcd_key: Option<PathBuf>,
+        /// TLS to etcd.
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// Prints a one-time join token (valid for an hour) admitting a new host to this pool.
     Token {
@@ -37,16 +45,9 @@ pub enum ClusterCommand {
     Join {
         /// The token `vine cluster token NEWHOST` printed on a member.
         token: String,
-        /// When the pool's etcd uses TLS: the CA certificate (PEM) of its server certificates,
-        /// which must be the one the pool uses (the token names its fingerprint).
-        #[arg(long, requires_all = ["etcd_cert", "etcd_key"])]
-        etcd_ca: Option<PathBuf>,
-        /// This host's client certificate (PEM) for etcd.
-        #[arg(long, requires = "etcd_ca")]
-        etcd_cert: Option<PathBuf>,
-        /// The client certificate's key (PEM).
-        #[arg(long, requires = "etcd_ca")]
-        etcd_key: Option<PathBuf>,
+        /// TLS to etcd (the token names the pool's etcd CA by its SHA-256; --etcd-ca must match).
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// Takes this host out of its pool: it is a host on its own again.
     Leave,
@@ -66,8 +67,8 @@ fn absolute(p: PathBuf) -> anyhow::Result<String> {
 /// Runs a cluster subcommand.
 pub fn run(cmd: ClusterCommand) -> anyhow::Result<i32> {
     match cmd {
-        ClusterCommand::Init { etcd, name, etcd_ca, etcd_cert, etcd_key } => {
-            let tls = tls_files(etcd_ca, etcd_cert, etcd_key)?;
+        ClusterCommand::Init { etcd, name, tls } => {
+            let tls = tls_files(tls)?;
             let body = json!({ "etcd": etcd, "name": name, "tls": tls });
             let v = rest("POST", "/api/cluster", Some(&body))?;
             println!("{}", v["message"].as_str().unwrap_or("done"));
@@ -79,8 +80,8 @@ pub fn run(cmd: ClusterCommand) -> anyhow::Result<i32> {
             eprintln!("on the new host: vine cluster join TOKEN (valid for an hour, once)");
             Ok(0)
         }
-        ClusterCommand::Join { token, etcd_ca, etcd_cert, etcd_key } => {
-            let tls = tls_files(etcd_ca, etcd_cert, etcd_key)?;
+        ClusterCommand::Join { token, tls } => {
+            let tls = tls_files(tls)?;
             let v = rest("POST", "/api/cluster/join", Some(&json!({ "token": token, "tls": tls })))?;
             println!("{}", v["message"].as_str().unwrap_or("done"));
             Ok(0)
@@ -127,8 +128,8 @@ fn print_pool(v: &Value) {
 }
 
 /// The TLS client files for etcd as the API takes them (absolute paths), if given.
-fn tls_files(ca: Option<PathBuf>, cert: Option<PathBuf>, key: Option<PathBuf>) -> anyhow::Result<Value> {
-    Ok(match (ca, cert, key) {
+fn tls_files(t: TlsArgs) -> anyhow::Result<Value> {
+    Ok(match (t.etcd_ca, t.etcd_cert, t.etcd_key) {
         (Some(ca), Some(cert), Some(key)) => {
             json!({ "ca": absolute(ca)?, "cert": absolute(cert)?, "key": absolute(key)? })
         }
