@@ -16,7 +16,7 @@
 set -euo pipefail
 
 # Bump whenever anything below changes what ends up in the kit.
-RECIPE=6
+RECIPE=7
 # The kernel command line the tests start from; tests append `vine.*` options.
 CMDLINE="console=ttyS0 panic=-1 quiet"
 # Drivers the guest needs (loaded with their dependencies, in order, unless built in).
@@ -166,6 +166,11 @@ cat >"$ROOT/init" <<'EOF'
 #                         and "VINE-DISK1 <first 16 bytes of sector 1 in hex>"
 #   vine.diskwrite=TEXT   with vine.disk: write TEXT (NUL-padded) to sector 1 of DEV, sync, print
 #                         "VINE-DISK-WROTE"
+#   vine.records=DEV      write sequence-numbered records to DEV, one 512-byte sector each from
+#                         sector 16 ("VINE-REC" and the number in ten digits, NUL-padded), each
+#                         synced, about five a second for as long as the guest runs; after every
+#                         20th, drop the caches, read every record back and print
+#                         "VINE-RECCHECK <count> ok" or "VINE-RECCHECK <count> bad <first wrong>"
 #   vine.spew=MIB         write MIB MiB of text lines to the serial console as fast as it takes
 #                         them, then print "VINE-SPEW-DONE" (a guest flooding its console)
 #   vine.net=1            DHCP on eth0 with udhcpc; print "VINE-IP <addr>" on each lease
@@ -256,6 +261,28 @@ if [ -n "$disk" ]; then
     else
         echo "VINE-ERROR no $disk"
     fi
+fi
+
+recs=$(opt records)
+if [ -n "$recs" ]; then
+    (if wait_dev "$recs"; then
+         i=0
+         while :; do
+             printf 'VINE-REC %010d' "$i" | dd of="$recs" bs=512 seek=$((16 + i)) count=1 conv=sync,fsync \
+                 2>/dev/null || echo "VINE-ERROR record $i"
+             i=$((i + 1))
+             if [ $((i % 20)) = 0 ]; then
+                 echo 3 >/proc/sys/vm/drop_caches
+                 v=$(dd if="$recs" bs=512 skip=16 count="$i" 2>/dev/null | tr -s '\000' '\n' \
+                     | awk -v n="$i" '$0 != sprintf("VINE-REC %010d", NR - 1) { print "bad " NR - 1; exit }
+                                      END { if (NR < n) print "bad " NR }' | head -n 1)
+                 echo "VINE-RECCHECK $i ${v:-ok}"
+             fi
+             usleep 200000
+         done
+     else
+         echo "VINE-ERROR no $recs"
+     fi) &
 fi
 
 if [ "$(opt net)" = 1 ]; then

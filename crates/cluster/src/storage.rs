@@ -33,7 +33,7 @@ pub enum Writer {
     Held(String),
 }
 
-fn writer_key(volume: &str) -> String {
+pub(crate) fn writer_key(volume: &str) -> String {
     format!("{WRITERS}{volume}")
 }
 

@@ -67,6 +67,38 @@ impl Cluster {
         })
     }
 
+    /// Hands `vm` from this host to host `to` with the write roles of `volumes` it holds (a live
+    /// migration's switchover): one transaction that holds only while this host owns it, so the
+    /// VM and its volumes change hands together or not at all.
+    pub fn hand_over_vm(
+        &self,
+        vm: &str,
+        to: &str,
+        record: &Value,
+        volumes: &[String],
+    ) -> Result<bool, ClusterError> {
+        let me = self.config().host.clone();
+        let (owner_key, vm_key) = (keys::owner(vm), keys::vm(vm));
+        let record = with_host(record, to);
+        let holder = format!("{to}/{vm}");
+        let mut ops = vec![
+            TxnOp::put(owner_key.as_str(), to.as_bytes(), None),
+            TxnOp::put(vm_key.as_str(), json(&record), None),
+        ];
+        for v in volumes {
+            ops.push(TxnOp::put(crate::storage::writer_key(v), holder.as_bytes(), None));
+        }
+        let to = to.to_string();
+        let mut c = self.client();
+        let e = self.endpoints().to_string();
+        self.block_on(async move {
+            let txn = Txn::new()
+                .when([Compare::value(owner_key.as_str(), CompareOp::Equal, me.as_bytes())])
+                .and_then(ops);
+            Ok(timed!(&e, format!("handing VM '{vm}' to host '{to}'"), c.txn(txn.clone())).await?.succeeded())
+        })
+    }
+
     /// Hands `vm` back from host `from` to this host (a move that failed after the handover).
     pub fn take_back_vm(&self, vm: &str, from: &str) -> Result<bool, ClusterError> {
         let me = self.config().host.clone();

@@ -23,10 +23,13 @@ use vmm::process::{self, Identity};
 use vmm::qemu_args::{qemu_args, LaunchPlan, NbdEndpoint};
 use vmm::{Control, VmState};
 
-use crate::disks::{DiskServers, Lease};
+use crate::disks::{DiskServers, Lease, Mode};
+
+mod migration;
 use crate::layout::VmPaths;
 use crate::protocol::{Changes, ControlOptions, CpuInfo, Failure, NicInfo, UndoAction, VmInfo};
 use crate::resources::Resources;
+pub use migration::{Job, MirrorTarget, Outgoing, Progress, Ready};
 
 /// How often a running VM's QMP status is polled (guest power-off, outside pause/resume).
 const POLL: Duration = Duration::from_secs(1);
@@ -169,6 +172,34 @@ pub enum Msg {
         /// Where the answer goes.
         reply: Sender<Result<Value, Failure>>,
     },
+    /// A live migration's destination: an emulator waiting on `ip` for the state, with disks
+    /// served as `disks` says (by their place in the definition).
+    Incoming {
+        /// How each disk is served.
+        disks: std::collections::BTreeMap<usize, Mode>,
+        /// The address to listen on.
+        ip: std::net::IpAddr,
+        /// Whether the source may switch to post-copy.
+        postcopy: bool,
+        /// Where the answer goes.
+        reply: Sender<Result<Ready, Failure>>,
+    },
+    /// A live migration's source: copy the VM out.
+    MigrateOut {
+        /// Where to, and how.
+        out: Box<Outgoing>,
+        /// Where the answer goes.
+        reply: Sender<Result<Value, Failure>>,
+    },
+    /// The end of a live migration on either side ([`Actor::migrate_end`]).
+    MigrateEnd {
+        /// Whether it succeeded and the pool gave the VM to the destination.
+        commit: bool,
+        /// On the destination: whether the guest stays paused.
+        paused: bool,
+        /// Where the answer goes.
+        reply: Sender<Result<Value, Failure>>,
+    },
     /// The daemon is stopping: leave the VM as it is and end.
     Detach,
 }
@@ -223,6 +254,12 @@ pub struct Actor {
     /// Files to delete once the current control has been answered (a restored state: freeing a
     /// large file's blocks would otherwise delay the answer's commit).
     retired: Vec<PathBuf>,
+    /// How the next launch serves each disk (a live migration's destination), by its place.
+    disk_modes: std::collections::BTreeMap<usize, Mode>,
+    /// The TCP addresses and export names of the last launch's handover targets, by place.
+    served_tcp: Vec<(usize, std::net::SocketAddr, String)>,
+    /// The state before the live migration under way from here.
+    migrating_from: Option<VmState>,
 }
 
 /// Why an operation of the actor failed: refused (the request cannot be carried out as things
@@ -242,6 +279,16 @@ impl From<String> for Fail {
 impl From<&str> for Fail {
     fn from(msg: &str) -> Fail {
         Fail { refused: false, msg: msg.to_string() }
+    }
+}
+
+impl Fail {
+    fn into_failure(self) -> Failure {
+        if self.refused {
+            Failure::Refused(self.msg)
+        } else {
+            Failure::Failed(self.msg)
+        }
     }
 }
 
@@ -294,6 +341,9 @@ impl Actor {
             proc: None,
             last_poll: Instant::now(),
             retired: Vec::new(),
+            disk_modes: Default::default(),
+            served_tcp: Vec::new(),
+            migrating_from: None,
         }
     }
 
@@ -368,13 +418,19 @@ impl Actor {
                     let _ = reply.send(r);
                 }
                 Ok(Msg::Nic { change, reply }) => {
-                    let r = self.nic(change).map_err(|e| {
-                        if e.refused {
-                            Failure::Refused(e.msg)
-                        } else {
-                            Failure::Failed(e.msg)
-                        }
-                    });
+                    let r = self.nic(change).map_err(Fail::into_failure);
+                    let _ = reply.send(r);
+                }
+                Ok(Msg::Incoming { disks, ip, postcopy, reply }) => {
+                    let r = self.incoming(disks, ip, postcopy).map_err(Fail::into_failure);
+                    let _ = reply.send(r);
+                }
+                Ok(Msg::MigrateOut { out, reply }) => {
+                    let r = self.migrate_out(&out).map_err(Fail::into_failure);
+                    let _ = reply.send(r);
+                }
+                Ok(Msg::MigrateEnd { commit, paused, reply }) => {
+                    let r = self.migrate_end(commit, paused).map_err(Fail::into_failure);
                     let _ = reply.send(r);
                 }
                 Ok(Msg::Detach) | Err(RecvTimeoutError::Disconnected) => return,
@@ -639,6 +695,7 @@ impl Actor {
     /// and its pid recorded, while it initialises (some 35 ms), and all of that is done before
     /// the guest can run (vine's first QMP command, `cont` or `migrate-incoming`, comes after).
     fn launch(&mut self, def: &VmDefinition, incoming: bool) -> Res<()> {
+        self.served_tcp.clear();
         let def = &self.with_files(def)?;
         std::fs::create_dir_all(&self.paths.dir)
             .map_err(|e| format!("cannot create {}: {e}", self.paths.dir.display()))?;
@@ -658,11 +715,15 @@ impl Actor {
                         tracing::warn!(error = %e, "cannot move a disk server into its cgroup");
                     }
                 };
-                let l = self
+                let mode = self.disk_modes.get(&i).cloned().unwrap_or(Mode::Normal);
+                let (l, tcp) = self
                     .ctx
                     .disks
-                    .acquire(&self.name, &path, d.shared, d.read_only, &place)
+                    .acquire_as(&self.name, &path, d.shared, d.read_only, &mode, &place)
                     .map_err(|e| e.to_string())?;
+                if let Some(a) = tcp {
+                    self.served_tcp.push((i, a, l.export.clone()));
+                }
                 leases.push((l, d.shared));
             }
             let nics = self.ctx.networks.plug(&self.name, def)?;

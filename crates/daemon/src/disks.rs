@@ -55,11 +55,31 @@ pub struct Lease {
     pub start_ticks: u64,
 }
 
+/// How a disk server serves its image beyond the ordinary (a live migration's destination).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Opened at once, one writer connection at a time.
+    Normal,
+    /// A volume of a shared pool another host's server still holds: opened at the first request
+    /// (after the source's server has let it go).
+    Standby,
+    /// A new volume a mirror fills: served on `listen` too, under `export`, to the source host's
+    /// emulator; the first connection to write (the mirror) holds it until it leaves, then the
+    /// emulator here takes it.
+    Target {
+        /// The TCP address to serve on (port 0: any free one).
+        listen: std::net::SocketAddr,
+        /// The export's name there (unguessable: the only secret of that connection).
+        export: String,
+    },
+}
+
 #[derive(Debug)]
 struct Server {
     id: Identity,
     child: Option<Child>,
     socket: PathBuf,
+    export: String,
     shared: bool,
     users: BTreeSet<String>,
 }
@@ -116,6 +136,19 @@ impl DiskServers {
         read_only: bool,
         place: &dyn Fn(u32),
     ) -> Result<Lease, DiskError> {
+        self.acquire_as(vm, path, shared, read_only, &Mode::Normal, place).map(|(l, _)| l)
+    }
+
+    /// [`DiskServers::acquire`] in `mode`; a target's server also says the TCP address it serves on.
+    pub fn acquire_as(
+        &self,
+        vm: &str,
+        path: &Path,
+        shared: bool,
+        read_only: bool,
+        mode: &Mode,
+        place: &dyn Fn(u32),
+    ) -> Result<(Lease, Option<std::net::SocketAddr>), DiskError> {
         let mut servers = self.lock();
         if let Some(s) = servers.get_mut(path) {
             if !(s.shared && shared) {
@@ -126,7 +159,7 @@ impl DiskServers {
             }
             if process::is_alive(s.id) {
                 s.users.insert(vm.to_string());
-                return Ok(lease(path, s));
+                return Ok((lease(path, s), None));
             }
             servers.remove(path);
         }
@@ -139,12 +172,25 @@ impl DiskServers {
         let log = self.dir.join(format!("{k}.log"));
         let offset = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
         let mut cmd = Command::new(&self.exe);
-        cmd.args(["disk", "serve"]).arg(path).arg("--socket").arg(&socket).args(["--export", "disk"]);
+        let export = match mode {
+            Mode::Target { export, .. } => export.clone(),
+            _ => "disk".to_string(),
+        };
+        cmd.args(["disk", "serve"]).arg(path).arg("--socket").arg(&socket).args(["--export", &export]);
         if shared {
             cmd.arg("--shared");
         }
         if read_only {
             cmd.arg("--read-only");
+        }
+        match mode {
+            Mode::Normal => {}
+            Mode::Standby => {
+                cmd.arg("--standby");
+            }
+            Mode::Target { listen, .. } => {
+                cmd.arg("--handover").arg("--listen").arg(listen.to_string());
+            }
         }
         if let Some(u) = &self.run_as {
             cmd.args(["--run-as", u]);
@@ -153,10 +199,14 @@ impl DiskServers {
         let (mut child, id) = process::spawn_detached(cmd, &log).map_err(|e| start(e.to_string()))?;
         place(id.pid);
         let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
+        let tcp = loop {
             let said = read_from(&log, offset);
             if said.contains("serving ") {
-                break;
+                break said
+                    .split_whitespace()
+                    .skip_while(|w| *w != "tcp")
+                    .nth(1)
+                    .and_then(|a| a.parse::<std::net::SocketAddr>().ok());
             }
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(start(format!("the server exited ({status}): {}", said.trim())));
@@ -167,11 +217,18 @@ impl DiskServers {
                 return Err(start(format!("the server did not start within {READY_TIMEOUT:?}")));
             }
             std::thread::sleep(Duration::from_millis(2));
-        }
-        let s = Server { id, child: Some(child), socket, shared, users: BTreeSet::from([vm.to_string()]) };
+        };
+        let s = Server {
+            id,
+            child: Some(child),
+            socket,
+            export,
+            shared,
+            users: BTreeSet::from([vm.to_string()]),
+        };
         let l = lease(path, &s);
         servers.insert(path.to_path_buf(), s);
-        Ok(l)
+        Ok((l, tcp))
     }
 
     /// Adopts a server found in a runtime record after a daemon restart. Returns whether it is
@@ -186,6 +243,7 @@ impl DiskServers {
             id,
             child: None,
             socket: l.socket.clone(),
+            export: l.export.clone(),
             shared,
             users: BTreeSet::new(),
         });
@@ -213,7 +271,14 @@ impl DiskServers {
         let id = Identity { pid: l.pid, start_ticks: l.start_ticks };
         let in_use = self.lock().get(&l.path).is_some_and(|s| s.id == id && !s.users.is_empty());
         if !in_use {
-            stop(Server { id, child: None, socket: l.socket.clone(), shared: false, users: BTreeSet::new() });
+            stop(Server {
+                id,
+                child: None,
+                socket: l.socket.clone(),
+                export: l.export.clone(),
+                shared: false,
+                users: BTreeSet::new(),
+            });
         }
     }
 
@@ -227,7 +292,7 @@ fn lease(path: &Path, s: &Server) -> Lease {
     Lease {
         path: path.to_path_buf(),
         socket: s.socket.clone(),
-        export: "disk".into(),
+        export: s.export.clone(),
         pid: s.id.pid,
         start_ticks: s.id.start_ticks,
     }
@@ -292,6 +357,7 @@ mod tests {
                 id,
                 child: None,
                 socket: dir.path().join("s"),
+                export: "disk".into(),
                 shared: false,
                 users: BTreeSet::from(["a".to_string()]),
             },

@@ -32,6 +32,7 @@ pub mod disks;
 pub mod layout;
 pub mod membership;
 pub mod metrics;
+pub mod migrate;
 pub mod moves;
 pub mod networks;
 pub mod placement;

@@ -26,7 +26,7 @@ pub const SYNC: Duration = Duration::from_secs(2);
 pub struct Membership {
     slot: Arc<ClusterSlot>,
     store: Arc<PoolStore>,
-    url: Mutex<String>,
+    pub(crate) url: Mutex<String>,
     fingerprint: Mutex<String>,
     /// What was last published of each VM (its JSON), so unchanged views are not rewritten.
     published: Mutex<BTreeMap<String, String>>,
@@ -41,6 +41,10 @@ pub struct Membership {
     pub(crate) shared_pools: Mutex<std::collections::BTreeSet<String>>,
     /// VMs being moved away, with where to.
     pub(crate) moving: Mutex<BTreeMap<String, String>>,
+    /// Live migrations from here: under way, or the last one's outcome, by VM.
+    pub(crate) migrations: Mutex<BTreeMap<String, Arc<crate::actor::Job>>>,
+    /// VMs arriving here by live migration, with the volumes made for them.
+    pub(crate) incoming: Mutex<BTreeMap<String, Vec<String>>>,
     /// The load last published, and when.
     published_load: Mutex<Option<(cluster::HostLoad, std::time::Instant)>>,
 }
@@ -60,6 +64,8 @@ impl Membership {
             peers: Default::default(),
             shared_pools: Default::default(),
             moving: Default::default(),
+            migrations: Default::default(),
+            incoming: Default::default(),
             published_load: Default::default(),
         }
     }
@@ -469,7 +475,11 @@ impl Daemon {
     /// Publishes every VM whose view changed since it was last published.
     fn publish_all(&self) {
         if self.cluster().is_some() {
-            self.publish(self.local_infos());
+            // A VM on its way here is the source's until the handover.
+            let busy = |name: &str| {
+                self.membership().incoming.lock().unwrap_or_else(|p| p.into_inner()).contains_key(name)
+            };
+            self.publish(self.local_infos().into_iter().filter(|i| !busy(&i.name)).collect());
         }
     }
 
@@ -496,7 +506,10 @@ impl Daemon {
                 let mut known = m.conflicts.lock().unwrap_or_else(|p| p.into_inner());
                 for (name, v) in &changed {
                     if let Some((_, owner)) = conflicts.iter().find(|(n, _)| n == name) {
-                        if known.insert(name.clone(), owner.clone()).is_none() {
+                        // A VM moving away may be its destination's already: no conflict.
+                        if self.moving_to(name).is_none()
+                            && known.insert(name.clone(), owner.clone()).is_none()
+                        {
                             self.ctx().event(
                                 Some(name),
                                 "error",

@@ -187,7 +187,7 @@ impl Daemon {
     }
 
     /// The volumes of shared pools that VM `name` writes.
-    fn shared_writes(&self, name: &str) -> Vec<String> {
+    pub(crate) fn shared_writes(&self, name: &str) -> Vec<String> {
         let Ok((_, view)) = self.view_of(name) else { return Vec::new() };
         let def = view.lock().unwrap_or_else(|p| p.into_inner()).def.clone();
         let shared = self.shared_pool_names();
@@ -232,6 +232,31 @@ impl Daemon {
         }
     }
 
+    /// Refuses a destination that is not an online host of the pool outside maintenance.
+    pub(crate) fn check_destination(&self, c: &Cluster, to: &str) -> Result<(), Failure> {
+        let target = c
+            .hosts()?
+            .into_iter()
+            .find(|h| h.record.name == to)
+            .ok_or_else(|| Failure::Invalid(format!("to: no host named '{to}' in the pool")))?;
+        match target.state {
+            cluster::HostState::Offline => Err(Failure::Unavailable(format!("host '{to}' is offline"))),
+            cluster::HostState::Maintenance => {
+                Err(Failure::Refused(format!("host '{to}' is in maintenance: it takes no VMs")))
+            }
+            cluster::HostState::Online => Ok(()),
+        }
+    }
+
+    /// How this host reaches its peers.
+    pub(crate) fn peers(&self) -> Result<Arc<dyn Peers>, Failure> {
+        self.membership
+            .peers
+            .get()
+            .cloned()
+            .ok_or_else(|| Failure::Failed("this daemon cannot reach other hosts (no API)".into()))
+    }
+
     /// The VM being moved away, if `name` is one, and where.
     pub(crate) fn moving_to(&self, name: &str) -> Option<String> {
         self.membership.moving.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
@@ -246,20 +271,7 @@ impl Daemon {
         if to == me {
             return Err(Failure::Invalid(format!("to: '{name}' is on host '{me}' already")));
         }
-        let target = c
-            .hosts()?
-            .into_iter()
-            .find(|h| h.record.name == to)
-            .ok_or_else(|| Failure::Invalid(format!("to: no host named '{to}' in the pool")))?;
-        match target.state {
-            cluster::HostState::Offline => {
-                return Err(Failure::Unavailable(format!("host '{to}' is offline")))
-            }
-            cluster::HostState::Maintenance => {
-                return Err(Failure::Refused(format!("host '{to}' is in maintenance: it takes no VMs")))
-            }
-            cluster::HostState::Online => {}
-        }
+        self.check_destination(&c, to)?;
         let peers = self
             .membership
             .peers

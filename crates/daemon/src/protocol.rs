@@ -15,7 +15,10 @@ impl Request {
             | Request::VmConsole { name, .. }
             | Request::VmNicAdd { name, .. }
             | Request::VmNicRemove { name, .. }
-            | Request::VmMove { name, .. } => Some(name),
+            | Request::VmMove { name, .. }
+            | Request::VmMigrate { name, .. }
+            | Request::VmMigration { name }
+            | Request::VmMigrateCancel { name } => Some(name),
             _ => None,
         }
     }
@@ -55,6 +58,50 @@ pub enum Request {
         definition: String,
         /// Whether it arrives saved (its state is in this host's incoming directory).
         saved: bool,
+    },
+    /// In a pool: live-migrates a running or paused VM to host `to` (`crate::migrate`).
+    VmMigrate {
+        /// The VM.
+        name: String,
+        /// The host it goes to.
+        to: String,
+        /// How it goes (bandwidth, downtime, post-copy).
+        #[serde(default)]
+        options: MigrateOptions,
+    },
+    /// The live migration of a VM under way (or the last one's outcome).
+    VmMigration {
+        /// The VM.
+        name: String,
+    },
+    /// Cancels the live migration of a VM; it goes on running where it was.
+    VmMigrateCancel {
+        /// The VM.
+        name: String,
+    },
+    /// In a pool, from the host a VM migrates from: prepares it here (disks, networks, an
+    /// emulator waiting for its state). Only hosts of the pool send it.
+    VmIncoming {
+        /// The definition (TOML).
+        definition: String,
+        /// How each disk (by its place in the definition) arrives; disks not named are read-only
+        /// and served here from this host's copy.
+        disks: Vec<(usize, crate::migrate::IncomingDisk)>,
+        /// Whether the source may switch to post-copy (the destination's QEMU must allow it too).
+        #[serde(default)]
+        postcopy: bool,
+    },
+    /// In a pool, from the host a VM migrates from: the migration's end here. `commit`: the
+    /// VM is this host's now (its guest goes on, `paused` or not); otherwise everything the
+    /// incoming VM had here is removed.
+    VmIncomingEnd {
+        /// The VM.
+        name: String,
+        /// Whether the migration succeeded and the pool gave the VM to this host.
+        commit: bool,
+        /// Whether the guest was paused on the source (it stays paused).
+        #[serde(default)]
+        paused: bool,
     },
     /// Every VM.
     VmList,
@@ -391,6 +438,46 @@ impl Changes {
 }
 
 pub use vmconfig::clip;
+
+/// How a live migration goes (every field has a default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateOptions {
+    /// Most bytes per second for memory and disks (default: no limit).
+    #[serde(default)]
+    pub bandwidth: Option<u64>,
+    /// Longest pause of the guest at switchover, in milliseconds (default 100: Proxmox's).
+    #[serde(default)]
+    pub downtime_ms: Option<u64>,
+    /// Give up after this many seconds (default 600) and let the VM go on where it was — unless
+    /// post-copy is allowed, when the destination takes over and fetches the rest.
+    #[serde(default)]
+    pub timeout_s: Option<u64>,
+    /// Allow post-copy: past the timeout, the guest runs on the destination while the memory
+    /// it has not got yet is fetched from the source.
+    #[serde(default)]
+    pub postcopy: bool,
+}
+
+impl MigrateOptions {
+    /// Checks the values' ranges (a failure names the field).
+    pub fn validate(&self) -> Result<(), Failure> {
+        if self.bandwidth == Some(0) {
+            return Err(Failure::Invalid("bandwidth: must be at least 1 byte per second".into()));
+        }
+        if let Some(d) = self.downtime_ms {
+            if !(1..=2_000_000).contains(&d) {
+                return Err(Failure::Invalid(format!("downtime_ms: must be 1 to 2000000, got {d}")));
+            }
+        }
+        if let Some(t) = self.timeout_s {
+            if !(1..=86_400).contains(&t) {
+                return Err(Failure::Invalid(format!("timeout_s: must be 1 to 86400 seconds, got {t}")));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Why a request did not succeed, by whose fault: the REST API maps these to HTTP statuses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

@@ -391,12 +391,16 @@ impl Daemon {
     /// Carries out one request.
     pub fn call(&self, req: Request) -> Result<Value, Failure> {
         if let Some(vm) = req.vm_target() {
+            if crate::migrate::passes_while_moving(&req) && self.has_vm(vm) && !self.is_incoming(vm) {
+                return self.handle_inner(req);
+            }
             if let Some(to) = self.moving_to(vm) {
                 return Err(Failure::Refused(format!(
                     "'{vm}' is being moved to host '{to}'; try again when it is there"
                 )));
             }
-            if !self.has_vm(vm) {
+            // A VM arriving here by live migration is still its source's.
+            if !self.has_vm(vm) || self.is_incoming(vm) {
                 if let Some(host) = self.owner_elsewhere(vm)? {
                     return Err(Failure::Elsewhere { vm: vm.to_string(), host });
                 }
@@ -477,6 +481,15 @@ impl Daemon {
             Request::VmCreate { definition, host } => self.create_in_pool(&definition, host.as_deref()),
             Request::VmMove { name, to } => self.move_vm(&name, &to),
             Request::VmAdopt { definition, saved } => self.adopt_moved(&definition, saved),
+            Request::VmMigrate { name, to, options } => self.migrate_vm(&name, &to, options),
+            Request::VmMigration { name } => {
+                Ok(serde_json::to_value(self.migration(&name)?).expect("serialises"))
+            }
+            Request::VmMigrateCancel { name } => self.cancel_migration(&name),
+            Request::VmIncoming { definition, disks, postcopy } => {
+                self.incoming_vm(&definition, disks, postcopy)
+            }
+            Request::VmIncomingEnd { name, commit, paused } => self.incoming_end(&name, commit, paused),
             Request::ClusterInit { etcd, name, tls } => self.cluster_init(etcd, name, tls),
             Request::ClusterShow => self.cluster_show(),
             Request::ClusterToken { host } => self.cluster_token(&host),

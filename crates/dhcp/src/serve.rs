@@ -4,7 +4,7 @@
 //! is sent. Anything a client can trigger is logged at most once per second.
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,6 +22,10 @@ pub const CLIENT_PORT: u16 = 68;
 const BATCH: usize = 256;
 /// How often the loop looks at the stop flag.
 const WAKE: Duration = Duration::from_millis(200);
+/// The receive buffer asked for: a pool of guests booting together (or one client flooding) sends
+/// bursts far larger than the kernel's default of about 200 KiB holds while the loop is busy
+/// committing a batch, and a message dropped by the kernel is a client waiting seconds to resend.
+const RECV_BUFFER: usize = 4 << 20;
 
 /// What the server process needs.
 #[derive(Debug, Clone)]
@@ -138,6 +142,13 @@ pub fn serve(opts: &ServeOptions, stop: &AtomicBool, ready: &dyn Fn()) -> Result
     let mut server = Server::new(opts.config.clone(), leases);
     let sock = bound_socket(&opts.interface, SERVER_PORT).map_err(sock_err("bind port 67"))?;
     sock.set_read_timeout(Some(WAKE)).map_err(sock_err("set timeout"))?;
+    let size = (RECV_BUFFER as i32).to_ne_bytes();
+    let fd = sock.as_raw_fd();
+    // SO_RCVBUFFORCE passes the rmem_max cap when the server has CAP_NET_ADMIN (it runs as root);
+    // otherwise the capped SO_RCVBUF is the best there is.
+    if setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &size).is_err() {
+        setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &size).map_err(sock_err("set receive buffer"))?;
+    }
     tracing::info!(interface = opts.interface, server = %opts.config.server, "DHCP server ready");
     ready();
     let mut throttle = Throttle { last: None, suppressed: 0 };

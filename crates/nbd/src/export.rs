@@ -1,11 +1,15 @@
 //! Exports and the writer policy: which export a client's name selects, and how many
 //! connections may hold it at once.
 //!
-//! Architecture invariant: a read-write export that is not `shared` has at most one connection in
-//! transmission at any time. The slot is taken atomically at `NBD_OPT_GO`/`NBD_OPT_EXPORT_NAME`
-//! and given back when the connection ends ([`Claim`] is an RAII guard).
+//! Architecture invariant: a read-write export that is not `shared` has at most one writing
+//! connection at any time. For an ordinary export the slot is taken atomically at
+//! `NBD_OPT_GO`/`NBD_OPT_EXPORT_NAME`, so it has at most one connection in transmission; a
+//! `handover` export admits several connections and gives the slot to the first one that writes,
+//! until it ends (a live migration's mirror hands the disk to the destination's emulator this
+//! way). The slot is given back when the connection ends ([`Claim`] is an RAII guard).
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -28,12 +32,23 @@ pub struct Export {
     /// Allow several read-write connections at once (and advertise `NBD_FLAG_CAN_MULTI_CONN`).
     /// Without it a read-write export takes one connection at a time.
     pub shared: bool,
+    /// Admit several connections, but let only one of them write: the first to write holds the
+    /// writer slot until it disconnects; another connection's writes wait up to [`CLAIM_GRACE`]
+    /// for it and then fail with `EPERM`.
+    pub handover: bool,
 }
 
 impl Export {
     /// A read-write, unshared export with no description.
     pub fn new(name: impl Into<String>, device: Arc<dyn BlockDevice>) -> Self {
-        Self { name: name.into(), description: String::new(), device, read_only: false, shared: false }
+        Self {
+            name: name.into(),
+            description: String::new(),
+            device,
+            read_only: false,
+            shared: false,
+            handover: false,
+        }
     }
 
     /// True when the export or its device refuses writes.
@@ -43,7 +58,12 @@ impl Export {
 
     /// True when only one connection at a time may use the export.
     fn is_exclusive(&self) -> bool {
-        !self.shared && !self.is_read_only()
+        !self.shared && !self.handover && !self.is_read_only()
+    }
+
+    /// True when connections take the writer slot at their first write.
+    fn writes_by_handover(&self) -> bool {
+        self.handover && !self.shared && !self.is_read_only()
     }
 
     /// The message sent to a client refused because another connection holds the export.
@@ -60,6 +80,7 @@ impl fmt::Debug for Export {
             .field("device", &self.device.info())
             .field("read_only", &self.read_only)
             .field("shared", &self.shared)
+            .field("handover", &self.handover)
             .finish()
     }
 }
@@ -143,27 +164,58 @@ impl ExportTable {
     /// Takes export `index` for one connection, if the writer policy allows it.
     pub(crate) fn claim(&self, index: usize) -> Result<Claim<'_>, String> {
         let export = self.get(index);
+        let later = export.writes_by_handover().then_some(index);
         if !export.is_exclusive() {
-            return Ok(Claim { table: self, held: None });
+            return Ok(Claim { table: self, held: None, later, taken: AtomicBool::new(false) });
         }
         let mut held = self.wait_free(index);
         if held[index] {
             return Err(export.busy_message());
         }
         held[index] = true;
-        Ok(Claim { table: self, held: Some(index) })
+        Ok(Claim { table: self, held: Some(index), later: None, taken: AtomicBool::new(false) })
     }
 }
 
-/// A connection's hold on an export; an exclusive export becomes free again when it drops.
+/// A connection's hold on an export; an exclusive export becomes free again when it drops, and so
+/// does a handover export's writer slot taken by this connection.
 pub(crate) struct Claim<'a> {
     table: &'a ExportTable,
     held: Option<usize>,
+    /// A handover export, whose writer slot this connection takes at its first write.
+    later: Option<usize>,
+    /// Whether it has.
+    taken: AtomicBool,
+}
+
+impl Claim<'_> {
+    /// Before a write: the writer slot of a handover export (waiting up to [`CLAIM_GRACE`] for
+    /// the connection holding it to end). Every other export was settled at the handshake.
+    pub(crate) fn writer(&self) -> Result<(), String> {
+        let Some(index) = self.later else { return Ok(()) };
+        if self.taken.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut held = self.table.wait_free(index);
+        if self.taken.load(Ordering::Acquire) {
+            return Ok(()); // another request of this connection took it meanwhile
+        }
+        if held[index] {
+            return Err(format!(
+                "export '{}' is written by another connection; it takes writes once that one has left",
+                self.table.get(index).name
+            ));
+        }
+        held[index] = true;
+        self.taken.store(true, Ordering::Release);
+        Ok(())
+    }
 }
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        if let Some(index) = self.held {
+        let index = self.held.or(self.later.filter(|_| self.taken.load(Ordering::Acquire)));
+        if let Some(index) = index {
             self.table.held.lock().unwrap_or_else(PoisonError::into_inner)[index] = false;
             self.table.freed.notify_all();
         }
@@ -251,6 +303,29 @@ mod tests {
             drop(first);
             waiter.join().expect("no panic").expect("claimed once the first writer left");
         });
+    }
+
+    #[test]
+    fn a_handover_export_lets_the_first_writer_write_until_it_leaves() {
+        let mut e = export("disk");
+        e.handover = true;
+        let table = ExportTable::new(vec![e]).expect("valid");
+        let mirror = table.claim(0).expect("first connection");
+        let guest = table.claim(0).expect("a second connection is admitted");
+        mirror.writer().expect("the first to write takes the slot");
+        mirror.writer().expect("and keeps it");
+        let t = Instant::now();
+        let refused = guest.writer().expect_err("the other may not write meanwhile");
+        assert!(t.elapsed() >= CLAIM_GRACE, "it waited for the writer to leave first");
+        assert!(refused.contains("written by another connection"), "{refused}");
+        std::thread::scope(|s| {
+            let w = s.spawn(|| guest.writer());
+            std::thread::sleep(Duration::from_millis(200));
+            drop(mirror);
+            w.join().expect("no panic").expect("the slot passes once the writer has left");
+        });
+        let third = table.claim(0).expect("admitted");
+        assert!(third.writer().is_err(), "the second holds it now");
     }
 
     #[test]

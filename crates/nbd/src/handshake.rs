@@ -28,7 +28,7 @@ pub(crate) const BASE_ALLOCATION_ID: u32 = 1;
 pub(crate) struct Negotiated<'a> {
     pub(crate) export: &'a Export,
     /// Holds the export's writer slot for as long as the connection lives.
-    pub(crate) _claim: Claim<'a>,
+    pub(crate) claim: Claim<'a>,
     pub(crate) size: u64,
     pub(crate) read_only: bool,
     pub(crate) structured: bool,
@@ -303,7 +303,7 @@ impl<'a, S: Read + Write> Haggle<'_, 'a, S> {
         };
         Negotiated {
             export,
-            _claim: claim,
+            claim,
             size: export.device.info().size,
             read_only: export.is_read_only(),
             structured: self.structured,

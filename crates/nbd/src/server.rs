@@ -356,6 +356,7 @@ impl Server {
             device: export.device.as_ref(),
             size: negotiated.size,
             read_only: negotiated.read_only,
+            claim: &negotiated.claim,
             structured: negotiated.structured,
             meta_context: negotiated.meta_context,
             export: &export.name,

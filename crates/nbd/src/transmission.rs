@@ -40,6 +40,8 @@ pub(crate) struct Session<'a> {
     pub(crate) device: &'a dyn BlockDevice,
     pub(crate) size: u64,
     pub(crate) read_only: bool,
+    /// The connection's hold on its export (a handover export's writer slot is taken here).
+    pub(crate) claim: &'a crate::export::Claim<'a>,
     pub(crate) structured: bool,
     pub(crate) meta_context: Option<u32>,
     pub(crate) export: &'a str,
@@ -267,7 +269,7 @@ impl Session<'_> {
         if self.read_only {
             return Err(client(EPERM, format!("export '{}' is read-only", self.export)));
         }
-        Ok(())
+        self.claim.writer().map_err(|m| client(EPERM, m))
     }
 
     /// Completes a write; with `NBD_CMD_FLAG_FUA` the data is made durable before the reply.

@@ -47,6 +47,10 @@ fn table(kernel: &str, pool_dir: &str) -> Vec<(&'static str, &'static str, Need,
         ("put", "/api/pool/incoming/{name}/content", PoolPeer, Some(json!({"any": "bytes"}))),
         // This host is in no pool: an administrator's move is refused (400), nothing moves.
         ("post", "/api/vms/{name}/move", Admin, Some(json!({"to": "h9"}))),
+        // Nor is a live migration; there is none under way to show or cancel.
+        ("post", "/api/vms/{name}/migrate", Admin, Some(json!({"to": "h9"}))),
+        ("get", "/api/vms/{name}/migration", Admin, None),
+        ("delete", "/api/vms/{name}/migration", Admin, None),
         ("get", "/api/vms", Login, None),
         ("post", "/api/vms", Create, Some(json!({"name": "made", "memory": 67108864u64, "kernel": kernel}))),
         ("get", "/api/pools", Login, None),

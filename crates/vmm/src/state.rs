@@ -26,6 +26,11 @@ pub enum VmState {
     Stopping,
     /// QEMU ended without being asked to.
     Crashed,
+    /// The guest runs here while a live migration copies it to another host.
+    Migrating,
+    /// A live migration brings the VM here: its emulator waits for the state (the guest runs on
+    /// the source until switchover).
+    Incoming,
     /// Not known: the VM's host is offline (a pool's listing says so of another host's VM;
     /// never the state of a VM on the host that answers).
     Unknown,
@@ -33,7 +38,7 @@ pub enum VmState {
 
 impl VmState {
     /// Every state, for tables and tests.
-    pub const ALL: [VmState; 10] = [
+    pub const ALL: [VmState; 12] = [
         VmState::Off,
         VmState::Starting,
         VmState::Running,
@@ -43,6 +48,8 @@ impl VmState {
         VmState::Restoring,
         VmState::Stopping,
         VmState::Crashed,
+        VmState::Migrating,
+        VmState::Incoming,
         VmState::Unknown,
     ];
 
@@ -58,6 +65,8 @@ impl VmState {
             VmState::Restoring => "restoring",
             VmState::Stopping => "stopping",
             VmState::Crashed => "crashed",
+            VmState::Migrating => "migrating",
+            VmState::Incoming => "incoming",
             VmState::Unknown => "unknown",
         }
     }
@@ -70,7 +79,9 @@ impl VmState {
             | VmState::Paused
             | VmState::Saving
             | VmState::Restoring
-            | VmState::Stopping => true,
+            | VmState::Stopping
+            | VmState::Migrating
+            | VmState::Incoming => true,
             VmState::Off | VmState::Saved | VmState::Crashed | VmState::Unknown => false,
         }
     }
@@ -196,6 +207,12 @@ pub fn transition(state: VmState, control: Control) -> Result<Transition, String
             Err("its host is offline, so no one can say what state it is in: wait until the host is back \
                  (vine host list)"
                 .into())
+        }
+        (_, S::Migrating) => Err("it is migrating to another host (wait until that finishes, or cancel it: \
+                                  vine vm migrate NAME --cancel)"
+            .into()),
+        (_, S::Incoming) => {
+            Err("it is arriving from another host by live migration (wait until that finishes)".into())
         }
         (C::Start, S::Off | S::Crashed) => go(S::Starting, S::Running),
         (C::Start, S::Saved) => Err("it has a saved state: restore it, or discard the state first".into()),

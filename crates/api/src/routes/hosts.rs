@@ -189,8 +189,8 @@ pub(super) async fn pool_call(
         }
         return Ok(Json(call(&state, req).await?));
     }
-    // A VM another host moves here.
-    if let Request::VmAdopt { .. } = &req {
+    // A VM another host moves or migrates here.
+    if let Request::VmAdopt { .. } | Request::VmIncoming { .. } | Request::VmIncomingEnd { .. } = &req {
         return Ok(Json(call(&state, req).await?));
     }
     let Some(vm) = req.vm_target().map(str::to_string) else {

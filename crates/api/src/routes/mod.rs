@@ -1547,8 +1547,8 @@ async fn delete_hook(State(state): State<AppState>, p: Principal, P(id): P<u64>)
           crate::console::serial_ws, crate::console::vnc_ws, crate::console::event_stream,
           pools::list_pools, pools::create_pool, pools::show_pool, pools::delete_pool, pools::list_volumes,
           pools::create_volume, pools::show_volume, pools::delete_volume, pools::upload, pools::download,
-          hosts::init, hosts::show, hosts::list, hosts::host, hosts::token, hosts::join, hosts::leave, hosts::pool_call, hosts::maintenance, moves::move_vm, moves::incoming),
-    components(schemas(ErrorBody, moves::MoveTo, Login, Issued, Me, Right, RightKind, NewPassword, NewDisk, NewNic, NewVm, Reservation, VmInfo, daemon::protocol::NicInfo,
+          hosts::init, hosts::show, hosts::list, hosts::host, hosts::token, hosts::join, hosts::leave, hosts::pool_call, hosts::maintenance, moves::move_vm, moves::incoming, moves::migrate_vm, moves::migration, moves::cancel_migration),
+    components(schemas(ErrorBody, moves::MoveTo, moves::MigrateTo, daemon::protocol::MigrateOptions, daemon::actor::Progress, Login, Issued, Me, Right, RightKind, NewPassword, NewDisk, NewNic, NewVm, Reservation, VmInfo, daemon::protocol::NicInfo,
                        daemon::protocol::CpuInfo, Changes, ControlOptions, daemon::protocol::UndoAction, Control,
                        vmm::VmState, ConsoleLog, Event, UserInfo, NewUser, TokenInfo, NewToken, Hook, NewHook,
                        pools::NewPool, pools::NewVolume, daemon::pools::PoolInfo, daemon::pools::VolumeInfo,
@@ -1694,6 +1694,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/pool/call", post(hosts::pool_call))
         .route("/api/pool/incoming/{name}/content", put(moves::incoming))
         .route("/api/vms/{name}/move", post(moves::move_vm))
+        .route("/api/vms/{name}/migrate", post(moves::migrate_vm))
+        .route("/api/vms/{name}/migration", get(moves::migration).delete(moves::cancel_migration))
         .route("/api/hosts", get(hosts::list))
         .route("/api/hosts/{name}", get(hosts::host))
         .route("/api/hosts/{name}/maintenance", put(hosts::maintenance))

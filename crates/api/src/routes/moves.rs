@@ -46,6 +46,64 @@ pub(super) async fn move_vm(
     Ok(Json(call(&state, Request::VmMove { name, to: m.to }).await?))
 }
 
+/// A live migration's destination and choices.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateTo {
+    /// The host of the pool it goes to.
+    pub to: String,
+    /// How it goes.
+    #[serde(flatten)]
+    pub options: daemon::protocol::MigrateOptions,
+}
+
+/// Live-migrates a running or paused VM to another host of the pool (administrators): volumes on
+/// host-local pools are mirrored there, those on shared pools stay; the guest goes on without a
+/// reboot. Answers when it has ended, with its figures.
+#[utoipa::path(post, path = "/api/vms/{name}/migrate", tag = "pool", request_body = MigrateTo,
+    params(("name" = String, Path, description = "VM name")),
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 500, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(super) async fn migrate_vm(
+    State(state): State<AppState>,
+    p: Principal,
+    P(name): P<String>,
+    Body(m): Body<MigrateTo>,
+) -> ApiResult<Json<Value>> {
+    need(&p, Need::Admin)?;
+    Ok(Json(call(&state, Request::VmMigrate { name, to: m.to, options: m.options }).await?))
+}
+
+/// The live migration of a VM under way (or the last one's outcome): phase, memory and disk
+/// bytes sent and left, dirty rate, expected downtime.
+#[utoipa::path(get, path = "/api/vms/{name}/migration", tag = "pool",
+    params(("name" = String, Path, description = "VM name")),
+    responses((status = 200, body = daemon::actor::Progress), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn migration(
+    State(state): State<AppState>,
+    p: Principal,
+    P(name): P<String>,
+) -> ApiResult<Json<Value>> {
+    need(&p, Need::Admin)?;
+    Ok(Json(call(&state, Request::VmMigration { name }).await?))
+}
+
+/// Cancels the live migration of a VM; it goes on running where it was.
+#[utoipa::path(delete, path = "/api/vms/{name}/migration", tag = "pool",
+    params(("name" = String, Path, description = "VM name")),
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(super) async fn cancel_migration(
+    State(state): State<AppState>,
+    p: Principal,
+    P(name): P<String>,
+) -> ApiResult<Json<Value>> {
+    need(&p, Need::Admin)?;
+    Ok(Json(call(&state, Request::VmMigrateCancel { name }).await?))
+}
+
 /// Receives the saved state of a VM another host is moving here (pool hosts only).
 #[utoipa::path(put, path = "/api/pool/incoming/{name}/content", tag = "pool",
     params(("name" = String, Path, description = "VM name")),

@@ -10,6 +10,7 @@ pub mod docs;
 pub mod host;
 pub mod journal;
 pub mod lazy;
+pub mod migrate;
 pub mod network;
 pub mod policy;
 pub mod pool;

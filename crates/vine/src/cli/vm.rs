@@ -66,6 +66,9 @@ pub enum VmCommand {
         #[arg(long)]
         to: String,
     },
+    /// Live-migrate a running or paused VM to another host of the pool: its guest goes on
+    /// without a reboot (volumes on host-local pools are mirrored there; shared ones stay).
+    Migrate(super::migrate::MigrateArgs),
     /// What the VM's serial console wrote.
     Console {
         /// The VM.
@@ -493,6 +496,7 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
             println!("{}", v["message"].as_str().unwrap_or("moved"));
             Ok(0)
         }
+        VmCommand::Migrate(a) => super::migrate::run(a),
         VmCommand::Shutdown(a) => control(
             a.name,
             Control::Shutdown,

@@ -88,6 +88,18 @@ impl Lab {
             .unwrap()
     }
 
+    /// `vine ARGS` against host `h`'s daemon, running in the background (output captured).
+    pub fn spawn_vine(&self, h: &str, args: &[&str]) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_vine"))
+            .args(args)
+            .env("VINE_SOCKET", self.get(&format!("LAB_{h}_SOCKET")))
+            .env_remove("VINE_REMOTE")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// `vine ARGS` on `h`; panics unless it succeeds; returns stdout.
     pub fn ok(&self, h: &str, args: &[&str]) -> String {
         let out = self.vine(h, args);

@@ -61,8 +61,8 @@ pub enum PowerState {
 pub fn power_state(s: VmState) -> Option<PowerState> {
     Some(match s {
         VmState::Off | VmState::Saved | VmState::Crashed => PowerState::Off,
-        VmState::Starting | VmState::Restoring => PowerState::PoweringOn,
-        VmState::Running => PowerState::On,
+        VmState::Starting | VmState::Restoring | VmState::Incoming => PowerState::PoweringOn,
+        VmState::Running | VmState::Migrating => PowerState::On,
         VmState::Paused => PowerState::Paused,
         VmState::Saving | VmState::Stopping => PowerState::PoweringOff,
         VmState::Unknown => return None,
@@ -73,8 +73,8 @@ pub fn power_state(s: VmState) -> Option<PowerState> {
 pub fn vm_status(s: VmState, last_error: bool) -> Status {
     let state = match s {
         VmState::Off | VmState::Saved | VmState::Crashed => State::StandbyOffline,
-        VmState::Starting | VmState::Restoring => State::Starting,
-        VmState::Running | VmState::Saving | VmState::Stopping => State::Enabled,
+        VmState::Starting | VmState::Restoring | VmState::Incoming => State::Starting,
+        VmState::Running | VmState::Saving | VmState::Stopping | VmState::Migrating => State::Enabled,
         VmState::Paused => State::Quiesced,
         VmState::Unknown => State::UnavailableOffline,
     };
@@ -173,17 +173,33 @@ pub fn plan(reset: ResetType, s: VmState) -> Vec<Control> {
             S::Saved => vec![C::Restore],
             S::Paused => vec![C::Resume],
             S::Running | S::Starting | S::Restoring => vec![],
-            S::Stopping | S::Saving => vec![C::Start],
+            S::Stopping | S::Saving | S::Migrating | S::Incoming => vec![C::Start],
         },
         ResetType::ForceOff => match s {
-            S::Running | S::Paused | S::Starting | S::Restoring | S::Stopping | S::Saving | S::Unknown => {
+            S::Running
+            | S::Paused
+            | S::Starting
+            | S::Restoring
+            | S::Stopping
+            | S::Saving
+            | S::Migrating
+            | S::Incoming
+            | S::Unknown => {
                 vec![C::Off]
             }
             S::Off | S::Saved | S::Crashed => vec![],
         },
         ResetType::GracefulShutdown => match s {
             S::Off | S::Saved | S::Crashed => vec![],
-            S::Running | S::Paused | S::Starting | S::Restoring | S::Stopping | S::Saving | S::Unknown => {
+            S::Running
+            | S::Paused
+            | S::Starting
+            | S::Restoring
+            | S::Stopping
+            | S::Saving
+            | S::Migrating
+            | S::Incoming
+            | S::Unknown => {
                 vec![C::Shutdown]
             }
         },
@@ -197,6 +213,8 @@ pub fn plan(reset: ResetType, s: VmState) -> Vec<Control> {
             | S::Restoring
             | S::Stopping
             | S::Saving
+            | S::Migrating
+            | S::Incoming
             | S::Unknown => {
                 vec![C::Shutdown]
             }
@@ -211,12 +229,21 @@ pub fn plan(reset: ResetType, s: VmState) -> Vec<Control> {
             | S::Restoring
             | S::Stopping
             | S::Saving
+            | S::Migrating
+            | S::Incoming
             | S::Unknown => vec![C::Reset],
         },
         ResetType::PushPowerButton => match s {
             S::Off | S::Crashed | S::Unknown => vec![C::Start],
             S::Saved => vec![C::Restore],
-            S::Running | S::Paused | S::Starting | S::Restoring | S::Stopping | S::Saving => {
+            S::Running
+            | S::Paused
+            | S::Starting
+            | S::Restoring
+            | S::Stopping
+            | S::Saving
+            | S::Migrating
+            | S::Incoming => {
                 vec![C::Shutdown]
             }
         },
@@ -230,6 +257,8 @@ pub fn plan(reset: ResetType, s: VmState) -> Vec<Control> {
             | S::Restoring
             | S::Stopping
             | S::Saving
+            | S::Migrating
+            | S::Incoming
             | S::Unknown => {
                 vec![C::Pause]
             }
@@ -244,6 +273,8 @@ pub fn plan(reset: ResetType, s: VmState) -> Vec<Control> {
             | S::Restoring
             | S::Stopping
             | S::Saving
+            | S::Migrating
+            | S::Incoming
             | S::Unknown => {
                 vec![C::Resume]
             }
@@ -258,6 +289,8 @@ pub fn plan(reset: ResetType, s: VmState) -> Vec<Control> {
             | S::Restoring
             | S::Stopping
             | S::Saving
+            | S::Migrating
+            | S::Incoming
             | S::Unknown => {
                 vec![C::Save]
             }

@@ -1,0 +1,437 @@
+//! Live migration between the hosts of a pool (`vine vm migrate NAME --to HOST`), carried out by
+//! the host that owns the VM, in an order that leaves the VM running in exactly one place:
+//! 1. the VM is marked moving (other requests about it are refused, saying so) and a [`Job`]
+//!    holds its progress and cancel flag;
+//! 2. the destination prepares it ([`Daemon::incoming_vm`]): registers it (state `incoming`,
+//!    never published), makes a new volume for each disk on a host-local pool and serves it as a
+//!    handover target, serves each volume of a shared pool in standby, and starts QEMU waiting
+//!    for the state;
+//! 3. the source's actor mirrors the local disks there, then migrates memory and devices; at
+//!    switchover the mirrors complete and let go of their targets (crate `actor::migration`);
+//! 4. **the commit point**: one etcd transaction gives the VM, and the write roles of its shared
+//!    volumes, to the destination — only while this host still owns it;
+//! 5. the source's QEMU quits and its disk servers close their images (flushed; the lock on a
+//!    shared volume is free), then the destination's guest goes on, its servers opening their
+//!    images at the first request;
+//! 6. the source unregisters the VM and deletes its directory and the originals of mirrored
+//!    volumes.
+//!
+//! Before 4 any failure (or a cancel) ends the attempt: the guest goes on at the source as it
+//! was and the destination removes everything it made. After 4 the VM is the destination's.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use vmm::state::{Control, VmState};
+
+use crate::actor::{Job, Msg, Outgoing, Progress, Ready};
+use crate::disks::Mode;
+use crate::layout::VmPaths;
+use crate::protocol::{Failure, MigrateOptions, Request};
+use crate::server::Daemon;
+
+/// How one disk reaches the destination of a live migration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "how", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum IncomingDisk {
+    /// A volume of a shared pool: served there from the same file, opened at the first request
+    /// after switchover.
+    Shared,
+    /// A volume of a host-local pool: a new volume of `size` bytes and the same name made there,
+    /// which the source mirrors into.
+    Mirror {
+        /// Its virtual size in bytes.
+        size: u64,
+    },
+}
+
+/// An unguessable export name for a mirror target (the only secret of that NBD connection).
+fn secret_export() -> String {
+    format!("migrate-{}", uuid::Uuid::new_v4().simple())
+}
+
+impl Daemon {
+    /// `vine vm migrate NAME --to HOST` on the host that owns the VM.
+    pub(crate) fn migrate_vm(&self, name: &str, to: &str, options: MigrateOptions) -> Result<Value, Failure> {
+        options.validate()?;
+        let c = self.cluster().ok_or_else(|| {
+            Failure::Invalid("to: this host is in no pool of hosts, so there is no host to migrate to".into())
+        })?;
+        let me = c.config().host.clone();
+        if to == me {
+            return Err(Failure::Invalid(format!("to: '{name}' runs on host '{me}' already")));
+        }
+        self.check_destination(&c, to)?;
+        let peers = self.peers()?;
+        let job = Arc::new(Job::new(to));
+        {
+            let mut moving = self.membership.moving.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(other) = moving.get(name) {
+                return Err(Failure::Refused(format!("'{name}' is being moved to host '{other}' already")));
+            }
+            moving.insert(name.to_string(), to.to_string());
+        }
+        self.membership.migrations.lock().unwrap_or_else(|p| p.into_inner()).insert(name.into(), job.clone());
+        let r = self.migrate_marked(&c, peers.as_ref(), name, to, options, &job);
+        if let Err(e) = &r {
+            job.progress.lock().unwrap_or_else(|p| p.into_inner()).error.get_or_insert_with(|| e.to_string());
+            let p = job.snapshot();
+            if p.phase != "cancelled" && p.phase != "failed" {
+                job.progress.lock().unwrap_or_else(|p| p.into_inner()).phase = "failed".into();
+            }
+            self.ctx().event(
+                Some(name),
+                "error",
+                "vm.migration-failed",
+                &format!("live migration of '{name}' to '{to}' ended: {e}; it runs on host '{me}' as before"),
+            );
+        }
+        self.membership.moving.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        self.publish_vm(name);
+        r
+    }
+
+    fn migrate_marked(
+        &self,
+        c: &cluster::Cluster,
+        peers: &dyn crate::moves::Peers,
+        name: &str,
+        to: &str,
+        options: MigrateOptions,
+        job: &Arc<Job>,
+    ) -> Result<Value, Failure> {
+        let info = self.local_info(name)?;
+        let (tx, view) = self.view_of(name)?;
+        let def = view.lock().unwrap_or_else(|p| p.into_inner()).def.clone();
+        if !matches!(info.state, VmState::Running | VmState::Paused) {
+            return Err(Failure::Refused(format!(
+                "cannot migrate '{name}': it is {}; a live migration needs it running or paused \
+                 (vine vm move takes one that is off or saved)",
+                info.state.name()
+            )));
+        }
+        if def.undo_disks {
+            return Err(Failure::Refused(format!(
+                "cannot migrate '{name}': it has undo disks, which live in its directory on this host; \
+                 commit or discard them first (turn it off with --undo commit or discard)"
+            )));
+        }
+        if def.group.is_some() {
+            crate::placement::check_apart(to, &c.vms()?, &def)?;
+        }
+        // How each disk goes.
+        let shared = self.shared_pool_names();
+        let mut disks = BTreeMap::new();
+        let mut mirrored = Vec::new();
+        for (i, d) in def.disks.iter().enumerate() {
+            if d.cdrom || d.read_only {
+                continue; // read-only: the destination must have it (its registration checks)
+            }
+            let Some((pool, _)) = vmconfig::volume_ref(&d.path) else {
+                return Err(Failure::Refused(format!(
+                    "cannot migrate '{name}': its disk {} is a host path; a migration takes disks in storage pools",
+                    d.path
+                )));
+            };
+            if d.shared {
+                return Err(Failure::Refused(format!(
+                    "cannot migrate '{name}': its disk {} is shared with other VMs (guest clustering)",
+                    d.path
+                )));
+            }
+            if shared.contains(pool) {
+                disks.insert(i, IncomingDisk::Shared);
+                continue;
+            }
+            let file = self.ctx().pools.resolve(&d.path)?;
+            if self.ctx().pools.chain(&file).len() > 1 {
+                return Err(Failure::Refused(format!(
+                    "cannot migrate '{name}': {} is a differencing disk on a host-local pool; a migration \
+                     mirrors whole disks (merge it first, or keep its chain on a shared pool)",
+                    d.path
+                )));
+            }
+            let size = vhd::Disk::open(&file, vhd::OpenOptions { lock: false, ..Default::default() })
+                .map_err(|e| Failure::Failed(format!("reading {}: {e}", file.display())))?
+                .size();
+            disks.insert(i, IncomingDisk::Mirror { size });
+            mirrored.push(d.path.clone());
+        }
+        // 2. The destination gets ready.
+        let text = def.to_toml().map_err(|e| Failure::Failed(format!("definition: {e}")))?;
+        let disks = disks.into_iter().collect();
+        let postcopy = options.postcopy;
+        let ready = peers.call(to, &Request::VmIncoming { definition: text, disks, postcopy })?;
+        let ready: Ready = serde_json::from_value(ready)
+            .map_err(|e| Failure::Failed(format!("host '{to}' answered the migration oddly: {e}")))?;
+        let abort = |why: &str| {
+            let end = Request::VmIncomingEnd { name: name.into(), commit: false, paused: false };
+            if let Err(e) = peers.call(to, &end) {
+                tracing::error!("migrating '{name}': {why}; the destination '{to}' did not clean up: {e}");
+            }
+        };
+        // 3. Disks, memory, devices.
+        let out = Outgoing { addr: ready.addr, targets: ready.targets, options, job: job.clone() };
+        let (rtx, rrx) = std::sync::mpsc::channel();
+        let r = tx
+            .send(Msg::MigrateOut { out: Box::new(out), reply: rtx })
+            .map_err(|_| Failure::NotFound(format!("no VM named '{name}'")))
+            .and_then(|()| {
+                rrx.recv()
+                    .map_err(|_| Failure::Failed(format!("the actor of '{name}' ended while working")))?
+            });
+        let figures = match r {
+            Ok(v) => v,
+            Err(e) => {
+                abort("the copy failed");
+                return Err(e);
+            }
+        };
+        // 4. The commit point.
+        let paused = info.state == VmState::Paused;
+        let mut record = serde_json::to_value(&info).expect("serialises");
+        record["state"] = json!(info.state.name());
+        let writes = self.shared_writes(name);
+        let end_here = |commit: bool| self.ask_actor(name, |reply| Msg::MigrateEnd { commit, paused, reply });
+        match c.hand_over_vm(name, to, &record, &writes) {
+            Ok(true) => {}
+            Ok(false) | Err(_) => {
+                let _ = end_here(false);
+                abort("the pool did not hand the VM over");
+                return Err(Failure::Unavailable(format!(
+                    "cannot migrate '{name}': the pool's etcd did not hand it to '{to}'; it goes on here"
+                )));
+            }
+        }
+        // 5. The source lets go; the destination goes on.
+        if let Err(e) = end_here(true) {
+            tracing::error!("migrated '{name}' to '{to}', but stopping it here failed: {e}");
+        }
+        let end = Request::VmIncomingEnd { name: name.into(), commit: true, paused };
+        if let Err(e) = peers.call(to, &end) {
+            self.ctx().event(
+                Some(name),
+                "error",
+                "vm.migration-unconfirmed",
+                &format!("migrated '{name}' to '{to}', which did not confirm that its guest goes on: {e}"),
+            );
+        }
+        // 6. Gone from here.
+        self.forget_migrated(name, &mirrored);
+        let p = job.snapshot();
+        let mut m = format!(
+            "migrated '{name}' live to host '{to}' in {:.1} s (downtime {} ms as QEMU measured it; {} MiB of memory",
+            p.total_ms.unwrap_or(p.elapsed_ms) as f64 / 1e3,
+            p.downtime_ms.map_or("unknown".to_string(), |d| d.to_string()),
+            p.ram_transferred >> 20
+        );
+        if p.disk_total > 0 {
+            m.push_str(&format!(", {} MiB of disk mirrored", p.disk_transferred >> 20));
+        }
+        m.push(')');
+        if p.postcopy {
+            m.push_str("; finished by post-copy");
+        }
+        self.ctx().event(Some(name), "info", "vm.migrated", &m);
+        Ok(json!({
+            "name": name, "host": to, "message": m, "progress": p, "qemu": figures, "mirrored": mirrored,
+        }))
+    }
+
+    fn ask_actor(
+        &self,
+        name: &str,
+        make: impl FnOnce(std::sync::mpsc::Sender<Result<Value, Failure>>) -> Msg,
+    ) -> Result<Value, Failure> {
+        let (tx, _) = self.view_of(name)?;
+        let (rtx, rrx) = std::sync::mpsc::channel();
+        tx.send(make(rtx)).map_err(|_| Failure::NotFound(format!("no VM named '{name}'")))?;
+        rrx.recv().map_err(|_| Failure::Failed(format!("the actor of '{name}' ended while working")))?
+    }
+
+    /// Unregisters a VM that now runs on another host, with its directory and the originals of
+    /// its mirrored volumes.
+    fn forget_migrated(&self, name: &str, mirrored: &[String]) {
+        if let Err(e) = self.remove_here(name) {
+            tracing::error!("migrated '{name}' away, but unregistering it here failed: {e}");
+            return;
+        }
+        let paths = VmPaths::new(&self.ctx().data, name);
+        if let Err(e) = std::fs::remove_dir_all(&paths.dir) {
+            tracing::warn!("migrated '{name}' away; removing {}: {e}", paths.dir.display());
+        }
+        for v in mirrored {
+            if let Err(e) = self.ctx().pools.delete_volume(v, &[]) {
+                tracing::warn!("migrated '{name}' away; deleting {v} here: {e}");
+            }
+        }
+    }
+
+    /// Unregisters a VM of this host that is off (its name in the pool is released only while
+    /// this host owns it: a migrated VM's stays with its new host).
+    fn remove_here(&self, name: &str) -> Result<(), Failure> {
+        self.control_here(name, Control::Remove).map(|_| ())
+    }
+
+    /// The progress of the live migration of `name` from here.
+    pub(crate) fn migration(&self, name: &str) -> Result<Progress, Failure> {
+        let job = self.membership.migrations.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned();
+        match job {
+            Some(j) => Ok(j.snapshot()),
+            None => Err(Failure::NotFound(format!("no live migration of '{name}' from this host"))),
+        }
+    }
+
+    /// Cancels the live migration of `name` under way from here.
+    pub(crate) fn cancel_migration(&self, name: &str) -> Result<Value, Failure> {
+        let job = self.membership.migrations.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned();
+        let running = self.moving_to(name).is_some();
+        match job {
+            Some(j) if running => {
+                let p = j.snapshot();
+                if matches!(p.phase.as_str(), "switchover" | "completed") || p.postcopy {
+                    return Err(Failure::Refused(format!(
+                        "cannot cancel the migration of '{name}': it is past the point of no return ({})",
+                        if p.postcopy { "post-copy" } else { p.phase.as_str() }
+                    )));
+                }
+                j.cancel.store(true, Ordering::SeqCst);
+                Ok(json!({ "name": name, "message": format!("cancelling the live migration of '{name}'") }))
+            }
+            _ => Err(Failure::Refused(format!("'{name}' is not migrating"))),
+        }
+    }
+
+    /// On the destination: the VM registered here, its disks and QEMU ready for the state.
+    pub(crate) fn incoming_vm(
+        &self,
+        definition: &str,
+        disks: Vec<(usize, IncomingDisk)>,
+        postcopy: bool,
+    ) -> Result<Value, Failure> {
+        let def = vmconfig::VmDefinition::parse(definition)
+            .map_err(|e| Failure::Invalid(format!("definition: {e}")))?;
+        let name = def.name.clone();
+        if self.has_vm(&name) {
+            return Err(Failure::Refused(format!("a VM named '{name}' is registered here already")));
+        }
+        let ip = self.pool_ip()?;
+        // New volumes for the mirrors (made before the VM is registered: its checks need them).
+        let mut made: Vec<String> = Vec::new();
+        let mut modes = BTreeMap::new();
+        let undo = |made: &[String]| {
+            for v in made {
+                let _ = self.ctx().pools.delete_volume(v, &[]);
+            }
+        };
+        for (i, how) in &disks {
+            let Some(d) = def.disks.get(*i) else {
+                undo(&made);
+                return Err(Failure::Invalid(format!("disks: the definition has no disk {i}")));
+            };
+            match how {
+                IncomingDisk::Shared => {
+                    modes.insert(*i, Mode::Standby);
+                }
+                IncomingDisk::Mirror { size } => {
+                    if let Err(e) = self.ctx().pools.create_volume(&d.path, Some(*size), None) {
+                        undo(&made);
+                        return Err(e);
+                    }
+                    made.push(d.path.clone());
+                    let listen = std::net::SocketAddr::new(ip, 0);
+                    modes.insert(*i, Mode::Target { listen, export: secret_export() });
+                }
+            }
+        }
+        if let Err(e) = self.create_as(definition, None) {
+            undo(&made);
+            return Err(e);
+        }
+        self.membership.incoming.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), made.clone());
+        let (tx, _) = self.view_of(&name)?;
+        let (rtx, rrx) = std::sync::mpsc::channel();
+        let r = tx
+            .send(Msg::Incoming { disks: modes, ip, postcopy, reply: rtx })
+            .map_err(|_| Failure::NotFound(format!("no VM named '{name}'")))
+            .and_then(|()| rrx.recv().map_err(|_| Failure::Failed(format!("the actor of '{name}' ended"))))
+            .and_then(|r| r);
+        match r {
+            Ok(ready) => Ok(serde_json::to_value(ready).expect("serialises")),
+            Err(e) => {
+                self.drop_incoming(&name);
+                Err(e)
+            }
+        }
+    }
+
+    /// On the destination: the migration's end (see [`Request::VmIncomingEnd`]).
+    pub(crate) fn incoming_end(&self, name: &str, commit: bool, paused: bool) -> Result<Value, Failure> {
+        if !self.membership.incoming.lock().unwrap_or_else(|p| p.into_inner()).contains_key(name) {
+            return Err(Failure::NotFound(format!("no VM named '{name}' is arriving here")));
+        }
+        if !commit {
+            self.drop_incoming(name);
+            return Ok(json!({ "name": name, "message": format!("dropped the incoming '{name}'") }));
+        }
+        let r = self.ask_actor(name, |reply| Msg::MigrateEnd { commit: true, paused, reply });
+        self.membership.incoming.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        self.publish_vm(name);
+        if r.is_ok() {
+            self.ctx().event(
+                Some(name),
+                "info",
+                "vm.arrived",
+                &format!("'{name}' arrived here by live migration"),
+            );
+        }
+        r
+    }
+
+    /// Removes everything an incoming VM had here: QEMU, disk servers, the registration, its
+    /// directory, the volumes made for it.
+    fn drop_incoming(&self, name: &str) {
+        let made = self.membership.incoming.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        if self.has_vm(name) {
+            let _ = self.ask_actor(name, |reply| Msg::MigrateEnd { commit: false, paused: false, reply });
+            if let Err(e) = self.remove_here(name) {
+                tracing::error!("dropping the incoming '{name}': {e}");
+            }
+            let paths = VmPaths::new(&self.ctx().data, name);
+            let _ = std::fs::remove_dir_all(&paths.dir);
+        }
+        for v in made.unwrap_or_default() {
+            if let Err(e) = self.ctx().pools.delete_volume(&v, &[]) {
+                tracing::warn!("dropping the incoming '{name}': deleting {v}: {e}");
+            }
+        }
+    }
+
+    /// Whether `name` is arriving here by live migration (registered, but its source's still).
+    pub fn is_incoming(&self, name: &str) -> bool {
+        self.membership.incoming.lock().unwrap_or_else(|p| p.into_inner()).contains_key(name)
+    }
+
+    /// This host's address in the pool (where its HTTPS API answers).
+    fn pool_ip(&self) -> Result<IpAddr, Failure> {
+        let url = self.membership.url.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let host = url
+            .strip_prefix("https://")
+            .and_then(|r| r.rsplit_once(':').map(|(h, _)| h))
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+            .unwrap_or_default();
+        host.parse().map_err(|_| {
+            Failure::Failed(format!("this host's address in the pool ({url:?}) is not an IP address"))
+        })
+    }
+}
+
+/// What a migration request is answered with on the source while the VM is marked moving: these
+/// requests pass, every other one about the VM is refused.
+pub fn passes_while_moving(req: &Request) -> bool {
+    matches!(req, Request::VmMigration { .. } | Request::VmMigrateCancel { .. })
+}

@@ -1,0 +1,229 @@
+//! Live migration in a pool of two simulated hosts (scripts/pool-lab.sh), with real guests that
+//! count on their console and write sequence-numbered records to their disk the whole time:
+//!
+//! - a guest on a shared pool's volume goes from h1 to h2 and back: the volume stays, the write
+//!   role moves with the guest;
+//! - a guest on a host-local pool's volume goes from h1 to h2 and back: the volume is mirrored
+//!   while it runs, the original goes;
+//! - each time the counter continues without a reboot, the guest reads every record back intact,
+//!   nothing of the VM is left on the host it left, and the event tells the figures;
+//! - once off, `qemu-img compare` finds each disk equal, byte for byte, to the records the guest
+//!   wrote;
+//! - a cancelled migration leaves the guest running where it was and nothing on the other host.
+
+mod poollab;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use poollab::Lab;
+use test_infra::Kit;
+
+fn console(lab: &Lab, h: &str, vm: &str) -> String {
+    String::from_utf8_lossy(&lab.vine(h, &["vm", "console", vm, "--log", "--all"]).stdout).to_string()
+}
+
+/// The values of the lines starting with `prefix`, in order.
+fn values(log: &str, prefix: &str) -> Vec<u64> {
+    log.lines()
+        .filter_map(|l| l.trim().strip_prefix(prefix)?.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// The guest's record checks: (records written, whether all read back intact).
+fn checks(log: &str) -> Vec<(u64, bool)> {
+    log.lines()
+        .filter_map(|l| {
+            let rest = l.trim().strip_prefix("VINE-RECCHECK ")?;
+            let mut w = rest.split_whitespace();
+            let n = w.next()?.parse().ok()?;
+            Some((n, w.next() == Some("ok")))
+        })
+        .collect()
+}
+
+/// Processes whose command line mentions `what` (a VM's files, a volume).
+fn processes_naming(what: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if !e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            if c.contains(what) {
+                found.push(c);
+            }
+        }
+    }
+    found
+}
+
+/// Migrates `vm` from `from` to `to` (asked through `via`) and checks that its guest went on:
+/// the counter continues, no second boot, records still intact after the move.
+fn migrate_and_check(lab: &Lab, via: &str, vm: &str, from: &str, to: &str) {
+    let before = console(lab, from, vm);
+    let last = *values(&before, "VINE-COUNTER ").last().expect("the guest counts");
+    let t = std::time::Instant::now();
+    let out = lab.ok(via, &["vm", "migrate", vm, "--to", to]);
+    eprintln!("{vm} {from} -> {to} in {:?}: {out}", t.elapsed());
+    assert!(out.contains(&format!("migrated '{vm}' live to host '{to}'")), "{out}");
+    for h in [from, to] {
+        let v = lab.json(h, &["vm", "show", vm]);
+        assert_eq!(
+            (v["host"].as_str(), v["state"].as_str()),
+            (Some(to), Some("running")),
+            "seen from {h}: {v}"
+        );
+    }
+    // The guest goes on over there: its counter continues, it did not boot again.
+    let seen_before = checks(&before).last().map_or(0, |c| c.0);
+    lab.wait(Duration::from_secs(90), &format!("{vm} counts and checks its records on {to}"), || {
+        let log = console(lab, to, vm);
+        values(&log, "VINE-COUNTER ").iter().any(|n| *n > last + 2)
+            && checks(&log).iter().any(|c| c.0 > seen_before + 20)
+    });
+    let after = console(lab, to, vm);
+    let counted = values(&after, "VINE-COUNTER ");
+    assert!(
+        counted[0] > last.saturating_sub(3) && counted[0] <= last + 10,
+        "{vm} continued on {to}, not restarted: {last} then {counted:?}\nbefore:\n{}\nafter:\n{}",
+        before.lines().rev().take(8).collect::<Vec<_>>().join("\n"),
+        after.lines().take(8).collect::<Vec<_>>().join("\n")
+    );
+    assert!(!after.contains("VINE-BOOT-OK"), "{vm} was not booted again on {to}");
+    assert!(!after.contains("VINE-ERROR"), "{vm}'s guest reported an error on {to}: {after}");
+    let bad: Vec<_> = checks(&after).into_iter().filter(|c| !c.1).collect();
+    assert!(bad.is_empty(), "{vm}'s guest found records damaged after the migration: {bad:?}\n{after}");
+    // Nothing of it is left on the host it left.
+    let data = Path::new(lab.get(&format!("LAB_{from}_DATA"))).to_path_buf();
+    assert!(!data.join("vms").join(vm).exists(), "{vm}'s directory is gone from {from}");
+    let vm_dir = data.join("vms").join(vm).display().to_string();
+    let left = processes_naming(&vm_dir);
+    assert!(left.is_empty(), "processes of {vm} left on {from}: {left:?}");
+}
+
+/// Reads the records back from a disk image the guest wrote and checks, with `qemu-img
+/// compare`, that the image holds exactly those records and nothing else. Returns how many.
+fn compare_records(image: &Path, work: &Path) -> u64 {
+    let raw = work.join("read.raw");
+    let st =
+        Command::new("qemu-img").args(["convert", "-f", "vpc", "-O", "raw"]).arg(image).arg(&raw).status();
+    assert!(st.unwrap().success(), "qemu-img converts {}", image.display());
+    let bytes = std::fs::read(&raw).unwrap();
+    let record = |i: u64| {
+        let mut s = format!("VINE-REC {i:010}").into_bytes();
+        s.resize(512, 0);
+        s
+    };
+    let mut n = 0u64;
+    while bytes.get(((16 + n) * 512) as usize..((17 + n) * 512) as usize) == Some(&record(n)[..]) {
+        n += 1;
+    }
+    let mut expected = vec![0u8; bytes.len()];
+    for i in 0..n {
+        let at = ((16 + i) * 512) as usize;
+        expected[at..at + 512].copy_from_slice(&record(i));
+    }
+    let exp = work.join("expected.raw");
+    std::fs::write(&exp, &expected).unwrap();
+    let out = Command::new("qemu-img")
+        .args(["compare", "-f", "raw", "-F", "vpc"])
+        .arg(&exp)
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} holds exactly the {n} records the guest wrote: {}{}",
+        image.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(&raw).unwrap();
+    std::fs::remove_file(&exp).unwrap();
+    n
+}
+
+#[test]
+fn running_guests_migrate_live_with_shared_and_mirrored_disks() {
+    let lab = Lab::up(2, "vtmig", "10.251.0");
+    lab.pool();
+    let kit = Kit::ensure().expect("guest kit");
+    let dir = Path::new(lab.get("LAB_DIR")).to_path_buf();
+    let shared = dir.join("shared");
+    let (loc1, loc2) = (dir.join("h1-loc"), dir.join("h2-loc"));
+    lab.ok("h1", &["pool", "create", "shr", "--path", shared.to_str().unwrap(), "--shared"]);
+    lab.wait(Duration::from_secs(10), "h2 registers the shared pool", || {
+        lab.json("h2", &["pool", "list"]).as_array().unwrap().iter().any(|p| p["name"] == "shr")
+    });
+    lab.ok("h1", &["pool", "create", "loc", "--path", loc1.to_str().unwrap()]);
+    lab.ok("h2", &["pool", "create", "loc", "--path", loc2.to_str().unwrap()]);
+    lab.ok("h1", &["volume", "create", "shr/ms.vhd", "--size", "32M"]);
+    lab.ok("h1", &["volume", "create", "loc/ml.vhd", "--size", "32M"]);
+    let guest = ["vine.counter=1", "vine.records=/dev/vda"];
+    lab.kit_vm_ok(&kit, "h1", "ms", &guest, &["--host", "h1", "--disk", "shr/ms.vhd"]);
+    lab.kit_vm_ok(&kit, "h1", "ml", &guest, &["--host", "h1", "--disk", "loc/ml.vhd"]);
+    for vm in ["ms", "ml"] {
+        lab.ok("h1", &["vm", "start", vm]);
+    }
+    for vm in ["ms", "ml"] {
+        lab.wait(Duration::from_secs(120), &format!("{vm} counts and checks its records"), || {
+            !checks(&console(&lab, "h1", vm)).is_empty()
+        });
+    }
+
+    // Refusals say why.
+    let e = lab.fails("h1", &["vm", "migrate", "ms", "--to", "h9"]);
+    assert!(e.contains("no host named 'h9'"), "{e}");
+    let e = lab.fails("h1", &["vm", "migrate", "ms", "--to", "h1"]);
+    assert!(e.contains("already"), "{e}");
+
+    // A cancelled migration: the guest goes on where it was, nothing is left on h2.
+    let slow = lab.spawn_vine("h1", &["vm", "migrate", "ml", "--to", "h2", "--bandwidth", "1M"]);
+    lab.wait(Duration::from_secs(60), "the slow migration of ml is under way", || {
+        lab.vine("h1", &["vm", "show", "ml", "--json"]).status.success()
+            && lab.vm_state("h1", "ml") == "migrating"
+    });
+    let out = lab.ok("h2", &["vm", "migrate", "ml", "--cancel"]);
+    assert!(out.contains("cancelling"), "{out}");
+    let out = slow.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("cancelled"), "a cancelled migration fails: {said}");
+    assert_eq!(lab.vm_state("h2", "ml"), "running");
+    assert_eq!(lab.json("h2", &["vm", "show", "ml"])["host"], "h1");
+    assert!(!loc2.join("ml.vhd").exists(), "the mirror's target is gone from h2");
+    let h2 = Path::new(lab.get("LAB_h2_DATA")).to_path_buf();
+    assert!(!h2.join("vms/ml").exists(), "no directory of ml on h2");
+    let events = lab.ok("h2", &["events", "--json"]);
+    assert!(events.contains("vm.migration-failed") && events.contains("cancelled"), "{events}");
+
+    // Shared storage: there and back.
+    migrate_and_check(&lab, "h1", "ms", "h1", "h2");
+    migrate_and_check(&lab, "h1", "ms", "h2", "h1");
+    // Storage migration: there and back; the original goes each time.
+    migrate_and_check(&lab, "h2", "ml", "h1", "h2");
+    assert!(loc2.join("ml.vhd").exists() && !loc1.join("ml.vhd").exists(), "ml's volume went to h2");
+    migrate_and_check(&lab, "h1", "ml", "h2", "h1");
+    assert!(loc1.join("ml.vhd").exists() && !loc2.join("ml.vhd").exists(), "ml's volume came back");
+
+    // The events tell what happened, with QEMU's figures.
+    let events = lab.ok("h1", &["events", "--json"]);
+    let migrated = events.matches("\"vm.migrated\"").count();
+    assert_eq!(migrated, 4, "four migrations, four events: {events}");
+    assert!(events.contains("downtime") && events.contains("MiB of disk mirrored"), "{events}");
+
+    // Off: each disk holds exactly the records its guest wrote, through both migrations.
+    let mut written = Vec::new();
+    for vm in ["ms", "ml"] {
+        let log = console(&lab, "h1", vm);
+        written.push(checks(&log).last().map_or(0, |c| c.0));
+        lab.ok("h1", &["vm", "off", vm]);
+    }
+    let work = tempfile::tempdir().unwrap();
+    let n = compare_records(&shared.join("ms.vhd"), work.path());
+    assert!(n >= written[0], "ms's disk holds {n} records; its guest had checked {}", written[0]);
+    let n = compare_records(&loc1.join("ml.vhd"), work.path());
+    assert!(n >= written[1], "ml's disk holds {n} records; its guest had checked {}", written[1]);
+}
