@@ -1395,6 +1395,16 @@ impl Actor {
             }
         }
         self.end_session();
+        if self.state() == VmState::Incoming {
+            // Nothing ran here yet: the guest is still its source's, which carries on.
+            self.set_state(VmState::Off);
+            self.event(
+                "warning",
+                "vm.incoming-ended",
+                &format!("the emulator waiting for '{}' ended: {why} (pid {pid}{status})", self.name),
+            );
+            return;
+        }
         self.set_state(VmState::Crashed);
         let log = tail(&self.paths.qemu_log, 3);
         let msg = format!(
@@ -1467,6 +1477,9 @@ impl Actor {
         self.ctx.networks.replug(&self.name, &def);
         let status = self.qmp().and_then(|q| q.status().map_err(|e| Fail::from(e.to_string())));
         let s = match (status.as_deref(), recorded) {
+            // A live migration the previous daemon did not see to its end: the pool decides
+            // which side goes on (`crate::migrate`, each sync round).
+            (Ok(_), VmState::Migrating | VmState::Incoming) => recorded,
             (Ok("running"), _) => VmState::Running,
             (Ok("shutdown"), _) => {
                 self.quit_and_end();

@@ -48,6 +48,10 @@ pub struct VmPaths {
     pub undo: PathBuf,
     /// QEMU's directory (sockets, console log, saved state), the emulator user's.
     pub run: PathBuf,
+    /// A live migration from here that has not ended yet (`crate::migrate`).
+    pub outgoing: PathBuf,
+    /// A live migration to here that has not ended yet.
+    pub incoming: PathBuf,
 }
 
 impl VmPaths {
@@ -65,6 +69,8 @@ impl VmPaths {
             qmp: run.join("qmp.sock"),
             state: run.join("state.bin"),
             undo: dir.join("undo"),
+            outgoing: dir.join("migration-out.json"),
+            incoming: dir.join("migration-in.json"),
             run,
             dir,
         }

@@ -159,6 +159,7 @@ impl Daemon {
                     if let Some(c) = d.cluster() {
                         d.sync_shared_pools(&c);
                         d.release_writes(&c);
+                        d.resolve_migrations(&c);
                         d.publish_load(&c);
                     }
                 })

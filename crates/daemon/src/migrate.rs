@@ -18,6 +18,12 @@
 //!
 //! Before 4 any failure (or a cancel) ends the attempt: the guest goes on at the source as it
 //! was and the destination removes everything it made. After 4 the VM is the destination's.
+//!
+//! Each side keeps a journal beside the VM (`migration-out.json`, `migration-in.json`) from
+//! before it touches the other until the migration has ended on both. Each sync round
+//! ([`Daemon::resolve_migrations`]) ends the ones nobody is carrying out any more — a daemon
+//! killed mid-migration and started again, a destination that could not be told, a link that
+//! was cut — by what etcd says: the owner's side goes on, the other lets go.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -47,6 +53,56 @@ pub enum IncomingDisk {
         /// Its virtual size in bytes.
         size: u64,
     },
+}
+
+/// What a host keeps of a live migration that has not ended (written, synced, before the other
+/// side is asked anything).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Journal {
+    /// The other host (the destination, on the source; the source, on the destination).
+    peer: String,
+    /// Whether the guest was paused before.
+    paused: bool,
+    /// Volumes of host-local pools: mirrored from here (source), made here (destination).
+    volumes: Vec<String>,
+    /// When it began (ms since the epoch).
+    since_ms: u64,
+}
+
+impl Journal {
+    fn write(&self, path: &std::path::Path) -> Result<(), Failure> {
+        let text = serde_json::to_string(self).expect("serialises");
+        crate::actor::write_atomic(path, &text)
+            .map_err(|e| Failure::Failed(format!("cannot write {}: {e}", path.display())))
+    }
+
+    fn read(path: &std::path::Path) -> Option<Journal> {
+        let text = std::fs::read_to_string(path).ok()?;
+        match serde_json::from_str(&text) {
+            Ok(j) => Some(j),
+            Err(e) => {
+                tracing::error!("{}: {e}", path.display());
+                None
+            }
+        }
+    }
+
+    fn age(&self) -> std::time::Duration {
+        let now = crate::since_epoch().as_millis() as u64;
+        std::time::Duration::from_millis(now.saturating_sub(self.since_ms))
+    }
+}
+
+/// How long a destination waits, once etcd says the VM is its, for the source to say so before
+/// it lets the guest go on by itself.
+const SELF_COMMIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a destination keeps a VM arriving from a source that never ends the migration.
+const GIVE_UP: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Whether an answer of the other side means the migration has ended there (done now, or
+/// before).
+fn ended_there(r: &Result<Value, Failure>) -> bool {
+    matches!(r, Ok(_) | Err(Failure::NotFound(_)))
 }
 
 /// An unguessable export name for a mirror target (the only secret of that NBD connection).
@@ -161,17 +217,49 @@ impl Daemon {
             disks.insert(i, IncomingDisk::Mirror { size });
             mirrored.push(d.path.clone());
         }
+        let paths = VmPaths::new(&self.ctx().data, name);
+        if paths.outgoing.exists() {
+            return Err(Failure::Refused(format!(
+                "cannot migrate '{name}': an earlier migration of it has not ended on its destination yet \
+                 (it is being tidied up; try again in a moment)"
+            )));
+        }
         // 2. The destination gets ready.
+        let paused = info.state == VmState::Paused;
+        let journal = Journal {
+            peer: to.into(),
+            paused,
+            volumes: mirrored.clone(),
+            since_ms: crate::since_epoch().as_millis() as u64,
+        };
+        journal.write(&paths.outgoing)?;
         let text = def.to_toml().map_err(|e| Failure::Failed(format!("definition: {e}")))?;
         let disks = disks.into_iter().collect();
         let postcopy = options.postcopy;
-        let ready = peers.call(to, &Request::VmIncoming { definition: text, disks, postcopy })?;
-        let ready: Ready = serde_json::from_value(ready)
-            .map_err(|e| Failure::Failed(format!("host '{to}' answered the migration oddly: {e}")))?;
         let abort = |why: &str| {
             let end = Request::VmIncomingEnd { name: name.into(), commit: false, paused: false };
-            if let Err(e) = peers.call(to, &end) {
-                tracing::error!("migrating '{name}': {why}; the destination '{to}' did not clean up: {e}");
+            let r = peers.call(to, &end);
+            if ended_there(&r) {
+                let _ = std::fs::remove_file(&paths.outgoing);
+            } else if let Err(e) = r {
+                tracing::warn!(
+                    "migrating '{name}': {why}; the destination '{to}' could not be told to let go yet \
+                     ({e}); the sync round tries again"
+                );
+            }
+        };
+        let ready = match peers.call(to, &Request::VmIncoming { definition: text, disks, postcopy }) {
+            Ok(v) => v,
+            Err(e) => {
+                abort("the destination could not prepare it");
+                return Err(e);
+            }
+        };
+        let ready: Ready = match serde_json::from_value(ready) {
+            Ok(r) => r,
+            Err(e) => {
+                abort("the destination answered oddly");
+                return Err(Failure::Failed(format!("host '{to}' answered the migration oddly: {e}")));
             }
         };
         // 3. Disks, memory, devices.
@@ -192,7 +280,6 @@ impl Daemon {
             }
         };
         // 4. The commit point.
-        let paused = info.state == VmState::Paused;
         let mut record = serde_json::to_value(&info).expect("serialises");
         record["state"] = json!(info.state.name());
         let writes = self.shared_writes(name);
@@ -313,6 +400,10 @@ impl Daemon {
         disks: Vec<(usize, IncomingDisk)>,
         postcopy: bool,
     ) -> Result<Value, Failure> {
+        let source = self
+            .cluster()
+            .and_then(|c| c.owner_of(&self.name_of(definition)?).ok().flatten())
+            .unwrap_or_default();
         let def = vmconfig::VmDefinition::parse(definition)
             .map_err(|e| Failure::Invalid(format!("definition: {e}")))?;
         let name = def.name.clone();
@@ -353,6 +444,16 @@ impl Daemon {
             return Err(e);
         }
         self.membership.incoming.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), made.clone());
+        let journal = Journal {
+            peer: source.to_string(),
+            paused: false,
+            volumes: made.clone(),
+            since_ms: crate::since_epoch().as_millis() as u64,
+        };
+        if let Err(e) = journal.write(&VmPaths::new(&self.ctx().data, &name).incoming) {
+            self.drop_incoming(&name);
+            return Err(e);
+        }
         let (tx, _) = self.view_of(&name)?;
         let (rtx, rrx) = std::sync::mpsc::channel();
         let r = tx
@@ -380,6 +481,7 @@ impl Daemon {
         }
         let r = self.ask_actor(name, |reply| Msg::MigrateEnd { commit: true, paused, reply });
         self.membership.incoming.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        let _ = std::fs::remove_file(VmPaths::new(&self.ctx().data, name).incoming);
         self.publish_vm(name);
         if r.is_ok() {
             self.ctx().event(
@@ -408,6 +510,101 @@ impl Daemon {
             if let Err(e) = self.ctx().pools.delete_volume(&v, &[]) {
                 tracing::warn!("dropping the incoming '{name}': deleting {v}: {e}");
             }
+        }
+    }
+
+    fn name_of(&self, definition: &str) -> Option<String> {
+        vmconfig::VmDefinition::parse(definition).ok().map(|d| d.name)
+    }
+
+    /// Ends the live migrations nobody is carrying out any more (each sync round): on a source,
+    /// those whose journal outlived the request (a daemon restart, a destination that could not
+    /// be told); on a destination, those whose source went quiet. etcd's owner decides: the VM
+    /// goes on at its owner, the other side lets go.
+    pub(crate) fn resolve_migrations(&self, c: &cluster::Cluster) {
+        let me = c.config().host.clone();
+        for name in self.vm_names() {
+            if self.moving_to(&name).is_some() {
+                continue; // the request is still at it
+            }
+            let paths = VmPaths::new(&self.ctx().data, &name);
+            if let Some(j) = Journal::read(&paths.outgoing) {
+                let Ok(owner) = c.owner_of(&name) else { continue };
+                self.resolve_outgoing(&name, &j, owner.as_deref() == Some(j.peer.as_str()));
+            } else if let Some(j) = Journal::read(&paths.incoming) {
+                self.membership
+                    .incoming
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(name.clone())
+                    .or_insert_with(|| j.volumes.clone());
+                let Ok(owner) = c.owner_of(&name) else { continue };
+                if owner.as_deref() == Some(me.as_str()) && j.age() > SELF_COMMIT {
+                    // The pool gave it here and the source never said so: go on.
+                    match self.incoming_end(&name, true, j.paused) {
+                        Ok(_) => self.ctx().event(
+                            Some(&name),
+                            "warning",
+                            "vm.migration-finished",
+                            &format!("'{name}' is this host's (etcd says so) but its source '{}' never ended the migration; it goes on here", j.peer),
+                        ),
+                        Err(e) => tracing::error!("finishing the arrival of '{name}': {e}"),
+                    }
+                } else if owner.as_deref() != Some(me.as_str()) && j.age() > GIVE_UP {
+                    self.drop_incoming(&name);
+                    self.ctx().event(
+                        Some(&name),
+                        "warning",
+                        "vm.migration-abandoned",
+                        &format!("dropped '{name}', which its source '{}' began migrating here {} minutes ago and never ended", j.peer, j.age().as_secs() / 60),
+                    );
+                }
+            }
+        }
+    }
+
+    /// A source's migration that outlived its request: `committed` (etcd gave the VM to the
+    /// destination) lets go here; otherwise the guest goes on here and the destination is told
+    /// to let go.
+    fn resolve_outgoing(&self, name: &str, j: &Journal, committed: bool) {
+        let Ok(peers) = self.peers() else { return };
+        let state = self.local_info(name).map(|i| i.state).unwrap_or(VmState::Off);
+        if committed {
+            if state == VmState::Migrating {
+                let _ =
+                    self.ask_actor(name, |reply| Msg::MigrateEnd { commit: true, paused: j.paused, reply });
+            }
+            let end = Request::VmIncomingEnd { name: name.into(), commit: true, paused: j.paused };
+            if let Err(e) = peers.call(&j.peer, &end) {
+                tracing::warn!(
+                    "'{name}' is '{}''s now; telling it so failed ({e}); it goes on by itself",
+                    j.peer
+                );
+            }
+            self.forget_migrated(name, &j.volumes);
+            self.ctx().event(
+                Some(name),
+                "warning",
+                "vm.migrated",
+                &format!("the migration of '{name}' to '{}' ended after a disruption: the pool gave it there, so it runs there", j.peer),
+            );
+            return;
+        }
+        if state == VmState::Migrating {
+            match self.ask_actor(name, |reply| Msg::MigrateEnd { commit: false, paused: j.paused, reply }) {
+                Ok(_) => self.ctx().event(
+                    Some(name),
+                    "warning",
+                    "vm.migration-failed",
+                    &format!("the migration of '{name}' to '{}' was cut short; it goes on here", j.peer),
+                ),
+                Err(e) => tracing::error!("ending the migration of '{name}' here: {e}"),
+            }
+            self.publish_vm(name);
+        }
+        let end = Request::VmIncomingEnd { name: name.into(), commit: false, paused: false };
+        if ended_there(&peers.call(&j.peer, &end)) {
+            let _ = std::fs::remove_file(VmPaths::new(&self.ctx().data, name).outgoing);
         }
     }
 

@@ -9,7 +9,9 @@
 //!   nothing of the VM is left on the host it left, and the event tells the figures;
 //! - once off, `qemu-img compare` finds each disk equal, byte for byte, to the records the guest
 //!   wrote;
-//! - a cancelled migration leaves the guest running where it was and nothing on the other host.
+//! - a migration cut short — cancelled, its destination QEMU killed, its source daemon killed and
+//!   started again, the link between the hosts cut — leaves the guest running where it was, its
+//!   counter going on, and nothing of the attempt on the other host (processes, files, volumes).
 
 mod poollab;
 
@@ -58,6 +60,59 @@ fn processes_naming(what: &str) -> Vec<String> {
         }
     }
     found
+}
+
+/// Nothing of `vm`'s failed migration is on host `h`: no directory, no process naming it or
+/// `volume` (a file the migration would have made there), no such file; within `limit`.
+fn no_debris(lab: &Lab, h: &str, vm: &str, volume: Option<&Path>, limit: Duration) {
+    let dir = Path::new(lab.get(&format!("LAB_{h}_DATA"))).join("vms").join(vm);
+    let d = dir.display().to_string();
+    lab.wait(limit, &format!("nothing of {vm}'s migration is left on {h}"), || {
+        !dir.exists()
+            && processes_naming(&d).is_empty()
+            && volume.is_none_or(|v| !v.exists() && processes_naming(&v.display().to_string()).is_empty())
+            && lab.vine(h, &["vm", "show", vm, "--json"]).status.success()
+    });
+}
+
+/// The guest of `vm` on `h` goes on counting past where it was.
+fn goes_on(lab: &Lab, h: &str, vm: &str) {
+    let last = *values(&console(lab, h, vm), "VINE-COUNTER ").last().expect("it counts");
+    lab.wait(Duration::from_secs(60), &format!("{vm} goes on counting on {h}"), || {
+        values(&console(lab, h, vm), "VINE-COUNTER ").iter().any(|n| *n > last + 2)
+    });
+    let log = console(lab, h, vm);
+    assert!(checks(&log).iter().all(|c| c.1), "{vm}'s records are intact: {log}");
+    assert_eq!(lab.vm_state(h, vm), "running");
+    assert_eq!(lab.json(h, &["vm", "show", vm])["host"], h);
+}
+
+/// Starts a slow migration of `vm` (through `h`) and waits until it is under way.
+fn slow_migration(lab: &Lab, h: &str, vm: &str, to: &str, extra: &[&str]) -> std::process::Child {
+    let mut args = vec!["vm", "migrate", vm, "--to", to, "--bandwidth", "2M"];
+    args.extend(extra);
+    let child = lab.spawn_vine(h, &args);
+    lab.wait(Duration::from_secs(60), &format!("the migration of {vm} is under way"), || {
+        lab.vm_state(h, vm) == "migrating"
+    });
+    child
+}
+
+/// The pid of the QEMU of `vm` on host `h`.
+fn qemu_of(lab: &Lab, h: &str, vm: &str) -> Option<u32> {
+    let dir = Path::new(lab.get(&format!("LAB_{h}_DATA"))).join("vms").join(vm).display().to_string();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c);
+            if c.starts_with("qemu-system") || c.contains("/qemu-system") {
+                if c.contains(&dir) {
+                    return Some(pid);
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Migrates `vm` from `from` to `to` (asked through `via`) and checks that its guest went on:
@@ -148,7 +203,7 @@ fn compare_records(image: &Path, work: &Path) -> u64 {
 
 #[test]
 fn running_guests_migrate_live_with_shared_and_mirrored_disks() {
-    let lab = Lab::up(2, "vtmig", "10.251.0");
+    let lab = Lab::up(3, "vtmig", "10.251.0");
     lab.pool();
     let kit = Kit::ensure().expect("guest kit");
     let dir = Path::new(lab.get("LAB_DIR")).to_path_buf();
@@ -213,6 +268,36 @@ fn running_guests_migrate_live_with_shared_and_mirrored_disks() {
     let migrated = events.matches("\"vm.migrated\"").count();
     assert_eq!(migrated, 4, "four migrations, four events: {events}");
     assert!(events.contains("downtime") && events.contains("MiB of disk mirrored"), "{events}");
+
+    // Failures. The destination's QEMU is killed mid-migration.
+    let loc2_ml = loc2.join("ml.vhd");
+    let slow = slow_migration(&lab, "h1", "ml", "h2", &[]);
+    let pid = lab.wait_value(Duration::from_secs(30), "ml's QEMU on h2", || qemu_of(&lab, "h2", "ml"));
+    assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+    let out = slow.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the migration fails: {}", String::from_utf8_lossy(&out.stdout));
+    no_debris(&lab, "h2", "ml", Some(&loc2_ml), Duration::from_secs(30));
+    goes_on(&lab, "h1", "ml");
+
+    // The source's daemon is killed mid-migration and started again.
+    let slow = slow_migration(&lab, "h1", "ml", "h2", &[]);
+    lab.kill_daemon("h1");
+    let _ = slow.wait_with_output();
+    lab.start_daemon("h1");
+    no_debris(&lab, "h2", "ml", Some(&loc2_ml), Duration::from_secs(60));
+    goes_on(&lab, "h1", "ml");
+    assert!(!Path::new(lab.get("LAB_h1_DATA")).join("vms/ml/migration-out.json").exists());
+
+    // The link between the hosts is cut mid-migration (etcd keeps its majority through h1 and
+    // h3): the migration gives up at its timeout; once the link is back, h2 lets go.
+    let slow = slow_migration(&lab, "h1", "ms", "h2", &["--timeout", "15"]);
+    lab.cut("h2");
+    let out = slow.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    lab.plug("h2");
+    assert!(!out.status.success(), "the migration fails: {said}");
+    no_debris(&lab, "h2", "ms", None, Duration::from_secs(90));
+    goes_on(&lab, "h1", "ms");
 
     // Off: each disk holds exactly the records its guest wrote, through both migrations.
     let mut written = Vec::new();

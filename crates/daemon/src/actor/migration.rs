@@ -402,16 +402,34 @@ impl Actor {
 
     /// After a failed or cancelled attempt on the source: no migration, no mirror, no target
     /// node left in QEMU, and the guest as it was.
-    fn stay(&mut self, out: &Outgoing) {
+    fn stay(&mut self, _out: &Outgoing) {
         if self.proc.is_none() || self.qemu_exited() {
             self.end_session();
             self.migrating_from = None;
             self.set_state(VmState::Crashed);
             return;
         }
+        self.clean_out();
+        self.resume_as_before();
+    }
+
+    /// Stops whatever a migration left in QEMU here: the migration itself, the mirror jobs and
+    /// their target nodes (all named `mig…`).
+    fn clean_out(&mut self) {
         let _ = self.with_qmp(|q| q.execute("migrate_cancel", None));
-        for t in &out.targets {
-            let node = format!("mig{}", t.index);
+        let named = |v: &Value, field: &str| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|j| j[field].as_str())
+                        .filter(|d| d.starts_with("mig"))
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let jobs = self.with_qmp(|q| q.execute("query-block-jobs", None)).unwrap_or_default();
+        for node in named(&jobs, "device") {
             let _ = self
                 .with_qmp(|q| q.execute("block-job-cancel", Some(json!({ "device": node, "force": true }))));
         }
@@ -422,30 +440,32 @@ impl Actor {
                 .map(|v| {
                     matches!(
                         v["status"].as_str(),
-                        Some("active" | "cancelling" | "pre-switchover" | "device")
+                        Some("active" | "cancelling" | "pre-switchover" | "device" | "setup")
                     )
                 })
                 .unwrap_or(false);
             let jobs = self
                 .with_qmp(|q| q.execute("query-block-jobs", None))
-                .map(|j| j.as_array().is_some_and(|a| !a.is_empty()))
+                .map(|j| !named(&j, "device").is_empty())
                 .unwrap_or(false);
             if (!busy && !jobs) || Instant::now() > deadline {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        for t in &out.targets {
-            let _ = self.with_qmp(|q| {
-                q.execute("blockdev-del", Some(json!({ "node-name": format!("mig{}", t.index) })))
-            });
+        let nodes = self.with_qmp(|q| q.execute("query-named-block-nodes", None)).unwrap_or_default();
+        for node in named(&nodes, "node-name") {
+            let _ = self.with_qmp(|q| q.execute("blockdev-del", Some(json!({ "node-name": node }))));
         }
-        self.resume_as_before();
     }
 
     /// The guest here as it was before the migration (running, or paused).
     fn resume_as_before(&mut self) {
         let before = self.migrating_from.take().unwrap_or(VmState::Running);
+        self.resume_as(before);
+    }
+
+    fn resume_as(&mut self, before: VmState) {
         let status = self.with_qmp(|q| q.status()).unwrap_or_default();
         if before == VmState::Running && status != "running" {
             if let Err(e) = self.qmp_do("cont", None) {
@@ -461,7 +481,8 @@ impl Actor {
     }
 
     /// The end of a migration on either side. Source: `commit` (the pool gave the VM to the
-    /// destination) stops QEMU here and lets go of its disks; otherwise the guest goes on here.
+    /// destination) stops QEMU here and lets go of its disks; otherwise the guest goes on here
+    /// (paused if `paused`, when this actor no longer knows how it was: a daemon restart).
     /// Destination: `commit` lets the guest go on here (`paused`: it stays paused); otherwise
     /// QEMU here goes and the VM is off, ready to be unregistered.
     pub(super) fn migrate_end(&mut self, commit: bool, paused: bool) -> Res<Value> {
@@ -473,7 +494,18 @@ impl Actor {
                 Ok(json!({ "name": self.name, "state": "off" }))
             }
             (VmState::Migrating, false) => {
-                self.resume_as_before();
+                let before = self.migrating_from.take().unwrap_or(if paused {
+                    VmState::Paused
+                } else {
+                    VmState::Running
+                });
+                if self.proc.is_none() || self.qemu_exited() {
+                    self.end_session();
+                    self.set_state(VmState::Crashed);
+                    return Err(Fail::from(format!("QEMU of '{}' ended during the migration", self.name)));
+                }
+                self.clean_out();
+                self.resume_as(before);
                 Ok(json!({ "name": self.name, "state": self.state().name() }))
             }
             (VmState::Incoming, true) => {
