@@ -105,10 +105,8 @@ fn qemu_of(lab: &Lab, h: &str, vm: &str) -> Option<u32> {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
         if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
             let c = String::from_utf8_lossy(&c);
-            if c.starts_with("qemu-system") || c.contains("/qemu-system") {
-                if c.contains(&dir) {
-                    return Some(pid);
-                }
+            if (c.starts_with("qemu-system") || c.contains("/qemu-system")) && c.contains(&dir) {
+                return Some(pid);
             }
         }
     }
