@@ -608,6 +608,96 @@ impl Daemon {
         }
     }
 
+    /// `vine host evacuate HOST`: HOST goes in maintenance (it gets no new VMs), then every VM
+    /// running or paused on it is live-migrated to where placement puts it, `parallel` at a
+    /// time. Carried out by HOST itself (another host forwards the request there).
+    pub(crate) fn evacuate(&self, host: &str, parallel: Option<u32>) -> Result<Value, Failure> {
+        let c = self.cluster().ok_or_else(|| {
+            Failure::Invalid(
+                "name: this host is in no pool of hosts, so there is nowhere to evacuate to".into(),
+            )
+        })?;
+        let parallel = parallel.unwrap_or(2);
+        if !(1..=16).contains(&parallel) {
+            return Err(Failure::Invalid(format!("parallel: must be 1 to 16, got {parallel}")));
+        }
+        let me = c.config().host.clone();
+        if host != me {
+            if c.host(host)?.is_none() {
+                return Err(Failure::NotFound(format!("no host named '{host}' in the pool")));
+            }
+            if !c.is_alive(host)? {
+                return Err(Failure::Unavailable(format!(
+                    "host '{host}' is offline: it cannot migrate its VMs"
+                )));
+            }
+            let req = Request::HostEvacuate { name: host.into(), parallel: Some(parallel) };
+            return self.peers()?.call(host, &req);
+        }
+        self.host_maintenance(&me, true)?;
+        let mut todo: Vec<(String, vmconfig::VmDefinition)> = Vec::new();
+        for name in self.vm_names() {
+            let Ok((_, view)) = self.view_of(&name) else { continue };
+            let v = view.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if matches!(v.state, VmState::Running | VmState::Paused) {
+                todo.push((name, v.def));
+            }
+        }
+        // Where each goes, decided up front: each VM placed counts on its new host for the next.
+        let hosts = c.hosts()?;
+        let mut vms = c.vms()?;
+        let mut plan = Vec::new();
+        let mut failed: Vec<String> = Vec::new();
+        for (name, def) in &todo {
+            match crate::placement::place(&hosts, &vms, def) {
+                Ok((to, _)) => {
+                    let mut v =
+                        json!({ "name": format!("{name} (arriving)"), "host": to, "memory": def.memory });
+                    if let Some(g) = &def.group {
+                        v["group"] = json!(g);
+                    }
+                    vms.retain(|x| x["name"] != name.as_str());
+                    vms.push(v);
+                    plan.push((name.clone(), to));
+                }
+                Err(e) => failed.push(format!("{name}: {e}")),
+            }
+        }
+        let queue = std::sync::Mutex::new(plan.clone());
+        let done = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..parallel.min(plan.len().max(1) as u32) {
+                s.spawn(|| loop {
+                    let Some((name, to)) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
+                        return;
+                    };
+                    let r = self.migrate_vm(&name, &to, MigrateOptions::default());
+                    done.lock().unwrap_or_else(|p| p.into_inner()).push((name, to, r));
+                });
+            }
+        });
+        let mut moved = Vec::new();
+        for (name, to, r) in done.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            match r {
+                Ok(_) => moved.push(json!({ "name": name, "host": to })),
+                Err(e) => failed.push(format!("{name} to {to}: {e}")),
+            }
+        }
+        if !failed.is_empty() {
+            let m = format!(
+                "evacuating host '{me}': {} VM(s) moved, {} did not ({}); the host stays in maintenance",
+                moved.len(),
+                failed.len(),
+                failed.join("; ")
+            );
+            self.ctx().event(None, "error", "host.evacuate-failed", &m);
+            return Err(Failure::Failed(m));
+        }
+        let m = format!("evacuated host '{me}': {} VM(s) migrated live; it is in maintenance", moved.len());
+        self.ctx().event(None, "info", "host.evacuated", &m);
+        Ok(json!({ "message": m, "moved": moved }))
+    }
+
     /// Whether `name` is arriving here by live migration (registered, but its source's still).
     pub fn is_incoming(&self, name: &str) -> bool {
         self.membership.incoming.lock().unwrap_or_else(|p| p.into_inner()).contains_key(name)

@@ -199,6 +199,15 @@ pub enum Request {
         /// In maintenance or not.
         on: bool,
     },
+    /// Live-migrates every running or paused VM away from a host of the pool (at most
+    /// `parallel` at once, default 2), after putting it in maintenance.
+    HostEvacuate {
+        /// Its name.
+        name: String,
+        /// Most migrations at once.
+        #[serde(default)]
+        parallel: Option<u32>,
+    },
     /// Creates a virtual network.
     NetworkCreate(NetworkCreate),
     /// Every network.

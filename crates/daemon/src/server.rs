@@ -500,6 +500,7 @@ impl Daemon {
                 Ok(serde_json::to_value(self.host_show(&name)?).expect("serialises"))
             }
             Request::HostMaintenance { name, on } => self.host_maintenance(&name, on),
+            Request::HostEvacuate { name, parallel } => self.evacuate(&name, parallel),
             Request::VmList => Ok(serde_json::to_value(self.list_vms()?).expect("serialises")),
             Request::VmShow { name } => Ok(serde_json::to_value(self.show_vm(&name)?).expect("serialises")),
             Request::VmControl { name, control, options } => {

@@ -36,6 +36,7 @@ fn table(kernel: &str, pool_dir: &str) -> Vec<(&'static str, &'static str, Need,
         ("get", "/api/hosts", Login, None),
         ("get", "/api/hosts/{name}", Login, None),
         ("put", "/api/hosts/{name}/maintenance", Admin, Some(json!({"maintenance": true}))),
+        ("post", "/api/hosts/{name}/evacuate", Admin, Some(json!({"parallel": 2}))),
         ("get", "/api/cluster", Login, None),
         // An endpoint that is no URL: refused (400) before anything reaches out to an etcd.
         ("post", "/api/cluster", Admin, Some(json!({"etcd": ["not-a-url"]}))),

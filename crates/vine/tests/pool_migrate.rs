@@ -213,6 +213,8 @@ fn running_guests_migrate_live_with_shared_and_mirrored_disks() {
     });
     lab.ok("h1", &["pool", "create", "loc", "--path", loc1.to_str().unwrap()]);
     lab.ok("h2", &["pool", "create", "loc", "--path", loc2.to_str().unwrap()]);
+    let loc3 = dir.join("h3-loc");
+    lab.ok("h3", &["pool", "create", "loc", "--path", loc3.to_str().unwrap()]);
     lab.ok("h1", &["volume", "create", "shr/ms.vhd", "--size", "32M"]);
     lab.ok("h1", &["volume", "create", "loc/ml.vhd", "--size", "32M"]);
     let guest = ["vine.counter=1", "vine.records=/dev/vda"];
@@ -297,16 +299,42 @@ fn running_guests_migrate_live_with_shared_and_mirrored_disks() {
     no_debris(&lab, "h2", "ms", None, Duration::from_secs(90));
     goes_on(&lab, "h1", "ms");
 
-    // Off: each disk holds exactly the records its guest wrote, through both migrations.
+    // Evacuation: h1's three running guests all go, each where placement puts it; h1 ends in
+    // maintenance.
+    lab.kit_vm_ok(&kit, "h1", "me", &["vine.counter=1"], &["--host", "h1"]);
+    lab.ok("h1", &["vm", "start", "me"]);
+    lab.wait(Duration::from_secs(120), "me counts", || {
+        !values(&console(&lab, "h1", "me"), "VINE-COUNTER ").is_empty()
+    });
+    let out = lab.ok("h2", &["host", "evacuate", "h1"]);
+    assert!(out.contains("evacuated host 'h1': 3 VM(s)"), "{out}");
+    assert_eq!(lab.host_state("h3", "h1"), "maintenance");
+    let mut at = std::collections::BTreeMap::new();
+    for vm in ["ms", "ml", "me"] {
+        let v = lab.json("h3", &["vm", "show", vm]);
+        let host = v["host"].as_str().unwrap().to_string();
+        assert!(host == "h2" || host == "h3", "{vm} left h1: {v}");
+        goes_on(&lab, &host, vm);
+        at.insert(vm, host);
+    }
+    let h1 = Path::new(lab.get("LAB_h1_DATA")).join("vms");
+    for vm in ["ms", "ml", "me"] {
+        assert!(!h1.join(vm).exists(), "nothing of {vm} is left on h1");
+    }
+    let events = lab.ok("h1", &["events", "--json"]);
+    assert!(events.contains("host.evacuated"), "{events}");
+
+    // Off: each disk holds exactly the records its guest wrote, through every migration.
     let mut written = Vec::new();
     for vm in ["ms", "ml"] {
-        let log = console(&lab, "h1", vm);
+        let log = console(&lab, &at[vm], vm);
         written.push(checks(&log).last().map_or(0, |c| c.0));
         lab.ok("h1", &["vm", "off", vm]);
     }
     let work = tempfile::tempdir().unwrap();
     let n = compare_records(&shared.join("ms.vhd"), work.path());
     assert!(n >= written[0], "ms's disk holds {n} records; its guest had checked {}", written[0]);
-    let n = compare_records(&loc1.join("ml.vhd"), work.path());
+    let ml_at = if at["ml"] == "h2" { &loc2 } else { &loc3 };
+    let n = compare_records(&ml_at.join("ml.vhd"), work.path());
     assert!(n >= written[1], "ml's disk holds {n} records; its guest had checked {}", written[1]);
 }

@@ -189,6 +189,15 @@ pub(super) async fn pool_call(
         }
         return Ok(Json(call(&state, req).await?));
     }
+    // An evacuation of this host, asked through another.
+    if let Request::HostEvacuate { name, .. } = &req {
+        let d = state.daemon.clone();
+        let me = tokio::task::spawn_blocking(move || d.pool_host_name()).await.unwrap_or(None);
+        if me.as_deref() != Some(name.as_str()) {
+            return Err(ApiError::bad(format!("request: this host is not '{name}'")));
+        }
+        return Ok(Json(call(&state, req).await?));
+    }
     // A VM another host moves or migrates here.
     if let Request::VmAdopt { .. } | Request::VmIncoming { .. } | Request::VmIncomingEnd { .. } = &req {
         return Ok(Json(call(&state, req).await?));
@@ -211,6 +220,32 @@ pub(super) async fn pool_call(
 pub struct Maintenance {
     /// `true`: the host keeps its VMs and gets no new ones; `false`: back in service.
     pub maintenance: bool,
+}
+
+/// How an evacuation goes.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Evacuate {
+    /// Most live migrations at once (default 2).
+    #[serde(default)]
+    pub parallel: Option<u32>,
+}
+
+/// Evacuates a host of the pool (administrators): it goes in maintenance, then every VM running
+/// or paused on it is live-migrated to where placement puts it. Answers when all have moved.
+#[utoipa::path(post, path = "/api/hosts/{name}/evacuate", tag = "pool", request_body = Evacuate,
+    params(("name" = String, Path, description = "Host name")),
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
+pub(super) async fn evacuate(
+    State(state): State<AppState>,
+    p: Principal,
+    P(name): P<String>,
+    Body(e): Body<Evacuate>,
+) -> ApiResult<Json<Value>> {
+    need(&p, Need::Admin)?;
+    Ok(Json(call(&state, Request::HostEvacuate { name, parallel: e.parallel }).await?))
 }
 
 /// Puts a host of the pool in maintenance or takes it out (administrators).

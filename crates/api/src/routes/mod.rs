@@ -1547,8 +1547,8 @@ async fn delete_hook(State(state): State<AppState>, p: Principal, P(id): P<u64>)
           crate::console::serial_ws, crate::console::vnc_ws, crate::console::event_stream,
           pools::list_pools, pools::create_pool, pools::show_pool, pools::delete_pool, pools::list_volumes,
           pools::create_volume, pools::show_volume, pools::delete_volume, pools::upload, pools::download,
-          hosts::init, hosts::show, hosts::list, hosts::host, hosts::token, hosts::join, hosts::leave, hosts::pool_call, hosts::maintenance, moves::move_vm, moves::incoming, moves::migrate_vm, moves::migration, moves::cancel_migration),
-    components(schemas(ErrorBody, moves::MoveTo, moves::MigrateTo, daemon::protocol::MigrateOptions, daemon::actor::Progress, Login, Issued, Me, Right, RightKind, NewPassword, NewDisk, NewNic, NewVm, Reservation, VmInfo, daemon::protocol::NicInfo,
+          hosts::init, hosts::show, hosts::list, hosts::host, hosts::token, hosts::join, hosts::leave, hosts::pool_call, hosts::maintenance, hosts::evacuate, moves::move_vm, moves::incoming, moves::migrate_vm, moves::migration, moves::cancel_migration),
+    components(schemas(ErrorBody, hosts::Evacuate, moves::MoveTo, moves::MigrateTo, daemon::protocol::MigrateOptions, daemon::actor::Progress, Login, Issued, Me, Right, RightKind, NewPassword, NewDisk, NewNic, NewVm, Reservation, VmInfo, daemon::protocol::NicInfo,
                        daemon::protocol::CpuInfo, Changes, ControlOptions, daemon::protocol::UndoAction, Control,
                        vmm::VmState, ConsoleLog, Event, UserInfo, NewUser, TokenInfo, NewToken, Hook, NewHook,
                        pools::NewPool, pools::NewVolume, daemon::pools::PoolInfo, daemon::pools::VolumeInfo,
@@ -1699,6 +1699,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/hosts", get(hosts::list))
         .route("/api/hosts/{name}", get(hosts::host))
         .route("/api/hosts/{name}/maintenance", put(hosts::maintenance))
+        .route("/api/hosts/{name}/evacuate", post(hosts::evacuate))
         .route("/api/pools", get(pools::list_pools).post(pools::create_pool))
         .route("/api/pools/{pool}", get(pools::show_pool).delete(pools::delete_pool))
         .route("/api/pools/{pool}/volumes", get(pools::list_volumes).post(pools::create_volume))

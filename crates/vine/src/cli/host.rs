@@ -28,6 +28,15 @@ pub enum HostCommand {
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
+    /// Live-migrates every running or paused VM away from a host (to where placement puts
+    /// each), after putting it in maintenance.
+    Evacuate {
+        /// The host's name.
+        name: String,
+        /// Most live migrations at once.
+        #[arg(long, default_value_t = 2)]
+        parallel: u32,
+    },
     /// One host of the pool.
     Show {
         /// The host's name (`vine host list`).
@@ -114,6 +123,17 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<i32> {
             let body = serde_json::json!({ "maintenance": state == "on" });
             let v =
                 rest("PUT", &format!("/api/hosts/{}/maintenance", api::client::encode(&name)), Some(&body))?;
+            println!("{}", v["message"].as_str().unwrap_or("done"));
+            Ok(0)
+        }
+        HostCommand::Evacuate { name, parallel } => {
+            eprintln!("evacuating host '{name}' ({parallel} live migration(s) at a time)");
+            let body = serde_json::json!({ "parallel": parallel });
+            let v =
+                rest("POST", &format!("/api/hosts/{}/evacuate", api::client::encode(&name)), Some(&body))?;
+            for m in v["moved"].as_array().into_iter().flatten() {
+                println!("{} -> {}", m["name"].as_str().unwrap_or("?"), m["host"].as_str().unwrap_or("?"));
+            }
             println!("{}", v["message"].as_str().unwrap_or("done"));
             Ok(0)
         }
