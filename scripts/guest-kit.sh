@@ -16,7 +16,7 @@
 set -euo pipefail
 
 # Bump whenever anything below changes what ends up in the kit.
-RECIPE=7
+RECIPE=8
 # The kernel command line the tests start from; tests append `vine.*` options.
 CMDLINE="console=ttyS0 panic=-1 quiet"
 # Drivers the guest needs (loaded with their dependencies, in order, unless built in).
@@ -144,6 +144,7 @@ cp "$BUSYBOX" "$ROOT/bin/busybox"
 # The hostile guest's tool (vine.flood): static, so it needs nothing from the initramfs.
 command -v gcc >/dev/null || die "gcc not found (scripts/setup.sh installs it)"
 gcc -O2 -Wall -static -o "$ROOT/bin/vine-flood" "$HERE/guest-flood.c"
+gcc -O2 -Wall -static -o "$ROOT/bin/vine-dirty" "$HERE/guest-dirty.c"
 for rel in "${LOAD_ORDER[@]}"; do
     mkdir -p "$ROOT/lib/modules/$KREL/${rel%/*}"
     cp "$KMODS/$rel" "$ROOT/lib/modules/$KREL/$rel"
@@ -171,6 +172,9 @@ cat >"$ROOT/init" <<'EOF'
 #                         synced, about five a second for as long as the guest runs; after every
 #                         20th, drop the caches, read every record back and print
 #                         "VINE-RECCHECK <count> ok" or "VINE-RECCHECK <count> bad <first wrong>"
+#   vine.dirty=MIB        dirty MIB MiB of memory continuously (/bin/vine-dirty,
+#                         scripts/guest-dirty.c): "VINE-DIRTY-START <MiB>", then every 10 s
+#                         "VINE-DIRTY <passes>"
 #   vine.spew=MIB         write MIB MiB of text lines to the serial console as fast as it takes
 #                         them, then print "VINE-SPEW-DONE" (a guest flooding its console)
 #   vine.net=1            DHCP on eth0 with udhcpc; print "VINE-IP <addr>" on each lease
@@ -261,6 +265,11 @@ if [ -n "$disk" ]; then
     else
         echo "VINE-ERROR no $disk"
     fi
+fi
+
+dirty=$(opt dirty)
+if [ -n "$dirty" ]; then
+    vine-dirty "$dirty" &
 fi
 
 recs=$(opt records)

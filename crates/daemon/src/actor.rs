@@ -191,6 +191,11 @@ pub enum Msg {
         /// Where the answer goes.
         reply: Sender<Result<Value, Failure>>,
     },
+    /// A live migration's destination at the start of post-copy: the guest runs here now.
+    IncomingRun {
+        /// Where the answer goes.
+        reply: Sender<Result<Value, Failure>>,
+    },
     /// The end of a live migration on either side ([`Actor::migrate_end`]).
     MigrateEnd {
         /// Whether it succeeded and the pool gave the VM to the destination.
@@ -260,6 +265,8 @@ pub struct Actor {
     served_tcp: Vec<(usize, std::net::SocketAddr, String)>,
     /// The state before the live migration under way from here.
     migrating_from: Option<VmState>,
+    /// The guest runs here in post-copy: its migration has not completed yet.
+    postcopy_here: bool,
 }
 
 /// Why an operation of the actor failed: refused (the request cannot be carried out as things
@@ -344,6 +351,7 @@ impl Actor {
             disk_modes: Default::default(),
             served_tcp: Vec::new(),
             migrating_from: None,
+            postcopy_here: false,
         }
     }
 
@@ -427,6 +435,10 @@ impl Actor {
                 }
                 Ok(Msg::MigrateOut { out, reply }) => {
                     let r = self.migrate_out(&out).map_err(Fail::into_failure);
+                    let _ = reply.send(r);
+                }
+                Ok(Msg::IncomingRun { reply }) => {
+                    let r = self.incoming_run().map_err(Fail::into_failure);
                     let _ = reply.send(r);
                 }
                 Ok(Msg::MigrateEnd { commit, paused, reply }) => {

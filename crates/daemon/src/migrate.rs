@@ -263,7 +263,34 @@ impl Daemon {
             }
         };
         // 3. Disks, memory, devices.
-        let out = Outgoing { addr: ready.addr, targets: ready.targets, options, job: job.clone() };
+        let paused_before = paused;
+        let committed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let on_postcopy = {
+            let weak = self.weak_self();
+            let (name, to, committed) = (name.to_string(), to.to_string(), committed.clone());
+            Box::new(move || -> Result<(), String> {
+                let d = weak.upgrade().ok_or("the daemon is stopping")?;
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                loop {
+                    let r = d.postcopy_handover(&name, &to, paused_before);
+                    match r {
+                        Ok(()) => {
+                            committed.store(true, Ordering::SeqCst);
+                            return Ok(());
+                        }
+                        Err(e) if std::time::Instant::now() > deadline => return Err(e.to_string()),
+                        Err(_) => std::thread::sleep(std::time::Duration::from_millis(500)),
+                    }
+                }
+            }) as Box<dyn FnOnce() -> Result<(), String> + Send>
+        };
+        let out = Outgoing {
+            addr: ready.addr,
+            targets: ready.targets,
+            options,
+            job: job.clone(),
+            on_postcopy: std::sync::Mutex::new(Some(on_postcopy)),
+        };
         let (rtx, rrx) = std::sync::mpsc::channel();
         let r = tx
             .send(Msg::MigrateOut { out: Box::new(out), reply: rtx })
@@ -284,7 +311,14 @@ impl Daemon {
         record["state"] = json!(info.state.name());
         let writes = self.shared_writes(name);
         let end_here = |commit: bool| self.ask_actor(name, |reply| Msg::MigrateEnd { commit, paused, reply });
-        match c.hand_over_vm(name, to, &record, &writes) {
+        // Handed over already when post-copy began (etcd says so: the VM is the destination's).
+        let handed =
+            if committed.load(Ordering::SeqCst) || c.owner_of(name).ok().flatten().as_deref() == Some(to) {
+                Ok(true)
+            } else {
+                c.hand_over_vm(name, to, &record, &writes)
+            };
+        match handed {
             Ok(true) => {}
             Ok(false) | Err(_) => {
                 let _ = end_here(false);
@@ -299,7 +333,9 @@ impl Daemon {
             tracing::error!("migrated '{name}' to '{to}', but stopping it here failed: {e}");
         }
         let end = Request::VmIncomingEnd { name: name.into(), commit: true, paused };
-        if let Err(e) = peers.call(to, &end) {
+        let confirmed = peers.call(to, &end);
+        tracing::debug!(vm = name, "the destination's end: {confirmed:?}");
+        if let Err(e) = confirmed {
             self.ctx().event(
                 Some(name),
                 "error",
@@ -411,6 +447,9 @@ impl Daemon {
             return Err(Failure::Refused(format!("a VM named '{name}' is registered here already")));
         }
         let ip = self.pool_ip()?;
+        if postcopy {
+            self.allow_userfaultfd()?;
+        }
         // New volumes for the mirrors (made before the VM is registered: its checks need them).
         let mut made: Vec<String> = Vec::new();
         let mut modes = BTreeMap::new();
@@ -696,6 +735,64 @@ impl Daemon {
         let m = format!("evacuated host '{me}': {} VM(s) migrated live; it is in maintenance", moved.len());
         self.ctx().event(None, "info", "host.evacuated", &m);
         Ok(json!({ "message": m, "moved": moved }))
+    }
+
+    /// At the start of post-copy: the VM and its write roles go to `to` in etcd, and its guest
+    /// runs there at once (it fetches the memory it still lacks from here).
+    fn postcopy_handover(&self, name: &str, to: &str, paused: bool) -> Result<(), Failure> {
+        let c = self.cluster().ok_or_else(|| Failure::Failed("this host left its pool".into()))?;
+        let info = self.local_info(name)?;
+        let mut record = serde_json::to_value(&info).expect("serialises");
+        record["state"] = json!(if paused { "paused" } else { "running" });
+        let owner = c.owner_of(name)?;
+        if owner.as_deref() != Some(to) && !c.hand_over_vm(name, to, &record, &self.shared_writes(name))? {
+            return Err(Failure::Refused(format!("this host no longer owns '{name}'")));
+        }
+        if paused {
+            return Ok(());
+        }
+        self.peers()?.call(to, &Request::VmIncomingRun { name: name.into() }).map(|_| ())
+    }
+
+    /// Post-copy needs the destination's QEMU, which runs as the emulator user, to open
+    /// `/dev/userfaultfd` (unprivileged userfaultfd(2) is usually off): the device is given to
+    /// the emulator's group, read-write, as libvirt does for its QEMU. Only when an operator
+    /// allows post-copy.
+    fn allow_userfaultfd(&self) -> Result<(), Failure> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let user = &self.ctx().emulator;
+        if user.is_root() {
+            return Ok(());
+        }
+        let dev = std::path::Path::new("/dev/userfaultfd");
+        let m = std::fs::metadata(dev).map_err(|e| {
+            Failure::Refused(format!(
+                "post-copy: this host has no usable /dev/userfaultfd ({e}); it needs Linux 6.1 or later"
+            ))
+        })?;
+        if m.gid() == user.gid && m.mode() & 0o060 == 0o060 {
+            return Ok(());
+        }
+        std::os::unix::fs::chown(dev, None, Some(user.gid))
+            .and_then(|()| std::fs::set_permissions(dev, std::fs::Permissions::from_mode(0o660)))
+            .map_err(|e| {
+                Failure::Failed(format!("post-copy: cannot give /dev/userfaultfd to {}: {e}", user.name))
+            })?;
+        self.ctx().event(
+            None,
+            "info",
+            "host.userfaultfd",
+            &format!("/dev/userfaultfd is now read-write for group {} (post-copy migrations)", user.name),
+        );
+        Ok(())
+    }
+
+    /// On the destination, at the start of post-copy: the guest runs here now.
+    pub(crate) fn incoming_run(&self, name: &str) -> Result<Value, Failure> {
+        if !self.is_incoming(name) {
+            return Err(Failure::NotFound(format!("no VM named '{name}' is arriving here")));
+        }
+        self.ask_actor(name, |reply| Msg::IncomingRun { reply })
     }
 
     /// Whether `name` is arriving here by live migration (registered, but its source's still).

@@ -91,6 +91,12 @@ pub enum Request {
         #[serde(default)]
         postcopy: bool,
     },
+    /// In a pool, from the host a VM migrates from, at the start of post-copy: the guest runs
+    /// here from now on (the pool has given the VM to this host).
+    VmIncomingRun {
+        /// The VM.
+        name: String,
+    },
     /// In a pool, from the host a VM migrates from: the migration's end here. `commit`: the
     /// VM is this host's now (its guest goes on, `paused` or not); otherwise everything the
     /// incoming VM had here is removed.

@@ -490,6 +490,7 @@ impl Daemon {
                 self.incoming_vm(&definition, disks, postcopy)
             }
             Request::VmIncomingEnd { name, commit, paused } => self.incoming_end(&name, commit, paused),
+            Request::VmIncomingRun { name } => self.incoming_run(&name),
             Request::ClusterInit { etcd, name, tls } => self.cluster_init(etcd, name, tls),
             Request::ClusterShow => self.cluster_show(),
             Request::ClusterToken { host } => self.cluster_token(&host),

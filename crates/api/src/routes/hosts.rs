@@ -199,7 +199,11 @@ pub(super) async fn pool_call(
         return Ok(Json(call(&state, req).await?));
     }
     // A VM another host moves or migrates here.
-    if let Request::VmAdopt { .. } | Request::VmIncoming { .. } | Request::VmIncomingEnd { .. } = &req {
+    if let Request::VmAdopt { .. }
+    | Request::VmIncoming { .. }
+    | Request::VmIncomingEnd { .. }
+    | Request::VmIncomingRun { .. } = &req
+    {
         return Ok(Json(call(&state, req).await?));
     }
     let Some(vm) = req.vm_target().map(str::to_string) else {

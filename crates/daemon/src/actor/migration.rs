@@ -138,7 +138,13 @@ pub struct Outgoing {
     pub options: MigrateOptions,
     /// Progress and cancel.
     pub job: std::sync::Arc<Job>,
+    /// Once post-copy has begun (there is no going back), hands the VM to the destination and
+    /// lets its guest run there: the daemon's commit point, brought forward.
+    pub on_postcopy: Mutex<Option<Box<dyn FnOnce() -> Result<(), String> + Send>>>,
 }
+
+/// How long the handover at the start of post-copy is tried before giving up.
+const POSTCOPY_HANDOVER: Duration = Duration::from_secs(30);
 
 /// QMP's figures for a `query-migrate` answer, as progress.
 fn read_ram(p: &mut Progress, v: &Value) {
@@ -300,9 +306,8 @@ impl Actor {
             json!({ "capability": "auto-converge", "state": true }),
             json!({ "capability": "pause-before-switchover", "state": true }),
         ];
-        if o.postcopy {
-            caps.push(json!({ "capability": "postcopy-ram", "state": true }));
-        }
+        // Said either way: a QEMU that arrived here by post-copy still has it on.
+        caps.push(json!({ "capability": "postcopy-ram", "state": o.postcopy }));
         let params = json!({
             "downtime-limit": o.downtime_ms.unwrap_or(DEFAULT_DOWNTIME_MS),
             "max-bandwidth": if speed > 0 { speed } else { UNLIMITED },
@@ -343,6 +348,26 @@ impl Actor {
                         q.execute("migrate-continue", Some(json!({ "state": "pre-switchover" })))
                     })?;
                 }
+                "postcopy-active" => {
+                    let handover = out.on_postcopy.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    if let Some(f) = handover {
+                        out.job.update(|p| p.phase = "post-copy".into());
+                        // The guest's state is split between the hosts now: it can only go on
+                        // there. The handover is retried; a failure is told loudly.
+                        if let Err(e) = f() {
+                            tracing::error!(vm = self.name, "handing the VM over at post-copy: {e}");
+                            self.event(
+                                "error",
+                                "vm.migration-stuck",
+                                &format!(
+                                    "'{}' is in post-copy but could not be handed to its destination \
+                                     within {POSTCOPY_HANDOVER:?}: {e}",
+                                    self.name
+                                ),
+                            );
+                        }
+                    }
+                }
                 _ => {}
             }
             if !postcopy && out.job.cancel.load(Ordering::SeqCst) {
@@ -356,11 +381,17 @@ impl Actor {
                     postcopy = true;
                     out.job.update(|p| p.postcopy = true);
                 } else {
+                    let p = out.job.snapshot();
+                    let dirty = if p.dirty_rate > 0 {
+                        format!("the guest dirties {} MiB/s", p.dirty_rate >> 20)
+                    } else {
+                        "the first pass over its memory had not ended".to_string()
+                    };
                     return Err(Fail::from(format!(
-                        "it did not converge within {timeout:?} (the guest dirties {} MiB/s; the link \
-                         carried {} MiB/s)",
-                        out.job.snapshot().dirty_rate >> 20,
-                        out.job.snapshot().throughput >> 20
+                        "it did not converge within {timeout:?} ({dirty}; the link carried {} MiB/s{}); \
+                         allow post-copy (--postcopy), or give it more time or bandwidth",
+                        p.throughput >> 20,
+                        p.cpu_throttle_pct.map_or(String::new(), |t| format!("; the guest was slowed {t}%"))
                     )));
                 }
             }
@@ -480,6 +511,17 @@ impl Actor {
         self.set_state(now);
     }
 
+    /// Post-copy has begun: the guest runs here, fetching what it lacks from the source.
+    pub(super) fn incoming_run(&mut self) -> Res<Value> {
+        if self.state() != VmState::Incoming {
+            return Err(refused(format!("'{}' is {}, not arriving", self.name, self.state().name())));
+        }
+        self.qmp_do("cont", None)?;
+        self.postcopy_here = true;
+        self.set_state(VmState::Running);
+        Ok(json!({ "name": self.name, "state": "running" }))
+    }
+
     /// The end of a migration on either side. Source: `commit` (the pool gave the VM to the
     /// destination) stops QEMU here and lets go of its disks; otherwise the guest goes on here
     /// (paused if `paused`, when this actor no longer knows how it was: a daemon restart).
@@ -518,6 +560,12 @@ impl Actor {
                 };
                 self.set_state(after);
                 Ok(json!({ "name": self.name, "state": after.name() }))
+            }
+            (VmState::Running, true) if self.postcopy_here => {
+                // Post-copy: it ran here already; the rest of its memory has arrived.
+                self.wait_migration()?;
+                self.postcopy_here = false;
+                Ok(json!({ "name": self.name, "state": "running" }))
             }
             (VmState::Incoming, false) => {
                 self.kill_and_end();
