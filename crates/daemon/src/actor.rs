@@ -29,7 +29,7 @@ mod migration;
 use crate::layout::VmPaths;
 use crate::protocol::{Changes, ControlOptions, CpuInfo, Failure, NicInfo, UndoAction, VmInfo};
 use crate::resources::Resources;
-pub use migration::{Job, MirrorTarget, Outgoing, Progress, Ready};
+pub use migration::{Handover, Job, MirrorTarget, Outgoing, Progress, Ready};
 
 /// How often a running VM's QMP status is polled (guest power-off, outside pause/resume).
 const POLL: Duration = Duration::from_secs(1);

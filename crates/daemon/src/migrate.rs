@@ -282,7 +282,7 @@ impl Daemon {
                         Err(_) => std::thread::sleep(std::time::Duration::from_millis(500)),
                     }
                 }
-            }) as Box<dyn FnOnce() -> Result<(), String> + Send>
+            }) as crate::actor::Handover
         };
         let out = Outgoing {
             addr: ready.addr,

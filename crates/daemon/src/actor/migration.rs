@@ -128,6 +128,9 @@ pub struct Ready {
     pub targets: Vec<MirrorTarget>,
 }
 
+/// The handover at the start of post-copy (the daemon's side of it).
+pub type Handover = Box<dyn FnOnce() -> Result<(), String> + Send>;
+
 /// The source's half of a migration.
 pub struct Outgoing {
     /// The destination's QEMU.
@@ -140,7 +143,7 @@ pub struct Outgoing {
     pub job: std::sync::Arc<Job>,
     /// Once post-copy has begun (there is no going back), hands the VM to the destination and
     /// lets its guest run there: the daemon's commit point, brought forward.
-    pub on_postcopy: Mutex<Option<Box<dyn FnOnce() -> Result<(), String> + Send>>>,
+    pub on_postcopy: Mutex<Option<Handover>>,
 }
 
 /// How long the handover at the start of post-copy is tried before giving up.
