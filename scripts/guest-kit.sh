@@ -16,7 +16,7 @@
 set -euo pipefail
 
 # Bump whenever anything below changes what ends up in the kit.
-RECIPE=8
+RECIPE=9
 # The kernel command line the tests start from; tests append `vine.*` options.
 CMDLINE="console=ttyS0 panic=-1 quiet"
 # Drivers the guest needs (loaded with their dependencies, in order, unless built in).
@@ -175,6 +175,8 @@ cat >"$ROOT/init" <<'EOF'
 #   vine.dirty=MIB        dirty MIB MiB of memory continuously (/bin/vine-dirty,
 #                         scripts/guest-dirty.c): "VINE-DIRTY-START <MiB>", then every 10 s
 #                         "VINE-DIRTY <passes>"
+#   vine.tick=1           print "VINE-TICK <n>" every 10 ms (a timestamp loop: whoever reads the
+#                         console sees any pause of the guest as a gap between two ticks)
 #   vine.spew=MIB         write MIB MiB of text lines to the serial console as fast as it takes
 #                         them, then print "VINE-SPEW-DONE" (a guest flooding its console)
 #   vine.net=1            DHCP on eth0 with udhcpc; print "VINE-IP <addr>" on each lease
@@ -265,6 +267,10 @@ if [ -n "$disk" ]; then
     else
         echo "VINE-ERROR no $disk"
     fi
+fi
+
+if [ "$(opt tick)" = 1 ]; then
+    (n=0; while :; do n=$((n + 1)); echo "VINE-TICK $n"; usleep 10000; done) &
 fi
 
 dirty=$(opt dirty)

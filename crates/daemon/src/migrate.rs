@@ -328,12 +328,20 @@ impl Daemon {
                 )));
             }
         }
-        // 5. The source lets go; the destination goes on.
-        if let Err(e) = end_here(true) {
-            tracing::error!("migrated '{name}' to '{to}', but stopping it here failed: {e}");
-        }
+        // 5. The destination goes on, then the source lets go. The source's QEMU is paused for
+        // good (its disks inactive since the migration completed), so the guest still runs in one
+        // place; a shared volume reaches the destination's guest once the source's disk server
+        // has closed it (its standby server waits for the lock at its first request).
         let end = Request::VmIncomingEnd { name: name.into(), commit: true, paused };
-        let confirmed = peers.call(to, &end);
+        let confirmed = std::thread::scope(|s| {
+            let there = s.spawn(|| peers.call(to, &end));
+            if let Err(e) = end_here(true) {
+                tracing::error!("migrated '{name}' to '{to}', but stopping it here failed: {e}");
+            }
+            there
+                .join()
+                .unwrap_or_else(|_| Err(Failure::Failed("the call to the destination panicked".into())))
+        });
         tracing::debug!(vm = name, "the destination's end: {confirmed:?}");
         if let Err(e) = confirmed {
             self.ctx().event(

@@ -401,7 +401,9 @@ impl Actor {
             if self.qemu_exited() {
                 return Err(Fail::from("QEMU exited during the migration"));
             }
-            std::thread::sleep(POLL);
+            // Woken at once by QEMU's MIGRATION event (the pause before switchover keeps the guest
+            // stopped until vine answers it), else after POLL to read the progress.
+            self.with_qmp(|q| q.wait_event_within(POLL, |e| e.name == "MIGRATION"))?;
         }
     }
 

@@ -87,14 +87,24 @@ pub fn run(a: MigrateArgs) -> anyhow::Result<i32> {
         }
     }
     let path = format!("/api/vms/{}/migrate", encode(&a.name));
-    let worker = std::thread::spawn(move || rest("POST", &path, Some(&body)));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(rest("POST", &path, Some(&body)));
+    });
     let terminal = std::io::stderr().is_terminal() && !a.json;
     if !a.json {
         eprintln!("migrating '{}' live to host '{to}'", a.name);
     }
-    while !worker.is_finished() {
-        std::thread::sleep(Duration::from_millis(500));
-        if !terminal || worker.is_finished() {
+    // The answer ends the wait at once; meanwhile the progress is shown twice a second.
+    let answer = loop {
+        match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(r) => break r,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                anyhow::bail!("the request's thread ended without an answer")
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if !terminal {
             continue;
         }
         if let Ok(p) = rest("GET", &target, None) {
@@ -102,11 +112,11 @@ pub fn run(a: MigrateArgs) -> anyhow::Result<i32> {
                 eprint!("\r\x1b[K{}", line(&p));
             }
         }
-    }
+    };
     if terminal {
         eprintln!();
     }
-    let v = worker.join().map_err(|_| anyhow::anyhow!("the request's thread panicked"))??;
+    let v = answer?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
