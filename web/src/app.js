@@ -289,6 +289,11 @@ async function vmPage(name) {
       <p id="host-offline" class="level-warning" hidden></p>
       <p id="last-error" class="level-error" hidden></p>
     </div>
+    <div class="card" id="migrate-card" hidden><h2>Live migration</h2>
+      <div class="row"><label>To host <select id="migrate-to"></select></label>
+        <button id="migrate-go" class="primary">Migrate</button>
+        <button id="migrate-cancel" hidden>Cancel</button></div>
+      <p class="muted" id="migrate-progress"></p></div>
     <div class="grid">
       <div class="card"><h2>Configuration</h2><dl class="kv" id="config"></dl></div>
       <div class="card"><h2>Resource controls</h2>
@@ -312,6 +317,7 @@ async function vmPage(name) {
     <div class="card"><h2>Events</h2><table id="vm-events"><thead><tr><th>Time</th><th>Level</th><th>Kind</th><th>Message</th></tr></thead><tbody></tbody></table></div>`;
 
   let vm = null;
+  let migrating = false;
   const render = async () => {
     vm = await api("GET", `/api/vms/${enc}`);
     $("#vm-state").innerHTML = stateBadge(vm.state);
@@ -334,6 +340,19 @@ async function vmPage(name) {
       ["Definition file", vm.definition_file],
     ];
     $("#config").innerHTML = rows.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join("");
+    // In a pool, a running or paused VM can go to another host live.
+    const mc = $("#migrate-card");
+    mc.hidden = !vm.host;
+    if (vm.host) {
+      const sel = $("#migrate-to");
+      const hosts = await api("GET", "/api/hosts").catch(() => []);
+      const others = hosts.filter((h) => h.name !== vm.host && h.state === "online").map((h) => h.name);
+      if (sel.dataset.hosts !== others.join(",")) {
+        sel.innerHTML = others.map((h) => `<option value="${esc(h)}">${esc(h)}</option>`).join("");
+        sel.dataset.hosts = others.join(",");
+      }
+      if (!migrating) $("#migrate-go").disabled = !others.length || !["running", "paused"].includes(vm.state);
+    }
     const form = $("#set-form");
     if (!form.dataset.filled) {
       form.cpu_weight.value = vm.cpu.weight;
@@ -362,6 +381,50 @@ async function vmPage(name) {
       await render().catch(() => {});
     });
   }
+  // A live migration: the request answers when it has ended; meanwhile its progress is read
+  // twice a second.
+  const showProgress = (p) => {
+    const mib = (b) => `${Math.round((b || 0) / 1048576)} MiB`;
+    let t = `${p.phase} to ${p.to}, ${(p.elapsed_ms / 1000).toFixed(1)} s`;
+    if (p.disk_total) t += ` · disk ${mib(p.disk_transferred)} of ${mib(p.disk_total)}`;
+    if (p.ram_total) t += ` · memory sent ${mib(p.ram_transferred)}, ${mib(p.ram_remaining)} left, dirtied ${mib(p.dirty_rate)}/s`;
+    if (p.expected_downtime_ms != null) t += ` · expected downtime ${p.expected_downtime_ms} ms`;
+    if (p.cpu_throttle_pct != null) t += ` · guest slowed ${p.cpu_throttle_pct}%`;
+    $("#migrate-progress").textContent = t;
+  };
+  $("#migrate-go").addEventListener("click", async () => {
+    const to = $("#migrate-to").value;
+    if (!to) return;
+    migrating = true;
+    $("#migrate-go").disabled = true;
+    $("#migrate-cancel").hidden = false;
+    $("#migrate-progress").textContent = `migrating to ${to}…`;
+    const timer = setInterval(async () => {
+      const p = await api("GET", `/api/vms/${enc}/migration`).catch(() => null);
+      if (p && migrating) showProgress(p);
+    }, 500);
+    try {
+      const r = await api("POST", `/api/vms/${enc}/migrate`, { to });
+      $("#migrate-progress").textContent = r.message;
+      flash(r.message);
+    } catch (err) {
+      $("#migrate-progress").textContent = err.message;
+      flash(err.message, false);
+    } finally {
+      migrating = false;
+      clearInterval(timer);
+      $("#migrate-cancel").hidden = true;
+    }
+    await render().catch(() => {});
+  });
+  $("#migrate-cancel").addEventListener("click", async () => {
+    try {
+      const r = await api("DELETE", `/api/vms/${enc}/migration`);
+      flash(r.message);
+    } catch (err) {
+      flash(err.message, false);
+    }
+  });
   const drop = async (keep) => {
     if (!confirm(keep ? `Remove '${name}'? Its files stay.` : `Delete '${name}' and its files?`)) return;
     try {

@@ -2,7 +2,8 @@
 // playwright-core) runs inside host h2's network namespace, logs in to h2's UI and checks that it
 // shows and controls the whole pool: the VM list with each VM's host (and its filter by host), the
 // hosts page (states, CPUs, maintenance on and off), the event log's Host column, a VM's host on
-// its page, and a host whose daemon is killed shown offline with its VM unknown, then back.
+// its page, a host whose daemon is killed shown offline with its VM unknown, then back, and a
+// VM migrated live from its page.
 // Run by crates/vine/tests/web_pool.rs, which does the steps the page cannot: at each
 // `WAIT step` line this script prints, it checks or does that step and answers `GO` on stdin.
 //
@@ -163,6 +164,25 @@ try {
   await nav("vms");
   await page.waitForSelector(`#vm-table tr[data-vm="${vm1}"] [data-state="off"]`);
   step("h1 online again, its VM off as it was");
+
+  // Live migration from a VM's page: the VM on h2 starts, goes to h1, and its page follows it.
+  const [vm2] = Object.keys(vms).filter((v) => vms[v] === "h2");
+  await page.goto(`${url}#/vm/${vm2}`);
+  await page.waitForSelector("#migrate-card:not([hidden])");
+  if (!(await page.locator("#migrate-go").isDisabled())) throw new Error("Migrate is offered for a VM that is off");
+  await page.click('#controls [data-control="start"]');
+  await page.waitForSelector('#vm-state [data-state="running"]');
+  await page.waitForFunction(() => !document.querySelector("#migrate-go").disabled);
+  const targets = await page.$$eval("#migrate-to option", (o) => o.map((x) => x.value));
+  if (targets.join(",") !== "h1") throw new Error(`the hosts offered: ${targets.join(", ")}`);
+  await page.click("#migrate-go");
+  await page.waitForFunction(() => /migrated .* live to host 'h1'/.test(document.querySelector("#migrate-progress")?.textContent || ""), null, { timeout: 120_000 });
+  await page.waitForFunction(() => /Host\s*h1/.test(document.querySelector("#config")?.innerText || ""));
+  const said = await page.textContent("#migrate-progress");
+  if (!/downtime \d+ ms/.test(said)) throw new Error(`the migration's figures: ${said}`);
+  await page.waitForSelector('#vm-state [data-state="running"]');
+  await shot("migrated");
+  step(`${vm2} migrated live to h1 from its page: "${said}"`);
 
   if (errors.length) throw new Error(`the page logged errors:\n${errors.join("\n")}`);
   console.log("POOL-E2E-OK");
