@@ -1,5 +1,6 @@
-# Sourced by the benchmarks that measure vine's API beside libvirt (bench/api.sh,
-# bench/api-load.sh): installing and starting libvirt, starting a private vine daemon, logging in.
+# Sourced by the benchmarks: for those that measure vine's API beside libvirt (bench/api.sh,
+# bench/api-load.sh), installing and starting libvirt, starting a private vine daemon, logging in;
+# for those on a lab of simulated hosts (bench/pool.sh, bench/migrate.sh), the lab's start and end.
 # Each function says what it sets; the caller's cleanup stops what was started.
 
 # Installs libvirt-daemon-system, libvirt-clients and python3-libvirt if any is missing.
@@ -51,4 +52,30 @@ c = http.client.HTTPSConnection("127.0.0.1", port, context=ssl.create_default_co
 c.request("POST", "/api/login", json.dumps({"user": "admin", "password": pw}), {"Content-Type": "application/json"})
 print(json.load(c.getresponse())["token"])
 PY
+}
+
+# lab_bench TAG: the start of a benchmark on a lab of simulated hosts (scripts/pool-lab.sh, with
+# VINE_LAB, VINE_LAB_DIR and VINE_LAB_NET set by the caller). Needs root. Sets VINE (the binary
+# scripts/build.sh builds, unless VINE is set) and KIT (the guest kit, built if needed), takes
+# down a lab left over from a failed run, and takes this one down on exit (after the caller's
+# bench_cleanup, if it defines one). bench_log and bench_die say things prefixed with TAG.
+lab_bench() {
+    BENCH_TAG=$1
+    [ "$(id -u)" -eq 0 ] || bench_die "must run as root (the lab makes network namespaces)"
+    VINE=${VINE:-$(bash scripts/build.sh)/vine}
+    export VINE
+    [ -x "$VINE" ] || bench_die "no vine binary at $VINE"
+    bash scripts/guest-kit.sh >/dev/null || bench_die "scripts/guest-kit.sh failed"
+    KIT=${VINE_KIT_DIR:-/var/lib/vine/kit}
+    bash scripts/pool-lab.sh down 2>/dev/null || true
+    trap lab_bench_exit EXIT
+}
+bench_log() { printf '%s: %s\n' "$BENCH_TAG" "$*" >&2; }
+bench_die() { printf '%s: error: %s\n' "$BENCH_TAG" "$*" >&2; exit 1; }
+lab_bench_exit() {
+    local rc=$?
+    set +e
+    if declare -F bench_cleanup >/dev/null; then bench_cleanup; fi
+    [ $rc -eq 0 ] || bench_log "failed (exit $rc); the daemons' logs were in $VINE_LAB_DIR/hI/daemon.log"
+    bash scripts/pool-lab.sh down
 }

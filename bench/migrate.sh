@@ -17,25 +17,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export VINE_LAB=${VINE_LAB:-vbmig} VINE_LAB_DIR=${VINE_LAB_DIR:-/var/tmp/vbmig} VINE_LAB_NET=${VINE_LAB_NET:-10.253.0}
 RESULTS_DIR=/var/tmp/vbench-results
-
-log() { printf 'migrate.sh: %s\n' "$*" >&2; }
-die() { printf 'migrate.sh: error: %s\n' "$*" >&2; exit 1; }
-[ "$(id -u)" -eq 0 ] || die "must run as root (the lab makes network namespaces)"
-VINE=${VINE:-$(bash scripts/build.sh)/vine}
-export VINE
-[ -x "$VINE" ] || die "no vine binary at $VINE"
-bash scripts/guest-kit.sh >/dev/null || die "scripts/guest-kit.sh failed"
-KIT=${VINE_KIT_DIR:-/var/lib/vine/kit}
-
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+lab_bench migrate.sh
 lab() { bash scripts/pool-lab.sh "$@"; }
-cleanup() {
-    local rc=$?
-    set +e
-    [ $rc -eq 0 ] || log "failed (exit $rc); the daemons' logs were in $VINE_LAB_DIR/hI/daemon.log"
-    lab down
-}
-lab down 2>/dev/null || true
-trap cleanup EXIT
+die() { bench_die "$@"; }
+log() { bench_log "$@"; }
 
 env_file=$(lab up 2) || die "scripts/pool-lab.sh up 2 failed"
 set -a

@@ -39,28 +39,17 @@ HOLLOW=${HOLLOW:-0}
 export VINE_LAB=${VINE_LAB:-vbench} VINE_LAB_DIR=${VINE_LAB_DIR:-/var/tmp/vbench} VINE_LAB_NET=${VINE_LAB_NET:-10.247.0}
 RESULTS_DIR=/var/tmp/vbench-results
 
-log() { printf 'pool.sh: %s\n' "$*" >&2; }
-die() { printf 'pool.sh: error: %s\n' "$*" >&2; exit 1; }
-[ "$(id -u)" -eq 0 ] || die "must run as root (the lab makes network namespaces)"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+log() { bench_log "$@"; }
+die() { bench_die "$@"; }
+BENCH_TAG=pool.sh
 [ "$HOSTS" -ge 3 ] && [ $((STEP % HOSTS)) -eq 0 ] && [ $((VMS % STEP)) -eq 0 ] ||
     die "HOSTS must be at least 3 and divide STEP, which must divide VMS ($HOSTS, $STEP, $VMS)"
-VINE=${VINE:-$(bash scripts/build.sh)/vine}
-export VINE
-[ -x "$VINE" ] || die "no vine binary at $VINE"
-bash scripts/guest-kit.sh >/dev/null || die "scripts/guest-kit.sh failed"
-KIT=${VINE_KIT_DIR:-/var/lib/vine/kit}
-
+lab_bench pool.sh
 lab() { bash scripts/pool-lab.sh "$@"; }
 err=$(mktemp)
-cleanup() {
-    local rc=$?
-    set +e
-    rm -f "$err"
-    [ $rc -eq 0 ] || log "failed (exit $rc); the daemons' logs were in $VINE_LAB_DIR/hI/daemon.log"
-    lab down
-}
-lab down 2>/dev/null || true
-trap cleanup EXIT
+bench_cleanup() { rm -f "$err"; }
 
 log "lab: $HOSTS hosts"
 env_file=$(lab up "$HOSTS") || die "scripts/pool-lab.sh up $HOSTS failed"

@@ -50,21 +50,7 @@ impl Cluster {
     /// Hands `vm` from this host to host `to`, with the record `to` will publish (a cold
     /// move): one transaction that holds only while this host owns it.
     pub fn transfer_vm(&self, vm: &str, to: &str, record: &Value) -> Result<bool, ClusterError> {
-        let me = self.config().host.clone();
-        let (owner_key, vm_key) = (keys::owner(vm), keys::vm(vm));
-        let record = with_host(record, to);
-        let to = to.to_string();
-        let mut c = self.client();
-        let e = self.endpoints().to_string();
-        self.block_on(async move {
-            let txn = Txn::new()
-                .when([Compare::value(owner_key.as_str(), CompareOp::Equal, me.as_bytes())])
-                .and_then([
-                    TxnOp::put(owner_key.as_str(), to.as_bytes(), None),
-                    TxnOp::put(vm_key.as_str(), json(&record), None),
-                ]);
-            Ok(timed!(&e, format!("handing VM '{vm}' to host '{to}'"), c.txn(txn.clone())).await?.succeeded())
-        })
+        self.hand_over_vm(vm, to, record, &[])
     }
 
     /// Hands `vm` from this host to host `to` with the write roles of `volumes` it holds (a live

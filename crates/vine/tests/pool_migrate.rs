@@ -207,17 +207,8 @@ fn running_guests_migrate_live_with_shared_and_mirrored_disks() {
     let lab = Lab::up(3, "vtmig", "10.251.0");
     lab.pool();
     let kit = Kit::ensure().expect("guest kit");
-    let dir = Path::new(lab.get("LAB_DIR")).to_path_buf();
-    let shared = dir.join("shared");
-    let (loc1, loc2) = (dir.join("h1-loc"), dir.join("h2-loc"));
-    lab.ok("h1", &["pool", "create", "shr", "--path", shared.to_str().unwrap(), "--shared"]);
-    lab.wait(Duration::from_secs(10), "h2 registers the shared pool", || {
-        lab.json("h2", &["pool", "list"]).as_array().unwrap().iter().any(|p| p["name"] == "shr")
-    });
-    lab.ok("h1", &["pool", "create", "loc", "--path", loc1.to_str().unwrap()]);
-    lab.ok("h2", &["pool", "create", "loc", "--path", loc2.to_str().unwrap()]);
-    let loc3 = dir.join("h3-loc");
-    lab.ok("h3", &["pool", "create", "loc", "--path", loc3.to_str().unwrap()]);
+    let (shared, local) = lab.storage();
+    let (loc1, loc2, loc3) = (local[0].clone(), local[1].clone(), local[2].clone());
     lab.ok("h1", &["volume", "create", "shr/ms.vhd", "--size", "32M"]);
     lab.ok("h1", &["volume", "create", "loc/ml.vhd", "--size", "32M"]);
     let guest = ["vine.counter=1", "vine.records=/dev/vda"];

@@ -48,20 +48,9 @@ fn vms_move_cold_between_hosts_with_local_and_shared_volumes() {
     lab.pool();
     let kit = Kit::ensure().expect("guest kit");
     let dir = Path::new(lab.get("LAB_DIR")).to_path_buf();
-    let shared = dir.join("shared");
-    let (loc1, loc2) = (dir.join("h1-loc"), dir.join("h2-loc"));
-
     // Pools: one shared, registered by h2 by itself; "loc" is each host's own.
-    lab.ok("h1", &["pool", "create", "shr", "--path", shared.to_str().unwrap(), "--shared"]);
-    lab.wait(Duration::from_secs(10), "h2 registers the shared pool", || {
-        lab.json("h2", &["pool", "list"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["name"] == "shr" && p["shared"] == true)
-    });
-    lab.ok("h1", &["pool", "create", "loc", "--path", loc1.to_str().unwrap()]);
-    lab.ok("h2", &["pool", "create", "loc", "--path", loc2.to_str().unwrap()]);
+    let (shared, local) = lab.storage();
+    let (loc1, loc2) = (local[0].clone(), local[1].clone());
     let loc_of = |h: &str| {
         let pools = lab.json(h, &["pool", "list"]);
         pools.as_array().unwrap().iter().find(|p| p["name"] == "loc").map(|p| p["shared"].clone())

@@ -52,9 +52,19 @@ pub(super) async fn move_vm(
 pub struct MigrateTo {
     /// The host of the pool it goes to.
     pub to: String,
-    /// How it goes.
-    #[serde(flatten)]
-    pub options: daemon::protocol::MigrateOptions,
+    /// Most bytes per second for memory and disks (default: no limit).
+    #[serde(default)]
+    pub bandwidth: Option<u64>,
+    /// Longest pause of the guest at switchover, in milliseconds (default 100).
+    #[serde(default)]
+    pub downtime_ms: Option<u64>,
+    /// Give up after this many seconds (default 600) and let the VM go on where it was, unless
+    /// post-copy is allowed.
+    #[serde(default)]
+    pub timeout_s: Option<u64>,
+    /// Past the timeout, switch to post-copy instead of giving up.
+    #[serde(default)]
+    pub postcopy: bool,
 }
 
 /// Live-migrates a running or paused VM to another host of the pool (administrators): volumes on
@@ -72,7 +82,13 @@ pub(super) async fn migrate_vm(
     Body(m): Body<MigrateTo>,
 ) -> ApiResult<Json<Value>> {
     need(&p, Need::Admin)?;
-    Ok(Json(call(&state, Request::VmMigrate { name, to: m.to, options: m.options }).await?))
+    let options = daemon::protocol::MigrateOptions {
+        bandwidth: m.bandwidth,
+        downtime_ms: m.downtime_ms,
+        timeout_s: m.timeout_s,
+        postcopy: m.postcopy,
+    };
+    Ok(Json(call(&state, Request::VmMigrate { name, to: m.to, options }).await?))
 }
 
 /// The live migration of a VM under way (or the last one's outcome): phase, memory and disk

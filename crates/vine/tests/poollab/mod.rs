@@ -309,6 +309,29 @@ impl Lab {
         }
     }
 
+    /// Storage for the pool's tests: a shared pool `shr` made on h1 at `LAB_DIR/shared` (waiting
+    /// until every other host has registered it) and a host-local pool `loc` on every host at
+    /// `LAB_DIR/hI-loc`. Returns the shared directory and each host's local one, in host order.
+    pub fn storage(&self) -> (PathBuf, Vec<PathBuf>) {
+        let dir = Path::new(self.get("LAB_DIR")).to_path_buf();
+        let shared = dir.join("shared");
+        self.ok("h1", &["pool", "create", "shr", "--path", shared.to_str().unwrap(), "--shared"]);
+        for h in self.hosts().iter().skip(1) {
+            self.wait(Duration::from_secs(10), &format!("{h} registers the shared pool"), || {
+                self.json(h, &["pool", "list"])
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|p| p["name"] == "shr" && p["shared"] == true))
+            });
+        }
+        let mut local = Vec::new();
+        for h in self.hosts() {
+            let d = dir.join(format!("{h}-loc"));
+            self.ok(&h, &["pool", "create", "loc", "--path", d.to_str().unwrap()]);
+            local.push(d);
+        }
+        (shared, local)
+    }
+
     /// `--etcd-ca … --etcd-cert … --etcd-key …` for a lab whose etcd wants TLS (else none).
     pub fn tls_args(&self) -> Vec<String> {
         if !self.tls {

@@ -314,6 +314,8 @@ mod tests {
             (VmState::Restoring, PowerState::PoweringOn, State::Starting, Health::OK),
             (VmState::Stopping, PowerState::PoweringOff, State::Enabled, Health::OK),
             (VmState::Crashed, PowerState::Off, State::StandbyOffline, Health::Critical),
+            (VmState::Migrating, PowerState::On, State::Enabled, Health::OK),
+            (VmState::Incoming, PowerState::PoweringOn, State::Starting, Health::OK),
         ];
         assert_eq!(want.len() + 1, VmState::ALL.len());
         assert_eq!(
