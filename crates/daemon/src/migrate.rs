@@ -161,7 +161,7 @@ impl Daemon {
         job: &Arc<Job>,
     ) -> Result<Value, Failure> {
         let info = self.local_info(name)?;
-        let (tx, view) = self.view_of(name)?;
+        let (_, view) = self.view_of(name)?;
         let def = view.lock().unwrap_or_else(|p| p.into_inner()).def.clone();
         if !matches!(info.state, VmState::Running | VmState::Paused) {
             return Err(Failure::Refused(format!(
@@ -291,14 +291,7 @@ impl Daemon {
             job: job.clone(),
             on_postcopy: std::sync::Mutex::new(Some(on_postcopy)),
         };
-        let (rtx, rrx) = std::sync::mpsc::channel();
-        let r = tx
-            .send(Msg::MigrateOut { out: Box::new(out), reply: rtx })
-            .map_err(|_| Failure::NotFound(format!("no VM named '{name}'")))
-            .and_then(|()| {
-                rrx.recv()
-                    .map_err(|_| Failure::Failed(format!("the actor of '{name}' ended while working")))?
-            });
+        let r = self.ask(name, |reply| Msg::MigrateOut { out: Box::new(out), reply });
         let figures = match r {
             Ok(v) => v,
             Err(e) => {
@@ -310,7 +303,7 @@ impl Daemon {
         let mut record = serde_json::to_value(&info).expect("serialises");
         record["state"] = json!(info.state.name());
         let writes = self.shared_writes(name);
-        let end_here = |commit: bool| self.ask_actor(name, |reply| Msg::MigrateEnd { commit, paused, reply });
+        let end_here = |commit: bool| self.ask(name, |reply| Msg::MigrateEnd { commit, paused, reply });
         // Handed over already when post-copy began (etcd says so: the VM is the destination's).
         let handed =
             if committed.load(Ordering::SeqCst) || c.owner_of(name).ok().flatten().as_deref() == Some(to) {
@@ -371,17 +364,6 @@ impl Daemon {
         Ok(json!({
             "name": name, "host": to, "message": m, "progress": p, "qemu": figures, "mirrored": mirrored,
         }))
-    }
-
-    fn ask_actor(
-        &self,
-        name: &str,
-        make: impl FnOnce(std::sync::mpsc::Sender<Result<Value, Failure>>) -> Msg,
-    ) -> Result<Value, Failure> {
-        let (tx, _) = self.view_of(name)?;
-        let (rtx, rrx) = std::sync::mpsc::channel();
-        tx.send(make(rtx)).map_err(|_| Failure::NotFound(format!("no VM named '{name}'")))?;
-        rrx.recv().map_err(|_| Failure::Failed(format!("the actor of '{name}' ended while working")))?
     }
 
     /// Unregisters a VM that now runs on another host, with its directory and the originals of
@@ -526,7 +508,7 @@ impl Daemon {
             self.drop_incoming(name);
             return Ok(json!({ "name": name, "message": format!("dropped the incoming '{name}'") }));
         }
-        let r = self.ask_actor(name, |reply| Msg::MigrateEnd { commit: true, paused, reply });
+        let r = self.ask(name, |reply| Msg::MigrateEnd { commit: true, paused, reply });
         self.membership.incoming.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
         let _ = std::fs::remove_file(VmPaths::new(&self.ctx().data, name).incoming);
         self.publish_vm(name);
@@ -546,7 +528,7 @@ impl Daemon {
     fn drop_incoming(&self, name: &str) {
         let made = self.membership.incoming.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
         if self.has_vm(name) {
-            let _ = self.ask_actor(name, |reply| Msg::MigrateEnd { commit: false, paused: false, reply });
+            let _ = self.ask(name, |reply| Msg::MigrateEnd { commit: false, paused: false, reply });
             if let Err(e) = self.remove_here(name) {
                 tracing::error!("dropping the incoming '{name}': {e}");
             }
@@ -618,8 +600,7 @@ impl Daemon {
         let state = self.local_info(name).map(|i| i.state).unwrap_or(VmState::Off);
         if committed {
             if state == VmState::Migrating {
-                let _ =
-                    self.ask_actor(name, |reply| Msg::MigrateEnd { commit: true, paused: j.paused, reply });
+                let _ = self.ask(name, |reply| Msg::MigrateEnd { commit: true, paused: j.paused, reply });
             }
             let end = Request::VmIncomingEnd { name: name.into(), commit: true, paused: j.paused };
             if let Err(e) = peers.call(&j.peer, &end) {
@@ -638,7 +619,7 @@ impl Daemon {
             return;
         }
         if state == VmState::Migrating {
-            match self.ask_actor(name, |reply| Msg::MigrateEnd { commit: false, paused: j.paused, reply }) {
+            match self.ask(name, |reply| Msg::MigrateEnd { commit: false, paused: j.paused, reply }) {
                 Ok(_) => self.ctx().event(
                     Some(name),
                     "warning",
@@ -800,7 +781,7 @@ impl Daemon {
         if !self.is_incoming(name) {
             return Err(Failure::NotFound(format!("no VM named '{name}' is arriving here")));
         }
-        self.ask_actor(name, |reply| Msg::IncomingRun { reply })
+        self.ask(name, |reply| Msg::IncomingRun { reply })
     }
 
     /// Whether `name` is arriving here by live migration (registered, but its source's still).

@@ -449,7 +449,7 @@ impl Daemon {
         Ok((h.tx.clone(), h.view.clone()))
     }
 
-    fn ask(
+    pub(crate) fn ask(
         &self,
         name: &str,
         make: impl FnOnce(Sender<Result<Value, Failure>>) -> Msg,
