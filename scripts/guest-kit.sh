@@ -16,7 +16,7 @@
 set -euo pipefail
 
 # Bump whenever anything below changes what ends up in the kit.
-RECIPE=9
+RECIPE=10
 # The kernel command line the tests start from; tests append `vine.*` options.
 CMDLINE="console=ttyS0 panic=-1 quiet"
 # Drivers the guest needs (loaded with their dependencies, in order, unless built in).
@@ -145,6 +145,7 @@ cp "$BUSYBOX" "$ROOT/bin/busybox"
 command -v gcc >/dev/null || die "gcc not found (scripts/setup.sh installs it)"
 gcc -O2 -Wall -static -o "$ROOT/bin/vine-flood" "$HERE/guest-flood.c"
 gcc -O2 -Wall -static -o "$ROOT/bin/vine-dirty" "$HERE/guest-dirty.c"
+gcc -O2 -Wall -static -o "$ROOT/bin/vine-pings" "$HERE/guest-pings.c"
 for rel in "${LOAD_ORDER[@]}"; do
     mkdir -p "$ROOT/lib/modules/$KREL/${rel%/*}"
     cp "$KMODS/$rel" "$ROOT/lib/modules/$KREL/$rel"
@@ -182,6 +183,9 @@ cat >"$ROOT/init" <<'EOF'
 #   vine.net=1            DHCP on eth0 with udhcpc; print "VINE-IP <addr>" on each lease
 #   vine.ping=A[,B...]    with vine.net: once leased, ping each target every second, printing
 #                         "VINE-PING <addr> ok" or "VINE-PING <addr> fail"
+#   vine.pings=IP         with vine.net: once leased, a ping flood (/bin/vine-pings,
+#                         scripts/guest-pings.c): an echo request to IP every 10 ms, and every
+#                         second "VINE-PINGS sent=<n> recv=<n> gap=<longest loss run>"
 #   vine.connect=IP:PORT  with vine.net: once leased, connect with nc every 2 s until the peer
 #                         answers; print "VINE-CONNECT <first line of the answer>"
 #   vine.flood=N          a hostile guest: once eth0 is up (with vine.net, once leased), send DHCP
@@ -317,6 +321,11 @@ if [ "$(opt net)" = 1 ]; then
              done
              sleep 1
          done) &
+    fi
+    flood_to=$(opt pings)
+    if [ -n "$flood_to" ]; then
+        (until [ -f /tmp/leased ]; do sleep 1; done
+         vine-pings "$flood_to") &
     fi
     peer=$(opt connect)
     if [ -n "$peer" ]; then

@@ -13,6 +13,7 @@
 //!   host a copy kept by a watch), and the pool's event log (each host journals locally, then
 //!   ships).
 //! - [`storage`]: shared storage pools and the one writer of each of their volumes.
+//! - [`networks`]: virtual networks that span the pool (VNI, home host, published leases).
 //! - [`Cluster`]: one host's connection to the pool: initialise or join a pool, rejoin it at
 //!   start, keep this host's liveness key alive, list hosts, issue join tokens, leave.
 //!
@@ -27,6 +28,7 @@
 
 pub mod config;
 pub mod keys;
+pub mod networks;
 pub mod records;
 pub mod shared;
 pub mod storage;
@@ -37,6 +39,7 @@ mod client;
 
 pub use client::{Cluster, KEEPALIVE, LEASE_TTL_S, REQUEST_TIMEOUT};
 pub use config::{ClusterConfig, EtcdTls};
+pub use networks::SpanNetwork;
 pub use records::{HostLoad, HostRecord, HostState, HostStatus, PoolInfo, PoolRecord};
 pub use shared::{MirrorSink, MirrorUpdate};
 pub use storage::{SharedPool, Writer};

@@ -15,6 +15,7 @@
 //! * [`metrics`]: per-VM CPU utilisation sampled from the cgroups, for the policy engine.
 //! * [`networks`]: virtual networks (bridges, rules, taps through `netconf`), their DHCP server
 //!   processes (detached, adopted after a restart) and the MAC allocator of VM NICs.
+//! * [`spans`]: networks that span the pool (VXLAN between hosts, one home for their L3).
 //! * [`pools`]: storage pools (named directories) and their volumes (`POOL/NAME`), free space.
 //! * [`shared`]: the store as the daemon and API see it: the host's SQLite, with a pool's
 //!   shared users, tokens, rights and hooks (etcd first, a local copy for reads) and its event
@@ -41,6 +42,7 @@ pub mod protocol;
 pub mod resources;
 pub mod server;
 pub mod shared;
+pub mod spans;
 pub mod supervisor;
 pub mod trash;
 

@@ -47,6 +47,8 @@ pub struct Membership {
     pub(crate) incoming: Mutex<BTreeMap<String, Vec<String>>>,
     /// The load last published, and when.
     published_load: Mutex<Option<(cluster::HostLoad, std::time::Instant)>>,
+    /// What the sync of spanning networks remembers between rounds.
+    pub(crate) spans: Mutex<crate::spans::SpanState>,
 }
 
 impl Membership {
@@ -67,6 +69,7 @@ impl Membership {
             migrations: Default::default(),
             incoming: Default::default(),
             published_load: Default::default(),
+            spans: Default::default(),
         }
     }
 }
@@ -158,6 +161,7 @@ impl Daemon {
                     d.publish_all();
                     if let Some(c) = d.cluster() {
                         d.sync_shared_pools(&c);
+                        d.sync_span_networks(&c);
                         d.release_writes(&c);
                         d.resolve_migrations(&c);
                         d.publish_load(&c);
@@ -465,6 +469,11 @@ impl Daemon {
     /// a pool. The publishing thread does it, so a control never waits for etcd (and works while
     /// etcd is away: its result is published when etcd is back).
     pub(crate) fn publish_vm(&self, _name: &str) {
+        self.wake_sync();
+    }
+
+    /// Has the sync round run at once (a VM or a spanning network changed here).
+    pub(crate) fn wake_sync(&self) {
         if self.cluster().is_none() {
             return;
         }

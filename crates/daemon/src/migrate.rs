@@ -179,6 +179,8 @@ impl Daemon {
         if def.group.is_some() {
             crate::placement::check_apart(to, &c.vms()?, &def)?;
         }
+        // A running guest keeps its addresses and connections only on a network both hosts share.
+        self.check_nics_move(&def, to)?;
         // How each disk goes.
         let shared = self.shared_pool_names();
         let mut disks = BTreeMap::new();
@@ -790,7 +792,7 @@ impl Daemon {
     }
 
     /// This host's address in the pool (where its HTTPS API answers).
-    fn pool_ip(&self) -> Result<IpAddr, Failure> {
+    pub(crate) fn pool_ip(&self) -> Result<IpAddr, Failure> {
         let url = self.membership.url.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let host = url
             .strip_prefix("https://")

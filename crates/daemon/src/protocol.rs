@@ -334,6 +334,10 @@ pub struct NetworkCreate {
     /// No DHCP server.
     #[serde(default)]
     pub no_dhcp: bool,
+    /// The network spans the pool: it exists on every host, joined by VXLAN; this host holds
+    /// its address, DHCP server and NAT.
+    #[serde(default)]
+    pub span: bool,
 }
 
 /// What happens to undo disks at the end of a session.

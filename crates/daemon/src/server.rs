@@ -538,7 +538,11 @@ impl Daemon {
             Request::NetworkList => Ok(self.ctx.networks.list()),
             Request::NetworkShow { name } => self.ctx.networks.show(&name).map_err(net_failure),
             Request::NetworkDelete { name } => {
-                let r = self.ctx.networks.delete(&name).map_err(net_failure)?;
+                let r = if self.ctx.networks.spans_pool(&name) {
+                    self.network_delete_span(&name)?
+                } else {
+                    self.ctx.networks.delete(&name).map_err(net_failure)?
+                };
                 self.ctx.event(None, "info", "network.deleted", &format!("deleted network '{name}'"));
                 Ok(r)
             }
@@ -702,7 +706,11 @@ impl Daemon {
     }
 
     fn network_create(&self, a: &NetworkCreate) -> Result<Value, Failure> {
-        let v = self.ctx.networks.create(a).map_err(net_failure)?;
+        let v = if a.span {
+            self.network_create_span(a)?
+        } else {
+            self.ctx.networks.create(a).map_err(net_failure)?
+        };
         self.ctx.event(
             None,
             "info",

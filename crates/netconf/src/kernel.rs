@@ -12,8 +12,11 @@ pub trait Kernel: Send + Sync {
     /// Creates (or completes) a network's bridge, address, uplink and rules; whether the bridge
     /// was created.
     fn ensure(&self, plan: &BridgePlan) -> Result<bool, NetError>;
-    /// Removes a network's rules and bridge.
+    /// Removes a network's rules, bridge and VXLAN link.
     fn remove(&self, bridge: &str) -> Result<(), NetError>;
+    /// Makes `remotes` the hosts a spanning network's broadcasts go to (see
+    /// [`crate::flood_to`]); returns what changed.
+    fn flood_to(&self, bridge: &str, remotes: &[std::net::Ipv4Addr]) -> Result<Vec<String>, NetError>;
     /// Creates a persistent tap plugged into `bridge`, owned by `owner` (a uid that may then open
     /// it without privileges: the emulator user's).
     fn ensure_tap(&self, tap: &str, bridge: &str, owner: Option<u32>) -> Result<(), NetError>;
@@ -42,6 +45,9 @@ impl Kernel for Live {
     }
     fn remove(&self, bridge: &str) -> Result<(), NetError> {
         crate::remove(bridge)
+    }
+    fn flood_to(&self, bridge: &str, remotes: &[std::net::Ipv4Addr]) -> Result<Vec<String>, NetError> {
+        crate::flood_to(bridge, remotes)
     }
     fn ensure_tap(&self, tap: &str, bridge: &str, owner: Option<u32>) -> Result<(), NetError> {
         crate::ensure_tap(tap, bridge, owner)
@@ -112,8 +118,17 @@ impl Recording {
 
 impl Kernel for Recording {
     fn ensure(&self, plan: &BridgePlan) -> Result<bool, NetError> {
-        self.note(format!("ensure {}", plan.bridge));
+        match plan.vxlan {
+            Some(v) => {
+                let addr = plan.address.map_or("no address".to_string(), |(a, p)| format!("{a}/{p}"));
+                self.note(format!("ensure {} vni {} from {} {addr}", plan.bridge, v.vni, v.local))
+            }
+            None => self.note(format!("ensure {}", plan.bridge)),
+        }
         let mut links = self.links();
+        if plan.vxlan.is_some() {
+            links.insert(crate::vxlan_name(&plan.bridge), plan.bridge.clone());
+        }
         if let Some(up) = &plan.uplink {
             if !links.contains_key(up) {
                 return Err(NetError::NoSuchLink(up.clone()));
@@ -126,10 +141,19 @@ impl Kernel for Recording {
         self.note(format!("remove {bridge}"));
         let mut links = self.links();
         links.remove(bridge);
+        links.remove(&crate::vxlan_name(bridge));
         for m in links.values_mut().filter(|m| m.as_str() == bridge) {
             m.clear();
         }
         Ok(())
+    }
+    fn flood_to(&self, bridge: &str, remotes: &[std::net::Ipv4Addr]) -> Result<Vec<String>, NetError> {
+        let list: Vec<String> = remotes.iter().map(|r| r.to_string()).collect();
+        self.note(format!("flood {bridge} {}", list.join(",")));
+        if !self.links().contains_key(&crate::vxlan_name(bridge)) {
+            return Err(NetError::NoSuchLink(crate::vxlan_name(bridge)));
+        }
+        Ok(Vec::new())
     }
     fn ensure_tap(&self, tap: &str, bridge: &str, owner: Option<u32>) -> Result<(), NetError> {
         match owner {

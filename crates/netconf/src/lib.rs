@@ -4,8 +4,14 @@
 //! ([`tap`]), rules with `nft` ([`nft`]). Nothing here shells out to `ip`. [`kernel::Kernel`] is
 //! the seam the daemon uses: [`Live`] for real, [`Recording`] in unit tests.
 //!
-//! **Invariant:** vine touches only links it named (bridges `vb…`, taps `vt…`) and tables it
-//! named (`inet vine_…`); a bridged network's uplink is attached to, never reconfigured.
+//! A network that spans a pool of hosts has, on each host, a VXLAN link (`vx…`, one VNI per
+//! network) plugged into its bridge; its flooding list names every other host of the pool
+//! ([`flood_to`]), and unicast frames go straight to the host where the destination MAC was
+//! last seen.
+//!
+//! **Invariant:** vine touches only links it named (bridges `vb…`, taps `vt…`, VXLAN links
+//! `vx…`) and tables it named (`inet vine_…`); a bridged network's uplink is attached to, never
+//! reconfigured.
 #![warn(missing_docs)]
 
 pub mod kernel;
@@ -97,6 +103,28 @@ pub struct BridgePlan {
     pub address: Option<(Ipv4Addr, u8)>,
     /// The host NIC a bridged network holds.
     pub uplink: Option<String>,
+    /// The VXLAN link of a network that spans hosts.
+    pub vxlan: Option<Vxlan>,
+}
+
+/// A network's VXLAN link on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vxlan {
+    /// The network's VXLAN network identifier (24 bits, the same on every host).
+    pub vni: u32,
+    /// This host's address on the network between hosts: the tunnel's source.
+    pub local: Ipv4Addr,
+}
+
+/// Largest VXLAN network identifier (24 bits).
+pub const MAX_VNI: u32 = (1 << 24) - 1;
+
+/// The VXLAN link of the network whose bridge is `bridge` (`vb…` → `vx…`).
+pub fn vxlan_name(bridge: &str) -> String {
+    match bridge.strip_prefix("vb") {
+        Some(rest) => format!("vx{rest}"),
+        None => format!("vx{}", &bridge[bridge.len().saturating_sub(13)..]),
+    }
 }
 
 fn network_of(ip: Ipv4Addr, prefix: u8) -> (Ipv4Addr, Ipv4Addr) {
@@ -118,6 +146,12 @@ pub fn ensure(plan: &BridgePlan) -> Result<bool, NetError> {
         nl.set_master(up, &plan.bridge)?;
         nl.set_up(up, true)?;
     }
+    if let Some(v) = plan.vxlan {
+        let vx = vxlan_name(&plan.bridge);
+        nl.create_vxlan(&vx, v.vni, v.local)?;
+        nl.set_master(&vx, &plan.bridge)?;
+        nl.set_up(&vx, true)?;
+    }
     nl.set_up(&plan.bridge, true)?;
     let subnet = plan.address.map(|(ip, p)| (network_of(ip, p).0, p));
     if plan.kind == Kind::Nat {
@@ -131,8 +165,28 @@ pub fn ensure(plan: &BridgePlan) -> Result<bool, NetError> {
 /// Removes a network's rules and bridge (and detaches its uplink, which stays as it was).
 pub fn remove(bridge: &str) -> Result<(), NetError> {
     nft::remove(bridge)?;
-    Netlink::open()?.delete_link(bridge)?;
+    let mut nl = Netlink::open()?;
+    nl.delete_link(&vxlan_name(bridge))?;
+    nl.delete_link(bridge)?;
     Ok(())
+}
+
+/// Makes `remotes` the flooding list of the VXLAN link of `bridge`'s network (adding the new,
+/// dropping the gone); returns what changed, as `+ADDR` and `-ADDR`.
+pub fn flood_to(bridge: &str, remotes: &[Ipv4Addr]) -> Result<Vec<String>, NetError> {
+    let vx = vxlan_name(bridge);
+    let mut nl = Netlink::open()?;
+    let now = nl.flood_list(&vx)?;
+    let mut changes = Vec::new();
+    for r in remotes.iter().filter(|r| !now.contains(r)) {
+        nl.set_flood(&vx, *r, true)?;
+        changes.push(format!("+{r}"));
+    }
+    for r in now.iter().filter(|r| !remotes.contains(r)) {
+        nl.set_flood(&vx, *r, false)?;
+        changes.push(format!("-{r}"));
+    }
+    Ok(changes)
 }
 
 /// Creates a VM NIC's persistent tap and plugs it into `bridge`.

@@ -1,7 +1,9 @@
-//! A minimal rtnetlink client (RFC 3549; `linux/rtnetlink.h`, `linux/if_link.h`): the messages
-//! vine needs to create and delete bridges and veths, bring links up, attach them to a bridge
-//! and give a bridge an address. Messages are built by pure functions (unit-tested byte for byte);
-//! [`Netlink`] sends them one at a time and waits for the kernel's acknowledgement.
+//! A minimal rtnetlink client (RFC 3549; `linux/rtnetlink.h`, `linux/if_link.h`,
+//! `linux/neighbour.h`): the messages vine needs to create and delete bridges, veths and VXLAN
+//! links, bring links up, attach them to a bridge, give a bridge an address, and keep a VXLAN
+//! link's flooding list (its all-zero forwarding entries). Messages are built by pure functions
+//! (unit-tested byte for byte); [`Netlink`] sends them one at a time and waits for the kernel's
+//! acknowledgement (or, for a dump, its answers).
 
 use std::net::Ipv4Addr;
 
@@ -17,21 +19,32 @@ const IFADDRMSG_LEN: usize = 8;
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
 const RTM_NEWADDR: u16 = 20;
+const RTM_NEWNEIGH: u16 = 28;
+const RTM_DELNEIGH: u16 = 29;
+const RTM_GETNEIGH: u16 = 30;
 const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
 
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_REPLACE: u16 = 0x100;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
+const NLM_F_APPEND: u16 = 0x800;
+const NLM_F_DUMP: u16 = 0x300;
 
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
+const IFLA_VXLAN_ID: u16 = 1;
+const IFLA_VXLAN_LOCAL: u16 = 4;
+const IFLA_VXLAN_LEARNING: u16 = 7;
+const IFLA_VXLAN_PORT: u16 = 15;
 const NLA_F_NESTED: u16 = 0x8000;
 
 const IFA_ADDRESS: u16 = 1;
@@ -39,6 +52,17 @@ const IFA_LOCAL: u16 = 2;
 const IFA_BROADCAST: u16 = 4;
 
 const IFF_UP: u32 = 0x1;
+
+/// `struct ndmsg` length.
+const NDMSG_LEN: usize = 12;
+const NDA_DST: u16 = 1;
+const NDA_LLADDR: u16 = 2;
+const NUD_NOARP: u16 = 0x40;
+const NUD_PERMANENT: u16 = 0x80;
+const NTF_SELF: u8 = 0x02;
+
+/// The UDP port of VXLAN (IANA, RFC 7348).
+pub const VXLAN_PORT: u16 = 4789;
 
 /// Longest interface name (IFNAMSIZ − 1).
 pub const MAX_IFNAME: usize = 15;
@@ -57,7 +81,9 @@ impl Msg {
     fn new(kind: u16, flags: u16, seq: u32) -> Msg {
         let mut buf = vec![0u8; NLMSG_HDRLEN];
         buf[4..6].copy_from_slice(&kind.to_ne_bytes());
-        buf[6..8].copy_from_slice(&(flags | NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+        // A dump ends with NLMSG_DONE; an acknowledgement would only follow it.
+        let ack = if flags & NLM_F_DUMP == NLM_F_DUMP { 0 } else { NLM_F_ACK };
+        buf[6..8].copy_from_slice(&(flags | NLM_F_REQUEST | ack).to_ne_bytes());
         buf[8..12].copy_from_slice(&seq.to_ne_bytes());
         Msg { buf, nests: Vec::new() }
     }
@@ -68,6 +94,16 @@ impl Msg {
         b[4..8].copy_from_slice(&index.to_ne_bytes());
         b[8..12].copy_from_slice(&flags.to_ne_bytes());
         b[12..16].copy_from_slice(&change.to_ne_bytes());
+        self.buf.extend_from_slice(&b);
+        self
+    }
+
+    fn ndmsg(mut self, index: u32, state: u16, flags: u8) -> Msg {
+        let mut b = [0u8; NDMSG_LEN];
+        b[0] = libc::AF_BRIDGE as u8;
+        b[4..8].copy_from_slice(&index.to_ne_bytes());
+        b[8..10].copy_from_slice(&state.to_ne_bytes());
+        b[10] = flags;
         self.buf.extend_from_slice(&b);
         self
     }
@@ -144,6 +180,75 @@ pub fn new_veth(seq: u32, a: &str, b: &str) -> Vec<u8> {
         .end()
         .end()
         .done()
+}
+
+/// RTM_NEWLINK creating VXLAN link `name` for network `vni`, sending from `local` to UDP port
+/// 4789, learning where remote MACs are from the frames it receives. Its MTU is 1500 whatever the
+/// underlay's, so guests need no smaller one: larger encapsulated packets are fragmented.
+pub fn new_vxlan(seq: u32, name: &str, vni: u32, local: Ipv4Addr) -> Vec<u8> {
+    Msg::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, seq)
+        .ifinfo(0, 0, 0)
+        .name(IFLA_IFNAME, name)
+        .attr(IFLA_MTU, &1500u32.to_ne_bytes())
+        .begin(IFLA_LINKINFO)
+        .name(IFLA_INFO_KIND, "vxlan")
+        .begin(IFLA_INFO_DATA)
+        .attr(IFLA_VXLAN_ID, &vni.to_ne_bytes())
+        .attr(IFLA_VXLAN_LOCAL, &local.octets())
+        .attr(IFLA_VXLAN_LEARNING, &[1])
+        .attr(IFLA_VXLAN_PORT, &VXLAN_PORT.to_be_bytes())
+        .end()
+        .end()
+        .done()
+}
+
+/// RTM_NEWNEIGH (`add`) or RTM_DELNEIGH adding `remote` to (or taking it from) the flooding list
+/// of VXLAN link `index`: its all-zero forwarding entry, which sends broadcast, multicast and
+/// unknown unicast frames to every remote on the list (head-end replication).
+pub fn flood_entry(seq: u32, index: u32, remote: Ipv4Addr, add: bool) -> Vec<u8> {
+    let (kind, flags) = if add { (RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_APPEND) } else { (RTM_DELNEIGH, 0) };
+    Msg::new(kind, flags, seq)
+        .ndmsg(index, NUD_PERMANENT | NUD_NOARP, NTF_SELF)
+        .attr(NDA_LLADDR, &[0; 6])
+        .attr(NDA_DST, &remote.octets())
+        .done()
+}
+
+/// RTM_GETNEIGH dumping every bridge forwarding entry.
+pub fn dump_fdb(seq: u32) -> Vec<u8> {
+    Msg::new(RTM_GETNEIGH, NLM_F_DUMP, seq).ndmsg(0, 0, 0).done()
+}
+
+/// The remotes of all-zero entries of link `index` in one answer of an FDB dump (the message
+/// body after its header): `None` when the entry is another link's or another MAC's.
+pub fn flood_remote(index: u32, body: &[u8]) -> Option<Ipv4Addr> {
+    if body.len() < NDMSG_LEN || i32::from(body[0]) != libc::AF_BRIDGE {
+        return None;
+    }
+    if u32::from_ne_bytes(body[4..8].try_into().ok()?) != index {
+        return None;
+    }
+    let (mut zero, mut dst) = (false, None);
+    let mut off = NDMSG_LEN;
+    while off + 4 <= body.len() {
+        let len = u16::from_ne_bytes([body[off], body[off + 1]]) as usize;
+        let kind = u16::from_ne_bytes([body[off + 2], body[off + 3]]) & !NLA_F_NESTED;
+        if len < 4 || off + len > body.len() {
+            return None;
+        }
+        let data = &body[off + 4..off + len];
+        match kind {
+            NDA_LLADDR => zero = data == [0; 6],
+            NDA_DST if data.len() == 4 => dst = Some(Ipv4Addr::new(data[0], data[1], data[2], data[3])),
+            _ => {}
+        }
+        off += align4(len);
+    }
+    if zero {
+        dst
+    } else {
+        None
+    }
 }
 
 /// RTM_DELLINK of link `index`.
@@ -292,6 +397,56 @@ impl Netlink {
         }
     }
 
+    /// Sends a dump request and hands every answer's body (after its header) to `each`, until
+    /// the kernel says it is done.
+    fn dump(&mut self, msg: &[u8], mut each: impl FnMut(u16, &[u8])) -> Result<(), i32> {
+        use std::os::fd::AsRawFd;
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: `msg` is live for the call and its length is passed; the socket's peer is
+        // the kernel (no address needed on a netlink socket that has not been connected).
+        let n = unsafe { libc::send(fd, msg.as_ptr().cast(), msg.len(), 0) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
+        }
+        let seq = u32::from_ne_bytes([msg[8], msg[9], msg[10], msg[11]]);
+        let mut buf = vec![0u8; 32768];
+        loop {
+            // SAFETY: `buf` is a live buffer of the length passed.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e.raw_os_error().unwrap_or(libc::EIO));
+            }
+            let n = n as usize;
+            let mut off = 0usize;
+            while off + NLMSG_HDRLEN <= n {
+                let len = u32::from_ne_bytes(buf[off..off + 4].try_into().expect("4 bytes")) as usize;
+                let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+                let mseq = u32::from_ne_bytes(buf[off + 8..off + 12].try_into().expect("4 bytes"));
+                if len < NLMSG_HDRLEN || off + len > n {
+                    return Err(libc::EPROTO);
+                }
+                if mseq == seq {
+                    match kind {
+                        NLMSG_DONE => return Ok(()),
+                        NLMSG_ERROR if len >= NLMSG_HDRLEN + 4 => {
+                            let b = &buf[off + NLMSG_HDRLEN..off + NLMSG_HDRLEN + 4];
+                            let err = i32::from_ne_bytes(b.try_into().expect("4 bytes"));
+                            if err != 0 {
+                                return Err(-err);
+                            }
+                        }
+                        _ => each(kind, &buf[off + NLMSG_HDRLEN..off + len]),
+                    }
+                }
+                off += align4(len);
+            }
+        }
+    }
+
     fn run(&mut self, what: String, msg: Vec<u8>) -> Result<(), NetError> {
         self.call(&msg).map_err(|errno| NetError::Kernel { what, errno })
     }
@@ -308,6 +463,52 @@ impl Netlink {
             Ok(()) => Ok(true),
             Err(libc::EEXIST) => Ok(false),
             Err(errno) => Err(NetError::Kernel { what: format!("create bridge {name}"), errno }),
+        }
+    }
+
+    /// Creates VXLAN link `name` (network `vni`, sending from `local`); `Ok(false)` if a link
+    /// of that name exists.
+    pub fn create_vxlan(&mut self, name: &str, vni: u32, local: Ipv4Addr) -> Result<bool, NetError> {
+        check_name(name)?;
+        let seq = self.next();
+        match self.call(&new_vxlan(seq, name, vni, local)) {
+            Ok(()) => Ok(true),
+            Err(libc::EEXIST) => Ok(false),
+            Err(errno) => {
+                Err(NetError::Kernel { what: format!("create VXLAN link {name} (VNI {vni})"), errno })
+            }
+        }
+    }
+
+    /// The remotes on VXLAN link `name`'s flooding list.
+    pub fn flood_list(&mut self, name: &str) -> Result<Vec<Ipv4Addr>, NetError> {
+        let i = self.index(name)?;
+        let seq = self.next();
+        let mut out = Vec::new();
+        self.dump(&dump_fdb(seq), |kind, body| {
+            if kind == RTM_NEWNEIGH {
+                out.extend(flood_remote(i, body));
+            }
+        })
+        .map_err(|errno| NetError::Kernel {
+            what: format!("list the forwarding entries of {name}"),
+            errno,
+        })?;
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Adds `remote` to (or takes it from) VXLAN link `name`'s flooding list.
+    pub fn set_flood(&mut self, name: &str, remote: Ipv4Addr, add: bool) -> Result<(), NetError> {
+        let i = self.index(name)?;
+        let seq = self.next();
+        match self.call(&flood_entry(seq, i, remote, add)) {
+            Err(libc::ENOENT) if !add => Ok(()),
+            r => r.map_err(|errno| NetError::Kernel {
+                what: format!("{} {remote} on the flooding list of {name}", if add { "put" } else { "drop" }),
+                errno,
+            }),
         }
     }
 
@@ -401,6 +602,52 @@ mod tests {
         assert_eq!(a + linkinfo, m.len());
         // The peer's name is the last attribute: "bb\0".
         assert_eq!(&m[m.len() - 8..m.len() - 1], &[7, 0, 3, 0, b'b', b'b', 0]);
+    }
+
+    #[test]
+    fn a_vxlan_request_carries_its_vni_local_address_and_port() {
+        let m = new_vxlan(3, "vx1", 0x01_0203, Ipv4Addr::new(10, 9, 0, 2));
+        assert_eq!(m.len(), u32::from_ne_bytes(m[0..4].try_into().unwrap()) as usize);
+        let a = NLMSG_HDRLEN + IFINFOMSG_LEN;
+        assert_eq!(&m[a..a + 8], &[8, 0, 3, 0, b'v', b'x', b'1', 0]);
+        assert_eq!(&m[a + 8..a + 12], &[8, 0, 4, 0]);
+        assert_eq!(&m[a + 12..a + 16], &1500u32.to_ne_bytes());
+        let tail = &m[m.len() - 36..];
+        // IFLA_INFO_DATA { ID, LOCAL, LEARNING, PORT }.
+        assert_eq!(u16::from_ne_bytes([tail[2], tail[3]]), IFLA_INFO_DATA | NLA_F_NESTED);
+        assert_eq!(&tail[4..8], &[8, 0, 1, 0]);
+        assert_eq!(&tail[8..12], &0x01_0203u32.to_ne_bytes());
+        assert_eq!(&tail[12..20], &[8, 0, 4, 0, 10, 9, 0, 2]);
+        assert_eq!(&tail[20..25], &[5, 0, 7, 0, 1]);
+        assert_eq!(&tail[28..34], &[6, 0, 15, 0, 0x12, 0xb5]);
+    }
+
+    #[test]
+    fn a_flooding_entry_is_an_all_zero_mac_to_the_remote() {
+        let m = flood_entry(5, 9, Ipv4Addr::new(10, 9, 0, 3), true);
+        assert_eq!(u16::from_ne_bytes([m[4], m[5]]), RTM_NEWNEIGH);
+        let flags = u16::from_ne_bytes([m[6], m[7]]);
+        assert_eq!(flags, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND);
+        let body = &m[NLMSG_HDRLEN..];
+        assert_eq!(body[0], libc::AF_BRIDGE as u8);
+        assert_eq!(u32::from_ne_bytes(body[4..8].try_into().unwrap()), 9);
+        assert_eq!(u16::from_ne_bytes([body[8], body[9]]), NUD_PERMANENT | NUD_NOARP);
+        assert_eq!(body[10], NTF_SELF);
+        assert_eq!(flood_remote(9, body), Some(Ipv4Addr::new(10, 9, 0, 3)));
+        assert_eq!(flood_remote(8, body), None, "another link's entry");
+        let del = flood_entry(6, 9, Ipv4Addr::new(10, 9, 0, 3), false);
+        assert_eq!(u16::from_ne_bytes([del[4], del[5]]), RTM_DELNEIGH);
+        let dump = dump_fdb(7);
+        assert_eq!(u16::from_ne_bytes([dump[6], dump[7]]), NLM_F_REQUEST | NLM_F_DUMP);
+    }
+
+    #[test]
+    fn a_truncated_dump_answer_is_no_entry() {
+        let m = flood_entry(5, 9, Ipv4Addr::new(10, 9, 0, 3), true);
+        let body = &m[NLMSG_HDRLEN..];
+        for cut in 0..body.len() {
+            assert_eq!(flood_remote(9, &body[..cut]), None, "cut at {cut}");
+        }
     }
 
     #[test]

@@ -34,6 +34,7 @@ fn bridge_tap_veth_and_rules_are_created_and_removed() {
         mac: [0x0a, 0x56, 0x49, 0, 0, 1],
         address: Some((Ipv4Addr::new(10, 251, (id % 250) as u8, 1), 24)),
         uplink: None,
+        vxlan: None,
     };
     assert!(netconf::ensure(&plan).unwrap(), "the bridge is new");
     assert!(!netconf::ensure(&plan).unwrap(), "idempotent: the bridge was there");
@@ -74,6 +75,7 @@ fn a_guarded_tap_drops_frames_that_pose_as_another_mac_or_address() {
         mac: [0x0a, 0x56, 0x49, 0, 0, 2],
         address: Some((Ipv4Addr::new(10, 252, (id % 250) as u8, 1), 24)),
         uplink: None,
+        vxlan: None,
     };
     netconf::ensure(&plan).unwrap();
     let own = [0x0a, 0x56, 0x4e, 0x01, 0x02, 0x03];
@@ -107,4 +109,27 @@ fn a_guarded_tap_drops_frames_that_pose_as_another_mac_or_address() {
     netconf::portsec::remove(&tap).unwrap();
     let listed = std::process::Command::new("nft").args(["list", "tables"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&listed.stdout).contains(&netconf::portsec::table_name(&tap)));
+}
+
+#[test]
+fn a_vxlan_link_keeps_the_flooding_list_it_is_given() {
+    // Left down and given loopback addresses only: nothing is ever sent.
+    let id = std::process::id() % 100_000;
+    let vx = format!("vxq{id}");
+    let _guard = Cleanup(vec![vx.clone()]);
+    let mut nl = Netlink::open().unwrap();
+    assert!(nl.create_vxlan(&vx, 4242, Ipv4Addr::LOCALHOST).unwrap(), "the link is new");
+    assert!(!nl.create_vxlan(&vx, 4242, Ipv4Addr::LOCALHOST).unwrap(), "idempotent");
+    let info = std::fs::read_to_string(format!("/sys/class/net/{vx}/mtu")).unwrap();
+    assert_eq!(info.trim(), "1500");
+    let (a, b, c) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3), Ipv4Addr::new(127, 0, 0, 4));
+    let vbr = format!("vb{}", &vx[2..]);
+    assert_eq!(netconf::flood_to(&vbr, &[a, b]).unwrap(), vec![format!("+{a}"), format!("+{b}")]);
+    assert_eq!(nl.flood_list(&vx).unwrap(), vec![a, b]);
+    assert!(netconf::flood_to(&vbr, &[a, b]).unwrap().is_empty(), "nothing to change");
+    assert_eq!(netconf::flood_to(&vbr, &[b, c]).unwrap(), vec![format!("+{c}"), format!("-{a}")]);
+    assert_eq!(nl.flood_list(&vx).unwrap(), vec![b, c]);
+    nl.set_flood(&vx, a, false).unwrap(); // not on the list: nothing to do, no error
+    assert!(nl.delete_link(&vx).unwrap());
+    assert!(index_of(&vx).is_none());
 }

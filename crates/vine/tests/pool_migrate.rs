@@ -11,7 +11,10 @@
 //!   wrote;
 //! - a migration cut short — cancelled, its destination QEMU killed, its source daemon killed and
 //!   started again, the link between the hosts cut — leaves the guest running where it was, its
-//!   counter going on, and nothing of the attempt on the other host (processes, files, volumes).
+//!   counter going on, and nothing of the attempt on the other host (processes, files, volumes);
+//! - on networks that span the pool, guests on different hosts ping each other, a guest on
+//!   another network cannot reach them, and a guest answers a ping flood from a third host
+//!   through its own migration (the test prints how many replies were lost).
 
 mod poollab;
 
@@ -202,11 +205,144 @@ fn compare_records(image: &Path, work: &Path) -> u64 {
     n
 }
 
+/// The last `VINE-PINGS` line of a console: (sent, replies).
+fn pings(log: &str) -> Option<(u64, u64)> {
+    let l = log.lines().rev().find_map(|l| l.trim().strip_prefix("VINE-PINGS "))?;
+    let field = |k: &str| l.split_whitespace().find_map(|w| w.strip_prefix(k)?.parse::<u64>().ok());
+    Some((field("sent=")?, field("recv=")?))
+}
+
+/// Whether guest `vm` on `h` printed `line` after its first `after` lines.
+fn printed_since(lab: &Lab, h: &str, vm: &str, after: usize, line: &str) -> bool {
+    console(lab, h, vm).lines().skip(after).any(|l| l.trim() == line)
+}
+
+/// The VXLAN links in host `h`'s namespace.
+fn vxlan_links(lab: &Lab, h: &str) -> String {
+    let ns = format!("--net=/var/run/netns/{}", lab.get(&format!("LAB_{h}_NS")));
+    let out =
+        Command::new("nsenter").args([ns.as_str(), "ip", "-o", "link", "show", "type", "vxlan"]).output();
+    String::from_utf8_lossy(&out.unwrap().stdout).to_string()
+}
+
+/// Networks that span the pool: `lan` and `iso`, both with h1 as their home (h1 routes between
+/// them, so only isolation keeps them apart). Guests na (h1) and nb (h2) on lan ping each other;
+/// nx (h2) on iso reaches its gateway but neither of them; nc (h3) floods na with pings while na
+/// migrates from h1 to h2. A VM on a host's own network cannot migrate.
+fn networks_span_the_pool(lab: &Lab, kit: &Kit) {
+    lab.ok("h1", &["network", "create", "lan", "--kind", "nat", "--span", "--subnet", "10.251.64.0/24"]);
+    lab.ok("h1", &["network", "create", "iso", "--kind", "nat", "--span", "--subnet", "10.251.65.0/24"]);
+    lab.ok("h3", &["network", "create", "own", "--kind", "nat", "--subnet", "10.251.66.0/24"]);
+    for h in ["h2", "h3"] {
+        lab.wait(Duration::from_secs(20), &format!("{h} joins the spanning networks"), || {
+            let v = lab.json(h, &["network", "list"]);
+            ["lan", "iso"]
+                .iter()
+                .all(|n| v.as_array().unwrap().iter().any(|x| x["name"] == *n && x["span"]["home"] == "h1"))
+        });
+    }
+    let e =
+        lab.fails("h2", &["network", "reserve", "lan", "--mac", "0a:56:4e:00:00:0a", "--ip", "10.251.64.10"]);
+    assert!(e.contains("its DHCP server is on host 'h1'"), "{e}");
+    let e = lab.fails("h2", &["network", "create", "br", "--kind", "bridged", "--uplink", "lo", "--span"]);
+    assert!(e.contains("field `span`"), "{e}");
+    for (m, ip) in [("0a", "10"), ("0b", "11"), ("0c", "12")] {
+        let mac = format!("0a:56:4e:00:00:{m}");
+        lab.ok("h1", &["network", "reserve", "lan", "--mac", &mac, "--ip", &format!("10.251.64.{ip}")]);
+    }
+    let nic = |net: &str, m: &str| format!("{net},mac=0a:56:4e:00:00:{m}");
+    let guests = [
+        ("h1", "na", nic("lan", "0a"), vec!["vine.counter=1", "vine.net=1", "vine.ping=10.251.64.11"]),
+        ("h2", "nb", nic("lan", "0b"), vec!["vine.net=1", "vine.ping=10.251.64.10"]),
+        ("h3", "nc", nic("lan", "0c"), vec!["vine.net=1", "vine.pings=10.251.64.10"]),
+        ("h2", "nx", "iso".into(), vec!["vine.net=1", "vine.ping=10.251.64.10,10.251.64.11,10.251.65.1"]),
+        ("h3", "nl", "own".into(), vec!["vine.counter=1"]),
+    ];
+    for (h, vm, nic, opts) in &guests {
+        lab.kit_vm_ok(kit, h, vm, opts, &["--host", h, "--nic", nic]);
+        lab.ok(h, &["vm", "start", vm]);
+    }
+    // Guests on two hosts share the network: DHCP from h1 for both, and they ping each other.
+    lab.wait(Duration::from_secs(120), "na (h1) and nb (h2) ping each other", || {
+        printed_since(lab, "h1", "na", 0, "VINE-PING 10.251.64.11 ok")
+            && printed_since(lab, "h2", "nb", 0, "VINE-PING 10.251.64.10 ok")
+    });
+    // A guest on another network reaches its own gateway, never them.
+    lab.wait(Duration::from_secs(60), "nx tried them all a few times", || {
+        console(lab, "h2", "nx").matches("VINE-PING 10.251.65.1 ok").count() >= 3
+    });
+    let nx = console(lab, "h2", "nx");
+    assert!(nx.contains("VINE-IP 10.251.65."), "nx leased on iso: {nx}");
+    for ip in ["10.251.64.10", "10.251.64.11"] {
+        assert!(!nx.contains(&format!("VINE-PING {ip} ok")), "nx on iso reached {ip} on lan:\n{nx}");
+        assert!(nx.contains(&format!("VINE-PING {ip} fail")), "nx tried {ip}:\n{nx}");
+    }
+    // A network in use anywhere in the pool stays; a VM on a host's own network stays too.
+    let e = lab.fails("h3", &["network", "delete", "lan"]);
+    assert!(e.contains("'na' (NIC 0, on host 'h1')") && e.contains("'nb' (NIC 0, on host 'h2')"), "{e}");
+    lab.wait(Duration::from_secs(60), "nl runs", || lab.vm_state("h3", "nl") == "running");
+    let e = lab.fails("h3", &["vm", "migrate", "nl", "--to", "h1"]);
+    assert!(e.contains("network 'own', which is this host's own"), "{e}");
+
+    // nc (h3) floods na with pings while na moves from h1 to h2.
+    let before = lab.wait_value(Duration::from_secs(60), "nc's pings are answered", || {
+        pings(&console(lab, "h3", "nc")).filter(|p| p.1 > 200)
+    });
+    let lines_before = console(lab, "h2", "nb").lines().count();
+    let out = lab.ok("h1", &["vm", "migrate", "na", "--to", "h2"]);
+    assert!(out.contains("migrated 'na' live to host 'h2'"), "{out}");
+    let after = lab.wait_value(Duration::from_secs(60), "nc goes on pinging for 5 s", || {
+        pings(&console(lab, "h3", "nc")).filter(|p| p.0 >= before.0 + 500)
+    });
+    let (sent, answered) = (after.0 - before.0, after.1 - before.1);
+    let lost = sent.saturating_sub(answered);
+    eprintln!(
+        "ping flood (every 10 ms) from nc on h3 to na through na's migration h1 -> h2: \
+         {lost} of {sent} replies lost"
+    );
+    assert!(answered * 2 > sent, "na kept answering through its migration: {answered} of {sent}");
+    let later = lab.wait_value(Duration::from_secs(60), "nc goes on pinging", || {
+        pings(&console(lab, "h3", "nc")).filter(|p| p.0 >= after.0 + 200)
+    });
+    assert!(later.1 - after.1 >= 190, "na answers every ping on h2: {after:?} then {later:?}");
+    // It kept its address and its neighbour, and did not boot again.
+    lab.wait(Duration::from_secs(30), "na pings nb from h2", || {
+        printed_since(lab, "h2", "na", 0, "VINE-PING 10.251.64.11 ok")
+    });
+    let na = console(lab, "h2", "na");
+    assert!(!na.contains("VINE-BOOT-OK") && !na.contains("VINE-IP 10.251.64.1"), "na went on: {na}");
+    assert!(printed_since(lab, "h2", "nb", lines_before, "VINE-PING 10.251.64.10 ok"));
+    let leases = lab.json("h2", &["network", "leases", "lan"]);
+    assert!(
+        leases
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["ip"] == "10.251.64.10" && l["mac"] == "0a:56:4e:00:00:0a"),
+        "h2 follows h1's leases: {leases}"
+    );
+
+    // Off and deleted, from a host that is not its home: every host removes its part.
+    for (h, vm) in [("h2", "na"), ("h2", "nb"), ("h3", "nc"), ("h2", "nx"), ("h3", "nl")] {
+        lab.ok(h, &["vm", "off", vm]);
+        lab.ok(h, &["vm", "delete", vm]);
+    }
+    lab.ok("h2", &["network", "delete", "lan"]);
+    lab.ok("h3", &["network", "delete", "iso"]);
+    lab.ok("h3", &["network", "delete", "own"]);
+    for h in ["h1", "h2", "h3"] {
+        lab.wait(Duration::from_secs(20), &format!("{h} removed the spanning networks"), || {
+            lab.json(h, &["network", "list"]).as_array().unwrap().is_empty() && vxlan_links(lab, h).is_empty()
+        });
+    }
+}
+
 #[test]
 fn running_guests_migrate_live_with_shared_and_mirrored_disks() {
     let lab = Lab::up(3, "vtmig", "10.251.0");
     lab.pool();
     let kit = Kit::ensure().expect("guest kit");
+    networks_span_the_pool(&lab, &kit);
     let (shared, local) = lab.storage();
     let (loc1, loc2, loc3) = (local[0].clone(), local[1].clone(), local[2].clone());
     lab.ok("h1", &["volume", "create", "shr/ms.vhd", "--size", "32M"]);

@@ -989,7 +989,7 @@ async fn list_networks(State(state): State<AppState>, p: Principal) -> ApiResult
 }
 
 /// Creates a virtual network: `{"name", "kind": internal|host|nat|bridged, "subnet", "range",
-/// "gateway", "dns": [..], "lease_s", "uplink", "no_dhcp"}` (see docs/network.md).
+/// "gateway", "dns": [..], "lease_s", "uplink", "no_dhcp", "span"}` (see docs/network.md).
 #[utoipa::path(post, path = "/api/networks", tag = "networks", request_body = Object,
     responses((status = 201, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_network(

@@ -8,6 +8,13 @@
 //! never handed out twice. Bridges, rules and taps are kernel objects that outlive the daemon
 //! too; at every daemon start each network is re-created as far as anything is missing (after a
 //! host reboot: all of it).
+//!
+//! A network that spans the pool ([`Span`]) exists on every host with the same name and VNI: a
+//! bridge and a VXLAN link on each, so its VMs share one L2 segment wherever they run. Its L3 —
+//! the address guests use as gateway, the DHCP server and its lease journal, the NAT — is on
+//! one host, its *home*; other hosts' bridges have no address. The home publishes its leases in
+//! etcd and every other host holds its guests' taps to them ([`Networks::set_remote_leases`]),
+//! so port security is the same wherever a guest runs, before and after it migrates.
 
 mod dhcp_proc;
 mod nics;
@@ -63,6 +70,36 @@ pub struct NetworkSpec {
     pub dhcp: Option<DhcpConfig>,
     /// The host NIC of a bridged network.
     pub uplink: Option<String>,
+    /// How the network spans the pool, when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span: Option<Span>,
+}
+
+/// How a network spans the pool, as one host holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Span {
+    /// Its VXLAN network identifier, the same on every host.
+    pub vni: u32,
+    /// The host that holds its address, DHCP server and NAT.
+    pub home: String,
+    /// Whether that is this host.
+    pub here: bool,
+    /// This host's address between hosts: the tunnel's source.
+    pub local: Ipv4Addr,
+}
+
+impl NetworkSpec {
+    /// Whether this host holds the network's address, DHCP server and NAT: always, unless the
+    /// network spans the pool and another host is its home.
+    pub fn l3_here(&self) -> bool {
+        self.span.as_ref().is_none_or(|s| s.here)
+    }
+
+    /// Whether this host runs the network's DHCP server.
+    pub fn serves_dhcp(&self) -> bool {
+        self.dhcp.is_some() && self.l3_here()
+    }
 }
 
 struct DhcpProc {
@@ -86,6 +123,8 @@ pub struct Networks {
     tap_owner: Option<u32>,
     /// The guarded taps of running VMs: network, MAC, and the addresses their guest may send from.
     guarded: Mutex<BTreeMap<String, Guarded>>,
+    /// The leases the homes of spanning networks published (for those whose home is elsewhere).
+    remote_leases: Mutex<BTreeMap<String, Vec<dhcp::leases::Lease>>>,
 }
 
 type Res<T> = Result<T, String>;
@@ -128,6 +167,7 @@ impl Networks {
             nets: Mutex::new(nets),
             tap_owner: None,
             guarded: Mutex::new(BTreeMap::new()),
+            remote_leases: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -163,8 +203,9 @@ impl Networks {
             kind: spec.kind,
             bridge: spec.bridge.clone(),
             mac: spec.bridge_mac.0,
-            address: spec.address,
+            address: if spec.l3_here() { spec.address } else { None },
             uplink: spec.uplink.clone(),
+            vxlan: spec.span.as_ref().map(|s| netconf::Vxlan { vni: s.vni, local: s.local }),
         }
     }
 
@@ -181,7 +222,7 @@ impl Networks {
                     continue;
                 }
             };
-            if net.spec.dhcp.is_some() {
+            if net.spec.serves_dhcp() {
                 let adopted = self.adopt_dhcp(name).and_then(|mut p| {
                     if created {
                         // Its socket is bound to the bridge that was lost.
@@ -209,13 +250,13 @@ impl Networks {
         let mut nets = self.lock();
         for (name, net) in nets.iter_mut() {
             let dead = match net.dhcp.as_mut() {
-                None => net.spec.dhcp.is_some(),
+                None => net.spec.serves_dhcp(),
                 Some(p) => match p.child.as_mut() {
                     Some(c) => !matches!(c.try_wait(), Ok(None)),
                     None => !process::is_alive(p.id),
                 },
             };
-            if dead && net.spec.dhcp.is_some() && self.kernel.link_exists(&net.spec.bridge) {
+            if dead && net.spec.serves_dhcp() && self.kernel.link_exists(&net.spec.bridge) {
                 net.dhcp = None;
                 match self.start_dhcp(&net.spec) {
                     Ok(p) => {
@@ -240,6 +281,10 @@ impl Networks {
         let served: std::collections::BTreeSet<String> =
             self.lock().iter().filter(|(_, n)| n.spec.dhcp.is_some()).map(|(k, _)| k.clone()).collect();
         let mut journals: BTreeMap<String, Vec<dhcp::leases::Lease>> = BTreeMap::new();
+        // Spanning networks whose DHCP server is on another host: the leases it published.
+        for (name, leases) in self.remote_leases.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            journals.insert(name.clone(), leases.clone());
+        }
         let mut changed = Vec::new();
         let mut guarded = self.guarded.lock().unwrap_or_else(|p| p.into_inner());
         for (tap, (network, mac, addrs)) in guarded.iter_mut() {
@@ -249,14 +294,7 @@ impl Networks {
             let leases = journals.entry(network.clone()).or_insert_with(|| {
                 dhcp::leases::read_journal(&self.dir(network).join("leases")).unwrap_or_default()
             });
-            let leased = leases
-                .iter()
-                .find(|l| l.mac.0 == *mac && l.state == dhcp::leases::LeaseState::Bound && l.holds(now))
-                .map(|l| l.ip);
-            let want = match leased {
-                Some(ip) => netconf::portsec::Addresses::Leased(ip),
-                None => netconf::portsec::Addresses::Unleased,
-            };
+            let want = leased_to(leases, *mac, now);
             if want == *addrs {
                 continue;
             }
@@ -273,8 +311,22 @@ impl Networks {
 
     /// Creates a network: record, kernel objects, DHCP server.
     pub fn create(&self, a: &NetworkCreate) -> Res<Value> {
+        let spec = self.prepare(a)?;
+        self.create_spec(spec)
+    }
+
+    /// The settings a new network would have (nothing is made).
+    pub fn prepare(&self, a: &NetworkCreate) -> Res<NetworkSpec> {
+        self.spec_for(a, &self.lock())
+    }
+
+    /// Makes a network of `spec` here (made by [`Networks::prepare`], or by
+    /// [`Networks::member_spec`] for a network another host made span the pool).
+    pub fn create_spec(&self, spec: NetworkSpec) -> Res<Value> {
         let mut nets = self.lock();
-        let spec = self.spec_for(a, &nets)?;
+        if nets.contains_key(&spec.name) {
+            return Err(format!("a network named '{}' already exists", spec.name));
+        }
         let rec = NetworkRecord {
             name: spec.name.clone(),
             spec: serde_json::to_string(&spec).expect("serialises"),
@@ -287,11 +339,9 @@ impl Networks {
             why
         };
         self.kernel.ensure(&Self::plan(&spec)).map_err(|e| undo(format!("network '{}': {e}", spec.name)))?;
-        let dhcp = match &spec.dhcp {
-            Some(_) => {
-                Some(self.start_dhcp(&spec).map_err(|e| undo(format!("network '{}': {e}", spec.name)))?)
-            }
-            None => None,
+        let dhcp = match spec.serves_dhcp() {
+            true => Some(self.start_dhcp(&spec).map_err(|e| undo(format!("network '{}': {e}", spec.name)))?),
+            false => None,
         };
         let v = self.info(&spec, dhcp.as_ref());
         nets.insert(spec.name.clone(), Net { spec, dhcp });
@@ -358,6 +408,12 @@ impl Networks {
         let addr = ip("ip", ip_text)?;
         let mut nets = self.lock();
         let n = nets.get_mut(name).ok_or_else(|| format!("no network named '{name}'"))?;
+        if let Some(s) = n.spec.span.as_ref().filter(|s| !s.here) {
+            return Err(format!(
+                "network '{name}' spans the pool and its DHCP server is on host '{}': reserve addresses there",
+                s.home
+            ));
+        }
         let mut cfg = n.spec.dhcp.clone().ok_or_else(|| format!("network '{name}' has no DHCP server"))?;
         cfg.reservations.insert(mac, addr);
         cfg.validate().map_err(|e| e.to_string())?;
@@ -385,10 +441,16 @@ impl Networks {
 
     /// The leases a network's DHCP server recorded.
     pub fn leases(&self, name: &str) -> Res<Value> {
-        if !self.lock().contains_key(name) {
-            return Err(format!("no network named '{name}'"));
-        }
-        let l = dhcp::leases::read_journal(&self.dir(name).join("leases")).map_err(|e| e.to_string())?;
+        let here = match self.lock().get(name) {
+            None => return Err(format!("no network named '{name}'")),
+            Some(n) => n.spec.l3_here(),
+        };
+        let l = if here {
+            dhcp::leases::read_journal(&self.dir(name).join("leases")).map_err(|e| e.to_string())?
+        } else {
+            let remote = self.remote_leases.lock().unwrap_or_else(|p| p.into_inner());
+            remote.get(name).cloned().unwrap_or_default()
+        };
         let now = crate::since_epoch().as_secs();
         Ok(Value::Array(l.iter().map(|x| lease_view(x, now)).collect()))
     }
@@ -407,6 +469,14 @@ impl Networks {
     }
 }
 
+/// What a guest with `mac` may send from, as `leases` say at `now`.
+fn leased_to(leases: &[dhcp::leases::Lease], mac: [u8; 6], now: u64) -> netconf::portsec::Addresses {
+    leases
+        .iter()
+        .find(|l| l.mac.0 == mac && l.state == dhcp::leases::LeaseState::Bound && l.holds(now))
+        .map_or(netconf::portsec::Addresses::Unleased, |l| netconf::portsec::Addresses::Leased(l.ip))
+}
+
 /// A lease as listed: one whose time is over is `expired`, whatever the journal last said of it
 /// (the server forgets it only when it next hands the address out).
 pub fn lease_view(l: &dhcp::leases::Lease, now: u64) -> Value {
@@ -416,6 +486,8 @@ pub fn lease_view(l: &dhcp::leases::Lease, now: u64) -> Value {
     }
     v
 }
+
+mod span;
 
 #[cfg(test)]
 mod tests;

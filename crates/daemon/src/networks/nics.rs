@@ -68,15 +68,24 @@ impl Networks {
         }
     }
 
-    /// What a new tap on `network` may send from: nothing but DHCP until a lease where vine
-    /// gives the addresses, anything where it does not.
-    fn first_addresses(&self, network: &str) -> netconf::portsec::Addresses {
-        let served = self.lock().get(network).is_some_and(|n| n.spec.dhcp.is_some());
-        if served {
-            netconf::portsec::Addresses::Unleased
-        } else {
-            netconf::portsec::Addresses::Any
+    /// What a new tap on `network` for the NIC with `mac` may send from: where vine gives the
+    /// addresses, the one its guest holds a lease of (a guest that migrated here, or restarts,
+    /// keeps it), else nothing but DHCP until it leases one; anything where vine does not.
+    fn first_addresses(&self, network: &str, mac: [u8; 6]) -> netconf::portsec::Addresses {
+        let (served, here) = match self.lock().get(network) {
+            Some(n) => (n.spec.dhcp.is_some(), n.spec.l3_here()),
+            None => (false, true),
+        };
+        if !served {
+            return netconf::portsec::Addresses::Any;
         }
+        let leases = if here {
+            dhcp::leases::read_journal(&self.dir(network).join("leases")).unwrap_or_default()
+        } else {
+            let remote = self.remote_leases.lock().unwrap_or_else(|p| p.into_inner());
+            remote.get(network).cloned().unwrap_or_default()
+        };
+        super::leased_to(&leases, mac, crate::since_epoch().as_secs())
     }
 
     fn guard_table(&self) -> MutexGuard<'_, BTreeMap<String, Guarded>> {
@@ -93,7 +102,7 @@ impl Networks {
             let mac = nic.mac.clone().ok_or_else(|| format!("field `nic[{i}].mac`: no MAC allocated"))?;
             let bytes: Mac = mac.parse().map_err(|e| format!("field `nic[{i}].mac`: {e}"))?;
             // Port security first: the tap passes nothing before its rules are in place.
-            let addrs = self.first_addresses(&nic.network);
+            let addrs = self.first_addresses(&nic.network, bytes.0);
             let r = self
                 .kernel
                 .guard_port(&tap, bytes.0, addrs)
@@ -128,7 +137,7 @@ impl Networks {
             }
             // Its rules outlived the daemon; the next look at the leases refreshes them.
             if let Some(mac) = nic.mac.as_deref().and_then(|m| m.parse::<Mac>().ok()) {
-                let addrs = self.first_addresses(&nic.network);
+                let addrs = self.first_addresses(&nic.network, mac.0);
                 self.guard_table().insert(tap.clone(), (nic.network.clone(), mac.0, addrs));
             }
         }

@@ -76,6 +76,7 @@ impl Networks {
                 address: None,
                 dhcp: None,
                 uplink: Some(up),
+                span: None,
             });
         }
         if a.uplink.is_some() {
@@ -140,6 +141,7 @@ impl Networks {
             address: Some((server, prefix)),
             dhcp: (!a.no_dhcp).then_some(cfg),
             uplink: None,
+            span: None,
         })
     }
 }

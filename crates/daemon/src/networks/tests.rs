@@ -27,6 +27,7 @@ fn req(name: &str, kind: Kind) -> NetworkCreate {
         lease_s: None,
         uplink: None,
         no_dhcp: true,
+        span: false,
     }
 }
 
@@ -195,4 +196,65 @@ fn leases_whose_time_is_over_are_listed_as_expired() {
     assert_eq!(lease_view(&l(LeaseState::Bound, 100), 100)["state"], "expired");
     assert_eq!(lease_view(&l(LeaseState::Declined, 50), 100)["state"], "expired");
     assert_eq!(lease_view(&l(LeaseState::Released, 50), 100)["state"], "released");
+}
+
+#[test]
+fn a_member_of_a_spanning_network_has_its_bridge_and_tunnel_but_not_its_l3() {
+    let (_d, n, k) = setup();
+    // The home's settings, as it recorded them in the pool.
+    let mut r = req("lan", Kind::Nat);
+    r.subnet = Some("10.5.6.0/24".into());
+    r.no_dhcp = false;
+    let home = n.prepare(&r).unwrap();
+    let settings = serde_json::to_value(&home).unwrap();
+    let local = Ipv4Addr::new(10, 9, 0, 3);
+    let e = n.member_spec("wan", &settings, 7, "h1", local).unwrap_err();
+    assert!(e.contains("names 'lan'"), "{e}");
+    let spec = n.member_spec("lan", &settings, 7, "h1", local).unwrap();
+    assert!(!spec.l3_here() && !spec.serves_dhcp());
+    // No DHCP server is started here (the executable does not even exist).
+    let v = n.create_spec(spec).unwrap();
+    let br = v["bridge"].as_str().unwrap().to_string();
+    assert_eq!(v["span"], json!({"vni": 7, "home": "h1", "here": false, "local": "10.9.0.3"}));
+    assert_eq!(v["dhcp_pid"], Value::Null);
+    assert_eq!(k.calls(), vec![format!("ensure {br} vni 7 from 10.9.0.3 no address")]);
+    assert!(k.link_exists(&netconf::vxlan_name(&br)), "the VXLAN link is made with the bridge");
+    n.flood("lan", &[Ipv4Addr::new(10, 9, 0, 2), Ipv4Addr::new(10, 9, 0, 4)]).unwrap();
+    assert_eq!(k.calls().last().unwrap(), &format!("flood {br} 10.9.0.2,10.9.0.4"));
+    let e = n.reserve("lan", "0a:56:4e:00:00:01", "10.5.6.9").unwrap_err();
+    assert!(e.contains("on host 'h1'"), "{e}");
+    // The home's published leases hold a guest's tap to its address from the start.
+    let now = crate::since_epoch().as_secs();
+    let lease =
+        json!([{"ip": "10.5.6.120", "mac": "0a:56:4e:00:00:01", "state": "bound", "expires": now + 600}]);
+    n.set_remote_leases(vec![("lan".into(), lease), ("elsewhere".into(), json!([]))]);
+    assert_eq!(n.leases("lan").unwrap()[0]["ip"], "10.5.6.120");
+    let mut def = vm_def(&["lan"]);
+    def.nics[0].mac = Some("0a:56:4e:00:00:01".into());
+    n.claim_nics("web1", &mut def).unwrap();
+    let tap = n.plug("web1", &def).unwrap()[0].tap.clone();
+    assert!(k.calls().contains(&format!("guard {tap} 0a:56:4e:00:00:01 10.5.6.120")), "{:?}", k.calls());
+    // When the lease ends, so does the address.
+    n.set_remote_leases(vec![("lan".into(), json!([]))]);
+    n.learn_addresses();
+    assert_eq!(k.calls().last().unwrap(), &format!("guard {tap} 0a:56:4e:00:00:01 unleased"));
+    n.unplug("web1");
+    n.release_nics("web1");
+    n.delete("lan").unwrap();
+    assert!(!k.link_exists(&netconf::vxlan_name(&br)), "the VXLAN link goes with the network");
+}
+
+#[test]
+fn the_home_of_a_spanning_network_holds_its_address() {
+    let (_d, n, k) = setup();
+    let mut r = req("lan", Kind::Nat);
+    r.subnet = Some("10.5.6.0/24".into());
+    let mut spec = n.prepare(&r).unwrap();
+    spec.span = Some(Span { vni: 3, home: "h1".into(), here: true, local: Ipv4Addr::new(10, 9, 0, 2) });
+    let v = n.create_spec(spec).unwrap();
+    let br = v["bridge"].as_str().unwrap();
+    assert_eq!(k.calls(), vec![format!("ensure {br} vni 3 from 10.9.0.2 10.5.6.1/24")]);
+    assert!(n.spans_pool("lan"));
+    assert_eq!(n.spans().len(), 1);
+    assert!(n.home_leases().is_empty(), "no DHCP here (no_dhcp), nothing to publish");
 }

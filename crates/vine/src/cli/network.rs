@@ -112,6 +112,11 @@ pub struct CreateArgs {
     /// No DHCP server on this network.
     #[arg(long)]
     pub no_dhcp: bool,
+    /// The network spans the pool: every host has it (joined by VXLAN), so VMs on different
+    /// hosts share it and keep it when they migrate; this host holds its address, DHCP server
+    /// and NAT.
+    #[arg(long)]
+    pub span: bool,
     /// Print the network as JSON.
     #[arg(long)]
     pub json: bool,
@@ -151,13 +156,16 @@ fn describe(v: &Value) -> String {
             d["lease_s"]
         )
     };
+    let span = match v["span"].as_object() {
+        Some(s) => format!("; spans the pool: VNI {}, home '{}'", s["vni"], s["home"].as_str().unwrap_or("")),
+        None => String::new(),
+    };
     format!(
-        "{:<16} {:<9} {:<12} {:<18} {}",
+        "{:<16} {:<9} {:<12} {:<18} {dhcp}{span}",
         v["name"].as_str().unwrap_or(""),
         v["kind"].as_str().unwrap_or(""),
         v["bridge"].as_str().unwrap_or(""),
         addr,
-        dhcp
     )
 }
 
@@ -181,6 +189,7 @@ pub fn run(cmd: NetworkCommand) -> anyhow::Result<i32> {
                 lease_s: a.lease,
                 uplink: a.uplink,
                 no_dhcp: a.no_dhcp,
+                span: a.span,
             })?;
             let v = rest("POST", "/api/networks", Some(&body))?;
             if a.json {
