@@ -8,6 +8,10 @@
 //! - `/vine/leases/NAME`: the leases the home's DHCP server holds now (a JSON array as
 //!   `vine network leases --json` prints it), so every host can hold each guest's tap to the
 //!   address it leased, wherever the guest runs.
+//! - `/vine/macs/MAC`: the NIC ([`MacHolder`]) that holds MAC on a spanning network, pool-wide:
+//!   one L2 segment across hosts needs MACs unique across hosts. Given back only by the host
+//!   that owns the VM (or by any host once nobody owns it), so a host a VM migrated away from
+//!   never frees the MAC the VM took along.
 
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
@@ -18,6 +22,16 @@ use crate::{Cluster, ClusterError};
 const NETWORKS: &str = "/vine/networks/";
 const VNIS: &str = "/vine/vnis/";
 const LEASES: &str = "/vine/leases/";
+const MACS: &str = "/vine/macs/";
+
+/// The NIC that holds a MAC on a spanning network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MacHolder {
+    /// The VM.
+    pub vm: String,
+    /// Which of its NICs.
+    pub index: u32,
+}
 
 /// Tries at taking a free VNI before giving up (others keep taking the one picked).
 const VNI_TRIES: usize = 16;
@@ -187,6 +201,71 @@ impl Cluster {
                     Ok((k.trim_start_matches(LEASES).to_string(), parse(&k, kv.value())?))
                 })
                 .collect()
+        })
+    }
+}
+
+impl Cluster {
+    /// Claims `mac` for NIC `index` of `vm` pool-wide: `Ok(None)` when it is this NIC's now (a
+    /// VM may move its MAC between its own NICs), `Ok(Some(holder))` when another VM holds it.
+    pub fn claim_mac(&self, mac: &str, vm: &str, index: u32) -> Result<Option<MacHolder>, ClusterError> {
+        let key = format!("{MACS}{mac}");
+        let mine = MacHolder { vm: vm.to_string(), index };
+        let value = json(&mine);
+        let mut c = self.client();
+        let e = self.endpoints().to_string();
+        self.block_on(async move {
+            for _ in 0..8 {
+                let r = timed!(&e, format!("reading the holder of MAC {mac}"), c.get(key.as_str(), None)).await?;
+                let cmp = match r.kvs().first() {
+                    None => Compare::version(key.as_str(), CompareOp::Equal, 0),
+                    Some(kv) => {
+                        let held: MacHolder = parse(&key, kv.value())?;
+                        if held.vm != vm {
+                            return Ok(Some(held));
+                        }
+                        if held == mine {
+                            return Ok(None);
+                        }
+                        Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision())
+                    }
+                };
+                let txn = Txn::new().when([cmp]).and_then([TxnOp::put(key.as_str(), value.clone(), None)]);
+                if timed!(&e, format!("claiming MAC {mac}"), c.txn(txn.clone())).await?.succeeded() {
+                    return Ok(None);
+                }
+            }
+            Err(ClusterError::Conflict(format!("MAC {mac}: its holder kept changing; try again")))
+        })
+    }
+
+    /// Gives back `mac` if `vm` holds it and `vm` is this host's or nobody's.
+    pub fn release_mac(&self, mac: &str, vm: &str) -> Result<(), ClusterError> {
+        let key = format!("{MACS}{mac}");
+        let owner = crate::keys::owner(vm);
+        let me = self.config().host.clone();
+        let mut c = self.client();
+        let e = self.endpoints().to_string();
+        self.block_on(async move {
+            let r = timed!(&e, format!("reading the holder of MAC {mac}"), c.get(key.as_str(), None)).await?;
+            let Some(kv) = r.kvs().first() else { return Ok(()) };
+            let held: MacHolder = parse(&key, kv.value())?;
+            if held.vm != vm {
+                return Ok(());
+            }
+            let rev = kv.mod_revision();
+            for owned in [
+                Compare::value(owner.as_str(), CompareOp::Equal, me.as_bytes()),
+                Compare::version(owner.as_str(), CompareOp::Equal, 0),
+            ] {
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, rev), owned])
+                    .and_then([TxnOp::delete(key.as_str(), None)]);
+                if timed!(&e, format!("giving back MAC {mac}"), c.txn(txn.clone())).await?.succeeded() {
+                    break;
+                }
+            }
+            Ok(())
         })
     }
 }

@@ -25,7 +25,7 @@ pub const SYNC: Duration = Duration::from_secs(2);
 /// The pool connection, once the host is in a pool, and the address it advertises.
 pub struct Membership {
     slot: Arc<ClusterSlot>,
-    store: Arc<PoolStore>,
+    pub(crate) store: Arc<PoolStore>,
     pub(crate) url: Mutex<String>,
     fingerprint: Mutex<String>,
     /// What was last published of each VM (its JSON), so unchanged views are not rewritten.
@@ -247,12 +247,14 @@ impl Daemon {
     /// `vine cluster leave`: this host leaves its pool and is a host on its own again.
     pub(crate) fn cluster_leave(&self) -> Result<Value, Failure> {
         let c = self.cluster().ok_or_else(not_in_a_pool)?;
+        self.may_leave_span_networks()?;
         for name in self.membership().published.lock().unwrap_or_else(|p| p.into_inner()).keys() {
             c.release_vm(name)?;
         }
         c.leave()?;
         ClusterConfig::remove(&self.ctx().data)?;
         self.set_cluster(None);
+        self.leave_span_networks();
         let m = format!("left pool {} (was host '{}')", c.config().pool_id, c.config().host);
         self.ctx().event(None, "info", "cluster.leave", &m);
         Ok(serde_json::json!({ "message": m }))

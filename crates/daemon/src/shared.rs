@@ -9,7 +9,9 @@
 //!   working while it is down; a change while etcd is down is refused with etcd's error.
 //! - events are journaled here first, as always, and a shipper thread copies them to the pool's
 //!   log ([`cluster::Cluster::ship_events`]); reading events reads the pool's log.
-//! - VMs, networks, storage pools and MACs stay the host's own.
+//! - the MACs of NICs on networks that span the pool are claimed in etcd first
+//!   ([`cluster::Cluster::claim_mac`]), then here; other MACs, VMs, networks and storage pools
+//!   stay the host's own.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -56,6 +58,8 @@ pub struct PoolStore {
     local: Arc<dyn Store>,
     slot: Arc<ClusterSlot>,
     shipper: Arc<Shipper>,
+    /// The networks here that span the pool (their NICs' MACs are claimed pool-wide).
+    spanning: Mutex<std::collections::BTreeSet<String>>,
 }
 
 fn pool_error(e: ClusterError) -> StoreError {
@@ -65,7 +69,7 @@ fn pool_error(e: ClusterError) -> StoreError {
 impl PoolStore {
     /// `local` under the pool connection in `slot`; starts the event shipper.
     pub fn new(local: Arc<dyn Store>, slot: Arc<ClusterSlot>) -> Arc<PoolStore> {
-        let s = Arc::new(PoolStore { local, slot, shipper: Arc::default() });
+        let s = Arc::new(PoolStore { local, slot, shipper: Arc::default(), spanning: Mutex::default() });
         let weak = Arc::downgrade(&s);
         std::thread::Builder::new()
             .name("event-shipper".into())
@@ -93,6 +97,15 @@ impl PoolStore {
             })
             .expect("threads can be started");
         s
+    }
+
+    /// Says which networks here span the pool.
+    pub fn set_spanning(&self, names: std::collections::BTreeSet<String>) {
+        *self.spanning.lock().unwrap_or_else(|p| p.into_inner()) = names;
+    }
+
+    fn spans(&self, network: &str) -> bool {
+        self.spanning.lock().unwrap_or_else(|p| p.into_inner()).contains(network)
     }
 
     fn cluster(&self) -> Option<Arc<Cluster>> {
@@ -401,7 +414,29 @@ impl Store for PoolStore {
     }
 
     fn claim_mac(&self, nic: &NicRecord) -> Result<(), StoreError> {
-        self.local.claim_mac(nic)
+        // On a network that spans the pool, a MAC is claimed pool-wide first.
+        let pool = self.cluster().filter(|_| self.spans(&nic.network));
+        if let Some(c) = &pool {
+            if let Some(held) = c.claim_mac(&nic.mac, &nic.vm, nic.index).map_err(pool_error)? {
+                return Err(StoreError::MacInUse { mac: nic.mac.clone(), vm: held.vm, index: held.index });
+            }
+        }
+        let before = self.local.list_nics()?;
+        let r = self.local.claim_mac(nic);
+        if let Some(c) = &pool {
+            match &r {
+                // The NIC's MAC before, if it had another, is free now.
+                Ok(()) => {
+                    for old in before.iter().filter(|o| o.vm == nic.vm && o.index == nic.index && o.mac != nic.mac) {
+                        let _ = c.release_mac(&old.mac, &nic.vm);
+                    }
+                }
+                Err(_) => {
+                    let _ = c.release_mac(&nic.mac, &nic.vm);
+                }
+            }
+        }
+        r
     }
 
     fn list_nics(&self) -> Result<Vec<NicRecord>, StoreError> {
@@ -409,6 +444,13 @@ impl Store for PoolStore {
     }
 
     fn release_macs(&self, vm: &str, from: u32) -> Result<(), StoreError> {
+        if let Some(c) = self.cluster() {
+            for nic in self.local.list_nics()?.into_iter().filter(|n| n.vm == vm && n.index >= from) {
+                if let Err(e) = c.release_mac(&nic.mac, vm) {
+                    tracing::warn!(vm, mac = nic.mac, error = %e, "cannot give back a MAC in the pool");
+                }
+            }
+        }
         self.local.release_macs(vm, from)
     }
 

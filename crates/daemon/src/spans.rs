@@ -72,6 +72,7 @@ impl Daemon {
         spec.span = Some(crate::networks::Span { vni: rec.vni, home: me, here: true, local });
         match self.ctx().networks.create_spec(spec) {
             Ok(v) => {
+                self.note_spans();
                 self.wake_sync();
                 Ok(v)
             }
@@ -114,6 +115,7 @@ impl Daemon {
             c.remove_span_network(&rec)?;
         }
         let r = self.ctx().networks.delete(name).map_err(net_failure)?;
+        self.note_spans();
         self.wake_sync();
         Ok(r)
     }
@@ -136,12 +138,54 @@ impl Daemon {
         Ok(())
     }
 
+    /// Before this host leaves its pool: refused while it is the home of a spanning network
+    /// (the others would lose its DHCP server and NAT) or a VM here has a NIC on one.
+    pub(crate) fn may_leave_span_networks(&self) -> Result<(), Failure> {
+        let nets = &self.ctx().networks;
+        let spans = nets.spans();
+        if let Some((name, s, _)) = spans.iter().find(|(_, s, _)| s.here) {
+            return Err(Failure::Refused(format!(
+                "this host is the home of network '{name}' (VNI {}), which spans the pool: its DHCP \
+                 server and NAT are here; delete the network first",
+                s.vni
+            )));
+        }
+        for info in self.local_infos() {
+            if let Some(n) = info.nics.iter().find(|n| spans.iter().any(|(s, _, _)| *s == n.network)) {
+                return Err(Failure::Refused(format!(
+                    "VM '{}' has a NIC on network '{}', which spans the pool and goes with it; \
+                     remove the NIC or migrate the VM first",
+                    info.name, n.network
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// After this host left its pool: its part of the spanning networks goes.
+    pub(crate) fn leave_span_networks(&self) {
+        let nets = &self.ctx().networks;
+        for (name, _, _) in nets.spans() {
+            if let Err(e) = nets.delete(&name) {
+                self.ctx().event(None, "warning", "network.leave-failed", &e);
+            }
+        }
+        self.note_spans();
+    }
+
+    /// Tells the store which networks here span the pool (their MACs are claimed pool-wide).
+    fn note_spans(&self) {
+        let names = self.ctx().networks.spans().into_iter().map(|(n, _, _)| n).collect();
+        self.membership.store.set_spanning(names);
+    }
+
     /// One sync round of the spanning networks (see the module's documentation).
     pub(crate) fn sync_span_networks(&self, c: &Cluster) {
         let Ok(records) = c.span_networks() else { return };
         let Ok(hosts) = c.hosts() else { return };
         let me = c.config().host.clone();
         let nets = &self.ctx().networks;
+        self.note_spans();
         let mut state = self.membership.spans.lock().unwrap_or_else(|p| p.into_inner());
         let here: BTreeMap<String, crate::networks::Span> =
             nets.spans().into_iter().map(|(n, s, _)| (n, s)).collect();
@@ -202,6 +246,7 @@ impl Daemon {
                 }
             }
         }
+        self.note_spans();
         // Broadcasts go to every other host.
         let remotes: Vec<Ipv4Addr> =
             hosts.iter().filter(|h| h.record.name != me).filter_map(|h| host_ip(&h.record.url)).collect();
