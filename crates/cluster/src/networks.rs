@@ -216,7 +216,8 @@ impl Cluster {
         let e = self.endpoints().to_string();
         self.block_on(async move {
             for _ in 0..8 {
-                let r = timed!(&e, format!("reading the holder of MAC {mac}"), c.get(key.as_str(), None)).await?;
+                let r =
+                    timed!(&e, format!("reading the holder of MAC {mac}"), c.get(key.as_str(), None)).await?;
                 let cmp = match r.kvs().first() {
                     None => Compare::version(key.as_str(), CompareOp::Equal, 0),
                     Some(kv) => {

@@ -427,7 +427,9 @@ impl Store for PoolStore {
             match &r {
                 // The NIC's MAC before, if it had another, is free now.
                 Ok(()) => {
-                    for old in before.iter().filter(|o| o.vm == nic.vm && o.index == nic.index && o.mac != nic.mac) {
+                    for old in
+                        before.iter().filter(|o| o.vm == nic.vm && o.index == nic.index && o.mac != nic.mac)
+                    {
                         let _ = c.release_mac(&old.mac, &nic.vm);
                     }
                 }

@@ -251,6 +251,11 @@ pub fn flood_remote(index: u32, body: &[u8]) -> Option<Ipv4Addr> {
     }
 }
 
+/// The error number an NLMSG_ERROR answer's body starts with (0: an acknowledgement).
+fn errno_of(body: &[u8]) -> Option<i32> {
+    Some(i32::from_ne_bytes(body.get(..4)?.try_into().ok()?))
+}
+
 /// RTM_DELLINK of link `index`.
 pub fn del_link(seq: u32, index: u32) -> Vec<u8> {
     Msg::new(RTM_DELLINK, 0, seq).ifinfo(index, 0, 0).done()
@@ -344,10 +349,9 @@ impl Netlink {
         self.seq
     }
 
-    /// Sends a request and waits for its acknowledgement; `Err(errno)` when the kernel refuses.
-    fn call(&mut self, msg: &[u8]) -> Result<(), i32> {
+    /// Sends a request; its sequence number.
+    fn send(&mut self, msg: &[u8]) -> Result<u32, i32> {
         use std::os::fd::AsRawFd;
-        let fd = self.fd.as_raw_fd();
         let mut addr: libc::sockaddr_nl =
             // SAFETY: sockaddr_nl is plain data; all-zero is a valid value (the kernel as peer).
             unsafe { std::mem::zeroed() };
@@ -355,7 +359,7 @@ impl Netlink {
         // SAFETY: `msg` and `addr` are live for the call and their lengths are passed.
         let n = unsafe {
             libc::sendto(
-                fd,
+                self.fd.as_raw_fd(),
                 msg.as_ptr().cast(),
                 msg.len(),
                 0,
@@ -366,49 +370,18 @@ impl Netlink {
         if n < 0 {
             return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
         }
-        let seq = u32::from_ne_bytes([msg[8], msg[9], msg[10], msg[11]]);
-        let mut buf = vec![0u8; 8192];
-        loop {
-            // SAFETY: `buf` is a live buffer of the length passed.
-            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e.raw_os_error().unwrap_or(libc::EIO));
-            }
-            let mut off = 0usize;
-            let n = n as usize;
-            while off + NLMSG_HDRLEN <= n {
-                let len = u32::from_ne_bytes(buf[off..off + 4].try_into().expect("4 bytes")) as usize;
-                let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
-                let mseq = u32::from_ne_bytes(buf[off + 8..off + 12].try_into().expect("4 bytes"));
-                if len < NLMSG_HDRLEN || off + len > n {
-                    return Err(libc::EPROTO);
-                }
-                if kind == NLMSG_ERROR && mseq == seq && len >= NLMSG_HDRLEN + 4 {
-                    let b = &buf[off + NLMSG_HDRLEN..off + NLMSG_HDRLEN + 4];
-                    let err = i32::from_ne_bytes(b.try_into().expect("4 bytes"));
-                    return if err == 0 { Ok(()) } else { Err(-err) };
-                }
-                off += align4(len);
-            }
-        }
+        Ok(u32::from_ne_bytes([msg[8], msg[9], msg[10], msg[11]]))
     }
 
-    /// Sends a dump request and hands every answer's body (after its header) to `each`, until
-    /// the kernel says it is done.
-    fn dump(&mut self, msg: &[u8], mut each: impl FnMut(u16, &[u8])) -> Result<(), i32> {
+    /// Reads the kernel's answers to request `seq`, handing each one's type and body (after
+    /// its header) to `each` until `each` says how the request ended.
+    fn answers<T>(
+        &mut self,
+        seq: u32,
+        mut each: impl FnMut(u16, &[u8]) -> Option<Result<T, i32>>,
+    ) -> Result<T, i32> {
         use std::os::fd::AsRawFd;
         let fd = self.fd.as_raw_fd();
-        // SAFETY: `msg` is live for the call and its length is passed; the socket's peer is
-        // the kernel (no address needed on a netlink socket that has not been connected).
-        let n = unsafe { libc::send(fd, msg.as_ptr().cast(), msg.len(), 0) };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
-        }
-        let seq = u32::from_ne_bytes([msg[8], msg[9], msg[10], msg[11]]);
         let mut buf = vec![0u8; 32768];
         loop {
             // SAFETY: `buf` is a live buffer of the length passed.
@@ -430,21 +403,38 @@ impl Netlink {
                     return Err(libc::EPROTO);
                 }
                 if mseq == seq {
-                    match kind {
-                        NLMSG_DONE => return Ok(()),
-                        NLMSG_ERROR if len >= NLMSG_HDRLEN + 4 => {
-                            let b = &buf[off + NLMSG_HDRLEN..off + NLMSG_HDRLEN + 4];
-                            let err = i32::from_ne_bytes(b.try_into().expect("4 bytes"));
-                            if err != 0 {
-                                return Err(-err);
-                            }
-                        }
-                        _ => each(kind, &buf[off + NLMSG_HDRLEN..off + len]),
+                    if let Some(done) = each(kind, &buf[off + NLMSG_HDRLEN..off + len]) {
+                        return done;
                     }
                 }
                 off += align4(len);
             }
         }
+    }
+
+    /// Sends a request and waits for its acknowledgement; `Err(errno)` when the kernel refuses.
+    fn call(&mut self, msg: &[u8]) -> Result<(), i32> {
+        let seq = self.send(msg)?;
+        self.answers(seq, |kind, body| match (kind, errno_of(body)) {
+            (NLMSG_ERROR, Some(0)) => Some(Ok(())),
+            (NLMSG_ERROR, Some(err)) => Some(Err(-err)),
+            _ => None,
+        })
+    }
+
+    /// Sends a dump request and hands every answer's type and body to `each`, until the kernel
+    /// says it is done.
+    fn dump(&mut self, msg: &[u8], mut each: impl FnMut(u16, &[u8])) -> Result<(), i32> {
+        let seq = self.send(msg)?;
+        self.answers(seq, |kind, body| match (kind, errno_of(body)) {
+            (NLMSG_DONE, _) => Some(Ok(())),
+            (NLMSG_ERROR, Some(err)) if err != 0 => Some(Err(-err)),
+            (NLMSG_ERROR, _) => None,
+            _ => {
+                each(kind, body);
+                None
+            }
+        })
     }
 
     fn run(&mut self, what: String, msg: Vec<u8>) -> Result<(), NetError> {
