@@ -28,7 +28,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) const RETRY: Duration = Duration::from_secs(2);
 
 /// A host's connection to its pool: the etcd client, and the task that keeps the host
-/// registered and its liveness key alive (started by [`Cluster::start`], stopped by
+/// registered and its liveness key alive, and its campaign for coordinator (started by [`Cluster::start`], stopped by
 /// [`Cluster::stop`] or on drop).
 pub struct Cluster {
     rt: tokio::runtime::Runtime,
@@ -39,6 +39,8 @@ pub struct Cluster {
     /// The membership task's last failure (None once registered and alive).
     last_error: Arc<Mutex<Option<String>>>,
     secret: std::sync::OnceLock<String>,
+    /// This host's coordinatorship (see [`crate::coordinator`]).
+    pub(crate) leadership: Arc<Mutex<crate::coordinator::Leadership>>,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ClusterError> {
@@ -335,6 +337,7 @@ impl Cluster {
     /// configuration file. Stops the membership task.
     pub fn leave(&self) -> Result<(), ClusterError> {
         let _ = self.stop.send(true);
+        self.resign();
         let mut c = self.client.clone();
         let e = self.endpoints.clone();
         let (host_key, alive_key) = (keys::host(&self.cfg.host), keys::alive(&self.cfg.host));
@@ -371,6 +374,7 @@ impl Cluster {
             stop,
             last_error: Arc::new(Mutex::new(Some("not registered yet".into()))),
             secret: std::sync::OnceLock::new(),
+            leadership: Arc::default(),
         };
         let (client, urls) = (c.client.clone(), c.cfg.etcd.clone());
         c.spawn(move |stop| steer(client, urls, stop));
@@ -491,8 +495,10 @@ impl Cluster {
     }
 
     /// Registers the host (keeping what the pool knows of it: when it joined, maintenance) and
-    /// keeps its liveness key alive, starting over after any failure, until stopped.
+    /// keeps its liveness key alive, starting over after any failure, until stopped; starts its
+    /// campaign for coordinator.
     fn spawn_membership(&self, host: HostRecord) {
+        self.spawn_campaign();
         let mut client = self.client.clone();
         let endpoints = self.endpoints.clone();
         let pool_id = self.cfg.pool_id.clone();
@@ -576,7 +582,7 @@ impl Cluster {
     pub fn show(&self) -> Result<PoolInfo, ClusterError> {
         let mut c = self.client.clone();
         let e = self.endpoints.clone();
-        let (pool, members) = self.rt.block_on(async {
+        let (pool, members, coordinator) = self.rt.block_on(async {
             let pool = timed!(&e, "reading the pool", c.get(keys::POOL, None)).await?;
             let pool = match pool.kvs().first() {
                 Some(kv) => parse::<PoolRecord>(keys::POOL, kv.value())?,
@@ -586,13 +592,19 @@ impl Cluster {
                     )))
                 }
             };
+            let coordinator =
+                timed!(&e, "reading the coordinator", c.get(crate::coordinator::COORDINATOR, None))
+                    .await?
+                    .kvs()
+                    .first()
+                    .map(|kv| String::from_utf8_lossy(kv.value()).to_string());
             let members = timed!(&e, "listing etcd's members", c.member_list()).await?;
             let members = members
                 .members()
                 .iter()
                 .map(|m| EtcdMember { name: m.name().to_string(), client_urls: m.client_urls().to_vec() })
                 .collect();
-            Ok::<_, ClusterError>((pool, members))
+            Ok::<_, ClusterError>((pool, members, coordinator))
         })?;
         Ok(PoolInfo {
             pool,
@@ -600,6 +612,7 @@ impl Cluster {
             etcd: self.cfg.etcd.clone(),
             etcd_members: members,
             hosts: self.hosts()?,
+            coordinator,
         })
     }
 
@@ -607,6 +620,7 @@ impl Cluster {
     /// offline); its record stays.
     pub fn stop(&self) {
         let _ = self.stop.send(true);
+        self.resign();
         let mut c = self.client.clone();
         let key = keys::alive(&self.cfg.host);
         let e = self.endpoints.clone();

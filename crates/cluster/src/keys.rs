@@ -13,6 +13,7 @@
 //! | `/vine/load/HOST` | what HOST last published of its use ([`crate::HostLoad`]) |
 //! | `/vine/shared/…`, `/vine/hook-seq`, `/vine/events/…`, `/vine/shipped/HOST` | see [`crate::shared`] |
 //! | `/vine/shared-pools/NAME`, `/vine/writers/POOL/VOLUME` | see [`crate::storage`] |
+//! | `/vine/coordinator` | the coordinator's host, under its lease (see [`crate::coordinator`]) |
 //! | `/vine/networks/NAME`, `/vine/vnis/VNI`, `/vine/leases/NAME` | see [`crate::networks`] |
 
 /// Prefix of every key.

@@ -13,6 +13,8 @@
 //!   host a copy kept by a watch), and the pool's event log (each host journals locally, then
 //!   ships).
 //! - [`storage`]: shared storage pools and the one writer of each of their volumes.
+//! - [`coordinator`]: the one host that runs the pool-wide work, elected through etcd, and the
+//!   timing that keeps a cut-off coordinator from acting alongside its successor.
 //! - [`networks`]: virtual networks that span the pool (VNI, home host, published leases).
 //! - [`Cluster`]: one host's connection to the pool: initialise or join a pool, rejoin it at
 //!   start, keep this host's liveness key alive, list hosts, issue join tokens, leave.
@@ -27,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod coordinator;
 pub mod keys;
 pub mod networks;
 pub mod records;

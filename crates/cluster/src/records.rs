@@ -117,6 +117,9 @@ pub struct PoolInfo {
     pub etcd_members: Vec<EtcdMember>,
     /// Every host.
     pub hosts: Vec<HostStatus>,
+    /// The host that is the pool's coordinator now (none for the few seconds after one died).
+    #[serde(default)]
+    pub coordinator: Option<String>,
 }
 
 /// One etcd member.

@@ -265,6 +265,7 @@ impl Daemon {
         let c = self.cluster().ok_or_else(not_in_a_pool)?;
         let mut v = to_value(&c.show()?);
         v["registered"] = Value::Bool(c.last_error().is_none());
+        v["coordinating"] = Value::Bool(c.is_coordinator());
         if let Some(e) = c.last_error() {
             v["membership_problem"] = Value::String(e);
         }

@@ -7,7 +7,8 @@
 //! the others; 50 starts of one VM sent at once to all hosts leave exactly one QEMU; a deleted
 //! VM leaves every list; VMs made without `--host` spread over the hosts
 //! by the memory left, each with a `vm.placed` reason, and `--host` pins one; a host in
-//! maintenance keeps its VMs and gets no new ones. A host whose daemon is killed is listed offline by
+//! maintenance keeps its VMs and gets no new ones. Exactly one host is the pool's coordinator;
+//! when its daemon is killed another takes over within 10 s. A host whose daemon is killed is listed offline by
 //! the others within 15 s and online again when its daemon comes back; tokens admit one named
 //! host once; a host already in a pool cannot make or join another.
 
@@ -43,6 +44,22 @@ fn names_and_states(v: &Value) -> Vec<(String, String)> {
 fn state_of(lab: &Lab, on: &str, host: &str) -> String {
     let v = lab.json(on, &["host", "list"]);
     names_and_states(&v).into_iter().find(|(n, _)| n == host).map(|(_, s)| s).unwrap_or_default()
+}
+
+/// The pool's coordinator, once every host names the same one and exactly that host says it
+/// is coordinating.
+fn coordinator_of(lab: &Lab) -> String {
+    lab.wait_value(Duration::from_secs(10), "one coordinator, named alike by every host", || {
+        let shows: Vec<Value> = lab.hosts().iter().map(|h| lab.json(h, &["cluster", "show"])).collect();
+        let c = shows[0]["coordinator"].as_str()?.to_string();
+        let alike = shows.iter().all(|v| v["coordinator"] == c.as_str());
+        let coordinating: Vec<&str> = shows
+            .iter()
+            .filter(|v| v["coordinating"] == true)
+            .filter_map(|v| v["this_host"].as_str())
+            .collect();
+        (alike && coordinating == [c.as_str()]).then_some(c)
+    })
 }
 
 #[test]
@@ -347,6 +364,25 @@ fn three_hosts_make_one_pool_seen_alike_from_every_host() {
     assert!(e.contains("already host 'h3'"), "{e}");
     let e = lab.fails("h3", &["cluster", "init", "--etcd", lab.get("LAB_ETCD")]);
     assert!(e.contains("already host 'h3'"), "{e}");
+
+    // One coordinator; its daemon killed, another host takes over within 10 s, and it stays
+    // the coordinator when the first comes back.
+    let first = coordinator_of(&lab);
+    lab.kill_daemon(&first);
+    let others: Vec<String> = lab.hosts().into_iter().filter(|h| *h != first).collect();
+    let took = lab.wait(Duration::from_secs(10), "another host takes over as coordinator", || {
+        others.iter().all(|h| {
+            let v = lab.json(h, &["cluster", "show"]);
+            v["coordinator"].as_str().is_some_and(|c| c != first)
+        })
+    });
+    eprintln!("coordinator {first} killed; another took over after {took:?}");
+    lab.start_daemon(&first);
+    lab.wait(Duration::from_secs(15), "the first coordinator's host online again", || {
+        state_of(&lab, &others[0], &first) == "online"
+    });
+    let second = coordinator_of(&lab);
+    assert_ne!(second, first, "the new coordinator stays");
 
     // A daemon killed: the others list its host offline within 15 s; back, it is online again.
     lab.kill_daemon("h2");

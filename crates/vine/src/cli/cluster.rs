@@ -106,6 +106,10 @@ pub fn run(cmd: ClusterCommand) -> anyhow::Result<i32> {
 fn print_pool(v: &Value) {
     println!("pool:       {}", v["pool"]["id"].as_str().unwrap_or(""));
     println!("this host:  {}", v["this_host"].as_str().unwrap_or(""));
+    match v["coordinator"].as_str() {
+        Some(c) => println!("coordinator: {c}"),
+        None => println!("coordinator: none (one is being elected)"),
+    }
     if let Some(problem) = v["membership_problem"].as_str() {
         println!("warning:    this host is not registered in the pool yet: {problem}");
     }
