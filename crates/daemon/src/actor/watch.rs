@@ -1,0 +1,196 @@
+//! Watching a VM between controls: its QEMU's liveness and QMP status (crashes, guest
+//! power-offs), and finding a running VM again after a daemon restart.
+
+use super::*;
+
+impl Actor {
+    /// Refreshes the state from QEMU before a control is checked.
+    pub(super) fn refresh(&mut self) {
+        if self.proc.is_some() {
+            self.last_poll = Instant::now() - POLL;
+            self.watch();
+        }
+    }
+
+    pub(super) fn watch(&mut self) {
+        if self.proc.is_none() {
+            return;
+        }
+        if self.qemu_exited() {
+            self.crashed("QEMU ended without being asked to");
+            return;
+        }
+        if self.last_poll.elapsed() < POLL {
+            return;
+        }
+        self.last_poll = Instant::now();
+        let status = match self.qmp().and_then(|q| q.status().map_err(|e| Fail::from(e.to_string()))) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(vm = self.name, error = %e, "QMP status");
+                if let Some(p) = self.proc.as_mut() {
+                    p.qmp = None;
+                }
+                return;
+            }
+        };
+        let state = self.state();
+        match (status.as_str(), state) {
+            ("shutdown", _) => {
+                self.quit_and_end();
+                self.set_state(VmState::Off);
+                self.event(
+                    "info",
+                    "vm.powered-off",
+                    &format!("the guest of '{}' powered itself off", self.name),
+                );
+            }
+            ("running", VmState::Paused) => self.set_state(VmState::Running),
+            ("paused" | "io-error" | "internal-error" | "guest-panicked", VmState::Running) => {
+                self.set_state(VmState::Paused);
+                if status != "paused" {
+                    self.event(
+                        "warning",
+                        "vm.stopped",
+                        &format!("'{}' stopped: QEMU says {status}", self.name),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn crashed(&mut self, why: &str) {
+        let pid = self.proc.as_ref().map(|p| p.id.pid).unwrap_or(0);
+        let mut status = String::new();
+        if let Some(c) = self.proc.as_mut().and_then(|p| p.child.as_mut()) {
+            if let Ok(Some(s)) = c.try_wait() {
+                status = format!(" ({s})");
+            }
+        }
+        self.end_session();
+        if self.state() == VmState::Incoming {
+            // Nothing ran here yet: the guest is still its source's, which carries on.
+            self.set_state(VmState::Off);
+            self.event(
+                "warning",
+                "vm.incoming-ended",
+                &format!("the emulator waiting for '{}' ended: {why} (pid {pid}{status})", self.name),
+            );
+            return;
+        }
+        self.set_state(VmState::Crashed);
+        let log = tail(&self.paths.qemu_log, 3);
+        let msg = format!(
+            "'{}' crashed: {why}: QEMU pid {pid}{status}{}",
+            self.name,
+            if log.is_empty() { String::new() } else { format!("; its last words: {log}") }
+        );
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).last_error = Some(msg.clone());
+        self.event("error", "vm.crashed", &msg);
+    }
+
+    /// After a daemon restart: finds the VM's processes from the runtime record.
+    pub fn reattach(&mut self, recorded: VmState, runtime: Option<&str>) {
+        // A restored state whose deletion the previous daemon did not live to finish.
+        let _ = std::fs::remove_file(self.paths.state.with_extension("bin.restored"));
+        let rec: Option<RuntimeRecord> = runtime.and_then(|r| serde_json::from_str(r).ok());
+        let Some(rec) = rec else {
+            if recorded == VmState::Saved && !self.paths.state.exists() {
+                // The host went down after a restore had taken the state (a restore's record
+                // is not synced, see `durability`): the guest ran on, so it cannot continue.
+                self.set_state(VmState::Off);
+                self.event(
+                    "warning",
+                    "vm.state-gone",
+                    &format!(
+                        "'{}' was saved but its saved state {} is gone; it is off",
+                        self.name,
+                        self.paths.state.display()
+                    ),
+                );
+                return;
+            }
+            if recorded.has_process() {
+                self.set_state(VmState::Crashed);
+                self.event(
+                    "warning",
+                    "vm.crashed",
+                    &format!("'{}' was {} but has no process record", self.name, recorded.name()),
+                );
+            }
+            return;
+        };
+        let id = Identity { pid: rec.qemu_pid, start_ticks: rec.qemu_start_ticks };
+        if !process::is_alive(id) {
+            for (l, _) in &rec.disks {
+                self.ctx.disks.stop_orphan(l);
+            }
+            self.release_resources();
+            self.set_state(VmState::Crashed);
+            let msg =
+                format!("'{}' crashed while the daemon was away: QEMU pid {} is gone", self.name, id.pid);
+            self.view.lock().unwrap_or_else(|p| p.into_inner()).last_error = Some(msg.clone());
+            self.event("error", "vm.crashed", &msg);
+            return;
+        }
+        for (l, shared) in &rec.disks {
+            if !self.ctx.disks.adopt(&self.name, l, *shared) {
+                self.event(
+                    "error",
+                    "vm.disk-lost",
+                    &format!("the disk server of {} for '{}' is gone", l.path.display(), self.name),
+                );
+            }
+        }
+        let def = self.view.lock().unwrap_or_else(|p| p.into_inner()).def.clone();
+        self.ctx.resources.hold(&self.name, controls_of(&def));
+        self.proc = Some(Proc { id, child: None, qmp: None, disks: rec.disks });
+        // The taps outlived the daemon; a bridge re-created since (by this daemon's start)
+        // gets them back.
+        self.ctx.networks.replug(&self.name, &def);
+        let status = self.qmp().and_then(|q| q.status().map_err(|e| Fail::from(e.to_string())));
+        let s = match (status.as_deref(), recorded) {
+            // A live migration the previous daemon did not see to its end: the pool decides
+            // which side goes on (`crate::migrate`, each sync round).
+            (Ok(_), VmState::Migrating | VmState::Incoming) => recorded,
+            (Ok("running"), _) => VmState::Running,
+            (Ok("shutdown"), _) => {
+                self.quit_and_end();
+                VmState::Off
+            }
+            (Ok("inmigrate"), _) | (Ok("prelaunch"), VmState::Restoring) => {
+                // A restore was cut short: the saved state is still there.
+                self.kill_and_end();
+                VmState::Saved
+            }
+            (Ok("prelaunch"), _) => match self.qmp_do("cont", None) {
+                Ok(()) => VmState::Running,
+                Err(_) => VmState::Paused,
+            },
+            (Ok(_), VmState::Saving) => {
+                // A save was cut short: the guest is intact in QEMU, the file is not trusted.
+                let _ = std::fs::remove_file(&self.paths.state);
+                VmState::Paused
+            }
+            (Ok(_), _) => VmState::Paused,
+            (Err(e), _) => {
+                tracing::warn!(vm = self.name, error = %e, "reattached without QMP; will retry");
+                if recorded.has_process() {
+                    recorded
+                } else {
+                    VmState::Running
+                }
+            }
+        };
+        self.set_state(s);
+        if let Err(e) = self.ctx.resources.apply_all() {
+            tracing::warn!(error = %e, "cannot rewrite cgroup files");
+        }
+        self.event(
+            "info",
+            "vm.reattached",
+            &format!("found '{}' {} (QEMU pid {})", self.name, s.name(), id.pid),
+        );
+    }
+}
