@@ -26,8 +26,16 @@ use crate::Peer;
 pub mod confine;
 mod hosts;
 mod moves;
+mod networks;
 mod pools;
 mod redfish;
+mod session;
+mod users;
+
+pub use networks::Reservation;
+use session::{check_login, check_password, peer_addr, right_of};
+pub use session::{Issued, Login, Me, NewPassword, Right, RightKind};
+pub use users::{Hook, NewHook, NewToken, NewUser, TokenInfo, UserInfo};
 
 /// What every handler reaches.
 #[derive(Clone)]
@@ -376,257 +384,6 @@ pub(crate) async fn call_typed<T: serde::de::DeserializeOwned>(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the daemon's answer: {e}")))
 }
 
-// ----- login -----
-
-/// Credentials.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Login {
-    /// User name.
-    pub user: String,
-    /// Password.
-    pub password: String,
-}
-
-/// A new session or token; the secret is shown only now.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Issued {
-    /// `id.secret`, for `Authorization: Bearer`.
-    pub token: String,
-    /// Token id (to revoke it).
-    pub id: String,
-    /// The user.
-    pub user: String,
-    /// Expiry, ms since the epoch (sessions).
-    pub expires_ms: Option<i64>,
-}
-
-/// Logs in: answers a session token and sets the session cookie.
-#[utoipa::path(post, path = "/api/login", request_body = Login, tag = "auth", security(()),
-    responses((status = 200, body = Issued), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 429, body = ErrorBody, description = "Too many failed logins of this user from this address \
-               (or from this address): try again after the Retry-After header's seconds")))]
-async fn login(
-    State(state): State<AppState>,
-    peer: Option<axum::Extension<Peer>>,
-    Body(l): Body<Login>,
-) -> ApiResult<Response> {
-    check_login(&state, &l.user, l.password, peer_addr(peer.map(|p| p.0))).await?;
-    let store = state.store.clone();
-    let user = l.user.clone();
-    let (token, rec) =
-        blocking(move || Ok(auth::issue(store.as_ref(), &user, "session", "web login")?)).await?;
-    let cookie = format!(
-        "{}={token}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
-        auth::COOKIE,
-        auth::SESSION_MS / 1000
-    );
-    let body = Issued { token, id: rec.id, user: rec.user, expires_ms: rec.expires_ms };
-    Ok(([(SET_COOKIE, cookie)], Json(body)).into_response())
-}
-
-/// The address logins from `peer` are throttled by (the local socket: loopback).
-pub(crate) fn peer_addr(peer: Option<Peer>) -> std::net::IpAddr {
-    match peer {
-        Some(Peer::Remote(a)) => a.ip(),
-        _ => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-    }
-}
-
-/// Checks a user's password as a login does, for `POST /api/login` and Redfish's sessions and
-/// Basic authentication alike: bounded lengths (400), failed logins slowed per user and address
-/// (429 with `Retry-After`), the hash checked on the hashing threads, a failure logged (401).
-pub(crate) async fn check_login(
-    state: &AppState,
-    user: &str,
-    password: String,
-    addr: std::net::IpAddr,
-) -> ApiResult<()> {
-    if user.is_empty() || user.len() > auth::MAX_USER_NAME || password.len() > auth::MAX_PASSWORD {
-        return Err(ApiError::bad(format!(
-            "user must be 1 to {} bytes and password at most {} bytes",
-            auth::MAX_USER_NAME,
-            auth::MAX_PASSWORD
-        )));
-    }
-    let now = auth::now_ms().max(0) as u64;
-    let throttled = state.throttle.lock().unwrap_or_else(|p| p.into_inner()).check(user, addr, now);
-    if let Err(t) = throttled {
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("too many failed logins of {}; try again in {} s", t.what, t.retry_after_s),
-        );
-        e.retry_after_s = Some(t.retry_after_s);
-        return Err(e);
-    }
-    let (store, name) = (state.store.clone(), user.to_string());
-    let hash = blocking(move || Ok(store.get_user(&name)?.map(|u| u.password_hash))).await?;
-    let ok = state
-        .hasher
-        .run(move || {
-            // An unknown user is checked against a stand-in hash: the same work as a wrong password.
-            let matches = auth::verify_password(&password, hash.as_deref().unwrap_or(auth::stand_in_hash()));
-            matches && hash.is_some()
-        })
-        .await?;
-    if !ok {
-        let starts = state.throttle.lock().unwrap_or_else(|p| p.into_inner()).failed(user, addr, now);
-        let who = format!("{:?}", daemon::protocol::clip(user));
-        tracing::warn!(user = who, %addr, "failed login");
-        let d = state.daemon.clone();
-        // Logged in the background: the answer does not wait for the event's commit, so a wrong
-        // password and an unknown user both answer as soon as the hash is checked.
-        tokio::task::spawn_blocking(move || {
-            d.ctx().event(
-                None,
-                "warning",
-                "auth.login-failed",
-                &format!("failed login of user {who} from {addr}"),
-            );
-            if starts {
-                d.ctx().event(
-                    None,
-                    "warning",
-                    "auth.throttled",
-                    &format!("logins of user {who} from {addr} are now slowed down after repeated failures"),
-                );
-            }
-        });
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong user name or password"));
-    }
-    state.throttle.lock().unwrap_or_else(|p| p.into_inner()).succeeded(user, addr);
-    Ok(())
-}
-
-/// Ends the session (or revokes the token) this request came with.
-#[utoipa::path(post, path = "/api/logout", tag = "auth", responses((status = 204), (status = 401, body = ErrorBody)))]
-async fn logout(State(state): State<AppState>, p: Principal) -> ApiResult<Response> {
-    need(&p, Need::Login)?;
-    if let Some(id) = p.token {
-        db(&state, move |s| s.delete_token(&id)).await?;
-    }
-    let clear = format!("{}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0", auth::COOKIE);
-    Ok((StatusCode::NO_CONTENT, [(SET_COOKIE, clear)]).into_response())
-}
-
-/// The caller and their rights.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Me {
-    /// User name.
-    pub user: String,
-    /// Administrator.
-    pub admin: bool,
-    /// May create VMs.
-    pub can_create: bool,
-    /// Rights on VMs.
-    pub rights: Vec<Right>,
-}
-
-/// One right of one user on one object: a VM (`configure`, `use`), a storage pool or a network
-/// (`use`). Exactly one of `vm`, `pool` and `network` is given.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Right {
-    /// The user.
-    pub user: String,
-    /// The VM.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vm: Option<String>,
-    /// The storage pool (`use`: make, upload and attach its volumes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pool: Option<String>,
-    /// The network (`use`: attach NICs to it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<String>,
-    /// The right.
-    pub right: RightKind,
-}
-
-/// Rights (Virtual Server's configure a VM and use a VM; use a pool, use a network).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum RightKind {
-    /// Change a VM's configuration, delete it.
-    Configure,
-    /// A VM's console and power controls; a pool's volumes; a network's ports.
-    Use,
-}
-
-impl RightKind {
-    fn name(self) -> &'static str {
-        match self {
-            RightKind::Configure => "configure",
-            RightKind::Use => "use",
-        }
-    }
-}
-
-fn right_of(e: AclEntry) -> Option<Right> {
-    let right = match e.right.as_str() {
-        "configure" => RightKind::Configure,
-        "use" => RightKind::Use,
-        _ => return None,
-    };
-    let mut r = Right { user: e.user, vm: None, pool: None, network: None, right };
-    if let Some(pool) = e.vm.strip_prefix("pool/") {
-        r.pool = Some(pool.into());
-    } else if let Some(net) = e.vm.strip_prefix("network/") {
-        r.network = Some(net.into());
-    } else {
-        r.vm = Some(e.vm);
-    }
-    Some(r)
-}
-
-/// Who am I.
-#[utoipa::path(get, path = "/api/me", tag = "auth", responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
-async fn me(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Me>> {
-    need(&p, Need::Login)?;
-    let user = p.user.clone();
-    let rights =
-        db(&state, move |s| s.acl(Some(&user), None)).await?.into_iter().filter_map(right_of).collect();
-    Ok(Json(Me { user: p.user, admin: p.admin, can_create: p.can_create, rights }))
-}
-
-/// A new password.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewPassword {
-    /// At least 8 characters.
-    pub password: String,
-}
-
-fn check_password(pw: &str) -> ApiResult<()> {
-    if pw.chars().count() < 8 || pw.len() > 1024 {
-        return Err(ApiError::bad("password: must be 8 to 1024 characters"));
-    }
-    Ok(())
-}
-
-/// Changes the caller's password.
-#[utoipa::path(put, path = "/api/me/password", request_body = NewPassword, tag = "auth",
-    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn my_password(
-    State(state): State<AppState>,
-    p: Principal,
-    Body(n): Body<NewPassword>,
-) -> ApiResult<StatusCode> {
-    need(&p, Need::Login)?;
-    check_password(&n.password)?;
-    let store = state.store.clone();
-    let hash = state.hasher.run(move || auth::hash_password(&n.password)).await?;
-    blocking(move || {
-        let mut u = store.get_user(&p.user)?.ok_or_else(|| {
-            ApiError::new(StatusCode::NOT_FOUND, format!("'{}' is not a stored user", p.user))
-        })?;
-        u.password_hash = hash;
-        store.update_user(&u)?;
-        auth::end_sessions(store.as_ref(), &p.user, p.token.as_deref())?;
-        Ok(StatusCode::NO_CONTENT)
-    })
-    .await
-}
-
 // ----- host -----
 
 /// Host facts (CPUs, memory, accelerator and why, cgroups) and what VMs hold.
@@ -949,120 +706,6 @@ async fn console(
     Ok(Json(call(&state, Request::VmConsole { name, offset: q.offset, limit: q.limit }).await?))
 }
 
-// ----- NICs and networks -----
-
-/// Plugs a new NIC into a network (the VM must be off).
-#[utoipa::path(post, path = "/api/vms/{name}/nics", tag = "vms", request_body = NewNic,
-    params(("name" = String, Path, description = "VM name")),
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn add_nic(
-    State(state): State<AppState>,
-    p: Principal,
-    P(name): P<String>,
-    Body(n): Body<NewNic>,
-) -> ApiResult<Json<Value>> {
-    need(&p, Need::Configure(&name))?;
-    need(&p, Need::UseNetwork(&n.network))?;
-    Ok(Json(call(&state, Request::VmNicAdd { name, network: n.network, mac: n.mac }).await?))
-}
-
-/// Removes NIC `index` (0 = the first; the VM must be off).
-#[utoipa::path(delete, path = "/api/vms/{name}/nics/{index}", tag = "vms",
-    params(("name" = String, Path, description = "VM name"), ("index" = usize, Path, description = "NIC position")),
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn remove_nic(
-    State(state): State<AppState>,
-    p: Principal,
-    P((name, index)): P<(String, usize)>,
-) -> ApiResult<Json<Value>> {
-    need(&p, Need::Configure(&name))?;
-    Ok(Json(call(&state, Request::VmNicRemove { name, index }).await?))
-}
-
-/// Virtual networks.
-#[utoipa::path(get, path = "/api/networks", tag = "networks", responses((status = 200, body = [Object]), (status = 401, body = ErrorBody)))]
-async fn list_networks(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
-    need(&p, Need::Login)?;
-    Ok(Json(call(&state, Request::NetworkList).await?))
-}
-
-/// Creates a virtual network: `{"name", "kind": internal|host|nat|bridged, "subnet", "range",
-/// "gateway", "dns": [..], "lease_s", "uplink", "no_dhcp", "span"}` (see docs/network.md).
-#[utoipa::path(post, path = "/api/networks", tag = "networks", request_body = Object,
-    responses((status = 201, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn create_network(
-    State(state): State<AppState>,
-    p: Principal,
-    Body(v): Body<Value>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    need(&p, Need::Admin)?;
-    let a: daemon::protocol::NetworkCreate = serde_json::from_value(v)
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("network: {e}")))?;
-    Ok((StatusCode::CREATED, Json(call(&state, Request::NetworkCreate(a)).await?)))
-}
-
-/// One network.
-#[utoipa::path(get, path = "/api/networks/{net}", tag = "networks", params(("net" = String, Path, description = "Network")),
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn show_network(
-    State(state): State<AppState>,
-    p: Principal,
-    P(net): P<String>,
-) -> ApiResult<Json<Value>> {
-    need(&p, Need::Login)?;
-    Ok(Json(call(&state, Request::NetworkShow { name: net }).await?))
-}
-
-/// Deletes a network no NIC uses (its bridge, rules and DHCP server go with it).
-#[utoipa::path(delete, path = "/api/networks/{net}", tag = "networks", params(("net" = String, Path, description = "Network")),
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn delete_network(
-    State(state): State<AppState>,
-    p: Principal,
-    P(net): P<String>,
-) -> ApiResult<Json<Value>> {
-    need(&p, Need::Admin)?;
-    let v = call(&state, Request::NetworkDelete { name: net.clone() }).await?;
-    db(&state, move |s| s.revoke_vm(&confine::network_object(&net))).await?;
-    Ok(Json(v))
-}
-
-/// A static DHCP reservation.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Reservation {
-    /// The client's MAC.
-    pub mac: String,
-    /// The address it always gets.
-    pub ip: String,
-}
-
-/// Reserves an address for a MAC.
-#[utoipa::path(post, path = "/api/networks/{net}/reservations", tag = "networks", request_body = Reservation,
-    params(("net" = String, Path, description = "Network")),
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn reserve(
-    State(state): State<AppState>,
-    p: Principal,
-    P(net): P<String>,
-    Body(r): Body<Reservation>,
-) -> ApiResult<Json<Value>> {
-    need(&p, Need::Admin)?;
-    Ok(Json(call(&state, Request::NetworkReserve { name: net, mac: r.mac, ip: r.ip }).await?))
-}
-
-/// The leases of a network's DHCP server.
-#[utoipa::path(get, path = "/api/networks/{net}/leases", tag = "networks", params(("net" = String, Path, description = "Network")),
-    responses((status = 200, body = [Object]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn leases(State(state): State<AppState>, p: Principal, P(net): P<String>) -> ApiResult<Json<Value>> {
-    need(&p, Need::Admin)?;
-    Ok(Json(call(&state, Request::NetworkLeases { name: net }).await?))
-}
-
 // ----- events and metrics -----
 
 /// The last millisecond of the year 9999: the latest time the API takes.
@@ -1155,395 +798,16 @@ async fn live_metrics(State(state): State<AppState>, p: Principal) -> ApiResult<
     Ok(Json(call(&state, Request::Metrics).await?))
 }
 
-// ----- users, tokens, rights, hooks -----
-
-/// A user as listed.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct UserInfo {
-    /// Login name.
-    pub name: String,
-    /// Administrator.
-    pub admin: bool,
-    /// May create VMs.
-    pub can_create: bool,
-}
-
-/// A new user.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewUser {
-    /// Login name: letters, digits, '-', '_', '.'.
-    pub name: String,
-    /// At least 8 characters.
-    pub password: String,
-    /// Administrator.
-    #[serde(default)]
-    pub admin: bool,
-    /// May create VMs.
-    #[serde(default)]
-    pub can_create: bool,
-}
-
-/// Users.
-#[utoipa::path(get, path = "/api/users", tag = "users", responses((status = 200, body = [UserInfo]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn list_users(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Vec<UserInfo>>> {
-    need(&p, Need::Admin)?;
-    Ok(Json(
-        state
-            .store
-            .list_users()?
-            .into_iter()
-            .map(|u| UserInfo { name: u.name, admin: u.admin, can_create: u.can_create })
-            .collect(),
-    ))
-}
-
-/// Adds a user.
-#[utoipa::path(post, path = "/api/users", tag = "users", request_body = NewUser,
-    responses((status = 201, body = UserInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn create_user(
-    State(state): State<AppState>,
-    p: Principal,
-    Body(n): Body<NewUser>,
-) -> ApiResult<(StatusCode, Json<UserInfo>)> {
-    need(&p, Need::Admin)?;
-    vmconfig::validate_name(&n.name)
-        .map_err(|e| ApiError::bad(e.to_string().replace("field `name`", "user name")))?;
-    if n.name == "root" {
-        return Err(ApiError::bad("user name: 'root' is the local socket's administrator"));
-    }
-    check_password(&n.password)?;
-    let store = state.store.clone();
-    let (name, password) = (n.name.clone(), n.password);
-    let password_hash = state.hasher.run(move || auth::hash_password(&password)).await?;
-    blocking(move || {
-        Ok(store.create_user(&UserRecord {
-            name,
-            password_hash,
-            admin: n.admin,
-            can_create: n.can_create,
-            created_ms: auth::now_ms(),
-        })?)
-    })
-    .await?;
-    Ok((StatusCode::CREATED, Json(UserInfo { name: n.name, admin: n.admin, can_create: n.can_create })))
-}
-
-/// Deletes a user with their tokens and rights.
-#[utoipa::path(delete, path = "/api/users/{user}", tag = "users", params(("user" = String, Path, description = "User name")),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn delete_user(
-    State(state): State<AppState>,
-    p: Principal,
-    P(user): P<String>,
-) -> ApiResult<StatusCode> {
-    need(&p, Need::Admin)?;
-    if user == p.user {
-        return Err(ApiError::new(StatusCode::CONFLICT, "you cannot delete yourself"));
-    }
-    db(&state, move |s| s.delete_user(&user)).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// Sets a user's password.
-#[utoipa::path(put, path = "/api/users/{user}/password", tag = "users", request_body = NewPassword,
-    params(("user" = String, Path, description = "User name")),
-    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn user_password(
-    State(state): State<AppState>,
-    p: Principal,
-    P(user): P<String>,
-    Body(n): Body<NewPassword>,
-) -> ApiResult<StatusCode> {
-    need(&p, Need::Admin)?;
-    check_password(&n.password)?;
-    let store = state.store.clone();
-    let hash = state.hasher.run(move || auth::hash_password(&n.password)).await?;
-    blocking(move || {
-        let mut u = store
-            .get_user(&user)?
-            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no user '{user}'")))?;
-        u.password_hash = hash;
-        store.update_user(&u)?;
-        let keep = if user == p.user { p.token.as_deref() } else { None };
-        auth::end_sessions(store.as_ref(), &user, keep)?;
-        Ok(StatusCode::NO_CONTENT)
-    })
-    .await
-}
-
-/// A token as listed (never with its secret).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TokenInfo {
-    /// Id.
-    pub id: String,
-    /// `session` or `api`.
-    pub kind: String,
-    /// Label.
-    pub label: String,
-    /// Created, ms since the epoch.
-    pub created_ms: i64,
-    /// Expiry.
-    pub expires_ms: Option<i64>,
-}
-
-/// A new API token.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewToken {
-    /// What it is for.
-    #[serde(default)]
-    pub label: String,
-}
-
-/// The caller's sessions and tokens.
-#[utoipa::path(get, path = "/api/tokens", tag = "auth", responses((status = 200, body = [TokenInfo]), (status = 401, body = ErrorBody)))]
-async fn list_tokens(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Vec<TokenInfo>>> {
-    need(&p, Need::Login)?;
-    Ok(Json(
-        state
-            .store
-            .list_tokens(&p.user)?
-            .into_iter()
-            .map(|t| TokenInfo {
-                id: t.id,
-                kind: t.kind,
-                label: t.label,
-                created_ms: t.created_ms,
-                expires_ms: t.expires_ms,
-            })
-            .collect(),
-    ))
-}
-
-/// Issues an API token for the caller (shown once).
-#[utoipa::path(post, path = "/api/tokens", tag = "auth", request_body = NewToken,
-    responses((status = 201, body = Issued), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn create_token(
-    State(state): State<AppState>,
-    p: Principal,
-    Body(n): Body<NewToken>,
-) -> ApiResult<(StatusCode, Json<Issued>)> {
-    need(&p, Need::Login)?;
-    if n.label.len() > 200 {
-        return Err(ApiError::bad("label: at most 200 bytes"));
-    }
-    let user = p.user.clone();
-    if db(&state, move |s| s.get_user(&user)).await?.is_none() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("'{}' is not a stored user; create a user for tokens", p.user),
-        ));
-    }
-    let (user, label) = (p.user.clone(), n.label.clone());
-    let (token, rec) = db(&state, move |s| auth::issue(s, &user, "api", &label)).await?;
-    Ok((StatusCode::CREATED, Json(Issued { token, id: rec.id, user: rec.user, expires_ms: None })))
-}
-
-/// Revokes one of the caller's tokens (administrators: anyone's).
-#[utoipa::path(delete, path = "/api/tokens/{id}", tag = "auth", params(("id" = String, Path, description = "Token id")),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn delete_token(
-    State(state): State<AppState>,
-    p: Principal,
-    P(id): P<String>,
-) -> ApiResult<StatusCode> {
-    need(&p, Need::Login)?;
-    let asked = id.clone();
-    let t = db(&state, move |s| s.get_token(&asked)).await?;
-    match t {
-        Some(t) if t.user == p.user || p.admin => {
-            db(&state, move |s| s.delete_token(&id)).await?;
-            Ok(StatusCode::NO_CONTENT)
-        }
-        _ => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no token '{id}'"))),
-    }
-}
-
-/// Every right.
-#[utoipa::path(get, path = "/api/acl", tag = "users", responses((status = 200, body = [Right]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn list_acl(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Vec<Right>>> {
-    need(&p, Need::Admin)?;
-    Ok(Json(db(&state, |s| s.acl(None, None)).await?.into_iter().filter_map(right_of).collect()))
-}
-
-/// Grants a user a right on a VM, a storage pool or a network.
-#[utoipa::path(post, path = "/api/acl", tag = "users", request_body = Right,
-    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn grant(State(state): State<AppState>, p: Principal, Body(r): Body<Right>) -> ApiResult<StatusCode> {
-    need(&p, Need::Admin)?;
-    let user = r.user.clone();
-    if db(&state, move |s| s.get_user(&user)).await?.is_none() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no user '{}'", r.user)));
-    }
-    let object = match (&r.vm, &r.pool, &r.network) {
-        (Some(vm), None, None) => {
-            if !state.daemon.has_vm(vm) {
-                return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no VM named '{vm}'")));
-            }
-            vm.clone()
-        }
-        (None, Some(pool), None) => {
-            state.daemon.ctx().pools.dir(pool)?;
-            confine::pool_object(pool)
-        }
-        (None, None, Some(net)) => {
-            if !state.daemon.ctx().networks.exists(net) {
-                return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no network named '{net}'")));
-            }
-            confine::network_object(net)
-        }
-        _ => return Err(ApiError::bad("give exactly one of vm, pool and network")),
-    };
-    if object.contains('/') && r.right != RightKind::Use {
-        return Err(ApiError::bad("pools and networks have one right: use"));
-    }
-    let entry = AclEntry { user: r.user, vm: object, right: r.right.name().into() };
-    db(&state, move |s| s.grant(&entry)).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// Revokes a right on a storage pool.
-#[utoipa::path(delete, path = "/api/acl/{user}/pools/{pool}/{right}", tag = "users",
-    params(("user" = String, Path, description = "User"), ("pool" = String, Path, description = "Storage pool"), ("right" = RightKind, Path, description = "Right")),
-    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn revoke_pool(
-    State(state): State<AppState>,
-    p: Principal,
-    P((user, pool, right)): P<(String, String, RightKind)>,
-) -> ApiResult<StatusCode> {
-    need(&p, Need::Admin)?;
-    let entry = AclEntry { user, vm: confine::pool_object(&pool), right: right.name().into() };
-    db(&state, move |s| s.revoke(&entry)).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// Revokes a right on a network.
-#[utoipa::path(delete, path = "/api/acl/{user}/networks/{net}/{right}", tag = "users",
-    params(("user" = String, Path, description = "User"), ("net" = String, Path, description = "Network"), ("right" = RightKind, Path, description = "Right")),
-    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn revoke_network(
-    State(state): State<AppState>,
-    p: Principal,
-    P((user, net, right)): P<(String, String, RightKind)>,
-) -> ApiResult<StatusCode> {
-    need(&p, Need::Admin)?;
-    let entry = AclEntry { user, vm: confine::network_object(&net), right: right.name().into() };
-    db(&state, move |s| s.revoke(&entry)).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// Revokes a right.
-#[utoipa::path(delete, path = "/api/acl/{user}/{vm}/{right}", tag = "users",
-    params(("user" = String, Path, description = "User"), ("vm" = String, Path, description = "VM"), ("right" = RightKind, Path, description = "Right")),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn revoke(
-    State(state): State<AppState>,
-    p: Principal,
-    P((user, vm, right)): P<(String, String, RightKind)>,
-) -> ApiResult<StatusCode> {
-    need(&p, Need::Admin)?;
-    let entry = AclEntry { user, vm, right: right.name().into() };
-    db(&state, move |s| s.revoke(&entry)).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// An event script.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Hook {
-    /// Id.
-    pub id: u64,
-    /// Event kind, e.g. `vm.crashed`.
-    pub event: String,
-    /// Executable.
-    pub script: String,
-    /// Only for this VM.
-    pub vm: Option<String>,
-    /// Seconds before it is killed.
-    pub timeout_s: u32,
-}
-
-/// A new event script.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewHook {
-    /// Event kind, e.g. `vm.crashed`, or `*` for all.
-    pub event: String,
-    /// Absolute path of an executable.
-    pub script: String,
-    /// Only for this VM.
-    #[serde(default)]
-    pub vm: Option<String>,
-    /// Seconds before it is killed (default 30, 1–3600).
-    #[serde(default)]
-    pub timeout_s: Option<u32>,
-}
-
-/// Event scripts.
-#[utoipa::path(get, path = "/api/hooks", tag = "hooks", responses((status = 200, body = [Hook]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn list_hooks(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Vec<Hook>>> {
-    need(&p, Need::Admin)?;
-    Ok(Json(
-        state
-            .store
-            .list_hooks()?
-            .into_iter()
-            .map(|h| Hook { id: h.id, event: h.event, script: h.script, vm: h.vm, timeout_s: h.timeout_s })
-            .collect(),
-    ))
-}
-
-/// Adds an event script: it runs with the event in its environment (VINE_EVENT, VINE_VM,
-/// VINE_LEVEL, VINE_MESSAGE, VINE_EVENT_ID, VINE_TIME_MS); its output and exit status are logged.
-#[utoipa::path(post, path = "/api/hooks", tag = "hooks", request_body = NewHook,
-    responses((status = 201, body = Hook), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn create_hook(
-    State(state): State<AppState>,
-    p: Principal,
-    Body(n): Body<NewHook>,
-) -> ApiResult<(StatusCode, Json<Hook>)> {
-    need(&p, Need::Admin)?;
-    let ok_event = n.event == "*"
-        || (n.event.len() <= 64
-            && n.event.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-            && !n.event.is_empty());
-    if !ok_event {
-        return Err(ApiError::bad(format!(
-            "event: {:?} is not an event kind like vm.crashed (or *)",
-            n.event
-        )));
-    }
-    crate::hooks::check_script(std::path::Path::new(&n.script))
-        .map_err(|e| ApiError::bad(format!("script: {e}")))?;
-    let timeout_s = n.timeout_s.unwrap_or(30);
-    if !(1..=3600).contains(&timeout_s) {
-        return Err(ApiError::bad("timeout_s: must be 1 to 3600"));
-    }
-    let rec = HookRecord { id: 0, event: n.event, script: n.script, vm: n.vm, timeout_s };
-    let stored = rec.clone();
-    let id = db(&state, move |s| s.add_hook(&stored)).await?;
-    Ok((StatusCode::CREATED, Json(Hook { id, event: rec.event, script: rec.script, vm: rec.vm, timeout_s })))
-}
-
-/// Removes an event script.
-#[utoipa::path(delete, path = "/api/hooks/{id}", tag = "hooks", params(("id" = u64, Path, description = "Hook id")),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn delete_hook(State(state): State<AppState>, p: Principal, P(id): P<u64>) -> ApiResult<StatusCode> {
-    need(&p, Need::Admin)?;
-    db(&state, move |s| s.delete_hook(id)).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
 // ----- the document -----
 
 /// The OpenAPI document of every endpoint.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "vine", description = "vine's management API: VMs, storage pools and volumes, networks, host, events, users and rights, event scripts, metrics."),
-    paths(login, logout, me, my_password, host, list_vms, create_vm, show_vm, set_vm, delete_vm, control_vm, console, add_nic, remove_nic, list_networks, create_network, show_network,
-          delete_network, reserve, leases,
-          events, metrics, live_metrics, list_users, create_user, delete_user, user_password, list_tokens, create_token,
-          delete_token, list_acl, grant, revoke, revoke_pool, revoke_network, list_hooks, create_hook, delete_hook, openapi,
+    paths(session::login, session::logout, session::me, session::my_password, host, list_vms, create_vm, show_vm, set_vm, delete_vm, control_vm, console, networks::add_nic, networks::remove_nic, networks::list_networks, networks::create_network, networks::show_network,
+          networks::delete_network, networks::reserve, networks::leases,
+          events, metrics, live_metrics, users::list_users, users::create_user, users::delete_user, users::user_password, users::list_tokens, users::create_token,
+          users::delete_token, users::list_acl, users::grant, users::revoke, users::revoke_pool, users::revoke_network, users::list_hooks, users::create_hook, users::delete_hook, openapi,
           crate::console::serial_ws, crate::console::vnc_ws, crate::console::event_stream,
           pools::list_pools, pools::create_pool, pools::show_pool, pools::delete_pool, pools::list_volumes,
           pools::create_volume, pools::show_volume, pools::delete_volume, pools::upload, pools::download,
@@ -1660,34 +924,34 @@ async fn read_body(req: axum::extract::Request, next: axum::middleware::Next) ->
 /// The router of every endpoint.
 pub fn router(state: AppState) -> Router {
     redfish::mount(Router::new(), &state)
-        .route("/api/login", post(login))
-        .route("/api/logout", post(logout))
-        .route("/api/me", get(me))
-        .route("/api/me/password", put(my_password))
+        .route("/api/login", post(session::login))
+        .route("/api/logout", post(session::logout))
+        .route("/api/me", get(session::me))
+        .route("/api/me/password", put(session::my_password))
         .route("/api/openapi.json", get(openapi))
         .route("/api/host", get(host))
         .route("/api/vms", get(list_vms).post(create_vm))
         .route("/api/vms/{name}", get(show_vm).patch(set_vm).delete(delete_vm))
         .route("/api/vms/{name}/actions/{action}", post(control_vm))
         .route("/api/vms/{name}/console", get(console))
-        .route("/api/vms/{name}/nics", post(add_nic))
-        .route("/api/vms/{name}/nics/{index}", delete(remove_nic))
-        .route("/api/networks", get(list_networks).post(create_network))
-        .route("/api/networks/{net}", get(show_network).delete(delete_network))
-        .route("/api/networks/{net}/reservations", post(reserve))
-        .route("/api/networks/{net}/leases", get(leases))
+        .route("/api/vms/{name}/nics", post(networks::add_nic))
+        .route("/api/vms/{name}/nics/{index}", delete(networks::remove_nic))
+        .route("/api/networks", get(networks::list_networks).post(networks::create_network))
+        .route("/api/networks/{net}", get(networks::show_network).delete(networks::delete_network))
+        .route("/api/networks/{net}/reservations", post(networks::reserve))
+        .route("/api/networks/{net}/leases", get(networks::leases))
         .route("/api/events", get(events))
         .route("/metrics", get(metrics))
         .route("/api/metrics/live", get(live_metrics))
-        .route("/api/users", get(list_users).post(create_user))
-        .route("/api/users/{user}", delete(delete_user))
-        .route("/api/users/{user}/password", put(user_password))
-        .route("/api/tokens", get(list_tokens).post(create_token))
-        .route("/api/tokens/{id}", delete(delete_token))
-        .route("/api/acl", get(list_acl).post(grant))
-        .route("/api/acl/{user}/{vm}/{right}", delete(revoke))
-        .route("/api/acl/{user}/pools/{pool}/{right}", delete(revoke_pool))
-        .route("/api/acl/{user}/networks/{net}/{right}", delete(revoke_network))
+        .route("/api/users", get(users::list_users).post(users::create_user))
+        .route("/api/users/{user}", delete(users::delete_user))
+        .route("/api/users/{user}/password", put(users::user_password))
+        .route("/api/tokens", get(users::list_tokens).post(users::create_token))
+        .route("/api/tokens/{id}", delete(users::delete_token))
+        .route("/api/acl", get(users::list_acl).post(users::grant))
+        .route("/api/acl/{user}/{vm}/{right}", delete(users::revoke))
+        .route("/api/acl/{user}/pools/{pool}/{right}", delete(users::revoke_pool))
+        .route("/api/acl/{user}/networks/{net}/{right}", delete(users::revoke_network))
         .route("/api/cluster", get(hosts::show).post(hosts::init).delete(hosts::leave))
         .route("/api/cluster/tokens", post(hosts::token))
         .route("/api/cluster/join", post(hosts::join))
@@ -1705,8 +969,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/pools/{pool}/volumes", get(pools::list_volumes).post(pools::create_volume))
         .route("/api/pools/{pool}/volumes/{volume}", get(pools::show_volume).delete(pools::delete_volume))
         .route("/api/pools/{pool}/volumes/{volume}/content", get(pools::download).put(pools::upload))
-        .route("/api/hooks", get(list_hooks).post(create_hook))
-        .route("/api/hooks/{id}", delete(delete_hook))
+        .route("/api/hooks", get(users::list_hooks).post(users::create_hook))
+        .route("/api/hooks/{id}", delete(users::delete_hook))
         .route("/api/vms/{name}/console/ws", get(crate::console::serial_ws))
         .route("/api/vms/{name}/vnc/ws", get(crate::console::vnc_ws))
         .route("/api/events/stream", get(crate::console::event_stream))
