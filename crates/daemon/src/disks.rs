@@ -5,14 +5,15 @@
 //! recorded in its VMs' runtime records, so a restarted daemon adopts them again.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use vmm::process::{self, Identity};
+use vmm::process::Identity;
+
+use crate::helpers::Helper;
 
 /// How long a server gets to say it is serving.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -76,8 +77,7 @@ pub enum Mode {
 
 #[derive(Debug)]
 struct Server {
-    id: Identity,
-    child: Option<Child>,
+    helper: Helper,
     socket: PathBuf,
     export: String,
     shared: bool,
@@ -103,16 +103,6 @@ fn key(path: &Path) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{h:016x}")
-}
-
-fn signal(id: Identity, sig: libc::c_int) {
-    if process::is_alive(id) {
-        // SAFETY: kill(2) with a pid we started and have just re-identified by start time; it
-        // touches no memory of ours.
-        unsafe {
-            libc::kill(id.pid as libc::pid_t, sig);
-        }
-    }
 }
 
 impl DiskServers {
@@ -157,7 +147,7 @@ impl DiskServers {
                     users: s.users.iter().map(|u| format!("'{u}'")).collect::<Vec<_>>().join(", "),
                 });
             }
-            if process::is_alive(s.id) {
+            if s.helper.running() {
                 s.users.insert(vm.to_string());
                 return Ok((lease(path, s), None));
             }
@@ -170,7 +160,6 @@ impl DiskServers {
         let k = key(path);
         let socket = self.dir.join(format!("{k}.sock"));
         let log = self.dir.join(format!("{k}.log"));
-        let offset = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
         let mut cmd = Command::new(&self.exe);
         let export = match mode {
             Mode::Target { export, .. } => export.clone(),
@@ -196,36 +185,14 @@ impl DiskServers {
             cmd.args(["--run-as", u]);
         }
         let start = |problem: String| DiskError::Start { path: path.to_path_buf(), problem };
-        let (mut child, id) = process::spawn_detached(cmd, &log).map_err(|e| start(e.to_string()))?;
-        place(id.pid);
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let tcp = loop {
-            let said = read_from(&log, offset);
-            if said.contains("serving ") {
-                break said
-                    .split_whitespace()
-                    .skip_while(|w| *w != "tcp")
-                    .nth(1)
-                    .and_then(|a| a.parse::<std::net::SocketAddr>().ok());
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(start(format!("the server exited ({status}): {}", said.trim())));
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(start(format!("the server did not start within {READY_TIMEOUT:?}")));
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        };
-        let s = Server {
-            id,
-            child: Some(child),
-            socket,
-            export,
-            shared,
-            users: BTreeSet::from([vm.to_string()]),
-        };
+        let (helper, said) = Helper::start(cmd, &log, READY_TIMEOUT, place, |said| said.contains("serving "))
+            .map_err(|e| start(format!("the server {e}")))?;
+        let tcp = said
+            .split_whitespace()
+            .skip_while(|w| *w != "tcp")
+            .nth(1)
+            .and_then(|a| a.parse::<std::net::SocketAddr>().ok());
+        let s = Server { helper, socket, export, shared, users: BTreeSet::from([vm.to_string()]) };
         let l = lease(path, &s);
         servers.insert(path.to_path_buf(), s);
         Ok((l, tcp))
@@ -235,13 +202,10 @@ impl DiskServers {
     /// still running.
     pub fn adopt(&self, vm: &str, l: &Lease, shared: bool) -> bool {
         let id = Identity { pid: l.pid, start_ticks: l.start_ticks };
-        if !process::is_alive(id) {
-            return false;
-        }
+        let Some(helper) = Helper::adopt(id) else { return false };
         let mut servers = self.lock();
         let s = servers.entry(l.path.clone()).or_insert_with(|| Server {
-            id,
-            child: None,
+            helper,
             socket: l.socket.clone(),
             export: l.export.clone(),
             shared,
@@ -269,11 +233,10 @@ impl DiskServers {
     /// Stops the server of a lease that no VM holds any more (found dead-owned after a restart).
     pub fn stop_orphan(&self, l: &Lease) {
         let id = Identity { pid: l.pid, start_ticks: l.start_ticks };
-        let in_use = self.lock().get(&l.path).is_some_and(|s| s.id == id && !s.users.is_empty());
+        let in_use = self.lock().get(&l.path).is_some_and(|s| s.helper.id == id && !s.users.is_empty());
         if !in_use {
             stop(Server {
-                id,
-                child: None,
+                helper: Helper::known(id),
                 socket: l.socket.clone(),
                 export: l.export.clone(),
                 shared: false,
@@ -293,42 +256,15 @@ fn lease(path: &Path, s: &Server) -> Lease {
         path: path.to_path_buf(),
         socket: s.socket.clone(),
         export: s.export.clone(),
-        pid: s.id.pid,
-        start_ticks: s.id.start_ticks,
+        pid: s.helper.id.pid,
+        start_ticks: s.helper.id.start_ticks,
     }
-}
-
-fn read_from(log: &Path, offset: u64) -> String {
-    use std::io::Seek;
-    let mut s = String::new();
-    if let Ok(mut f) = std::fs::File::open(log) {
-        let _ = f.seek(std::io::SeekFrom::Start(offset));
-        let _ = f.take(64 << 10).read_to_string(&mut s);
-    }
-    s
 }
 
 /// SIGTERM (the server finishes its requests and flushes), then SIGKILL if it hangs.
 fn stop(mut s: Server) {
-    signal(s.id, libc::SIGTERM);
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    loop {
-        if let Some(c) = s.child.as_mut() {
-            if matches!(c.try_wait(), Ok(Some(_))) {
-                break;
-            }
-        } else if !process::is_alive(s.id) {
-            break;
-        }
-        if Instant::now() > deadline {
-            tracing::warn!(pid = s.id.pid, "disk server did not stop after SIGTERM; killing it");
-            signal(s.id, libc::SIGKILL);
-            if let Some(c) = s.child.as_mut() {
-                let _ = c.wait();
-            }
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    if s.helper.stop(STOP_TIMEOUT) {
+        tracing::warn!(pid = s.helper.id.pid, "disk server did not stop after SIGTERM; it was killed");
     }
     let _ = std::fs::remove_file(&s.socket);
 }
@@ -350,12 +286,11 @@ mod tests {
         // `/bin/false` stands in for the server: it exits at once, but the refusal comes first.
         let ds = DiskServers::new("/bin/false".into(), dir.path().to_path_buf(), None);
         let path = dir.path().join("x.vhd");
-        let id = process::identify(std::process::id()).unwrap();
+        let id = vmm::process::identify(std::process::id()).unwrap();
         ds.lock().insert(
             path.clone(),
             Server {
-                id,
-                child: None,
+                helper: Helper::adopt(id).unwrap(),
                 socket: dir.path().join("s"),
                 export: "disk".into(),
                 shared: false,

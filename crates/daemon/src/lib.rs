@@ -8,6 +8,8 @@
 //!   control through [`vmm::state::check`], watches for crashes and guest power-offs.
 //! * [`supervisor`]: runs each actor, and rebuilds one that failed from the store (an event says
 //!   so), so no VM is ever left without its actor.
+//! * [`helpers`]: the one supervisor of detached helper processes (disk and DHCP servers):
+//!   start, readiness, identity, adoption, stop.
 //! * [`disks`]: the `vine disk serve` processes that give QEMU its disks over NBD, one per image
 //!   (shared between VMs for clustered disks), started so they outlive the daemon.
 //! * [`resources`]: admission of CPU reservations and memory, and the cgroup files of every
@@ -30,6 +32,7 @@
 
 pub mod actor;
 pub mod disks;
+pub mod helpers;
 pub mod layout;
 pub mod membership;
 pub mod metrics;

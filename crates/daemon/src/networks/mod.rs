@@ -23,9 +23,9 @@ mod spec;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dhcp::config::{DhcpConfig, Mac, DEFAULT_LEASE_S};
 use netconf::{BridgePlan, Kernel, Kind};
@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use store::{NetworkRecord, NicRecord, Store, StoreError};
 use vmconfig::VmDefinition;
-use vmm::process::{self, Identity};
+use vmm::process::Identity;
 
 use crate::protocol::NetworkCreate;
 
@@ -102,10 +102,8 @@ impl NetworkSpec {
     }
 }
 
-struct DhcpProc {
-    id: Identity,
-    child: Option<Child>,
-}
+/// A network's DHCP server process.
+type DhcpProc = crate::helpers::Helper;
 
 struct Net {
     spec: NetworkSpec,
@@ -251,10 +249,7 @@ impl Networks {
         for (name, net) in nets.iter_mut() {
             let dead = match net.dhcp.as_mut() {
                 None => net.spec.serves_dhcp(),
-                Some(p) => match p.child.as_mut() {
-                    Some(c) => !matches!(c.try_wait(), Ok(None)),
-                    None => !process::is_alive(p.id),
-                },
+                Some(p) => !p.running(),
             };
             if dead && net.spec.serves_dhcp() && self.kernel.link_exists(&net.spec.bridge) {
                 net.dhcp = None;
