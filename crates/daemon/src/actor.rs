@@ -291,6 +291,13 @@ impl From<String> for Fail {
     }
 }
 
+impl From<crate::networks::NetworkError> for Fail {
+    fn from(e: crate::networks::NetworkError) -> Fail {
+        let refused = matches!(e, crate::networks::NetworkError::NotFound(_));
+        Fail { refused, msg: e.to_string() }
+    }
+}
+
 impl From<&str> for Fail {
     fn from(msg: &str) -> Fail {
         Fail { refused: false, msg: msg.to_string() }
@@ -666,7 +673,7 @@ impl Actor {
             // Put back what this VM held before.
             let mut old = self.view.lock().unwrap_or_else(|p| p.into_inner()).def.clone();
             let _ = self.ctx.networks.claim_nics(&self.name, &mut old);
-            return Err(refused(e));
+            return Err(refused(e.to_string()));
         }
         let text = def.to_toml().map_err(|e| refused(format!("definition: {e}")))?;
         write_atomic(&self.paths.definition, &text)

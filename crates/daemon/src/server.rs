@@ -536,18 +536,18 @@ impl Daemon {
             }
             Request::NetworkCreate(a) => self.network_create(&a),
             Request::NetworkList => Ok(self.ctx.networks.list()),
-            Request::NetworkShow { name } => self.ctx.networks.show(&name).map_err(net_failure),
+            Request::NetworkShow { name } => self.ctx.networks.show(&name).map_err(Failure::from),
             Request::NetworkDelete { name } => {
                 let r = if self.ctx.networks.spans_pool(&name) {
                     self.network_delete_span(&name)?
                 } else {
-                    self.ctx.networks.delete(&name).map_err(net_failure)?
+                    self.ctx.networks.delete(&name).map_err(Failure::from)?
                 };
                 self.ctx.event(None, "info", "network.deleted", &format!("deleted network '{name}'"));
                 Ok(r)
             }
             Request::NetworkReserve { name, mac, ip } => {
-                let r = self.ctx.networks.reserve(&name, &mac, &ip).map_err(net_failure)?;
+                let r = self.ctx.networks.reserve(&name, &mac, &ip).map_err(Failure::from)?;
                 self.ctx.event(
                     None,
                     "info",
@@ -621,7 +621,7 @@ impl Daemon {
                 self.ctx.event(None, "info", "volume.deleted", &format!("deleted volume '{volume}'"));
                 Ok(json!({ "volume": volume }))
             }
-            Request::NetworkLeases { name } => self.ctx.networks.leases(&name).map_err(net_failure),
+            Request::NetworkLeases { name } => self.ctx.networks.leases(&name).map_err(Failure::from),
             Request::VmConsole { name, offset, limit } => {
                 self.view_of(&name)?;
                 let p = VmPaths::new(&self.ctx.data, &name).console;
@@ -709,7 +709,7 @@ impl Daemon {
         let v = if a.span {
             self.network_create_span(a)?
         } else {
-            self.ctx.networks.create(a).map_err(net_failure)?
+            self.ctx.networks.create(a).map_err(Failure::from)?
         };
         self.ctx.event(
             None,
@@ -896,13 +896,4 @@ pub fn attachments(d: &VmDefinition) -> Vec<(String, Attachment)> {
         }
     }
     out
-}
-
-/// A network operation's error: "no network named …" is not found, anything else refused.
-fn net_failure(e: String) -> Failure {
-    if e.starts_with("no network") {
-        Failure::NotFound(e)
-    } else {
-        Failure::Refused(e)
-    }
 }

@@ -27,14 +27,6 @@ pub struct SpanState {
     reported: BTreeMap<String, String>,
 }
 
-fn net_failure(e: String) -> Failure {
-    if e.starts_with("no network") {
-        Failure::NotFound(e)
-    } else {
-        Failure::Refused(e)
-    }
-}
-
 impl Daemon {
     /// This host's IPv4 address between hosts (the tunnels' source).
     fn tunnel_ip(&self) -> Result<Ipv4Addr, Failure> {
@@ -60,7 +52,7 @@ impl Daemon {
             ));
         }
         let local = self.tunnel_ip()?;
-        let mut spec = self.ctx().networks.prepare(a).map_err(net_failure)?;
+        let mut spec = self.ctx().networks.prepare(a).map_err(Failure::from)?;
         let me = c.config().host.clone();
         let wanted = SpanNetwork {
             name: spec.name.clone(),
@@ -80,7 +72,7 @@ impl Daemon {
                 if let Err(u) = c.remove_span_network(&rec) {
                     tracing::error!(network = rec.name, error = %u, "cannot forget a network that was not made");
                 }
-                Err(net_failure(e))
+                Err(e.into())
             }
         }
     }
@@ -114,7 +106,7 @@ impl Daemon {
         if let Some(rec) = c.span_networks()?.into_iter().find(|r| r.name == name) {
             c.remove_span_network(&rec)?;
         }
-        let r = self.ctx().networks.delete(name).map_err(net_failure)?;
+        let r = self.ctx().networks.delete(name).map_err(Failure::from)?;
         self.note_spans();
         self.wake_sync();
         Ok(r)
@@ -167,7 +159,7 @@ impl Daemon {
         let nets = &self.ctx().networks;
         for (name, _, _) in nets.spans() {
             if let Err(e) = nets.delete(&name) {
-                self.ctx().event(None, "warning", "network.leave-failed", &e);
+                self.ctx().event(None, "warning", "network.leave-failed", &e.to_string());
             }
         }
         self.note_spans();
@@ -221,6 +213,7 @@ impl Daemon {
                     );
                 }
                 Err(e) => {
+                    let e = e.to_string();
                     if report(&mut state, &rec.name, &e) {
                         self.ctx().event(None, "error", "network.join-failed", &e);
                     }
@@ -240,6 +233,7 @@ impl Daemon {
                     );
                 }
                 Err(e) => {
+                    let e = e.to_string();
                     if report(&mut state, name, &e) {
                         self.ctx().event(None, "warning", "network.leave-failed", &e);
                     }
@@ -257,6 +251,7 @@ impl Daemon {
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    let e = e.to_string();
                     if report(&mut state, &format!("flood {name}"), &e) {
                         self.ctx().event(None, "error", "network.span-failed", &e);
                     }

@@ -125,7 +125,39 @@ pub struct Networks {
     remote_leases: Mutex<BTreeMap<String, Vec<dhcp::leases::Lease>>>,
 }
 
-type Res<T> = Result<T, String>;
+/// What can go wrong with a network, as the daemon answers it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetworkError {
+    /// No network of that name here.
+    #[error("no network named '{0}'")]
+    NotFound(String),
+    /// Refused or failed; the message names the field or the object and why.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<String> for NetworkError {
+    fn from(s: String) -> NetworkError {
+        NetworkError::Refused(s)
+    }
+}
+
+impl From<&str> for NetworkError {
+    fn from(s: &str) -> NetworkError {
+        NetworkError::Refused(s.to_string())
+    }
+}
+
+impl From<NetworkError> for crate::protocol::Failure {
+    fn from(e: NetworkError) -> crate::protocol::Failure {
+        match e {
+            NetworkError::NotFound(_) => crate::protocol::Failure::NotFound(e.to_string()),
+            NetworkError::Refused(m) => crate::protocol::Failure::Refused(m),
+        }
+    }
+}
+
+type Res<T> = Result<T, NetworkError>;
 
 /// FNV-1a, 64 bits: stable names for kernel objects.
 fn fnv(parts: &[&[u8]]) -> u64 {
@@ -320,7 +352,7 @@ impl Networks {
     pub fn create_spec(&self, spec: NetworkSpec) -> Res<Value> {
         let mut nets = self.lock();
         if nets.contains_key(&spec.name) {
-            return Err(format!("a network named '{}' already exists", spec.name));
+            return Err(format!("a network named '{}' already exists", spec.name).into());
         }
         let rec = NetworkRecord {
             name: spec.name.clone(),
@@ -365,14 +397,14 @@ impl Networks {
     /// One network.
     pub fn show(&self, name: &str) -> Res<Value> {
         let nets = self.lock();
-        let n = nets.get(name).ok_or_else(|| format!("no network named '{name}'"))?;
+        let n = nets.get(name).ok_or_else(|| NetworkError::NotFound(name.to_string()))?;
         Ok(self.info(&n.spec, n.dhcp.as_ref()))
     }
 
     /// Deletes a network no NIC uses: DHCP server, rules, bridge, files, record.
     pub fn delete(&self, name: &str) -> Res<Value> {
         let mut nets = self.lock();
-        let n = nets.get_mut(name).ok_or_else(|| format!("no network named '{name}'"))?;
+        let n = nets.get_mut(name).ok_or_else(|| NetworkError::NotFound(name.to_string()))?;
         let users: Vec<String> = self
             .store
             .list_nics()
@@ -385,7 +417,8 @@ impl Networks {
             return Err(format!(
                 "cannot delete network '{name}': VM NICs are plugged into it: {}; remove them first",
                 users.join(", ")
-            ));
+            )
+            .into());
         }
         if let Some(p) = n.dhcp.as_mut() {
             Self::stop_dhcp(p);
@@ -402,12 +435,12 @@ impl Networks {
         let mac: Mac = mac.parse().map_err(|e| format!("field `mac`: {e}"))?;
         let addr = ip("ip", ip_text)?;
         let mut nets = self.lock();
-        let n = nets.get_mut(name).ok_or_else(|| format!("no network named '{name}'"))?;
+        let n = nets.get_mut(name).ok_or_else(|| NetworkError::NotFound(name.to_string()))?;
         if let Some(s) = n.spec.span.as_ref().filter(|s| !s.here) {
             return Err(format!(
                 "network '{name}' spans the pool and its DHCP server is on host '{}': reserve addresses there",
                 s.home
-            ));
+            ).into());
         }
         let mut cfg = n.spec.dhcp.clone().ok_or_else(|| format!("network '{name}' has no DHCP server"))?;
         cfg.reservations.insert(mac, addr);
@@ -418,7 +451,8 @@ impl Networks {
             return Err(format!(
                 "field `ip`: {addr} is leased to {} until {}; pick another address",
                 l.mac, l.expires
-            ));
+            )
+            .into());
         }
         let mut spec = n.spec.clone();
         spec.dhcp = Some(cfg);
@@ -437,7 +471,7 @@ impl Networks {
     /// The leases a network's DHCP server recorded.
     pub fn leases(&self, name: &str) -> Res<Value> {
         let here = match self.lock().get(name) {
-            None => return Err(format!("no network named '{name}'")),
+            None => return Err(format!("no network named '{name}'").into()),
             Some(n) => n.spec.l3_here(),
         };
         let l = if here {
@@ -460,7 +494,7 @@ impl Networks {
         self.lock()
             .get(network)
             .map(|n| n.spec.bridge.clone())
-            .ok_or_else(|| format!("no network named '{network}'"))
+            .ok_or_else(|| NetworkError::NotFound(network.to_string()))
     }
 }
 

@@ -14,13 +14,13 @@ impl Networks {
             if let Some(m) = &nic.mac {
                 let mac: Mac = m.parse().map_err(|e| format!("field `nic[{i}].mac`: {e}"))?;
                 if !seen.insert(mac) {
-                    return Err(format!("field `nic[{i}].mac`: {mac} is given to two NICs of this VM"));
+                    return Err(format!("field `nic[{i}].mac`: {mac} is given to two NICs of this VM").into());
                 }
             }
         }
         for (i, nic) in def.nics.iter_mut().enumerate() {
             if !self.lock().contains_key(&nic.network) {
-                return Err(format!("field `nic[{i}].network`: no network named '{}'", nic.network));
+                return Err(format!("field `nic[{i}].network`: no network named '{}'", nic.network).into());
             }
             let rec = |mac: String| NicRecord {
                 mac,
@@ -49,7 +49,7 @@ impl Networks {
                         match self.store.claim_mac(&rec(mac.clone())) {
                             Ok(()) => break mac,
                             Err(StoreError::MacInUse { .. }) if tries < 64 => tries += 1,
-                            Err(e) => return Err(e.to_string()),
+                            Err(e) => return Err(e.to_string().into()),
                         }
                     };
                     nic.mac = Some(mac);
@@ -109,7 +109,7 @@ impl Networks {
                 .and_then(|()| self.kernel.ensure_tap(&tap, &bridge, self.tap_owner));
             if let Err(e) = r {
                 self.unplug(vm);
-                return Err(format!("NIC {i} on network '{}': {e}", nic.network));
+                return Err(format!("NIC {i} on network '{}': {e}", nic.network).into());
             }
             self.guard_table().insert(tap.clone(), (nic.network.clone(), bytes.0, addrs));
             out.push(vmm::qemu_args::NicEndpoint { tap, mac });

@@ -18,10 +18,10 @@ impl Networks {
         let theirs: NetworkSpec = serde_json::from_value(settings.clone())
             .map_err(|e| format!("network '{name}': its record in the pool is unreadable: {e}"))?;
         if theirs.name != name {
-            return Err(format!("network '{name}': its record in the pool names '{}'", theirs.name));
+            return Err(format!("network '{name}': its record in the pool names '{}'", theirs.name).into());
         }
         if theirs.kind == Kind::Bridged {
-            return Err(format!("network '{name}': a bridged network cannot span the pool"));
+            return Err(format!("network '{name}': a bridged network cannot span the pool").into());
         }
         validate_name(name)?;
         let (bridge, bridge_mac) = self.bridge_name(name);
@@ -49,7 +49,7 @@ impl Networks {
     /// changed.
     pub fn flood(&self, name: &str, remotes: &[Ipv4Addr]) -> Res<Vec<String>> {
         let bridge = self.bridge_of(name)?;
-        self.kernel.flood_to(&bridge, remotes).map_err(|e| format!("network '{name}': {e}"))
+        self.kernel.flood_to(&bridge, remotes).map_err(|e| format!("network '{name}': {e}").into())
     }
 
     /// The leases of the spanning networks whose home this host is, as they are to be published.

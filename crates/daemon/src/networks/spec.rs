@@ -16,7 +16,7 @@ fn parse_subnet(s: &str) -> Res<(Ipv4Addr, u8)> {
 }
 
 pub(super) fn ip(field: &str, s: &str) -> Res<Ipv4Addr> {
-    s.trim().parse().map_err(|_| format!("field `{field}`: {s:?} is not an IPv4 address"))
+    s.trim().parse().map_err(|_| format!("field `{field}`: {s:?} is not an IPv4 address").into())
 }
 
 fn overlaps(a: (Ipv4Addr, u8), b: (Ipv4Addr, u8)) -> bool {
@@ -36,7 +36,7 @@ pub fn validate_name(name: &str) -> Res<()> {
     } else {
         Err(format!(
             "field `name`: {name:?} must be 1 to {MAX_NETWORK_NAME} letters, digits, '-', '_' or '.', starting with a letter or digit"
-        ))
+        ).into())
     }
 }
 
@@ -44,7 +44,7 @@ impl Networks {
     pub(super) fn spec_for(&self, a: &NetworkCreate, nets: &BTreeMap<String, Net>) -> Res<NetworkSpec> {
         validate_name(&a.name)?;
         if nets.contains_key(&a.name) {
-            return Err(format!("a network named '{}' already exists", a.name));
+            return Err(format!("a network named '{}' already exists", a.name).into());
         }
         let (bridge, bridge_mac) = self.bridge_name(&a.name);
         if a.kind == Kind::Bridged {
@@ -52,7 +52,7 @@ impl Networks {
                 a.uplink.clone().ok_or("field `uplink`: a bridged network needs the host NIC to bridge")?;
             netconf::netlink::check_name(&up).map_err(|e| format!("field `uplink`: {e}"))?;
             if !self.kernel.link_exists(&up) {
-                return Err(format!("field `uplink`: the host has no interface {up:?}"));
+                return Err(format!("field `uplink`: the host has no interface {up:?}").into());
             }
             let held = self.kernel.ipv4_addresses(&up);
             if !held.is_empty() {
@@ -60,10 +60,10 @@ impl Networks {
                 return Err(format!(
                     "field `uplink`: {up} has the host's address(es) {list}; a bridge port cannot keep them, so \
                      bridging it would cut the host off that network (move them to another NIC first)"
-                ));
+                ).into());
             }
             if nets.values().any(|n| n.spec.uplink.as_deref() == Some(&up)) {
-                return Err(format!("field `uplink`: {up} is already bridged by another network"));
+                return Err(format!("field `uplink`: {up} is already bridged by another network").into());
             }
             if a.subnet.is_some() || a.range.is_some() || a.gateway.is_some() {
                 return Err("field `subnet`: a bridged network takes its addresses from the uplink's LAN; vine serves no DHCP on it".into());
@@ -80,7 +80,9 @@ impl Networks {
             });
         }
         if a.uplink.is_some() {
-            return Err(format!("field `uplink`: only bridged networks have one, not {}", a.kind.name()));
+            return Err(
+                format!("field `uplink`: only bridged networks have one, not {}", a.kind.name()).into()
+            );
         }
         let taken: Vec<(Ipv4Addr, u8)> = nets.values().filter_map(|n| n.spec.address).collect();
         let (network, prefix) = match &a.subnet {
@@ -97,7 +99,8 @@ impl Networks {
                 other.unwrap_or_default(),
                 t.0,
                 t.1
-            ));
+            )
+            .into());
         }
         let m = dhcp::config::mask(prefix.min(32));
         let base = u32::from(network) & m;
@@ -160,7 +163,7 @@ mod tests {
     #[test]
     fn network_names_are_checked() {
         validate_name("lan-1").unwrap();
-        assert!(validate_name("-x").unwrap_err().contains("field `name`"));
+        assert!(validate_name("-x").unwrap_err().to_string().contains("field `name`"));
         assert!(validate_name(&"x".repeat(33)).is_err());
     }
 }

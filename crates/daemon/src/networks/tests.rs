@@ -46,9 +46,9 @@ fn networks_get_free_default_subnets_and_overlaps_are_refused() {
     assert_eq!(b["address"], json!(["10.77.2.1", 24]));
     let mut c = req("c", Kind::Nat);
     c.subnet = Some("10.77.1.0/25".into());
-    let e = n.create(&c).unwrap_err();
+    let e = n.create(&c).unwrap_err().to_string();
     assert!(e.contains("overlaps network 'a' (10.77.1.1/24)"), "{e}");
-    assert!(n.create(&req("a", Kind::Host)).unwrap_err().contains("already exists"));
+    assert!(n.create(&req("a", Kind::Host)).unwrap_err().to_string().contains("already exists"));
     let br = a["bridge"].as_str().unwrap();
     assert!(br.len() <= 15 && br.starts_with("vb"));
     assert_eq!(k.calls(), vec![format!("ensure {br}"), format!("ensure {}", b["bridge"].as_str().unwrap())]);
@@ -80,32 +80,32 @@ fn dhcp_defaults_follow_the_kind_and_the_subnet() {
     let mut r = req("x", Kind::Nat);
     r.subnet = Some("10.5.6.0/24".into());
     r.gateway = Some("10.5.6.120".into());
-    assert!(n.spec_for(&r, &nets).unwrap_err().contains("gateway"));
+    assert!(n.spec_for(&r, &nets).unwrap_err().to_string().contains("gateway"));
     r.gateway = None;
     r.range = Some("10.5.6.9".into());
-    assert!(n.spec_for(&r, &nets).unwrap_err().contains("field `range`"));
+    assert!(n.spec_for(&r, &nets).unwrap_err().to_string().contains("field `range`"));
     r.range = None;
     r.subnet = Some("10.5.6.0".into());
-    assert!(n.spec_for(&r, &nets).unwrap_err().contains("field `subnet`"));
+    assert!(n.spec_for(&r, &nets).unwrap_err().to_string().contains("field `subnet`"));
 }
 
 #[test]
 fn a_bridged_network_takes_an_existing_uplink_no_other_network_holds() {
     let (_d, n, k) = setup();
-    assert!(n.create(&req("lan", Kind::Bridged)).unwrap_err().contains("field `uplink`"));
+    assert!(n.create(&req("lan", Kind::Bridged)).unwrap_err().to_string().contains("field `uplink`"));
     let mut r = req("lan", Kind::Bridged);
     r.uplink = Some("eth9".into());
-    assert!(n.create(&r).unwrap_err().contains("has no interface"));
+    assert!(n.create(&r).unwrap_err().to_string().contains("has no interface"));
     k.add_link("eth9");
     k.addresses.lock().unwrap().insert("eth9".into(), vec![Ipv4Addr::new(192, 0, 2, 7)]);
-    let e = n.create(&r).unwrap_err();
+    let e = n.create(&r).unwrap_err().to_string();
     assert!(e.contains("eth9 has the host's address(es) 192.0.2.7"), "{e}");
     k.addresses.lock().unwrap().clear();
     let v = n.create(&r).unwrap();
     assert_eq!(k.master("eth9").as_deref(), v["bridge"].as_str());
     assert_eq!(v["dhcp"], Value::Null);
     r.name = "lan2".into();
-    assert!(n.create(&r).unwrap_err().contains("already bridged"));
+    assert!(n.create(&r).unwrap_err().to_string().contains("already bridged"));
     n.delete("lan").unwrap();
     assert_eq!(k.master("eth9"), None, "the uplink is detached, not removed");
     assert!(k.link_exists("eth9"));
@@ -131,12 +131,20 @@ fn nics_get_unique_macs_taps_follow_the_vm_and_delete_waits_for_the_nics() {
     // Another VM cannot take one of them; a VM cannot give one MAC to two NICs.
     let mut other = vm_def(&["lan"]);
     other.nics[0].mac = Some(macs[1].clone());
-    assert!(n.claim_nics("db", &mut other).unwrap_err().contains("already used by NIC 1 of VM 'web1'"));
+    assert!(n
+        .claim_nics("db", &mut other)
+        .unwrap_err()
+        .to_string()
+        .contains("already used by NIC 1 of VM 'web1'"));
     let mut twice = vm_def(&["lan", "lan"]);
     twice.nics[0].mac = Some("0a:00:00:00:00:01".into());
     twice.nics[1].mac = Some("0A:00:00:00:00:01".into());
-    assert!(n.claim_nics("db", &mut twice).unwrap_err().contains("two NICs"));
-    assert!(n.claim_nics("db", &mut vm_def(&["wan"])).unwrap_err().contains("no network named 'wan'"));
+    assert!(n.claim_nics("db", &mut twice).unwrap_err().to_string().contains("two NICs"));
+    assert!(n
+        .claim_nics("db", &mut vm_def(&["wan"]))
+        .unwrap_err()
+        .to_string()
+        .contains("no network named 'wan'"));
 
     let eps = n.plug("web1", &def).unwrap();
     assert_eq!(eps.len(), 3);
@@ -155,7 +163,7 @@ fn nics_get_unique_macs_taps_follow_the_vm_and_delete_waits_for_the_nics() {
     assert!(eps.iter().all(|e| !k.link_exists(&e.tap)));
     assert!(eps.iter().all(|e| k.calls().contains(&format!("unguard {}", e.tap))));
 
-    let e = n.delete("lan").unwrap_err();
+    let e = n.delete("lan").unwrap_err().to_string();
     assert!(e.contains("'web1' (NIC 0), 'web1' (NIC 1), 'web1' (NIC 2)"), "{e}");
     n.release_nics("web1");
     n.delete("lan").unwrap();
@@ -208,7 +216,7 @@ fn a_member_of_a_spanning_network_has_its_bridge_and_tunnel_but_not_its_l3() {
     let home = n.prepare(&r).unwrap();
     let settings = serde_json::to_value(&home).unwrap();
     let local = Ipv4Addr::new(10, 9, 0, 3);
-    let e = n.member_spec("wan", &settings, 7, "h1", local).unwrap_err();
+    let e = n.member_spec("wan", &settings, 7, "h1", local).unwrap_err().to_string();
     assert!(e.contains("names 'lan'"), "{e}");
     let spec = n.member_spec("lan", &settings, 7, "h1", local).unwrap();
     assert!(!spec.l3_here() && !spec.serves_dhcp());
@@ -221,7 +229,7 @@ fn a_member_of_a_spanning_network_has_its_bridge_and_tunnel_but_not_its_l3() {
     assert!(k.link_exists(&netconf::vxlan_name(&br)), "the VXLAN link is made with the bridge");
     n.flood("lan", &[Ipv4Addr::new(10, 9, 0, 2), Ipv4Addr::new(10, 9, 0, 4)]).unwrap();
     assert_eq!(k.calls().last().unwrap(), &format!("flood {br} 10.9.0.2,10.9.0.4"));
-    let e = n.reserve("lan", "0a:56:4e:00:00:01", "10.5.6.9").unwrap_err();
+    let e = n.reserve("lan", "0a:56:4e:00:00:01", "10.5.6.9").unwrap_err().to_string();
     assert!(e.contains("on host 'h1'"), "{e}");
     // The home's published leases hold a guest's tap to its address from the start.
     let now = crate::since_epoch().as_secs();
@@ -257,4 +265,15 @@ fn the_home_of_a_spanning_network_holds_its_address() {
     assert!(n.spans_pool("lan"));
     assert_eq!(n.spans().len(), 1);
     assert!(n.home_leases().is_empty(), "no DHCP here (no_dhcp), nothing to publish");
+}
+
+#[test]
+fn a_missing_network_is_not_found_and_anything_else_refused() {
+    use crate::protocol::Failure;
+    let (_d, n, _k) = setup();
+    let e = n.show("nope").unwrap_err();
+    assert_eq!(e, NetworkError::NotFound("nope".into()));
+    assert!(matches!(Failure::from(e), Failure::NotFound(m) if m == "no network named 'nope'"));
+    let e = n.create(&req("-bad", Kind::Host)).unwrap_err();
+    assert!(matches!(Failure::from(e), Failure::Refused(m) if m.contains("field `name`")));
 }
