@@ -14,6 +14,8 @@
 //!   (shared between VMs for clustered disks), started so they outlive the daemon.
 //! * [`resources`]: admission of CPU reservations and memory, and the cgroup files of every
 //!   running VM.
+//! * [`advice`]: the policy engine on the live pool: every host's metrics in one snapshot, a
+//!   plan and its commands (a dry run; nothing is changed).
 //! * [`metrics`]: per-VM CPU utilisation sampled from the cgroups, for the policy engine.
 //! * [`networks`]: virtual networks (bridges, rules, taps through `netconf`), their DHCP server
 //!   processes (detached, adopted after a restart) and the MAC allocator of VM NICs.
@@ -31,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod actor;
+pub mod advice;
 pub mod disks;
 pub mod helpers;
 pub mod layout;

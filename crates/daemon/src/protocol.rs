@@ -146,6 +146,11 @@ pub enum Request {
     },
     /// Live metrics: each running VM's CPU utilisation history.
     Metrics,
+    /// What a policy would do with the pool (or this host) now; changes nothing.
+    PolicyDryRun {
+        /// The policy.
+        policy: Box<policy::Policy>,
+    },
     /// Adds a NIC to a VM that is not running.
     VmNicAdd {
         /// The VM.

@@ -649,6 +649,9 @@ impl Daemon {
                     "vms": vms,
                 }))
             }
+            Request::PolicyDryRun { policy } => {
+                Ok(serde_json::to_value(self.policy_dry_run(&policy)?).expect("dry runs serialise"))
+            }
             Request::Events { vm, after, limit } => {
                 let ev = self
                     .ctx

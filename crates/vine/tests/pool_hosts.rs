@@ -365,6 +365,14 @@ fn three_hosts_make_one_pool_seen_alike_from_every_host() {
     let e = lab.fails("h3", &["cluster", "init", "--etcd", lab.get("LAB_ETCD")]);
     assert!(e.contains("already host 'h3'"), "{e}");
 
+    // A policy's dry run sees every host of the pool, from any host, and changes nothing.
+    let dry = lab.json("h2", &["policy", "dry-run", "--policy", "thr-mmt-0.8"]);
+    let mut seen: Vec<&str> = dry["hosts"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    seen.sort();
+    assert_eq!(seen, ["h1", "h2", "h3"], "{dry}");
+    assert_eq!(dry["changed"], false);
+    assert_eq!(dry["snapshot"]["hosts"].as_array().unwrap().len(), 3, "{dry}");
+
     // One coordinator; its daemon killed, another host takes over within 10 s, and it stays
     // the coordinator when the first comes back.
     let first = coordinator_of(&lab);

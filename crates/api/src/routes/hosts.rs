@@ -198,6 +198,10 @@ pub(super) async fn pool_call(
         }
         return Ok(Json(call(&state, req).await?));
     }
+    // This host's live metrics, for another host's policy dry run.
+    if let Request::Metrics = &req {
+        return Ok(Json(call(&state, req).await?));
+    }
     // A VM another host moves or migrates here.
     if let Request::VmAdopt { .. }
     | Request::VmIncoming { .. }

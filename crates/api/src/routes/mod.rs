@@ -790,6 +790,23 @@ async fn metrics(State(state): State<AppState>, p: Principal) -> ApiResult<Respo
         .into_response())
 }
 
+/// What a policy (the body: a policy as `vine policy show --json` prints one) would do with the
+/// pool, or this host alone, now: the snapshot of every host's metrics, the plan, the commands
+/// with their reasons. Nothing is changed.
+#[utoipa::path(post, path = "/api/policy/dry-run", tag = "metrics", request_body = Object,
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn policy_dry_run(
+    State(state): State<AppState>,
+    p: Principal,
+    Body(v): Body<Value>,
+) -> ApiResult<Json<Value>> {
+    need(&p, Need::Admin)?;
+    let policy: policy::Policy = serde_json::from_value(v)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("policy: {e}")))?;
+    policy.validate().map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("policy: {e}")))?;
+    Ok(Json(call(&state, Request::PolicyDryRun { policy: Box::new(policy) }).await?))
+}
+
 /// Live metrics as JSON: each running VM's CPU utilisation history (the policy engine's input).
 #[utoipa::path(get, path = "/api/metrics/live", tag = "metrics",
     responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
@@ -806,7 +823,7 @@ async fn live_metrics(State(state): State<AppState>, p: Principal) -> ApiResult<
     info(title = "vine", description = "vine's management API: VMs, storage pools and volumes, networks, host, events, users and rights, event scripts, metrics."),
     paths(session::login, session::logout, session::me, session::my_password, host, list_vms, create_vm, show_vm, set_vm, delete_vm, control_vm, console, networks::add_nic, networks::remove_nic, networks::list_networks, networks::create_network, networks::show_network,
           networks::delete_network, networks::reserve, networks::leases,
-          events, metrics, live_metrics, users::list_users, users::create_user, users::delete_user, users::user_password, users::list_tokens, users::create_token,
+          events, metrics, live_metrics, policy_dry_run, users::list_users, users::create_user, users::delete_user, users::user_password, users::list_tokens, users::create_token,
           users::delete_token, users::list_acl, users::grant, users::revoke, users::revoke_pool, users::revoke_network, users::list_hooks, users::create_hook, users::delete_hook, openapi,
           crate::console::serial_ws, crate::console::vnc_ws, crate::console::event_stream,
           pools::list_pools, pools::create_pool, pools::show_pool, pools::delete_pool, pools::list_volumes,
@@ -943,6 +960,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/events", get(events))
         .route("/metrics", get(metrics))
         .route("/api/metrics/live", get(live_metrics))
+        .route("/api/policy/dry-run", post(policy_dry_run))
         .route("/api/users", get(users::list_users).post(users::create_user))
         .route("/api/users/{user}", delete(users::delete_user))
         .route("/api/users/{user}/password", put(users::user_password))

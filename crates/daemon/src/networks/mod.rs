@@ -471,7 +471,7 @@ impl Networks {
     /// The leases a network's DHCP server recorded.
     pub fn leases(&self, name: &str) -> Res<Value> {
         let here = match self.lock().get(name) {
-            None => return Err(format!("no network named '{name}'").into()),
+            None => return Err(NetworkError::NotFound(name.to_string())),
             Some(n) => n.spec.l3_here(),
         };
         let l = if here {

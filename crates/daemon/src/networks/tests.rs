@@ -277,3 +277,15 @@ fn a_missing_network_is_not_found_and_anything_else_refused() {
     let e = n.create(&req("-bad", Kind::Host)).unwrap_err();
     assert!(matches!(Failure::from(e), Failure::Refused(m) if m.contains("field `name`")));
 }
+
+#[test]
+fn every_lookup_of_a_missing_network_is_not_found() {
+    let (_d, n, _k) = setup();
+    let missing = NetworkError::NotFound("nope".into());
+    assert_eq!(n.show("nope").unwrap_err(), missing);
+    assert_eq!(n.delete("nope").unwrap_err(), missing);
+    assert_eq!(n.leases("nope").unwrap_err(), missing);
+    assert_eq!(n.reserve("nope", "0a:56:4e:00:00:01", "10.0.0.9").unwrap_err(), missing);
+    assert_eq!(n.bridge_of("nope").unwrap_err(), missing);
+    assert_eq!(n.flood("nope", &[]).unwrap_err(), missing);
+}

@@ -198,114 +198,61 @@ fn print_report(r: &sim::Report, explain: bool) {
     }
 }
 
-/// Nominal MIPS of one host CPU: live hosts are measured in CPU time, so one CPU = 1000 "MIPS".
-const LIVE_MIPS_PER_CPU: f64 = 1000.0;
-
-/// The policy engine's view of this host from the daemon's live metrics.
-fn live_snapshot(m: &serde_json::Value) -> anyhow::Result<(policy::Snapshot, Vec<String>)> {
-    use policy::model::{HostId, HostSpec, HostView, PowerCurve, Snapshot, VmId, VmView};
-    let cpus = m["host"]["cpus"].as_u64().context("metrics without host.cpus")? as u32;
-    let memory = m["host"]["memory_bytes"].as_u64().context("metrics without host.memory_bytes")?;
-    let spec = HostSpec {
-        pes: cpus,
-        pe_mips: LIVE_MIPS_PER_CPU,
-        ram_mb: (memory >> 20) as u32,
-        // Energy is not reported by a dry run; a nominal curve keeps power-aware rules working.
-        power: PowerCurve::HP_ML110_G5,
-    };
-    let mut vms = Vec::new();
-    let mut names = Vec::new();
-    for (i, v) in m["vms"].as_array().into_iter().flatten().enumerate() {
-        let vcpus = v["vcpus"].as_u64().unwrap_or(1) as f64;
-        let history: Vec<f64> =
-            v["history"].as_array().into_iter().flatten().filter_map(|x| x.as_f64()).collect();
-        let mips = vcpus * LIVE_MIPS_PER_CPU;
-        vms.push(VmView {
-            id: VmId(i as u32),
-            mips,
-            ram_mb: (v["memory"].as_u64().unwrap_or(0) >> 20) as u32,
-            // A running guest holds all of its memory (vine does not balloon).
-            requested_ram_mb: (v["memory"].as_u64().unwrap_or(0) >> 20) as u32,
-            requested_mips: history.first().copied().unwrap_or(0.0) * mips,
-            history,
-            host: HostId(0),
-        });
-        names.push(v["name"].as_str().unwrap_or("?").to_string());
-    }
-    let demand: f64 = vms.iter().map(|v| v.requested_mips).sum();
-    let total = spec.total_mips();
-    let host = HostView {
-        id: HostId(0),
-        spec,
-        measured_mips: demand.min(total),
-        available_mips: (total - demand).max(0.0),
-        allocated_mips: demand.min(total),
-        vms: vms.iter().map(|v| v.id).collect(),
-    };
-    let mut snap = Snapshot {
-        time: 0.0,
-        interval_s: m["interval_s"].as_f64().unwrap_or(10.0),
-        migration_mb_per_s: 62.5,
-        hosts: vec![host],
-        vms,
-        vm_index: Vec::new(),
-    };
-    snap.reindex();
-    Ok((snap, names))
-}
-
 fn dry_run(policy_arg: &str, json: bool) -> anyhow::Result<i32> {
     let p = load_policy(policy_arg)?;
-    let m = super::vm::rest("GET", "/api/metrics/live", None)?;
-    let (snap, names) = live_snapshot(&m)?;
-    let mut planner = policy::Planner::new(p.clone());
-    let plan = planner.plan(&snap);
-    let commands = policy::prescribe(&plan);
+    let v = super::vm::rest("POST", "/api/policy/dry-run", Some(&serde_json::to_value(&p)?))?;
     if json {
-        let out = serde_json::json!({ "policy": p.name, "vm_names": names, "snapshot": snap,
-                                      "plan": plan, "commands": commands, "changed": false });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
-    let host = &snap.hosts[0];
-    let cpus = host.spec.pes;
+    let run: daemon::advice::DryRun = serde_json::from_value(v).context("the daemon's answer")?;
+    let snap = &run.snapshot;
     println!(
         "dry run of policy '{}' against the live metrics of {} (nothing is changed)",
-        p.name,
-        m["host"]["hostname"].as_str().unwrap_or("this host")
+        run.policy,
+        if run.hosts.len() == 1 {
+            format!("host '{}'", run.hosts[0])
+        } else {
+            format!("{} hosts", run.hosts.len())
+        }
     );
-    println!(
-        "host: {cpus} CPU(s); the running VMs ask for {:.0}% of it now (sampled every {} s)",
-        100.0 * snap.vms.iter().map(|v| v.requested_mips).sum::<f64>() / host.spec.total_mips(),
-        snap.interval_s
-    );
-    for (v, name) in snap.vms.iter().zip(&names) {
-        let mean =
-            if v.history.is_empty() { 0.0 } else { v.history.iter().sum::<f64>() / v.history.len() as f64 };
+    for (h, name) in snap.hosts.iter().zip(&run.hosts) {
         println!(
-            "  {name}: {:.0}% of its {} vCPU(s) now, {:.0}% on average over {} sample(s)",
-            100.0 * v.history.first().copied().unwrap_or(0.0),
-            v.mips / LIVE_MIPS_PER_CPU,
-            100.0 * mean,
-            v.history.len()
+            "host '{name}': {} CPU(s); its running VMs ask for {:.0}% of it now (sampled every {} s)",
+            h.spec.pes,
+            100.0 * (h.spec.total_mips() - h.available_mips) / h.spec.total_mips(),
+            snap.interval_s
         );
+        for id in &h.vms {
+            let v = snap.vm(*id);
+            let mean = if v.history.is_empty() {
+                0.0
+            } else {
+                v.history.iter().sum::<f64>() / v.history.len() as f64
+            };
+            println!(
+                "  {}: {:.0}% of its {} vCPU(s) now, {:.0}% on average over {} sample(s)",
+                run.vm_names[id.0 as usize],
+                100.0 * v.history.first().copied().unwrap_or(0.0),
+                v.mips / daemon::advice::LIVE_MIPS_PER_CPU,
+                100.0 * mean,
+                v.history.len()
+            );
+        }
+    }
+    for (h, why) in &run.unreachable {
+        println!("host '{h}' is left out: {why}");
     }
     if let Some(t) = p.migrations.initial_threshold() {
         println!("the policy keeps a host under {:.0}% of its CPU", t * 100.0);
     }
-    if commands.is_empty() {
+    if run.advice.is_empty() {
         println!("it would do nothing: no host needs relief and none can be emptied");
     } else {
         println!("it would:");
-        for c in &commands {
-            let text = c.to_string();
-            let text = names
-                .iter()
-                .enumerate()
-                .fold(text, |t, (i, n)| t.replace(&format!("VM {i} "), &format!("VM {n} ")));
-            println!("  - {text}");
+        for a in &run.advice {
+            println!("  - {}: {}", a.text, a.why);
         }
-        println!("(executing plans on real hosts comes with multi-host pools; nothing was changed)");
     }
     Ok(0)
 }

@@ -1,0 +1,218 @@
+//! The policy engine on the live pool, as far as it goes today: a dry run. The daemon gathers
+//! the metrics of every host of the pool (its own, and each online peer's over the pool's
+//! HTTPS), makes one policy `Snapshot` of them (hosts as they are, each running VM with its CPU
+//! utilisation history), has the policy plan a step and prescribe commands, and answers with
+//! all of it. Nothing is changed. This is the Receiver → Snapshot → Plan → Command path the
+//! simulator drives with recorded traces, fed from live hosts instead.
+
+use policy::model::{HostId, HostSpec, HostView, PowerCurve, Snapshot, VmId, VmView};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::protocol::{Failure, Request};
+use crate::Daemon;
+
+/// Nominal MIPS of one host CPU: live hosts are measured in CPU time, so one CPU = 1000 "MIPS".
+pub const LIVE_MIPS_PER_CPU: f64 = 1000.0;
+/// The migration bandwidth a snapshot assumes, MB/s (a gigabit link).
+const MIGRATION_MB_PER_S: f64 = 62.5;
+
+/// One command of a dry run, in operators' words.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Advice {
+    /// What would be done, with VM and host names.
+    pub text: String,
+    /// Why, in sentences.
+    pub why: String,
+}
+
+/// What a dry run found: the snapshot, the plan and the commands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DryRun {
+    /// The policy's name.
+    pub policy: String,
+    /// The hosts, in snapshot order (`HostId` n is `hosts[n]`).
+    pub hosts: Vec<String>,
+    /// Hosts whose metrics could not be read (left out), with why.
+    pub unreachable: Vec<(String, String)>,
+    /// The VMs, in snapshot order (`VmId` n is `vm_names[n]`).
+    pub vm_names: Vec<String>,
+    /// The snapshot the plan was made from.
+    pub snapshot: Snapshot,
+    /// The plan.
+    pub plan: policy::Plan,
+    /// The commands, as the policy prescribed them.
+    pub commands: Vec<policy::Command>,
+    /// The commands in operators' words.
+    pub advice: Vec<Advice>,
+    /// Always false: a dry run changes nothing.
+    pub changed: bool,
+}
+
+/// The policy's view of the hosts whose metrics (`Request::Metrics` answers) are `hosts`, in
+/// that order; the VM names, in snapshot order. A VM reported by two hosts (a migration's two
+/// ends, for a moment) counts once, on the first.
+pub fn snapshot(hosts: &[(String, Value)]) -> (Snapshot, Vec<String>) {
+    let mut vms = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    let mut views = Vec::new();
+    let mut interval = 10.0f64;
+    for (h, (_, m)) in hosts.iter().enumerate() {
+        let cpus = m["host"]["cpus"].as_u64().unwrap_or(1).max(1) as u32;
+        let memory = m["host"]["memory_bytes"].as_u64().unwrap_or(0);
+        interval = m["interval_s"].as_f64().unwrap_or(interval);
+        let spec = HostSpec {
+            pes: cpus,
+            pe_mips: LIVE_MIPS_PER_CPU,
+            ram_mb: (memory >> 20) as u32,
+            // Live hosts report no power figures yet; a nominal curve keeps power-aware rules working.
+            power: PowerCurve::HP_ML110_G5,
+        };
+        let mut mine = Vec::new();
+        for v in m["vms"].as_array().into_iter().flatten() {
+            let name = v["name"].as_str().unwrap_or("?").to_string();
+            if names.contains(&name) {
+                continue;
+            }
+            let vcpus = v["vcpus"].as_u64().unwrap_or(1) as f64;
+            let history: Vec<f64> =
+                v["history"].as_array().into_iter().flatten().filter_map(|x| x.as_f64()).collect();
+            let mips = vcpus * LIVE_MIPS_PER_CPU;
+            let ram = (v["memory"].as_u64().unwrap_or(0) >> 20) as u32;
+            let id = VmId(vms.len() as u32);
+            vms.push(VmView {
+                id,
+                mips,
+                ram_mb: ram,
+                // A running guest holds all of its memory.
+                requested_ram_mb: ram,
+                requested_mips: history.first().copied().unwrap_or(0.0) * mips,
+                history,
+                host: HostId(h as u32),
+            });
+            names.push(name);
+            mine.push(id);
+        }
+        let demand: f64 = mine.iter().map(|id| vms[id.0 as usize].requested_mips).sum();
+        let total = spec.total_mips();
+        views.push(HostView {
+            id: HostId(h as u32),
+            spec,
+            measured_mips: demand.min(total),
+            available_mips: (total - demand).max(0.0),
+            allocated_mips: demand.min(total),
+            vms: mine,
+        });
+    }
+    let mut snap = Snapshot {
+        time: 0.0,
+        interval_s: interval,
+        migration_mb_per_s: MIGRATION_MB_PER_S,
+        hosts: views,
+        vms,
+        vm_index: Vec::new(),
+    };
+    snap.reindex();
+    (snap, names)
+}
+
+/// A command in operators' words: ids replaced by names.
+fn advice(c: &policy::Command, hosts: &[String], vms: &[String]) -> Advice {
+    let host = |id: &HostId| hosts.get(id.0 as usize).cloned().unwrap_or_else(|| id.to_string());
+    let text = match c {
+        policy::Command::Migrate { vm, from, to, .. } => format!(
+            "migrate VM '{}' from host '{}' to host '{}'",
+            vms.get(vm.0 as usize).cloned().unwrap_or_else(|| vm.to_string()),
+            host(from),
+            host(to)
+        ),
+        policy::Command::SwitchOff { host: h, .. } => format!("switch host '{}' off (it is empty)", host(h)),
+    };
+    Advice { text, why: c.why().to_string() }
+}
+
+impl Daemon {
+    /// `vine policy dry-run`: what `policy` would do with the pool (or this host alone) now.
+    pub(crate) fn policy_dry_run(&self, p: &policy::Policy) -> Result<DryRun, Failure> {
+        let mut metrics =
+            vec![(self.pool_host_name().unwrap_or_else(|| self.ctx().host.hostname.clone()), {
+                self.call(Request::Metrics)?
+            })];
+        let mut unreachable = Vec::new();
+        if let (Some(c), Some(peers)) = (self.cluster(), self.membership.peers.get()) {
+            let me = c.config().host.clone();
+            for h in c.hosts()? {
+                let name = h.record.name.clone();
+                if name == me {
+                    continue;
+                }
+                if h.state == cluster::HostState::Offline {
+                    unreachable.push((name, "offline".to_string()));
+                    continue;
+                }
+                match peers.call(&name, &Request::Metrics) {
+                    Ok(m) => metrics.push((name, m)),
+                    Err(e) => unreachable.push((name, e.to_string())),
+                }
+            }
+        }
+        let (snap, names) = snapshot(&metrics);
+        let hosts: Vec<String> = metrics.into_iter().map(|(h, _)| h).collect();
+        let mut planner = policy::Planner::new(p.clone());
+        let plan = planner.plan(&snap);
+        let commands = policy::prescribe(&plan);
+        let advice = commands.iter().map(|c| advice(c, &hosts, &names)).collect();
+        Ok(DryRun {
+            policy: p.name.clone(),
+            hosts,
+            unreachable,
+            vm_names: names,
+            snapshot: snap,
+            plan,
+            commands,
+            advice,
+            changed: false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn host(cpus: u64, vms: Value) -> Value {
+        json!({"host": {"cpus": cpus, "memory_bytes": 4u64 << 30}, "interval_s": 2.0, "vms": vms})
+    }
+
+    #[test]
+    fn every_host_and_vm_lands_in_one_snapshot() {
+        let h1 = host(2, json!([{"name": "a", "vcpus": 1, "memory": 256u64 << 20, "history": [0.5, 0.4]}]));
+        let h2 = host(
+            4,
+            json!([
+                {"name": "b", "vcpus": 2, "memory": 512u64 << 20, "history": [0.25]},
+                {"name": "a", "vcpus": 1, "memory": 256u64 << 20, "history": [0.9]}
+            ]),
+        );
+        let (s, names) = snapshot(&[("h1".into(), h1), ("h2".into(), h2)]);
+        assert_eq!(names, ["a", "b"], "a migrating VM counts once");
+        assert_eq!(s.hosts.len(), 2);
+        assert_eq!(s.hosts[1].spec.pes, 4);
+        assert_eq!(s.vm(VmId(1)).host, HostId(1));
+        assert_eq!(s.vm(VmId(0)).requested_mips, 500.0);
+        assert_eq!(s.vm(VmId(1)).requested_mips, 500.0, "25% of 2 vCPUs");
+        assert_eq!(s.hosts[0].available_mips, 1500.0);
+        assert_eq!(s.interval_s, 2.0);
+        assert_eq!(s.vm(VmId(1)).ram_mb, 512);
+    }
+
+    #[test]
+    fn commands_are_told_with_names() {
+        let c =
+            policy::Command::Migrate { vm: VmId(1), from: HostId(0), to: HostId(1), why: "because".into() };
+        let a = advice(&c, &["h1".into(), "h2".into()], &["a".into(), "b".into()]);
+        assert_eq!(a.text, "migrate VM 'b' from host 'h1' to host 'h2'");
+        assert_eq!(a.why, "because");
+    }
+}
