@@ -291,7 +291,7 @@ async function vmPage(name) {
     </div>
     <div class="card" id="migrate-card" hidden><h2>Live migration</h2>
       <div class="row"><label>To host <select id="migrate-to"></select></label>
-        <button id="migrate-go" class="primary">Migrate</button>
+        <button id="migrate-go" class="primary" disabled>Migrate</button>
         <button id="migrate-cancel" hidden>Cancel</button></div>
       <p class="muted" id="migrate-progress"></p></div>
     <div class="grid">
@@ -342,7 +342,6 @@ async function vmPage(name) {
     $("#config").innerHTML = rows.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join("");
     // In a pool, a running or paused VM can go to another host live.
     const mc = $("#migrate-card");
-    mc.hidden = !vm.host;
     if (vm.host) {
       const sel = $("#migrate-to");
       const hosts = await api("GET", "/api/hosts").catch(() => []);
@@ -353,6 +352,8 @@ async function vmPage(name) {
       }
       if (!migrating) $("#migrate-go").disabled = !others.length || !["running", "paused"].includes(vm.state);
     }
+    // Shown only once its button says whether this VM can go now.
+    mc.hidden = !vm.host;
     const form = $("#set-form");
     if (!form.dataset.filled) {
       form.cpu_weight.value = vm.cpu.weight;
