@@ -211,18 +211,27 @@ pub(super) async fn upload(
     P((pool, volume)): P<(String, String)>,
     body: RawBody,
 ) -> ApiResult<(StatusCode, Json<VolumeInfo>)> {
-    need(&p, Need::UsePool(&pool))?;
+    let mut stream = body.into_data_stream();
     let reference = volume_ref(&pool, &volume);
     let d = state.daemon.clone();
     let r = reference.clone();
-    let (mut up, free) = blocking(move || {
-        let pools = &d.ctx().pools;
-        let dir = pools.dir(&pool)?;
-        let free = daemon::pools::space(&dir).map(|(_, f)| f).unwrap_or(u64::MAX);
-        Ok((pools.upload(&r)?, free))
-    })
-    .await?;
-    let mut stream = body.into_data_stream();
+    let prepared = async {
+        need(&p, Need::UsePool(&pool))?;
+        blocking(move || {
+            let pools = &d.ctx().pools;
+            let dir = pools.dir(&pool)?;
+            let free = daemon::pools::space(&dir).map(|(_, f)| f).unwrap_or(u64::MAX);
+            Ok((pools.upload(&r)?, free))
+        })
+        .await
+    };
+    let (mut up, free) = match prepared.await {
+        Ok(x) => x,
+        Err(e) => {
+            drain(&mut stream).await;
+            return Err(e);
+        }
+    };
     let mut written: u64 = 0;
     loop {
         let chunk = match tokio::time::timeout(super::BODY_TIMEOUT, stream.next()).await {
@@ -260,6 +269,21 @@ pub(super) async fn upload(
     );
     let v: VolumeInfo = call_typed(&state, Request::VolumeShow { volume: reference }).await?;
     Ok((StatusCode::CREATED, Json(for_user(&p, v))))
+}
+
+/// Reads what a refused upload sent, up to [`super::BODY_LIMIT`] bytes and for at most
+/// [`super::BODY_TIMEOUT`]: a refusal of a small upload then leaves the connection clean for the
+/// client's next request (hyper would close it over unread bytes, under the client's feet); a
+/// larger upload still sees its connection closed.
+async fn drain(stream: &mut axum::body::BodyDataStream) {
+    let mut read = 0usize;
+    let deadline = tokio::time::Instant::now() + super::BODY_TIMEOUT;
+    while read <= super::BODY_LIMIT {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(chunk))) => read += chunk.len(),
+            _ => return,
+        }
+    }
 }
 
 /// Downloads a volume's bytes, streamed.
