@@ -794,15 +794,16 @@ impl Daemon {
     /// This host's address in the pool (where its HTTPS API answers).
     pub(crate) fn pool_ip(&self) -> Result<IpAddr, Failure> {
         let url = self.membership.url.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let host = url
-            .strip_prefix("https://")
-            .and_then(|r| r.rsplit_once(':').map(|(h, _)| h))
-            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
-            .unwrap_or_default();
-        host.parse().map_err(|_| {
+        url_ip(&url).ok_or_else(|| {
             Failure::Failed(format!("this host's address in the pool ({url:?}) is not an IP address"))
         })
     }
+}
+
+/// The IP address in a host's API URL (`https://ADDR:PORT`, `https://[ADDR]:PORT`).
+pub(crate) fn url_ip(url: &str) -> Option<IpAddr> {
+    let host = url.strip_prefix("https://")?.rsplit_once(':')?.0;
+    host.trim_start_matches('[').trim_end_matches(']').parse().ok()
 }
 
 /// What a migration request is answered with on the source while the VM is marked moving: these

@@ -287,7 +287,10 @@ fn report(state: &mut SpanState, key: &str, problem: &str) -> bool {
 
 /// The IPv4 address in a host's API URL (`https://ADDR:PORT`).
 fn host_ip(url: &str) -> Option<Ipv4Addr> {
-    url.strip_prefix("https://")?.rsplit_once(':')?.0.parse().ok()
+    match crate::migrate::url_ip(url)? {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
+    }
 }
 
 #[cfg(test)]
