@@ -83,7 +83,9 @@ function flash(message, ok = true) {
   flash.timer = setTimeout(() => { f.hidden = true; }, ok ? 4000 : 12000);
 }
 
-const state = { me: null, cleanup: [] };
+// `page` counts routings: a page's late answer (a fetch begun before the user moved on) may
+// not draw over the page that replaced it.
+const state = { me: null, cleanup: [], page: 0 };
 
 function go(hash) {
   if (location.hash !== hash) location.hash = hash;
@@ -92,6 +94,12 @@ function go(hash) {
 
 /** Things a page opened (timers, sockets) are closed when the next page is shown. */
 function onLeave(fn) { state.cleanup.push(fn); }
+
+/** Whether the page drawn when this was called is still the one shown (after an `await`). */
+function here() {
+  const page = state.page;
+  return () => page === state.page;
+}
 
 /** The live event stream (SSE); `onEvent` gets each new event. */
 function eventStream(after, onEvent, vm) {
@@ -157,6 +165,7 @@ const POLL_MS = 5000;
 const HOSTS_POLL_MS = 3000;
 
 async function vmsPage() {
+  const still = here();
   const hostFilter = query().get("host") || "";
   main().innerHTML = `
     <h1>Virtual machines</h1>
@@ -194,6 +203,7 @@ async function vmsPage() {
   let shownHosts = null;
   const render = async () => {
     const all = await api("GET", "/api/vms");
+    if (!still()) return;
     const pooled = all.some((v) => v.host);
     const vms = hostFilter ? all.filter((v) => v.host === hostFilter) : all;
     const head = `<tr><th>Name</th>${pooled ? "<th>Host</th>" : ""}<th>State</th><th>vCPUs</th>
@@ -218,8 +228,10 @@ async function vmsPage() {
       <td>${v.disks.map(esc).join("<br>")}</td><td>${v.pid ?? ""}</td></tr>`).join("");
   };
   await render();
+  const from = await lastEventId();
+  if (!still()) return;
   // Live: any event may change a state; a slow poll covers the rest (and other hosts' VMs).
-  eventStream(await lastEventId(), () => render().catch(() => {}));
+  eventStream(from, () => render().catch(() => {}));
   const t = setInterval(() => render().catch(() => {}), POLL_MS);
   onLeave(() => clearInterval(t));
   $("#create-form").addEventListener("submit", async (e) => {
@@ -277,6 +289,7 @@ function allowed(control, s) {
 }
 
 async function vmPage(name) {
+  const still = here();
   const enc = encodeURIComponent(name);
   main().innerHTML = `
     <h1><a href="#/vms">Virtual machines</a> › <span id="vm-name">${esc(name)}</span> <span id="vm-state"></span></h1>
@@ -320,6 +333,7 @@ async function vmPage(name) {
   let migrating = false;
   const render = async () => {
     vm = await api("GET", `/api/vms/${enc}`);
+    if (!still()) return;
     $("#vm-state").innerHTML = stateBadge(vm.state);
     for (const b of document.querySelectorAll("#controls [data-control]")) b.disabled = !allowed(b.dataset.control, vm.state);
     const off = $("#host-offline");
@@ -345,6 +359,7 @@ async function vmPage(name) {
     if (vm.host) {
       const sel = $("#migrate-to");
       const hosts = await api("GET", "/api/hosts").catch(() => []);
+      if (!still()) return;
       const others = hosts.filter((h) => h.name !== vm.host && h.state === "online").map((h) => h.name);
       if (sel.dataset.hosts !== others.join(",")) {
         sel.innerHTML = others.map((h) => `<option value="${esc(h)}">${esc(h)}</option>`).join("");
@@ -366,9 +381,10 @@ async function vmPage(name) {
   try {
     await render();
   } catch (err) {
-    main().innerHTML = `<p class="level-error">${esc(err.message)}</p>`;
+    if (still()) main().innerHTML = `<p class="level-error">${esc(err.message)}</p>`;
     return;
   }
+  if (!still()) return;
 
   for (const b of document.querySelectorAll("#controls [data-control]")) {
     b.addEventListener("click", async () => {
@@ -469,6 +485,7 @@ async function vmPage(name) {
     while (evBody.rows.length > 50) evBody.deleteRow(-1);
   };
   const past = await api("GET", `/api/events?vm=${enc}&limit=10000`);
+  if (!still()) return;
   past.slice(-50).forEach(addEvent);
   eventStream(past.length ? past[past.length - 1].id : 0, (e) => { addEvent(e); render().catch(() => {}); }, name);
   const poll = setInterval(() => render().catch(() => {}), POLL_MS);
@@ -477,6 +494,7 @@ async function vmPage(name) {
   // In a pool, the consoles of another host's VM are relayed by this host from its owner; the
   // CPU graphs are sampled by each host for its own VMs, so they are on the owner's site.
   const owner = await ownerElsewhere(vm);
+  if (!still()) return;
   if (owner) {
     const site = owner.url ? ` <a href="${esc(owner.url)}/#/vm/${enc}">Open it on ${esc(owner.name)}</a>.` : "";
     for (const id of ["#cpu-now", "#mem-now"]) $(id).textContent = `(on host ${owner.name})`;
@@ -605,6 +623,7 @@ function graphicalConsole(name) {
 }
 
 async function eventsPage() {
+  const still = here();
   const vm = query().get("vm") || "";
   main().innerHTML = `
     <h1>Event log</h1>
@@ -620,6 +639,7 @@ async function eventsPage() {
   });
   const body = $("#events tbody");
   const past = await api("GET", `/api/events?limit=10000${vm ? `&vm=${encodeURIComponent(vm)}` : ""}`);
+  if (!still()) return;
   // A pool's log names the host of each event: a Host column then (a host alone has none).
   const withHost = past.some((e) => e.host);
   $("#events thead").innerHTML = `<tr><th>#</th><th>Time</th><th>VM</th>${withHost ? "<th>Host</th>" : ""}<th>Level</th><th>Kind</th><th>Message</th></tr>`;
@@ -636,6 +656,7 @@ async function eventsPage() {
 }
 
 async function usersPage() {
+  const still = here();
   if (!state.me.admin) {
     main().innerHTML = `<p class="level-error">Only administrators manage users.</p>`;
     return;
@@ -666,6 +687,7 @@ async function usersPage() {
     </div>`;
   const render = async () => {
     const [users, acl] = await Promise.all([api("GET", "/api/users"), api("GET", "/api/acl")]);
+    if (!still()) return;
     $("#users tbody").innerHTML = users.map((u) => `<tr><td>${esc(u.name)}</td><td>${u.admin ? "yes" : ""}</td><td>${u.can_create ? "yes" : ""}</td>
       <td>${u.name === state.me.user ? "" : `<button class="danger" data-user="${esc(u.name)}">Delete</button>`}</td></tr>`).join("");
     const on = (r) => r.vm !== undefined ? `VM ${r.vm}` : r.pool !== undefined ? `storage pool ${r.pool}` : `network ${r.network}`;
@@ -689,6 +711,7 @@ async function usersPage() {
     }
   };
   await render();
+  if (!still()) return;
   $("#user-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     const f = e.target;
@@ -716,6 +739,7 @@ async function usersPage() {
  * placement counts them. Administrators put a host in maintenance and take it out.
  */
 async function hostsPage() {
+  const still = here();
   main().innerHTML = `
     <h1>Hosts</h1>
     <div class="card">
@@ -728,6 +752,7 @@ async function hostsPage() {
   const body = $("#host-table tbody");
   const render = async () => {
     const [hosts, vms] = await Promise.all([api("GET", "/api/hosts"), api("GET", "/api/vms")]);
+    if (!still()) return;
     // In a pool VMs name their host; a host alone lists itself and owns every VM. Maintenance is
     // a pool's: its toggle is shown to administrators when there is a pool.
     const pooled = hosts.length > 1 || vms.some((v) => v.host);
@@ -753,6 +778,7 @@ async function hostsPage() {
     }).join("");
   };
   await render();
+  if (!still()) return;
   // Buttons are drawn again at each refresh: one listener on the table serves them all.
   body.addEventListener("click", async (e) => {
     const b = e.target.closest("button[data-maintenance]");
@@ -769,19 +795,24 @@ async function hostsPage() {
   });
   // Events (a VM started, a host put in maintenance) redraw at once; liveness has no event, so
   // the page also polls, faster than the VM list: a host that stops is offline within ~10 s.
-  eventStream(await lastEventId(), () => render().catch(() => {}));
+  const from = await lastEventId();
+  if (!still()) return;
+  eventStream(from, () => render().catch(() => {}));
   const t = setInterval(() => render().catch(() => {}), HOSTS_POLL_MS);
   onLeave(() => clearInterval(t));
 }
 
 async function hostPage() {
+  const still = here();
   const h = await api("GET", "/api/host");
+  if (!still()) return;
   main().innerHTML = `<h1>This host</h1><div class="card"><pre>${esc(JSON.stringify(h, null, 2))}</pre></div>`;
 }
 
 // ----- routing -----
 
 async function route() {
+  const page = ++state.page;
   for (const f of state.cleanup.splice(0)) {
     try { f(); } catch { /* best effort */ }
   }
@@ -810,7 +841,7 @@ async function route() {
       default: return await vmsPage();
     }
   } catch (err) {
-    if (err.status !== 401) main().innerHTML = `<p class="level-error">${esc(err.message)}</p>`;
+    if (err.status !== 401 && page === state.page) main().innerHTML = `<p class="level-error">${esc(err.message)}</p>`;
   }
 }
 
