@@ -16,7 +16,7 @@
 set -euo pipefail
 
 # Bump whenever anything below changes what ends up in the kit.
-RECIPE=10
+RECIPE=11
 # The kernel command line the tests start from; tests append `vine.*` options.
 CMDLINE="console=ttyS0 panic=-1 quiet"
 # Drivers the guest needs (loaded with their dependencies, in order, unless built in).
@@ -146,6 +146,7 @@ command -v gcc >/dev/null || die "gcc not found (scripts/setup.sh installs it)"
 gcc -O2 -Wall -static -o "$ROOT/bin/vine-flood" "$HERE/guest-flood.c"
 gcc -O2 -Wall -static -o "$ROOT/bin/vine-dirty" "$HERE/guest-dirty.c"
 gcc -O2 -Wall -static -o "$ROOT/bin/vine-pings" "$HERE/guest-pings.c"
+gcc -O2 -Wall -static -o "$ROOT/bin/vine-load" "$HERE/guest-load.c"
 for rel in "${LOAD_ORDER[@]}"; do
     mkdir -p "$ROOT/lib/modules/$KREL/${rel%/*}"
     cp "$KMODS/$rel" "$ROOT/lib/modules/$KREL/$rel"
@@ -164,6 +165,9 @@ cat >"$ROOT/init" <<'EOF'
 #   vine.counter=1        print "VINE-COUNTER <n>" every second, n counting up from 1 for as long
 #                         as the guest runs (survives pause/resume and save/restore)
 #   vine.cpuburn=N        run N busy loops
+#   vine.load=P:S[,P:S..] CPU load on a schedule (/bin/vine-load, scripts/guest-load.c): P % of
+#                         one vCPU for S seconds, phase after phase from boot, the last for ever;
+#                         prints "VINE-LOAD <phase> <P>" as each begins
 #   vine.disk=DEV         print "VINE-DISK <first 16 bytes in hex>" of DEV (e.g. /dev/vda, /dev/sda)
 #                         and "VINE-DISK1 <first 16 bytes of sector 1 in hex>"
 #   vine.diskwrite=TEXT   with vine.disk: write TEXT (NUL-padded) to sector 1 of DEV, sync, print
@@ -245,6 +249,11 @@ if [ -n "$burn" ]; then
     i=0
     while [ $i -lt "$burn" ]; do (while :; do :; done) & i=$((i + 1)); done
     echo "VINE-CPUBURN $burn"
+fi
+
+load=$(opt load)
+if [ -n "$load" ]; then
+    vine-load "$load" &
 fi
 
 spew=$(opt spew)

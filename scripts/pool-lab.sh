@@ -19,7 +19,8 @@
 # VINE_LAB_NET (the LAN's first three octets; default 10.240.0), VINE_LAB_DAEMONS=0 (etcd and
 # the network only), VINE_LAB_TLS=1 (etcd serves clients over TLS only and requires client
 # certificates: a CA, a server certificate per member and one client certificate are made with
-# openssl in $VINE_LAB_DIR/tls, and LAB_ETCD_CA, LAB_ETCD_CERT, LAB_ETCD_KEY name them). A
+# openssl in $VINE_LAB_DIR/tls, and LAB_ETCD_CA, LAB_ETCD_CERT, LAB_ETCD_KEY name them),
+# VINE_LAB_DAEMON_ARGS (more arguments of every `vine daemon`, e.g. --sample-interval 2). A
 # daemon is started inside its namespace with `nsenter --net` (not `ip netns exec`, which would
 # remount /sys and hide the cgroup v1 hierarchy).
 #
@@ -92,9 +93,11 @@ down() {
 # start_daemon I VINE: host hI's daemon, in its namespace (its log appended to).
 start_daemon() {
     local i=$1 vine=$2
+    # VINE_LAB_DAEMON_ARGS: extra arguments of every daemon (words split on spaces).
+    # shellcheck disable=SC2086
     start_in "$P-h$i" "$LAB/h$i/daemon.pid" "$LAB/h$i/daemon.log" "$vine" -v daemon \
         --data-dir "$LAB/h$i/data" --socket "$LAB/h$i/vine.sock" --cgroup-parent "$P-h$i" \
-        --listen "$NET.$((10 + i)):8443"
+        --listen "$NET.$((10 + i)):8443" ${VINE_LAB_DAEMON_ARGS:-}
 }
 
 # daemon hI: starts host hI's daemon again (after a test stopped or killed it) and waits for it.

@@ -419,8 +419,19 @@ impl Cluster {
     }
 
     /// Puts host `name` in maintenance (it keeps its VMs and gets no new ones) or takes it out.
-    /// The record changes only if nobody changed it meanwhile (compare-and-swap on its revision).
     pub fn set_maintenance(&self, name: &str, on: bool) -> Result<HostRecord, ClusterError> {
+        self.update_host(name, |rec| rec.maintenance = on)
+    }
+
+    /// Puts host `name` in standby (emptied to save power: it takes no VMs and counts as
+    /// powered off) or wakes it.
+    pub fn set_standby(&self, name: &str, on: bool) -> Result<HostRecord, ClusterError> {
+        self.update_host(name, |rec| rec.standby = on)
+    }
+
+    /// Changes host `name`'s record with `change`. The record changes only if nobody changed
+    /// it meanwhile (compare-and-swap on its revision).
+    fn update_host(&self, name: &str, change: impl Fn(&mut HostRecord)) -> Result<HostRecord, ClusterError> {
         let mut c = self.client.clone();
         let e = self.endpoints.clone();
         let key = keys::host(name);
@@ -431,7 +442,7 @@ impl Cluster {
                     return Err(ClusterError::Invalid(format!("no host named '{name}' in the pool")));
                 };
                 let mut rec: HostRecord = parse(&key, kv.value())?;
-                rec.maintenance = on;
+                change(&mut rec);
                 let txn = Txn::new()
                     .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision())])
                     .and_then([TxnOp::put(key.as_str(), json(&rec), None)]);
@@ -667,6 +678,7 @@ async fn membership(
         let old: HostRecord = parse(&key, kv.value())?;
         rec.joined_ms = old.joined_ms;
         rec.maintenance = old.maintenance;
+        rec.standby = old.standby;
     }
     timed!(e, "writing this host's record", c.put(key.as_str(), json(&rec), None)).await?;
     let lease = timed!(e, "taking a liveness lease", c.lease_grant(LEASE_TTL_S, None)).await?;

@@ -14,6 +14,7 @@
 //! | `/vine/shared/…`, `/vine/hook-seq`, `/vine/events/…`, `/vine/shipped/HOST` | see [`crate::shared`] |
 //! | `/vine/shared-pools/NAME`, `/vine/writers/POOL/VOLUME` | see [`crate::storage`] |
 //! | `/vine/coordinator` | the coordinator's host, under its lease (see [`crate::coordinator`]) |
+//! | `/vine/policy/settings`, `/vine/policy/vms/VM`, `/vine/policy/last` | see [`crate::automation`] |
 //! | `/vine/networks/NAME`, `/vine/vnis/VNI`, `/vine/leases/NAME` | see [`crate::networks`] |
 
 /// Prefix of every key.

@@ -15,6 +15,8 @@
 //! - [`storage`]: shared storage pools and the one writer of each of their volumes.
 //! - [`coordinator`]: the one host that runs the pool-wide work, elected through etcd, and the
 //!   timing that keeps a cut-off coordinator from acting alongside its successor.
+//! - [`automation`]: how far the policy engine acts (mode, policy, threshold), each VM's rules
+//!   (own mode, pin, affinity group), and the coordinator's last round.
 //! - [`networks`]: virtual networks that span the pool (VNI, home host, published leases).
 //! - [`Cluster`]: one host's connection to the pool: initialise or join a pool, rejoin it at
 //!   start, keep this host's liveness key alive, list hosts, issue join tokens, leave.
@@ -28,6 +30,7 @@
 //! small tokio runtime for the etcd client and the keepalive task.
 #![warn(missing_docs)]
 
+pub mod automation;
 pub mod config;
 pub mod coordinator;
 pub mod keys;
@@ -40,6 +43,7 @@ pub mod vms;
 
 mod client;
 
+pub use automation::{Automation, Mode, VmRules};
 pub use client::{Cluster, KEEPALIVE, LEASE_TTL_S, REQUEST_TIMEOUT};
 pub use config::{ClusterConfig, EtcdTls};
 pub use networks::SpanNetwork;

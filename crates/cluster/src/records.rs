@@ -37,6 +37,10 @@ pub struct HostRecord {
     /// In maintenance: keeps its VMs, gets no new ones.
     #[serde(default)]
     pub maintenance: bool,
+    /// In standby: emptied by the policy engine to save power; takes no VMs and counts as
+    /// powered off until it is woken.
+    #[serde(default)]
+    pub standby: bool,
 }
 
 /// A host's state as the pool sees it.
@@ -49,6 +53,8 @@ pub enum HostState {
     Offline,
     /// Online, and in maintenance.
     Maintenance,
+    /// Emptied to save power (powered off, or counted so): takes no VMs until woken.
+    Standby,
 }
 
 impl HostState {
@@ -58,6 +64,7 @@ impl HostState {
             HostState::Online => "online",
             HostState::Offline => "offline",
             HostState::Maintenance => "maintenance",
+            HostState::Standby => "standby",
         }
     }
 }
@@ -78,10 +85,12 @@ pub struct HostStatus {
 impl HostStatus {
     /// The state of `record`, alive or not.
     pub fn of(record: HostRecord, alive: bool) -> HostStatus {
-        let state = match (alive, record.maintenance) {
-            (false, _) => HostState::Offline,
-            (true, true) => HostState::Maintenance,
-            (true, false) => HostState::Online,
+        // A host in standby may well be powered off: it is in standby, not offline.
+        let state = match (record.standby, alive, record.maintenance) {
+            (true, _, _) => HostState::Standby,
+            (false, false, _) => HostState::Offline,
+            (false, true, true) => HostState::Maintenance,
+            (false, true, false) => HostState::Online,
         };
         HostStatus { record, state, load: None }
     }
@@ -146,6 +155,7 @@ mod tests {
             version: "0.1.0".into(),
             joined_ms: 1,
             maintenance,
+            standby: false,
         }
     }
 
@@ -155,6 +165,9 @@ mod tests {
         assert_eq!(HostStatus::of(rec(true), true).state, HostState::Maintenance);
         assert_eq!(HostStatus::of(rec(true), false).state, HostState::Offline);
         assert_eq!(HostStatus::of(rec(false), false).state, HostState::Offline);
+        let standby = HostRecord { standby: true, ..rec(false) };
+        assert_eq!(HostStatus::of(standby.clone(), true).state, HostState::Standby);
+        assert_eq!(HostStatus::of(standby, false).state, HostState::Standby, "powered off in standby");
     }
 
     #[test]

@@ -49,15 +49,86 @@ pub struct DryRun {
     pub changed: bool,
 }
 
+/// Names for the snapshot's ids, kept from round to round so a VM keeps its id (and the
+/// planner its history) for a whole run; each host's hardware as last seen.
+#[derive(Debug, Clone, Default)]
+pub struct Ids {
+    /// Host names: `HostId` n is `hosts[n]`.
+    pub hosts: Vec<String>,
+    /// VM names: `VmId` n is `vms[n]`.
+    pub vms: Vec<String>,
+    /// Each host's hardware as last seen, by id.
+    specs: Vec<HostSpec>,
+}
+
+impl Ids {
+    fn host(&mut self, name: &str, spec: HostSpec) -> usize {
+        match self.hosts.iter().position(|h| h == name) {
+            Some(i) => {
+                self.specs[i] = spec;
+                i
+            }
+            None => {
+                self.hosts.push(name.to_string());
+                self.specs.push(spec);
+                self.hosts.len() - 1
+            }
+        }
+    }
+
+    fn vm(&mut self, name: &str) -> VmId {
+        match self.vms.iter().position(|v| v == name) {
+            Some(i) => VmId(i as u32),
+            None => {
+                self.vms.push(name.to_string());
+                VmId(self.vms.len() as u32 - 1)
+            }
+        }
+    }
+
+    /// `text` with the policy's "host 3" and "VM 12" replaced by their names.
+    pub fn name_ids(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while !rest.is_empty() {
+            let next = [("host ", &self.hosts), ("VM ", &self.vms)]
+                .into_iter()
+                .filter_map(|(word, names)| rest.find(word).map(|at| (at, word, names)))
+                .min_by_key(|(at, _, _)| *at);
+            let Some((at, word, names)) = next else {
+                out.push_str(rest);
+                break;
+            };
+            out.push_str(&rest[..at + word.len()]);
+            rest = &rest[at + word.len()..];
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            let name = rest[..digits].parse::<usize>().ok().and_then(|i| names.get(i));
+            if let Some(n) = name {
+                out.push_str(&format!("'{n}'"));
+                rest = &rest[digits..];
+            }
+        }
+        out
+    }
+}
+
 /// The policy's view of the hosts whose metrics (`Request::Metrics` answers) are `hosts`, in
 /// that order; the VM names, in snapshot order. A VM reported by two hosts (a migration's two
 /// ends, for a moment) counts once, on the first.
 pub fn snapshot(hosts: &[(String, Value)]) -> (Snapshot, Vec<String>) {
-    let mut vms = Vec::new();
-    let mut names: Vec<String> = Vec::new();
-    let mut views = Vec::new();
+    let mut ids = Ids::default();
+    let snap = snapshot_with(hosts, &mut ids);
+    (snap, ids.vms)
+}
+
+/// The snapshot of `hosts`' metrics with the ids of `ids` (new hosts and VMs get new ones).
+/// Every host `ids` knows is in it: one whose metrics are missing now, with no VMs.
+pub fn snapshot_with(hosts: &[(String, Value)], ids: &mut Ids) -> Snapshot {
+    let mut vms: Vec<VmView> = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    let mut on: Vec<(usize, Vec<VmId>)> = Vec::new();
     let mut interval = 10.0f64;
-    for (h, (_, m)) in hosts.iter().enumerate() {
+    for (name, m) in hosts {
         let cpus = m["host"]["cpus"].as_u64().unwrap_or(1).max(1) as u32;
         let memory = m["host"]["memory_bytes"].as_u64().unwrap_or(0);
         interval = m["interval_s"].as_f64().unwrap_or(interval);
@@ -68,10 +139,11 @@ pub fn snapshot(hosts: &[(String, Value)]) -> (Snapshot, Vec<String>) {
             // Live hosts report no power figures yet; a nominal curve keeps power-aware rules working.
             power: PowerCurve::HP_ML110_G5,
         };
+        let h = ids.host(name, spec);
         let mut mine = Vec::new();
         for v in m["vms"].as_array().into_iter().flatten() {
-            let name = v["name"].as_str().unwrap_or("?").to_string();
-            if names.contains(&name) {
+            let vm_name = v["name"].as_str().unwrap_or("?").to_string();
+            if seen.contains(&vm_name) {
                 continue;
             }
             let vcpus = v["vcpus"].as_u64().unwrap_or(1) as f64;
@@ -79,7 +151,7 @@ pub fn snapshot(hosts: &[(String, Value)]) -> (Snapshot, Vec<String>) {
                 v["history"].as_array().into_iter().flatten().filter_map(|x| x.as_f64()).collect();
             let mips = vcpus * LIVE_MIPS_PER_CPU;
             let ram = (v["memory"].as_u64().unwrap_or(0) >> 20) as u32;
-            let id = VmId(vms.len() as u32);
+            let id = ids.vm(&vm_name);
             vms.push(VmView {
                 id,
                 mips,
@@ -90,20 +162,28 @@ pub fn snapshot(hosts: &[(String, Value)]) -> (Snapshot, Vec<String>) {
                 history,
                 host: HostId(h as u32),
             });
-            names.push(name);
+            seen.push(vm_name);
             mine.push(id);
         }
-        let demand: f64 = mine.iter().map(|id| vms[id.0 as usize].requested_mips).sum();
-        let total = spec.total_mips();
-        views.push(HostView {
-            id: HostId(h as u32),
-            spec,
-            measured_mips: demand.min(total),
-            available_mips: (total - demand).max(0.0),
-            allocated_mips: demand.min(total),
-            vms: mine,
-        });
+        on.push((h, mine));
     }
+    let views = (0..ids.hosts.len())
+        .map(|h| {
+            let spec = ids.specs[h];
+            let mine = on.iter().find(|(i, _)| *i == h).map(|(_, v)| v.clone()).unwrap_or_default();
+            let demand: f64 =
+                mine.iter().filter_map(|id| vms.iter().find(|v| v.id == *id)).map(|v| v.requested_mips).sum();
+            let total = spec.total_mips();
+            HostView {
+                id: HostId(h as u32),
+                spec,
+                measured_mips: demand.min(total),
+                available_mips: (total - demand).max(0.0),
+                allocated_mips: demand.min(total),
+                vms: mine,
+            }
+        })
+        .collect();
     let mut snap = Snapshot {
         time: 0.0,
         interval_s: interval,
@@ -113,11 +193,14 @@ pub fn snapshot(hosts: &[(String, Value)]) -> (Snapshot, Vec<String>) {
         vm_index: Vec::new(),
     };
     snap.reindex();
-    (snap, names)
+    snap
 }
 
+/// Hosts whose metrics could not be read, each with why.
+pub type Unreachable = Vec<(String, String)>;
+
 /// A command in operators' words: ids replaced by names.
-fn advice(c: &policy::Command, hosts: &[String], vms: &[String]) -> Advice {
+pub(crate) fn advice(c: &policy::Command, hosts: &[String], vms: &[String]) -> Advice {
     let host = |id: &HostId| hosts.get(id.0 as usize).cloned().unwrap_or_else(|| id.to_string());
     let text = match c {
         policy::Command::Migrate { vm, from, to, .. } => format!(
@@ -132,30 +215,47 @@ fn advice(c: &policy::Command, hosts: &[String], vms: &[String]) -> Advice {
 }
 
 impl Daemon {
-    /// `vine policy dry-run`: what `policy` would do with the pool (or this host alone) now.
-    pub(crate) fn policy_dry_run(&self, p: &policy::Policy) -> Result<DryRun, Failure> {
-        let mut metrics =
-            vec![(self.pool_host_name().unwrap_or_else(|| self.ctx().host.hostname.clone()), {
-                self.call(Request::Metrics)?
-            })];
+    /// The metrics of every host of the pool this host can read now (its own first), and the
+    /// hosts it could not, with why (the policy's Receiver).
+    pub(crate) fn gather_metrics(&self, c: &cluster::Cluster) -> (Vec<(String, Value)>, Unreachable) {
+        let me = c.config().host.clone();
+        let mut metrics = Vec::new();
         let mut unreachable = Vec::new();
-        if let (Some(c), Some(peers)) = (self.cluster(), self.membership.peers.get()) {
-            let me = c.config().host.clone();
-            for h in c.hosts()? {
-                let name = h.record.name.clone();
-                if name == me {
-                    continue;
-                }
-                if h.state == cluster::HostState::Offline {
-                    unreachable.push((name, "offline".to_string()));
-                    continue;
-                }
-                match peers.call(&name, &Request::Metrics) {
-                    Ok(m) => metrics.push((name, m)),
-                    Err(e) => unreachable.push((name, e.to_string())),
-                }
+        match self.call(Request::Metrics) {
+            Ok(m) => metrics.push((me.clone(), m)),
+            Err(e) => unreachable.push((me.clone(), e.to_string())),
+        }
+        let hosts = match c.hosts() {
+            Ok(h) => h,
+            Err(e) => {
+                unreachable.push(("the pool".into(), e.to_string()));
+                return (metrics, unreachable);
+            }
+        };
+        let Some(peers) = self.membership.peers.get() else { return (metrics, unreachable) };
+        for h in hosts {
+            let name = h.record.name.clone();
+            if name == me {
+                continue;
+            }
+            if h.state == cluster::HostState::Offline {
+                unreachable.push((name, "offline".to_string()));
+                continue;
+            }
+            match peers.call(&name, &Request::Metrics) {
+                Ok(m) => metrics.push((name, m)),
+                Err(e) => unreachable.push((name, e.to_string())),
             }
         }
+        (metrics, unreachable)
+    }
+
+    /// `vine policy dry-run`: what `policy` would do with the pool (or this host alone) now.
+    pub(crate) fn policy_dry_run(&self, p: &policy::Policy) -> Result<DryRun, Failure> {
+        let (metrics, unreachable) = match self.cluster() {
+            Some(c) => self.gather_metrics(&c),
+            None => (vec![(self.ctx().host.hostname.clone(), self.call(Request::Metrics)?)], Vec::new()),
+        };
         let (snap, names) = snapshot(&metrics);
         let hosts: Vec<String> = metrics.into_iter().map(|(h, _)| h).collect();
         let mut planner = policy::Planner::new(p.clone());

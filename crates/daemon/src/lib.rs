@@ -16,6 +16,9 @@
 //!   running VM.
 //! * [`advice`]: the policy engine on the live pool: every host's metrics in one snapshot, a
 //!   plan and its commands (a dry run; nothing is changed).
+//! * [`automation`]: the requests that set how far the policy engine acts, and standby/wake.
+//! * [`pilot`]: the policy engine acting on the pool: the coordinator's rounds (plan, the pool's
+//!   rules, advice or live migrations, standby and wake), each recorded for replay.
 //! * [`metrics`]: per-VM CPU utilisation sampled from the cgroups, for the policy engine.
 //! * [`networks`]: virtual networks (bridges, rules, taps through `netconf`), their DHCP server
 //!   processes (detached, adopted after a restart) and the MAC allocator of VM NICs.
@@ -34,6 +37,7 @@
 
 pub mod actor;
 pub mod advice;
+pub mod automation;
 pub mod disks;
 pub mod helpers;
 pub mod layout;
@@ -42,6 +46,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod moves;
 pub mod networks;
+pub mod pilot;
 pub mod placement;
 pub mod pools;
 pub mod protocol;

@@ -49,6 +49,8 @@ pub struct Membership {
     published_load: Mutex<Option<(cluster::HostLoad, std::time::Instant)>>,
     /// What the sync of spanning networks remembers between rounds.
     pub(crate) spans: Mutex<crate::spans::SpanState>,
+    /// The policy engine's loop (acts while this host is the coordinator).
+    pub(crate) pilot: crate::pilot::Pilot,
 }
 
 impl Membership {
@@ -70,6 +72,7 @@ impl Membership {
             incoming: Default::default(),
             published_load: Default::default(),
             spans: Default::default(),
+            pilot: Default::default(),
         }
     }
 }
@@ -114,6 +117,7 @@ impl Daemon {
             version: env!("CARGO_PKG_VERSION").to_string(),
             joined_ms: cluster::now_ms(),
             maintenance: false,
+            standby: false,
         }
     }
 
@@ -168,6 +172,7 @@ impl Daemon {
                     }
                 })
                 .expect("threads can be started");
+            self.start_pilot();
         }
     }
 

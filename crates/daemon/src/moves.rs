@@ -244,6 +244,9 @@ impl Daemon {
             cluster::HostState::Maintenance => {
                 Err(Failure::Refused(format!("host '{to}' is in maintenance: it takes no VMs")))
             }
+            cluster::HostState::Standby => Err(Failure::Refused(format!(
+                "host '{to}' is in standby (emptied to save power): wake it first with `vine host wake {to}`"
+            ))),
             cluster::HostState::Online => Ok(()),
         }
     }

@@ -128,6 +128,7 @@ mod tests {
                 version: "0".into(),
                 joined_ms: 0,
                 maintenance: state == HostState::Maintenance,
+                standby: state == HostState::Standby,
             },
             state,
         }

@@ -151,6 +151,17 @@ pub enum Request {
         /// The policy.
         policy: Box<policy::Policy>,
     },
+    /// The pool's automation: its settings, every VM's rules, the coordinator and its last round.
+    PolicyShow,
+    /// Changes the pool's automation (fields left out stay as they are).
+    PolicySet(PolicyChange),
+    /// Changes one VM's rules for the policy engine (fields left out stay as they are).
+    PolicyVm {
+        /// The VM.
+        name: String,
+        /// What changes.
+        change: VmRulesChange,
+    },
     /// Adds a NIC to a VM that is not running.
     VmNicAdd {
         /// The VM.
@@ -208,6 +219,14 @@ pub enum Request {
         /// Its name.
         name: String,
         /// In maintenance or not.
+        on: bool,
+    },
+    /// Puts a host of the pool that runs no VM in standby (it takes no VMs and counts as
+    /// powered off; the pool's power program powers it off), or wakes it.
+    HostStandby {
+        /// Its name.
+        name: String,
+        /// In standby (`true`) or woken.
         on: bool,
     },
     /// Live-migrates every running or paused VM away from a host of the pool (at most
@@ -462,6 +481,46 @@ impl Changes {
 }
 
 pub use vmconfig::clip;
+
+/// A change to the pool's automation (`vine policy mode|use|set`); absent fields stay.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyChange {
+    /// `off`, `advise` or `automatic`.
+    #[serde(default)]
+    pub mode: Option<cluster::Mode>,
+    /// The policy the pool runs (as `vine policy show --json` prints one).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub policy: Option<Box<policy::Policy>>,
+    /// Seconds between planning rounds (2 to 3600).
+    #[serde(default)]
+    pub interval_s: Option<u32>,
+    /// Live migrations at once (1 to 8).
+    #[serde(default)]
+    pub parallel: Option<u32>,
+    /// Migration threshold, 1 (only relieve overloaded hosts) to 5 (every move planned).
+    #[serde(default)]
+    pub threshold: Option<u8>,
+    /// The program that powers hosts off and on (`PROGRAM off|on HOST`); empty: none.
+    #[serde(default)]
+    pub power_program: Option<String>,
+}
+
+/// A change to one VM's rules; absent fields stay, and an empty string clears one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmRulesChange {
+    /// Its own mode (`off`, `advise`, `automatic`), or `""`: the pool's.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// The host it runs on and nowhere else, or `""`: anywhere.
+    #[serde(default)]
+    pub pin: Option<String>,
+    /// Its affinity group (the group's VMs stay on one host), or `""`: none.
+    #[serde(default)]
+    pub together: Option<String>,
+}
 
 /// How a live migration goes (every field has a default).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -501,6 +501,10 @@ impl Daemon {
                 Ok(serde_json::to_value(self.host_show(&name)?).expect("serialises"))
             }
             Request::HostMaintenance { name, on } => self.host_maintenance(&name, on),
+            Request::HostStandby { name, on } => self.host_standby(&name, on),
+            Request::PolicyShow => self.policy_show(),
+            Request::PolicySet(change) => self.policy_set(change),
+            Request::PolicyVm { name, change } => self.policy_vm(&name, change),
             Request::HostEvacuate { name, parallel } => self.evacuate(&name, parallel),
             Request::VmList => Ok(serde_json::to_value(self.list_vms()?).expect("serialises")),
             Request::VmShow { name } => Ok(serde_json::to_value(self.show_vm(&name)?).expect("serialises")),

@@ -10,6 +10,8 @@
 //! * [`prescriber`]: plan → commands, each with its reason in sentences.
 //! * [`sender`]: the trait that delivers commands (live hosts or the simulator).
 //!
+//! [`replay`] is one live round (plan, rules, commands) and its record, replayed.
+//! [`constraints`] holds the operator's rules every live plan keeps (pins, groups, threshold).
 //! [`spec`] holds policies as data (built-in baselines included), [`planner`] runs one step,
 //! [`vine`] is vine's own predictive planner.
 //!
@@ -18,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod allocator;
+pub mod constraints;
 pub mod migrator;
 pub mod model;
 pub mod optimizer;
@@ -26,12 +29,14 @@ pub mod predictor;
 pub mod prescriber;
 pub mod profiler;
 pub mod receiver;
+pub mod replay;
 pub mod sender;
 pub mod spec;
 pub mod state;
 pub mod validator;
 pub mod vine;
 
+pub use constraints::Constraints;
 pub use model::{HostId, HostSpec, HostView, Migration, Plan, PowerCurve, Reason, Snapshot, VmId, VmView};
 pub use planner::Planner;
 pub use prescriber::{prescribe, Command};

@@ -270,3 +270,28 @@ pub(super) async fn maintenance(
     need(&p, Need::Admin)?;
     Ok(Json(call(&state, Request::HostMaintenance { name, on: m.maintenance }).await?))
 }
+
+/// In standby or not.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Standby {
+    /// `true`: the host, which must run no VM, takes no VMs and counts as powered off (the
+    /// pool's power program powers it off); `false`: it is woken.
+    pub standby: bool,
+}
+
+/// Puts a host of the pool that runs no VM in standby, or wakes it (administrators).
+#[utoipa::path(put, path = "/api/hosts/{name}/standby", tag = "pool", request_body = Standby,
+    params(("name" = String, Path, description = "Host name")),
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
+pub(super) async fn standby(
+    State(state): State<AppState>,
+    p: Principal,
+    P(name): P<String>,
+    Body(s): Body<Standby>,
+) -> ApiResult<Json<Value>> {
+    need(&p, Need::Admin)?;
+    Ok(Json(call(&state, Request::HostStandby { name, on: s.standby }).await?))
+}

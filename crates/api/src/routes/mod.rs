@@ -27,6 +27,7 @@ pub mod confine;
 mod hosts;
 mod moves;
 mod networks;
+mod policy;
 mod pools;
 mod redfish;
 mod session;
@@ -790,23 +791,6 @@ async fn metrics(State(state): State<AppState>, p: Principal) -> ApiResult<Respo
         .into_response())
 }
 
-/// What a policy (the body: a policy as `vine policy show --json` prints one) would do with the
-/// pool, or this host alone, now: the snapshot of every host's metrics, the plan, the commands
-/// with their reasons. Nothing is changed.
-#[utoipa::path(post, path = "/api/policy/dry-run", tag = "metrics", request_body = Object,
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn policy_dry_run(
-    State(state): State<AppState>,
-    p: Principal,
-    Body(v): Body<Value>,
-) -> ApiResult<Json<Value>> {
-    need(&p, Need::Admin)?;
-    let policy: policy::Policy = serde_json::from_value(v)
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("policy: {e}")))?;
-    policy.validate().map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("policy: {e}")))?;
-    Ok(Json(call(&state, Request::PolicyDryRun { policy: Box::new(policy) }).await?))
-}
-
 /// Live metrics as JSON: each running VM's CPU utilisation history (the policy engine's input).
 #[utoipa::path(get, path = "/api/metrics/live", tag = "metrics",
     responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
@@ -820,20 +804,20 @@ async fn live_metrics(State(state): State<AppState>, p: Principal) -> ApiResult<
 /// The OpenAPI document of every endpoint.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "vine", description = "vine's management API: VMs, storage pools and volumes, networks, host, events, users and rights, event scripts, metrics."),
+    info(title = "vine", description = "vine's management API: VMs, storage pools and volumes, networks, host, events, users and rights, event scripts, metrics, the pool and its policy engine."),
     paths(session::login, session::logout, session::me, session::my_password, host, list_vms, create_vm, show_vm, set_vm, delete_vm, control_vm, console, networks::add_nic, networks::remove_nic, networks::list_networks, networks::create_network, networks::show_network,
           networks::delete_network, networks::reserve, networks::leases,
-          events, metrics, live_metrics, policy_dry_run, users::list_users, users::create_user, users::delete_user, users::user_password, users::list_tokens, users::create_token,
+          events, metrics, live_metrics, policy::dry_run, policy::show, policy::set, policy::vm, users::list_users, users::create_user, users::delete_user, users::user_password, users::list_tokens, users::create_token,
           users::delete_token, users::list_acl, users::grant, users::revoke, users::revoke_pool, users::revoke_network, users::list_hooks, users::create_hook, users::delete_hook, openapi,
           crate::console::serial_ws, crate::console::vnc_ws, crate::console::event_stream,
           pools::list_pools, pools::create_pool, pools::show_pool, pools::delete_pool, pools::list_volumes,
           pools::create_volume, pools::show_volume, pools::delete_volume, pools::upload, pools::download,
-          hosts::init, hosts::show, hosts::list, hosts::host, hosts::token, hosts::join, hosts::leave, hosts::pool_call, hosts::maintenance, hosts::evacuate, moves::move_vm, moves::incoming, moves::migrate_vm, moves::migration, moves::cancel_migration),
+          hosts::init, hosts::show, hosts::list, hosts::host, hosts::token, hosts::join, hosts::leave, hosts::pool_call, hosts::maintenance, hosts::standby, hosts::evacuate, moves::move_vm, moves::incoming, moves::migrate_vm, moves::migration, moves::cancel_migration),
     components(schemas(ErrorBody, hosts::Evacuate, moves::MoveTo, moves::MigrateTo, daemon::actor::Progress, Login, Issued, Me, Right, RightKind, NewPassword, NewDisk, NewNic, NewVm, Reservation, VmInfo, daemon::protocol::NicInfo,
                        daemon::protocol::CpuInfo, Changes, ControlOptions, daemon::protocol::UndoAction, Control,
                        vmm::VmState, ConsoleLog, Event, UserInfo, NewUser, TokenInfo, NewToken, Hook, NewHook,
                        pools::NewPool, pools::NewVolume, daemon::pools::PoolInfo, daemon::pools::VolumeInfo,
-                       daemon::pools::VolumeFormat, hosts::NewCluster, hosts::NewJoinToken, hosts::Join, hosts::Maintenance, cluster::EtcdTls, cluster::HostStatus,
+                       daemon::pools::VolumeFormat, hosts::NewCluster, hosts::NewJoinToken, hosts::Join, hosts::Maintenance, hosts::Standby, daemon::protocol::PolicyChange, daemon::protocol::VmRulesChange, cluster::Mode, cluster::EtcdTls, cluster::HostStatus,
                        cluster::HostRecord, cluster::HostState)),
     modifiers(&Security),
     security(("token" = []), ("session" = []))
@@ -960,7 +944,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/events", get(events))
         .route("/metrics", get(metrics))
         .route("/api/metrics/live", get(live_metrics))
-        .route("/api/policy/dry-run", post(policy_dry_run))
+        .route("/api/policy", get(policy::show).put(policy::set))
+        .route("/api/policy/dry-run", post(policy::dry_run))
+        .route("/api/policy/vms/{name}", put(policy::vm))
         .route("/api/users", get(users::list_users).post(users::create_user))
         .route("/api/users/{user}", delete(users::delete_user))
         .route("/api/users/{user}/password", put(users::user_password))
@@ -981,6 +967,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/hosts", get(hosts::list))
         .route("/api/hosts/{name}", get(hosts::host))
         .route("/api/hosts/{name}/maintenance", put(hosts::maintenance))
+        .route("/api/hosts/{name}/standby", put(hosts::standby))
         .route("/api/hosts/{name}/evacuate", post(hosts::evacuate))
         .route("/api/pools", get(pools::list_pools).post(pools::create_pool))
         .route("/api/pools/{pool}", get(pools::show_pool).delete(pools::delete_pool))

@@ -28,6 +28,17 @@ pub enum HostCommand {
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
+    /// Puts a host of the pool that runs no VM in standby: it takes no VMs and counts as
+    /// powered off (the pool's power program, if it has one, powers it off).
+    Standby {
+        /// The host's name.
+        name: String,
+    },
+    /// Wakes a host from standby (the pool's power program powers it on first).
+    Wake {
+        /// The host's name.
+        name: String,
+    },
     /// Live-migrates every running or paused VM away from a host (to where placement puts
     /// each), after putting it in maintenance.
     Evacuate {
@@ -49,6 +60,13 @@ pub enum HostCommand {
 
 fn gib(bytes: &Value) -> String {
     format!("{:.1} GiB", bytes.as_u64().unwrap_or(0) as f64 / (1u64 << 30) as f64)
+}
+
+fn standby(name: &str, on: bool) -> anyhow::Result<i32> {
+    let body = serde_json::json!({ "standby": on });
+    let v = rest("PUT", &format!("/api/hosts/{}/standby", api::client::encode(name)), Some(&body))?;
+    println!("{}", v["message"].as_str().unwrap_or("done"));
+    Ok(0)
 }
 
 /// Runs a host subcommand.
@@ -126,6 +144,8 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<i32> {
             println!("{}", v["message"].as_str().unwrap_or("done"));
             Ok(0)
         }
+        HostCommand::Standby { name } => standby(&name, true),
+        HostCommand::Wake { name } => standby(&name, false),
         HostCommand::Evacuate { name, parallel } => {
             eprintln!("evacuating host '{name}' ({parallel} live migration(s) at a time)");
             let body = serde_json::json!({ "parallel": parallel });

@@ -9,11 +9,17 @@ use policy::spec::{Policy, BUILTIN_NAMES, DEFAULT_POLICY};
 /// Policy subcommands.
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Replay a day of workload traces under one or more policies and print energy and SLA figures.
+    /// Replay a day of workload traces under one or more policies and print energy and SLA
+    /// figures; or, with `--replay`, plan again the rounds a live pool's coordinator recorded.
     Simulate {
         /// A day directory of PlanetLab traces (one file per VM).
+        #[arg(long, required_unless_present = "replay", conflicts_with = "replay")]
+        trace: Option<PathBuf>,
+        /// A coordinator's record of rounds (`vine policy status` names it): every round is
+        /// planned again from its snapshot and rules, and its commands printed beside the ones
+        /// the live pool was sent. Exits 1 if any differ.
         #[arg(long)]
-        trace: PathBuf,
+        replay: Option<PathBuf>,
         /// Built-in policy name or a policy file (.toml or .json); repeat or separate with commas to compare.
         #[arg(long, default_value = DEFAULT_POLICY, value_delimiter = ',')]
         policy: Vec<String>,
@@ -48,6 +54,63 @@ pub enum PolicyCommand {
         #[arg(long, default_value = DEFAULT_POLICY)]
         policy: String,
         /// Print JSON (the snapshot the plan was made from, the plan and the commands).
+        #[arg(long)]
+        json: bool,
+    },
+    /// How far the pool's policy engine acts: `off`, `advise` (plans are recorded as advice,
+    /// nothing is done) or `automatic` (plans are carried out); for the pool, or one VM.
+    Mode {
+        /// `off`, `advise` or `automatic` (with --vm also `default`: the pool's).
+        #[arg(value_parser = ["off", "advise", "automatic", "default"])]
+        mode: String,
+        /// Only this VM.
+        #[arg(long)]
+        vm: Option<String>,
+    },
+    /// The policy the pool runs (a built-in name or a policy file).
+    Use {
+        /// Built-in policy name or a policy file (.toml or .json).
+        policy: String,
+    },
+    /// The pool's planning interval, migration threshold, parallel migrations, power program.
+    Set {
+        /// Seconds between planning rounds (2 to 3600).
+        #[arg(long)]
+        interval: Option<u32>,
+        /// Migration threshold: 1 (only relieve overloaded hosts) to 5 (every move planned).
+        #[arg(long)]
+        threshold: Option<u8>,
+        /// Live migrations at once (1 to 8).
+        #[arg(long)]
+        parallel: Option<u32>,
+        /// Program run as `PROGRAM off HOST` / `PROGRAM on HOST` to power hosts that go to
+        /// standby or are woken (wake-on-LAN, IPMI, Redfish); `""`: none.
+        #[arg(long)]
+        power_program: Option<String>,
+    },
+    /// One VM's rules: its own mode, a pin to a host, an affinity group (`""` clears one).
+    Vm {
+        /// The VM.
+        name: String,
+        /// `off`, `advise`, `automatic`, or `default` (the pool's).
+        #[arg(long)]
+        mode: Option<String>,
+        /// The host it runs on and nowhere else.
+        #[arg(long)]
+        pin: Option<String>,
+        /// Its affinity group: the group's VMs stay on one host.
+        #[arg(long)]
+        together: Option<String>,
+    },
+    /// The pool's automation: mode, policy, rules, coordinator, its last round.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the coordinator's last round advised or did, and why.
+    Advice {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -120,7 +183,55 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<i32> {
             print!("{}", load_policy(&policy)?.to_toml());
             Ok(0)
         }
-        PolicyCommand::Simulate { trace, policy, hosts, memory, json, plot, explain } => {
+        PolicyCommand::Mode { mode, vm } => match vm {
+            Some(vm) => vm_rules(&vm, serde_json::json!({ "mode": mode })),
+            None if mode == "default" => anyhow::bail!("mode: 'default' is for one VM (--vm NAME)"),
+            None => set(serde_json::json!({ "mode": mode })),
+        },
+        PolicyCommand::Use { policy } => {
+            let p = load_policy(&policy)?;
+            set(serde_json::json!({ "policy": p }))
+        }
+        PolicyCommand::Set { interval, threshold, parallel, power_program } => {
+            let mut body = serde_json::Map::new();
+            if let Some(i) = interval {
+                body.insert("interval_s".into(), i.into());
+            }
+            if let Some(t) = threshold {
+                body.insert("threshold".into(), t.into());
+            }
+            if let Some(p) = parallel {
+                body.insert("parallel".into(), p.into());
+            }
+            if let Some(p) = power_program {
+                body.insert("power_program".into(), p.into());
+            }
+            if body.is_empty() {
+                anyhow::bail!("nothing to set: give --interval, --threshold, --parallel or --power-program");
+            }
+            set(body.into())
+        }
+        PolicyCommand::Vm { name, mode, pin, together } => {
+            let mut body = serde_json::Map::new();
+            if let Some(m) = mode {
+                body.insert("mode".into(), m.into());
+            }
+            if let Some(p) = pin {
+                body.insert("pin".into(), p.into());
+            }
+            if let Some(g) = together {
+                body.insert("together".into(), g.into());
+            }
+            if body.is_empty() {
+                anyhow::bail!("nothing to set: give --mode, --pin or --together");
+            }
+            vm_rules(&name, body.into())
+        }
+        PolicyCommand::Status { json } => status(json),
+        PolicyCommand::Advice { json } => advice(json),
+        PolicyCommand::Simulate { replay: Some(file), json, .. } => replay(&file, json),
+        PolicyCommand::Simulate { trace, policy, hosts, memory, json, plot, explain, .. } => {
+            let trace = trace.context("--trace or --replay is needed")?;
             let policies = policy.iter().map(|p| load_policy(p)).collect::<anyhow::Result<Vec<_>>>()?;
             let day =
                 sim::load_day(&trace).with_context(|| format!("loading traces from {}", trace.display()))?;
@@ -160,6 +271,143 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+fn set(body: serde_json::Value) -> anyhow::Result<i32> {
+    let v = super::vm::rest("PUT", "/api/policy", Some(&body))?;
+    println!("{}", v["message"].as_str().unwrap_or("done"));
+    Ok(0)
+}
+
+fn vm_rules(name: &str, body: serde_json::Value) -> anyhow::Result<i32> {
+    let path = format!("/api/policy/vms/{}", api::client::encode(name));
+    let v = super::vm::rest("PUT", &path, Some(&body))?;
+    println!("{}", v["message"].as_str().unwrap_or("done"));
+    Ok(0)
+}
+
+fn status(json: bool) -> anyhow::Result<i32> {
+    let v = super::vm::rest("GET", "/api/policy", None)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let s = |k: &str| v[k].as_str().map(String::from).unwrap_or_else(|| v[k].to_string());
+    println!("mode:         {}", s("mode"));
+    println!("policy:       {}", s("policy"));
+    println!("interval:     {} s", v["interval_s"]);
+    println!("threshold:    {} of 5", v["threshold"]);
+    println!("parallel:     {} migration(s) at once", v["parallel"]);
+    println!("power:        {}", v["power_program"].as_str().unwrap_or("none (standby is a state only)"));
+    println!("coordinator:  {}", v["coordinator"].as_str().unwrap_or("none now"));
+    if let Some(r) = v["last_round"].as_object() {
+        println!(
+            "last round:   {} on host {} ({} command(s)); record {}",
+            r["round"],
+            r["host"].as_str().unwrap_or("?"),
+            r["actions"].as_array().map_or(0, Vec::len),
+            r["record"].as_str().unwrap_or("?")
+        );
+    }
+    for (vm, r) in v["vms"].as_object().into_iter().flatten() {
+        let mut said = Vec::new();
+        if let Some(m) = r["mode"].as_str() {
+            said.push(format!("mode {m}"));
+        }
+        if let Some(p) = r["pin"].as_str() {
+            said.push(format!("pinned to {p}"));
+        }
+        if let Some(g) = r["together"].as_str() {
+            said.push(format!("with group {g}"));
+        }
+        println!("vm {vm}: {}", said.join(", "));
+    }
+    Ok(0)
+}
+
+fn advice(json: bool) -> anyhow::Result<i32> {
+    let v = super::vm::rest("GET", "/api/policy", None)?;
+    let last = &v["last_round"];
+    if json {
+        println!("{}", serde_json::to_string_pretty(last)?);
+        return Ok(0);
+    }
+    if last.is_null() {
+        println!("no round yet (mode {}): vine policy mode advise", v["mode"].as_str().unwrap_or("?"));
+        return Ok(0);
+    }
+    println!(
+        "round {} of policy '{}' on host {} (mode {}):",
+        last["round"],
+        last["policy"].as_str().unwrap_or("?"),
+        last["host"].as_str().unwrap_or("?"),
+        last["mode"].as_str().unwrap_or("?")
+    );
+    let actions = last["actions"].as_array().cloned().unwrap_or_default();
+    if actions.is_empty() {
+        println!("  nothing to do");
+    }
+    for a in &actions {
+        println!(
+            "  - [{}] {}: {}",
+            a["outcome"].as_str().unwrap_or("?"),
+            a["text"].as_str().unwrap_or("?"),
+            a["why"].as_str().unwrap_or("")
+        );
+    }
+    for h in last["held_back"].as_array().into_iter().flatten() {
+        println!("  held back: {}", h.as_str().unwrap_or(""));
+    }
+    for h in last["unreachable"].as_array().into_iter().flatten() {
+        println!("  left out: {}", h.as_str().unwrap_or(""));
+    }
+    Ok(0)
+}
+
+/// `vine policy simulate --replay FILE`: every recorded round planned again.
+fn replay(file: &std::path::Path, json: bool) -> anyhow::Result<i32> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let (header, rounds) =
+        policy::replay::parse_record(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let again = policy::replay::replay(&header, &rounds);
+    let differ: Vec<u64> =
+        rounds.iter().zip(&again).filter(|(r, a)| &r.commands != *a).map(|(r, _)| r.round).collect();
+    if json {
+        let out: Vec<serde_json::Value> = rounds
+            .iter()
+            .zip(&again)
+            .map(|(r, a)| serde_json::json!({ "round": r.round, "recorded": r.commands, "replayed": a }))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "policy": header.policy.name, "host": header.host, "rounds": out, "differ": differ
+            }))?
+        );
+    } else {
+        println!(
+            "{} round(s) of policy '{}' recorded on host {}, planned again:",
+            rounds.len(),
+            header.policy.name,
+            header.host
+        );
+        for (r, a) in rounds.iter().zip(&again) {
+            if a.is_empty() && r.commands.is_empty() {
+                continue;
+            }
+            let mark = if &r.commands == a { "same" } else { "DIFFERENT" };
+            println!("round {} ({mark}):", r.round);
+            for c in a {
+                println!("  {c}");
+            }
+        }
+        if differ.is_empty() {
+            println!("every round gives the commands the live pool was sent");
+        } else {
+            println!("rounds whose commands differ: {differ:?}");
+        }
+    }
+    Ok(if differ.is_empty() { 0 } else { 1 })
 }
 
 fn print_report(r: &sim::Report, explain: bool) {

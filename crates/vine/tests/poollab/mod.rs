@@ -21,6 +21,8 @@ pub struct Lab {
     net: String,
     tls: bool,
     env: BTreeMap<String, String>,
+    /// Extra arguments of every host's `vine daemon`.
+    daemon_args: String,
 }
 
 fn text(out: &Output) -> String {
@@ -40,8 +42,23 @@ impl Lab {
         Lab::make(n, prefix, net, true)
     }
 
+    /// [`Lab::up`], every daemon started with `daemon_args` besides (`--sample-interval 2`).
+    pub fn up_with(n: usize, prefix: &str, net: &str, daemon_args: &[&str]) -> Lab {
+        Lab::make_with(n, prefix, net, false, daemon_args)
+    }
+
     fn make(n: usize, prefix: &str, net: &str, tls: bool) -> Lab {
-        let mut lab = Lab { prefix: prefix.into(), net: net.into(), tls, env: BTreeMap::new() };
+        Lab::make_with(n, prefix, net, tls, &[])
+    }
+
+    fn make_with(n: usize, prefix: &str, net: &str, tls: bool, daemon_args: &[&str]) -> Lab {
+        let mut lab = Lab {
+            prefix: prefix.into(),
+            net: net.into(),
+            tls,
+            env: BTreeMap::new(),
+            daemon_args: daemon_args.join(" "),
+        };
         // A lab left over by a killed run of this test goes first.
         let _ = lab.script(&["down"]);
         let out = lab.script(&["up", &n.to_string()]);
@@ -64,6 +81,7 @@ impl Lab {
             .env("VINE_LAB_DIR", format!("/var/tmp/{}", self.prefix))
             .env("VINE_LAB_NET", &self.net)
             .env("VINE_LAB_TLS", if self.tls { "1" } else { "0" })
+            .env("VINE_LAB_DAEMON_ARGS", &self.daemon_args)
             .output()
             .unwrap()
     }

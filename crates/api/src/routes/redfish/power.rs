@@ -92,6 +92,7 @@ pub fn host_status(s: HostState) -> Status {
         HostState::Online => Status { state: State::Enabled, health: Health::OK },
         HostState::Maintenance => Status { state: State::Quiesced, health: Health::OK },
         HostState::Offline => Status { state: State::UnavailableOffline, health: Health::Critical },
+        HostState::Standby => Status { state: State::StandbyOffline, health: Health::OK },
     }
 }
 
