@@ -287,10 +287,46 @@ mod tests {
                 history: vec![0.1],
                 host: HostId(*h),
             });
-            s.hosts[*h as usize].vms.push(VmId(i as u32));
+            let host = &mut s.hosts[*h as usize];
+            host.vms.push(VmId(i as u32));
+            host.measured_mips += 100.0;
+            host.allocated_mips += 100.0;
+            host.available_mips -= 100.0;
         }
         s.reindex();
         s
+    }
+
+    #[test]
+    fn the_planner_itself_keeps_the_rules() {
+        // Three lightly loaded hosts: a consolidating policy empties two of them.
+        let s = snap(&[0, 1, 2]);
+        let free = crate::Planner::new(crate::Policy::builtin("thr-mmt-0.8").unwrap()).plan(&s);
+        assert_eq!(free.hosts_to_switch_off.len(), 2, "{free:?}");
+        // VM 1 stays put; VM 2 is apart from VM 0: the planner finds the plan that keeps both
+        // rules (VM 0 joins VM 1, VM 2 stays, one host is emptied) rather than one they break.
+        let rules = Constraints {
+            fixed: [(VmId(1), "automation is off for it".to_string())].into(),
+            apart: [("db".to_string(), [VmId(0), VmId(2)].into())].into(),
+            ..Default::default()
+        };
+        let mut planner = crate::Planner::new(crate::Policy::builtin("thr-mmt-0.8").unwrap());
+        let planned = planner.plan_with(&s, Some(&rules));
+        let (kept, dropped) = rules.apply(&s, &planned);
+        assert!(dropped.is_empty(), "the planner planned what the rules forbid: {dropped:?}");
+        assert!(!kept.migrations.is_empty(), "{kept:?}");
+        for m in &kept.migrations {
+            assert_ne!(m.vm, VmId(1));
+            let others: Vec<VmId> =
+                s.vms.iter().filter(|v| v.host == m.to && v.id != m.vm).map(|v| v.id).collect();
+            assert!(
+                !(m.vm == VmId(0) && others.contains(&VmId(2)))
+                    && !(m.vm == VmId(2) && others.contains(&VmId(0)))
+            );
+        }
+        let mut vine = crate::Planner::new(crate::Policy::builtin("vine").unwrap());
+        let planned = vine.plan_with(&s, Some(&rules));
+        assert!(rules.apply(&s, &planned).1.is_empty(), "vine's planner: {planned:?}");
     }
 
     fn mv(vm: u32, from: u32, to: u32, underload: Option<f64>) -> Migration {

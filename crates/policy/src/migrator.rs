@@ -12,7 +12,7 @@ pub fn select_vm(st: &PlanState<'_>, h: usize, rule: SelectionRule) -> Option<Vm
     match rule {
         SelectionRule::Mmt => {
             let mut best: Option<(u32, VmId)> = None;
-            for id in &st.hosts[h].vms {
+            for id in st.hosts[h].vms.iter().filter(|v| st.movable(**v)) {
                 let ram = st.vm(*id).ram_mb;
                 if best.is_none_or(|(r, _)| ram < r) {
                     best = Some((ram, *id));
@@ -176,7 +176,7 @@ pub fn plan_reactive(st: &mut PlanState<'_>, spec: &ReactiveSpec, placement: Pla
         excluded_source[h] = true;
         excluded_target[h] = true;
         let mut vms = st.hosts[h].vms.clone();
-        if vms.is_empty() {
+        if vms.is_empty() || !vms.iter().all(|v| st.movable(*v)) {
             continue;
         }
         sort_by_demand(st, &mut vms);

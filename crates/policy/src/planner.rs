@@ -2,6 +2,7 @@
 //! Optimizer → Migrator → Resource Allocator → Prescriber, driven by a [`Policy`]. The Sender is the
 //! caller's. Deterministic: the same snapshot and state give the same plan.
 
+use crate::constraints::Constraints;
 use crate::model::{Plan, Snapshot};
 use crate::spec::{Migrations, Policy};
 use crate::state::PlanState;
@@ -31,8 +32,17 @@ impl Planner {
 
     /// Plans one step from `snap`.
     pub fn plan(&mut self, snap: &Snapshot) -> Plan {
+        self.plan_with(snap, None)
+    }
+
+    /// Plans one step from `snap`, never moving a VM the rules keep in place nor placing one
+    /// where they forbid (the rules' other checks, on the whole plan, are [`Constraints::apply`]).
+    pub fn plan_with(&mut self, snap: &Snapshot, rules: Option<&Constraints>) -> Plan {
         self.validator.observe(snap);
-        let mut st = PlanState::new(snap);
+        let mut st = match rules {
+            Some(r) => PlanState::with_rules(snap, r),
+            None => PlanState::new(snap),
+        };
         match &self.policy.migrations {
             Migrations::None => Plan::default(),
             Migrations::Reactive(r) => crate::migrator::plan_reactive(&mut st, r, self.policy.placement),

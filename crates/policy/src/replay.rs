@@ -53,7 +53,7 @@ pub struct Step {
 
 /// Plans one round from `snap` under `rules`.
 pub fn step(planner: &mut Planner, snap: &Snapshot, rules: &Constraints) -> Step {
-    let planned = planner.plan(snap);
+    let planned = planner.plan_with(snap, Some(rules));
     let (kept, dropped) = rules.apply(snap, &planned);
     let commands = prescribe(&kept);
     Step { planned, dropped, commands }

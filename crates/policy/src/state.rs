@@ -1,7 +1,8 @@
 //! The planning copy of the pool: which VMs a host would hold if the plan so far were carried out,
 //! and what its CPU scheduler would have left. Stages read and change this, never the snapshot.
 
-use crate::model::{HostSpec, Snapshot, VmId, VmView, HISTORY_LENGTH};
+use crate::constraints::Constraints;
+use crate::model::{HostId, HostSpec, Snapshot, VmId, VmView, HISTORY_LENGTH};
 
 /// One host during planning.
 #[derive(Debug, Clone)]
@@ -34,6 +35,8 @@ pub struct PlanState<'s> {
     pub snap: &'s Snapshot,
     /// Hosts, indexed like `snap.hosts`.
     pub hosts: Vec<PlanHost>,
+    /// The operator's rules on a live pool (none in the simulator).
+    pub rules: Option<&'s Constraints>,
 }
 
 /// A host's load with one VM possibly added on trial.
@@ -71,7 +74,37 @@ impl<'s> PlanState<'s> {
                 cache: None,
             })
             .collect();
-        PlanState { snap, hosts }
+        PlanState { snap, hosts, rules: None }
+    }
+
+    /// Starts from the snapshot, keeping `rules`: VMs that may not move are never picked, and
+    /// no VM is placed where a rule forbids.
+    pub fn with_rules(snap: &'s Snapshot, rules: &'s Constraints) -> Self {
+        PlanState { rules: Some(rules), ..PlanState::new(snap) }
+    }
+
+    /// Whether the rules let `vm` move on its own: not fixed, not pinned, and not of an
+    /// affinity group with other members (a group moves only whole, which this planner does not
+    /// plan: it stays together where it is).
+    pub fn movable(&self, vm: VmId) -> bool {
+        self.rules.is_none_or(|r| {
+            !r.fixed.contains_key(&vm)
+                && !r.pins.contains_key(&vm)
+                && !r.together.values().any(|g| g.len() > 1 && g.contains(&vm))
+        })
+    }
+
+    /// Whether the rules let `vm` go to `h`: the host takes VMs, the VM is not pinned elsewhere,
+    /// and no other VM of its anti-affinity groups is there (as planned so far).
+    pub fn allowed(&self, h: usize, vm: &VmView) -> bool {
+        let Some(r) = self.rules else { return true };
+        let host = HostId(h as u32);
+        if r.closed.contains_key(&host) || r.pins.get(&vm.id).is_some_and(|p| *p != host) {
+            return false;
+        }
+        !r.apart.values().any(|members| {
+            members.contains(&vm.id) && self.hosts[h].vms.iter().any(|o| *o != vm.id && members.contains(o))
+        })
     }
 
     /// Hardware of host `h`.
@@ -97,6 +130,7 @@ impl<'s> PlanState<'s> {
         spec.pe_mips >= vm.requested_mips
             && host.available_mips >= vm.requested_mips
             && self.has_memory_for(h, vm)
+            && self.allowed(h, vm)
     }
 
     /// Whether `h` has the memory `vm` occupies free (a VM coming back to where it was needs none).

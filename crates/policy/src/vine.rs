@@ -132,13 +132,14 @@ pub fn plan_predictive(
         let pe = st.spec(h).pe_mips;
         while plan.migrations.len() < budget {
             let excess = d.per_host[h] - spec.upper * total;
-            let too_big: Option<VmId> = st.hosts[h].vms.iter().copied().find(|v| d.of(*v) > pe);
+            let too_big: Option<VmId> =
+                st.hosts[h].vms.iter().copied().find(|v| d.of(*v) > pe && st.movable(*v));
             if excess <= 0.0 && too_big.is_none() {
                 break;
             }
             // The cheapest single VM whose departure removes the excess; else the largest.
             let pick = too_big.or_else(|| {
-                let vms = &st.hosts[h].vms;
+                let vms: Vec<VmId> = st.hosts[h].vms.iter().copied().filter(|v| st.movable(*v)).collect();
                 vms.iter()
                     .copied()
                     .filter(|v| d.of(*v) >= excess)
@@ -184,6 +185,7 @@ pub fn plan_predictive(
     // 2. Under-used hosts, the cheapest to empty first.
     let under: Vec<usize> = (0..n)
         .filter(|&h| on[h] && !frozen[h] && !st.hosts[h].vms.is_empty())
+        .filter(|&h| st.hosts[h].vms.iter().all(|v| st.movable(*v)))
         .filter(|&h| d.per_host[h] < spec.lower * st.spec(h).total_mips())
         .collect();
     // The cost of emptying a host: the CPU its VMs lose while they migrate (10 % of their demand
@@ -274,7 +276,7 @@ fn choose_target(
     let f = d.of(vm);
     let fits = |h: usize| {
         let spec_h = st.spec(h);
-        h != source && !emptied[h] && spec_h.pe_mips >= f && st.has_memory_for(h, v)
+        h != source && !emptied[h] && spec_h.pe_mips >= f && st.has_memory_for(h, v) && st.allowed(h, v)
     };
     // Best fit: the host left with the least room under the fill target.
     let need = (f * 1000.0).round() as i64;
