@@ -802,6 +802,63 @@ async function hostsPage() {
   onLeave(() => clearInterval(t));
 }
 
+/**
+ * The pool's policy engine (`GET /api/policy`, administrators): how far it acts, the policy,
+ * the coordinator, and what its last round advised or did, with the reasons. The mode is set
+ * here (`PUT /api/policy`); the page follows each round.
+ */
+async function policyPage() {
+  const still = here();
+  main().innerHTML = `
+    <h1>Policy engine</h1>
+    <div class="card"><h2>Automation</h2>
+      <form id="mode-form" class="row"><label>Mode <select name="mode">
+        <option value="off">off: it does not plan</option>
+        <option value="advise">advise: it plans and records advice, changes nothing</option>
+        <option value="automatic">automatic: it carries its plans out</option></select></label>
+        <button class="primary">Apply</button></form>
+      <dl class="kv" id="policy-settings"></dl></div>
+    <div class="card"><h2>Last round <span class="muted" id="round-when"></span></h2>
+      <div class="table-wrap"><table id="round"><thead><tr><th>Outcome</th><th>Action</th><th>Why</th></tr></thead>
+      <tbody></tbody></table></div>
+      <p class="muted" id="round-none" hidden>No round yet: the engine plans once its mode is advise or automatic.</p>
+      <ul id="held-back" class="muted"></ul></div>`;
+  const form = $("#mode-form");
+  const render = async () => {
+    const p = await api("GET", "/api/policy");
+    if (!still()) return;
+    if (!form.dataset.filled) {
+      form.mode.value = p.mode;
+      form.dataset.filled = "1";
+    }
+    const rows = [["Mode", p.mode], ["Policy", p.policy], ["Coordinator", p.coordinator || "none now"],
+      ["Interval", `${p.interval_s} s`], ["Threshold", `${p.threshold} of 5`], ["Parallel migrations", p.parallel],
+      ["Power program", p.power_program || "none (standby is a state only)"]];
+    $("#policy-settings").innerHTML = rows.map(([k, v]) => `<dt>${esc(k)}</dt><dd data-key="${esc(k)}">${esc(v)}</dd>`).join("");
+    const r = p.last_round;
+    $("#round-none").hidden = !!r;
+    $("#round-when").textContent = r ? `round ${r.round} on ${r.host}, ${when(r.at_ms)}, mode ${r.mode}` : "";
+    $("#round tbody").innerHTML = (r ? r.actions : []).map((a) => `<tr data-outcome="${esc(a.outcome)}">
+      <td>${esc(a.outcome)}</td><td>${esc(a.text)}</td><td>${esc(a.why)}</td></tr>`).join("")
+      || (r ? `<tr><td colspan="3" class="muted">nothing to do</td></tr>` : "");
+    $("#held-back").innerHTML = (r ? r.held_back : []).map((h) => `<li>held back: ${esc(h)}</li>`).join("");
+  };
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      const r = await api("PUT", "/api/policy", { mode: form.mode.value });
+      flash(r && r.message ? r.message : "done");
+    } catch (err) {
+      flash(err.message, false);
+    }
+    await render().catch(() => {});
+  });
+  await render();
+  if (!still()) return;
+  const t = setInterval(() => render().catch(() => {}), HOSTS_POLL_MS);
+  onLeave(() => clearInterval(t));
+}
+
 async function hostPage() {
   const still = here();
   const h = await api("GET", "/api/host");
@@ -837,6 +894,7 @@ async function route() {
       case "hosts": return await hostsPage();
       case "events": return await eventsPage();
       case "users": return await usersPage();
+      case "policy": return await policyPage();
       case "host": return await hostPage();
       default: return await vmsPage();
     }

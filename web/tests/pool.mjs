@@ -114,6 +114,22 @@ try {
   step("h1 shows online again");
   await ask("h1-out-of-maintenance");
 
+  // The policy engine's page: advise mode set from it; a round appears, with the coordinator.
+  await nav("policy");
+  await page.waitForSelector('#policy-settings dd[data-key="Mode"]');
+  await page.selectOption("#mode-form select", "advise");
+  await page.click("#mode-form button");
+  await page.waitForFunction(() => /round \d+ on h\d/.test(document.querySelector("#round-when")?.textContent || ""), null, { timeout: 60_000 });
+  const coordinator = (await page.textContent('#policy-settings dd[data-key="Coordinator"]')).trim();
+  if (!/^h[12]$/.test(coordinator)) throw new Error(`the coordinator shown: ${coordinator}`);
+  step(`the policy page set advise mode; ${(await page.textContent("#round-when")).trim()}, coordinator ${coordinator}`);
+  await ask("policy-advise");
+  await page.selectOption("#mode-form select", "off");
+  await page.click("#mode-form button");
+  await page.waitForFunction(() => document.querySelector('#policy-settings dd[data-key="Mode"]')?.textContent === "off");
+  await nav("hosts");
+  await hostState("h1", "online");
+
   // A host's name shows its VMs.
   await page.click(`${hostRow("h2")} th a`);
   await page.waitForURL("**/#/vms?host=h2");

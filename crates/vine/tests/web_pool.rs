@@ -108,6 +108,11 @@ fn the_web_ui_of_one_host_shows_and_controls_the_whole_pool() {
             "h1-out-of-maintenance" => {
                 assert_eq!(lab.host_state("h1", "h1"), "online", "after the page's toggle")
             }
+            "policy-advise" => {
+                let s = lab.json("h1", &["policy", "status", "--json"]);
+                assert_eq!(s["mode"], "advise", "after the page's form: {s}");
+                assert!(s["last_round"]["round"].as_u64().is_some_and(|r| r >= 1), "{s}");
+            }
             "kill-h1" => lab.kill_daemon("h1"),
             "start-h1" => lab.start_daemon("h1"),
             other => panic!("the browser test waits for a step this test does not know: {other}"),
@@ -121,7 +126,11 @@ fn the_web_ui_of_one_host_shows_and_controls_the_whole_pool() {
         status.success() && transcript.contains("POOL-E2E-OK"),
         "the browser test failed ({status}):\n{transcript}\n{errors}"
     );
-    assert_eq!(steps, ["h1-in-maintenance", "h1-out-of-maintenance", "kill-h1", "start-h1"], "{transcript}");
+    assert_eq!(
+        steps,
+        ["h1-in-maintenance", "h1-out-of-maintenance", "policy-advise", "kill-h1", "start-h1"],
+        "{transcript}"
+    );
 
     // Seen from the CLI: the pool is whole again and h1 is out of maintenance.
     assert_eq!(lab.host_state("h2", "h1"), "online");
