@@ -50,7 +50,7 @@ struct Run {
     round: u64,
     started: Instant,
     record: PathBuf,
-    /// The advice of the round before, so unchanged advice is not an event again.
+    /// The advice of the round before (what, not why), so unchanged advice is not an event again.
     last_advice: Vec<String>,
     next: Instant,
 }
@@ -228,17 +228,18 @@ impl Daemon {
                 outcome: if act { "pending".into() } else { "advised".into() },
             });
         }
-        let advised: Vec<String> = actions
-            .iter()
-            .filter(|a| a.outcome == "advised")
-            .map(|a| format!("{}: {}", a.text, a.why))
-            .collect();
-        if advised != run.last_advice {
-            for a in advised.iter().filter(|a| !run.last_advice.contains(a)) {
-                self.ctx().event(None, "info", "policy.advice", &format!("the policy advises: {a}"));
-            }
-            run.last_advice = advised;
+        // Advice that was given the round before (its figures may have moved) is not an event again.
+        let advised: Vec<&cluster::automation::Action> =
+            actions.iter().filter(|a| a.outcome == "advised").collect();
+        for a in advised.iter().filter(|a| !run.last_advice.contains(&a.text)) {
+            self.ctx().event(
+                None,
+                "info",
+                "policy.advice",
+                &format!("the policy advises: {}: {}", a.text, a.why),
+            );
         }
+        run.last_advice = advised.iter().map(|a| a.text.clone()).collect();
         self.carry_out(c, run, auto, &step.commands, &migrations, &mut actions);
         let last = cluster::automation::Round {
             host: c.config().host.clone(),

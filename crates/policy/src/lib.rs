@@ -3,6 +3,7 @@
 //! * [`receiver`]: periodic measurements → per-VM utilisation histories.
 //! * [`profiler`]: host and VM usage profiles and the statistics over them.
 //! * [`validator`]: scores past forecasts and re-fits the forecast margin.
+//! * [`ledger`]: energy used and CPU lost to migrations so far, to weigh a consolidation.
 //! * [`predictor`]: each VM's demand over the next interval.
 //! * [`optimizer`]: upper/lower thresholds (THR, IQR, MAD, local regression).
 //! * [`migrator`]: which VMs move, in what order, to where (MMT, PABFD, CloudSim's loop).
@@ -21,6 +22,7 @@
 
 pub mod allocator;
 pub mod constraints;
+pub mod ledger;
 pub mod migrator;
 pub mod model;
 pub mod optimizer;

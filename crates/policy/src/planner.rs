@@ -3,6 +3,7 @@
 //! caller's. Deterministic: the same snapshot and state give the same plan.
 
 use crate::constraints::Constraints;
+use crate::ledger::Ledger;
 use crate::model::{Plan, Snapshot};
 use crate::spec::{Migrations, Policy};
 use crate::state::PlanState;
@@ -12,17 +13,18 @@ use crate::vine::plan_predictive;
 /// Coverage the adaptive margin aims for (share of under-predictions it absorbs).
 pub const MARGIN_COVERAGE: f64 = 0.9;
 
-/// A policy with the state it keeps between steps (the Validator's evidence).
+/// A policy with the state it keeps between steps (the Validator's evidence, the Ledger's totals).
 #[derive(Debug, Clone)]
 pub struct Planner {
     policy: Policy,
     validator: Validator,
+    ledger: Ledger,
 }
 
 impl Planner {
     /// A planner for `policy` with no history.
     pub fn new(policy: Policy) -> Self {
-        Planner { policy, validator: Validator::new() }
+        Planner { policy, validator: Validator::new(), ledger: Ledger::default() }
     }
 
     /// The policy.
@@ -48,7 +50,8 @@ impl Planner {
             Migrations::Reactive(r) => crate::migrator::plan_reactive(&mut st, r, self.policy.placement),
             Migrations::Predictive(p) => {
                 let margin = if p.adaptive_margin { self.validator.margin(MARGIN_COVERAGE) } else { 0.0 };
-                let (plan, expectations) = plan_predictive(&mut st, p, margin);
+                self.ledger.add_interval(snap);
+                let (plan, expectations) = plan_predictive(&mut st, p, margin, &mut self.ledger);
                 for (vm, mips) in expectations {
                     self.validator.expect(vm, mips);
                 }

@@ -111,6 +111,14 @@ fn default_fallback() -> f64 {
     0.7
 }
 
+fn default_lower_memory() -> f64 {
+    PredictiveSpec::VINE_DEFAULT.lower_memory
+}
+
+fn default_consolidation_horizon() -> f64 {
+    PredictiveSpec::VINE_DEFAULT.consolidation_horizon
+}
+
 /// vine's predictive, migration-aware planner.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,6 +131,17 @@ pub struct PredictiveSpec {
     pub target_fill: f64,
     /// A host whose forecast is below this fraction is a candidate to be emptied.
     pub lower: f64,
+    /// ... unless its VMs occupy at least this fraction of its memory: where memory binds, such a
+    /// host is well used however idle its CPU, and emptying it frees little room elsewhere.
+    /// Default: the `vine` policy's.
+    #[serde(default = "default_lower_memory")]
+    pub lower_memory: f64,
+    /// A host is emptied only when the energy it draws over this many intervals, as a share of the
+    /// energy used so far, is at least the share its migrations add to the CPU lost to migrations
+    /// so far (ESV is energy × SLA violation: each side weighed by its relative change).
+    /// Default: the `vine` policy's.
+    #[serde(default = "default_consolidation_horizon")]
+    pub consolidation_horizon: f64,
     /// At most this many migrations per interval (0 = no limit).
     pub max_migrations_per_interval: u32,
     /// Let the Validator widen the margin when forecasts were too low.
@@ -345,6 +364,8 @@ impl Policy {
                 fraction("migrations.upper", p.upper)?;
                 fraction("migrations.target_fill", p.target_fill)?;
                 fraction("migrations.lower", p.lower)?;
+                fraction("migrations.lower_memory", p.lower_memory)?;
+                positive("migrations.consolidation_horizon", p.consolidation_horizon)?;
                 if p.lower >= p.upper {
                     return Err(bad("migrations.lower", p.lower, "below migrations.upper"));
                 }

@@ -1,11 +1,14 @@
 //! vine's own planner: predictive and migration-aware. Every VM's demand over the next interval is
 //! forecast (Predictor, widened by the Validator's margin); a host is overloaded when its forecast
 //! is over the upper threshold or its VMs already ask for more than it has; the fewest, cheapest
-//! moves that bring it back are chosen; under-used hosts are emptied only when every VM fits on
-//! hosts that are already on, below the fill target, within a per-interval migration budget.
+//! moves that bring it back are chosen; under-used hosts (by CPU and by memory) are emptied only
+//! when the energy saved outweighs the migrations (Ledger) and every VM fits on hosts that are
+//! already on, below the fill target, within a per-interval migration budget. Targets are the
+//! hosts with the least memory left, then the least CPU room, so memory is packed where it binds.
 
 use std::collections::BTreeSet;
 
+use crate::ledger::Ledger;
 use crate::model::{HostId, Migration, Plan, Reason, TargetChoice, VmId};
 use crate::predictor::forecast;
 use crate::spec::PredictiveSpec;
@@ -18,10 +21,11 @@ struct Demand {
     /// Forecast MIPS per host (sum over its VMs in the planning state).
     per_host: Vec<f64>,
     method: &'static str,
-    /// Hosts that are on, by room left under the fill target (milli-MIPS), for best fit in O(log n).
-    room: BTreeSet<(i64, usize)>,
+    /// Hosts that are on, by free memory (MB), then room left under the fill target (milli-MIPS),
+    /// for best fit in O(log n) per distinct amount of free memory.
+    room: BTreeSet<(u64, i64, usize)>,
     /// Each indexed host's key in `room`.
-    key: Vec<Option<i64>>,
+    key: Vec<Option<(u64, i64)>>,
     fill: f64,
     totals: Vec<f64>,
 }
@@ -36,18 +40,17 @@ impl Demand {
     }
 
     /// Indexes host `h` as on (or re-indexes it after its load changed).
-    fn index(&mut self, h: usize) {
-        if let Some(k) = self.key[h].take() {
-            self.room.remove(&(k, h));
-        }
+    fn index(&mut self, st: &PlanState<'_>, h: usize) {
+        self.unindex(h);
+        let free = (st.spec(h).ram_mb as u64).saturating_sub(st.hosts[h].ram_mb);
         let k = self.room_key(h);
-        self.room.insert((k, h));
-        self.key[h] = Some(k);
+        self.room.insert((free, k, h));
+        self.key[h] = Some((free, k));
     }
 
     fn unindex(&mut self, h: usize) {
-        if let Some(k) = self.key[h].take() {
-            self.room.remove(&(k, h));
+        if let Some((free, k)) = self.key[h].take() {
+            self.room.remove(&(free, k, h));
         }
     }
 }
@@ -60,6 +63,8 @@ impl PredictiveSpec {
         upper: 0.98,
         target_fill: 0.95,
         lower: 0.6,
+        lower_memory: 0.8,
+        consolidation_horizon: 200.0,
         max_migrations_per_interval: 0,
         adaptive_margin: true,
     };
@@ -67,12 +72,14 @@ impl PredictiveSpec {
 
 // Host indices address several parallel tables (state, snapshot, flags, forecasts).
 #[allow(clippy::needless_range_loop)]
-/// Plans one interval. `margin` (a fraction of a VM's size) widens every forecast. Returns the plan
-/// and the forecasts made, for the Validator.
+/// Plans one interval. `margin` (a fraction of a VM's size) widens every forecast; `ledger` holds
+/// the energy used so far (this interval's included) and receives the plan's migration cost.
+/// Returns the plan and the forecasts made, for the Validator.
 pub fn plan_predictive(
     st: &mut PlanState<'_>,
     spec: &PredictiveSpec,
     margin: f64,
+    ledger: &mut Ledger,
 ) -> (Plan, Vec<(VmId, f64)>) {
     let n = st.hosts.len();
     let max_id = st.snap.vm_index.len();
@@ -107,7 +114,7 @@ pub fn plan_predictive(
     let on: Vec<bool> = st.snap.hosts.iter().map(|h| h.measured_mips > 0.0).collect();
     for h in 0..n {
         if on[h] || !st.hosts[h].vms.is_empty() {
-            d.index(h);
+            d.index(st, h);
         }
     }
     // Hosts that may not give VMs away this interval (they receive or already gave).
@@ -137,15 +144,16 @@ pub fn plan_predictive(
             if excess <= 0.0 && too_big.is_none() {
                 break;
             }
-            // The cheapest single VM whose departure removes the excess; else the largest.
+            // The cheapest single VM whose departure removes the excess (the least CPU lost while
+            // it migrates: forecast × memory); else the largest.
             let pick = too_big.or_else(|| {
                 let vms: Vec<VmId> = st.hosts[h].vms.iter().copied().filter(|v| st.movable(*v)).collect();
                 vms.iter()
                     .copied()
                     .filter(|v| d.of(*v) >= excess)
                     .min_by(|a, b| {
-                        let (va, vb) = (st.vm(*a), st.vm(*b));
-                        (va.ram_mb, -d.of(*a)).partial_cmp(&(vb.ram_mb, -d.of(*b))).expect("finite")
+                        let loss = |v: VmId| d.of(v) * st.vm(v).ram_mb as f64;
+                        loss(*a).total_cmp(&loss(*b))
                     })
                     .or_else(|| vms.iter().copied().max_by(|a, b| d.of(*a).total_cmp(&d.of(*b))))
             });
@@ -162,7 +170,7 @@ pub fn plan_predictive(
                     "forecast {:.0} MIPS{}; {} MB of memory, a {:.1} s migration",
                     d.of(vm),
                     if d.of(vm) >= excess {
-                        ", enough alone to end the overload"
+                        ", enough alone to end the overload, the least CPU lost while migrating of those that are"
                     } else {
                         ", the largest on the host"
                     },
@@ -182,18 +190,29 @@ pub fn plan_predictive(
         }
     }
 
-    // 2. Under-used hosts, the cheapest to empty first.
+    // 2. Under-used hosts, the cheapest to empty first: CPU forecast under the lower threshold and
+    // memory under its own (a host whose memory is nearly full is well used however idle its CPU).
     let under: Vec<usize> = (0..n)
         .filter(|&h| on[h] && !frozen[h] && !st.hosts[h].vms.is_empty())
         .filter(|&h| st.hosts[h].vms.iter().all(|v| st.movable(*v)))
         .filter(|&h| d.per_host[h] < spec.lower * st.spec(h).total_mips())
+        .filter(|&h| (st.hosts[h].ram_mb as f64) < spec.lower_memory * st.spec(h).ram_mb as f64)
         .collect();
     // The cost of emptying a host: the CPU its VMs lose while they migrate (10 % of their demand
     // for as long as each migration takes), what the SLA's degradation metric charges.
     let cost = |h: usize| -> f64 {
         st.hosts[h].vms.iter().map(|v| d.of(*v).max(1.0) * st.snap.migration_time_s(st.vm(*v))).sum()
     };
-    let mut keyed: Vec<(f64, usize)> = under.iter().map(|&h| (cost(h), h)).collect();
+    // Only where the energy saved outweighs the migrations (each relative to the day so far).
+    let watts = |h: usize| {
+        let u = (d.per_host[h] / st.spec(h).total_mips()).min(1.0);
+        st.spec(h).power.watts_at(u).unwrap_or(0.0)
+    };
+    let mut keyed: Vec<(f64, usize)> = under
+        .iter()
+        .map(|&h| (cost(h), h))
+        .filter(|&(c, h)| ledger.worth_emptying(c, watts(h), st.snap.interval_s, spec.consolidation_horizon))
+        .collect();
     keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let under: Vec<usize> = keyed.into_iter().map(|(_, h)| h).collect();
     for h in under {
@@ -231,7 +250,7 @@ pub fn plan_predictive(
                         move_vm(st, &mut d, m.vm, m.to.0 as usize, h);
                     }
                     emptied[h] = false;
-                    d.index(h);
+                    d.index(st, h);
                     break;
                 }
             }
@@ -244,6 +263,9 @@ pub fn plan_predictive(
             plan.migrations.extend(batch);
         }
     }
+    for m in &plan.migrations {
+        ledger.migration_loss += d.of(m.vm).max(1.0) * st.snap.migration_time_s(st.vm(m.vm));
+    }
     (plan, expectations)
 }
 
@@ -254,9 +276,9 @@ fn move_vm(st: &mut PlanState<'_>, d: &mut Demand, vm: VmId, from: usize, to: us
     d.per_host[from] -= f;
     d.per_host[to] += f;
     if d.key[from].is_some() {
-        d.index(from);
+        d.index(st, from);
     }
-    d.index(to);
+    d.index(st, to);
 }
 
 /// Best fit by forecast among hosts that are on: the fullest host that stays under the fill
@@ -278,9 +300,19 @@ fn choose_target(
         let spec_h = st.spec(h);
         h != source && !emptied[h] && spec_h.pe_mips >= f && st.has_memory_for(h, v) && st.allowed(h, v)
     };
-    // Best fit: the host left with the least room under the fill target.
+    // Best fit: the host left with the least free memory, then the least room under the fill
+    // target (where memory does not bind, every host has the same free memory and CPU decides).
     let need = (f * 1000.0).round() as i64;
-    let best = d.room.range((need, 0)..).map(|&(_, h)| h).find(|&h| fits(h)).map(|h| (h, 0.0));
+    let mut free_at_least = v.requested_ram_mb as u64;
+    let mut best = None;
+    while let Some(&(free, _, _)) = d.room.range((free_at_least, need, 0)..).next() {
+        let same_free = d.room.range((free, need, 0)..=(free, i64::MAX, usize::MAX));
+        if let Some(h) = same_free.map(|&(_, _, h)| h).find(|&h| fits(h)) {
+            best = Some((h, 0.0));
+            break;
+        }
+        free_at_least = free + 1;
+    }
     let mut wake: Option<usize> = None;
     if best.is_none() && may_wake {
         for h in 0..st.hosts.len() {
@@ -291,7 +323,9 @@ fn choose_target(
         }
     }
     let (h, rule) = match (best, wake) {
-        (Some((h, _)), _) => (h, "best fit by forecast among hosts already on (least room left)"),
+        (Some((h, _)), _) => {
+            (h, "best fit among hosts already on (least free memory, then least CPU room left by forecast)")
+        }
         (None, Some(w)) => (w, "no host already on had room, so the largest switched-off host is woken"),
         (None, None) => return None,
     };

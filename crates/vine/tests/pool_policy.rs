@@ -234,4 +234,23 @@ fn the_pipeline_consolidates_low_load_and_spreads_high_load_keeping_the_rules() 
         assert_eq!(r["recorded"], r["replayed"], "round {}", r["round"]);
     }
     step(&format!("replay: {} rounds, {sent} commands, all the same", rounds.len()));
+
+    // The coordinator cut off the LAN stops acting: its record stops growing, and another host
+    // coordinates (and records) instead.
+    let old = status["coordinator"].as_str().expect("a coordinator").to_string();
+    let lines = || std::fs::read_to_string(&record).map(|t| t.lines().count()).unwrap_or(0);
+    lab.cut(&old);
+    let cut = Instant::now();
+    let other = lab.hosts().into_iter().find(|h| *h != old).unwrap();
+    let next = lab.wait_value(Duration::from_secs(30), "another coordinator's round", || {
+        let s = lab.json(&other, &["policy", "status", "--json"]);
+        let host = s["last_round"]["host"].as_str()?.to_string();
+        (host != old).then_some(host)
+    });
+    step(&format!("{next} coordinates {:.1} s after {old} was cut off", cut.elapsed().as_secs_f64()));
+    std::thread::sleep(Duration::from_secs(3));
+    let frozen = lines();
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(lines(), frozen, "{old}, cut off, still records rounds");
+    lab.plug(&old);
 }
