@@ -308,6 +308,33 @@ mod tests {
     }
 
     #[test]
+    fn ids_stay_from_round_to_round_and_name_the_policy_s_sentences() {
+        let h1 = host(2, json!([{"name": "a", "vcpus": 1, "memory": 256u64 << 20, "history": [0.5]}]));
+        let h2 = host(2, json!([{"name": "b", "vcpus": 1, "memory": 256u64 << 20, "history": [0.1]}]));
+        let mut ids = Ids::default();
+        let first = snapshot_with(&[("h1".into(), h1.clone()), ("h2".into(), h2.clone())], &mut ids);
+        assert_eq!(first.hosts.len(), 2);
+        // h1 is missing now and b has moved to it... h2 is listed first: ids do not change.
+        let h2_now = host(
+            2,
+            json!([{"name": "b", "vcpus": 1, "memory": 256u64 << 20, "history": [0.1]},
+                   {"name": "c", "vcpus": 1, "memory": 256u64 << 20, "history": [0.2]}]),
+        );
+        let second = snapshot_with(&[("h2".into(), h2_now)], &mut ids);
+        assert_eq!(ids.hosts, ["h1", "h2"]);
+        assert_eq!(ids.vms, ["a", "b", "c"]);
+        assert_eq!(second.hosts.len(), 2, "a host known before stays, empty");
+        assert!(second.hosts[0].vms.is_empty());
+        assert_eq!(second.vm(VmId(1)).host, HostId(1));
+        assert_eq!(second.vm(VmId(2)).host, HostId(1));
+        assert_eq!(second.vm_index[0], u32::MAX, "a VM not reported is gone from the snapshot");
+        assert_eq!(
+            ids.name_ids("host 1 was at 5 %; VM 2 was chosen; host 9 and VM 77 are unknown; VMs"),
+            "host 'h2' was at 5 %; VM 'c' was chosen; host 9 and VM 77 are unknown; VMs"
+        );
+    }
+
+    #[test]
     fn commands_are_told_with_names() {
         let c =
             policy::Command::Migrate { vm: VmId(1), from: HostId(0), to: HostId(1), why: "because".into() };
