@@ -14,6 +14,8 @@ use crate::Daemon;
 
 /// Nominal MIPS of one host CPU: live hosts are measured in CPU time, so one CPU = 1000 "MIPS".
 pub const LIVE_MIPS_PER_CPU: f64 = 1000.0;
+/// How long a round waits for a host's metrics.
+const METRICS_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 /// The migration bandwidth a snapshot assumes, MB/s (a gigabit link).
 const MIGRATION_MB_PER_S: f64 = 62.5;
 
@@ -233,6 +235,10 @@ impl Daemon {
             }
         };
         let Some(peers) = self.membership.peers.get() else { return (metrics, unreachable) };
+        // Every host at once, and none waited for past METRICS_WAIT: a host cut off the network
+        // is still listed online until its lease runs out, and must not hold a round up.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut asked = Vec::new();
         for h in hosts {
             let name = h.record.name.clone();
             if name == me {
@@ -242,9 +248,30 @@ impl Daemon {
                 unreachable.push((name, "offline".to_string()));
                 continue;
             }
-            match peers.call(&name, &Request::Metrics) {
-                Ok(m) => metrics.push((name, m)),
-                Err(e) => unreachable.push((name, e.to_string())),
+            let (peers, tx, n) = (peers.clone(), tx.clone(), name.clone());
+            std::thread::spawn(move || {
+                let _ = tx.send((n.clone(), peers.call(&n, &Request::Metrics)));
+            });
+            asked.push(name);
+        }
+        drop(tx);
+        let deadline = std::time::Instant::now() + METRICS_WAIT;
+        let mut got = std::collections::BTreeMap::new();
+        while got.len() < asked.len() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((n, r)) => {
+                    got.insert(n, r);
+                }
+                Err(_) => break,
+            }
+        }
+        // In the pool's order, so the snapshot does not depend on who answered first.
+        for name in asked {
+            match got.remove(&name) {
+                Some(Ok(m)) => metrics.push((name, m)),
+                Some(Err(e)) => unreachable.push((name, e.to_string())),
+                None => unreachable.push((name, format!("no answer within {} s", METRICS_WAIT.as_secs()))),
             }
         }
         (metrics, unreachable)

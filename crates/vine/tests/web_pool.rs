@@ -109,7 +109,7 @@ fn the_web_ui_of_one_host_shows_and_controls_the_whole_pool() {
                 assert_eq!(lab.host_state("h1", "h1"), "online", "after the page's toggle")
             }
             "policy-advise" => {
-                let s = lab.json("h1", &["policy", "status", "--json"]);
+                let s = lab.json("h1", &["policy", "status"]);
                 assert_eq!(s["mode"], "advise", "after the page's form: {s}");
                 assert!(s["last_round"]["round"].as_u64().is_some_and(|r| r >= 1), "{s}");
             }
