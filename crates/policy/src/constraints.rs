@@ -319,10 +319,8 @@ mod tests {
             assert_ne!(m.vm, VmId(1));
             let others: Vec<VmId> =
                 s.vms.iter().filter(|v| v.host == m.to && v.id != m.vm).map(|v| v.id).collect();
-            assert!(
-                !(m.vm == VmId(0) && others.contains(&VmId(2)))
-                    && !(m.vm == VmId(2) && others.contains(&VmId(0)))
-            );
+            let meets = |a: u32, b: u32| m.vm == VmId(a) && others.contains(&VmId(b));
+            assert!(!meets(0, 2) && !meets(2, 0), "{m:?} joins its anti-affinity group");
         }
         let mut vine = crate::Planner::new(crate::Policy::builtin("vine").unwrap());
         let planned = vine.plan_with(&s, Some(&rules));
