@@ -16,12 +16,12 @@
 set -euo pipefail
 
 # Bump whenever anything below changes what ends up in the kit.
-RECIPE=11
+RECIPE=12
 # The kernel command line the tests start from; tests append `vine.*` options.
 CMDLINE="console=ttyS0 panic=-1 quiet"
 # Drivers the guest needs (loaded with their dependencies, in order, unless built in).
-MODULES=(virtio_pci virtio_blk virtio_scsi sd_mod virtio_net virtio_console ata_piix ahci e1000
-    button evdev)
+MODULES=(virtio_pci virtio_blk virtio_scsi sd_mod virtio_net virtio_console virtio_balloon ata_piix
+    ahci e1000 button evdev)
 
 OUT=${1:-/var/lib/vine/kit}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -165,6 +165,8 @@ cat >"$ROOT/init" <<'EOF'
 #   vine.counter=1        print "VINE-COUNTER <n>" every second, n counting up from 1 for as long
 #                         as the guest runs (survives pause/resume and save/restore)
 #   vine.cpuburn=N        run N busy loops
+#   vine.meminfo=1        print "VINE-MEM total=<kB> free=<kB>" every second (/proc/meminfo's
+#                         MemTotal and MemFree: a balloon's pages leave MemTotal)
 #   vine.load=P:S[,P:S..] CPU load on a schedule (/bin/vine-load, scripts/guest-load.c): P % of
 #                         one vCPU for S seconds, phase after phase from boot, the last for ever;
 #                         prints "VINE-LOAD <phase> <P>" as each begins
@@ -249,6 +251,13 @@ if [ -n "$burn" ]; then
     i=0
     while [ $i -lt "$burn" ]; do (while :; do :; done) & i=$((i + 1)); done
     echo "VINE-CPUBURN $burn"
+fi
+
+if [ "$(opt meminfo)" = 1 ]; then
+    (while :; do
+         awk '/^MemTotal:/ { t = $2 } /^MemFree:/ { f = $2 } END { print "VINE-MEM total=" t " free=" f }' /proc/meminfo
+         sleep 1
+     done) &
 fi
 
 load=$(opt load)

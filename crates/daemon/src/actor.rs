@@ -842,6 +842,9 @@ impl Actor {
         def.validate().map_err(|e| refused(e.to_string()))?;
         controls_of(&def).validate().map_err(|e| refused(e.to_string()))?;
         let running = self.state().has_process();
+        if let Some(b) = c.balloon {
+            self.balloon(&old, b)?;
+        }
         if running {
             // The guest keeps its memory size until the next start; CPU controls apply now.
             let mut now = controls_of(&def);
@@ -870,6 +873,47 @@ impl Actor {
         );
         self.event("info", "vm.set", &msg);
         Ok(json!({ "message": msg, "applied_now": running, "memory_next_start": memory_later }))
+    }
+
+    /// Sets the running guest's balloon so it keeps `bytes` of its memory (`old`: the
+    /// definition it runs with). The guest's driver gives pages back or takes them, at its pace.
+    fn balloon(&mut self, old: &VmDefinition, bytes: u64) -> Res<()> {
+        use crate::protocol::BALLOON_MIN;
+        if !self.state().has_process() {
+            return Err(refused(format!(
+                "balloon: '{}' is {}; a balloon sizes a running guest (memory sets the next start's)",
+                self.name,
+                self.state().name()
+            )));
+        }
+        if !old.balloon {
+            return Err(refused(format!("balloon: '{}' has no balloon device (balloon = false)", self.name)));
+        }
+        if !(BALLOON_MIN..=old.memory).contains(&bytes) {
+            return Err(refused(format!(
+                "balloon: must be {} MiB to its memory ({} MiB), got {bytes} bytes",
+                BALLOON_MIN >> 20,
+                old.memory >> 20
+            )));
+        }
+        self.with_qmp(|q| q.execute("balloon", Some(json!({ "value": bytes }))))?;
+        let actual = self
+            .with_qmp(|q| q.execute("query-balloon", None))
+            .ok()
+            .and_then(|v| v["actual"].as_u64())
+            .map(|a| format!(" (it holds {} MiB now)", a >> 20))
+            .unwrap_or_default();
+        self.event(
+            "info",
+            "vm.balloon",
+            &format!(
+                "'{}' is to keep {} MiB of its {} MiB{actual}",
+                self.name,
+                bytes >> 20,
+                old.memory >> 20
+            ),
+        );
+        Ok(())
     }
 
     // ----- watching -----

@@ -407,6 +407,10 @@ pub struct Changes {
     /// Memory in bytes (takes effect at the next start).
     #[serde(default)]
     pub memory: Option<u64>,
+    /// Memory the running guest keeps, in bytes, through its balloon: at least
+    /// [`BALLOON_MIN`], at most its memory (which the host keeps reserved for it).
+    #[serde(default)]
+    pub balloon: Option<u64>,
     /// When the host stops: `keep`, `save`, `shutdown` or `off`.
     #[serde(default)]
     pub on_host_stop: Option<String>,
@@ -481,6 +485,9 @@ impl Changes {
 }
 
 pub use vmconfig::clip;
+
+/// The least memory a balloon leaves a running guest, bytes.
+pub const BALLOON_MIN: u64 = 32 << 20;
 
 /// A change to the pool's automation (`vine policy mode|use|set`); absent fields stay.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -3,7 +3,8 @@
 //! 300 get CPU time within 15 % of 1:3 of each other; a 25 % cap set with `vine vm set` on the
 //! running VM is never exceeded and is what holds it back (its cgroup is throttled); reservations
 //! are admitted only while they fit, and refusals state the numbers. CPU time is read from
-//! `vine vm show --json`.
+//! `vine vm show --json`. A running guest's balloon shrinks its memory (the guest's own MemTotal
+//! drops) and grows it back, while it keeps running.
 
 mod vmhost;
 
@@ -148,4 +149,54 @@ fn weights_caps_and_reservations_on_running_guests() {
     assert!(e.contains(&format!("cannot reserve {}% CPU for 'w100'", capacity - 90)), "{e}");
     assert_eq!(h.show("w100")["cpu"]["weight"], 100);
     assert_eq!(h.show("w100")["cpu"]["reserve"], capacity - 100);
+}
+
+/// The last `VINE-MEM total=… free=…` line's total, kB.
+fn guest_total_kb(h: &VmHost, vm: &str) -> Option<u64> {
+    let text = h.console(vm).contents().unwrap();
+    text.lines()
+        .rev()
+        .find_map(|l| l.split("VINE-MEM total=").nth(1)?.split_whitespace().next()?.parse().ok())
+}
+
+#[test]
+fn a_running_guest_s_balloon_shrinks_and_grows_its_memory() {
+    let h = VmHost::start();
+    h.create_kit_vm("bal", &["vine.meminfo=1", "vine.counter=1"], &[]);
+    // Off: a balloon sizes a running guest only.
+    let e = h.fails(&["vm", "set", "bal", "--balloon", "128M"]);
+    assert!(e.contains("balloon: 'bal' is off"), "{e}");
+    h.ok(&["vm", "start", "bal"]);
+    let mut log = h.console("bal");
+    log.wait_for("VINE-MEM total=", BOOT).unwrap();
+    let full = guest_total_kb(&h, "bal").unwrap();
+    assert!(full > 200 << 10, "the guest sees {full} kB of its 256 MiB");
+    // Out of range: refused, naming the field and the limits.
+    for (size, why) in [("16M", "must be 32 MiB to its memory (256 MiB)"), ("512M", "must be 32 MiB")] {
+        let e = h.fails(&["vm", "set", "bal", "--balloon", size]);
+        assert!(e.contains(why), "{size}: {e}");
+    }
+    // Down to 128 MiB: the guest's own MemTotal drops by about the 128 MiB it gave back.
+    h.ok(&["vm", "set", "bal", "--balloon", "128M"]);
+    vmhost::eventually("the guest's memory shrinks", Duration::from_secs(60), || {
+        guest_total_kb(&h, "bal").is_some_and(|t| t + (120 << 10) < full)
+    });
+    let shrunk = guest_total_kb(&h, "bal").unwrap();
+    eprintln!("guest MemTotal: {full} kB, ballooned to 128 MiB: {shrunk} kB");
+    let before = h.next_counter(&mut log);
+    // Back up to all of it.
+    h.ok(&["vm", "set", "bal", "--balloon", "256M"]);
+    vmhost::eventually("the guest's memory grows back", Duration::from_secs(60), || {
+        guest_total_kb(&h, "bal").is_some_and(|t| t + (8 << 10) >= full)
+    });
+    // It kept running all along: no reboot, the counter goes on.
+    let after = h.next_counter(&mut log);
+    assert!(after > before, "the counter went from {before} to {after}");
+    assert_eq!(h.state("bal"), "running");
+    assert_eq!(h.show("bal")["memory"], 256u64 << 20, "the definition's memory is unchanged");
+    let events = h.ok(&["events", "--vm", "bal", "--json"]);
+    assert!(
+        events.contains("vm.balloon") && events.contains("is to keep 128 MiB of its 256 MiB"),
+        "{events}"
+    );
 }

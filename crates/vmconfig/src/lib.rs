@@ -80,6 +80,19 @@ pub struct VmDefinition {
     /// the same host (letters, digits, `-`, `_`, `.`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// A memory balloon (virtio-balloon): the running guest's memory can be shrunk and grown
+    /// back, up to `memory`, without a restart (`vine vm set NAME --balloon SIZE`). On unless
+    /// set to false.
+    #[serde(default = "default_balloon", skip_serializing_if = "is_default_balloon")]
+    pub balloon: bool,
+}
+
+fn default_balloon() -> bool {
+    true
+}
+
+fn is_default_balloon(b: &bool) -> bool {
+    *b
 }
 
 /// The default actions on host stop and start (Virtual Server's automatic stop and start).
@@ -352,6 +365,7 @@ impl VmDefinition {
             shutdown_timeout: default_shutdown_timeout(),
             host: HostActions::default(),
             group: None,
+            balloon: default_balloon(),
         }
     }
 

@@ -55,6 +55,9 @@ pub struct LaunchPlan<'a> {
 /// changing scheduling or resource limits are all denied.
 pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
+/// The id of a VM's memory balloon device.
+pub const BALLOON: &str = "balloon0";
+
 /// Why a definition cannot be launched (yet).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LaunchError {
@@ -89,6 +92,9 @@ pub fn qemu_args(plan: &LaunchPlan) -> Result<Vec<String>, LaunchError> {
     push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-shutdown"]);
     push(&["-vga", "std", "-vnc", &format!("unix:{}", plan.vnc_socket.display())]);
     push(&["-qmp", &format!("unix:{},server=on,wait=off", plan.qmp_socket.display())]);
+    if d.balloon {
+        push(&["-device", &format!("virtio-balloon-pci,id={BALLOON}")]);
+    }
     if plan.sandbox {
         push(&["-sandbox", SANDBOX]);
     }

@@ -235,6 +235,9 @@ pub struct SetArgs {
     /// Memory, e.g. 1G; a bare number is MiB (from the next start).
     #[arg(long, value_parser = parse_memory)]
     pub memory: Option<u64>,
+    /// Memory the running guest keeps, e.g. 96M (its balloon; at most its memory, now).
+    #[arg(long, value_parser = parse_memory)]
+    pub balloon: Option<u64>,
     /// When the host stops: keep (running), save, shutdown or off.
     #[arg(long, value_parser = ["keep", "save", "shutdown", "off"])]
     pub on_host_stop: Option<String>,
@@ -524,11 +527,12 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
                 cpu_max,
                 no_cpu_max,
                 memory: a.memory,
+                balloon: a.balloon,
                 on_host_stop: a.on_host_stop,
                 on_host_start: a.on_host_start,
             };
             if changes == Changes::default() {
-                bail!("vine vm set {}: nothing to change (give --cpu-weight, --cpu-reserve, --cpu-max, --memory, --on-host-stop or --on-host-start)", a.name);
+                bail!("vine vm set {}: nothing to change (give --cpu-weight, --cpu-reserve, --cpu-max, --memory, --balloon, --on-host-stop or --on-host-start)", a.name);
             }
             let v = rest(
                 "PATCH",
