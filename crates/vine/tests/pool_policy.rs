@@ -200,7 +200,7 @@ fn the_pipeline_consolidates_low_load_and_spreads_high_load_keeping_the_rules() 
         "the guests spread over three hosts",
         || {
             polls += 1;
-            if polls % 100 == 0 {
+            if polls.is_multiple_of(100) {
                 // What the engine sees meanwhile, for whoever reads a failure.
                 let a = lab.vine("h1", &["policy", "advice"]);
                 step(&format!("meanwhile:\n{}", String::from_utf8_lossy(&a.stdout)));
