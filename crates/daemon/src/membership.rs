@@ -480,6 +480,22 @@ impl Daemon {
         self.wake_sync();
     }
 
+    /// Publishes VM `name`'s view before a control answers, so a list on any host of the pool
+    /// shows the control's result as soon as it has answered. While this host cannot reach
+    /// etcd (its membership says so) the control does not wait: the publishing thread publishes
+    /// the view once etcd is back, as [`Daemon::publish_vm`] does.
+    pub(crate) fn publish_now(&self, name: &str) {
+        let Some(c) = self.cluster() else { return };
+        let arriving =
+            self.membership().incoming.lock().unwrap_or_else(|p| p.into_inner()).contains_key(name);
+        if c.last_error().is_none() && !arriving {
+            if let Ok(info) = self.local_info(name) {
+                self.publish(vec![info]);
+            }
+        }
+        self.wake_sync();
+    }
+
     /// Has the sync round run at once (a VM or a spanning network changed here).
     pub(crate) fn wake_sync(&self) {
         if self.cluster().is_none() {

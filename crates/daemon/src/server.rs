@@ -522,14 +522,14 @@ impl Daemon {
                     }
                     self.vm_gone(&name);
                 } else {
-                    self.publish_vm(&name);
+                    self.publish_now(&name);
                 }
                 r
             }
             Request::VmSet { name, changes } => {
                 changes.validate()?;
                 let r = self.ask(&name, |reply| Msg::Set { changes, reply });
-                self.publish_vm(&name);
+                self.publish_now(&name);
                 r
             }
             Request::VmNicAdd { name, network, mac } => {
