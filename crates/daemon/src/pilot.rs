@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Mutex, Weak};
+use std::sync::{Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use cluster::{Automation, Cluster, HostState, Mode, VmRules};
@@ -337,28 +337,30 @@ impl Daemon {
                 }
             }
         }
-        let queue = Mutex::new(migrations.to_vec());
+        let queue = Order::new(migrations);
         let done: Mutex<Vec<(usize, Result<(), String>)>> = Mutex::default();
         std::thread::scope(|s| {
             for _ in 0..auto.parallel.min(migrations.len() as u32) {
-                s.spawn(|| loop {
-                    let Some((i, v, from, to)) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
-                        return;
-                    };
-                    let outcome = if c.is_coordinator() {
-                        let (name, from, to) = (vm(v), host(from), host(to));
-                        let why = run.ids.name_ids(commands[i].why());
-                        self.ctx().event(
-                            Some(&name),
-                            "info",
-                            "policy.migrate",
-                            &format!("the policy migrates '{name}' from host '{from}' to host '{to}': {why}"),
-                        );
-                        self.policy_migrate(c, &name, &from, &to).map_err(|e| e.to_string())
-                    } else {
-                        Err("this host stopped being the coordinator".to_string())
-                    };
-                    done.lock().unwrap_or_else(|p| p.into_inner()).push((i, outcome));
+                s.spawn(|| {
+                    while let Some((i, v, from, to)) = queue.next() {
+                        let outcome = if c.is_coordinator() {
+                            let (name, from, to) = (vm(v), host(from), host(to));
+                            let why = run.ids.name_ids(commands[i].why());
+                            self.ctx().event(
+                                Some(&name),
+                                "info",
+                                "policy.migrate",
+                                &format!(
+                                    "the policy migrates '{name}' from host '{from}' to host '{to}': {why}"
+                                ),
+                            );
+                            self.policy_migrate(c, &name, &from, &to).map_err(|e| e.to_string())
+                        } else {
+                            Err("this host stopped being the coordinator".to_string())
+                        };
+                        queue.finished(i);
+                        done.lock().unwrap_or_else(|p| p.into_inner()).push((i, outcome));
+                    }
                 });
             }
         });
@@ -456,6 +458,65 @@ impl Daemon {
 
 /// Runs the pool's power program (`PROGRAM on|off HOST`), if it has one; what it did, for the
 /// event (", power program: …").
+/// A round's migrations in the order they may run, several at once: a host gives before it
+/// takes. A migration to host X waits while a migration from X of the same round has not
+/// finished, since the plan's checks (memory, anti-affinity) hold for the round's end, not for
+/// every order: a VM of an anti-affinity group must leave X before another of its group arrives.
+/// When every migration left waits on another and none runs (a swap), the first goes anyway.
+struct Order {
+    state: Mutex<OrderState>,
+    changed: Condvar,
+}
+
+struct OrderState {
+    /// Not started yet, in the plan's order: (index, vm, from, to).
+    pending: Vec<(usize, VmId, HostId, HostId)>,
+    /// Started and not finished: index and the host it leaves.
+    running: Vec<(usize, HostId)>,
+}
+
+impl Order {
+    fn new(migrations: &[(usize, VmId, HostId, HostId)]) -> Self {
+        Order {
+            state: Mutex::new(OrderState { pending: migrations.to_vec(), running: Vec::new() }),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// The next migration to run, waiting while all that are left must wait; `None` when none is left.
+    fn next(&self) -> Option<(usize, VmId, HostId, HostId)> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if st.pending.is_empty() {
+                return None;
+            }
+            let leaving = |h: HostId, me: usize, st: &OrderState| {
+                st.running.iter().any(|(_, from)| *from == h)
+                    || st.pending.iter().any(|(j, _, from, _)| *j != me && *from == h)
+            };
+            let ready = st.pending.iter().position(|(i, _, _, to)| !leaving(*to, *i, &st));
+            let pick = match ready {
+                Some(k) => Some(k),
+                None if st.running.is_empty() => Some(0),
+                None => None,
+            };
+            if let Some(k) = pick {
+                let m = st.pending.remove(k);
+                st.running.push((m.0, m.2));
+                return Some(m);
+            }
+            st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Migration `i` has finished (done or failed).
+    fn finished(&self, i: usize) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.running.retain(|(j, _)| *j != i);
+        self.changed.notify_all();
+    }
+}
+
 fn power(auto: &Automation, action: &str, host: &str) -> String {
     let Some(program) = &auto.power_program else { return String::new() };
     let run = || -> Result<String, String> {
@@ -500,4 +561,41 @@ fn power(auto: &Automation, action: &str, host: &str) -> String {
 fn append(path: &PathBuf, round: &RecordedRound) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new().append(true).open(path)?;
     writeln!(f, "{}", serde_json::to_string(round).expect("rounds serialise"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(i: usize, from: u32, to: u32) -> (usize, VmId, HostId, HostId) {
+        (i, VmId(i as u32), HostId(from), HostId(to))
+    }
+
+    #[test]
+    fn a_host_gives_before_it_takes() {
+        // 0: h3 -> h1 must wait for 1: h1 -> h2.
+        let o = Order::new(&[m(0, 3, 1), m(1, 1, 2)]);
+        assert_eq!(o.next().map(|x| x.0), Some(1));
+        // Nothing else may start while 1 runs.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| tx.send(o.next().map(|x| x.0)).unwrap());
+            assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "0 started before 1 finished");
+            o.finished(1);
+            assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), Some(0));
+        });
+        o.finished(0);
+        assert_eq!(o.next(), None);
+    }
+
+    #[test]
+    fn independent_migrations_run_at_once_and_a_swap_still_runs() {
+        let o = Order::new(&[m(0, 1, 2), m(1, 3, 4)]);
+        assert_eq!(o.next().map(|x| x.0), Some(0));
+        assert_eq!(o.next().map(|x| x.0), Some(1), "unrelated migrations do not wait");
+        let swap = Order::new(&[m(0, 1, 2), m(1, 2, 1)]);
+        assert_eq!(swap.next().map(|x| x.0), Some(0), "a swap does not wait forever");
+        swap.finished(0);
+        assert_eq!(swap.next().map(|x| x.0), Some(1));
+    }
 }
