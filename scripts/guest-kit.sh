@@ -16,7 +16,7 @@
 set -euo pipefail
 
 # Bump whenever anything below changes what ends up in the kit.
-RECIPE=12
+RECIPE=13
 # The kernel command line the tests start from; tests append `vine.*` options.
 CMDLINE="console=ttyS0 panic=-1 quiet"
 # Drivers the guest needs (loaded with their dependencies, in order, unless built in).
@@ -147,6 +147,7 @@ gcc -O2 -Wall -static -o "$ROOT/bin/vine-flood" "$HERE/guest-flood.c"
 gcc -O2 -Wall -static -o "$ROOT/bin/vine-dirty" "$HERE/guest-dirty.c"
 gcc -O2 -Wall -static -o "$ROOT/bin/vine-pings" "$HERE/guest-pings.c"
 gcc -O2 -Wall -static -o "$ROOT/bin/vine-load" "$HERE/guest-load.c"
+gcc -O2 -Wall -static -o "$ROOT/bin/vine-hold" "$HERE/guest-hold.c"
 for rel in "${LOAD_ORDER[@]}"; do
     mkdir -p "$ROOT/lib/modules/$KREL/${rel%/*}"
     cp "$KMODS/$rel" "$ROOT/lib/modules/$KREL/$rel"
@@ -170,6 +171,9 @@ cat >"$ROOT/init" <<'EOF'
 #   vine.load=P:S[,P:S..] CPU load on a schedule (/bin/vine-load, scripts/guest-load.c): P % of
 #                         one vCPU for S seconds, phase after phase from boot, the last for ever;
 #                         prints "VINE-LOAD <phase> <P>" as each begins
+#   vine.hold=M:S[,M:S..] memory use on a schedule (/bin/vine-hold, scripts/guest-hold.c): M MiB
+#                         held for S seconds, phase after phase from boot, the last for ever,
+#                         growing 8 MiB a second; prints "VINE-HOLD <phase> <M>" once it holds M
 #   vine.disk=DEV         print "VINE-DISK <first 16 bytes in hex>" of DEV (e.g. /dev/vda, /dev/sda)
 #                         and "VINE-DISK1 <first 16 bytes of sector 1 in hex>"
 #   vine.diskwrite=TEXT   with vine.disk: write TEXT (NUL-padded) to sector 1 of DEV, sync, print
@@ -263,6 +267,11 @@ fi
 load=$(opt load)
 if [ -n "$load" ]; then
     vine-load "$load" &
+fi
+
+hold=$(opt hold)
+if [ -n "$hold" ]; then
+    vine-hold "$hold" &
 fi
 
 spew=$(opt spew)

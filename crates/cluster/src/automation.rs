@@ -149,6 +149,10 @@ pub struct VmRules {
     /// Its affinity group: the group's VMs stay on one host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub together: Option<String>,
+    /// Whether the pool's resizer may cap its CPU and size its balloon while it runs (in
+    /// `automatic` mode; advised in `advise`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resize: bool,
 }
 
 impl VmRules {

@@ -41,6 +41,10 @@ pub use migration::{Handover, Job, MirrorTarget, Outgoing, Progress, Ready};
 
 /// How often a running VM's QMP status is polled (guest power-off, outside pause/resume).
 const POLL: Duration = Duration::from_secs(1);
+/// How often a running guest's memory is read from its balloon (and how often the balloon asks
+/// the guest, in seconds: [`STATS_S`]).
+const MEMORY_POLL: Duration = Duration::from_secs(2);
+const STATS_S: u64 = 2;
 /// How often the actor checks that its QEMU still lives.
 const TICK: Duration = Duration::from_millis(100);
 /// How long the actor of a VM with no process waits for a message before it looks again (it
@@ -82,6 +86,8 @@ pub struct Ctx {
     pub emulator: sandbox::User,
     /// The `vine` binary (its console logger).
     pub vine_exe: PathBuf,
+    /// Per-VM CPU utilisation (the sampler's) and memory (the actors').
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Ctx {
@@ -254,6 +260,8 @@ struct Proc {
     child: Option<Child>,
     qmp: Option<qmp::Client<UnixTransport>>,
     disks: Vec<(Lease, bool)>,
+    /// Whether the balloon was asked to poll the guest's memory statistics.
+    stats_on: bool,
 }
 
 /// One VM's actor.
@@ -264,6 +272,7 @@ pub struct Actor {
     view: Arc<Mutex<View>>,
     proc: Option<Proc>,
     last_poll: Instant,
+    last_memory: Instant,
     /// Files to delete once the current control has been answered (a restored state: freeing a
     /// large file's blocks would otherwise delay the answer's commit).
     retired: Vec<PathBuf>,
@@ -362,6 +371,7 @@ impl Actor {
             view,
             proc: None,
             last_poll: Instant::now(),
+            last_memory: Instant::now(),
             retired: Vec::new(),
             disk_modes: Default::default(),
             served_tcp: Vec::new(),
@@ -845,6 +855,17 @@ impl Actor {
         if let Some(b) = c.balloon {
             self.balloon(&old, b)?;
         }
+        let allocated = c.allocated_cpu_max.map(Some).or(c.no_allocated_cpu_max.then_some(None));
+        if let Some(a) = allocated {
+            if !running {
+                return Err(refused(format!(
+                    "allocated_cpu_max: '{}' is {}; it caps a running guest",
+                    self.name,
+                    self.state().name()
+                )));
+            }
+            self.ctx.resources.allocate(&self.name, a).map_err(refused)?;
+        }
         if running {
             // The guest keeps its memory size until the next start; CPU controls apply now.
             let mut now = controls_of(&def);
@@ -871,6 +892,10 @@ impl Actor {
             def.memory,
             if memory_later { " (memory from the next start)" } else { "" }
         );
+        let msg = match self.ctx.resources.allocated(&self.name).filter(|_| running) {
+            Some(a) => format!("{msg}; the resizer caps it at {a}%"),
+            None => msg,
+        };
         self.event("info", "vm.set", &msg);
         Ok(json!({ "message": msg, "applied_now": running, "memory_next_start": memory_later }))
     }
@@ -949,7 +974,12 @@ pub fn info(ctx: &Ctx, view: &View) -> VmInfo {
         pid: view.pid,
         cpus: d.cpus,
         memory: d.memory,
-        cpu: CpuInfo { weight: d.cpu.weight, reserve: d.cpu.reserve, max: d.cpu.max },
+        cpu: CpuInfo {
+            weight: d.cpu.weight,
+            reserve: d.cpu.reserve,
+            max: d.cpu.max,
+            allocated_max: ctx.resources.allocated(&d.name).filter(|_| view.state.has_process()),
+        },
         disks: d.disks.iter().map(|x| x.path.clone()).collect(),
         nics: d
             .nics

@@ -204,14 +204,21 @@ pub type Unreachable = Vec<(String, String)>;
 /// A command in operators' words: ids replaced by names.
 pub(crate) fn advice(c: &policy::Command, hosts: &[String], vms: &[String]) -> Advice {
     let host = |id: &HostId| hosts.get(id.0 as usize).cloned().unwrap_or_else(|| id.to_string());
+    let vm_name = |id: &VmId| vms.get(id.0 as usize).cloned().unwrap_or_else(|| id.to_string());
     let text = match c {
-        policy::Command::Migrate { vm, from, to, .. } => format!(
-            "migrate VM '{}' from host '{}' to host '{}'",
-            vms.get(vm.0 as usize).cloned().unwrap_or_else(|| vm.to_string()),
-            host(from),
-            host(to)
-        ),
+        policy::Command::Migrate { vm, from, to, .. } => {
+            format!("migrate VM '{}' from host '{}' to host '{}'", vm_name(vm), host(from), host(to))
+        }
         policy::Command::SwitchOff { host: h, .. } => format!("switch host '{}' off (it is empty)", host(h)),
+        policy::Command::Cap { vm, pct: Some(p), .. } => {
+            format!("cap VM '{}' at {p} % of one CPU", vm_name(vm))
+        }
+        policy::Command::Cap { vm, pct: None, .. } => {
+            format!("lift the resizer's cap of VM '{}'", vm_name(vm))
+        }
+        policy::Command::Balloon { vm, bytes, .. } => {
+            format!("balloon VM '{}' to {} MiB", vm_name(vm), bytes >> 20)
+        }
     };
     Advice { text, why: c.why().to_string() }
 }

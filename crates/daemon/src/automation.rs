@@ -106,6 +106,9 @@ impl Daemon {
             if let Some(g) = &change.together {
                 r.together = (!g.is_empty()).then(|| g.clone());
             }
+            if let Some(on) = change.resize {
+                r.resize = on;
+            }
         })?;
         let mut said = vec![match rules.mode {
             Some(m) => format!("mode {}", m.as_str()),
@@ -116,6 +119,9 @@ impl Daemon {
         }
         if let Some(g) = &rules.together {
             said.push(format!("kept with affinity group '{g}'"));
+        }
+        if rules.resize {
+            said.push("resized while it runs (CPU cap and balloon)".into());
         }
         let m = format!("VM '{name}' for the policy engine: {}", said.join(", "));
         self.ctx().event(Some(name), "info", "policy.vm", &m);

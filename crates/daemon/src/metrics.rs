@@ -1,7 +1,8 @@
 //! Live metrics: every interval the sampler reads each running VM's CPU time from its cgroup and
 //! keeps the utilisation over the interval (a fraction of the VM's vCPUs) for the last
 //! [`HISTORY`] intervals. These are the Receiver's input for `vine policy dry-run` and the CPU
-//! counters a metrics endpoint exports.
+//! counters a metrics endpoint exports. Each VM's actor adds what its guest says of its memory
+//! through the balloon ([`Memory`]), for the pool's resizer.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -24,6 +25,18 @@ struct Series {
 #[derive(Debug, Default)]
 pub struct Metrics {
     series: Mutex<BTreeMap<String, Series>>,
+    memory: Mutex<BTreeMap<String, Memory>>,
+}
+
+/// A running guest's memory as its balloon device last told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Memory {
+    /// What the balloon leaves the guest, bytes (QMP `query-balloon`).
+    pub balloon: u64,
+    /// The guest's own total memory, bytes (its balloon driver's statistics), if it said.
+    pub guest_total: Option<u64>,
+    /// What the guest says is available, bytes.
+    pub guest_available: Option<u64>,
 }
 
 /// One VM's metrics as reported.
@@ -39,6 +52,14 @@ pub struct VmMetrics {
     pub cpu_time_ns: u64,
     /// Utilisation per interval as a fraction of its vCPUs, newest first.
     pub history: Vec<f64>,
+    /// CPU reservation, % of one host CPU.
+    pub cpu_reserve: u32,
+    /// Its own CPU cap, % of one host CPU.
+    pub cpu_max: Option<u32>,
+    /// The pool's resizer's cap while it runs.
+    pub allocated_cpu_max: Option<u32>,
+    /// What its balloon said of its memory (none: no balloon, or not yet).
+    pub balloon: Option<Memory>,
 }
 
 impl Metrics {
@@ -68,6 +89,21 @@ impl Metrics {
     /// Forgets VMs not in `running`.
     pub fn retain(&self, running: &[String]) {
         self.series.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| running.contains(k));
+        self.memory.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| running.contains(k));
+    }
+
+    /// Records what `name`'s balloon said (`None`: forget it, the guest stopped).
+    pub fn record_memory(&self, name: &str, m: Option<Memory>) {
+        let mut all = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        match m {
+            Some(m) => all.insert(name.to_string(), m),
+            None => all.remove(name),
+        };
+    }
+
+    /// What `name`'s balloon said last.
+    pub fn memory(&self, name: &str) -> Option<Memory> {
+        self.memory.lock().unwrap_or_else(|p| p.into_inner()).get(name).copied()
     }
 
     /// `name`'s history, newest first.

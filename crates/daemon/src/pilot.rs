@@ -33,7 +33,7 @@ use policy::{Command, Constraints, Planner};
 use serde_json::Value;
 
 use crate::advice::{advice, Ids};
-use crate::protocol::{Failure, MigrateOptions, Request};
+use crate::protocol::{Changes, Failure, MigrateOptions, Request};
 use crate::Daemon;
 
 /// How often the loop looks whether it is the coordinator and a round is due.
@@ -176,7 +176,8 @@ impl Daemon {
             }
         }
         let constraints = self.constraints(&run.ids, &snap, auto, rules, closed);
-        let step = policy::replay::step(&mut run.planner, &snap, &constraints);
+        let sizing = sizing(&metrics, &run.ids, auto, rules);
+        let step = policy::replay::step(&mut run.planner, &snap, &constraints, &sizing);
         run.round += 1;
         let names = |c: &Command| advice(c, &run.ids.hosts, &run.ids.vms);
         let held_back: Vec<String> = step
@@ -198,6 +199,7 @@ impl Daemon {
             vms: run.ids.vms.clone(),
             snapshot: snap.clone(),
             constraints,
+            sizing,
             commands: step.commands.clone(),
         };
         if let Err(e) = append(&run.record, &record) {
@@ -214,7 +216,9 @@ impl Daemon {
             let a = names(cmd);
             let why = run.ids.name_ids(&a.why);
             let act = match cmd {
-                Command::Migrate { vm, .. } => mode_of(*vm) == Mode::Automatic,
+                Command::Migrate { vm, .. } | Command::Cap { vm, .. } | Command::Balloon { vm, .. } => {
+                    mode_of(*vm) == Mode::Automatic
+                }
                 Command::SwitchOff { .. } => auto.mode == Mode::Automatic,
             };
             if act {
@@ -401,6 +405,49 @@ impl Daemon {
             };
             actions[i].outcome = outcome;
         }
+        // Resizes last: a VM the round migrated is resized where it went.
+        for (i, cmd) in commands.iter().enumerate() {
+            let (Command::Cap { vm: v, .. } | Command::Balloon { vm: v, .. }) = cmd else { continue };
+            if actions[i].outcome == "advised" {
+                continue;
+            }
+            let name = vm(*v);
+            let mut changes = Changes::default();
+            match cmd {
+                Command::Cap { pct: Some(p), .. } => changes.allocated_cpu_max = Some(*p),
+                Command::Cap { pct: None, .. } => changes.no_allocated_cpu_max = true,
+                Command::Balloon { bytes, .. } => changes.balloon = Some(*bytes),
+                _ => {}
+            }
+            actions[i].outcome = if !c.is_coordinator() {
+                "not done: this host stopped being the coordinator".to_string()
+            } else {
+                let what = &actions[i].text;
+                let why = run.ids.name_ids(cmd.why());
+                self.ctx().event(
+                    Some(&name),
+                    "info",
+                    "policy.resize",
+                    &format!("the policy resizes: {what}: {why}"),
+                );
+                match self.call_owner(Request::VmSet { name: name.clone(), changes }) {
+                    Ok(_) => "done".into(),
+                    Err(e) => {
+                        let m = format!("the policy's resizing of '{name}' failed: {e}");
+                        self.ctx().event(Some(&name), "warning", "policy.failed", &m);
+                        format!("failed: {e}")
+                    }
+                }
+            };
+        }
+    }
+
+    /// Carries out `req` here, or on the host that owns its VM.
+    fn call_owner(&self, req: Request) -> Result<Value, Failure> {
+        match self.call(req.clone()) {
+            Err(Failure::Elsewhere { host, .. }) => self.peers()?.call(&host, &req),
+            r => r,
+        }
     }
 
     /// Migrates `vm` from `from` to `to` live, on the host that owns it.
@@ -458,6 +505,45 @@ impl Daemon {
 
 /// Runs the pool's power program (`PROGRAM on|off HOST`), if it has one; what it did, for the
 /// event (", power program: …").
+/// What the resizer needs of each running VM whose rules let it be resized and whose automation
+/// is not off, from the hosts' metrics.
+fn sizing(
+    metrics: &[(String, Value)],
+    ids: &Ids,
+    auto: &Automation,
+    rules: &BTreeMap<String, VmRules>,
+) -> Vec<policy::resizer::Sizing> {
+    let mut out = Vec::new();
+    for (_, m) in metrics {
+        for v in m["vms"].as_array().into_iter().flatten() {
+            let Some(name) = v["name"].as_str() else { continue };
+            let Some(r) = rules.get(name).filter(|r| r.resize) else { continue };
+            if r.mode.unwrap_or(auto.mode) == Mode::Off {
+                continue;
+            }
+            let Some(id) = ids.vms.iter().position(|n| n == name) else { continue };
+            if out.iter().any(|s: &policy::resizer::Sizing| s.vm.0 as usize == id) {
+                continue;
+            }
+            let pct = |k: &str| v[k].as_u64().map(|x| x.min(u64::from(u32::MAX)) as u32);
+            let b = &v["balloon"];
+            out.push(policy::resizer::Sizing {
+                vm: VmId(id as u32),
+                vcpus: pct("vcpus").unwrap_or(1),
+                history: v["history"].as_array().into_iter().flatten().filter_map(Value::as_f64).collect(),
+                reserve_pct: pct("cpu_reserve").unwrap_or(0),
+                max_pct: pct("cpu_max"),
+                allocated_pct: pct("allocated_cpu_max"),
+                memory: v["memory"].as_u64().unwrap_or(0),
+                balloon: b["balloon"].as_u64(),
+                guest_total: b["guest_total"].as_u64(),
+                guest_available: b["guest_available"].as_u64(),
+            });
+        }
+    }
+    out
+}
+
 /// A round's migrations in the order they may run, several at once: a host gives before it
 /// takes. A migration to host X waits while a migration from X of the same round has not
 /// finished, since the plan's checks (memory, anti-affinity) hold for the round's end, not for

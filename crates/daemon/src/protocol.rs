@@ -404,6 +404,13 @@ pub struct Changes {
     /// Remove the CPU cap.
     #[serde(default)]
     pub no_cpu_max: bool,
+    /// A CPU cap for the running guest alone, % of one host CPU, as the pool's resizer gives:
+    /// under its own cap, over its reservation, gone when it stops (its definition keeps its own).
+    #[serde(default)]
+    pub allocated_cpu_max: Option<u32>,
+    /// Remove the running guest's resizer cap.
+    #[serde(default)]
+    pub no_allocated_cpu_max: bool,
     /// Memory in bytes (takes effect at the next start).
     #[serde(default)]
     pub memory: Option<u64>,
@@ -457,6 +464,17 @@ impl Changes {
             }
             if self.no_cpu_max {
                 return bad("no_cpu_max", "cannot be given with cpu_max".into());
+            }
+        }
+        if let Some(m) = self.allocated_cpu_max {
+            if !(1..=most_pct).contains(&m) {
+                return bad(
+                    "allocated_cpu_max",
+                    format!("must be 1 to {most_pct} (% of one host CPU), got {m}"),
+                );
+            }
+            if self.no_allocated_cpu_max {
+                return bad("no_allocated_cpu_max", "cannot be given with allocated_cpu_max".into());
             }
         }
         if let Some(m) = self.memory {
@@ -527,6 +545,9 @@ pub struct VmRulesChange {
     /// Its affinity group (the group's VMs stay on one host), or `""`: none.
     #[serde(default)]
     pub together: Option<String>,
+    /// Whether the pool's resizer may cap its CPU and size its balloon while it runs.
+    #[serde(default)]
+    pub resize: Option<bool>,
 }
 
 /// How a live migration goes (every field has a default).
@@ -647,6 +668,9 @@ pub struct CpuInfo {
     pub reserve: u32,
     /// Cap, % of one host CPU.
     pub max: Option<u32>,
+    /// The pool's resizer's cap while it runs (the lower of the two holds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated_max: Option<u32>,
 }
 
 /// One NIC as shown.

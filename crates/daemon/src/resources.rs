@@ -28,6 +28,8 @@ pub struct Resources {
     running: Mutex<BTreeMap<String, Controls>>,
     /// What was last written to each running VM's cgroup files.
     applied: Mutex<BTreeMap<String, Effective>>,
+    /// Caps the pool's resizer gave running VMs (% of one host CPU), under their own.
+    allocated: Mutex<BTreeMap<String, u32>>,
 }
 
 impl Resources {
@@ -40,6 +42,7 @@ impl Resources {
             parent: parent.to_string(),
             running: Mutex::new(BTreeMap::new()),
             applied: Mutex::new(BTreeMap::new()),
+            allocated: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -76,6 +79,34 @@ impl Resources {
     pub fn release(&self, name: &str) {
         self.lock().remove(name);
         self.applied.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        self.allocated_caps().remove(name);
+    }
+
+    fn allocated_caps(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u32>> {
+        self.allocated.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gives running VM `name` the resizer's cap `pct` (% of one host CPU; `None` takes it
+    /// away), never under its reservation; its own cap still holds. Written by `apply_all`.
+    pub fn allocate(&self, name: &str, pct: Option<u32>) -> Result<(), String> {
+        let reserve =
+            self.lock().get(name).map(|c| c.reserve_pct).ok_or_else(|| format!("'{name}' is not running"))?;
+        let mut caps = self.allocated_caps();
+        match pct {
+            Some(p) => caps.insert(name.to_string(), p.max(reserve).max(1)),
+            None => caps.remove(name),
+        };
+        Ok(())
+    }
+
+    /// The resizer's cap of `name`, if it has one.
+    pub fn allocated(&self, name: &str) -> Option<u32> {
+        self.allocated_caps().get(name).copied()
+    }
+
+    /// `name`'s controls while it runs.
+    pub fn controls(&self, name: &str) -> Option<Controls> {
+        self.lock().get(name).copied()
     }
 
     /// Sum of reservations and memory held, for `vine host info`.
@@ -89,10 +120,17 @@ impl Resources {
         let running = self.lock();
         let list: Vec<(u32, u32)> = running.values().map(|c| (c.weight, c.reserve_pct)).collect();
         let weights = cgroups::shares::effective_weights(self.cpus, &list);
+        let allocated = self.allocated_caps();
         running
             .iter()
             .zip(weights)
-            .map(|((n, c), weight)| (n.clone(), Effective { weight, max_pct: c.max_pct, memory: c.memory }))
+            .map(|((n, c), weight)| {
+                let max_pct = match (c.max_pct, allocated.get(n)) {
+                    (Some(m), Some(a)) => Some(m.min(*a)),
+                    (m, a) => m.or(a.copied()),
+                };
+                (n.clone(), Effective { weight, max_pct, memory: c.memory })
+            })
             .collect()
     }
 
@@ -147,6 +185,26 @@ mod tests {
         r.release("a");
         r.admit("c", c(0, 5 << 30)).unwrap();
         assert_eq!(r.held(), (50, 6 << 30, 2));
+    }
+
+    #[test]
+    fn the_resizer_s_cap_stays_under_the_vm_s_own_and_over_its_reservation() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = CgroupLayout::V2 { mount: dir.path().display().to_string(), controllers: vec![] };
+        let r = Resources::new(4, 64 << 30, layout, "vine");
+        assert!(r.allocate("a", Some(20)).is_err(), "not running");
+        r.admit("a", Controls { max_pct: Some(50), ..c(30, 1 << 30) }).unwrap();
+        let max = |r: &Resources| r.effective()[0].1.max_pct;
+        r.allocate("a", Some(20)).unwrap();
+        assert_eq!(r.allocated("a"), Some(30), "never under the reservation");
+        assert_eq!(max(&r), Some(30));
+        r.allocate("a", Some(80)).unwrap();
+        assert_eq!(max(&r), Some(50), "its own cap holds");
+        r.allocate("a", None).unwrap();
+        assert_eq!(max(&r), Some(50));
+        r.allocate("a", Some(40)).unwrap();
+        r.release("a");
+        assert_eq!(r.allocated("a"), None, "a stopped VM forgets it");
     }
 
     #[test]

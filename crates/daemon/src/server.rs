@@ -110,7 +110,6 @@ pub struct Daemon {
     cfg: Config,
     vms: Mutex<BTreeMap<String, Handle>>,
     stopping: AtomicBool,
-    metrics: Metrics,
     pub(crate) membership: crate::membership::Membership,
 }
 
@@ -150,6 +149,7 @@ impl Daemon {
             vine_exe: cfg.vine_exe.clone(),
             trash: crate::trash::Trash::start()
                 .map_err(|source| DaemonError::Thread { what: "trash", source })?,
+            metrics: Metrics::default(),
         });
         // Networks first: a running VM's taps need their bridges.
         for p in ctx.networks.restore_all() {
@@ -161,7 +161,6 @@ impl Daemon {
             cfg,
             vms: Mutex::new(BTreeMap::new()),
             stopping: AtomicBool::new(false),
-            metrics: Metrics::default(),
             membership: crate::membership::Membership::new(slot, pool_store),
         });
         for rec in d.ctx.store.list_vms()? {
@@ -208,10 +207,10 @@ impl Daemon {
         let now = std::time::Instant::now();
         for v in &running {
             if let Ok(ns) = self.ctx.resources.cgroup(&v.def.name).and_then(|cg| cg.cpu_time_ns()) {
-                self.metrics.record(&v.def.name, v.def.cpus, ns, now);
+                self.ctx.metrics.record(&v.def.name, v.def.cpus, ns, now);
             }
         }
-        self.metrics.retain(&running.iter().map(|v| v.def.name.clone()).collect::<Vec<_>>());
+        self.ctx.metrics.retain(&running.iter().map(|v| v.def.name.clone()).collect::<Vec<_>>());
     }
 
     /// What this host uses of itself: its VMs, the running ones' reservations and memory, and
@@ -222,7 +221,7 @@ impl Daemon {
             .running_views()
             .iter()
             .map(|v| {
-                self.metrics.history(&v.def.name).first().copied().unwrap_or(0.0) * f64::from(v.def.cpus)
+                self.ctx.metrics.history(&v.def.name).first().copied().unwrap_or(0.0) * f64::from(v.def.cpus)
             })
             .sum();
         cluster::HostLoad {
@@ -640,7 +639,11 @@ impl Daemon {
                     .into_iter()
                     .map(|v| VmMetrics {
                         cpu_time_ns: actor::info(&self.ctx, &v).cpu_time_ns.unwrap_or(0),
-                        history: self.metrics.history(&v.def.name),
+                        history: self.ctx.metrics.history(&v.def.name),
+                        cpu_reserve: v.def.cpu.reserve,
+                        cpu_max: v.def.cpu.max,
+                        allocated_cpu_max: self.ctx.resources.allocated(&v.def.name),
+                        balloon: self.ctx.metrics.memory(&v.def.name),
                         name: v.def.name,
                         vcpus: v.def.cpus,
                         memory: v.def.memory,

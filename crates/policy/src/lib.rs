@@ -32,6 +32,7 @@ pub mod prescriber;
 pub mod profiler;
 pub mod receiver;
 pub mod replay;
+pub mod resizer;
 pub mod sender;
 pub mod spec;
 pub mod state;

@@ -28,13 +28,34 @@ pub enum Command {
         /// Why.
         why: String,
     },
+    /// Set the CPU cap the resizer gives a running VM (`None`: it has none).
+    Cap {
+        /// VM.
+        vm: VmId,
+        /// % of one host CPU.
+        pct: Option<u32>,
+        /// Why.
+        why: String,
+    },
+    /// Size a running VM's balloon: the memory its guest keeps, bytes.
+    Balloon {
+        /// VM.
+        vm: VmId,
+        /// Bytes.
+        bytes: u64,
+        /// Why.
+        why: String,
+    },
 }
 
 impl Command {
     /// The explanation.
     pub fn why(&self) -> &str {
         match self {
-            Command::Migrate { why, .. } | Command::SwitchOff { why, .. } => why,
+            Command::Migrate { why, .. }
+            | Command::SwitchOff { why, .. }
+            | Command::Cap { why, .. }
+            | Command::Balloon { why, .. } => why,
         }
     }
 }
@@ -44,6 +65,9 @@ impl std::fmt::Display for Command {
         match self {
             Command::Migrate { vm, from, to, why } => write!(f, "migrate {vm} from {from} to {to}: {why}"),
             Command::SwitchOff { host, why } => write!(f, "switch off {host}: {why}"),
+            Command::Cap { vm, pct: Some(p), why } => write!(f, "cap {vm} at {p} %: {why}"),
+            Command::Cap { vm, pct: None, why } => write!(f, "uncap {vm}: {why}"),
+            Command::Balloon { vm, bytes, why } => write!(f, "balloon {vm} to {} MiB: {why}", bytes >> 20),
         }
     }
 }

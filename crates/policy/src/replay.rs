@@ -10,6 +10,7 @@ use crate::constraints::{Constraints, Dropped};
 use crate::model::{Plan, Snapshot};
 use crate::planner::Planner;
 use crate::prescriber::{prescribe, Command};
+use crate::resizer::{resize, Sizing};
 use crate::spec::Policy;
 
 /// The first line of a record file.
@@ -36,7 +37,10 @@ pub struct RecordedRound {
     pub snapshot: Snapshot,
     /// The pool's rules then.
     pub constraints: Constraints,
-    /// The commands the round gave (what was sent, or advised).
+    /// What the resizer was given: the running VMs that may be resized.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sizing: Vec<Sizing>,
+    /// The commands the round gave (what was sent, or advised): the plan's, then the resizer's.
     pub commands: Vec<Command>,
 }
 
@@ -51,11 +55,12 @@ pub struct Step {
     pub commands: Vec<Command>,
 }
 
-/// Plans one round from `snap` under `rules`.
-pub fn step(planner: &mut Planner, snap: &Snapshot, rules: &Constraints) -> Step {
+/// Plans one round from `snap` under `rules`, and resizes the VMs of `sizing`.
+pub fn step(planner: &mut Planner, snap: &Snapshot, rules: &Constraints, sizing: &[Sizing]) -> Step {
     let planned = planner.plan_with(snap, Some(rules));
     let (kept, dropped) = rules.apply(snap, &planned);
-    let commands = prescribe(&kept);
+    let mut commands = prescribe(&kept);
+    commands.extend(resize(sizing));
     Step { planned, dropped, commands }
 }
 
@@ -107,7 +112,7 @@ fn check(r: &RecordedRound) -> Result<(), String> {
 /// The commands of every round, planned again by a fresh planner from the recorded snapshots.
 pub fn replay(header: &RecordHeader, rounds: &[RecordedRound]) -> Vec<Vec<Command>> {
     let mut planner = Planner::new(header.policy.clone());
-    rounds.iter().map(|r| step(&mut planner, &r.snapshot, &r.constraints).commands).collect()
+    rounds.iter().map(|r| step(&mut planner, &r.snapshot, &r.constraints, &r.sizing).commands).collect()
 }
 
 #[cfg(test)]

@@ -129,7 +129,7 @@ impl Actor {
                 std::thread::sleep(Duration::from_millis(1));
             };
             tracing::debug!(vm = self.name, pid = id.pid, "launch: QMP connected");
-            Ok(Proc { id, child: Some(child), qmp: Some(client), disks: leases.clone() })
+            Ok(Proc { id, child: Some(child), qmp: Some(client), disks: leases.clone(), stats_on: false })
         })();
         match r {
             Ok(p) => {

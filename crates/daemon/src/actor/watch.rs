@@ -45,6 +45,7 @@ impl Actor {
                     &format!("the guest of '{}' powered itself off", self.name),
                 );
             }
+            ("running", VmState::Running) => self.sample_memory(),
             ("running", VmState::Paused) => self.set_state(VmState::Running),
             ("paused" | "io-error" | "internal-error" | "guest-panicked", VmState::Running) => {
                 self.set_state(VmState::Paused);
@@ -58,6 +59,43 @@ impl Actor {
             }
             _ => {}
         }
+    }
+
+    /// Every [`MEMORY_POLL`]: what the running guest's balloon says of its memory, into the
+    /// metrics (the pool's resizer reads them). The balloon is first asked to poll the guest.
+    fn sample_memory(&mut self) {
+        if self.last_memory.elapsed() < MEMORY_POLL {
+            return;
+        }
+        self.last_memory = Instant::now();
+        if !self.view.lock().unwrap_or_else(|p| p.into_inner()).def.balloon {
+            return;
+        }
+        let path = format!("/machine/peripheral/{}", vmm::qemu_args::BALLOON);
+        if !self.proc.as_ref().is_some_and(|p| p.stats_on) {
+            let on = json!({ "path": path, "property": "guest-stats-polling-interval", "value": STATS_S });
+            if let Err(e) = self.with_qmp(|q| q.execute("qom-set", Some(on))) {
+                tracing::debug!(vm = self.name, error = %e, "balloon statistics");
+                return;
+            }
+            if let Some(p) = self.proc.as_mut() {
+                p.stats_on = true;
+            }
+        }
+        let Ok(actual) = self.with_qmp(|q| q.execute("query-balloon", None)) else { return };
+        let Some(balloon) = actual["actual"].as_u64() else { return };
+        let stats = self
+            .with_qmp(|q| q.execute("qom-get", Some(json!({ "path": path, "property": "guest-stats" }))))
+            .unwrap_or_default();
+        // Figures the guest never gave are -1; none at all before its first report.
+        let reported = stats["last-update"].as_u64().is_some_and(|t| t > 0);
+        let stat = |k: &str| stats["stats"][k].as_u64().filter(|_| reported);
+        let m = crate::metrics::Memory {
+            balloon,
+            guest_total: stat("stat-total-memory"),
+            guest_available: stat("stat-available-memory"),
+        };
+        self.ctx.metrics.record_memory(&self.name, Some(m));
     }
 
     pub(super) fn crashed(&mut self, why: &str) {
@@ -145,7 +183,7 @@ impl Actor {
         }
         let def = self.view.lock().unwrap_or_else(|p| p.into_inner()).def.clone();
         self.ctx.resources.hold(&self.name, controls_of(&def));
-        self.proc = Some(Proc { id, child: None, qmp: None, disks: rec.disks });
+        self.proc = Some(Proc { id, child: None, qmp: None, disks: rec.disks, stats_on: false });
         // The taps outlived the daemon; a bridge re-created since (by this daemon's start)
         // gets them back.
         self.ctx.networks.replug(&self.name, &def);

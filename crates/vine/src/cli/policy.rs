@@ -101,6 +101,10 @@ pub enum PolicyCommand {
         /// Its affinity group: the group's VMs stay on one host.
         #[arg(long)]
         together: Option<String>,
+        /// `on`: the pool's resizer caps its CPU and sizes its balloon from what it uses
+        /// while it runs; `off`: it keeps what its definition says.
+        #[arg(long, value_parser = ["on", "off"])]
+        resize: Option<String>,
     },
     /// The pool's automation: mode, policy, rules, coordinator, its last round.
     Status {
@@ -211,7 +215,7 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<i32> {
             }
             set(body.into())
         }
-        PolicyCommand::Vm { name, mode, pin, together } => {
+        PolicyCommand::Vm { name, mode, pin, together, resize } => {
             let mut body = serde_json::Map::new();
             if let Some(m) = mode {
                 body.insert("mode".into(), m.into());
@@ -222,8 +226,11 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<i32> {
             if let Some(g) = together {
                 body.insert("together".into(), g.into());
             }
+            if let Some(r) = resize {
+                body.insert("resize".into(), (r == "on").into());
+            }
             if body.is_empty() {
-                anyhow::bail!("nothing to set: give --mode, --pin or --together");
+                anyhow::bail!("nothing to set: give --mode, --pin, --together or --resize");
             }
             vm_rules(&name, body.into())
         }
@@ -319,6 +326,9 @@ fn status(json: bool) -> anyhow::Result<i32> {
         }
         if let Some(g) = r["together"].as_str() {
             said.push(format!("with group {g}"));
+        }
+        if r["resize"] == true {
+            said.push("resized while it runs".into());
         }
         println!("vm {vm}: {}", said.join(", "));
     }

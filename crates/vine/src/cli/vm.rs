@@ -452,10 +452,14 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
             println!("cpus:        {}", i.cpus);
             println!("memory:      {} bytes", i.memory);
             println!(
-                "cpu:         weight {}, reserve {}%, max {}",
+                "cpu:         weight {}, reserve {}%, max {}{}",
                 i.cpu.weight,
                 i.cpu.reserve,
-                i.cpu.max.map(|m| format!("{m}%")).unwrap_or_else(|| "none".into())
+                i.cpu.max.map(|m| format!("{m}%")).unwrap_or_else(|| "none".into()),
+                i.cpu
+                    .allocated_max
+                    .map(|m| format!(" (the pool's resizer caps it at {m}% now)"))
+                    .unwrap_or_default()
             );
             for d in &i.disks {
                 println!("disk:        {d}");
@@ -527,6 +531,8 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
                 cpu_max,
                 no_cpu_max,
                 memory: a.memory,
+                allocated_cpu_max: None,
+                no_allocated_cpu_max: false,
                 balloon: a.balloon,
                 on_host_stop: a.on_host_stop,
                 on_host_start: a.on_host_start,
