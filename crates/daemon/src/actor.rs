@@ -273,6 +273,8 @@ pub struct Actor {
     proc: Option<Proc>,
     last_poll: Instant,
     last_memory: Instant,
+    /// The balloon's size when last read, and since when (s since the epoch) it has been that.
+    balloon_since: Option<(u64, u64)>,
     /// Files to delete once the current control has been answered (a restored state: freeing a
     /// large file's blocks would otherwise delay the answer's commit).
     retired: Vec<PathBuf>,
@@ -372,6 +374,7 @@ impl Actor {
             proc: None,
             last_poll: Instant::now(),
             last_memory: Instant::now(),
+            balloon_since: None,
             retired: Vec::new(),
             disk_modes: Default::default(),
             served_tcp: Vec::new(),

@@ -8,7 +8,8 @@
 //! - **CPU**: the cap follows the busiest of the last [`CPU_WINDOW`] samples, with room to grow
 //!   ([`CPU_HEADROOM`] times it, plus [`CPU_SLACK_PCT`] points), in steps of [`CPU_STEP_PCT`]. A
 //!   guest pressing on its cap measures at the cap, which raises it by half again the next round;
-//!   one using far less gets it lowered once the change is at least [`CPU_HYSTERESIS_PCT`].
+//!   the cap changes only by [`CPU_HYSTERESIS_PCT`] or more either way, so a guest whose load
+//!   wobbles keeps it.
 //! - **Memory**: the balloon leaves the guest what it uses (its total less what it says is
 //!   available) plus a quarter and [`MEMORY_HEADROOM`], in steps of [`MEMORY_STEP`], besides
 //!   what its kernel keeps out of its total (the balloon's size less the guest's total); it grows
@@ -30,7 +31,7 @@ pub const CPU_HEADROOM: f64 = 1.5;
 pub const CPU_SLACK_PCT: f64 = 10.0;
 /// Caps are multiples of this (% of one host CPU).
 pub const CPU_STEP_PCT: u32 = 5;
-/// The least a cap is lowered by.
+/// The least a cap changes by.
 pub const CPU_HYSTERESIS_PCT: u32 = 10;
 /// The least the balloon leaves a guest (the daemon's floor too).
 pub const MEMORY_MIN: u64 = 32 << 20;
@@ -108,9 +109,9 @@ fn cap(s: &Sizing) -> Option<Command> {
             ),
         });
     }
-    let raise = target > now;
-    let lower = now >= target + CPU_HYSTERESIS_PCT;
-    if !raise && !lower {
+    // Either way by at least the hysteresis, so a guest whose load wobbles keeps its cap; one
+    // pressing on its cap measures at it, which asks for half as much again plus the slack.
+    if target.abs_diff(now) < CPU_HYSTERESIS_PCT {
         return None;
     }
     Some(Command::Cap {

@@ -43,7 +43,7 @@ fn counter(lab: &Lab, vm: &str) -> u64 {
     console(lab, vm)
         .lines()
         .filter_map(|l| l.strip_prefix("VINE-COUNTER ").and_then(|n| n.trim().parse().ok()))
-        .last()
+        .next_back()
         .unwrap_or(0)
 }
 
@@ -150,4 +150,24 @@ fn the_resizer_caps_an_idle_guest_and_its_balloon_follows_what_the_guest_uses() 
     let failed = coord_events.lines().filter(|l| l.contains("policy.failed")).collect::<Vec<_>>();
     assert!(failed.is_empty(), "{failed:?}");
     step("every change an event with its reason");
+
+    // The record planned again gives the same resizes.
+    let status = lab.json(&coordinator, &["policy", "status"]);
+    let record = status["last_round"]["record"].as_str().expect("a record").to_string();
+    let out = lab.vine(&coordinator, &["policy", "simulate", "--replay", &record, "--json"]);
+    let replay: Value = serde_json::from_slice(&out.stdout).expect("replay JSON");
+    assert!(out.status.success(), "replayed rounds differ: {:?}", replay["differ"]);
+    let sent: Vec<String> = replay["rounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["recorded"].as_array().unwrap().iter())
+        .filter(|c| c["command"] == "cap" || c["command"] == "balloon")
+        .map(|c| match c["bytes"].as_u64() {
+            Some(b) => format!("balloon {} MiB", b >> 20),
+            None => format!("cap {}", c["pct"]),
+        })
+        .collect();
+    assert!(sent.len() >= 3, "{} resizes replayed", sent.len());
+    step(&format!("replay: the same {} resizes: {}", sent.len(), sent.join(", ")));
 }

@@ -63,6 +63,9 @@ impl Actor {
 
     /// Every [`MEMORY_POLL`]: what the running guest's balloon says of its memory, into the
     /// metrics (the pool's resizer reads them). The balloon is first asked to poll the guest.
+    /// The guest's figures count only once they were taken after the balloon reached its size:
+    /// while it inflates or deflates, or before the guest's next report, the guest's total and
+    /// the balloon's size disagree (the resizer then leaves it alone).
     fn sample_memory(&mut self) {
         if self.last_memory.elapsed() < MEMORY_POLL {
             return;
@@ -84,11 +87,20 @@ impl Actor {
         }
         let Ok(actual) = self.with_qmp(|q| q.execute("query-balloon", None)) else { return };
         let Some(balloon) = actual["actual"].as_u64() else { return };
+        let now_s = crate::since_epoch().as_secs();
+        let since = match self.balloon_since {
+            Some((b, t)) if b == balloon => t,
+            _ => {
+                self.balloon_since = Some((balloon, now_s));
+                now_s
+            }
+        };
         let stats = self
             .with_qmp(|q| q.execute("qom-get", Some(json!({ "path": path, "property": "guest-stats" }))))
             .unwrap_or_default();
-        // Figures the guest never gave are -1; none at all before its first report.
-        let reported = stats["last-update"].as_u64().is_some_and(|t| t > 0);
+        // Figures the guest never gave are -1; none at all before its first report
+        // (`last-update` is when QEMU got the report, in s since the epoch).
+        let reported = stats["last-update"].as_u64().is_some_and(|t| t > since);
         let stat = |k: &str| stats["stats"][k].as_u64().filter(|_| reported);
         let m = crate::metrics::Memory {
             balloon,
