@@ -37,25 +37,8 @@ const LOW_PCT: u32 = 2;
 const HIGH_PCT: u32 = 17;
 const V5_HIGH_PCT: u32 = 48;
 
-/// The lab's policy (TOML, `vine policy use`).
-const POLICY: &str = r#"name = "vine-lab"
-description = "vine's planner with thresholds for lab hosts that share two real cores"
-goal = "consolidate"
-placement = "first-fit"
-
-[migrations]
-kind = "predictive"
-upper = 0.30
-target_fill = 0.30
-lower = 0.15
-max_migrations_per_interval = 0
-adaptive_margin = false
-
-[migrations.prediction]
-method = "quantile"
-window = 3
-q = 0.5
-"#;
+/// The lab's policy (TOML, `vine policy use`), which bench/pool-policy.sh measures too.
+const POLICY: &str = include_str!("../../../bench/pool-policy.toml");
 
 /// Where each VM is, as `vine vm list --json` on `on` says.
 fn placement(lab: &Lab, on: &str) -> BTreeMap<String, String> {
