@@ -28,24 +28,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from qmp_client import Qmp  # noqa: E402
+from lab_env import ENV, load_env, vine  # noqa: E402
 
-ENV = {}
 TICK = re.compile(rb"VINE-TICK (\d+)")
-
-
-def load_env(path):
-    for line in open(path):
-        if "=" in line:
-            k, v = line.strip().split("=", 1)
-            ENV[k] = v.strip('"')
-
-
-def vine(host, *args, check=True):
-    env = dict(os.environ, VINE_SOCKET=ENV[f"LAB_{host}_SOCKET"])
-    r = subprocess.run([ENV["VINE_BIN"], *args], env=env, capture_output=True, text=True)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"vine {' '.join(args)} on {host}: {r.stderr.strip()}")
-    return r
 
 
 class Ticks:

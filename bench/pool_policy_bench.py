@@ -27,12 +27,13 @@ at each sample (filled to 90 % of their capacity), each at its share of that loa
 import json
 import math
 import os
-import subprocess
 import sys
 import threading
 import time
 
-ENV = {}
+sys.path.insert(0, os.path.dirname(__file__))
+from lab_env import ENV, load_env, vine  # noqa: E402
+
 SAMPLE_S = 2.0
 LOW_S = int(os.environ.get("LOW_S", "120"))
 HIGH_S = int(os.environ.get("HIGH_S", "120"))
@@ -47,21 +48,6 @@ def watts(u):
     lo = int(math.floor(u))
     hi = min(lo + 1, 10)
     return G5[lo] + (G5[hi] - G5[lo]) * (u - lo)
-
-
-def load_env(path):
-    for line in open(path):
-        if "=" in line:
-            k, v = line.strip().split("=", 1)
-            ENV[k] = v.strip('"')
-
-
-def vine(host, *args, check=True):
-    env = dict(os.environ, VINE_SOCKET=ENV[f"LAB_{host}_SOCKET"])
-    r = subprocess.run([ENV["VINE_BIN"], *args], env=env, capture_output=True, text=True)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"vine {' '.join(args)} on {host}: {r.stderr.strip()}")
-    return r
 
 
 def vine_json(host, *args):
