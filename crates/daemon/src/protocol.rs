@@ -731,6 +731,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_resizer_cap_out_of_bounds_is_refused_by_name() {
+        let e = |c: Changes| c.validate().unwrap_err().to_string();
+        assert!(e(Changes { allocated_cpu_max: Some(0), ..Default::default() }).contains("allocated_cpu_max"));
+        let both = Changes { allocated_cpu_max: Some(20), no_allocated_cpu_max: true, ..Default::default() };
+        assert!(e(both).contains("no_allocated_cpu_max"));
+        assert!(Changes { allocated_cpu_max: Some(20), ..Default::default() }.validate().is_ok());
+    }
+
+    #[test]
     fn requests_round_trip_and_unknown_ones_are_refused_by_name() {
         let r = Request::VmControl {
             name: "web1".into(),
