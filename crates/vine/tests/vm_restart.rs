@@ -131,6 +131,7 @@ fn a_failed_actor_is_restarted_from_the_store_and_hostile_sizes_are_refused() {
     });
     let e = restarted.unwrap();
     let took = e["time_ms"].as_i64().unwrap() - t0;
+    eprintln!("the actor was restarted {took} ms after the fault was injected");
     assert!(took < 1000, "the actor was restarted {took} ms after the fault was injected: {e}");
     assert!(e["message"].as_str().unwrap().contains("fault injected into the actor of 'sup1'"), "{e}");
     assert_eq!(e["level"], "error");
