@@ -573,14 +573,34 @@ function wsUrl(path) {
   return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}`;
 }
 
+/**
+ * The one xterm.js terminal of the app, made on first use and moved between VM pages.
+ * Disposing a terminal races its own animation-frame callbacks (they read a renderer that is
+ * gone and throw), so the terminal is never disposed: a page that leaves parks it, hidden.
+ */
+let consoleTerm;
+function appTerminal(box) {
+  if (!consoleTerm) {
+    const { Terminal, FitAddon } = window.VineVendor;
+    const term = new Terminal({ convertEol: true, scrollback: 5000, fontSize: 13, cursorBlink: true });
+    const fit = new FitAddon();
+    term.loadAddon(fit);
+    term.open(box);
+    const park = document.createElement("div");
+    park.hidden = true;
+    document.body.append(park);
+    consoleTerm = { term, fit, park };
+  } else {
+    box.append(consoleTerm.term.element);
+    consoleTerm.term.reset();
+  }
+  consoleTerm.fit.fit();
+  return consoleTerm;
+}
+
 /** The serial console: xterm.js over /api/vms/{name}/console/ws. */
 function serialConsole(name) {
-  const { Terminal, FitAddon } = window.VineVendor;
-  const term = new Terminal({ convertEol: true, scrollback: 5000, fontSize: 13, cursorBlink: true });
-  const fit = new FitAddon();
-  term.loadAddon(fit);
-  term.open($("#terminal"));
-  fit.fit();
+  const { term, fit, park } = appTerminal($("#terminal"));
   window.vineTerminal = term; // the end-to-end test reads the terminal's buffer
   const status = $("#console-status");
   let ws;
@@ -589,7 +609,7 @@ function serialConsole(name) {
     ws = new WebSocket(wsUrl(`/api/vms/${encodeURIComponent(name)}/console/ws`));
     ws.binaryType = "arraybuffer";
     ws.onopen = () => { status.textContent = "(attached)"; };
-    ws.onmessage = (m) => term.write(new Uint8Array(m.data));
+    ws.onmessage = (m) => { if (!closed) term.write(new Uint8Array(m.data)); };
     ws.onclose = () => {
       status.textContent = "(detached)";
       if (!closed) setTimeout(connect, 2000);
@@ -597,10 +617,17 @@ function serialConsole(name) {
   };
   connect();
   const enc = new TextEncoder();
-  term.onData((d) => { if (ws.readyState === WebSocket.OPEN) ws.send(enc.encode(d)); });
+  const typing = term.onData((d) => { if (!closed && ws.readyState === WebSocket.OPEN) ws.send(enc.encode(d)); });
   const onResize = () => fit.fit();
   addEventListener("resize", onResize);
-  onLeave(() => { closed = true; ws.close(); term.dispose(); removeEventListener("resize", onResize); delete window.vineTerminal; });
+  onLeave(() => {
+    closed = true;
+    ws.close();
+    typing.dispose();
+    removeEventListener("resize", onResize);
+    park.append(term.element);
+    delete window.vineTerminal;
+  });
 }
 
 /** The graphical console: noVNC over /api/vms/{name}/vnc/ws. */
