@@ -4,10 +4,18 @@
 //! found again — records an event, and runs the new actor on the same channel. Requests queued
 //! meanwhile are answered by the new actor; the one being worked on when the actor failed gets a
 //! failure. No input can leave a VM listed but unmanaged.
+//!
+//! A panic on an actor's thread is reported after the restart, not before: the process-wide panic
+//! hook only notes where it happened (and captures a backtrace when `RUST_BACKTRACE` asks for
+//! one), and the supervisor logs both once the new actor is in place, so resolving a debug
+//! build's symbols never delays the VM's controls. Panics on other threads print as usual.
 
+use std::backtrace::{Backtrace, BacktraceStatus};
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::Receiver;
+use std::sync::Once;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,10 +33,37 @@ const WINDOW: Duration = Duration::from_secs(60);
 /// The longest delay before a restart.
 const MAX_DELAY: Duration = Duration::from_secs(30);
 
+thread_local! {
+    /// Whether this thread runs actors under [`supervise`] (its panics are reported by it).
+    static SUPERVISED: Cell<bool> = const { Cell::new(false) };
+    /// Where the last panic on this thread happened, and its backtrace if one was asked for.
+    static LAST_PANIC: RefCell<Option<(String, Backtrace)>> = const { RefCell::new(None) };
+}
+
+/// Installs (once per process) the panic hook that leaves the report of an actor's panic to its
+/// supervisor and hands every other panic to the hook that was there before.
+fn install_panic_hook() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let before = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if SUPERVISED.with(Cell::get) {
+                let place = info.location().map(|l| l.to_string()).unwrap_or_default();
+                LAST_PANIC.with(|p| *p.borrow_mut() = Some((place, Backtrace::capture())));
+            } else {
+                before(info);
+            }
+        }));
+    });
+}
+
 /// Runs `first`, then any actor rebuilt after a failure, until one ends normally (the VM was
 /// removed or the daemon detaches) or the VM is gone from the store.
 pub fn supervise(name: &str, ctx: &Arc<Ctx>, view: &Arc<Mutex<View>>, first: Actor, rx: &Receiver<Msg>) {
+    install_panic_hook();
+    SUPERVISED.with(|s| s.set(true));
     let mut next = Some(first);
+    let mut report: Option<(String, String, Backtrace)> = None;
     let mut failures: VecDeque<Instant> = VecDeque::new();
     let mut why: Option<String> = None;
     loop {
@@ -40,11 +75,23 @@ pub fn supervise(name: &str, ctx: &Arc<Ctx>, view: &Arc<Mutex<View>>, first: Act
                         Some(a) => {
                             let reason = why.take().unwrap_or_default();
                             ctx.event(
-                            Some(name),
-                            "error",
-                            "vm.actor-restarted",
-                            &format!("the actor of '{name}' failed ({reason}); it was restarted from the store"),
-                        );
+                                Some(name),
+                                "error",
+                                "vm.actor-restarted",
+                                &format!("the actor of '{name}' failed ({reason}); it was restarted from the store"),
+                            );
+                            // Now that the VM is managed again, say where it failed.
+                            if let Some((message, place, trace)) = report.take() {
+                                let trace = match trace.status() {
+                                    BacktraceStatus::Captured => format!("; backtrace:\n{trace}"),
+                                    _ => String::new(),
+                                };
+                                tracing::error!(
+                                    vm = name,
+                                    panic = message,
+                                    "the failed actor panicked at {place}{trace}"
+                                );
+                            }
                             a
                         }
                         None => return false,
@@ -63,6 +110,9 @@ pub fn supervise(name: &str, ctx: &Arc<Ctx>, view: &Arc<Mutex<View>>, first: Act
             Err(payload) => {
                 let message = panic_message(payload.as_ref());
                 tracing::error!(vm = name, panic = message, "a VM's actor failed; restarting it");
+                if let Some((place, trace)) = LAST_PANIC.with(|p| p.borrow_mut().take()) {
+                    report = Some((message.clone(), place, trace));
+                }
                 why = Some(message);
                 let now = Instant::now();
                 failures.push_back(now);
