@@ -41,6 +41,15 @@ pub struct Cluster {
     secret: std::sync::OnceLock<String>,
     /// This host's coordinatorship (see [`crate::coordinator`]).
     pub(crate) leadership: Arc<Mutex<crate::coordinator::Leadership>>,
+    /// The fence the liveness lease's renewals move (see [`crate::fence`]), once the daemon sets it.
+    fence: Arc<Mutex<FenceSlot>>,
+}
+
+/// The fence, and when the last answered renewal was sent (kept for a fence set later).
+#[derive(Default)]
+struct FenceSlot {
+    fence: Option<Arc<crate::Fence>>,
+    last_sent: Option<u64>,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ClusterError> {
@@ -375,10 +384,20 @@ impl Cluster {
             last_error: Arc::new(Mutex::new(Some("not registered yet".into()))),
             secret: std::sync::OnceLock::new(),
             leadership: Arc::default(),
+            fence: Arc::default(),
         };
         let (client, urls) = (c.client.clone(), c.cfg.etcd.clone());
         c.spawn(move |stop| steer(client, urls, stop));
         c
+    }
+
+    /// Sets the fence each answered renewal of the liveness lease moves (see [`crate::fence`]).
+    pub fn set_fence(&self, fence: Arc<crate::Fence>) {
+        let mut slot = self.fence.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sent) = slot.last_sent {
+            fence.renewed(sent);
+        }
+        slot.fence = Some(fence);
     }
 
     /// This host's configuration.
@@ -514,11 +533,12 @@ impl Cluster {
         let endpoints = self.endpoints.clone();
         let pool_id = self.cfg.pool_id.clone();
         let last_error = self.last_error.clone();
+        let fence = self.fence.clone();
         let mut stop = self.stop.subscribe();
         self.rt.spawn(async move {
             loop {
                 let result = tokio::select! {
-                    r = membership(&mut client, &endpoints, &pool_id, &host, &last_error) => r,
+                    r = membership(&mut client, &endpoints, &pool_id, &host, &last_error, &fence) => r,
                     _ = stop.changed() => return,
                 };
                 if let Err(e) = result {
@@ -655,7 +675,18 @@ async fn membership(
     pool_id: &str,
     host: &HostRecord,
     last_error: &Mutex<Option<String>>,
+    fence: &Mutex<FenceSlot>,
 ) -> Result<(), ClusterError> {
+    let renewed = |sent: u64| {
+        let f = {
+            let mut slot = fence.lock().unwrap_or_else(|p| p.into_inner());
+            slot.last_sent = Some(sent);
+            slot.fence.clone()
+        };
+        if let Some(f) = f {
+            f.renewed(sent);
+        }
+    };
     let pool = timed!(e, "reading the pool", c.get(keys::POOL, None)).await?;
     match pool.kvs().first() {
         Some(kv) => {
@@ -681,6 +712,7 @@ async fn membership(
         rec.standby = old.standby;
     }
     timed!(e, "writing this host's record", c.put(key.as_str(), json(&rec), None)).await?;
+    let sent = crate::fence::monotonic_ms();
     let lease = timed!(e, "taking a liveness lease", c.lease_grant(LEASE_TTL_S, None)).await?;
     timed!(
         e,
@@ -690,13 +722,15 @@ async fn membership(
     .await?;
     let (mut keeper, mut answers) =
         timed!(e, "keeping the lease alive", c.lease_keep_alive(lease.id())).await?;
+    renewed(sent);
     *last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
     tracing::info!("host '{}' is registered and alive in pool {pool_id}", host.name);
     loop {
         tokio::time::sleep(KEEPALIVE).await;
+        let sent = crate::fence::monotonic_ms();
         timed!(e, "refreshing the liveness lease", keeper.keep_alive()).await?;
         match timed!(e, "refreshing the liveness lease", answers.message()).await? {
-            Some(a) if a.ttl() > 0 => {}
+            Some(a) if a.ttl() > 0 => renewed(sent),
             _ => {
                 return Err(ClusterError::Conflict(format!(
                     "the liveness lease of '{}' expired (etcd was out of reach for over {LEASE_TTL_S} s)",

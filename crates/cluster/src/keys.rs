@@ -13,6 +13,7 @@
 //! | `/vine/load/HOST` | what HOST last published of its use ([`crate::HostLoad`]) |
 //! | `/vine/shared/…`, `/vine/hook-seq`, `/vine/events/…`, `/vine/shipped/HOST` | see [`crate::shared`] |
 //! | `/vine/shared-pools/NAME`, `/vine/writers/POOL/VOLUME` | see [`crate::storage`] |
+//! | `/vine/ha/VM` | an HA guest's definition and whether it should run (see [`crate::ha`]) |
 //! | `/vine/coordinator` | the coordinator's host, under its lease (see [`crate::coordinator`]) |
 //! | `/vine/policy/settings`, `/vine/policy/vms/VM`, `/vine/policy/last` | see [`crate::automation`] |
 //! | `/vine/networks/NAME`, `/vine/vnis/VNI`, `/vine/leases/NAME` | see [`crate::networks`] |

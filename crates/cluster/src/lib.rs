@@ -15,6 +15,9 @@
 //! - [`storage`]: shared storage pools and the one writer of each of their volumes.
 //! - [`coordinator`]: the one host that runs the pool-wide work, elected through etcd, and the
 //!   timing that keeps a cut-off coordinator from acting alongside its successor.
+//! - [`ha`]: HA guests' definitions, and taking one over from a host whose lease expired.
+//! - [`fence`]: self-fencing, so a host cut off from etcd stops its HA guests before its lease
+//!   can expire and the pool restarts them elsewhere (the timing invariant is written there).
 //! - [`automation`]: how far the policy engine acts (mode, policy, threshold), each VM's rules
 //!   (own mode, pin, affinity group), and the coordinator's last round.
 //! - [`networks`]: virtual networks that span the pool (VNI, home host, published leases).
@@ -33,6 +36,8 @@
 pub mod automation;
 pub mod config;
 pub mod coordinator;
+pub mod fence;
+pub mod ha;
 pub mod keys;
 pub mod networks;
 pub mod records;
@@ -46,6 +51,8 @@ mod client;
 pub use automation::{Automation, Mode, VmRules};
 pub use client::{Cluster, KEEPALIVE, LEASE_TTL_S, REQUEST_TIMEOUT};
 pub use config::{ClusterConfig, EtcdTls};
+pub use fence::Fence;
+pub use ha::HaRecord;
 pub use networks::SpanNetwork;
 pub use records::{HostLoad, HostRecord, HostState, HostStatus, PoolInfo, PoolRecord};
 pub use shared::{MirrorSink, MirrorUpdate};

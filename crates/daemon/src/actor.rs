@@ -159,6 +159,10 @@ pub struct View {
     pub def: VmDefinition,
     /// The last failed control.
     pub last_error: Option<String>,
+    /// Why its emulator was killed from outside the actor (this host fenced itself, or the pool
+    /// restarted the VM on another host): the actor records it off with this reason instead of
+    /// crashed.
+    pub fenced: Option<String>,
 }
 
 /// A message to an actor.
@@ -852,6 +856,9 @@ impl Actor {
             def.host.on_start = serde_json::from_value(json!(a))
                 .map_err(|_| refused(format!("on_host_start: {a:?} is not nothing or start")))?;
         }
+        if let Some(h) = c.ha {
+            def.ha = h;
+        }
         def.validate().map_err(|e| refused(e.to_string()))?;
         controls_of(&def).validate().map_err(|e| refused(e.to_string()))?;
         let running = self.state().has_process();
@@ -895,6 +902,16 @@ impl Actor {
             def.memory,
             if memory_later { " (memory from the next start)" } else { "" }
         );
+        let msg = if def.ha != old.ha {
+            let ha = if def.ha {
+                "; HA on: if its host dies, the pool starts it on another host"
+            } else {
+                "; HA off"
+            };
+            format!("{msg}{ha}")
+        } else {
+            msg
+        };
         let msg = match self.ctx.resources.allocated(&self.name).filter(|_| running) {
             Some(a) => format!("{msg}; the resizer caps it at {a}%"),
             None => msg,
@@ -998,6 +1015,7 @@ pub fn info(ctx: &Ctx, view: &View) -> VmInfo {
             })
             .collect(),
         undo_disks: d.undo_disks,
+        ha: d.ha,
         definition_file: paths.definition.display().to_string(),
         console_log: paths.console.display().to_string(),
         saved_state: paths.state.exists(),

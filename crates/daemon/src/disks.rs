@@ -126,10 +126,18 @@ impl DiskServers {
         read_only: bool,
         place: &dyn Fn(u32),
     ) -> Result<Lease, DiskError> {
-        self.acquire_as(vm, path, shared, read_only, &Mode::Normal, place).map(|(l, _)| l)
+        self.acquire_as(vm, path, shared, read_only, &Mode::Normal, false, place).map(|(l, _)| l)
     }
 
-    /// [`DiskServers::acquire`] in `mode`; a target's server also says the TCP address it serves on.
+    /// The file in which this host's fence writes its deadline ([`cluster::fence`]); the disk
+    /// servers of HA guests exit once it has passed.
+    pub fn fence_file(&self) -> PathBuf {
+        self.dir.join("lease-deadline")
+    }
+
+    /// [`DiskServers::acquire`] in `mode`; a target's server also says the TCP address it serves
+    /// on. A `fenced` server (an HA guest's) exits once this host's fence deadline passes.
+    #[allow(clippy::too_many_arguments)]
     pub fn acquire_as(
         &self,
         vm: &str,
@@ -137,6 +145,7 @@ impl DiskServers {
         shared: bool,
         read_only: bool,
         mode: &Mode,
+        fenced: bool,
         place: &dyn Fn(u32),
     ) -> Result<(Lease, Option<std::net::SocketAddr>), DiskError> {
         let mut servers = self.lock();
@@ -180,6 +189,9 @@ impl DiskServers {
             Mode::Target { listen, .. } => {
                 cmd.arg("--handover").arg("--listen").arg(listen.to_string());
             }
+        }
+        if fenced && !read_only {
+            cmd.arg("--fence").arg(self.fence_file());
         }
         if let Some(u) = &self.run_as {
             cmd.args(["--run-as", u]);

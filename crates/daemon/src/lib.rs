@@ -39,6 +39,7 @@ pub mod actor;
 pub mod advice;
 pub mod automation;
 pub mod disks;
+pub mod ha;
 pub mod helpers;
 pub mod layout;
 pub mod membership;

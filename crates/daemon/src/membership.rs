@@ -51,6 +51,12 @@ pub struct Membership {
     pub(crate) spans: Mutex<crate::spans::SpanState>,
     /// The policy engine's loop (acts while this host is the coordinator).
     pub(crate) pilot: crate::pilot::Pilot,
+    /// This host's fence (`crate::ha`), made when it first enters a pool.
+    pub(crate) fence: std::sync::OnceLock<Arc<cluster::Fence>>,
+    /// The HA records last published, by VM.
+    pub(crate) ha_published: Mutex<BTreeMap<String, cluster::HaRecord>>,
+    /// HA guests the coordinator asked a host to take over, and when.
+    pub(crate) ha_asked: Mutex<BTreeMap<String, std::time::Instant>>,
 }
 
 impl Membership {
@@ -73,6 +79,9 @@ impl Membership {
             published_load: Default::default(),
             spans: Default::default(),
             pilot: Default::default(),
+            fence: Default::default(),
+            ha_published: Default::default(),
+            ha_asked: Default::default(),
         }
     }
 }
@@ -143,6 +152,15 @@ impl Daemon {
         let m = self.membership();
         m.published.lock().unwrap_or_else(|p| p.into_inner()).clear();
         m.conflicts.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        m.ha_published.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        match &c {
+            Some(c) => c.set_fence(self.fence()),
+            None => {
+                if let Some(f) = m.fence.get() {
+                    f.disarm();
+                }
+            }
+        }
         m.slot.set(c);
         if self.cluster().is_some() && !m.sync_started.swap(true, Ordering::SeqCst) {
             let weak: Weak<Daemon> = self.weak_self();
@@ -166,6 +184,7 @@ impl Daemon {
                     if let Some(c) = d.cluster() {
                         d.sync_shared_pools(&c);
                         d.sync_span_networks(&c);
+                        d.publish_ha(&c);
                         d.release_writes(&c);
                         d.resolve_migrations(&c);
                         d.publish_load(&c);
@@ -534,12 +553,19 @@ impl Daemon {
         if changed.is_empty() {
             return;
         }
+        let mut taken_over = Vec::new();
         match c.publish_vms(&changed) {
             Ok(conflicts) => {
                 let mut published = m.published.lock().unwrap_or_else(|p| p.into_inner());
                 let mut known = m.conflicts.lock().unwrap_or_else(|p| p.into_inner());
                 for (name, v) in &changed {
                     if let Some((_, owner)) = conflicts.iter().find(|(n, _)| n == name) {
+                        let ha = v["ha"].as_bool().unwrap_or(false);
+                        if ha && self.moving_to(name).is_none() {
+                            // Most likely restarted elsewhere while this host was taken for dead.
+                            taken_over.push((name.clone(), owner.clone()));
+                            continue;
+                        }
                         // A VM moving away may be its destination's already: no conflict.
                         if self.moving_to(name).is_none()
                             && known.insert(name.clone(), owner.clone()).is_none()
@@ -560,6 +586,25 @@ impl Daemon {
                 }
             }
             Err(e) => tracing::warn!("publishing VMs to the pool: {e}"),
+        }
+        for (name, owner) in taken_over {
+            if !self.drop_taken_over(&name, &owner)
+                && m.conflicts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.clone(), owner.clone())
+                    .is_none()
+            {
+                self.ctx().event(
+                    Some(&name),
+                    "error",
+                    "cluster.name-conflict",
+                    &format!(
+                        "host '{owner}' owns a VM named '{name}' in the pool; this host's '{name}' is not listed by the \
+                         pool until one of them is renamed or removed"
+                    ),
+                );
+            }
         }
     }
 

@@ -85,6 +85,8 @@ impl Daemon {
             *slot = None;
             return;
         }
+        // HA restarts do not wait for the policy's mode or interval.
+        self.ha_round(&c);
         let (auto, rules) = match (c.automation(), c.vm_rules()) {
             (Ok(a), Ok(r)) => (a, r),
             (Err(e), _) | (_, Err(e)) => {

@@ -59,6 +59,14 @@ pub enum Request {
         /// Whether it arrives saved (its state is in this host's incoming directory).
         saved: bool,
     },
+    /// In a pool, from the coordinator: takes HA guest `definition` over from host `from`, whose
+    /// lease expired, and starts it here (`crate::ha`). Only hosts of the pool send it.
+    VmRecover {
+        /// The definition (TOML).
+        definition: String,
+        /// The dead host that owned it.
+        from: String,
+    },
     /// In a pool: live-migrates a running or paused VM to host `to` (`crate::migrate`).
     VmMigrate {
         /// The VM.
@@ -424,6 +432,10 @@ pub struct Changes {
     /// When the daemon starts: `nothing` or `start`.
     #[serde(default)]
     pub on_host_start: Option<String>,
+    /// High availability (in a pool, for a VM whose disks are all on shared storage pools): when
+    /// its host dies, the pool starts it on another host.
+    #[serde(default)]
+    pub ha: Option<bool>,
 }
 
 impl ControlOptions {
@@ -714,6 +726,9 @@ pub struct VmInfo {
     pub nics: Vec<NicInfo>,
     /// Whether undo disks are on.
     pub undo_disks: bool,
+    /// High availability: when its host dies, the pool starts it on another host.
+    #[serde(default)]
+    pub ha: bool,
     /// The definition file.
     pub definition_file: String,
     /// The serial console log.

@@ -267,7 +267,8 @@ impl Daemon {
             }
         };
         let recorded = serde_json::from_value::<VmState>(json!(rec.state)).unwrap_or(VmState::Off);
-        let view = Arc::new(Mutex::new(View { state: recorded, pid: rec.pid, def, last_error: None }));
+        let view =
+            Arc::new(Mutex::new(View { state: recorded, pid: rec.pid, def, last_error: None, fenced: None }));
         let mut a = Actor::new(&rec.name, self.ctx.clone(), view.clone());
         a.reattach(recorded, rec.runtime.as_deref());
         self.spawn(&rec.name, a, view);
@@ -442,6 +443,11 @@ impl Daemon {
         Ok(actor::info(&self.ctx, &v))
     }
 
+    /// Every VM's view here, by name.
+    pub(crate) fn views(&self) -> Vec<(String, Arc<Mutex<View>>)> {
+        self.lock().iter().map(|(n, h)| (n.clone(), h.view.clone())).collect()
+    }
+
     pub(crate) fn view_of(&self, name: &str) -> Result<(Sender<Msg>, Arc<Mutex<View>>), Failure> {
         let vms = self.lock();
         let h = vms.get(name).ok_or_else(|| Failure::NotFound(format!("no VM named '{name}'")))?;
@@ -480,6 +486,7 @@ impl Daemon {
             Request::VmCreate { definition, host } => self.create_in_pool(&definition, host.as_deref()),
             Request::VmMove { name, to } => self.move_vm(&name, &to),
             Request::VmAdopt { definition, saved } => self.adopt_moved(&definition, saved),
+            Request::VmRecover { definition, from } => self.recover_vm(&definition, &from),
             Request::VmMigrate { name, to, options } => self.migrate_vm(&name, &to, options),
             Request::VmMigration { name } => {
                 Ok(serde_json::to_value(self.migration(&name)?).expect("serialises"))
@@ -510,6 +517,7 @@ impl Daemon {
             Request::VmControl { name, control, options } => {
                 options.validate()?;
                 if matches!(control, Control::Start | Control::Restore) {
+                    self.check_ha_start(&name)?;
                     self.claim_writes(&name)?;
                 }
                 let r = self.ask(&name, |reply| Msg::Control { control, options, reply });
@@ -527,6 +535,11 @@ impl Daemon {
             }
             Request::VmSet { name, changes } => {
                 changes.validate()?;
+                if changes.ha == Some(true) {
+                    let (_, view) = self.view_of(&name)?;
+                    let def = view.lock().unwrap_or_else(|p| p.into_inner()).def.clone();
+                    self.check_ha(&def)?;
+                }
                 let r = self.ask(&name, |reply| Msg::Set { changes, reply });
                 self.publish_now(&name);
                 r
@@ -840,7 +853,7 @@ impl Daemon {
             });
         }
         let name = def.name.clone();
-        let view = Arc::new(Mutex::new(View { state, pid: None, def, last_error: None }));
+        let view = Arc::new(Mutex::new(View { state, pid: None, def, last_error: None, fenced: None }));
         let a = Actor::new(&name, self.ctx.clone(), view.clone());
         drop(vms);
         self.spawn(&name, a, view.clone());

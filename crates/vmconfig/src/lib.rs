@@ -85,6 +85,15 @@ pub struct VmDefinition {
     /// set to false.
     #[serde(default = "default_balloon", skip_serializing_if = "is_default_balloon")]
     pub balloon: bool,
+    /// High availability: in a pool of hosts, when the host running this VM dies, the pool's
+    /// coordinator starts it again on another host (`vine vm set NAME --ha on`). Only for a VM
+    /// whose disks are all volumes of shared storage pools.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ha: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_balloon() -> bool {
@@ -366,6 +375,7 @@ impl VmDefinition {
             host: HostActions::default(),
             group: None,
             balloon: default_balloon(),
+            ha: false,
         }
     }
 

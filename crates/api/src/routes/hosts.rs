@@ -202,8 +202,9 @@ pub(super) async fn pool_call(
     if let Request::Metrics = &req {
         return Ok(Json(call(&state, req).await?));
     }
-    // A VM another host moves or migrates here.
+    // A VM another host moves or migrates here, or an HA guest the coordinator restarts here.
     if let Request::VmAdopt { .. }
+    | Request::VmRecover { .. }
     | Request::VmIncoming { .. }
     | Request::VmIncomingEnd { .. }
     | Request::VmIncomingRun { .. } = &req

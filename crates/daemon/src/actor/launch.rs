@@ -33,7 +33,7 @@ impl Actor {
                 let (l, tcp) = self
                     .ctx
                     .disks
-                    .acquire_as(&self.name, &path, d.shared, d.read_only, &mode, &place)
+                    .acquire_as(&self.name, &path, d.shared, d.read_only, &mode, def.ha, &place)
                     .map_err(|e| e.to_string())?;
                 if let Some(a) = tcp {
                     self.served_tcp.push((i, a, l.export.clone()));

@@ -129,6 +129,17 @@ impl Actor {
             );
             return;
         }
+        let fenced = self.view.lock().unwrap_or_else(|p| p.into_inner()).fenced.take();
+        if let Some(why) = fenced {
+            // Killed on purpose, from outside: not a crash, and nothing to restart here.
+            self.set_state(VmState::Off);
+            self.event(
+                "warning",
+                "vm.fenced",
+                &format!("'{}' was stopped: {why} (QEMU pid {pid})", self.name),
+            );
+            return;
+        }
         self.set_state(VmState::Crashed);
         let log = tail(&self.paths.qemu_log, 3);
         let msg = format!(

@@ -244,6 +244,10 @@ pub struct SetArgs {
     /// When the daemon starts: nothing or start (restore or boot).
     #[arg(long, value_parser = ["nothing", "start"])]
     pub on_host_start: Option<String>,
+    /// High availability, on or off: in a pool, if its host dies, the pool starts it on another
+    /// host (every disk must be a volume of a shared storage pool).
+    #[arg(long, value_parser = ["on", "off"])]
+    pub ha: Option<String>,
 }
 
 /// A path as the daemon takes it: `POOL/NAME` names a volume and stays as it is; any other
@@ -473,6 +477,7 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
                 );
             }
             println!("undo disks:  {}", if i.undo_disks { "on" } else { "off" });
+            println!("ha:          {}", if i.ha { "on" } else { "off" });
             println!("definition:  {}", i.definition_file);
             println!("console log: {}", i.console_log);
             if i.saved_state {
@@ -536,9 +541,10 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
                 balloon: a.balloon,
                 on_host_stop: a.on_host_stop,
                 on_host_start: a.on_host_start,
+                ha: a.ha.as_deref().map(|h| h == "on"),
             };
             if changes == Changes::default() {
-                bail!("vine vm set {}: nothing to change (give --cpu-weight, --cpu-reserve, --cpu-max, --memory, --balloon, --on-host-stop or --on-host-start)", a.name);
+                bail!("vine vm set {}: nothing to change (give --cpu-weight, --cpu-reserve, --cpu-max, --memory, --balloon, --on-host-stop, --on-host-start or --ha)", a.name);
             }
             let v = rest(
                 "PATCH",

@@ -372,6 +372,97 @@ impl Lab {
     }
 }
 
+/// Everything guest `vm` on host `h` wrote on its console (all of its log).
+pub fn console(lab: &Lab, h: &str, vm: &str) -> String {
+    String::from_utf8_lossy(&lab.vine(h, &["vm", "console", vm, "--log", "--all"]).stdout).to_string()
+}
+
+/// The guest's record checks: (records written, whether all read back intact).
+pub fn checks(log: &str) -> Vec<(u64, bool)> {
+    log.lines()
+        .filter_map(|l| {
+            let rest = l.trim().strip_prefix("VINE-RECCHECK ")?;
+            let mut w = rest.split_whitespace();
+            let n = w.next()?.parse().ok()?;
+            Some((n, w.next() == Some("ok")))
+        })
+        .collect()
+}
+
+/// The pid of the QEMU of `vm` on host `h`.
+pub fn qemu_of(lab: &Lab, h: &str, vm: &str) -> Option<u32> {
+    let dir = Path::new(lab.get(&format!("LAB_{h}_DATA"))).join("vms").join(vm).display().to_string();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c);
+            if (c.starts_with("qemu-system") || c.contains("/qemu-system")) && c.contains(&dir) {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
+/// Reads the records back from a disk image the guest wrote and checks, with `qemu-img
+/// compare`, that the image holds exactly those records and nothing else. Returns how many.
+pub fn compare_records(image: &Path, work: &Path) -> u64 {
+    let raw = work.join("read.raw");
+    let st =
+        Command::new("qemu-img").args(["convert", "-f", "vpc", "-O", "raw"]).arg(image).arg(&raw).status();
+    assert!(st.unwrap().success(), "qemu-img converts {}", image.display());
+    let bytes = std::fs::read(&raw).unwrap();
+    let record = |i: u64| {
+        let mut s = format!("VINE-REC {i:010}").into_bytes();
+        s.resize(512, 0);
+        s
+    };
+    let mut n = 0u64;
+    while bytes.get(((16 + n) * 512) as usize..((17 + n) * 512) as usize) == Some(&record(n)[..]) {
+        n += 1;
+    }
+    let mut expected = vec![0u8; bytes.len()];
+    for i in 0..n {
+        let at = ((16 + i) * 512) as usize;
+        expected[at..at + 512].copy_from_slice(&record(i));
+    }
+    let exp = work.join("expected.raw");
+    std::fs::write(&exp, &expected).unwrap();
+    let out = Command::new("qemu-img")
+        .args(["compare", "-f", "raw", "-F", "vpc"])
+        .arg(&exp)
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} holds exactly the {n} records the guest wrote: {}{}",
+        image.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(&raw).unwrap();
+    std::fs::remove_file(&exp).unwrap();
+    n
+}
+
+/// Processes whose command line mentions `what` (a VM's files, a volume).
+pub fn processes_naming(what: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if !e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            if c.contains(what) {
+                found.push(c);
+            }
+        }
+    }
+    found
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         let out = self.script(&["down"]);

@@ -3,6 +3,9 @@
 //! serve on a Unix socket and a TCP address at once (`--handover`: the source's mirror writes
 //! through TCP until it leaves, then the destination's emulator through the socket) and wait to
 //! open its image until the first request (`--standby`: the source's server still holds it).
+//! An HA guest's server watches its host's fence (`--fence FILE`, see `cluster::fence`) and exits
+//! at once, letting go of its image, when the deadline there passes: a host whose daemon cannot
+//! renew its lease (frozen, cut off) never keeps writing a volume the pool may start elsewhere.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -43,6 +46,10 @@ pub struct ServeArgs {
     /// process's lock on it to go (the source's server during a live migration on shared storage).
     #[arg(long, conflicts_with = "read_only")]
     standby: bool,
+    /// Exit, letting go of the image, once the deadline in this file (written by the host's
+    /// fence at each renewal of its lease, monotonic milliseconds) has passed.
+    #[arg(long, conflicts_with = "read_only")]
+    fence: Option<PathBuf>,
     /// Once the image and the socket are open, become this user (the socket is made theirs, so
     /// their QEMU may connect) and deny the system calls a disk server never needs (seccomp).
     #[arg(long)]
@@ -120,6 +127,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
         let srv = server.clone();
         serving.push(std::thread::spawn(move || srv.serve(l)));
     }
+    if let Some(f) = &args.fence {
+        watch_fence(f.clone(), args.path.clone());
+    }
     let where_ = where_.join(" and ");
     println!("serving {} as export '{name}' on {where_}", args.path.display());
     use std::io::Write;
@@ -140,6 +150,32 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
         let _ = std::fs::remove_file(s);
     }
     Ok(0)
+}
+
+/// Watches the host's fence deadline in `file`; once it has passed, the process exits at once
+/// (no flush: the guest's writes since its last flush are lost exactly as in a power cut, which
+/// its file systems survive), so the image is free for the host the pool restarts the guest on.
+/// No file (the host is in no pool, or left it), no deadline.
+fn watch_fence(file: PathBuf, image: PathBuf) {
+    std::thread::spawn(move || loop {
+        if let Some(deadline) = cluster::fence::read_deadline(&file) {
+            let now = cluster::fence::monotonic_ms();
+            if now >= deadline {
+                tracing::error!(
+                    image = %image.display(),
+                    late_ms = now - deadline,
+                    "fenced: this host's lease was not renewed in time; letting go of the image"
+                );
+                eprintln!(
+                    "vine disk serve: fenced: the host's lease was not renewed in time ({}); letting go of {}",
+                    file.display(),
+                    image.display()
+                );
+                std::process::exit(75);
+            }
+        }
+        std::thread::sleep(cluster::fence::CHECK_EVERY);
+    });
 }
 
 /// The served disk, flushed once more before the server exits.
