@@ -128,9 +128,19 @@ pub(crate) fn never_sent(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// Whether etcd refused a request because its leader changed while serving it. etcd raises
+/// this from the read path (a linearizable read that lost its leader), never for a proposal it
+/// may have applied, so sending the request again, once the new leader is in place, is safe.
+pub(crate) fn leader_changed(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("leader changed"))
+}
+
+/// Pause before a request refused during a leader change is sent again.
+pub(crate) const AFTER_ELECTION: Duration = Duration::from_millis(100);
+
 /// `timed!(endpoints, what, call)`: a future running the etcd `call` (an expression evaluated
 /// again for each try) within [`REQUEST_TIMEOUT`], sending it again while it fails before
-/// reaching etcd ([`never_sent`]); maps the client's errors to [`crate::ClusterError`], naming
+/// reaching etcd ([`never_sent`]) or meets a leader change ([`leader_changed`]); maps the client's errors to [`crate::ClusterError`], naming
 /// etcd, the endpoints and `what` was being done.
 macro_rules! timed {
     ($endpoints:expr, $what:expr, $call:expr $(,)?) => {
@@ -144,6 +154,12 @@ macro_rules! timed {
                             && tokio::time::Instant::now() + $crate::client::RESEND < deadline
                         {
                             tokio::time::sleep($crate::client::RESEND).await;
+                            continue;
+                        }
+                        if $crate::client::leader_changed(&source)
+                            && tokio::time::Instant::now() + $crate::client::AFTER_ELECTION < deadline
+                        {
+                            tokio::time::sleep($crate::client::AFTER_ELECTION).await;
                             continue;
                         }
                         break Err($crate::ClusterError::Etcd {

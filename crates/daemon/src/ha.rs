@@ -87,6 +87,7 @@ impl Daemon {
                 continue;
             }
             let Some(pid) = v.pid else { continue };
+            self.membership.ha_fenced.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone());
             v.fenced = Some(format!(
                 "this host fenced itself: no renewal of its pool lease was answered for {} s, so the pool may \
                  start '{name}' on another host",
@@ -146,6 +147,8 @@ impl Daemon {
             records.push(HaRecord { vm: name, host: String::new(), definition, running });
         }
         let mut last = self.membership.ha_published.lock().unwrap_or_else(|p| p.into_inner());
+        // A VM that left (moved, taken over, removed) is published by its new owner, if any.
+        last.retain(|vm, _| records.iter().any(|r| &r.vm == vm) || not_ha.contains(vm));
         let changed: Vec<HaRecord> =
             records.iter().filter(|r| last.get(&r.vm) != Some(*r)).cloned().collect();
         if !changed.is_empty() {
@@ -163,6 +166,59 @@ impl Daemon {
                 if let Err(e) = c.remove_ha(&name) {
                     tracing::debug!("removing the HA record of '{name}': {e}");
                 }
+            }
+        }
+    }
+
+    /// HA guests this host's fence stopped that the pool did not restart elsewhere (this host's
+    /// lease was renewed again before it expired, or it came back first): started again here,
+    /// once this host is registered again. Each sync round.
+    pub(crate) fn restart_fenced(&self, c: &Cluster) {
+        let names: Vec<String> =
+            self.membership.ha_fenced.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+        if names.is_empty() || c.last_error().is_some() {
+            return;
+        }
+        let me = c.config().host.clone();
+        let forget = |name: &str| {
+            self.membership.ha_fenced.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        };
+        for name in names {
+            let Ok((_, view)) = self.view_of(&name) else {
+                forget(&name);
+                continue;
+            };
+            let (ha, state, pending) = {
+                let v = view.lock().unwrap_or_else(|p| p.into_inner());
+                (v.def.ha, v.state, v.fenced.is_some())
+            };
+            if pending {
+                continue; // its actor has not recorded the kill yet
+            }
+            let owner = match c.owner_of(&name) {
+                Ok(o) => o,
+                Err(_) => continue,
+            };
+            if !ha || state != VmState::Off || owner.as_deref() != Some(me.as_str()) {
+                forget(&name);
+                continue;
+            }
+            let r = self.claim_writes(&name).and_then(|()| self.control_here(&name, Control::Start));
+            match r {
+                Ok(_) => {
+                    forget(&name);
+                    self.publish_now(&name);
+                    self.ctx().event(
+                        Some(&name),
+                        "warning",
+                        "vm.ha-restarted",
+                        &format!(
+                            "HA guest '{name}' started again here: this host had fenced itself, and the pool had not \
+                             restarted it elsewhere before this host's lease was back"
+                        ),
+                    );
+                }
+                Err(e) => tracing::warn!(vm = name, "starting the fenced HA guest again: {e}; trying again"),
             }
         }
     }

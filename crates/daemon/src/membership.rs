@@ -55,6 +55,8 @@ pub struct Membership {
     pub(crate) fence: std::sync::OnceLock<Arc<cluster::Fence>>,
     /// The HA records last published, by VM.
     pub(crate) ha_published: Mutex<BTreeMap<String, cluster::HaRecord>>,
+    /// HA guests this host's fence stopped, until they run again (here or elsewhere).
+    pub(crate) ha_fenced: Mutex<std::collections::BTreeSet<String>>,
     /// HA guests the coordinator asked a host to take over, and when.
     pub(crate) ha_asked: Mutex<BTreeMap<String, std::time::Instant>>,
 }
@@ -81,6 +83,7 @@ impl Membership {
             pilot: Default::default(),
             fence: Default::default(),
             ha_published: Default::default(),
+            ha_fenced: Default::default(),
             ha_asked: Default::default(),
         }
     }
@@ -185,6 +188,7 @@ impl Daemon {
                         d.sync_shared_pools(&c);
                         d.sync_span_networks(&c);
                         d.publish_ha(&c);
+                        d.restart_fenced(&c);
                         d.release_writes(&c);
                         d.resolve_migrations(&c);
                         d.publish_load(&c);
@@ -645,6 +649,9 @@ impl Daemon {
         if let Some(c) = self.cluster() {
             if let Err(e) = c.release_vm(name) {
                 tracing::warn!("releasing '{name}' in the pool: {e}");
+            }
+            if let Err(e) = c.remove_ha(name) {
+                tracing::warn!("removing the HA record of '{name}': {e}");
             }
         }
     }
