@@ -14,6 +14,8 @@ for t in $targets; do
     mkdir -p "fuzz/corpus/$t"
     seeds=()
     [ "$t" = vhd_image ] && seeds+=(crates/vhd/tests/corpus)
+    # The real descriptors are read as seeds where they are, never copied into the tree.
+    [ "$t" = ovf_descriptor ] && [ -d ../shared/ref/ovf ] && seeds+=(../shared/ref/ovf)
     echo "== fuzzing $t for ${SECONDS_PER_TARGET}s"
     cargo fuzz run --fuzz-dir fuzz "$t" "fuzz/corpus/$t" "${seeds[@]}" -- \
         -max_total_time="$SECONDS_PER_TARGET" -max_len=65536 -rss_limit_mb=2048 2>&1 | grep -E '^(#[0-9]+ +DONE|Done|==[0-9]+==ERROR|SUMMARY)' || true
