@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod disk;
 pub mod docs;
 pub mod host;
+pub mod import;
 pub mod journal;
 pub mod lazy;
 pub mod migrate;

@@ -69,6 +69,9 @@ pub enum VmCommand {
     /// Live-migrate a running or paused VM to another host of the pool: its guest goes on
     /// without a reboot (volumes on host-local pools are mirrored there; shared ones stay).
     Migrate(super::migrate::MigrateArgs),
+    /// Import an appliance another platform exported (an .ova, or an .ovf with its files): its
+    /// disks become volumes of a pool (converted by qemu-img), its networks map to vine's.
+    Import(super::import::ImportArgs),
     /// What the VM's serial console wrote.
     Console {
         /// The VM.
@@ -509,6 +512,7 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         VmCommand::Migrate(a) => super::migrate::run(a),
+        VmCommand::Import(a) => super::import::run(a),
         VmCommand::Shutdown(a) => control(
             a.name,
             Control::Shutdown,
