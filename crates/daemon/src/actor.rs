@@ -1001,6 +1001,21 @@ pub fn info(ctx: &Ctx, view: &View) -> VmInfo {
             allocated_max: ctx.resources.allocated(&d.name).filter(|_| view.state.has_process()),
         },
         disks: d.disks.iter().map(|x| x.path.clone()).collect(),
+        kernel: d.kernel.as_ref().map(|k| k.kernel.clone()),
+        drives: d
+            .disks
+            .iter()
+            .map(|x| crate::protocol::DriveInfo {
+                path: x.path.clone(),
+                bus: serde_json::to_value(x.bus)
+                    .ok()
+                    .and_then(|b| b.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                cdrom: x.cdrom,
+                read_only: x.read_only,
+                shared: x.shared,
+            })
+            .collect(),
         nics: d
             .nics
             .iter()

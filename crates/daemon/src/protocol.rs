@@ -685,6 +685,21 @@ pub struct CpuInfo {
     pub allocated_max: Option<u32>,
 }
 
+/// One disk or CD/DVD drive as shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DriveInfo {
+    /// The image: a volume (`POOL/NAME`) or a host path.
+    pub path: String,
+    /// `virtio`, `ide` or `scsi`.
+    pub bus: String,
+    /// A CD/DVD drive.
+    pub cdrom: bool,
+    /// Attached read-only.
+    pub read_only: bool,
+    /// Shared with other VMs.
+    pub shared: bool,
+}
+
 /// One NIC as shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NicInfo {
@@ -721,6 +736,12 @@ pub struct VmInfo {
     pub cpu: CpuInfo,
     /// Disk image paths (CD/DVD included), in bus order.
     pub disks: Vec<String>,
+    /// The same disks and CD/DVD drives with how each is attached.
+    #[serde(default)]
+    pub drives: Vec<DriveInfo>,
+    /// The kernel it boots directly, if it does (a volume or a host path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
     /// NICs: network and MAC, in order.
     #[serde(default)]
     pub nics: Vec<NicInfo>,

@@ -18,8 +18,10 @@ use std::collections::BTreeMap;
 use roxmltree::{Document, Node, ParsingOptions};
 
 pub mod manifest;
+pub mod write;
 
 pub use manifest::{Digest, Manifest};
+pub use write::{write, Export, ExportDisk, ExportNic};
 
 /// The OVF envelope namespaces (1.x and 2.x).
 const OVF_NS: [&str; 2] =
@@ -89,6 +91,9 @@ pub enum Bus {
     Scsi,
     /// SATA (20).
     Sata,
+    /// VirtIO block devices (vine exports their controller as ResourceType 6 with subtype
+    /// `virtio-blk`; other readers take it for SCSI).
+    Virtio,
     /// A controller vine does not know (another ResourceType); vine attaches the disk as virtio.
     Other,
 }
@@ -134,7 +139,7 @@ pub struct Appliance {
     pub cpus: u32,
     /// Memory, in bytes.
     pub memory: u64,
-    /// Disks, in controller order (IDE, SCSI, SATA, others; then by controller address and unit).
+    /// Disks, in the order of their items (exporters write them in the VM's own order).
     pub disks: Vec<DiskItem>,
     /// CD/DVD drives (vine makes each an empty drive).
     pub cdroms: usize,
@@ -380,8 +385,11 @@ impl<'a, 'input> Reader<'a, 'input> {
         let mut controllers: BTreeMap<String, (Bus, String, u32)> = BTreeMap::new();
         for it in items {
             let kind = it.get("ResourceType").unwrap_or("");
+            let sub = it.get("ResourceSubType").unwrap_or("").to_ascii_lowercase();
+            let virtio = sub.contains("virtio") && !sub.contains("scsi");
             let bus = match kind {
                 "5" => Some(Bus::Ide),
+                "6" if virtio => Some(Bus::Virtio),
                 "6" => Some(Bus::Scsi),
                 "20" => Some(Bus::Sata),
                 "7" | "8" | "9" | "12" => Some(Bus::Other),
@@ -392,7 +400,7 @@ impl<'a, 'input> Reader<'a, 'input> {
                 controllers.insert(id.to_string(), (b, it.name(), address));
             }
         }
-        let mut placed: Vec<(u8, u32, u32, DiskItem)> = Vec::new();
+        let mut disk_items: Vec<DiskItem> = Vec::new();
         let mut cdroms = 0;
         let mut nics = Vec::new();
         for it in items {
@@ -454,20 +462,17 @@ impl<'a, 'input> Reader<'a, 'input> {
                             problem: "names no disk of the DiskSection".into(),
                             place: it.place(),
                         })?;
-                    let (bus, controller, address) = self.controller(it, &controllers)?;
+                    let (bus, controller, _) = self.controller(it, &controllers)?;
                     let unit = it.get("AddressOnParent").and_then(|a| a.parse().ok()).unwrap_or(0);
-                    let order = match bus {
-                        Bus::Ide => 0,
-                        Bus::Scsi => 1,
-                        Bus::Sata => 2,
-                        Bus::Other => 3,
-                    };
-                    placed.push((
-                        order,
-                        address,
+                    disk_items.push(DiskItem {
+                        disk_id: id.to_string(),
+                        file,
+                        capacity,
+                        format,
+                        bus,
+                        controller,
                         unit,
-                        DiskItem { disk_id: id.to_string(), file, capacity, format, bus, controller, unit },
-                    ));
+                    });
                 }
                 "15" | "16" => cdroms += 1,
                 "10" => {
@@ -522,8 +527,7 @@ impl<'a, 'input> Reader<'a, 'input> {
             what: "the memory item (ResourceType 4)".into(),
             place: hw_place.clone(),
         })?;
-        placed.sort_by_key(|(o, a, u, _)| (*o, *a, *u));
-        let disks: Vec<DiskItem> = placed.into_iter().map(|(_, _, _, d)| d).collect();
+        let disks = disk_items;
         for (what, n) in [("disks", disks.len()), ("CD/DVD drives", cdroms), ("NICs", nics.len())] {
             if n > MAX_DEVICES {
                 return Err(OvfError::Invalid {

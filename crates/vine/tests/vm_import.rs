@@ -6,6 +6,8 @@
 //! - the vCloud vApp's VM imports with its CPUs, memory, an IDE and a SCSI disk whose contents are
 //!   byte for byte the appliance's (`qemu-img compare`), and its NIC with its MAC on the network
 //!   it is mapped to;
+//! - exported again (`vine vm export`), the archive holds the descriptor, the manifest and the
+//!   disks in that order, and imported from it the VM is the same, its disks byte-identical;
 //! - a damaged manifest digest, a missing disk, a disk larger than the pool's free space, an
 //!   unmapped network, a hostile descriptor (entity expansion), and a failure after the disks
 //!   were uploaded are each refused with a sentence, and leave no VM and no volume behind.
@@ -197,7 +199,42 @@ fn appliances_import_with_their_hardware_and_bad_ones_leave_nothing_behind() {
             String::from_utf8_lossy(&out.stdout)
         );
     }
+
+    // Export, then import again: the same VM, byte-identical disks.
+    let exported = work.path().join("Vm1.ova");
+    let e = h.fails(&["vm", "export", "taken", exported.to_str().unwrap()]);
+    assert!(e.contains("boots the kernel") && e.contains("directly"), "{e}");
+    h.ok(&["vm", "export", "Vm1", exported.to_str().unwrap()]);
+    let listed = Command::new("tar").arg("-tf").arg(&exported).output().unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert_eq!(listed.lines().collect::<Vec<_>>(), ["Vm1.ovf", "Vm1.mf", "Vm1-disk1.vmdk", "Vm1-disk2.vmdk"]);
+    let e = h.fails(&["vm", "export", "Vm1", exported.to_str().unwrap()]);
+    assert!(e.contains("not overwritten"), "{e}");
     h.ok(&["vm", "delete", "Vm1"]);
+    h.ok(&["vm", "import", exported.to_str().unwrap(), "--pool", "p1", "--name", "again"]);
+    let again = h.show("again");
+    for k in ["cpus", "memory"] {
+        assert_eq!(again[k], show[k], "{k}");
+    }
+    assert_eq!(again["nics"][0]["network"], "n1");
+    assert_eq!(again["nics"][0]["mac"], "00:50:56:0e:00:fa");
+    let def = std::fs::read_to_string(again["definition_file"].as_str().unwrap()).unwrap();
+    let buses: Vec<&str> = def.lines().filter_map(|l| l.trim().strip_prefix("bus = ")).collect();
+    assert_eq!(buses, ["\"ide\"", "\"scsi\""], "{def}");
+    for (raw, vol) in [(&raw1, "again-disk0.vhd"), (&raw2, "again-disk1.vhd")] {
+        let out = Command::new("qemu-img")
+            .args(["compare", "-f", "raw", "-F", "vpc"])
+            .arg(raw)
+            .arg(pool.join(vol))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{vol} differs after export and import: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    h.ok(&["vm", "delete", "again"]);
     h.ok(&["vm", "delete", "taken"]);
     h.ok(&["pool", "delete", "small"]);
 }

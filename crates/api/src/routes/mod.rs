@@ -813,7 +813,7 @@ async fn live_metrics(State(state): State<AppState>, p: Principal) -> ApiResult<
           pools::list_pools, pools::create_pool, pools::show_pool, pools::delete_pool, pools::list_volumes,
           pools::create_volume, pools::show_volume, pools::delete_volume, pools::upload, pools::download,
           hosts::init, hosts::show, hosts::list, hosts::host, hosts::token, hosts::join, hosts::leave, hosts::pool_call, hosts::maintenance, hosts::standby, hosts::evacuate, moves::move_vm, moves::incoming, moves::migrate_vm, moves::migration, moves::cancel_migration),
-    components(schemas(ErrorBody, hosts::Evacuate, moves::MoveTo, moves::MigrateTo, daemon::actor::Progress, Login, Issued, Me, Right, RightKind, NewPassword, NewDisk, NewNic, NewVm, Reservation, VmInfo, daemon::protocol::NicInfo,
+    components(schemas(ErrorBody, hosts::Evacuate, moves::MoveTo, moves::MigrateTo, daemon::actor::Progress, Login, Issued, Me, Right, RightKind, NewPassword, NewDisk, NewNic, NewVm, Reservation, VmInfo, daemon::protocol::NicInfo, daemon::protocol::DriveInfo,
                        daemon::protocol::CpuInfo, Changes, ControlOptions, daemon::protocol::UndoAction, Control,
                        vmm::VmState, ConsoleLog, Event, UserInfo, NewUser, TokenInfo, NewToken, Hook, NewHook,
                        pools::NewPool, pools::NewVolume, daemon::pools::PoolInfo, daemon::pools::VolumeInfo,

@@ -299,7 +299,7 @@ fn make(
         let bus = match d.bus {
             ovf::Bus::Ide | ovf::Bus::Sata => "ide",
             ovf::Bus::Scsi => "scsi",
-            ovf::Bus::Other => "virtio",
+            ovf::Bus::Virtio | ovf::Bus::Other => "virtio",
         };
         disks.push(json!({ "path": volume, "bus": bus }));
     }

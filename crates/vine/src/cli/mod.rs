@@ -7,6 +7,7 @@ pub mod console_log;
 pub mod daemon;
 pub mod disk;
 pub mod docs;
+pub mod export;
 pub mod host;
 pub mod import;
 pub mod journal;

@@ -72,6 +72,9 @@ pub enum VmCommand {
     /// Import an appliance another platform exported (an .ova, or an .ovf with its files): its
     /// disks become volumes of a pool (converted by qemu-img), its networks map to vine's.
     Import(super::import::ImportArgs),
+    /// Export a VM that is off as an appliance (.ova: OVF descriptor, SHA-256 manifest,
+    /// streamOptimized VMDK disks) that vine and other platforms import.
+    Export(super::export::ExportArgs),
     /// What the VM's serial console wrote.
     Console {
         /// The VM.
@@ -513,6 +516,7 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
         }
         VmCommand::Migrate(a) => super::migrate::run(a),
         VmCommand::Import(a) => super::import::run(a),
+        VmCommand::Export(a) => super::export::run(a),
         VmCommand::Shutdown(a) => control(
             a.name,
             Control::Shutdown,
