@@ -315,6 +315,7 @@ async function vmPage(name) {
           <label><span>CPU reserve (% of a CPU)</span><input name="cpu_reserve" type="number" min="0"></label>
           <label><span>CPU max (%, empty: none)</span><input name="cpu_max" type="number" min="1"></label>
           <label><span>Memory (next start; 256 = MiB; 2G)</span><input name="memory" type="text"></label>
+          <label id="ha-field" hidden><span>HA: restart on another host if its host dies (disks on shared pools)</span><input name="ha" type="checkbox"></label>
           <button class="primary" type="submit">Apply</button>
         </form>
       </div>
@@ -349,6 +350,7 @@ async function vmPage(name) {
       ["NICs", (vm.nics && vm.nics.length) ? vm.nics.map((n) => n.mac || JSON.stringify(n)).join(", ") : "none"],
       ["CPU weight", vm.cpu.weight], ["CPU reserve", `${vm.cpu.reserve}%`],
       ["CPU max", vm.cpu.max == null ? "none" : `${vm.cpu.max}%`], ["Undo disks", vm.undo_disks ? "on" : "off"],
+      ...(vm.host ? [["HA", vm.ha ? "on" : "off"]] : []),
       ["Saved state", vm.saved_state ? "yes" : "no"], ["QEMU pid", vm.pid ?? "—"],
       ["CPU time", vm.cpu_time_ns == null ? "—" : `${(vm.cpu_time_ns / 1e9).toFixed(1)} s`],
       ["Definition file", vm.definition_file],
@@ -375,6 +377,8 @@ async function vmPage(name) {
       form.cpu_reserve.value = vm.cpu.reserve;
       form.cpu_max.value = vm.cpu.max ?? "";
       form.memory.value = sizeText(vm.memory);
+      form.ha.checked = !!vm.ha;
+      $("#ha-field").hidden = !vm.host; // HA is a pool's
       form.dataset.filled = "1";
     }
   };
@@ -469,6 +473,7 @@ async function vmPage(name) {
     }
     if (f.cpu_max.value === "") changes.no_cpu_max = true;
     else changes.cpu_max = Number(f.cpu_max.value);
+    if (!$("#ha-field").hidden) changes.ha = f.ha.checked;
     try {
       await api("PATCH", `/api/vms/${enc}`, changes);
       flash(`changed '${name}'`);

@@ -152,6 +152,13 @@ try {
   await page.waitForFunction(() => /Host\s*h1/.test(document.querySelector("#config")?.innerText || ""));
   step(`${vm1}'s page says it is on h1`);
 
+  // HA from the VM's page (its disks, none, are all on shared pools).
+  await page.waitForSelector("#ha-field:not([hidden])");
+  await page.check('#set-form input[name="ha"]');
+  await page.click('#set-form button[type="submit"]');
+  await page.waitForFunction(() => /HA\s*on/.test(document.querySelector("#config")?.innerText || ""));
+  step(`${vm1} made HA from its page`);
+
   // h1's daemon killed: the hosts page shows it offline, the VM list its VM unknown.
   await nav("hosts");
   await hostState("h1", "online");
