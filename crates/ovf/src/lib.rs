@@ -488,27 +488,16 @@ impl<'a, 'input> Reader<'a, 'input> {
                     });
                 }
                 "5" | "6" | "20" | "7" | "8" | "9" | "12" => {}
-                "14" => unmapped.push(format!(
-                    "floppy drive '{}' (line {}): vine VMs have none",
-                    it.name(),
-                    it.line
-                )),
-                "21" => unmapped.push(format!(
-                    "serial port '{}' (line {}): vine gives every VM its own two serial ports",
-                    it.name(),
-                    it.line
-                )),
-                "23" => unmapped.push(format!("USB controller '{}' (line {}): not made", it.name(), it.line)),
-                "24" => unmapped.push(format!(
-                    "video card '{}' (line {}): vine gives every VM its own standard VGA",
-                    it.name(),
-                    it.line
-                )),
-                "35" => unmapped.push(format!(
-                    "sound card '{}' (line {}): vine VMs have none",
-                    it.name(),
-                    it.line
-                )),
+                "14" | "21" | "23" | "24" | "35" => {
+                    let (what, why) = match kind {
+                        "14" => ("floppy drive", "vine VMs have none"),
+                        "21" => ("serial port", "vine gives every VM its own two serial ports"),
+                        "23" => ("USB controller", "not made"),
+                        "24" => ("video card", "vine gives every VM its own standard VGA"),
+                        _ => ("sound card", "vine VMs have none"),
+                    };
+                    unmapped.push(format!("{what} '{}' (line {}): {why}", it.name(), it.line));
+                }
                 other => unmapped.push(format!(
                     "device '{}' (ResourceType {}{}, line {}): not made",
                     it.name(),

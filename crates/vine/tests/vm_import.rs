@@ -112,6 +112,34 @@ impl Drop for SmallFs {
     }
 }
 
+/// VM `vm` is the vCloud vApp's VM: 1 vCPU, 256 MiB, an IDE and a SCSI disk holding exactly
+/// `raws`, its NIC on n1 with the appliance's MAC.
+fn is_the_vapp(h: &VmHost, vm: &str, pool: &Path, raws: [&Path; 2]) {
+    let show = h.show(vm);
+    assert_eq!((show["cpus"].as_u64(), show["memory"].as_u64()), (Some(1), Some(256 << 20)));
+    let disks = [format!("p1/{vm}-disk0.vhd"), format!("p1/{vm}-disk1.vhd")];
+    assert_eq!(show["disks"], serde_json::json!(disks));
+    assert_eq!(show["nics"][0]["network"], "n1");
+    assert_eq!(show["nics"][0]["mac"], "00:50:56:0e:00:fa");
+    let buses: Vec<&str> =
+        show["drives"].as_array().unwrap().iter().filter_map(|d| d["bus"].as_str()).collect();
+    assert_eq!(buses, ["ide", "scsi"]);
+    for (raw, vol) in raws.iter().zip(&disks) {
+        let file = pool.join(vol.trim_start_matches("p1/"));
+        let out = Command::new("qemu-img")
+            .args(["compare", "-f", "raw", "-F", "vpc"])
+            .arg(raw)
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{vol} differs from the appliance's disk: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
 #[test]
 fn appliances_import_with_their_hardware_and_bad_ones_leave_nothing_behind() {
     let h = VmHost::start();
@@ -178,27 +206,7 @@ fn appliances_import_with_their_hardware_and_bad_ones_leave_nothing_behind() {
     let out = h.ok(&["vm", "import", g, "--pool", "p1", "--map-network", "VappNetworks=n1", "--json"]);
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["name"], "Vm1");
-    let show = h.show("Vm1");
-    assert_eq!((show["cpus"].as_u64(), show["memory"].as_u64()), (Some(1), Some(256 << 20)));
-    assert_eq!(show["disks"], serde_json::json!(["p1/Vm1-disk0.vhd", "p1/Vm1-disk1.vhd"]));
-    assert_eq!(show["nics"][0]["network"], "n1");
-    assert_eq!(show["nics"][0]["mac"], "00:50:56:0e:00:fa");
-    let def = std::fs::read_to_string(show["definition_file"].as_str().unwrap()).unwrap();
-    let buses: Vec<&str> = def.lines().filter_map(|l| l.trim().strip_prefix("bus = ")).collect();
-    assert_eq!(buses, ["\"ide\"", "\"scsi\""], "{def}");
-    for (raw, vol) in [(&raw1, "Vm1-disk0.vhd"), (&raw2, "Vm1-disk1.vhd")] {
-        let out = Command::new("qemu-img")
-            .args(["compare", "-f", "raw", "-F", "vpc"])
-            .arg(raw)
-            .arg(pool.join(vol))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{vol} differs from the appliance's disk: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
+    is_the_vapp(&h, "Vm1", &pool, [&raw1, &raw2]);
 
     // Export, then import again: the same VM, byte-identical disks.
     let exported = work.path().join("Vm1.ova");
@@ -212,28 +220,7 @@ fn appliances_import_with_their_hardware_and_bad_ones_leave_nothing_behind() {
     assert!(e.contains("not overwritten"), "{e}");
     h.ok(&["vm", "delete", "Vm1"]);
     h.ok(&["vm", "import", exported.to_str().unwrap(), "--pool", "p1", "--name", "again"]);
-    let again = h.show("again");
-    for k in ["cpus", "memory"] {
-        assert_eq!(again[k], show[k], "{k}");
-    }
-    assert_eq!(again["nics"][0]["network"], "n1");
-    assert_eq!(again["nics"][0]["mac"], "00:50:56:0e:00:fa");
-    let def = std::fs::read_to_string(again["definition_file"].as_str().unwrap()).unwrap();
-    let buses: Vec<&str> = def.lines().filter_map(|l| l.trim().strip_prefix("bus = ")).collect();
-    assert_eq!(buses, ["\"ide\"", "\"scsi\""], "{def}");
-    for (raw, vol) in [(&raw1, "again-disk0.vhd"), (&raw2, "again-disk1.vhd")] {
-        let out = Command::new("qemu-img")
-            .args(["compare", "-f", "raw", "-F", "vpc"])
-            .arg(raw)
-            .arg(pool.join(vol))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{vol} differs after export and import: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
+    is_the_vapp(&h, "again", &pool, [&raw1, &raw2]);
     h.ok(&["vm", "delete", "again"]);
     h.ok(&["vm", "delete", "taken"]);
     h.ok(&["pool", "delete", "small"]);

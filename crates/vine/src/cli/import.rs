@@ -20,7 +20,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::{json, Value};
 
-use super::vm::{client, rest};
+use super::vm::rest;
 use api::client::encode;
 
 /// Options of `vine vm import`.
@@ -282,18 +282,7 @@ fn make(
             );
         }
         let volume = format!("{}/{name}-disk{i}.vhd", a.pool);
-        let (pl, vol) = vmconfig::volume_ref(&volume).context("the volume's name")?;
-        let t = format!("/api/pools/{}/volumes/{}/content", encode(pl), encode(vol));
-        let (bar, mut tick) = super::disk::progress(&format!("uploading {volume}"));
-        let tick = std::cell::RefCell::new(&mut tick);
-        let (status, v) = client().upload(&t, &vhd, &|done, total| (tick.borrow_mut())(done, total))?;
-        bar.finish_and_clear();
-        if !(200..300).contains(&status) {
-            bail!(
-                "disk {i}: uploading {volume}: {}",
-                v["error"].as_str().map(String::from).unwrap_or_else(|| format!("HTTP {status}: {v}"))
-            );
-        }
+        super::pool::upload(&volume, &vhd).with_context(|| format!("disk {i}: uploading {volume}"))?;
         made.push(volume.clone());
         let _ = std::fs::remove_file(&vhd);
         let bus = match d.bus {

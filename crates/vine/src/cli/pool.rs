@@ -152,6 +152,20 @@ fn json_or(v: &Value, json: bool, print: impl Fn(&Value)) -> anyhow::Result<i32>
     Ok(0)
 }
 
+/// Uploads `file` as the new volume `volume` (streamed, with progress on a terminal); the
+/// volume's description.
+pub fn upload(volume: &str, file: &std::path::Path) -> anyhow::Result<Value> {
+    let t = format!("{}/content", target(volume)?);
+    let (bar, mut tick) = super::disk::progress(&format!("uploading {volume}"));
+    let tick = std::cell::RefCell::new(&mut tick);
+    let (status, v) = client().upload(&t, file, &|done, total| (tick.borrow_mut())(done, total))?;
+    bar.finish_and_clear();
+    if !(200..300).contains(&status) {
+        bail!("{}", v["error"].as_str().map(String::from).unwrap_or_else(|| format!("HTTP {status}: {v}")));
+    }
+    Ok(v)
+}
+
 /// Runs `vine pool …`.
 pub fn pool(cmd: PoolCommand) -> anyhow::Result<i32> {
     match cmd {
@@ -209,18 +223,7 @@ pub fn volume(cmd: VolumeCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         VolumeCommand::Upload { volume, file } => {
-            let t = format!("{}/content", target(&volume)?);
-            let (bar, mut tick) = super::disk::progress(&format!("uploading {volume}"));
-            let tick = std::cell::RefCell::new(&mut tick);
-            let (status, v) = client().upload(&t, &file, &|done, total| (tick.borrow_mut())(done, total))?;
-            bar.finish_and_clear();
-            if !(200..300).contains(&status) {
-                bail!(
-                    "{}",
-                    v["error"].as_str().map(String::from).unwrap_or_else(|| format!("HTTP {status}: {v}"))
-                );
-            }
-            print_volume(&v);
+            print_volume(&upload(&volume, &file)?);
             Ok(0)
         }
         VolumeCommand::Download { volume, file } => {
