@@ -120,4 +120,29 @@ impl Cluster {
                 .succeeded())
         })
     }
+
+    /// Gives HA guest `record.vm`, taken over by this host, back to host `to` (its registration
+    /// here failed): ownership and the HA record go back together, so the coordinator may try
+    /// another host. The write roles are given back by the sync round (nothing runs here).
+    pub fn hand_back_vm(&self, record: &HaRecord, to: &str) -> Result<bool, ClusterError> {
+        let me = self.config().host.clone();
+        let vm = record.vm.clone();
+        let (owner, key) = (keys::owner(&vm), ha_key(&vm));
+        let mut r = record.clone();
+        r.host = to.to_string();
+        let to = to.to_string();
+        let mut c = self.client();
+        let e = self.endpoints().to_string();
+        self.block_on(async move {
+            let txn = Txn::new()
+                .when([Compare::value(owner.as_str(), CompareOp::Equal, me.as_bytes())])
+                .and_then([
+                    TxnOp::put(owner.as_str(), to.as_bytes(), None),
+                    TxnOp::put(key.as_str(), json(&r), None),
+                ]);
+            Ok(timed!(&e, format!("giving '{vm}' back to host '{to}'"), c.txn(txn.clone()))
+                .await?
+                .succeeded())
+        })
+    }
 }

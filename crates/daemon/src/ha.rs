@@ -310,8 +310,7 @@ impl Daemon {
         let taken = Instant::now();
         if let Err(e) = self.create_as(definition, None) {
             // Back to the dead host, as it was: the coordinator may try another host.
-            let last = c.vm(&name).ok().flatten().unwrap_or(Value::Null);
-            if let Err(back) = c.transfer_vm(&name, from, &last) {
+            if let Err(back) = c.hand_back_vm(&record, from) {
                 tracing::error!("giving '{name}' back to '{from}' after a failed takeover: {back}");
             }
             return Err(e);
