@@ -163,6 +163,9 @@ pub struct View {
     /// restarted the VM on another host): the actor records it off with this reason instead of
     /// crashed.
     pub fenced: Option<String>,
+    /// An HA guest this host stopped because its fence fired (or found with its disks gone after
+    /// a fence while the daemon was away): started again here if the pool did not take it over.
+    pub ha_restart: bool,
 }
 
 /// A message to an actor.

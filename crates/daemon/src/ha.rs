@@ -87,7 +87,7 @@ impl Daemon {
                 continue;
             }
             let Some(pid) = v.pid else { continue };
-            self.membership.ha_fenced.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone());
+            v.ha_restart = true;
             v.fenced = Some(format!(
                 "this host fenced itself: no renewal of its pool lease was answered for {} s, so the pool may \
                  start '{name}' on another host",
@@ -174,39 +174,31 @@ impl Daemon {
     /// lease was renewed again before it expired, or it came back first): started again here,
     /// once this host is registered again. Each sync round.
     pub(crate) fn restart_fenced(&self, c: &Cluster) {
-        let names: Vec<String> =
-            self.membership.ha_fenced.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
-        if names.is_empty() || c.last_error().is_some() {
+        if c.last_error().is_some() {
             return;
         }
         let me = c.config().host.clone();
-        let forget = |name: &str| {
-            self.membership.ha_fenced.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
-        };
-        for name in names {
-            let Ok((_, view)) = self.view_of(&name) else {
-                forget(&name);
-                continue;
-            };
-            let (ha, state, pending) = {
+        for (name, view) in self.views() {
+            let (flagged, ha, state, pending) = {
                 let v = view.lock().unwrap_or_else(|p| p.into_inner());
-                (v.def.ha, v.state, v.fenced.is_some())
+                (v.ha_restart, v.def.ha, v.state, v.fenced.is_some())
             };
-            if pending {
-                continue; // its actor has not recorded the kill yet
+            if !flagged || pending {
+                continue; // not fenced, or its actor has not recorded the kill yet
             }
+            let forget = || view.lock().unwrap_or_else(|p| p.into_inner()).ha_restart = false;
             let owner = match c.owner_of(&name) {
                 Ok(o) => o,
                 Err(_) => continue,
             };
             if !ha || state != VmState::Off || owner.as_deref() != Some(me.as_str()) {
-                forget(&name);
+                forget();
                 continue;
             }
             let r = self.claim_writes(&name).and_then(|()| self.control_here(&name, Control::Start));
             match r {
                 Ok(_) => {
-                    forget(&name);
+                    forget();
                     self.publish_now(&name);
                     self.ctx().event(
                         Some(&name),

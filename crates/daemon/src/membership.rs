@@ -55,8 +55,6 @@ pub struct Membership {
     pub(crate) fence: std::sync::OnceLock<Arc<cluster::Fence>>,
     /// The HA records last published, by VM.
     pub(crate) ha_published: Mutex<BTreeMap<String, cluster::HaRecord>>,
-    /// HA guests this host's fence stopped, until they run again (here or elsewhere).
-    pub(crate) ha_fenced: Mutex<std::collections::BTreeSet<String>>,
     /// HA guests the coordinator asked a host to take over, and when.
     pub(crate) ha_asked: Mutex<BTreeMap<String, std::time::Instant>>,
 }
@@ -83,7 +81,6 @@ impl Membership {
             pilot: Default::default(),
             fence: Default::default(),
             ha_published: Default::default(),
-            ha_fenced: Default::default(),
             ha_asked: Default::default(),
         }
     }

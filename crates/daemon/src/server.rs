@@ -267,8 +267,14 @@ impl Daemon {
             }
         };
         let recorded = serde_json::from_value::<VmState>(json!(rec.state)).unwrap_or(VmState::Off);
-        let view =
-            Arc::new(Mutex::new(View { state: recorded, pid: rec.pid, def, last_error: None, fenced: None }));
+        let view = Arc::new(Mutex::new(View {
+            state: recorded,
+            pid: rec.pid,
+            def,
+            last_error: None,
+            fenced: None,
+            ha_restart: false,
+        }));
         let mut a = Actor::new(&rec.name, self.ctx.clone(), view.clone());
         a.reattach(recorded, rec.runtime.as_deref());
         self.spawn(&rec.name, a, view);
@@ -853,7 +859,14 @@ impl Daemon {
             });
         }
         let name = def.name.clone();
-        let view = Arc::new(Mutex::new(View { state, pid: None, def, last_error: None, fenced: None }));
+        let view = Arc::new(Mutex::new(View {
+            state,
+            pid: None,
+            def,
+            last_error: None,
+            fenced: None,
+            ha_restart: false,
+        }));
         let a = Actor::new(&name, self.ctx.clone(), view.clone());
         drop(vms);
         self.spawn(&name, a, view.clone());

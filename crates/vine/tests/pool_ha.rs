@@ -9,6 +9,8 @@
 //! - h2 is frozen (its daemon stopped with SIGSTOP, its cable pulled): its HA guest is started
 //!   elsewhere only after h2's disk server has let go of the volume by itself, and when h2 comes
 //!   back its daemon kills the old emulator, never resuming it;
+//! - a daemon killed and started again 8 s later (its fence fired meanwhile): the guest left
+//!   without its disk is stopped and runs again, once;
 //! - all along, a watcher reads every process's open files 50 times a second: no volume ever has
 //!   two processes holding it open for writing;
 //! - at the end each volume passes `vine disk check` and `qemu-img compare` finds it holds
@@ -284,13 +286,38 @@ fn ha_guests_restart_elsewhere_when_their_host_dies_and_a_volume_never_has_two_w
         checks(&console(&lab, &to2, "a2")).iter().any(|c| c.1)
     });
 
+    // 3. A daemon killed and started again 8 s later: its fence fired meanwhile (its disk server
+    // let go of the volume), so the guest must not be left running without its disk: it runs
+    // again once, here or on the host the pool gave it to.
+    let old = qemu_of(&lab, &to1, "a1").expect("a1's emulator");
+    let logged = console(&lab, &to1, "a1").len();
+    lab.kill_daemon(&to1);
+    std::thread::sleep(Duration::from_secs(8));
+    lab.start_daemon(&to1);
+    lab.wait(Duration::from_secs(60), "the emulator left without its disk is stopped", || !alive(old));
+    let (to3, _) = lab.wait_value(Duration::from_secs(90), "a1 runs again", || {
+        placed(&lab, "h3", "a1")
+            .filter(|(h, s)| s == "running" && qemu_of(&lab, h, "a1").is_some_and(|p| p != old))
+    });
+    let count = lab.hosts().iter().filter(|h| qemu_of(&lab, h, "a1").is_some()).count();
+    assert_eq!(count, 1, "a1 has an emulator on {count} hosts");
+    lab.wait(Duration::from_secs(120), "a1's guest checks its records again", || {
+        let log = console(&lab, &to3, "a1");
+        // On the same host the log goes on: only what came after the restart counts.
+        let new = if to3 == to1 { log.get(logged..).unwrap_or("") } else { log.as_str() };
+        checks(new).iter().any(|c| c.1)
+    });
+    let fenced = events(&lab, "h3", "vm.fenced");
+    assert!(fenced.iter().any(|m| m.contains("'a1'")), "{fenced:?}");
+    eprintln!("HA: a1, its daemon on {to1} away for 8 s, runs on {to3} again");
+
     // Never two writers; each volume whole, with exactly the records its guest wrote.
     for img in &images {
         let (most, history) = watch.most(img);
         assert_eq!(most, 1, "{} had {most} writers at once: {history:?}", img.display());
     }
     drop(watch);
-    for (vm, h) in [("a1", to1.as_str()), ("a2", to2.as_str())] {
+    for (vm, h) in [("a1", to3.as_str()), ("a2", to2.as_str())] {
         lab.ok(h, &["vm", "off", vm]);
     }
     let work = tempfile::tempdir().unwrap();

@@ -195,8 +195,10 @@ impl Actor {
             self.event("error", "vm.crashed", &msg);
             return;
         }
+        let mut lost = false;
         for (l, shared) in &rec.disks {
             if !self.ctx.disks.adopt(&self.name, l, *shared) {
+                lost = true;
                 self.event(
                     "error",
                     "vm.disk-lost",
@@ -207,6 +209,24 @@ impl Actor {
         let def = self.view.lock().unwrap_or_else(|p| p.into_inner()).def.clone();
         self.ctx.resources.hold(&self.name, controls_of(&def));
         self.proc = Some(Proc { id, child: None, qmp: None, disks: rec.disks, stats_on: false });
+        if lost && def.ha && recorded.has_process() {
+            // This host's fence fired while the daemon was away: the HA guest's disk servers let
+            // go of its volumes, so its emulator is stopped rather than left without disks.
+            self.kill_and_end();
+            self.set_state(VmState::Off);
+            self.view.lock().unwrap_or_else(|p| p.into_inner()).ha_restart = true;
+            self.event(
+                "warning",
+                "vm.fenced",
+                &format!(
+                    "'{}' was stopped: its disk servers let go of its volumes while the daemon was away (this \
+                     host's fence fired); it starts again here once this host is back in its pool, unless the \
+                     pool restarted it elsewhere",
+                    self.name
+                ),
+            );
+            return;
+        }
         // The taps outlived the daemon; a bridge re-created since (by this daemon's start)
         // gets them back.
         self.ctx.networks.replug(&self.name, &def);
