@@ -49,6 +49,10 @@ impl VmHost {
 
     /// (Re)starts the daemon process and waits for its socket.
     pub fn start_daemon(&mut self) {
+        // The daemon binds its socket a moment before it prints its HTTPS address and certificate
+        // fingerprint: ready means both (this start's line, the log being appended to).
+        let announced = |h: &VmHost| h.daemon_log().matches("REST API and web UI on").count();
+        let before = announced(self);
         let log = std::fs::File::options()
             .create(true)
             .append(true)
@@ -75,7 +79,7 @@ impl VmHost {
         self.daemon = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() && announced(self) > before {
                 return;
             }
             if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
