@@ -125,7 +125,6 @@ fn build(e: &Export) -> io::Result<String> {
                 Ok(())
             })?;
             let mut networks: Vec<&str> = e.nics.iter().map(|n| n.network.as_str()).collect();
-            networks.dedup();
             networks.sort_unstable();
             networks.dedup();
             w.create_element("NetworkSection").write_inner_content(|w| {
