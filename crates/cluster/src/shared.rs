@@ -22,7 +22,9 @@ use std::sync::Arc;
 use etcd_client::{
     Compare, CompareOp, DeleteOptions, EventType, GetOptions, SortOrder, SortTarget, Txn, TxnOp, WatchOptions,
 };
-use store::{AclEntry, EventRecord, HookRecord, SharedChange, SharedTables, TokenRecord, UserRecord};
+use store::{
+    AclEntry, EventRecord, HookRecord, SharedChange, SharedTables, TemplateRecord, TokenRecord, UserRecord,
+};
 
 use crate::client::{json, parse, timed};
 use crate::{Cluster, ClusterError};
@@ -33,6 +35,7 @@ const USERS: &str = "/vine/shared/users/";
 const TOKENS: &str = "/vine/shared/tokens/";
 const ACL: &str = "/vine/shared/acl/";
 const HOOKS: &str = "/vine/shared/hooks/";
+const TEMPLATES: &str = "/vine/shared/templates/";
 /// The last hook number given out.
 const HOOK_SEQ: &str = "/vine/hook-seq";
 /// Prefix of the pool's event log.
@@ -68,6 +71,10 @@ fn hook_key(id: u64) -> String {
     format!("{HOOKS}{id:020}")
 }
 
+fn template_key(name: &str) -> String {
+    format!("{TEMPLATES}{name}")
+}
+
 fn event_key(host: &str, e: &EventRecord) -> String {
     format!("{EVENTS}{:013}/{host}/{:012}", e.time_ms.max(0), e.id)
 }
@@ -101,6 +108,8 @@ fn tables(kvs: &[etcd_client::KeyValue]) -> Result<SharedTables, ClusterError> {
             t.acl.push(parse(key, kv.value())?);
         } else if key.starts_with(HOOKS) {
             t.hooks.push(parse(key, kv.value())?);
+        } else if key.starts_with(TEMPLATES) {
+            t.templates.push(parse(key, kv.value())?);
         }
     }
     Ok(t)
@@ -140,6 +149,12 @@ fn change(kind: EventType, kv: &etcd_client::KeyValue) -> Result<Option<SharedCh
         } else {
             SharedChange::HookGone(id.parse().map_err(|_| bad("a hook's key is its number"))?)
         }
+    } else if let Some(name) = key.strip_prefix(TEMPLATES) {
+        if put {
+            SharedChange::Template(parse(&key, kv.value())?)
+        } else {
+            SharedChange::TemplateGone(name.to_string())
+        }
     } else {
         return Ok(None);
     }))
@@ -153,6 +168,7 @@ impl Cluster {
         ops.extend(t.tokens.iter().map(|x| TxnOp::put(token_key(x), json(x), None)));
         ops.extend(t.acl.iter().map(|e| TxnOp::put(acl_key(e), json(e), None)));
         ops.extend(t.hooks.iter().map(|h| TxnOp::put(hook_key(h.id), json(h), None)));
+        ops.extend(t.templates.iter().map(|x| TxnOp::put(template_key(&x.name), json(x), None)));
         let seq = t.hooks.iter().map(|h| h.id).max().unwrap_or(0);
         ops.push(TxnOp::put(HOOK_SEQ, seq.to_string(), None));
         let mut c = self.client();
@@ -307,6 +323,26 @@ impl Cluster {
         let key = hook_key(id);
         self.txn_if(
             format!("removing hook {id}"),
+            vec![Compare::version(key.as_str(), CompareOp::Greater, 0)],
+            vec![TxnOp::delete(key.as_str(), None)],
+        )
+    }
+
+    /// Records a template; false if the name is taken.
+    pub fn create_template(&self, t: &TemplateRecord) -> Result<bool, ClusterError> {
+        let key = template_key(&t.name);
+        self.txn_if(
+            format!("adding template '{}'", t.name),
+            vec![Compare::version(key.as_str(), CompareOp::Equal, 0)],
+            vec![TxnOp::put(key.as_str(), json(t), None)],
+        )
+    }
+
+    /// Removes a template; false if there is none of that name.
+    pub fn remove_template(&self, name: &str) -> Result<bool, ClusterError> {
+        let key = template_key(name);
+        self.txn_if(
+            format!("removing template '{name}'"),
             vec![Compare::version(key.as_str(), CompareOp::Greater, 0)],
             vec![TxnOp::delete(key.as_str(), None)],
         )

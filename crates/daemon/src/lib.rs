@@ -56,6 +56,7 @@ pub mod server;
 pub mod shared;
 pub mod spans;
 pub mod supervisor;
+pub mod templates;
 pub mod trash;
 
 pub use server::{Config, Daemon, DaemonError};

@@ -378,14 +378,19 @@ impl Daemon {
     /// puts it (the reason is an event, `vm.placed`); made elsewhere, the request is forwarded
     /// there ([`Failure::Elsewhere`]). Here, the name is claimed in etcd first (refused if
     /// another host owns a VM of that name) and released again if the VM cannot be made.
-    pub(crate) fn create_in_pool(&self, text: &str, host: Option<&str>) -> Result<Value, Failure> {
+    pub(crate) fn create_in_pool(
+        &self,
+        text: &str,
+        host: Option<&str>,
+        template: Option<&crate::templates::TemplateUse>,
+    ) -> Result<Value, Failure> {
         let Some(c) = self.cluster() else {
             if let Some(h) = host {
                 return Err(Failure::Invalid(format!(
                     "host: this host is in no pool, so there is no host '{h}' to choose"
                 )));
             }
-            return self.create(text);
+            return self.create_from(text, template);
         };
         let def =
             vmconfig::VmDefinition::parse(text).map_err(|e| Failure::Invalid(format!("definition: {e}")))?;
@@ -423,7 +428,7 @@ impl Daemon {
         if let Claim::Theirs(h) = &claim {
             return Err(Failure::Refused(format!("a VM named '{}' already exists on host '{h}'", def.name)));
         }
-        let made = self.create(text);
+        let made = self.create_from(text, template);
         match (&made, claim) {
             (Ok(_), _) => self.publish_vm(&def.name),
             (Err(_), Claim::Claimed) => {

@@ -19,6 +19,7 @@ impl Request {
             | Request::VmMigrate { name, .. }
             | Request::VmMigration { name }
             | Request::VmMigrateCancel { name } => Some(name),
+            Request::TemplateCreate(t) => t.from_vm.as_deref(),
             _ => None,
         }
     }
@@ -42,6 +43,10 @@ pub enum Request {
         /// In a pool: the host to make it on (default: placement picks one).
         #[serde(default)]
         host: Option<String>,
+        /// Made from this template: the definition's disks that name its bases become the
+        /// VM's own clones of them (`crate::templates`).
+        #[serde(default)]
+        template: Option<crate::templates::TemplateUse>,
     },
     /// In a pool: moves a VM that is off or saved to host `to` (its volumes on host-local
     /// pools are copied there, those on shared pools stay; a saved state goes with it).
@@ -322,6 +327,20 @@ pub enum Request {
     VolumeDelete {
         /// `POOL/NAME`.
         volume: String,
+    },
+    /// Makes a template from a VM that is off or from a volume.
+    TemplateCreate(crate::templates::TemplateNew),
+    /// Every template.
+    TemplateList,
+    /// One template.
+    TemplateShow {
+        /// Its name.
+        name: String,
+    },
+    /// Deletes a template no clone stands on, with its bases.
+    TemplateDelete {
+        /// Its name.
+        name: String,
     },
     /// The event log.
     Events {

@@ -489,7 +489,20 @@ impl Daemon {
                     "memory_held": memory,
                 }))
             }
-            Request::VmCreate { definition, host } => self.create_in_pool(&definition, host.as_deref()),
+            Request::VmCreate { definition, host, template } => {
+                self.create_in_pool(&definition, host.as_deref(), template.as_ref())
+            }
+            Request::TemplateCreate(new) => {
+                Ok(serde_json::to_value(self.template_create(&new)?).expect("serialises"))
+            }
+            Request::TemplateList => Ok(serde_json::to_value(self.template_list()?).expect("serialises")),
+            Request::TemplateShow { name } => {
+                Ok(serde_json::to_value(self.template_show(&name)?).expect("serialises"))
+            }
+            Request::TemplateDelete { name } => {
+                self.template_delete(&name)?;
+                Ok(json!({ "name": name }))
+            }
             Request::VmMove { name, to } => self.move_vm(&name, &to),
             Request::VmAdopt { definition, saved } => self.adopt_moved(&definition, saved),
             Request::VmRecover { definition, from } => self.recover_vm(&definition, &from),
@@ -638,6 +651,12 @@ impl Daemon {
                 Ok(serde_json::to_value(v).expect("serialises"))
             }
             Request::VolumeDelete { volume } => {
+                if let Some(t) = self.ctx.pools.resolve(&volume).ok().and_then(|f| self.template_of_base(&f))
+                {
+                    return Err(Failure::Refused(format!(
+                        "volume '{volume}' is the base of template '{t}'; delete the template instead"
+                    )));
+                }
                 let users = self.users_of(&self.volume_users(), &volume);
                 self.ctx.pools.delete_volume(&volume, &users)?;
                 self.ctx.event(None, "info", "volume.deleted", &format!("deleted volume '{volume}'"));
@@ -758,6 +777,24 @@ impl Daemon {
         self.create_as(text, None)
     }
 
+    /// Registers a VM from its definition; made from a template, its clones of the template's
+    /// bases are made first (and removed again if the VM cannot be made).
+    pub(crate) fn create_from(
+        &self,
+        text: &str,
+        template: Option<&crate::templates::TemplateUse>,
+    ) -> Result<Value, Failure> {
+        let Some(how) = template else { return self.create(text) };
+        let (text, files) = self.clone_disks(text, how)?;
+        let made = self.create(&text);
+        if made.is_err() {
+            for f in &files {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+        made
+    }
+
     /// Registers a VM from its definition; with `saved_state`, it arrives saved (a cold move:
     /// the file, which another host wrote, becomes its saved state).
     pub(crate) fn create_as(&self, text: &str, saved_state: Option<&Path>) -> Result<Value, Failure> {
@@ -765,6 +802,7 @@ impl Daemon {
         let mut def = VmDefinition::parse(text).map_err(|e| invalid(format!("definition: {e}")))?;
         def.validate().map_err(|e| invalid(format!("definition: {e}")))?;
         actor::controls_of(&def).validate().map_err(|e| invalid(e.to_string()))?;
+        self.check_no_base_written(&def)?;
         // Every file exists: a volume in its pool, a host path as given.
         let file_of = |field: &str, path: &str| -> Result<PathBuf, Failure> {
             if path.starts_with('/') {

@@ -1,7 +1,7 @@
 //! The store as the rest of the daemon and the API see it ([`PoolStore`]). On a host in no pool
 //! it is the host's SQLite, nothing more. On a host in a pool:
 //!
-//! - the *shared tables* (users, sessions and API tokens, rights, hooks) are changed in etcd
+//! - the *shared tables* (users, sessions and API tokens, rights, hooks, templates) are changed in etcd
 //!   first, where a transaction decides (a name taken, a user gone), then in this host's copy at
 //!   once, so the host that made a change sees it on the next request; every other host's copy
 //!   follows through the pool's watch ([`cluster::Cluster::mirror_shared`]). Reads (every
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use cluster::{Cluster, ClusterError, MirrorUpdate};
 use store::{
     AclEntry, Durability, EventRecord, HookRecord, NetworkRecord, NicRecord, PoolRecord, SharedChange,
-    SharedTables, Store, StoreError, TokenRecord, UserRecord, VmRecord,
+    SharedTables, Store, StoreError, TemplateRecord, TokenRecord, UserRecord, VmRecord,
 };
 
 /// How often the shipper looks for events even when not woken.
@@ -382,6 +382,28 @@ impl Store for PoolStore {
             || StoreError::Missing { what: "hook", name: id.to_string() },
             SharedChange::HookGone(id),
             |s| s.delete_hook(id),
+        )
+    }
+
+    fn create_template(&self, t: &TemplateRecord) -> Result<(), StoreError> {
+        self.shared_write(
+            |c| c.create_template(t),
+            || StoreError::Duplicate { what: "template", name: t.name.clone() },
+            SharedChange::Template(t.clone()),
+            |s| s.create_template(t),
+        )
+    }
+
+    fn list_templates(&self) -> Result<Vec<TemplateRecord>, StoreError> {
+        self.local.list_templates()
+    }
+
+    fn remove_template(&self, name: &str) -> Result<(), StoreError> {
+        self.shared_write(
+            |c| c.remove_template(name),
+            || StoreError::Missing { what: "template", name: name.into() },
+            SharedChange::TemplateGone(name.into()),
+            |s| s.remove_template(name),
         )
     }
 

@@ -133,6 +133,8 @@ pub struct SharedTables {
     pub acl: Vec<AclEntry>,
     /// Every event script.
     pub hooks: Vec<HookRecord>,
+    /// Every VM template.
+    pub templates: Vec<TemplateRecord>,
 }
 
 /// One change to the shared tables. Applying one is idempotent: a put replaces, a delete of
@@ -155,6 +157,20 @@ pub enum SharedChange {
     Hook(HookRecord),
     /// A hook gone (by id).
     HookGone(u64),
+    /// A template made.
+    Template(TemplateRecord),
+    /// A template gone (by name).
+    TemplateGone(String),
+}
+
+/// A VM template: read-only base disks and the settings new VMs take from it (the daemon's
+/// record, opaque JSON to the store). In a pool of hosts every host sees every template.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TemplateRecord {
+    /// Unique name.
+    pub name: String,
+    /// The daemon's record of the template (JSON).
+    pub spec: String,
 }
 
 /// A virtual network: its name and its settings (opaque JSON to the store).
@@ -328,6 +344,12 @@ pub trait Store: Send + Sync {
     fn list_hooks(&self) -> Result<Vec<HookRecord>, StoreError>;
     /// Removes an event script.
     fn delete_hook(&self, id: u64) -> Result<(), StoreError>;
+    /// Records a template (refused with [`StoreError::Duplicate`] if the name is taken).
+    fn create_template(&self, t: &TemplateRecord) -> Result<(), StoreError>;
+    /// Every template, by name.
+    fn list_templates(&self) -> Result<Vec<TemplateRecord>, StoreError>;
+    /// Removes a template ([`StoreError::Missing`] if there is none of that name).
+    fn remove_template(&self, name: &str) -> Result<(), StoreError>;
     /// Registers a network; fails with [`StoreError::NetworkExists`] if the name is taken.
     fn create_network(&self, n: &NetworkRecord) -> Result<(), StoreError>;
     /// Replaces a network's settings.

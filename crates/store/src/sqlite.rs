@@ -20,11 +20,11 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::{
     AclEntry, Durability, EventRecord, HookRecord, NetworkRecord, NicRecord, PoolRecord, SharedChange,
-    SharedTables, Store, StoreError, TokenRecord, UserRecord, VmRecord,
+    SharedTables, Store, StoreError, TemplateRecord, TokenRecord, UserRecord, VmRecord,
 };
 
 /// Schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS vms (
@@ -88,6 +88,10 @@ CREATE TABLE IF NOT EXISTS nics (
     idx INTEGER NOT NULL,
     network TEXT NOT NULL,
     UNIQUE (vm, idx)
+);
+CREATE TABLE IF NOT EXISTS templates (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL
 );
 ";
 
@@ -170,8 +174,8 @@ impl SqliteStore {
                 supported: SCHEMA_VERSION,
             });
         }
-        // Versions 3 (users, tokens, rights, hooks), 4 (networks, NIC MACs) and 5 (storage
-        // pools) added tables only: SCHEMA creates those missing.
+        // Versions 3 (users, tokens, rights, hooks), 4 (networks, NIC MACs), 5 (storage pools)
+        // and 6 (templates) added tables only: SCHEMA creates those missing.
         conn.execute_batch(SCHEMA).map_err(db("create schema"))?;
         if version == 1 {
             // Version 2 added the runtime record (the processes of a running VM, as JSON).
@@ -564,6 +568,42 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn create_template(&self, t: &TemplateRecord) -> Result<(), StoreError> {
+        let r = self
+            .conn()
+            .execute("INSERT INTO templates (name, spec) VALUES (?1, ?2)", params![t.name, t.spec]);
+        match r {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::Duplicate { what: "template", name: t.name.clone() })
+            }
+            Err(e) => Err(StoreError::Db { op: "create template", source: e }),
+        }
+    }
+
+    fn list_templates(&self) -> Result<Vec<TemplateRecord>, StoreError> {
+        let conn = self.reader();
+        let mut st =
+            conn.prepare("SELECT name, spec FROM templates ORDER BY name").map_err(db("list templates"))?;
+        let rows = st
+            .query_map([], |r| Ok(TemplateRecord { name: r.get(0)?, spec: r.get(1)? }))
+            .map_err(db("list templates"))?;
+        rows.collect::<Result<_, _>>().map_err(db("list templates"))
+    }
+
+    fn remove_template(&self, name: &str) -> Result<(), StoreError> {
+        let n = self
+            .conn()
+            .execute("DELETE FROM templates WHERE name = ?1", params![name])
+            .map_err(db("remove template"))?;
+        if n == 0 {
+            return Err(StoreError::Missing { what: "template", name: name.into() });
+        }
+        Ok(())
+    }
+
     fn create_network(&self, n: &NetworkRecord) -> Result<(), StoreError> {
         let r =
             self.conn().execute("INSERT INTO networks (name, spec) VALUES (?1, ?2)", params![n.name, n.spec]);
@@ -727,14 +767,18 @@ impl Store for SqliteStore {
             tokens,
             acl: self.acl(None, None)?,
             hooks: self.list_hooks()?,
+            templates: self.list_templates()?,
         })
     }
 
     fn replace_shared(&self, t: &SharedTables) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(db("replace shared tables"))?;
-        tx.execute_batch("DELETE FROM acl; DELETE FROM tokens; DELETE FROM users; DELETE FROM hooks;")
-            .map_err(db("replace shared tables"))?;
+        tx.execute_batch(
+            "DELETE FROM acl; DELETE FROM tokens; DELETE FROM users; DELETE FROM hooks;
+                        DELETE FROM templates;",
+        )
+        .map_err(db("replace shared tables"))?;
         let changes = t
             .users
             .iter()
@@ -742,7 +786,8 @@ impl Store for SqliteStore {
             .map(SharedChange::User)
             .chain(t.tokens.iter().cloned().map(SharedChange::Token))
             .chain(t.acl.iter().cloned().map(SharedChange::Grant))
-            .chain(t.hooks.iter().cloned().map(SharedChange::Hook));
+            .chain(t.hooks.iter().cloned().map(SharedChange::Hook))
+            .chain(t.templates.iter().cloned().map(SharedChange::Template));
         for c in changes {
             apply(&tx, &c)?;
         }
@@ -783,6 +828,13 @@ fn apply(conn: &Connection, c: &SharedChange) -> Result<(), StoreError> {
             params![h.id as i64, h.event, h.script, h.vm, h.timeout_s],
         ),
         SharedChange::HookGone(id) => conn.execute("DELETE FROM hooks WHERE id = ?1", params![*id as i64]),
+        SharedChange::Template(t) => conn.execute(
+            "INSERT OR REPLACE INTO templates (name, spec) VALUES (?1, ?2)",
+            params![t.name, t.spec],
+        ),
+        SharedChange::TemplateGone(name) => {
+            conn.execute("DELETE FROM templates WHERE name = ?1", params![name])
+        }
     };
     r.map(|_| ()).map_err(db("apply a change of the pool's shared tables"))
 }

@@ -3,7 +3,7 @@
 //! it committed, a state change and its event are kept together or not at all, and checkpoints
 //! happen in the background.
 
-use store::{Durability, EventRecord, SqliteStore, Store, StoreError, VmRecord};
+use store::{Durability, EventRecord, SqliteStore, Store, StoreError, TemplateRecord, VmRecord};
 
 fn vm(name: &str) -> VmRecord {
     VmRecord {
@@ -384,6 +384,7 @@ fn the_shared_tables_are_replaced_whole_and_changed_idempotently() {
         tokens: vec![token.clone()],
         acl: vec![right.clone()],
         hooks: vec![hook.clone()],
+        templates: vec![TemplateRecord { name: "deb".into(), spec: "{}".into() }],
     };
     // A host joining a pool: its own users go, the pool's come, hook numbers are kept.
     s.replace_shared(&pool).unwrap();
@@ -394,7 +395,9 @@ fn the_shared_tables_are_replaced_whole_and_changed_idempotently() {
         s.apply_shared(&SharedChange::User(UserRecord { admin: true, ..user("ann") })).unwrap();
         s.apply_shared(&SharedChange::Revoke(right.clone())).unwrap();
         s.apply_shared(&SharedChange::HookGone(7)).unwrap();
+        s.apply_shared(&SharedChange::TemplateGone("deb".into())).unwrap();
     }
+    assert!(s.list_templates().unwrap().is_empty());
     assert!(s.get_user("ann").unwrap().unwrap().admin);
     assert!(s.acl(None, None).unwrap().is_empty());
     assert!(s.list_hooks().unwrap().is_empty());
@@ -405,8 +408,23 @@ fn the_shared_tables_are_replaced_whole_and_changed_idempotently() {
     s.apply_shared(&SharedChange::UserGone("ann".into())).unwrap();
     assert!(s.get_token("t1").unwrap().is_none());
     // A replacement that cannot be applied leaves the tables as they were.
-    let broken = SharedTables { users: vec![], tokens: vec![token], acl: vec![], hooks: vec![] };
+    let broken =
+        SharedTables { users: vec![], tokens: vec![token], acl: vec![], hooks: vec![], templates: vec![] };
     s.create_user(&user("kept")).unwrap();
     assert!(s.replace_shared(&broken).is_err());
     assert!(s.get_user("kept").unwrap().is_some());
+}
+
+#[test]
+fn templates_are_named_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+    let t = TemplateRecord { name: "debian".into(), spec: r#"{"a":1}"#.into() };
+    s.create_template(&t).unwrap();
+    let again = s.create_template(&TemplateRecord { spec: "{}".into(), ..t.clone() }).unwrap_err();
+    assert_eq!(again.to_string(), "a template named 'debian' already exists");
+    assert_eq!(s.list_templates().unwrap(), vec![t]);
+    s.remove_template("debian").unwrap();
+    assert_eq!(s.remove_template("debian").unwrap_err().to_string(), "no template 'debian'");
+    assert!(s.list_templates().unwrap().is_empty());
 }

@@ -20,6 +20,8 @@ enum Need {
     Use,
     See,
     UsePool,
+    /// The template `rt1` (its maker, the creator, may use and delete it).
+    Template,
     /// Only another host of the pool (with the pool's secret): refused to every user.
     PoolPeer,
 }
@@ -115,11 +117,16 @@ fn table(kernel: &str, pool_dir: &str) -> Vec<(&'static str, &'static str, Need,
         ("delete", "/api/acl/{user}/{vm}/{right}", Admin, None),
         ("delete", "/api/acl/{user}/pools/{pool}/{right}", Admin, None),
         ("delete", "/api/acl/{user}/networks/{net}/{right}", Admin, None),
+        ("delete", "/api/acl/{user}/templates/{template}/{right}", Admin, None),
+        ("get", "/api/templates", Login, None),
+        ("post", "/api/templates", Create, Some(json!({"name": "rt1", "from_volume": "rp1/tsrc.vhd"}))),
+        ("get", "/api/templates/{template}", Template, None),
         ("get", "/api/hooks", Admin, None),
         ("post", "/api/hooks", Admin, Some(json!({"event": "vm.crashed", "script": "/bin/true"}))),
         ("delete", "/api/hooks/{id}", Admin, None),
         // Last: they end sessions or remove the VM the others use.
         ("delete", "/api/vms/{name}", Configure, None),
+        ("delete", "/api/templates/{template}", Template, None),
         ("delete", "/api/pools/{pool}", Admin, None),
         ("post", "/api/logout", Login, None),
     ]
@@ -140,6 +147,7 @@ fn path_for(template: &str) -> String {
         .replace("{net}", "rn1")
         .replace("{pool}", "rp1")
         .replace("{volume}", "matrix.vhd")
+        .replace("{template}", "rt1")
 }
 
 #[test]
@@ -185,6 +193,14 @@ fn every_endpoint_answers_401_without_login_and_403_without_the_right() {
     );
     assert_eq!(code, 201, "{text}");
     std::fs::copy(&kernel, pool_dir.join("vmlinuz")).unwrap();
+    // A disk the creator makes a template of.
+    let (code, text) = h.https(
+        "POST",
+        "/api/pools/rp1/volumes",
+        Some(&admin),
+        Some(&json!({"name": "tsrc.vhd", "size": 1048576}).to_string()),
+    );
+    assert_eq!(code, 201, "{text}");
     let (code, text) = h.https(
         "POST",
         "/api/networks",
@@ -229,7 +245,7 @@ fn every_endpoint_answers_401_without_login_and_403_without_the_right() {
                 (who, need),
                 (_, Need::Public | Need::Login)
                     | ("admin", _)
-                    | ("creator", Need::Create | Need::UsePool)
+                    | ("creator", Need::Create | Need::UsePool | Need::Template)
                     | ("user1", Need::Use | Need::See)
                     | ("cfg1", Need::Configure | Need::See)
             )

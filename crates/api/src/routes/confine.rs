@@ -25,6 +25,11 @@ pub fn network_object(network: &str) -> String {
     format!("network/{network}")
 }
 
+/// The key a template's rights are stored under.
+pub fn template_object(template: &str) -> String {
+    format!("template/{template}")
+}
+
 fn forbidden(message: String) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, message)
 }

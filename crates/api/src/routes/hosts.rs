@@ -148,9 +148,11 @@ pub(super) fn forward(d: &daemon::Daemon, vm: &str, host: &str, req: &Request) -
     let client = Client::https(addr, &fingerprint, Some(&format!("{POOL_TOKEN_PREFIX}{secret}")));
     // A create goes to the host placement chose, and stays there.
     let req = match req {
-        Request::VmCreate { definition, .. } => {
-            Request::VmCreate { definition: definition.clone(), host: Some(host.to_string()) }
-        }
+        Request::VmCreate { definition, template, .. } => Request::VmCreate {
+            definition: definition.clone(),
+            host: Some(host.to_string()),
+            template: template.clone(),
+        },
         r => r.clone(),
     };
     let body = serde_json::to_value(&req).expect("requests serialise");

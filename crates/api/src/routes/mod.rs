@@ -31,6 +31,7 @@ mod policy;
 mod pools;
 mod redfish;
 mod session;
+mod templates;
 mod users;
 
 pub use networks::Reservation;
@@ -436,8 +437,23 @@ pub struct NewVm {
     /// vCPUs (default 1).
     #[serde(default)]
     pub cpus: Option<u32>,
-    /// Memory in bytes.
-    pub memory: u64,
+    /// Memory in bytes (default with a template: the template's).
+    #[serde(default)]
+    pub memory: Option<u64>,
+    /// Made from this template: its settings, and a linked clone of each of its base disks
+    /// (the fields given here replace the template's; `disks` are added after its bases, `nics`
+    /// replace its NICs).
+    #[serde(default)]
+    pub template: Option<String>,
+    /// With `template`: full copies of its bases instead of linked clones.
+    #[serde(default)]
+    pub full: bool,
+    /// Make this many VMs at once, named NAME-1 … NAME-COUNT (all or none is made).
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// Start the new VM(s) once made.
+    #[serde(default)]
+    pub start: bool,
     /// Disks and CD/DVDs.
     #[serde(default)]
     pub disks: Vec<NewDisk>,
@@ -482,9 +498,28 @@ pub struct NewVm {
     pub group: Option<String>,
 }
 
-fn definition_of(n: &NewVm) -> ApiResult<VmDefinition> {
-    let mut d = VmDefinition::new(&n.name, n.cpus.unwrap_or(1), n.memory);
-    d.group = n.group.clone();
+/// The definition of VM `n` (named `name`) over `base`: a template's settings, or none.
+fn definition_of(n: &NewVm, name: &str, base: Option<VmDefinition>) -> ApiResult<VmDefinition> {
+    let mut d = match base {
+        Some(mut t) => {
+            if let Some(c) = n.cpus {
+                t.cpus = c;
+            }
+            if let Some(m) = n.memory {
+                t.memory = m;
+            }
+            if !n.nics.is_empty() {
+                t.nics.clear();
+            }
+            t
+        }
+        None => {
+            let memory =
+                n.memory.ok_or_else(|| ApiError::bad("memory: missing (it is needed without a template)"))?;
+            VmDefinition::new(name, n.cpus.unwrap_or(1), memory)
+        }
+    };
+    d.group = n.group.clone().or(d.group);
     for (i, x) in n.disks.iter().enumerate() {
         let bus = match x.bus.as_deref() {
             None | Some("virtio") => Bus::Virtio,
@@ -514,14 +549,16 @@ fn definition_of(n: &NewVm) -> ApiResult<VmDefinition> {
     for x in &n.nics {
         d.nics.push(vmconfig::Nic { network: x.network.clone(), mac: x.mac.clone() });
     }
-    d.undo_disks = n.undo_disks;
+    d.undo_disks |= n.undo_disks;
     if let Some(w) = n.cpu_weight {
         d.cpu.weight = w;
     }
     if let Some(r) = n.cpu_reserve {
         d.cpu.reserve = r;
     }
-    d.cpu.max = n.cpu_max;
+    if n.cpu_max.is_some() {
+        d.cpu.max = n.cpu_max;
+    }
     if let Some(t) = n.shutdown_timeout {
         d.shutdown_timeout = t;
     }
@@ -547,7 +584,12 @@ async fn list_vms(State(state): State<AppState>, p: Principal) -> ApiResult<Json
     Ok(Json(all.into_iter().filter(|v| need(&p, Need::See(&v.name)).is_ok()).collect()))
 }
 
-/// Creates a VM (it starts off). The creator may configure and use it.
+/// Most VMs one `POST /api/vms` makes (`count`).
+pub const MAX_COUNT: u32 = 100;
+
+/// Creates a VM (it starts off unless `start`), or `count` of them; from a template, each gets
+/// linked clones of the template's bases. The creator may configure and use what is made.
+/// With `count` the answer is a list, and a failure unmakes what the call made.
 #[utoipa::path(post, path = "/api/vms", request_body = NewVm, tag = "vms",
     responses((status = 201, body = VmInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -557,14 +599,84 @@ async fn create_vm(
     Body(n): Body<NewVm>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     need(&p, Need::Create)?;
-    let d = definition_of(&n)?;
-    let (st, who, def) = (state.clone(), p.clone(), d.clone());
-    blocking(move || confine::check_vm(&st, &who, &def)).await?;
+    if let Some(t) = &n.template {
+        if !templates::may_use_template(&p, t) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("template: user '{}' may not use template '{t}'", p.user),
+            ));
+        }
+    } else if n.full {
+        return Err(ApiError::bad("full: a full copy is of a template's bases; give template"));
+    }
+    let names: Vec<String> = match n.count {
+        None => vec![n.name.clone()],
+        Some(c) if c == 0 || c > MAX_COUNT => {
+            return Err(ApiError::bad(format!("count: must be 1 to {MAX_COUNT}, got {c}")))
+        }
+        Some(c) => (1..=c).map(|i| format!("{}-{i}", n.name)).collect(),
+    };
+    let mut answers = Vec::new();
+    for name in &names {
+        match create_one(&state, &p, &n, name).await {
+            Ok(v) => answers.push(v),
+            Err(e) => {
+                // All or none: what this call made goes again.
+                for made in &names[..answers.len()] {
+                    let req = Request::VmControl {
+                        name: made.clone(),
+                        control: Control::Delete,
+                        options: ControlOptions::default(),
+                    };
+                    if let Err(d) = call(&state, req).await {
+                        tracing::warn!("unmaking '{made}' after a failed create: {}", d.message);
+                    }
+                }
+                return Err(e);
+            }
+        }
+    }
+    if n.start {
+        for (name, answer) in names.iter().zip(answers.iter_mut()) {
+            let req = Request::VmControl {
+                name: name.clone(),
+                control: Control::Start,
+                options: ControlOptions::default(),
+            };
+            call(&state, req).await.map_err(|e| {
+                ApiError::new(e.status, format!("made '{name}', but it did not start: {}", e.message))
+            })?;
+            *answer = call(&state, Request::VmShow { name: name.clone() }).await?;
+        }
+    }
+    let body = if n.count.is_some() { Value::Array(answers) } else { answers.pop().unwrap_or_default() };
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// Makes VM `name` of request `n`.
+async fn create_one(state: &AppState, p: &Principal, n: &NewVm, name: &str) -> ApiResult<Value> {
+    let (base, bases) = match &n.template {
+        Some(t) => {
+            let (d, t, vm) = (state.daemon.clone(), t.clone(), name.to_string());
+            let (def, bases) =
+                blocking(move || d.template_definition(&t, &vm).map_err(ApiError::from)).await?;
+            (Some(def), bases)
+        }
+        None => (None, Vec::new()),
+    };
+    let d = definition_of(n, name, base)?;
+    // A template's bases are the template's to give (its right was checked); the rest of the
+    // definition is confined as any other.
+    let mut rest = d.clone();
+    rest.disks.retain(|x| !bases.contains(&x.path));
+    let (st, who) = (state.clone(), p.clone());
+    blocking(move || confine::check_vm(&st, &who, &rest)).await?;
     let definition = d.to_toml().map_err(|e| ApiError::bad(format!("definition: {e}")))?;
-    let v = call(&state, Request::VmCreate { definition, host: n.host.clone() }).await?;
+    let template = n.template.clone().map(|name| daemon::templates::TemplateUse { name, full: n.full });
+    let v = call(state, Request::VmCreate { definition, host: n.host.clone(), template }).await?;
     if !p.admin {
         let (user, vm) = (p.user.clone(), d.name.clone());
-        db(&state, move |s| {
+        db(state, move |s| {
             for right in ["configure", "use"] {
                 s.grant(&AclEntry { user: user.clone(), vm: vm.clone(), right: right.into() })?;
             }
@@ -572,7 +684,7 @@ async fn create_vm(
         })
         .await?;
     }
-    Ok((StatusCode::CREATED, Json(v)))
+    Ok(v)
 }
 
 /// One VM.
@@ -808,7 +920,8 @@ async fn live_metrics(State(state): State<AppState>, p: Principal) -> ApiResult<
     paths(session::login, session::logout, session::me, session::my_password, host, list_vms, create_vm, show_vm, set_vm, delete_vm, control_vm, console, networks::add_nic, networks::remove_nic, networks::list_networks, networks::create_network, networks::show_network,
           networks::delete_network, networks::reserve, networks::leases,
           events, metrics, live_metrics, policy::dry_run, policy::show, policy::set, policy::vm, users::list_users, users::create_user, users::delete_user, users::user_password, users::list_tokens, users::create_token,
-          users::delete_token, users::list_acl, users::grant, users::revoke, users::revoke_pool, users::revoke_network, users::list_hooks, users::create_hook, users::delete_hook, openapi,
+          users::delete_token, users::list_acl, users::grant, users::revoke, users::revoke_pool, users::revoke_network, users::revoke_template,
+          templates::list_templates, templates::create_template, templates::show_template, templates::delete_template, users::list_hooks, users::create_hook, users::delete_hook, openapi,
           crate::console::serial_ws, crate::console::vnc_ws, crate::console::event_stream,
           pools::list_pools, pools::create_pool, pools::show_pool, pools::delete_pool, pools::list_volumes,
           pools::create_volume, pools::show_volume, pools::delete_volume, pools::upload, pools::download,
@@ -817,7 +930,7 @@ async fn live_metrics(State(state): State<AppState>, p: Principal) -> ApiResult<
                        daemon::protocol::CpuInfo, Changes, ControlOptions, daemon::protocol::UndoAction, Control,
                        vmm::VmState, ConsoleLog, Event, UserInfo, NewUser, TokenInfo, NewToken, Hook, NewHook,
                        pools::NewPool, pools::NewVolume, daemon::pools::PoolInfo, daemon::pools::VolumeInfo,
-                       daemon::pools::VolumeFormat, hosts::NewCluster, hosts::NewJoinToken, hosts::Join, hosts::Maintenance, hosts::Standby, daemon::protocol::PolicyChange, daemon::protocol::VmRulesChange, cluster::Mode, cluster::EtcdTls, cluster::HostStatus,
+                       daemon::pools::VolumeFormat, daemon::templates::TemplateNew, daemon::templates::TemplateInfo, daemon::templates::BaseInfo, hosts::NewCluster, hosts::NewJoinToken, hosts::Join, hosts::Maintenance, hosts::Standby, daemon::protocol::PolicyChange, daemon::protocol::VmRulesChange, cluster::Mode, cluster::EtcdTls, cluster::HostStatus,
                        cluster::HostRecord, cluster::HostState)),
     modifiers(&Security),
     security(("token" = []), ("session" = []))
@@ -956,6 +1069,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/acl/{user}/{vm}/{right}", delete(users::revoke))
         .route("/api/acl/{user}/pools/{pool}/{right}", delete(users::revoke_pool))
         .route("/api/acl/{user}/networks/{net}/{right}", delete(users::revoke_network))
+        .route("/api/acl/{user}/templates/{template}/{right}", delete(users::revoke_template))
+        .route("/api/templates", get(templates::list_templates).post(templates::create_template))
+        .route("/api/templates/{template}", get(templates::show_template).delete(templates::delete_template))
         .route("/api/cluster", get(hosts::show).post(hosts::init).delete(hosts::leave))
         .route("/api/cluster/tokens", post(hosts::token))
         .route("/api/cluster/join", post(hosts::join))

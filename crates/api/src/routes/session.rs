@@ -163,6 +163,9 @@ pub struct Right {
     /// The network (`use`: attach NICs to it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// The template (`use`: make VMs from it; `configure`: delete it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
     /// The right.
     pub right: RightKind,
 }
@@ -192,11 +195,13 @@ pub(super) fn right_of(e: AclEntry) -> Option<Right> {
         "use" => RightKind::Use,
         _ => return None,
     };
-    let mut r = Right { user: e.user, vm: None, pool: None, network: None, right };
+    let mut r = Right { user: e.user, vm: None, pool: None, network: None, template: None, right };
     if let Some(pool) = e.vm.strip_prefix("pool/") {
         r.pool = Some(pool.into());
     } else if let Some(net) = e.vm.strip_prefix("network/") {
         r.network = Some(net.into());
+    } else if let Some(t) = e.vm.strip_prefix("template/") {
+        r.template = Some(t.into());
     } else {
         r.vm = Some(e.vm);
     }

@@ -231,26 +231,31 @@ pub(super) async fn grant(
     if db(&state, move |s| s.get_user(&user)).await?.is_none() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no user '{}'", r.user)));
     }
-    let object = match (&r.vm, &r.pool, &r.network) {
-        (Some(vm), None, None) => {
+    let object = match (&r.vm, &r.pool, &r.network, &r.template) {
+        (None, None, None, Some(t)) => {
+            let (d, name) = (state.daemon.clone(), t.clone());
+            super::blocking(move || d.call(Request::TemplateShow { name }).map_err(ApiError::from)).await?;
+            confine::template_object(t)
+        }
+        (Some(vm), None, None, None) => {
             if !state.daemon.has_vm(vm) {
                 return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no VM named '{vm}'")));
             }
             vm.clone()
         }
-        (None, Some(pool), None) => {
+        (None, Some(pool), None, None) => {
             state.daemon.ctx().pools.dir(pool)?;
             confine::pool_object(pool)
         }
-        (None, None, Some(net)) => {
+        (None, None, Some(net), None) => {
             if !state.daemon.ctx().networks.exists(net) {
                 return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no network named '{net}'")));
             }
             confine::network_object(net)
         }
-        _ => return Err(ApiError::bad("give exactly one of vm, pool and network")),
+        _ => return Err(ApiError::bad("give exactly one of vm, pool, network and template")),
     };
-    if object.contains('/') && r.right != RightKind::Use {
+    if (r.pool.is_some() || r.network.is_some()) && r.right != RightKind::Use {
         return Err(ApiError::bad("pools and networks have one right: use"));
     }
     let entry = AclEntry { user: r.user, vm: object, right: r.right.name().into() };
@@ -269,6 +274,21 @@ pub(super) async fn revoke_pool(
 ) -> ApiResult<StatusCode> {
     need(&p, Need::Admin)?;
     let entry = AclEntry { user, vm: confine::pool_object(&pool), right: right.name().into() };
+    db(&state, move |s| s.revoke(&entry)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes a right on a template.
+#[utoipa::path(delete, path = "/api/acl/{user}/templates/{template}/{right}", tag = "users",
+    params(("user" = String, Path, description = "User"), ("template" = String, Path, description = "Template"), ("right" = RightKind, Path, description = "Right")),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn revoke_template(
+    State(state): State<AppState>,
+    p: Principal,
+    P((user, template, right)): P<(String, String, RightKind)>,
+) -> ApiResult<StatusCode> {
+    need(&p, Need::Admin)?;
+    let entry = AclEntry { user, vm: confine::template_object(&template), right: right.name().into() };
     db(&state, move |s| s.revoke(&entry)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

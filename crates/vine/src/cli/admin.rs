@@ -58,25 +58,30 @@ pub struct AclObject {
     /// A network (right `use`: attach NICs to it).
     #[arg(long)]
     network: Option<String>,
+    /// A template (right `use`: make VMs from it; `configure`: delete it).
+    #[arg(long)]
+    template: Option<String>,
 }
 
 impl AclObject {
     fn json(&self) -> Value {
-        json!({ "vm": self.vm, "pool": self.pool, "network": self.network })
+        json!({ "vm": self.vm, "pool": self.pool, "network": self.network, "template": self.template })
     }
     fn path(&self) -> String {
-        match (&self.vm, &self.pool, &self.network) {
-            (Some(vm), _, _) => encode(vm),
-            (_, Some(p), _) => format!("pools/{}", encode(p)),
-            (_, _, Some(n)) => format!("networks/{}", encode(n)),
+        match (&self.vm, &self.pool, &self.network, &self.template) {
+            (Some(vm), ..) => encode(vm),
+            (_, Some(p), ..) => format!("pools/{}", encode(p)),
+            (_, _, Some(n), _) => format!("networks/{}", encode(n)),
+            (.., Some(t)) => format!("templates/{}", encode(t)),
             _ => unreachable!("clap requires one"),
         }
     }
     fn describe(&self) -> String {
-        match (&self.vm, &self.pool, &self.network) {
-            (Some(vm), _, _) => format!("'{vm}'"),
-            (_, Some(p), _) => format!("storage pool '{p}'"),
-            (_, _, Some(n)) => format!("network '{n}'"),
+        match (&self.vm, &self.pool, &self.network, &self.template) {
+            (Some(vm), ..) => format!("'{vm}'"),
+            (_, Some(p), ..) => format!("storage pool '{p}'"),
+            (_, _, Some(n), _) => format!("network '{n}'"),
+            (.., Some(t)) => format!("template '{t}'"),
             _ => unreachable!("clap requires one"),
         }
     }
@@ -85,7 +90,7 @@ impl AclObject {
 /// `vine acl …`: rights on VMs (configure, use), storage pools and networks (use).
 #[derive(Debug, Subcommand)]
 pub enum AclCommand {
-    /// Grant USER the RIGHT (configure or use) on a VM, or use on --pool or --network.
+    /// Grant USER the RIGHT (configure or use) on a VM or --template, or use on --pool or --network.
     Grant {
         /// User.
         user: String,
@@ -258,10 +263,16 @@ pub fn acl(cmd: AclCommand) -> anyhow::Result<i32> {
                 return print_json(&v);
             }
             for r in v.as_array().into_iter().flatten() {
-                let on = match (r["vm"].as_str(), r["pool"].as_str(), r["network"].as_str()) {
-                    (Some(vm), _, _) => vm.to_string(),
-                    (_, Some(p), _) => format!("pool {p}"),
-                    (_, _, Some(n)) => format!("network {n}"),
+                let on = match (
+                    r["vm"].as_str(),
+                    r["pool"].as_str(),
+                    r["network"].as_str(),
+                    r["template"].as_str(),
+                ) {
+                    (Some(vm), ..) => vm.to_string(),
+                    (_, Some(p), ..) => format!("pool {p}"),
+                    (_, _, Some(n), _) => format!("network {n}"),
+                    (.., Some(t)) => format!("template {t}"),
                     _ => String::new(),
                 };
                 println!(

@@ -18,6 +18,7 @@ pub mod policy;
 pub mod pool;
 pub mod remote;
 pub mod size;
+pub mod template;
 pub mod vm;
 
 use clap::{Parser, Subcommand};
@@ -78,7 +79,10 @@ pub enum Command {
     /// Volumes (`POOL/NAME`): disks, ISOs, kernels and initrds in storage pools.
     #[command(subcommand)]
     Volume(Lazy<pool::VolumeCommand>),
-    /// Rights: configure or use a VM, use a storage pool or a network.
+    /// VM templates: read-only base disks with settings; VMs made from them are linked clones.
+    #[command(subcommand)]
+    Template(Lazy<template::TemplateCommand>),
+    /// Rights: configure or use a VM, use a storage pool, a network or a template.
     #[command(subcommand)]
     Acl(Lazy<admin::AclCommand>),
     /// Event scripts.
@@ -166,6 +170,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Acl(Lazy(cmd)) => admin::acl(cmd),
         Command::Pool(Lazy(cmd)) => pool::pool(cmd),
         Command::Volume(Lazy(cmd)) => pool::volume(cmd),
+        Command::Template(Lazy(cmd)) => template::run(cmd),
         Command::Hook(Lazy(cmd)) => admin::hook(cmd),
         Command::Token(Lazy(cmd)) => admin::token(cmd),
         Command::Remote(Lazy(cmd)) => remote::run(cmd),

@@ -174,12 +174,25 @@ pub struct OffArgs {
 pub struct CreateArgs {
     /// Name: letters, digits, '-', '_', '.'.
     pub name: String,
-    /// vCPUs.
-    #[arg(long, default_value_t = 1)]
-    pub cpus: u32,
-    /// Memory, e.g. 512M or 2G; a bare number is MiB.
-    #[arg(long, value_parser = parse_memory)]
-    pub memory: u64,
+    /// vCPUs (default 1, or the template's).
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// Memory, e.g. 512M or 2G; a bare number is MiB (needed unless --template gives it).
+    #[arg(long, value_parser = parse_memory, required_unless_present = "template")]
+    pub memory: Option<u64>,
+    /// Make it from this template: its settings, and a linked clone of each of its base disks
+    /// (options given here replace the template's; --nic replaces its NICs, --disk adds disks).
+    #[arg(long)]
+    pub template: Option<String>,
+    /// With --template: full copies of its base disks instead of linked clones.
+    #[arg(long, requires = "template")]
+    pub full: bool,
+    /// Make COUNT VMs at once, named NAME-1 … NAME-COUNT (all of them or none).
+    #[arg(long)]
+    pub count: Option<u32>,
+    /// Start the VM(s) once made.
+    #[arg(long)]
+    pub start: bool,
     /// In a pool: the host to make it on (default: the host with the most memory free after it).
     #[arg(long)]
     pub host: Option<String>,
@@ -324,7 +337,8 @@ fn new_vm(a: &CreateArgs) -> anyhow::Result<Value> {
     let mut v = json!({
         "name": a.name, "cpus": a.cpus, "memory": a.memory, "disks": disks, "undo_disks": a.undo_disks,
         "cpu_weight": a.cpu_weight, "cpu_reserve": a.cpu_reserve, "cpu_max": a.cpu_max,
-        "shutdown_timeout": a.shutdown_timeout,
+        "shutdown_timeout": a.shutdown_timeout, "template": a.template, "full": a.full,
+        "count": a.count, "start": a.start,
     });
     if let Some(h) = &a.host {
         v["host"] = json!(h);
@@ -425,10 +439,17 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                match v["host"].as_str() {
-                    Some(h) => println!("created '{}' on host '{h}'", a.name),
-                    None => {
-                        println!("created '{}' ({})", a.name, v["definition_file"].as_str().unwrap_or(""))
+                let made = match &v {
+                    Value::Array(all) => all.clone(),
+                    one => vec![one.clone()],
+                };
+                let verb = if a.start { "created and started" } else { "created" };
+                for v in &made {
+                    let name = v["name"].as_str().unwrap_or(&a.name);
+                    match v["host"].as_str() {
+                        Some(h) => println!("{verb} '{name}' on host '{h}'"),
+                        None if a.start => println!("{verb} '{name}'"),
+                        None => println!("{verb} '{name}' ({})", v["definition_file"].as_str().unwrap_or("")),
                     }
                 }
             }
