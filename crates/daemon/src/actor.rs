@@ -862,6 +862,12 @@ impl Actor {
         if let Some(h) = c.ha {
             def.ha = h;
         }
+        if c.no_cloud_init {
+            def.cloud_init = None;
+        }
+        if let Some(ci) = &c.cloud_init {
+            def.cloud_init = Some(ci.clone().into());
+        }
         def.validate().map_err(|e| refused(e.to_string()))?;
         controls_of(&def).validate().map_err(|e| refused(e.to_string()))?;
         let running = self.state().has_process();
@@ -912,6 +918,12 @@ impl Actor {
                 "; HA off"
             };
             format!("{msg}{ha}")
+        } else {
+            msg
+        };
+        let msg = if def.cloud_init != old.cloud_init {
+            let when = if running { "from the next start" } else { "at its next start" };
+            format!("{msg}; new cloud-init data, which the guest gets {when}")
         } else {
             msg
         };
@@ -1034,6 +1046,11 @@ pub fn info(ctx: &Ctx, view: &View) -> VmInfo {
             .collect(),
         undo_disks: d.undo_disks,
         ha: d.ha,
+        cloud_init: d.cloud_init.clone().map(Into::into),
+        cloud_init_instance: d.cloud_init.as_ref().map(|c| {
+            let macs: Vec<String> = d.nics.iter().filter_map(|n| n.mac.clone()).collect();
+            cloudinit::seed(&d.uuid, &d.name, c, &macs).instance_id
+        }),
         definition_file: paths.definition.display().to_string(),
         console_log: paths.console.display().to_string(),
         saved_state: paths.state.exists(),

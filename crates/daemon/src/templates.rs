@@ -457,7 +457,14 @@ impl Daemon {
         for (i, base, clone) in &plan {
             let dst = pools.path_of(clone)?;
             made.0.push(dst.clone());
-            let base_file = pools.resolve(base)?;
+            let base_file = pools.resolve(base).map_err(|_| {
+                Failure::Refused(format!(
+                    "the base {base} of template '{}' is not on this host ('{}'); in a pool of hosts, make \
+                     templates on a shared storage pool, or make the VM on the host that holds the base (--host)",
+                    how.name,
+                    self.pool_host_name().unwrap_or_else(|| self.ctx().host.hostname.clone())
+                ))
+            })?;
             if how.full {
                 copy_disk(&base_file, &dst)?;
             } else {

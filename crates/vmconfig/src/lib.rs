@@ -90,6 +90,93 @@ pub struct VmDefinition {
     /// whose disks are all volumes of shared storage pools.
     #[serde(default, skip_serializing_if = "is_false")]
     pub ha: bool,
+    /// First-boot configuration for cloud-init's NoCloud data source: vine builds a seed (a
+    /// CD/DVD labelled `cidata`) from it at every start (docs/provisioning.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_init: Option<CloudInit>,
+}
+
+/// Longest cloud-init user-data or network-config vine keeps (bytes).
+pub const MAX_CLOUD_INIT_DATA: usize = 256 << 10;
+/// Most SSH keys in one VM's cloud-init data.
+pub const MAX_SSH_KEYS: usize = 64;
+/// Longest SSH public key line (bytes).
+pub const MAX_SSH_KEY: usize = 16 << 10;
+
+/// A VM's cloud-init data (NoCloud): what goes into its seed's `meta-data`, `user-data` and
+/// `network-config`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudInit {
+    /// The guest's host name (`local-hostname`; default: the VM's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// SSH public keys for the image's default user (`public-keys`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_keys: Vec<String>,
+    /// `user-data`, verbatim (`#cloud-config …`, a script, a MIME multipart). Default: an empty
+    /// `#cloud-config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+    /// `network-config` (version 1 or 2), verbatim. Default: version 2, DHCP on each NIC, matched
+    /// by its MAC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_config: Option<String>,
+}
+
+impl CloudInit {
+    /// Checks every field; the error names the first one at fault.
+    pub fn validate(&self) -> Result<(), DefinitionError> {
+        if let Some(h) = &self.hostname {
+            let label_ok = |l: &str| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            };
+            if h.len() > 253 || !h.split('.').all(label_ok) {
+                return Err(bad(
+                    "cloud_init.hostname",
+                    format!(
+                        "{:?} is not a host name (labels of letters, digits and '-', joined by '.')",
+                        clip(h)
+                    ),
+                ));
+            }
+        }
+        if self.ssh_keys.len() > MAX_SSH_KEYS {
+            return Err(bad(
+                "cloud_init.ssh_keys",
+                format!("{} keys; at most {MAX_SSH_KEYS}", self.ssh_keys.len()),
+            ));
+        }
+        for (i, k) in self.ssh_keys.iter().enumerate() {
+            let kind = k.split_whitespace().next().unwrap_or("");
+            let known = kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-");
+            if !known
+                || k.split_whitespace().count() < 2
+                || k.len() > MAX_SSH_KEY
+                || k.contains(['\n', '\r', '\0'])
+            {
+                return Err(bad(
+                    format!("cloud_init.ssh_keys[{i}]"),
+                    format!("{:?} is not one SSH public key line (TYPE BASE64 [COMMENT])", clip(k)),
+                ));
+            }
+        }
+        for (field, text) in [("user_data", &self.user_data), ("network_config", &self.network_config)] {
+            if let Some(t) = text {
+                if t.len() > MAX_CLOUD_INIT_DATA || t.contains('\0') {
+                    return Err(bad(
+                        format!("cloud_init.{field}"),
+                        format!("must be at most {MAX_CLOUD_INIT_DATA} bytes with no NUL, got {}", t.len()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -376,6 +463,7 @@ impl VmDefinition {
             group: None,
             balloon: default_balloon(),
             ha: false,
+            cloud_init: None,
         }
     }
 
@@ -516,6 +604,16 @@ impl VmDefinition {
                 if !path.starts_with('/') {
                     return Err(bad(format!("serial[{i}].path"), "must be an absolute path"));
                 }
+            }
+        }
+        if let Some(c) = &self.cloud_init {
+            c.validate()?;
+            // The seed is one more CD/DVD on the IDE bus.
+            if ide >= MAX_IDE {
+                return Err(bad(
+                    "cloud_init",
+                    format!("the seed needs an IDE slot; {ide} of {MAX_IDE} are taken"),
+                ));
             }
         }
         if self.disks.is_empty() && self.kernel.is_none() && !self.boot.contains(&BootDevice::Network) {

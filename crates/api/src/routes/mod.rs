@@ -454,6 +454,9 @@ pub struct NewVm {
     /// Start the new VM(s) once made.
     #[serde(default)]
     pub start: bool,
+    /// First-boot configuration by cloud-init (a NoCloud seed is attached at each start).
+    #[serde(default)]
+    pub cloud_init: Option<daemon::protocol::CloudInitData>,
     /// Disks and CD/DVDs.
     #[serde(default)]
     pub disks: Vec<NewDisk>,
@@ -550,6 +553,9 @@ fn definition_of(n: &NewVm, name: &str, base: Option<VmDefinition>) -> ApiResult
         d.nics.push(vmconfig::Nic { network: x.network.clone(), mac: x.mac.clone() });
     }
     d.undo_disks |= n.undo_disks;
+    if let Some(c) = &n.cloud_init {
+        d.cloud_init = Some(c.clone().into());
+    }
     if let Some(w) = n.cpu_weight {
         d.cpu.weight = w;
     }
@@ -927,7 +933,7 @@ async fn live_metrics(State(state): State<AppState>, p: Principal) -> ApiResult<
           pools::create_volume, pools::show_volume, pools::delete_volume, pools::upload, pools::download,
           hosts::init, hosts::show, hosts::list, hosts::host, hosts::token, hosts::join, hosts::leave, hosts::pool_call, hosts::maintenance, hosts::standby, hosts::evacuate, moves::move_vm, moves::incoming, moves::migrate_vm, moves::migration, moves::cancel_migration),
     components(schemas(ErrorBody, hosts::Evacuate, moves::MoveTo, moves::MigrateTo, daemon::actor::Progress, Login, Issued, Me, Right, RightKind, NewPassword, NewDisk, NewNic, NewVm, Reservation, VmInfo, daemon::protocol::NicInfo, daemon::protocol::DriveInfo,
-                       daemon::protocol::CpuInfo, Changes, ControlOptions, daemon::protocol::UndoAction, Control,
+                       daemon::protocol::CpuInfo, daemon::protocol::CloudInitData, Changes, ControlOptions, daemon::protocol::UndoAction, Control,
                        vmm::VmState, ConsoleLog, Event, UserInfo, NewUser, TokenInfo, NewToken, Hook, NewHook,
                        pools::NewPool, pools::NewVolume, daemon::pools::PoolInfo, daemon::pools::VolumeInfo,
                        daemon::pools::VolumeFormat, daemon::templates::TemplateNew, daemon::templates::TemplateInfo, daemon::templates::BaseInfo, hosts::NewCluster, hosts::NewJoinToken, hosts::Join, hosts::Maintenance, hosts::Standby, daemon::protocol::PolicyChange, daemon::protocol::VmRulesChange, cluster::Mode, cluster::EtcdTls, cluster::HostStatus,

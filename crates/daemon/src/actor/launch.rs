@@ -10,9 +10,9 @@ impl Actor {
     /// the guest can run (vine's first QMP command, `cont` or `migrate-incoming`, comes after).
     pub(super) fn launch(&mut self, def: &VmDefinition, incoming: bool) -> Res<()> {
         self.served_tcp.clear();
-        let def = &self.with_files(def)?;
         std::fs::create_dir_all(&self.paths.dir)
             .map_err(|e| format!("cannot create {}: {e}", self.paths.dir.display()))?;
+        let def = &self.with_seed(self.with_files(def)?)?;
         let cg = self.ctx.resources.cgroup(&self.name).map_err(|e| format!("cgroup: {e}"))?;
         let shared_cg = self.ctx.resources.cgroup(SHARED_CGROUP).map_err(|e| format!("cgroup: {e}"))?;
         let mut leases: Vec<(Lease, bool)> = Vec::new();
@@ -169,6 +169,25 @@ impl Actor {
             }
         }
         Ok(d)
+    }
+
+    /// With cloud-init data, the definition with its NoCloud seed (built now, from the data as
+    /// it is) as one more CD/DVD on the IDE bus; else the definition as it is.
+    pub(super) fn with_seed(&self, mut def: VmDefinition) -> Res<VmDefinition> {
+        let Some(ci) = &def.cloud_init else { return Ok(def) };
+        let macs: Vec<String> = def.nics.iter().filter_map(|n| n.mac.clone()).collect();
+        let seed = cloudinit::seed(&def.uuid, &def.name, ci, &macs);
+        let iso = self.paths.dir.join("cidata.iso");
+        cloudinit::write_iso(&seed, &self.paths.dir.join("cidata"), &iso).map_err(|e| e.to_string())?;
+        tracing::debug!(vm = self.name, instance = seed.instance_id, "cloud-init seed built");
+        def.disks.push(vmconfig::Disk {
+            path: iso.display().to_string(),
+            bus: vmconfig::Bus::Ide,
+            cdrom: true,
+            shared: false,
+            read_only: true,
+        });
+        Ok(def)
     }
 
     /// Starts the VM's console logger (crate `conlog`) as the emulator user in the VM's cgroup,

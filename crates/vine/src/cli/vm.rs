@@ -193,6 +193,9 @@ pub struct CreateArgs {
     /// Start the VM(s) once made.
     #[arg(long)]
     pub start: bool,
+    /// First-boot configuration by cloud-init, with these options (a seed CD/DVD is attached).
+    #[command(flatten)]
+    pub cloud_init: CloudInitArgs,
     /// In a pool: the host to make it on (default: the host with the most memory free after it).
     #[arg(long)]
     pub host: Option<String>,
@@ -237,6 +240,75 @@ pub struct CreateArgs {
     pub json: bool,
 }
 
+/// cloud-init options of `vine vm create` and `vine vm set`.
+#[derive(Debug, Args, Default)]
+pub struct CloudInitArgs {
+    /// Give the guest a cloud-init seed (implied by the options below).
+    #[arg(long)]
+    pub cloud_init: bool,
+    /// cloud-init: the guest's host name (default: the VM's name).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// cloud-init: an SSH public key for the image's default user, or a file holding one per
+    /// line (repeatable).
+    #[arg(long = "ssh-key")]
+    pub ssh_keys: Vec<String>,
+    /// cloud-init: a user-data file (`#cloud-config …` or a script), given verbatim.
+    #[arg(long)]
+    pub user_data: Option<PathBuf>,
+    /// cloud-init: a network-config file (version 1 or 2; default: DHCP on each NIC).
+    #[arg(long)]
+    pub network_config: Option<PathBuf>,
+}
+
+impl CloudInitArgs {
+    fn given(&self) -> bool {
+        self.cloud_init
+            || self.hostname.is_some()
+            || !self.ssh_keys.is_empty()
+            || self.user_data.is_some()
+            || self.network_config.is_some()
+    }
+
+    /// These options over `base` (the VM's data, for `vm set`), or None when none is given.
+    fn data(&self, base: Option<Value>) -> anyhow::Result<Option<Value>> {
+        if !self.given() {
+            return Ok(None);
+        }
+        let read =
+            |p: &Path| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()));
+        let mut v = base.filter(Value::is_object).unwrap_or_else(|| json!({}));
+        if let Some(h) = &self.hostname {
+            v["hostname"] = json!(h);
+        }
+        if !self.ssh_keys.is_empty() {
+            let mut keys = Vec::new();
+            for k in &self.ssh_keys {
+                let p = Path::new(k);
+                if p.is_file() {
+                    keys.extend(
+                        read(p)?
+                            .lines()
+                            .map(str::trim)
+                            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                            .map(String::from),
+                    );
+                } else {
+                    keys.push(k.trim().to_string());
+                }
+            }
+            v["ssh_keys"] = json!(keys);
+        }
+        if let Some(p) = &self.user_data {
+            v["user_data"] = json!(read(p)?);
+        }
+        if let Some(p) = &self.network_config {
+            v["network_config"] = json!(read(p)?);
+        }
+        Ok(Some(v))
+    }
+}
+
 /// Options of `vine vm set`.
 #[derive(Debug, Args)]
 pub struct SetArgs {
@@ -267,6 +339,12 @@ pub struct SetArgs {
     /// host (every disk must be a volume of a shared storage pool).
     #[arg(long, value_parser = ["on", "off"])]
     pub ha: Option<String>,
+    /// cloud-init data to change (the rest is kept); the guest gets it at its next start.
+    #[command(flatten)]
+    pub cloud_init: CloudInitArgs,
+    /// Remove the cloud-init seed.
+    #[arg(long, conflicts_with = "cloud_init")]
+    pub no_cloud_init: bool,
 }
 
 /// A path as the daemon takes it: `POOL/NAME` names a volume and stays as it is; any other
@@ -352,6 +430,9 @@ fn new_vm(a: &CreateArgs) -> anyhow::Result<Value> {
         nics.push(json!({ "network": n.network, "mac": n.mac }));
     }
     v["nics"] = json!(nics);
+    if let Some(ci) = a.cloud_init.data(None)? {
+        v["cloud_init"] = ci;
+    }
     if let Some(k) = &a.kernel {
         v["kernel"] = json!(absolute(k)?);
         v["initrd"] = json!(a.initrd.as_deref().map(absolute).transpose()?);
@@ -505,6 +586,15 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
             }
             println!("undo disks:  {}", if i.undo_disks { "on" } else { "off" });
             println!("ha:          {}", if i.ha { "on" } else { "off" });
+            if let Some(c) = &i.cloud_init {
+                println!(
+                    "cloud-init:  host name {}, {} SSH key(s), {} user-data, instance {}",
+                    c.hostname.as_deref().unwrap_or(&i.name),
+                    c.ssh_keys.len(),
+                    if c.user_data.is_some() { "own" } else { "empty" },
+                    i.cloud_init_instance.as_deref().unwrap_or("-")
+                );
+            }
             println!("definition:  {}", i.definition_file);
             println!("console log: {}", i.console_log);
             if i.saved_state {
@@ -571,9 +661,17 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
                 on_host_stop: a.on_host_stop,
                 on_host_start: a.on_host_start,
                 ha: a.ha.as_deref().map(|h| h == "on"),
+                cloud_init: None,
+                no_cloud_init: a.no_cloud_init,
             };
+            let mut changes = changes;
+            if a.cloud_init.given() {
+                let now = rest("GET", &format!("/api/vms/{}", encode(&a.name)), None)?;
+                let data = a.cloud_init.data(Some(now["cloud_init"].clone()))?;
+                changes.cloud_init = data.map(serde_json::from_value).transpose()?;
+            }
             if changes == Changes::default() {
-                bail!("vine vm set {}: nothing to change (give --cpu-weight, --cpu-reserve, --cpu-max, --memory, --balloon, --on-host-stop, --on-host-start or --ha)", a.name);
+                bail!("vine vm set {}: nothing to change (give --cpu-weight, --cpu-reserve, --cpu-max, --memory, --balloon, --on-host-stop, --on-host-start, --ha or cloud-init options)", a.name);
             }
             let v = rest(
                 "PATCH",
