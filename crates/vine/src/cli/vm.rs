@@ -195,7 +195,7 @@ pub struct CreateArgs {
     pub start: bool,
     /// First-boot configuration by cloud-init, with these options (a seed CD/DVD is attached).
     #[command(flatten)]
-    pub cloud_init: CloudInitArgs,
+    pub cloud_init: Box<CloudInitArgs>,
     /// In a pool: the host to make it on (default: the host with the most memory free after it).
     #[arg(long)]
     pub host: Option<String>,
@@ -341,7 +341,7 @@ pub struct SetArgs {
     pub ha: Option<String>,
     /// cloud-init data to change (the rest is kept); the guest gets it at its next start.
     #[command(flatten)]
-    pub cloud_init: CloudInitArgs,
+    pub cloud_init: Box<CloudInitArgs>,
     /// Remove the cloud-init seed.
     #[arg(long, conflicts_with = "cloud_init")]
     pub no_cloud_init: bool,
