@@ -170,11 +170,16 @@ manual_add_modules ${INITRD_MODULES[*]}
 EOF
 
 # cloud-init: NoCloud only (no network metadata service to wait for), networkd as renderer, the
-# hostname in /etc/hosts (as Debian's own cloud images do).
+# hostname in /etc/hosts (as Debian's own cloud images do). Host keys of the two kinds that take
+# no time to make (an RSA key takes ten seconds under TCG; user-data's ssh_genkeytypes still
+# wins), and no grub-dpkg (the guest has no grub-pc package for it to configure).
 put etc/cloud/cloud.cfg.d/10_vine.cfg 0644 <<'EOF'
 # vine (scripts/cloud-image.sh)
 datasource_list: [ NoCloud, None ]
 manage_etc_hosts: true
+ssh_genkeytypes: [ ed25519, ecdsa ]
+grub_dpkg:
+  enabled: false
 system_info:
   network:
     renderers: [ networkd ]
@@ -189,7 +194,7 @@ EOF
 put etc/systemd/system/systemd-networkd-wait-online.service.d/vine.conf 0644 <<'EOF'
 [Service]
 ExecStart=
-ExecStart=/lib/systemd/systemd-networkd-wait-online --any --timeout=20
+ExecStart=/lib/systemd/systemd-networkd-wait-online --any --ipv4 --timeout=20
 EOF
 put etc/hostname 0644 <<'EOF'
 debian

@@ -190,7 +190,30 @@ async function vmsPage() {
         <label><span>Undo disks</span><input name="undo_disks" type="checkbox"></label>
         <button class="primary" type="submit">Create</button>
       </form>
+    </div>
+    <div class="card" id="template-card" hidden>
+      <h2>New virtual machine from a template</h2>
+      <form id="template-form" class="stack">
+        <label><span>Name</span><input name="name" type="text" required pattern="[A-Za-z0-9._\-]+"></label>
+        <label><span>Template</span><select name="template" required></select></label>
+        <label><span>How many (NAME-1 … NAME-N)</span><input name="count" type="number" min="1" max="100" placeholder="1"></label>
+        <label><span>Full copy of the base (not a linked clone)</span><input name="full" type="checkbox"></label>
+        <label><span>Host name (cloud-init)</span><input name="hostname" type="text" placeholder="the VM's name"></label>
+        <label><span>SSH public keys (cloud-init, one per line)</span><textarea name="ssh_keys" rows="2" placeholder="ssh-ed25519 AAAA… user@host"></textarea></label>
+        <label><span>User data (cloud-init)</span><textarea name="user_data" rows="4" placeholder="#cloud-config"></textarea></label>
+        <label><span>Start it</span><input name="start" type="checkbox"></label>
+        <button class="primary" type="submit">Create from template</button>
+      </form>
     </div>`;
+  // Templates the user may use: the second form appears when there is one.
+  if (state.me.can_create || state.me.admin) {
+    api("GET", "/api/templates").then((ts) => {
+      if (!still() || ts.length === 0) return;
+      $("#template-form [name=template]").innerHTML = ts.map((t) =>
+        `<option value="${esc(t.name)}">${esc(t.name)} — ${t.cpus} vCPU, ${bytes(t.memory)}${t.description ? ", " + esc(t.description) : ""}</option>`).join("");
+      $("#template-card").hidden = false;
+    }).catch(() => {});
+  }
   // In a pool every VM carries its host: the list gets a Host column and a filter by host. On a
   // host alone no VM has one, and the list is as it always was.
   const filterForm = $("#host-filter");
@@ -234,6 +257,7 @@ async function vmsPage() {
   eventStream(from, () => render().catch(() => {}));
   const t = setInterval(() => render().catch(() => {}), POLL_MS);
   onLeave(() => clearInterval(t));
+  templateFormSubmit();
   $("#create-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     const f = new FormData(e.target);
@@ -267,6 +291,29 @@ async function vmsPage() {
       await api("POST", "/api/vms", body);
       flash(`created '${body.name}'`);
       go(`#/vm/${encodeURIComponent(body.name)}`);
+    } catch (err) {
+      flash(err.message, false);
+    }
+  });
+}
+
+// The "from a template" form: one POST /api/vms makes (and starts) the VM(s), configured at
+// first boot by cloud-init when any of its fields is filled.
+function templateFormSubmit() {
+  $("#template-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = new FormData(e.target);
+    const str = (k) => (String(f.get(k) || "").trim() || undefined);
+    const keys = String(f.get("ssh_keys") || "").split("\n").map((l) => l.trim()).filter(Boolean);
+    const body = { name: str("name"), template: str("template"), full: f.get("full") === "on", start: f.get("start") === "on" };
+    if (str("count")) body.count = Number(f.get("count"));
+    if (str("hostname") || keys.length || str("user_data")) {
+      body.cloud_init = { hostname: str("hostname"), ssh_keys: keys, user_data: f.get("user_data") ? String(f.get("user_data")) : undefined };
+    }
+    try {
+      await api("POST", "/api/vms", body);
+      flash(body.count ? `created ${body.count} VMs from '${body.template}'` : `created '${body.name}' from '${body.template}'`);
+      go(body.count ? "#/vms" : `#/vm/${encodeURIComponent(body.name)}`);
     } catch (err) {
       flash(err.message, false);
     }

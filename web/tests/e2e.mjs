@@ -156,6 +156,18 @@ try {
   step("a host alone: no Host column in the VM list");
   await shot("vms");
 
+  // A VM from a template: a linked clone of its base, with a cloud-init host name.
+  const template = env("VINE_TEMPLATE");
+  await page.waitForSelector("#template-card:not([hidden])");
+  await page.fill("#template-form [name=name]", "webclone");
+  await page.selectOption("#template-form [name=template]", template);
+  await page.fill("#template-form [name=hostname]", "clone-host");
+  await page.click("#template-form button[type=submit]");
+  await page.waitForSelector('h1:has-text("webclone")', { timeout: STEP_MS });
+  step(`made webclone from template ${template}`);
+  await page.click('nav a[data-nav="vms"]');
+  await page.waitForSelector('#vm-table tr[data-vm="webclone"]');
+
   // The event log has the controls, in order.
   await page.click('nav a[data-nav="events"]');
   await page.waitForSelector("#events tbody tr");

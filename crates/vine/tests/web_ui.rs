@@ -38,6 +38,8 @@ fn the_web_ui_logs_in_boots_a_vm_shows_its_console_controls_it_and_lists_the_eve
     assert!(page.contains("app.js"), "{page}");
 
     h.ok(&["pool", "create", "webpool", "--path", h.dir.path().join("webpool").to_str().unwrap()]);
+    h.ok(&["volume", "create", "webpool/tsrc.vhd", "--size", "16M"]);
+    h.ok(&["template", "create", "webtpl", "--from-volume", "webpool/tsrc.vhd", "--memory", "64M"]);
     let out = Command::new("node")
         .arg(web.join("tests/e2e.mjs"))
         .current_dir(&web)
@@ -50,6 +52,7 @@ fn the_web_ui_logs_in_boots_a_vm_shows_its_console_controls_it_and_lists_the_eve
         .env("VINE_APPEND", h.kit.cmdline_with(&["vine.counter=1"]))
         .env("VINE_SCREENSHOTS", &shots)
         .env("VINE_POOL", "webpool")
+        .env("VINE_TEMPLATE", "webtpl")
         .output()
         .expect("node runs (scripts/setup.sh installs nodejs)");
     let text = vmhost::text(&out);
@@ -62,6 +65,11 @@ fn the_web_ui_logs_in_boots_a_vm_shows_its_console_controls_it_and_lists_the_eve
     );
 
     // What the browser did, seen from the daemon's side.
+    let clone = h.show("webclone");
+    assert_eq!(clone["drives"][0]["path"], "webpool/webclone.vhd", "{clone}");
+    assert_eq!(clone["cloud_init"]["hostname"], "clone-host", "{clone}");
+    let vol = h.ok(&["volume", "show", "webpool/webclone.vhd", "--json"]);
+    assert!(vol.contains("\"parent\": \"webpool/webtpl.base.vhd\""), "not a linked clone: {vol}");
     assert_eq!(h.state("webvm"), "off");
     let show = h.show("webvm");
     assert_eq!(show["cpu"]["weight"], 150, "the last PATCH the page sent: {show}");
