@@ -643,16 +643,21 @@ async fn create_vm(
         }
     }
     if n.start {
-        for (name, answer) in names.iter().zip(answers.iter_mut()) {
+        // The VMs start side by side (each VM has its own actor).
+        let state = &state;
+        let starts = names.iter().map(|name| async move {
             let req = Request::VmControl {
                 name: name.clone(),
                 control: Control::Start,
                 options: ControlOptions::default(),
             };
-            call(&state, req).await.map_err(|e| {
+            call(state, req).await.map_err(|e| {
                 ApiError::new(e.status, format!("made '{name}', but it did not start: {}", e.message))
             })?;
-            *answer = call(&state, Request::VmShow { name: name.clone() }).await?;
+            call(state, Request::VmShow { name: name.clone() }).await
+        });
+        for (answer, shown) in answers.iter_mut().zip(futures_util::future::join_all(starts).await) {
+            *answer = shown?;
         }
     }
     let body = if n.count.is_some() { Value::Array(answers) } else { answers.pop().unwrap_or_default() };
