@@ -88,11 +88,12 @@ cleanup() {
     if grep -q " $WORK/" /proc/mounts; then
         log "leaving $WORK: something is still mounted under it"
     else
-        rm -rf "$WORK"
+        rm -rf --one-file-system "$WORK"
     fi
     rm -f "$OUT/.$NAME.new"
 }
 trap cleanup EXIT
+trap 'exit 1' INT TERM
 
 # --- host tools ------------------------------------------------------------------------------
 
