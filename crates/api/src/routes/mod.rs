@@ -598,7 +598,7 @@ pub const MAX_COUNT: u32 = 100;
 /// With `count` the answer is a list, and a failure unmakes what the call made.
 #[utoipa::path(post, path = "/api/vms", request_body = NewVm, tag = "vms",
     responses((status = 201, body = VmInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_vm(
     State(state): State<AppState>,
     p: Principal,
