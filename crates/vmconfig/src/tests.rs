@@ -163,3 +163,58 @@ fn every_size_and_length_has_an_upper_bound() {
     d.disks.truncate(MAX_DISKS);
     VmDefinition::parse(&d.to_toml().unwrap()).unwrap();
 }
+
+#[test]
+fn cloud_init_data_is_checked_and_round_trips() {
+    let mut d = VmDefinition::new("ci", 1, 256 << 20);
+    d.disks.push(Disk {
+        path: "p1/ci.vhd".into(),
+        bus: Bus::Virtio,
+        cdrom: false,
+        shared: false,
+        read_only: false,
+    });
+    d.cloud_init = Some(CloudInit {
+        hostname: Some("web-1.example".into()),
+        ssh_keys: vec!["ssh-ed25519 AAAAC3Nza me@host".into()],
+        user_data: Some("#cloud-config\nruncmd:\n  - [echo, hi]\n".into()),
+        network_config: None,
+    });
+    let text = d.to_toml().unwrap();
+    assert_eq!(VmDefinition::parse(&text).unwrap(), d);
+    let field = |c: CloudInit| {
+        let mut x = d.clone();
+        x.cloud_init = Some(c);
+        match x.validate() {
+            Err(DefinitionError::Field { field, .. }) => field,
+            other => panic!("{other:?}"),
+        }
+    };
+    let ok = d.cloud_init.clone().unwrap();
+    assert_eq!(field(CloudInit { hostname: Some("-bad".into()), ..ok.clone() }), "cloud_init.hostname");
+    assert_eq!(field(CloudInit { hostname: Some("a..b".into()), ..ok.clone() }), "cloud_init.hostname");
+    assert_eq!(
+        field(CloudInit { ssh_keys: vec!["ssh-rsa AAAA\nssh-rsa BBBB".into()], ..ok.clone() }),
+        "cloud_init.ssh_keys[0]"
+    );
+    assert_eq!(
+        field(CloudInit { ssh_keys: vec!["not a key".into()], ..ok.clone() }),
+        "cloud_init.ssh_keys[0]"
+    );
+    assert_eq!(
+        field(CloudInit { user_data: Some("x".repeat(MAX_CLOUD_INIT_DATA + 1)), ..ok.clone() }),
+        "cloud_init.user_data"
+    );
+    // The seed takes an IDE slot: four IDE devices leave none.
+    let mut full = d.clone();
+    for i in 0..4 {
+        full.disks.push(Disk {
+            path: format!("p1/d{i}.vhd"),
+            bus: Bus::Ide,
+            cdrom: false,
+            shared: false,
+            read_only: false,
+        });
+    }
+    assert!(matches!(full.validate(), Err(DefinitionError::Field { field, .. }) if field == "cloud_init"));
+}
