@@ -22,7 +22,7 @@ use vmhost::{VmHost, BOOT};
 
 const CLONES: usize = 50;
 /// Guests booting at once (2 cores under TCG: more only queue).
-const WINDOW: usize = 8;
+const WINDOW: usize = 4;
 
 fn sha256(file: &Path) -> String {
     let out = Command::new("sha256sum").arg(file).output().unwrap();
