@@ -342,6 +342,25 @@ pub enum Request {
         /// Its name.
         name: String,
     },
+    /// In a pool, to the host holding a template's bases: send them to host `to`, which makes
+    /// its first VM from the template. Only hosts of the pool send it.
+    TemplateShip {
+        /// The template.
+        name: String,
+        /// The host that gets a copy.
+        to: String,
+    },
+    /// In a pool, from the host deleting template `name`: which VMs here stand on copies of its
+    /// `bases`; with `drop`, delete the copies if none does. Only hosts of the pool send it.
+    TemplateLocal {
+        /// The template.
+        name: String,
+        /// Its bases.
+        bases: Vec<String>,
+        /// Delete the copies (the template is gone).
+        #[serde(default)]
+        drop: bool,
+    },
     /// The event log.
     Events {
         /// Only this VM's events.

@@ -503,6 +503,8 @@ impl Daemon {
                 self.template_delete(&name)?;
                 Ok(json!({ "name": name }))
             }
+            Request::TemplateShip { name, to } => self.template_ship(&name, &to),
+            Request::TemplateLocal { name, bases, drop } => self.template_local(&name, &bases, drop),
             Request::VmMove { name, to } => self.move_vm(&name, &to),
             Request::VmAdopt { definition, saved } => self.adopt_moved(&definition, saved),
             Request::VmRecover { definition, from } => self.recover_vm(&definition, &from),

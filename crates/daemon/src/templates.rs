@@ -23,7 +23,9 @@ use serde::{Deserialize, Serialize};
 use store::TemplateRecord;
 use vmconfig::VmDefinition;
 
-use crate::protocol::Failure;
+use serde_json::Value;
+
+use crate::protocol::{Failure, Request};
 use crate::server::Daemon;
 
 /// How a template is made (`POST /api/templates`).
@@ -81,6 +83,10 @@ struct Spec {
     description: Option<String>,
     /// When it was made, ms since the epoch.
     created_ms: i64,
+    /// In a pool of hosts, the host whose host-local pool holds the bases (none: a shared pool,
+    /// or no pool of hosts). Other hosts get a copy of them on first use.
+    #[serde(default)]
+    host: Option<String>,
 }
 
 /// A base as shown.
@@ -117,6 +123,10 @@ pub struct TemplateInfo {
     pub created_ms: i64,
     /// The VMs whose disks stand on its bases (here, or on a shared pool).
     pub clones: Vec<String>,
+    /// In a pool of hosts, the host holding the bases on a host-local pool (others copy them
+    /// on first use); none for bases on a shared pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// A template's name is a volume name (its bases are named after it).
@@ -296,12 +306,17 @@ impl Daemon {
         }
         def.ha = false;
         def.group = None;
+        let host = match self.cluster() {
+            Some(c) if !self.shared_pool_names().contains(&pool) => Some(c.config().host.clone()),
+            _ => None,
+        };
         let spec = Spec {
             definition: def.to_toml().map_err(|e| Failure::Failed(format!("definition: {e}")))?,
             bases,
             source: source.clone(),
             description: new.description.clone(),
             created_ms: crate::since_epoch().as_millis() as i64,
+            host,
         };
         let rec = TemplateRecord {
             name: new.name.clone(),
@@ -366,6 +381,7 @@ impl Daemon {
             description: spec.description,
             created_ms: spec.created_ms,
             clones: clones.into_iter().collect(),
+            host: spec.host,
         })
     }
 
@@ -384,9 +400,25 @@ impl Daemon {
             .collect()
     }
 
-    /// `vine template delete`: refused while a volume stands on a base; the bases go with it.
+    /// `vine template delete`: refused while a volume stands on a base, on any host of the pool;
+    /// the bases go with it, and every host's copies of them.
     pub(crate) fn template_delete(&self, name: &str) -> Result<(), Failure> {
         let info = self.template_show(name)?;
+        let bases: Vec<String> = info.bases.iter().map(|b| b.volume.clone()).collect();
+        let others = self.other_hosts()?;
+        for h in &others {
+            let req = Request::TemplateLocal { name: name.into(), bases: bases.clone(), drop: false };
+            let v = self.peers()?.call(h, &req).map_err(|e| {
+                Failure::Unavailable(format!("cannot check host '{h}' for clones of template '{name}': {e}"))
+            })?;
+            let theirs: Vec<String> = serde_json::from_value(v["clones"].clone()).unwrap_or_default();
+            if !theirs.is_empty() {
+                return Err(Failure::Refused(format!(
+                    "template '{name}' has linked clones on host '{h}': {} stand on its base; delete them first",
+                    theirs.join(", ")
+                )));
+            }
+        }
         let children: Vec<String> = info.bases.iter().flat_map(|b| b.clones.clone()).collect();
         if !children.is_empty() {
             let who = if info.clones.is_empty() {
@@ -409,7 +441,119 @@ impl Daemon {
                 }
             }
         }
+        for h in &others {
+            let req = Request::TemplateLocal { name: name.into(), bases: bases.clone(), drop: true };
+            if let Err(e) = self.peers().and_then(|p| p.call(h, &req)) {
+                tracing::warn!("template '{name}' deleted, but not the copies of its bases on '{h}': {e}");
+            }
+        }
         self.ctx().event(None, "info", "template.deleted", &format!("deleted template '{name}'"));
+        Ok(())
+    }
+
+    /// The other hosts of this host's pool (none alone); refused while one is offline, whose
+    /// copies of a template's bases could not be checked.
+    fn other_hosts(&self) -> Result<Vec<String>, Failure> {
+        let Some(c) = self.cluster() else { return Ok(Vec::new()) };
+        let me = c.config().host.clone();
+        let mut out = Vec::new();
+        for h in c.hosts()?.into_iter().filter(|h| h.record.name != me) {
+            if h.state == cluster::HostState::Offline {
+                return Err(Failure::Unavailable(format!(
+                    "host '{}' is offline: its copies of the template's bases cannot be checked",
+                    h.record.name
+                )));
+            }
+            out.push(h.record.name);
+        }
+        Ok(out)
+    }
+
+    /// On one host of a pool, for the host deleting template `name`: the VMs (or volumes) here
+    /// standing on copies of its `bases`; with `drop` (the template is gone), the copies go
+    /// when nothing stands on them.
+    pub(crate) fn template_local(&self, name: &str, bases: &[String], drop: bool) -> Result<Value, Failure> {
+        let pools = &self.ctx().pools;
+        let users = self.volume_users();
+        let mut clones = std::collections::BTreeSet::new();
+        for b in bases {
+            for c in self.children_of(b) {
+                let vms: Vec<String> = pools
+                    .resolve(&c)
+                    .ok()
+                    .and_then(|f| std::fs::canonicalize(f).ok())
+                    .and_then(|f| users.get(&f).cloned())
+                    .map(|a| a.into_iter().map(|a| a.vm).collect())
+                    .unwrap_or_default();
+                if vms.is_empty() {
+                    clones.insert(format!("volume {c}"));
+                }
+                clones.extend(vms);
+            }
+        }
+        if drop && clones.is_empty() {
+            for b in bases {
+                if let Ok(f) = pools.resolve(b) {
+                    match std::fs::remove_file(&f) {
+                        Ok(()) => self.ctx().event(
+                            None,
+                            "info",
+                            "template.deleted",
+                            &format!("deleted this host's copy {b} of the base of template '{name}'"),
+                        ),
+                        Err(e) => tracing::warn!("cannot delete {}: {e}", f.display()),
+                    }
+                }
+            }
+        }
+        Ok(serde_json::json!({ "clones": clones }))
+    }
+
+    /// Sends template `name`'s bases to host `to` (this host holds them), each unless `to`
+    /// has it already.
+    pub(crate) fn template_ship(&self, name: &str, to: &str) -> Result<Value, Failure> {
+        let (_, spec) = self.template_record(name)?;
+        let peers = self.peers()?;
+        let mut sent = Vec::new();
+        for b in &spec.bases {
+            let file = self.ctx().pools.resolve(b)?;
+            let (pool, vol) = vmconfig::volume_ref(b).expect("a base is a volume");
+            match peers.send(to, &format!("/api/pools/{pool}/volumes/{vol}/content"), &file) {
+                Ok(()) => sent.push(b.clone()),
+                Err(Failure::Refused(m)) if m.contains("exists") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !sent.is_empty() {
+            self.ctx().event(
+                None,
+                "info",
+                "template.copied",
+                &format!("sent the base(s) {} of template '{name}' to host '{to}'", sent.join(", ")),
+            );
+        }
+        Ok(serde_json::json!({ "sent": sent }))
+    }
+
+    /// Makes sure this host has template `name`'s bases: in a pool, bases on another host's
+    /// host-local pool are copied here once, on first use, and sealed.
+    fn fetch_bases(&self, name: &str, spec: &Spec) -> Result<(), Failure> {
+        let pools = &self.ctx().pools;
+        if spec.bases.iter().all(|b| pools.resolve(b).is_ok()) {
+            return Ok(());
+        }
+        let (Some(holder), Some(c)) = (&spec.host, self.cluster()) else { return Ok(()) };
+        let me = c.config().host.clone();
+        if *holder == me {
+            return Ok(());
+        }
+        let req = Request::TemplateShip { name: name.into(), to: me };
+        self.peers()?.call(holder, &req).map_err(|e| {
+            Failure::Failed(format!("cannot copy the bases of template '{name}' from host '{holder}': {e}"))
+        })?;
+        for b in &spec.bases {
+            seal(&pools.resolve(b)?)?;
+        }
         Ok(())
     }
 
@@ -434,6 +578,7 @@ impl Daemon {
     ) -> Result<(String, Vec<PathBuf>), Failure> {
         let mut def = VmDefinition::parse(text).map_err(|e| Failure::Invalid(format!("definition: {e}")))?;
         let (_, spec) = self.template_record(&how.name)?;
+        self.fetch_bases(&how.name, &spec)?;
         let pools = &self.ctx().pools;
         let mut plan = Vec::new();
         for (i, d) in def.disks.iter().enumerate() {

@@ -151,4 +151,39 @@ fn vms_move_cold_between_hosts_with_local_and_shared_volumes() {
         "h2",
         "a refused move leaves the VM where it was"
     );
+
+    // Templates in a pool: every host sees them. Bases on h1's own pool are copied to h2 once,
+    // on its first clone there; a template on the shared pool needs no copy; deleting a
+    // template is refused while a clone stands on it on any host, and then takes every copy.
+    lab.ok("h1", &["volume", "create", "loc/tsrc.vhd", "--size", "16M"]);
+    lab.ok("h1", &["template", "create", "tl", "--from-volume", "loc/tsrc.vhd", "--memory", "64M"]);
+    lab.ok("h1", &["volume", "create", "shr/tsrc.vhd", "--size", "16M"]);
+    lab.ok("h1", &["template", "create", "ts", "--from-volume", "shr/tsrc.vhd", "--memory", "64M"]);
+    lab.wait(Duration::from_secs(10), "h2 sees the templates", || {
+        let all = lab.json("h2", &["template", "list"]);
+        all.as_array().is_some_and(|a| a.len() == 2)
+    });
+    assert!(!loc2.join("tl.base.vhd").exists());
+    lab.ok("h1", &["vm", "create", "tc1", "--template", "tl", "--host", "h2"]);
+    let base2 = loc2.join("tl.base.vhd");
+    assert_eq!(sha256(&base2), sha256(&loc1.join("tl.base.vhd")), "h2's copy of the base differs");
+    let copied_at = std::fs::metadata(&base2).unwrap().modified().unwrap();
+    lab.ok("h2", &["vm", "create", "tc2", "--template", "tl", "--host", "h2"]);
+    assert_eq!(std::fs::metadata(&base2).unwrap().modified().unwrap(), copied_at, "copied twice");
+    let vol = lab.json("h2", &["volume", "show", "loc/tc2.vhd"]);
+    assert_eq!(vol["parent"], "loc/tl.base.vhd", "{vol}");
+    lab.ok("h1", &["vm", "create", "tc3", "--template", "ts", "--host", "h2"]);
+    assert_eq!(lab.json("h2", &["volume", "show", "shr/tc3.vhd"])["parent"], "shr/ts.base.vhd");
+    let e = lab.fails("h1", &["template", "delete", "tl"]);
+    assert!(e.contains("host 'h2'") && e.contains("tc1"), "{e}");
+    for vm in ["tc1", "tc2", "tc3"] {
+        lab.ok("h1", &["vm", "delete", vm]);
+    }
+    lab.ok("h1", &["template", "delete", "tl"]);
+    lab.ok("h2", &["template", "delete", "ts"]);
+    assert!(
+        !base2.exists() && !loc1.join("tl.base.vhd").exists(),
+        "a copy of the base outlived its template"
+    );
+    assert!(!shared.join("ts.base.vhd").exists());
 }

@@ -200,6 +200,11 @@ pub(super) async fn pool_call(
         }
         return Ok(Json(call(&state, req).await?));
     }
+    // A template's bases, sent to a host making its first VM from it; a template's copies here,
+    // checked or dropped for the host deleting it.
+    if let Request::TemplateShip { .. } | Request::TemplateLocal { .. } = &req {
+        return Ok(Json(call(&state, req).await?));
+    }
     // This host's live metrics, for another host's policy dry run.
     if let Request::Metrics = &req {
         return Ok(Json(call(&state, req).await?));
