@@ -75,11 +75,14 @@ fn fifty_linked_clones_boot_and_never_write_the_base() {
         assert_eq!(show["drives"][0]["path"], format!("p1/{n}.vhd").as_str(), "{show}");
         assert_eq!(show["memory"].as_u64(), Some(128 << 20));
     }
-    // Each clone's chain: itself over the base.
-    let info = h.ok(&["disk", "info", pool.join("c-7.vhd").to_str().unwrap(), "--json"]);
-    let info: Value = serde_json::from_str(&info).unwrap();
-    let chain = info.to_string();
-    assert!(chain.contains("differencing") && chain.contains("kit.base.vhd"), "{info:#}");
+    // Each clone's chain, as `vine disk info` shows it: itself, differencing, over the base.
+    for n in &names {
+        let file = pool.join(format!("{n}.vhd"));
+        let info: Value =
+            serde_json::from_str(&h.ok(&["disk", "info", file.to_str().unwrap(), "--json"])).unwrap();
+        let chain = info.to_string();
+        assert!(chain.contains("differencing") && chain.contains("kit.base.vhd"), "{n}: {info:#}");
+    }
     let vol: Value = serde_json::from_str(&h.ok(&["volume", "show", "p1/c-7.vhd", "--json"])).unwrap();
     assert_eq!(vol["parent"], "p1/kit.base.vhd");
     assert_eq!(vol["format"], "vhd-differencing");
