@@ -223,7 +223,7 @@ fn malformed_requests_get_errors_and_the_daemon_keeps_serving() {
     };
     for (answer, status, says) in [
         (post("/api/vms", b"not json"), "400", "expected ident"),
-        (post("/api/vms", b"{\"name\":\"x\"}"), "422", "missing field `memory`"),
+        (post("/api/vms", b"{\"name\":\"x\"}"), "400", "memory: missing (it is needed without a template)"),
         (post("/api/vms", b"{\"name\":\"x\",\"memory\":1,\"color\":1}"), "422", "unknown field `color`"),
         (post("/api/vms", b"{\"name\":\"x\",\"memory\":67108864}"), "400", "field `disk`"),
         (post("/api/vms/x/actions/explode", b""), "400", "explode"),
