@@ -102,6 +102,9 @@ def cleanup():
         for v in json.loads(subprocess.run([VINE, "vm", "list", "--json"], env=ENV, capture_output=True, text=True).stdout or "[]"):
             subprocess.run([VINE, "vm", "off", v["name"]], env=ENV, capture_output=True)
             subprocess.run([VINE, "vm", "delete", v["name"]], env=ENV, capture_output=True)
+        # The network's bridge, firewall table and DHCP server outlive the daemon: deleted here.
+        for cmd in (["template", "delete", "kit"], ["network", "delete", "pnet"]):
+            subprocess.run([VINE, *cmd], env=ENV, capture_output=True)
 
 
 def setup():
