@@ -866,7 +866,7 @@ impl Actor {
             def.cloud_init = None;
         }
         if let Some(ci) = &c.cloud_init {
-            def.cloud_init = Some(ci.clone().into());
+            def.cloud_init = Some(ci.clone());
         }
         def.validate().map_err(|e| refused(e.to_string()))?;
         controls_of(&def).validate().map_err(|e| refused(e.to_string()))?;
@@ -1046,7 +1046,7 @@ pub fn info(ctx: &Ctx, view: &View) -> VmInfo {
             .collect(),
         undo_disks: d.undo_disks,
         ha: d.ha,
-        cloud_init: d.cloud_init.clone().map(Into::into),
+        cloud_init: d.cloud_init.clone(),
         cloud_init_instance: d.cloud_init.as_ref().map(|c| {
             let macs: Vec<String> = d.nics.iter().filter_map(|n| n.mac.clone()).collect();
             cloudinit::seed(&d.uuid, &d.name, c, &macs).instance_id

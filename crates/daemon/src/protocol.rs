@@ -477,50 +477,10 @@ pub struct Changes {
     /// cloud-init data, replacing the VM's (its seed is built at each start: from the next
     /// start on, changed data gives the guest a new instance id, and first-boot steps run again).
     #[serde(default)]
-    pub cloud_init: Option<CloudInitData>,
+    pub cloud_init: Option<vmconfig::CloudInit>,
     /// Remove the cloud-init data (no seed from the next start).
     #[serde(default)]
     pub no_cloud_init: bool,
-}
-
-/// A VM's cloud-init data (NoCloud; see `vmconfig::CloudInit`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CloudInitData {
-    /// The guest's host name (default: the VM's name).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
-    /// SSH public keys for the image's default user.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ssh_keys: Vec<String>,
-    /// `user-data`, verbatim (default: an empty `#cloud-config`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_data: Option<String>,
-    /// `network-config`, verbatim (default: version 2, DHCP on each NIC matched by MAC).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network_config: Option<String>,
-}
-
-impl From<CloudInitData> for vmconfig::CloudInit {
-    fn from(c: CloudInitData) -> Self {
-        vmconfig::CloudInit {
-            hostname: c.hostname,
-            ssh_keys: c.ssh_keys,
-            user_data: c.user_data,
-            network_config: c.network_config,
-        }
-    }
-}
-
-impl From<vmconfig::CloudInit> for CloudInitData {
-    fn from(c: vmconfig::CloudInit) -> Self {
-        CloudInitData {
-            hostname: c.hostname,
-            ssh_keys: c.ssh_keys,
-            user_data: c.user_data,
-            network_config: c.network_config,
-        }
-    }
 }
 
 impl ControlOptions {
@@ -837,7 +797,7 @@ pub struct VmInfo {
     pub ha: bool,
     /// Its cloud-init data, if it has a seed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cloud_init: Option<CloudInitData>,
+    pub cloud_init: Option<vmconfig::CloudInit>,
     /// The instance id its seed gives the guest (changes when the data does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud_init_instance: Option<String>,

@@ -106,6 +106,7 @@ pub const MAX_SSH_KEY: usize = 16 << 10;
 /// A VM's cloud-init data (NoCloud): what goes into its seed's `meta-data`, `user-data` and
 /// `network-config`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CloudInit {
     /// The guest's host name (`local-hostname`; default: the VM's name).

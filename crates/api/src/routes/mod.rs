@@ -456,7 +456,7 @@ pub struct NewVm {
     pub start: bool,
     /// First-boot configuration by cloud-init (a NoCloud seed is attached at each start).
     #[serde(default)]
-    pub cloud_init: Option<daemon::protocol::CloudInitData>,
+    pub cloud_init: Option<vmconfig::CloudInit>,
     /// Disks and CD/DVDs.
     #[serde(default)]
     pub disks: Vec<NewDisk>,
@@ -554,7 +554,7 @@ fn definition_of(n: &NewVm, name: &str, base: Option<VmDefinition>) -> ApiResult
     }
     d.undo_disks |= n.undo_disks;
     if let Some(c) = &n.cloud_init {
-        d.cloud_init = Some(c.clone().into());
+        d.cloud_init = Some(c.clone());
     }
     if let Some(w) = n.cpu_weight {
         d.cpu.weight = w;
@@ -938,7 +938,7 @@ async fn live_metrics(State(state): State<AppState>, p: Principal) -> ApiResult<
           pools::create_volume, pools::show_volume, pools::delete_volume, pools::upload, pools::download,
           hosts::init, hosts::show, hosts::list, hosts::host, hosts::token, hosts::join, hosts::leave, hosts::pool_call, hosts::maintenance, hosts::standby, hosts::evacuate, moves::move_vm, moves::incoming, moves::migrate_vm, moves::migration, moves::cancel_migration),
     components(schemas(ErrorBody, hosts::Evacuate, moves::MoveTo, moves::MigrateTo, daemon::actor::Progress, Login, Issued, Me, Right, RightKind, NewPassword, NewDisk, NewNic, NewVm, Reservation, VmInfo, daemon::protocol::NicInfo, daemon::protocol::DriveInfo,
-                       daemon::protocol::CpuInfo, daemon::protocol::CloudInitData, Changes, ControlOptions, daemon::protocol::UndoAction, Control,
+                       daemon::protocol::CpuInfo, vmconfig::CloudInit, Changes, ControlOptions, daemon::protocol::UndoAction, Control,
                        vmm::VmState, ConsoleLog, Event, UserInfo, NewUser, TokenInfo, NewToken, Hook, NewHook,
                        pools::NewPool, pools::NewVolume, daemon::pools::PoolInfo, daemon::pools::VolumeInfo,
                        daemon::pools::VolumeFormat, daemon::templates::TemplateNew, daemon::templates::TemplateInfo, daemon::templates::BaseInfo, hosts::NewCluster, hosts::NewJoinToken, hosts::Join, hosts::Maintenance, hosts::Standby, daemon::protocol::PolicyChange, daemon::protocol::VmRulesChange, cluster::Mode, cluster::EtcdTls, cluster::HostStatus,

@@ -1,7 +1,6 @@
 //! `vine template …`: VM templates (read-only base disks with settings) through the REST API;
 //! `vine vm create NAME --template T` makes VMs from them (docs/provisioning.md).
 
-use anyhow::bail;
 use api::client::encode;
 use clap::Subcommand;
 use serde_json::{json, Value};
@@ -119,9 +118,6 @@ pub fn run(cmd: TemplateCommand) -> anyhow::Result<i32> {
             description,
             json,
         } => {
-            if from_vm.is_none() && from_volume.is_none() {
-                bail!("give --from-vm VM or --from-volume POOL/NAME");
-            }
             let body = json!({
                 "name": name, "from_vm": from_vm, "from_volume": from_volume, "pool": pool,
                 "cpus": cpus, "memory": memory, "networks": nics, "description": description,
