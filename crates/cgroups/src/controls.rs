@@ -22,6 +22,9 @@ pub struct Controls {
     pub memory: u64,
     /// vCPUs (a cap or reservation above vcpus × 100 % cannot be used).
     pub vcpus: u32,
+    /// Memory the cgroup allows beyond `memory`: the emulator's own for a VM
+    /// ([`crate::mapping::QEMU_OVERHEAD`]), none for a container (its limit is its memory).
+    pub overhead: u64,
 }
 
 /// A control value that is not allowed; the message names the field.
@@ -146,7 +149,7 @@ mod tests {
     use super::*;
 
     fn c(weight: u32, reserve: u32, max: Option<u32>, memory: u64) -> Controls {
-        Controls { weight, reserve_pct: reserve, max_pct: max, memory, vcpus: 2 }
+        Controls { weight, reserve_pct: reserve, max_pct: max, memory, vcpus: 2, overhead: 0 }
     }
 
     #[test]

@@ -15,8 +15,10 @@ pub struct Effective {
     pub weight: u32,
     /// Cap in % of one CPU, if any.
     pub max_pct: Option<u32>,
-    /// Guest memory in bytes (the limit adds [`QEMU_OVERHEAD`]).
+    /// Guest memory in bytes.
     pub memory: u64,
+    /// What the limit adds to `memory` (a VM's [`QEMU_OVERHEAD`], a container's none).
+    pub overhead: u64,
 }
 
 /// One file to write. `controller` names the v1 hierarchy (`cpu`, `memory`); for v2 it is the
@@ -44,7 +46,7 @@ pub fn v2(e: &Effective) -> Vec<CgroupFile> {
     vec![
         f("cpu", "cpu.weight", e.weight),
         f("cpu", "cpu.max", max),
-        f("memory", "memory.max", e.memory + QEMU_OVERHEAD),
+        f("memory", "memory.max", e.memory + e.overhead),
     ]
 }
 
@@ -56,7 +58,7 @@ pub fn v1(e: &Effective) -> Vec<CgroupFile> {
         f("cpu", "cpu.shares", shares),
         f("cpu", "cpu.cfs_period_us", PERIOD_US),
         f("cpu", "cpu.cfs_quota_us", quota),
-        f("memory", "memory.limit_in_bytes", e.memory + QEMU_OVERHEAD),
+        f("memory", "memory.limit_in_bytes", e.memory + e.overhead),
     ]
 }
 
@@ -75,11 +77,11 @@ mod tests {
 
     #[test]
     fn v2_uses_weight_directly_and_cpu_max_pairs() {
-        let files = v2(&Effective { weight: 300, max_pct: Some(25), memory: 1 << 30 });
+        let files = v2(&Effective { weight: 300, max_pct: Some(25), memory: 1 << 30, overhead: QEMU_OVERHEAD });
         assert_eq!(value(&files, "cpu.weight"), "300");
         assert_eq!(value(&files, "cpu.max"), "25000 100000");
         assert_eq!(value(&files, "memory.max"), ((1u64 << 30) + QEMU_OVERHEAD).to_string());
-        let uncapped = v2(&Effective { weight: 1, max_pct: None, memory: 1 << 20 });
+        let uncapped = v2(&Effective { weight: 1, max_pct: None, memory: 1 << 20, overhead: QEMU_OVERHEAD });
         assert_eq!(value(&uncapped, "cpu.max"), "max 100000");
         assert_eq!(value(&uncapped, "cpu.weight"), "1");
     }
@@ -87,23 +89,23 @@ mod tests {
     #[test]
     fn v2_cap_above_one_cpu_and_tiny_cap() {
         assert_eq!(
-            value(&v2(&Effective { weight: 100, max_pct: Some(250), memory: 1 << 20 }), "cpu.max"),
+            value(&v2(&Effective { weight: 100, max_pct: Some(250), memory: 1 << 20, overhead: QEMU_OVERHEAD }), "cpu.max"),
             "250000 100000"
         );
         assert_eq!(
-            value(&v2(&Effective { weight: 100, max_pct: Some(0), memory: 1 << 20 }), "cpu.max"),
+            value(&v2(&Effective { weight: 100, max_pct: Some(0), memory: 1 << 20, overhead: QEMU_OVERHEAD }), "cpu.max"),
             "1000 100000"
         );
     }
 
     #[test]
     fn v1_scales_weight_to_shares_and_uses_cfs_quota() {
-        let files = v1(&Effective { weight: 100, max_pct: None, memory: 1 << 30 });
+        let files = v1(&Effective { weight: 100, max_pct: None, memory: 1 << 30, overhead: QEMU_OVERHEAD });
         assert_eq!(value(&files, "cpu.shares"), "1024");
         assert_eq!(value(&files, "cpu.cfs_quota_us"), "-1");
-        let files = v1(&Effective { weight: 10_000, max_pct: Some(50), memory: 1 << 30 });
+        let files = v1(&Effective { weight: 10_000, max_pct: Some(50), memory: 1 << 30, overhead: QEMU_OVERHEAD });
         assert_eq!(value(&files, "cpu.shares"), "102400");
         assert_eq!(value(&files, "cpu.cfs_quota_us"), "50000");
-        assert_eq!(value(&v1(&Effective { weight: 1, max_pct: None, memory: 1 << 20 }), "cpu.shares"), "10");
+        assert_eq!(value(&v1(&Effective { weight: 1, max_pct: None, memory: 1 << 20, overhead: QEMU_OVERHEAD }), "cpu.shares"), "10");
     }
 }

@@ -30,6 +30,7 @@ use vmm::{Control, VmState};
 
 use crate::disks::{DiskServers, Lease, Mode};
 
+mod container;
 mod launch;
 mod migration;
 mod power;
@@ -88,6 +89,8 @@ pub struct Ctx {
     pub vine_exe: PathBuf,
     /// Per-VM CPU utilisation (the sampler's) and memory (the actors').
     pub metrics: crate::metrics::Metrics,
+    /// LXC's commands on this host's containers (their configurations under `<data>/lxc`).
+    pub lxc: lxc::Lxc,
 }
 
 impl Ctx {
@@ -293,6 +296,8 @@ pub struct Actor {
     migrating_from: Option<VmState>,
     /// The guest runs here in post-copy: its migration has not completed yet.
     postcopy_here: bool,
+    /// A container's OOM kills seen so far this session.
+    oom_kills: u64,
 }
 
 /// Why an operation of the actor failed: refused (the request cannot be carried out as things
@@ -352,6 +357,7 @@ pub fn controls_of(def: &VmDefinition) -> Controls {
         max_pct: def.cpu.max,
         memory: def.memory,
         vcpus: def.cpus,
+        overhead: if def.is_container() { 0 } else { cgroups::mapping::QEMU_OVERHEAD },
     }
 }
 
@@ -387,6 +393,7 @@ impl Actor {
             served_tcp: Vec::new(),
             migrating_from: None,
             postcopy_here: false,
+            oom_kills: 0,
         }
     }
 
@@ -544,8 +551,17 @@ impl Actor {
                 self.set_state(t.during);
             }
         }
+        let r = if self.is_container() {
+            self.ct_control(control, options.timeout_s)
+        } else {
+            self.vm_control(control, state, &options)
+        };
+        self.end_control(control, state, t, t0, r)
+    }
+
+    fn vm_control(&mut self, control: Control, state: VmState, options: &ControlOptions) -> Res<()> {
         let undo = options.undo.unwrap_or(UndoAction::Keep);
-        let r = match control {
+        match control {
             Control::Start => self.start(),
             Control::Pause => self.qmp_do("stop", None),
             Control::Resume => self.qmp_do("cont", None),
@@ -558,7 +574,17 @@ impl Actor {
             Control::Reset => self.reset(state),
             Control::Remove => self.remove(false),
             Control::Delete => self.remove(true),
-        };
+        }
+    }
+
+    fn end_control(
+        &mut self,
+        control: Control,
+        state: VmState,
+        t: vmm::state::Transition,
+        t0: Instant,
+        r: Res<()>,
+    ) -> Result<Value, Failure> {
         match r {
             Ok(()) => {
                 self.view.lock().unwrap_or_else(|p| p.into_inner()).last_error = None;
@@ -589,6 +615,9 @@ impl Actor {
 
     /// After a failed control: the state from reality.
     fn settle(&mut self, before: VmState) {
+        if self.is_container() {
+            return self.ct_settle(before);
+        }
         if let Some(p) = self.proc.as_mut() {
             let alive = match p.child.as_mut() {
                 Some(c) => matches!(c.try_wait(), Ok(None)),
@@ -886,9 +915,12 @@ impl Actor {
             self.ctx.resources.allocate(&self.name, a).map_err(refused)?;
         }
         if running {
-            // The guest keeps its memory size until the next start; CPU controls apply now.
+            // A guest keeps its memory size until the next start (a container's limit changes
+            // now); CPU controls apply now.
             let mut now = controls_of(&def);
-            now.memory = old.memory;
+            if !def.is_container() {
+                now.memory = old.memory;
+            }
             self.ctx.resources.admit(&self.name, now).map_err(|e| refused(e.to_string()))?;
             if let Err(e) = self.ctx.resources.apply_all() {
                 self.ctx.resources.admit(&self.name, controls_of(&old)).ok();
@@ -901,7 +933,7 @@ impl Actor {
             .map_err(|e| format!("cannot write {}: {e}", self.paths.definition.display()))?;
         let _ = self.ctx.store.update_definition(&self.name, &text);
         self.view.lock().unwrap_or_else(|p| p.into_inner()).def = def.clone();
-        let memory_later = running && def.memory != old.memory;
+        let memory_later = running && def.memory != old.memory && !def.is_container();
         let msg = format!(
             "set '{}': cpu weight {}, reserve {}%, max {}, memory {} bytes{}",
             self.name,
@@ -1002,6 +1034,13 @@ pub fn info(ctx: &Ctx, view: &View) -> VmInfo {
     };
     VmInfo {
         name: d.name.clone(),
+        kind: d.kind,
+        container: d.container.as_ref().map(|c| crate::protocol::ContainerInfo {
+            image: c.image.clone(),
+            rootfs: paths.dir.join("rootfs").display().to_string(),
+            id_base: c.id_base,
+            halt_signal: c.halt_signal.clone(),
+        }),
         host: None,
         uuid: d.uuid.clone(),
         state: view.state,
@@ -1053,7 +1092,7 @@ pub fn info(ctx: &Ctx, view: &View) -> VmInfo {
         }),
         definition_file: paths.definition.display().to_string(),
         console_log: paths.console.display().to_string(),
-        saved_state: paths.state.exists(),
+        saved_state: if d.is_container() { paths.run.join("checkpoint").exists() } else { paths.state.exists() },
         cpu_time_ns,
         last_error: view.last_error.clone(),
     }

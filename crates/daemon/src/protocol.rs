@@ -761,6 +761,12 @@ pub struct NicInfo {
 pub struct VmInfo {
     /// Name.
     pub name: String,
+    /// What it is: `vm` or `container`.
+    #[serde(default)]
+    pub kind: vmconfig::Kind,
+    /// A container's own facts (absent for a VM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerInfo>,
     /// The host that owns it, when this host is in a pool (absent on a host on its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
@@ -811,6 +817,19 @@ pub struct VmInfo {
     pub cpu_time_ns: Option<u64>,
     /// The last control that failed, with the reason.
     pub last_error: Option<String>,
+}
+
+/// What `vine ct show` adds for a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ContainerInfo {
+    /// The image its root file system was made from (`POOL/NAME`).
+    pub image: String,
+    /// Its root file system on the host.
+    pub rootfs: String,
+    /// The host id its root (id 0) is; its ids 0–65535 are host ids `id_base` and up.
+    pub id_base: u32,
+    /// The signal that asks its init to power off.
+    pub halt_signal: String,
 }
 
 #[cfg(test)]

@@ -55,6 +55,16 @@ impl Resources {
         self.memory_for_vms
     }
 
+    /// The cgroup (relative to each hierarchy's root) VMs' cgroups are made under.
+    pub fn parent(&self) -> &str {
+        &self.parent
+    }
+
+    /// Whether the cgroups are v2 (one unified hierarchy).
+    pub fn is_v2(&self) -> bool {
+        matches!(self.layout, CgroupLayout::V2 { .. })
+    }
+
     /// The cgroup of VM `name`.
     pub fn cgroup(&self, name: &str) -> Result<Cgroup, CgroupError> {
         Cgroup::new(&self.layout, &self.parent, name)
@@ -129,7 +139,7 @@ impl Resources {
                     (Some(m), Some(a)) => Some(m.min(*a)),
                     (m, a) => m.or(a.copied()),
                 };
-                (n.clone(), Effective { weight, max_pct, memory: c.memory })
+                (n.clone(), Effective { weight, max_pct, memory: c.memory, overhead: c.overhead })
             })
             .collect()
     }
@@ -162,7 +172,7 @@ mod tests {
     use super::*;
 
     fn c(reserve: u32, memory: u64) -> Controls {
-        Controls { weight: 100, reserve_pct: reserve, max_pct: None, memory, vcpus: 1 }
+        Controls { weight: 100, reserve_pct: reserve, max_pct: None, memory, vcpus: 1, overhead: 0 }
     }
 
     fn host() -> Resources {
@@ -242,9 +252,9 @@ mod tests {
     #[test]
     fn effective_weights_honour_reservations() {
         let r = host();
-        r.admit("busy", Controls { weight: 100, reserve_pct: 0, max_pct: Some(25), memory: 1, vcpus: 1 })
+        r.admit("busy", Controls { weight: 100, reserve_pct: 0, max_pct: Some(25), memory: 1, vcpus: 1, overhead: 0 })
             .unwrap();
-        r.admit("gold", Controls { weight: 1, reserve_pct: 100, max_pct: None, memory: 1, vcpus: 1 })
+        r.admit("gold", Controls { weight: 1, reserve_pct: 100, max_pct: None, memory: 1, vcpus: 1, overhead: 0 })
             .unwrap();
         let e = r.effective();
         assert_eq!(e[0].0, "busy");

@@ -23,6 +23,8 @@ use crate::pools::PoolInfo;
 use crate::protocol::{Failure, NetworkCreate, Request, Response, VmInfo};
 use crate::resources::Resources;
 
+mod containers;
+
 /// The console page a reader gets by default.
 pub const CONSOLE_PAGE: u64 = 64 << 10;
 /// How often the daemon checks that every network's DHCP server still runs, and learns the
@@ -109,6 +111,8 @@ pub struct Daemon {
     ctx: Arc<Ctx>,
     cfg: Config,
     vms: Mutex<BTreeMap<String, Handle>>,
+    /// Containers' id slots taken by creations under way (`containers`).
+    pending_slots: Arc<Mutex<std::collections::BTreeSet<u32>>>,
     stopping: AtomicBool,
     pub(crate) membership: crate::membership::Membership,
 }
@@ -150,6 +154,7 @@ impl Daemon {
             trash: crate::trash::Trash::start()
                 .map_err(|source| DaemonError::Thread { what: "trash", source })?,
             metrics: Metrics::default(),
+            lxc: lxc::Lxc::new(cfg.data_dir.join("lxc")),
         });
         // Networks first: a running VM's taps need their bridges.
         for p in ctx.networks.restore_all() {
@@ -160,6 +165,7 @@ impl Daemon {
             ctx,
             cfg,
             vms: Mutex::new(BTreeMap::new()),
+            pending_slots: Default::default(),
             stopping: AtomicBool::new(false),
             membership: crate::membership::Membership::new(slot, pool_store),
         });
@@ -855,6 +861,12 @@ impl Daemon {
                 }
             }
         }
+        // A new container's root: unpacked (seconds for a distribution) before the registry is
+        // locked, moved into the container's directory once the name is known to be free.
+        let staged = match def.is_container() && saved_state.is_none() {
+            true => Some(self.stage_rootfs(&mut def)?),
+            false => None,
+        };
         let vms = self.lock();
         if vms.contains_key(&def.name) {
             return Err(Failure::Refused(format!("a VM named '{}' already exists", def.name)));
@@ -874,6 +886,10 @@ impl Daemon {
             });
         let written = written.and_then(|_| match saved_state {
             Some(f) => crate::layout::take_saved_state(&paths, &self.ctx.emulator, f),
+            None => Ok(()),
+        });
+        let written = written.and_then(|_| match &staged {
+            Some(s) => s.move_into(&paths.dir),
             None => Ok(()),
         });
         if let Err(e) = written {

@@ -42,6 +42,9 @@ pub struct VmDefinition {
     pub format: u32,
     /// Name: letters, digits, `-`, `_`, `.`; starts with a letter or digit.
     pub name: String,
+    /// What it is: a virtual machine (the default) or a system container.
+    #[serde(default, skip_serializing_if = "Kind::is_vm")]
+    pub kind: Kind,
     /// Unique id (RFC 4122 text form).
     pub uuid: String,
     /// vCPUs.
@@ -94,6 +97,112 @@ pub struct VmDefinition {
     /// CD/DVD labelled `cidata`) from it at every start (docs/provisioning.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud_init: Option<CloudInit>,
+    /// A container's own settings (only with `kind = "container"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+}
+
+/// The two kinds of virtual node vine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A virtual machine (QEMU).
+    #[default]
+    Vm,
+    /// A system container (LXC): its own root file system, host name, processes and users on
+    /// the host's kernel.
+    Container,
+}
+
+impl Kind {
+    /// Whether this is a VM.
+    pub fn is_vm(&self) -> bool {
+        *self == Kind::Vm
+    }
+
+    /// The name used in messages and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Vm => "vm",
+            Kind::Container => "container",
+        }
+    }
+}
+
+/// Most arguments of a container's init.
+pub const MAX_INIT_ARGS: usize = 16;
+/// Ids each container has (0–65535 inside, mapped onto as many host ids from `id_base`).
+pub const CONTAINER_IDS: u32 = 65_536;
+
+/// A container's settings: where its root came from, the host ids its ids map onto, and how
+/// its init runs and stops. Its root file system is `rootfs/` in its directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Container {
+    /// The image (`POOL/NAME`, a root file system tarball) its root was made from.
+    pub image: String,
+    /// The host id its root (id 0) maps to; ids 0–65535 map onto `id_base` and up. vine gives
+    /// each container of a host a range of its own.
+    pub id_base: u32,
+    /// Its init with arguments.
+    #[serde(default = "default_init")]
+    pub init: Vec<String>,
+    /// The signal that asks its init to power off (`SIGRTMIN+3` for systemd, `SIGUSR2` for
+    /// busybox, `SIGPWR` for sysvinit).
+    #[serde(default = "default_halt_signal")]
+    pub halt_signal: String,
+}
+
+fn default_init() -> Vec<String> {
+    vec!["/sbin/init".into()]
+}
+
+fn default_halt_signal() -> String {
+    "SIGPWR".into()
+}
+
+impl Container {
+    /// A container made from `image` with ids from `id_base`.
+    pub fn new(image: &str, id_base: u32, halt_signal: &str) -> Container {
+        Container { image: image.into(), id_base, init: default_init(), halt_signal: halt_signal.into() }
+    }
+
+    /// Checks every field; the error names the first one at fault.
+    pub fn validate(&self) -> Result<(), DefinitionError> {
+        if volume_ref(&self.image).is_none() {
+            return Err(bad("container.image", format!("{:?} is not a volume POOL/NAME", clip(&self.image))));
+        }
+        if self.id_base < CONTAINER_IDS || self.id_base.checked_add(CONTAINER_IDS).is_none() {
+            return Err(bad(
+                "container.id_base",
+                format!("{} would map the container's root onto a host user or past the last id", self.id_base),
+            ));
+        }
+        if self.init.is_empty() || self.init.len() > MAX_INIT_ARGS {
+            return Err(bad("container.init", format!("needs 1 to {MAX_INIT_ARGS} words, got {}", self.init.len())));
+        }
+        if !self.init[0].starts_with('/') {
+            return Err(bad("container.init", format!("{:?} is not an absolute path", clip(&self.init[0]))));
+        }
+        for (i, w) in self.init.iter().enumerate() {
+            if w.is_empty() || w.len() > MAX_PATH || w.contains(['\n', '\r', '\0', ' ']) {
+                return Err(bad(
+                    format!("container.init[{i}]"),
+                    "must be 1 to 4096 bytes without spaces, line breaks or NUL",
+                ));
+            }
+        }
+        let sig = self.halt_signal.as_str();
+        let sig_ok = sig.len() <= 16
+            && sig.starts_with("SIG")
+            && sig.len() > 3
+            && sig[3..].chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '+' || c == '-');
+        if !sig_ok {
+            return Err(bad("container.halt_signal", format!("{:?} is not a signal name like SIGPWR", clip(sig))));
+        }
+        Ok(())
+    }
 }
 
 /// Longest cloud-init user-data or network-config vine keeps (bytes).
@@ -465,7 +574,25 @@ impl VmDefinition {
             balloon: default_balloon(),
             ha: false,
             cloud_init: None,
+            kind: Kind::Vm,
+            container: None,
         }
+    }
+
+    /// A container's definition with defaults for `name`.
+    pub fn new_container(name: &str, cpus: u32, memory: u64, container: Container) -> Self {
+        Self {
+            kind: Kind::Container,
+            container: Some(container),
+            serial: [SerialPort::None, SerialPort::None],
+            balloon: false,
+            ..Self::new(name, cpus, memory)
+        }
+    }
+
+    /// Whether this is a container.
+    pub fn is_container(&self) -> bool {
+        self.kind == Kind::Container
     }
 
     /// Parses and validates a definition file's text.
@@ -616,6 +743,26 @@ impl VmDefinition {
                     format!("the seed needs an IDE slot; {ide} of {MAX_IDE} are taken"),
                 ));
             }
+        }
+        if self.kind == Kind::Container {
+            let Some(c) = &self.container else {
+                return Err(bad("container", "a container needs its [container] settings (image, id_base)"));
+            };
+            c.validate()?;
+            let vm_only = [
+                ("disk", !self.disks.is_empty()),
+                ("kernel", self.kernel.is_some()),
+                ("cloud_init", self.cloud_init.is_some()),
+                ("ha", self.ha),
+                ("undo_disks", self.undo_disks),
+            ];
+            if let Some((field, _)) = vm_only.iter().find(|(_, set)| *set) {
+                return Err(bad(*field, "is a VM's setting; a container has its root file system instead"));
+            }
+            return Ok(());
+        }
+        if self.container.is_some() {
+            return Err(bad("container", "only a container (kind = \"container\") has these settings"));
         }
         if self.disks.is_empty() && self.kernel.is_none() && !self.boot.contains(&BootDevice::Network) {
             return Err(bad("disk", "a VM needs a disk, a CD/DVD, a kernel to boot or network boot"));

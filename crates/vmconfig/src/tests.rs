@@ -218,3 +218,38 @@ fn cloud_init_data_is_checked_and_round_trips() {
     }
     assert!(matches!(full.validate(), Err(DefinitionError::Field { field, .. }) if field == "cloud_init"));
 }
+
+#[test]
+fn a_container_s_definition_round_trips_and_refuses_a_vm_s_settings() {
+    let c = VmDefinition::new_container("ct1", 1, 256 << 20, Container::new("p1/busybox.tar.gz", 2_000_000_000, "SIGUSR2"));
+    let text = c.to_toml().unwrap();
+    assert!(text.contains("kind = \"container\""), "{text}");
+    let back = VmDefinition::parse(&text).unwrap();
+    assert_eq!(back, c);
+    assert!(back.is_container());
+    let field = |d: &VmDefinition| match d.validate() {
+        Err(DefinitionError::Field { field, .. }) => field,
+        other => panic!("{other:?}"),
+    };
+    let mut d = c.clone();
+    d.disks.push(Disk { path: "p1/a.vhd".into(), bus: Bus::Virtio, cdrom: false, shared: false, read_only: false });
+    assert_eq!(field(&d), "disk");
+    let mut d = c.clone();
+    d.container = None;
+    assert_eq!(field(&d), "container");
+    for (bad, f) in [
+        (Container { id_base: 5, ..Container::new("p1/i", 0, "SIGPWR") }, "container.id_base"),
+        (Container::new("/etc/passwd", 2_000_000_000, "SIGPWR"), "container.image"),
+        (Container::new("p1/i", 2_000_000_000, "KILL; rm"), "container.halt_signal"),
+        (Container { init: vec!["sbin/init".into()], ..Container::new("p1/i", 2_000_000_000, "SIGPWR") }, "container.init"),
+    ] {
+        let mut d = c.clone();
+        d.container = Some(bad);
+        assert_eq!(field(&d), f);
+    }
+    // A VM with container settings is refused too.
+    let mut vm = VmDefinition::new("v", 1, 64 << 20);
+    vm.disks.push(Disk { path: "p1/a.vhd".into(), bus: Bus::Virtio, cdrom: false, shared: false, read_only: false });
+    vm.container = c.container.clone();
+    assert_eq!(field(&vm), "container");
+}

@@ -178,6 +178,9 @@ impl Actor {
         if state != VmState::Off {
             return Err(refused(format!("'{}' is {} here", self.name, state.name())));
         }
+        if self.is_container() {
+            return Err(refused(format!("'{}' is a container: containers move cold", self.name)));
+        }
         let def = self.load_definition()?;
         let def = self.claim_macs(def)?;
         self.admit(&def)?;
@@ -228,6 +231,12 @@ impl Actor {
     /// then paused for good, the destination's has everything). On failure or cancel the guest
     /// goes on here as it was and nothing of the attempt is left in this QEMU.
     pub(super) fn migrate_out(&mut self, out: &Outgoing) -> Res<Value> {
+        if self.is_container() {
+            return Err(refused(format!(
+                "cannot migrate '{}': it is a container, which moves cold (vine vm move, once it is off)",
+                self.name
+            )));
+        }
         let before = self.state();
         if !matches!(before, VmState::Running | VmState::Paused) {
             return Err(refused(format!(

@@ -16,6 +16,9 @@ impl Actor {
         if self.proc.is_none() {
             return;
         }
+        if self.is_container() {
+            return self.ct_watch();
+        }
         if self.qemu_exited() {
             self.crashed("QEMU ended without being asked to");
             return;
@@ -156,6 +159,9 @@ impl Actor {
         // A restored state whose deletion the previous daemon did not live to finish.
         let _ = std::fs::remove_file(self.paths.state.with_extension("bin.restored"));
         let rec: Option<RuntimeRecord> = runtime.and_then(|r| serde_json::from_str(r).ok());
+        if self.is_container() {
+            return self.ct_reattach(recorded, rec);
+        }
         let Some(rec) = rec else {
             if recorded == VmState::Saved && !self.paths.state.exists() {
                 // The host went down after a restore had taken the state (a restore's record

@@ -117,6 +117,27 @@ impl Networks {
         Ok(out)
     }
 
+    /// A container's NICs: veths LXC makes, whose host sides carry the names vine gives NIC
+    /// ports (port security guards them before they exist, matching by name), in NIC order.
+    pub fn veths(&self, vm: &str, def: &VmDefinition) -> Res<Vec<lxc::Veth>> {
+        let mut out = Vec::new();
+        for (i, nic) in def.nics.iter().enumerate() {
+            let bridge =
+                self.bridge_of(&nic.network).map_err(|e| format!("field `nic[{i}].network`: {e}"))?;
+            let port = self.tap_name(vm, i);
+            let mac = nic.mac.clone().ok_or_else(|| format!("field `nic[{i}].mac`: no MAC allocated"))?;
+            let bytes: Mac = mac.parse().map_err(|e| format!("field `nic[{i}].mac`: {e}"))?;
+            let addrs = self.first_addresses(&nic.network, bytes.0);
+            if let Err(e) = self.kernel.guard_port(&port, bytes.0, addrs) {
+                self.unplug(vm);
+                return Err(format!("NIC {i} on network '{}': {e}", nic.network).into());
+            }
+            self.guard_table().insert(port.clone(), (nic.network.clone(), bytes.0, addrs));
+            out.push(lxc::Veth { host_name: port, bridge, mac });
+        }
+        Ok(out)
+    }
+
     /// Plugs the taps of a running VM (found again after a daemon restart) back into their
     /// bridges: a bridge that was re-created meanwhile has lost them. QEMU holds the taps open,
     /// so they are only attached, never re-created.
