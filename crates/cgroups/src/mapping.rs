@@ -77,7 +77,8 @@ mod tests {
 
     #[test]
     fn v2_uses_weight_directly_and_cpu_max_pairs() {
-        let files = v2(&Effective { weight: 300, max_pct: Some(25), memory: 1 << 30, overhead: QEMU_OVERHEAD });
+        let files =
+            v2(&Effective { weight: 300, max_pct: Some(25), memory: 1 << 30, overhead: QEMU_OVERHEAD });
         assert_eq!(value(&files, "cpu.weight"), "300");
         assert_eq!(value(&files, "cpu.max"), "25000 100000");
         assert_eq!(value(&files, "memory.max"), ((1u64 << 30) + QEMU_OVERHEAD).to_string());
@@ -89,11 +90,17 @@ mod tests {
     #[test]
     fn v2_cap_above_one_cpu_and_tiny_cap() {
         assert_eq!(
-            value(&v2(&Effective { weight: 100, max_pct: Some(250), memory: 1 << 20, overhead: QEMU_OVERHEAD }), "cpu.max"),
+            value(
+                &v2(&Effective { weight: 100, max_pct: Some(250), memory: 1 << 20, overhead: QEMU_OVERHEAD }),
+                "cpu.max"
+            ),
             "250000 100000"
         );
         assert_eq!(
-            value(&v2(&Effective { weight: 100, max_pct: Some(0), memory: 1 << 20, overhead: QEMU_OVERHEAD }), "cpu.max"),
+            value(
+                &v2(&Effective { weight: 100, max_pct: Some(0), memory: 1 << 20, overhead: QEMU_OVERHEAD }),
+                "cpu.max"
+            ),
             "1000 100000"
         );
     }
@@ -103,9 +110,16 @@ mod tests {
         let files = v1(&Effective { weight: 100, max_pct: None, memory: 1 << 30, overhead: QEMU_OVERHEAD });
         assert_eq!(value(&files, "cpu.shares"), "1024");
         assert_eq!(value(&files, "cpu.cfs_quota_us"), "-1");
-        let files = v1(&Effective { weight: 10_000, max_pct: Some(50), memory: 1 << 30, overhead: QEMU_OVERHEAD });
+        let files =
+            v1(&Effective { weight: 10_000, max_pct: Some(50), memory: 1 << 30, overhead: QEMU_OVERHEAD });
         assert_eq!(value(&files, "cpu.shares"), "102400");
         assert_eq!(value(&files, "cpu.cfs_quota_us"), "50000");
-        assert_eq!(value(&v1(&Effective { weight: 1, max_pct: None, memory: 1 << 20, overhead: QEMU_OVERHEAD }), "cpu.shares"), "10");
+        assert_eq!(
+            value(
+                &v1(&Effective { weight: 1, max_pct: None, memory: 1 << 20, overhead: QEMU_OVERHEAD }),
+                "cpu.shares"
+            ),
+            "10"
+        );
     }
 }

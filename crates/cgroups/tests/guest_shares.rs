@@ -51,8 +51,20 @@ fn weights_share_one_core_and_a_cap_holds() {
     for g in [&a, &b] {
         g.0.create().unwrap();
     }
-    a.0.apply(&Effective { weight: 100, max_pct: None, memory: 256 << 20, overhead: cgroups::mapping::QEMU_OVERHEAD }).unwrap();
-    b.0.apply(&Effective { weight: 300, max_pct: None, memory: 256 << 20, overhead: cgroups::mapping::QEMU_OVERHEAD }).unwrap();
+    a.0.apply(&Effective {
+        weight: 100,
+        max_pct: None,
+        memory: 256 << 20,
+        overhead: cgroups::mapping::QEMU_OVERHEAD,
+    })
+    .unwrap();
+    b.0.apply(&Effective {
+        weight: 300,
+        max_pct: None,
+        memory: 256 << 20,
+        overhead: cgroups::mapping::QEMU_OVERHEAD,
+    })
+    .unwrap();
     let (mut qa, mut la) = busy_guest(&kit, dir.path(), "a");
     let (mut qb, mut lb) = busy_guest(&kit, dir.path(), "b");
     a.0.add_process(qa.pid()).unwrap();
@@ -80,7 +92,13 @@ fn weights_share_one_core_and_a_cap_holds() {
     // A cap of 25% on the weight-300 guest; the other is stopped, so only the cap and the other
     // programs limit it.
     qa.kill().unwrap();
-    b.0.apply(&Effective { weight: 300, max_pct: Some(25), memory: 256 << 20, overhead: cgroups::mapping::QEMU_OVERHEAD }).unwrap();
+    b.0.apply(&Effective {
+        weight: 300,
+        max_pct: Some(25),
+        memory: 256 << 20,
+        overhead: cgroups::mapping::QEMU_OVERHEAD,
+    })
+    .unwrap();
     let throttled = b.0.throttled_periods().unwrap();
     let capped = measure(&[&b.0], 10)[0];
     let throttled = b.0.throttled_periods().unwrap() - throttled;

@@ -22,7 +22,13 @@ fn controls_reach_the_kernel_and_cpu_time_is_counted() {
     let cg = Cgroup::new(&layout, "vine-test", &name).unwrap();
     cg.create().unwrap();
     let result = std::panic::catch_unwind(|| {
-        cg.apply(&Effective { weight: 300, max_pct: Some(25), memory: 64 << 20, overhead: cgroups::mapping::QEMU_OVERHEAD }).unwrap();
+        cg.apply(&Effective {
+            weight: 300,
+            max_pct: Some(25),
+            memory: 64 << 20,
+            overhead: cgroups::mapping::QEMU_OVERHEAD,
+        })
+        .unwrap();
         if cg.is_v2() {
             assert_eq!(cg.read("cpu", "cpu.weight").unwrap(), "300");
             assert_eq!(cg.read("cpu", "cpu.max").unwrap(), "25000 100000");

@@ -1092,7 +1092,11 @@ pub fn info(ctx: &Ctx, view: &View) -> VmInfo {
         }),
         definition_file: paths.definition.display().to_string(),
         console_log: paths.console.display().to_string(),
-        saved_state: if d.is_container() { paths.run.join("checkpoint").exists() } else { paths.state.exists() },
+        saved_state: if d.is_container() {
+            paths.run.join("checkpoint").exists()
+        } else {
+            paths.state.exists()
+        },
         cpu_time_ns,
         last_error: view.last_error.clone(),
     }

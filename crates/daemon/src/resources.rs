@@ -252,10 +252,16 @@ mod tests {
     #[test]
     fn effective_weights_honour_reservations() {
         let r = host();
-        r.admit("busy", Controls { weight: 100, reserve_pct: 0, max_pct: Some(25), memory: 1, vcpus: 1, overhead: 0 })
-            .unwrap();
-        r.admit("gold", Controls { weight: 1, reserve_pct: 100, max_pct: None, memory: 1, vcpus: 1, overhead: 0 })
-            .unwrap();
+        r.admit(
+            "busy",
+            Controls { weight: 100, reserve_pct: 0, max_pct: Some(25), memory: 1, vcpus: 1, overhead: 0 },
+        )
+        .unwrap();
+        r.admit(
+            "gold",
+            Controls { weight: 1, reserve_pct: 100, max_pct: None, memory: 1, vcpus: 1, overhead: 0 },
+        )
+        .unwrap();
         let e = r.effective();
         assert_eq!(e[0].0, "busy");
         assert_eq!(e[0].1.max_pct, Some(25));

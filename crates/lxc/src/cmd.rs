@@ -91,7 +91,10 @@ impl Lxc {
             return Ok(out);
         }
         let added = log.map(|l| log_since(l, from)).unwrap_or_default();
-        Err(LxcError::Failed { command: format!("{tool} {}", args.join(" ")).trim().into(), why: reason(&out, &added) })
+        Err(LxcError::Failed {
+            command: format!("{tool} {}", args.join(" ")).trim().into(),
+            why: reason(&out, &added),
+        })
     }
 
     /// Starts the container in the background (`lxc-start -d`); it runs once this returns.
@@ -125,16 +128,7 @@ impl Lxc {
     /// What LXC says of it (`lxc-info -s -p`).
     pub fn state(&self, name: &str) -> Result<RunState, LxcError> {
         let out = self.run("lxc-info", name, &["-s", "-p", "-H"])?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut lines = text.lines().map(str::trim);
-        let state = lines.next().unwrap_or("");
-        let pid = lines.next().and_then(|p| p.parse::<u32>().ok());
-        Ok(match (state, pid) {
-            ("RUNNING", Some(p)) => RunState::Running(p),
-            ("FROZEN", Some(p)) => RunState::Frozen(p),
-            ("STOPPED", _) | ("", _) => RunState::Stopped,
-            _ => RunState::Busy,
-        })
+        Ok(parse_info(&String::from_utf8_lossy(&out.stdout)))
     }
 
     /// Runs `argv` inside it (`lxc-attach`, a clean environment) and returns its output.
@@ -154,6 +148,20 @@ impl Lxc {
     pub fn restore(&self, name: &str, dir: &Path, log: &Path) -> Result<(), LxcError> {
         let d = dir.display().to_string();
         self.check("lxc-checkpoint", name, &["-r", "-D", &d], Some(log)).map(|_| ())
+    }
+}
+
+/// `lxc-info -s -p`'s answer: `State:` and `PID:` lines.
+fn parse_info(text: &str) -> RunState {
+    let field =
+        |key: &str| text.lines().find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_string()));
+    let state = field("State:").unwrap_or_default();
+    let pid = field("PID:").and_then(|p| p.parse::<u32>().ok());
+    match (state.as_str(), pid) {
+        ("RUNNING", Some(p)) => RunState::Running(p),
+        ("FROZEN", Some(p)) => RunState::Frozen(p),
+        ("STOPPED", _) | ("", _) => RunState::Stopped,
+        _ => RunState::Busy,
     }
 }
 
@@ -195,15 +203,25 @@ mod tests {
     use std::os::unix::process::ExitStatusExt;
 
     #[test]
+    fn lxc_info_is_read_by_its_keys() {
+        assert_eq!(parse_info("State:          RUNNING\nPID:            4242\n"), RunState::Running(4242));
+        assert_eq!(parse_info("State:          FROZEN\nPID:            7\n"), RunState::Frozen(7));
+        assert_eq!(parse_info("State:          STOPPED\n"), RunState::Stopped);
+        assert_eq!(parse_info("State:          STARTING\n"), RunState::Busy);
+    }
+
+    #[test]
     fn a_failure_s_reason_is_lxc_s_error_lines() {
         let out = Output {
             status: std::process::ExitStatus::from_raw(256),
             stdout: vec![],
-            stderr: b"lxc-start: c1: ../src/lxc/tools/lxc_start.c: main: 306 The container failed to start\n".to_vec(),
+            stderr: b"lxc-start: c1: ../src/lxc/tools/lxc_start.c: main: 306 The container failed to start\n"
+                .to_vec(),
         };
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("lxc.log");
-        std::fs::write(&log, "lxc-start c1 2025 ERROR    conf - ../src/lxc/conf.c:1 - an old failure\n").unwrap();
+        std::fs::write(&log, "lxc-start c1 2025 ERROR    conf - ../src/lxc/conf.c:1 - an old failure\n")
+            .unwrap();
         let from = std::fs::metadata(&log).unwrap().len();
         let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
         std::io::Write::write_all(

@@ -114,7 +114,11 @@ mod tests {
             cgroup: "vine/web1/ct".into(),
             monitor_cgroup: "vine/web1/monitor".into(),
             pivot_cgroup: "vine".into(),
-            nics: vec![Veth { host_name: "vt0123abcd".into(), bridge: "vb99".into(), mac: "52:54:00:00:00:01".into() }],
+            nics: vec![Veth {
+                host_name: "vt0123abcd".into(),
+                bridge: "vb99".into(),
+                mac: "52:54:00:00:00:01".into(),
+            }],
             console_log: "/var/lib/vine/vms/web1/console.log".into(),
             console_log_size: 2 << 20,
             log: "/var/lib/vine/vms/web1/lxc.log".into(),

@@ -84,7 +84,10 @@ fn unpack_inner(image: &Path, dest: &Path, base: u32) -> Result<Unpacked, Rootfs
         .arg("-C")
         .arg(dest)
         .output()
-        .map_err(|e| RootfsError::Unpack { image: image.to_path_buf(), why: format!("cannot run tar: {e}") })?;
+        .map_err(|e| RootfsError::Unpack {
+            image: image.to_path_buf(),
+            why: format!("cannot run tar: {e}"),
+        })?;
     if !out.status.success() {
         let why = String::from_utf8_lossy(&out.stderr).lines().take(4).collect::<Vec<_>>().join("; ");
         return Err(RootfsError::Unpack { image: image.to_path_buf(), why });

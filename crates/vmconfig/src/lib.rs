@@ -176,11 +176,17 @@ impl Container {
         if self.id_base < CONTAINER_IDS || self.id_base.checked_add(CONTAINER_IDS).is_none() {
             return Err(bad(
                 "container.id_base",
-                format!("{} would map the container's root onto a host user or past the last id", self.id_base),
+                format!(
+                    "{} would map the container's root onto a host user or past the last id",
+                    self.id_base
+                ),
             ));
         }
         if self.init.is_empty() || self.init.len() > MAX_INIT_ARGS {
-            return Err(bad("container.init", format!("needs 1 to {MAX_INIT_ARGS} words, got {}", self.init.len())));
+            return Err(bad(
+                "container.init",
+                format!("needs 1 to {MAX_INIT_ARGS} words, got {}", self.init.len()),
+            ));
         }
         if !self.init[0].starts_with('/') {
             return Err(bad("container.init", format!("{:?} is not an absolute path", clip(&self.init[0]))));
@@ -199,7 +205,10 @@ impl Container {
             && sig.len() > 3
             && sig[3..].chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '+' || c == '-');
         if !sig_ok {
-            return Err(bad("container.halt_signal", format!("{:?} is not a signal name like SIGPWR", clip(sig))));
+            return Err(bad(
+                "container.halt_signal",
+                format!("{:?} is not a signal name like SIGPWR", clip(sig)),
+            ));
         }
         Ok(())
     }

@@ -221,7 +221,12 @@ fn cloud_init_data_is_checked_and_round_trips() {
 
 #[test]
 fn a_container_s_definition_round_trips_and_refuses_a_vm_s_settings() {
-    let c = VmDefinition::new_container("ct1", 1, 256 << 20, Container::new("p1/busybox.tar.gz", 2_000_000_000, "SIGUSR2"));
+    let c = VmDefinition::new_container(
+        "ct1",
+        1,
+        256 << 20,
+        Container::new("p1/busybox.tar.gz", 2_000_000_000, "SIGUSR2"),
+    );
     let text = c.to_toml().unwrap();
     assert!(text.contains("kind = \"container\""), "{text}");
     let back = VmDefinition::parse(&text).unwrap();
@@ -232,7 +237,13 @@ fn a_container_s_definition_round_trips_and_refuses_a_vm_s_settings() {
         other => panic!("{other:?}"),
     };
     let mut d = c.clone();
-    d.disks.push(Disk { path: "p1/a.vhd".into(), bus: Bus::Virtio, cdrom: false, shared: false, read_only: false });
+    d.disks.push(Disk {
+        path: "p1/a.vhd".into(),
+        bus: Bus::Virtio,
+        cdrom: false,
+        shared: false,
+        read_only: false,
+    });
     assert_eq!(field(&d), "disk");
     let mut d = c.clone();
     d.container = None;
@@ -241,7 +252,10 @@ fn a_container_s_definition_round_trips_and_refuses_a_vm_s_settings() {
         (Container { id_base: 5, ..Container::new("p1/i", 0, "SIGPWR") }, "container.id_base"),
         (Container::new("/etc/passwd", 2_000_000_000, "SIGPWR"), "container.image"),
         (Container::new("p1/i", 2_000_000_000, "KILL; rm"), "container.halt_signal"),
-        (Container { init: vec!["sbin/init".into()], ..Container::new("p1/i", 2_000_000_000, "SIGPWR") }, "container.init"),
+        (
+            Container { init: vec!["sbin/init".into()], ..Container::new("p1/i", 2_000_000_000, "SIGPWR") },
+            "container.init",
+        ),
     ] {
         let mut d = c.clone();
         d.container = Some(bad);
@@ -249,7 +263,13 @@ fn a_container_s_definition_round_trips_and_refuses_a_vm_s_settings() {
     }
     // A VM with container settings is refused too.
     let mut vm = VmDefinition::new("v", 1, 64 << 20);
-    vm.disks.push(Disk { path: "p1/a.vhd".into(), bus: Bus::Virtio, cdrom: false, shared: false, read_only: false });
+    vm.disks.push(Disk {
+        path: "p1/a.vhd".into(),
+        bus: Bus::Virtio,
+        cdrom: false,
+        shared: false,
+        read_only: false,
+    });
     vm.container = c.container.clone();
     assert_eq!(field(&vm), "container");
 }

@@ -101,6 +101,10 @@ pub fn check_vm(state: &AppState, p: &Principal, def: &VmDefinition) -> ApiResul
     for (field, (path, mine)) in fields(def).into_iter().zip(attachments(def)) {
         check_volume(state, p, &field, &path, mine.writable, Some(&def.name))?;
     }
+    if let Some(c) = &def.container {
+        // The image is only read (the container's root is a copy).
+        check_volume(state, p, "image", &c.image, false, Some(&def.name))?;
+    }
     for (i, n) in def.nics.iter().enumerate() {
         if !may_use_network(p, &n.network) {
             return Err(forbidden(format!(

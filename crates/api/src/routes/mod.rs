@@ -434,6 +434,13 @@ pub struct NewNic {
 pub struct NewVm {
     /// Name.
     pub name: String,
+    /// `vm` (the default) or `container`.
+    #[serde(default)]
+    pub kind: vmconfig::Kind,
+    /// A container's image: a root file system tarball volume `POOL/NAME` (its root is
+    /// unpacked from it).
+    #[serde(default)]
+    pub image: Option<String>,
     /// vCPUs (default 1).
     #[serde(default)]
     pub cpus: Option<u32>,
@@ -516,12 +523,29 @@ fn definition_of(n: &NewVm, name: &str, base: Option<VmDefinition>) -> ApiResult
             }
             t
         }
+        None if n.kind == vmconfig::Kind::Container => {
+            let memory =
+                n.memory.ok_or_else(|| ApiError::bad("memory: missing (a container's memory limit)"))?;
+            let image = n
+                .image
+                .as_deref()
+                .ok_or_else(|| ApiError::bad("image: missing (a container's image, POOL/NAME)"))?;
+            // The daemon gives it its own id slot and the halt signal its init wants.
+            let c = vmconfig::Container::new(image, lxc_slot_placeholder(), "SIGPWR");
+            VmDefinition::new_container(name, n.cpus.unwrap_or(1), memory, c)
+        }
         None => {
             let memory =
                 n.memory.ok_or_else(|| ApiError::bad("memory: missing (it is needed without a template)"))?;
             VmDefinition::new(name, n.cpus.unwrap_or(1), memory)
         }
     };
+    if n.kind == vmconfig::Kind::Container && d.kind != vmconfig::Kind::Container {
+        return Err(ApiError::bad("template: a template makes VMs; a container is made from an image"));
+    }
+    if n.image.is_some() && n.kind != vmconfig::Kind::Container {
+        return Err(ApiError::bad("image: a VM has no image; give kind \"container\""));
+    }
     d.group = n.group.clone().or(d.group);
     for (i, x) in n.disks.iter().enumerate() {
         let bus = match x.bus.as_deref() {
@@ -578,6 +602,11 @@ fn definition_of(n: &NewVm, name: &str, base: Option<VmDefinition>) -> ApiResult
     }
     d.validate().map_err(|e| ApiError::bad(format!("definition: {e}")))?;
     Ok(d)
+}
+
+/// The id base a new container's definition carries until the daemon gives it a slot of its own.
+fn lxc_slot_placeholder() -> u32 {
+    vmconfig::CONTAINER_IDS
 }
 
 /// VMs the caller may see.

@@ -44,7 +44,8 @@ impl Actor {
             Control::DiscardState => std::fs::remove_dir_all(self.checkpoint_dir())
                 .map_err(|e| Fail::from(format!("cannot delete {}: {e}", self.checkpoint_dir().display()))),
             Control::Shutdown => {
-                let t = timeout_s.unwrap_or(self.view.lock().unwrap_or_else(|p| p.into_inner()).def.shutdown_timeout);
+                let t = timeout_s
+                    .unwrap_or(self.view.lock().unwrap_or_else(|p| p.into_inner()).def.shutdown_timeout);
                 lxc.shutdown(&self.name, Duration::from_secs(u64::from(t)), &log).map_err(|e| {
                     Fail::from(format!("its init did not power off within {t} s ({e}); it runs on"))
                 })?;
@@ -93,8 +94,15 @@ impl Actor {
         let nics = self.ctx.networks.veths(&self.name, def)?;
         self.prepare_run_dir()?;
         let parent = self.ctx.resources.parent().trim_matches('/').to_string();
+        let under_parent =
+            |leaf: &str| if parent.is_empty() { leaf.to_string() } else { format!("{parent}/{leaf}") };
         let under = |leaf: &str| {
-            [parent.as_str(), self.name.as_str(), leaf].iter().filter(|p| !p.is_empty()).cloned().collect::<Vec<_>>().join("/")
+            [parent.as_str(), self.name.as_str(), leaf]
+                .iter()
+                .filter(|p| !p.is_empty())
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("/")
         };
         let cfg = lxc::ContainerConfig {
             name: self.name.clone(),
@@ -105,7 +113,8 @@ impl Actor {
             halt_signal: c.halt_signal.clone(),
             cgroup: under(CT_CGROUP),
             monitor_cgroup: under(MONITOR_CGROUP),
-            pivot_cgroup: if parent.is_empty() { "vine-lxc-pivot".into() } else { parent.clone() },
+            // Not a name an instance can have (they start with a letter or digit).
+            pivot_cgroup: under_parent("_lxc"),
             nics,
             console_log: self.paths.console.clone(),
             console_log_size: conlog::MAX_FILE,
@@ -206,7 +215,11 @@ impl Actor {
         if self.qemu_exited() {
             self.ct_end();
             self.set_state(VmState::Off);
-            self.event("info", "vm.powered-off", &format!("container '{}' powered itself off (its init ended)", self.name));
+            self.event(
+                "info",
+                "vm.powered-off",
+                &format!("container '{}' powered itself off (its init ended)", self.name),
+            );
             return;
         }
         if self.last_poll.elapsed() < POLL {
@@ -236,12 +249,16 @@ impl Actor {
         let Ok(cg) = self.ctx.resources.cgroup(&self.name) else { return 0 };
         let (file, key) =
             if cg.is_v2() { ("memory.events", "oom_kill") } else { ("memory.oom_control", "oom_kill") };
-        cg.read("memory", file)
-            .ok()
-            .and_then(|t| {
+        // cgroup v1 counts a kill in the victim's own cgroup (`ct`), v2 in its ancestors too.
+        let places =
+            if cg.is_v2() { vec![String::new()] } else { vec![String::new(), format!("{CT_CGROUP}/")] };
+        places
+            .iter()
+            .filter_map(|p| cg.read("memory", &format!("{p}{file}")).ok())
+            .filter_map(|t| {
                 t.lines().find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse::<u64>().ok()))
             })
-            .unwrap_or(0)
+            .sum()
     }
 
     /// After a failed control: the state from LXC.
@@ -280,7 +297,11 @@ impl Actor {
                 if let Err(e) = self.ctx.resources.apply_all() {
                     tracing::warn!(error = %e, "cannot rewrite cgroup files");
                 }
-                self.event("info", "vm.reattached", &format!("found container '{}' {} (init pid {})", self.name, s.name(), id.pid));
+                self.event(
+                    "info",
+                    "vm.reattached",
+                    &format!("found container '{}' {} (init pid {})", self.name, s.name(), id.pid),
+                );
             }
             None if recorded.has_process() => {
                 self.ct_end();

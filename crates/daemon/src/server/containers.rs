@@ -22,7 +22,8 @@ impl Staged {
     /// Moves the root into the container's directory (`DIR/rootfs`).
     pub(super) fn move_into(&self, dir: &Path) -> Result<(), String> {
         let to = dir.join("rootfs");
-        std::fs::rename(self.dir.join("rootfs"), &to).map_err(|e| format!("cannot move the root file system to {}: {e}", to.display()))
+        std::fs::rename(self.dir.join("rootfs"), &to)
+            .map_err(|e| format!("cannot move the root file system to {}: {e}", to.display()))
     }
 }
 
@@ -37,7 +38,10 @@ impl Daemon {
     /// Gives `def` (a container) a free id slot and unpacks its image into a staging directory
     /// owned by that slot's ids; `def` gets the slot's base and its init's halt signal.
     pub(super) fn stage_rootfs(&self, def: &mut VmDefinition) -> Result<Staged, Failure> {
-        let c = def.container.as_mut().ok_or_else(|| Failure::Invalid("definition: a container needs [container]".into()))?;
+        let c = def
+            .container
+            .as_mut()
+            .ok_or_else(|| Failure::Invalid("definition: a container needs [container]".into()))?;
         let image = self
             .ctx
             .pools
@@ -69,10 +73,11 @@ impl Daemon {
         std::fs::create_dir_all(&staged.dir)
             .map_err(|e| Failure::Failed(format!("cannot create {}: {e}", staged.dir.display())))?;
         let base = lxc::idmap::base_of(slot);
-        let unpacked = lxc::rootfs::unpack(&image, &staged.dir.join("rootfs"), base).map_err(|e| match e {
-            lxc::rootfs::RootfsError::Io { .. } => Failure::Failed(e.to_string()),
-            _ => Failure::Invalid(format!("definition: field `container.image`: {e}")),
-        })?;
+        let unpacked =
+            lxc::rootfs::unpack(&image, &staged.dir.join("rootfs"), base).map_err(|e| match e {
+                lxc::rootfs::RootfsError::Io { .. } => Failure::Failed(e.to_string()),
+                _ => Failure::Invalid(format!("definition: field `container.image`: {e}")),
+            })?;
         c.id_base = base;
         c.halt_signal = lxc::config::halt_signal_for(unpacked.init_target.as_deref()).to_string();
         tracing::info!(

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod cluster;
 pub mod console_log;
+pub mod ct;
 pub mod daemon;
 pub mod disk;
 pub mod docs;
@@ -55,6 +56,9 @@ pub enum Command {
     /// Virtual machines (through the daemon).
     #[command(subcommand)]
     Vm(Lazy<vm::VmCommand>),
+    /// System containers (LXC, unprivileged): controls as for VMs, made from images.
+    #[command(subcommand)]
+    Ct(Lazy<ct::CtCommand>),
     /// The event log: operator actions, state changes, warnings and errors.
     Events {
         /// Only this VM's events.
@@ -163,6 +167,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Cluster(Lazy(cmd)) => cluster::run(cmd),
         Command::Daemon(Lazy(args)) => daemon::run(args),
         Command::Vm(Lazy(cmd)) => vm::run(cmd),
+        Command::Ct(Lazy(cmd)) => ct::run(cmd),
         Command::Network(Lazy(cmd)) => network::run(cmd),
         Command::Policy(Lazy(cmd)) => policy::run(cmd),
         Command::Events { vm, since, follow, json } => admin::events(vm, since, follow, json),

@@ -482,13 +482,18 @@ fn control(name: String, control: Control, options: ControlOptions) -> anyhow::R
     Ok(0)
 }
 
-fn print_table(vms: &[VmInfo]) {
-    // A HOST column only in a pool, so a single host's table stays what scripts expect.
+/// The table of `vine vm list` and `vine ct list`.
+pub(super) fn print_table(vms: &[VmInfo]) {
+    // A HOST column only in a pool and a KIND column only beside containers, so a single host's
+    // table of VMs stays what scripts expect.
     let pool = vms.iter().any(|v| v.host.is_some());
     let host = |h: &str| if pool { format!("{h:<12} ") } else { String::new() };
+    let kinds = vms.iter().any(|v| v.kind != vmconfig::Kind::Vm);
+    let kind = |k: &str| if kinds { format!("{k:<10} ") } else { String::new() };
     println!(
-        "{:<20} {}{:<10} {:>8} {:>5} {:>10}  CPU (weight/reserve/max)",
+        "{:<20} {}{}{:<10} {:>8} {:>5} {:>10}  CPU (weight/reserve/max)",
         "NAME",
+        kind("KIND"),
         host("HOST"),
         "STATE",
         "PID",
@@ -497,8 +502,9 @@ fn print_table(vms: &[VmInfo]) {
     );
     for v in vms {
         println!(
-            "{:<20} {}{:<10} {:>8} {:>5} {:>9}M  {}/{}%/{}",
+            "{:<20} {}{}{:<10} {:>8} {:>5} {:>9}M  {}/{}%/{}",
             v.name,
+            kind(v.kind.name()),
             host(v.host.as_deref().unwrap_or("-")),
             v.state.name(),
             v.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
@@ -553,6 +559,7 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
             }
             let i: VmInfo = serde_json::from_value(v)?;
             println!("name:        {}", i.name);
+            println!("kind:        {}", i.kind.name());
             if let Some(h) = &i.host {
                 println!("host:        {h}");
             }
@@ -584,8 +591,14 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
                     nic.tap.as_deref().map(|t| format!(", tap {t}")).unwrap_or_default()
                 );
             }
-            println!("undo disks:  {}", if i.undo_disks { "on" } else { "off" });
-            println!("ha:          {}", if i.ha { "on" } else { "off" });
+            if let Some(c) = &i.container {
+                println!("image:       {}", c.image);
+                println!("root fs:     {}", c.rootfs);
+                println!("ids:         0–65535 are host ids {}–{}", c.id_base, u64::from(c.id_base) + 65_535);
+            } else {
+                println!("undo disks:  {}", if i.undo_disks { "on" } else { "off" });
+                println!("ha:          {}", if i.ha { "on" } else { "off" });
+            }
             if let Some(c) = &i.cloud_init {
                 println!(
                     "cloud-init:  host name {}, {} SSH key(s), {} user-data, instance {}",

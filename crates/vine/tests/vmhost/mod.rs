@@ -253,10 +253,14 @@ impl VmHost {
             tops.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
         }
         for t in tops {
-            let p = t.join(&self.cgroup_parent);
-            if p.is_dir() {
+            // Containers' cgroups nest (`NAME/ct`, `NAME/lxc-monitor`): every level.
+            let mut todo = vec![t.join(&self.cgroup_parent)];
+            while let Some(p) = todo.pop() {
+                if !p.is_dir() {
+                    continue;
+                }
                 if let Ok(rd) = std::fs::read_dir(&p) {
-                    out.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+                    todo.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
                 }
                 out.push(p);
             }
