@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds container images (root file system tarballs) for vine's system containers:
 #
-#   scripts/ct-image.sh busybox [OUT_DIR]    (default /var/lib/vine/ct-images; run as root)
+#   scripts/ct-image.sh busybox|debian [OUT_DIR]    (default /var/lib/vine/ct-images; run as root)
 #
 # busybox: Debian's static busybox (package busybox-static) as /bin/busybox with its applets,
 # busybox's init as /sbin/init (it powers off on SIGUSR2, which vine sends), a root shell on
@@ -12,15 +12,139 @@
 #   - shutting down runs /etc/init.d/rcK, which writes /var/lib/vine-ct/shutdown and says
 #     "vine-ct: shutting down" on the console.
 #
-# Idempotent: OUT_DIR/busybox.tar.gz is rebuilt only when its recipe or busybox changed
-# (OUT_DIR/busybox.json). The last line on stdout is the tarball's path.
+# debian: Debian bookworm from Debian's packages (mmdebstrap --variant=minbase, from the
+# archive the host's apt sources name) with systemd as init (it powers off on SIGRTMIN+3),
+# systemd-networkd asking DHCP on every ethN, a getty on the console (systemd's own choice in
+# a container), users root and app (uid 1000), no /etc/hostname (the container's name is its
+# host name) and the same console marks as busybox ("vine-ct: up …", "vine-ct: address …",
+# "vine-ct: shutting down" and /var/lib/vine-ct/shutdown), from two small units.
+#
+# Idempotent: OUT_DIR/KIND.tar.gz is rebuilt only when its recipe (or busybox) changed
+# (OUT_DIR/KIND.json); concurrent runs serialise on OUT_DIR/.lock. The last line on stdout is
+# the tarball's path.
 set -euo pipefail
 umask 022
 
+log() { printf 'ct-image: %s\n' "$*" >&2; }
+die() { printf 'ct-image: error: %s\n' "$*" >&2; exit 1; }
+
+# The Debian image (see the header).
+debian_image() {
+    local tar=$OUT/debian-$SUITE.tar.gz meta=$OUT/debian-$SUITE.json
+    if [ -f "$tar" ] && [ -f "$meta" ] && grep -q "\"recipe\": $DEBIAN_RECIPE," "$meta" &&
+        grep -q "$(sha256sum "$tar" | cut -d' ' -f1)" "$meta"; then
+        echo "$tar"
+        return
+    fi
+    command -v mmdebstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
+    # One `deb URI SUITE COMPONENTS` line per suite the host's apt sources have (as
+    # scripts/cloud-image.sh does): the build fetches from where the host does, and only there.
+    local sources
+    # shellcheck disable=SC2016 # apt's own $(FIELD) placeholders
+    sources=$(apt-get indextargets --format '$(REPO_URI) $(CODENAME) $(COMPONENT)' \
+        'Identifier: Packages' 'Target-Of: deb' 2>/dev/null |
+        awk -v s="$SUITE" '$2 == s || $2 == s "-updates" || $2 == s "-security" {
+                key = $1 " " $2
+                if (!(key in comps)) { order[n++] = key; comps[key] = $3 }
+                else if (index(" " comps[key] " ", " " $3 " ") == 0) comps[key] = comps[key] " " $3
+            }
+            END { for (i = 0; i < n; i++) print "deb " order[i] " " comps[order[i]] }')
+    grep -q "^deb [^ ]* $SUITE " <<<"$sources" || die "the host's apt sources have no Debian $SUITE"
+    local mirrors=() line
+    while IFS= read -r line; do mirrors+=("$line"); done <<<"$sources"
+    local work
+    work=$(mktemp -d /tmp/vine-ct-image.XXXXXX)
+    # shellcheck disable=SC2064 # expand now: the path is fixed
+    trap "rm -rf --one-file-system '$work'" EXIT
+    local pre=$work/pre
+    mkdir -p "$pre/etc/systemd/network" "$pre/etc/systemd/system" "$pre/usr/local/sbin"
+    cat >"$pre/etc/systemd/network/80-vine-eth.network" <<'NET'
+[Match]
+Name=eth*
+
+[Network]
+DHCP=ipv4
+NET
+    cat >"$pre/usr/local/sbin/vine-ct-mark" <<'MARK'
+#!/bin/sh
+# vine's console marks (scripts/ct-image.sh): up, address, shutdown.
+mkdir -p /var/lib/vine-ct
+case "$1" in
+    up)
+        n=$(cat /var/lib/vine-ct/boots 2>/dev/null || echo 0)
+        n=$((n + 1))
+        echo "$n" >/var/lib/vine-ct/boots
+        echo "vine-ct: up $(hostname) boot $n" >/dev/console ;;
+    address)
+        for _ in $(seq 1 300); do
+            ip=$(ip -4 -o addr show dev eth0 2>/dev/null | awk '{ split($4, a, "/"); print a[1]; exit }')
+            if [ -n "$ip" ]; then echo "vine-ct: address $ip on eth0" >/dev/console; exit 0; fi
+            sleep 0.1
+        done ;;
+    down)
+        echo "vine-ct: shutting down" >/dev/console
+        date +%s >/var/lib/vine-ct/shutdown
+        sync ;;
+esac
+MARK
+    chmod 755 "$pre/usr/local/sbin/vine-ct-mark"
+    cat >"$pre/etc/systemd/system/vine-ct-ready.service" <<'UNIT'
+[Unit]
+Description=vine: the container's boot and shutdown marks
+After=basic.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/vine-ct-mark up
+ExecStop=/usr/local/sbin/vine-ct-mark down
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    cat >"$pre/etc/systemd/system/vine-ct-address.service" <<'UNIT'
+[Unit]
+Description=vine: the container's address mark
+After=systemd-networkd.service vine-ct-ready.service
+
+[Service]
+Type=exec
+ExecStart=/usr/local/sbin/vine-ct-mark address
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    log "mmdebstrap $SUITE (minbase, systemd) from ${mirrors[*]}"
+    mmdebstrap --quiet --variant=minbase --include=systemd-sysv,iproute2,procps,iputils-ping,dbus \
+        --dpkgopt='path-exclude=/usr/share/man/*' \
+        --dpkgopt='path-exclude=/usr/share/locale/*' \
+        --dpkgopt='path-exclude=/usr/share/doc/*' \
+        --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+        --customize-hook="cp -rT --preserve=mode '$pre' \"\$1\"" \
+        --customize-hook='chroot "$1" useradd -m -u 1000 -s /bin/bash app' \
+        --customize-hook='systemctl --root="$1" --quiet enable systemd-networkd.service vine-ct-ready.service vine-ct-address.service' \
+        --customize-hook='systemctl --root="$1" --quiet mask apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer fstrim.timer' \
+        --customize-hook='rm -f "$1/etc/hostname"; : >"$1/etc/machine-id"; : >"$1/etc/resolv.conf"' \
+        "$SUITE" "$work/debian.tar.gz" "${mirrors[@]}"
+    mv "$work/debian.tar.gz" "$tar"
+    printf '{ "recipe": %s, "suite": "%s", "tarball_sha256": "%s" }\n' "$DEBIAN_RECIPE" "$SUITE" \
+        "$(sha256sum "$tar" | cut -d' ' -f1)" >"$meta"
+    echo "$tar"
+}
+
 RECIPE=1
+DEBIAN_RECIPE=1
+SUITE=bookworm
 KIND=${1:-}
 OUT=${2:-/var/lib/vine/ct-images}
-[ "$KIND" = busybox ] || { echo "usage: $0 busybox [OUT_DIR]" >&2; exit 2; }
+case "$KIND" in
+    busybox | debian) ;;
+    *) echo "usage: $0 busybox|debian [OUT_DIR]" >&2; exit 2 ;;
+esac
+mkdir -p "$OUT"
+exec 9>"$OUT/.lock"
+flock 9
+[ "$KIND" = debian ] && { debian_image; exit 0; }
 
 BB=$(command -v busybox || true)
 if [ -z "$BB" ] || ! file -L "$BB" 2>/dev/null | grep -q 'statically linked'; then
@@ -31,7 +155,6 @@ BB=$(readlink -f "$BB")
 BB_SHA=$(sha256sum "$BB" | cut -d' ' -f1)
 TAR=$OUT/busybox.tar.gz
 META=$OUT/busybox.json
-mkdir -p "$OUT"
 if [ -f "$TAR" ] && [ -f "$META" ] && grep -q "\"recipe\": $RECIPE," "$META" && grep -q "$BB_SHA" "$META"; then
     echo "$TAR"
     exit 0

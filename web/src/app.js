@@ -228,8 +228,10 @@ async function vmsPage() {
     const all = await api("GET", "/api/vms");
     if (!still()) return;
     const pooled = all.some((v) => v.host);
+    // A Kind column once there are containers beside the VMs.
+    const kinds = all.some((v) => v.kind === "container");
     const vms = hostFilter ? all.filter((v) => v.host === hostFilter) : all;
-    const head = `<tr><th>Name</th>${pooled ? "<th>Host</th>" : ""}<th>State</th><th>vCPUs</th>
+    const head = `<tr><th>Name</th>${kinds ? "<th>Kind</th>" : ""}${pooled ? "<th>Host</th>" : ""}<th>State</th><th>vCPUs</th>
       <th>Memory</th><th>CPU weight / reserve / max</th><th>Disks</th><th>PID</th></tr>`;
     if (head !== shownHead) $("#vm-table thead").innerHTML = shownHead = head;
     filterForm.hidden = !pooled && !hostFilter;
@@ -244,11 +246,12 @@ async function vmsPage() {
     none.hidden = vms.length > 0;
     none.textContent = hostFilter ? `No virtual machines on host ${hostFilter}.` : "No virtual machines yet.";
     $("#vm-table tbody").innerHTML = vms.map((v) => `
-      <tr data-vm="${esc(v.name)}"${v.state === "unknown" ? ' class="unknown"' : ""}><td><a href="#/vm/${encodeURIComponent(v.name)}">${esc(v.name)}</a></td>
+      <tr data-vm="${esc(v.name)}" data-kind="${esc(v.kind ?? "vm")}"${v.state === "unknown" ? ' class="unknown"' : ""}><td><a href="#/vm/${encodeURIComponent(v.name)}">${esc(v.name)}</a></td>
+      ${kinds ? `<td>${v.kind === "container" ? "container" : "VM"}</td>` : ""}
       ${pooled ? `<td data-host="${esc(v.host ?? "")}">${v.host ? `<a href="#/vms?host=${encodeURIComponent(v.host)}" title="only the VMs of ${esc(v.host)}">${esc(v.host)}</a>` : ""}</td>` : ""}
       <td>${stateBadge(v.state)}</td><td>${v.cpus}</td><td>${bytes(v.memory)}</td>
       <td>${v.cpu.weight} / ${v.cpu.reserve}% / ${v.cpu.max == null ? "none" : v.cpu.max + "%"}</td>
-      <td>${v.disks.map(esc).join("<br>")}</td><td>${v.pid ?? ""}</td></tr>`).join("");
+      <td>${v.container ? `image ${esc(v.container.image)}` : v.disks.map(esc).join("<br>")}</td><td>${v.pid ?? ""}</td></tr>`).join("");
   };
   await render();
   const from = await lastEventId();

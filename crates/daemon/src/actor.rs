@@ -1040,6 +1040,7 @@ pub fn info(ctx: &Ctx, view: &View) -> VmInfo {
             rootfs: paths.dir.join("rootfs").display().to_string(),
             id_base: c.id_base,
             halt_signal: c.halt_signal.clone(),
+            lxc_path: ctx.lxc.path().display().to_string(),
         }),
         host: None,
         uuid: d.uuid.clone(),

@@ -310,6 +310,9 @@ impl Daemon {
         if def.group.is_some() {
             crate::placement::check_apart(to, &c.vms()?, &def)?;
         }
+        if def.is_container() {
+            return self.move_container(c, peers, name, to, &info, &def, saved);
+        }
         let shared = self.shared_pool_names();
         let mut copies: Vec<Copy> = Vec::new();
         let mut stays: Vec<String> = Vec::new();
@@ -387,7 +390,7 @@ impl Daemon {
         }
         // 4. The destination registers it.
         let text = def.to_toml().map_err(|e| Failure::Failed(format!("definition: {e}")))?;
-        if let Err(e) = peers.call(to, &Request::VmAdopt { definition: text, saved }) {
+        if let Err(e) = peers.call(to, &Request::VmAdopt { definition: text, saved, rootfs: false }) {
             if let Err(back) = c.take_back_vm(name, to) {
                 tracing::error!(
                     "moving '{name}': taking it back from '{to}' after a failed handover: {back}"
@@ -409,6 +412,75 @@ impl Daemon {
         }
         self.ctx().event(Some(name), "info", "vm.moved", &m);
         Ok(serde_json::json!({ "name": name, "host": to, "message": m, "copied": copied, "shared": stays }))
+    }
+
+    /// A container's cold move: its root file system goes as a tarball (owned by its ids here;
+    /// the destination gives it a slot of its own and shifts them), then the same handover as a
+    /// VM's (ownership in one etcd transaction, the destination registers it, this host
+    /// forgets it).
+    #[allow(clippy::too_many_arguments)]
+    fn move_container(
+        &self,
+        c: &Cluster,
+        peers: &dyn Peers,
+        name: &str,
+        to: &str,
+        info: &crate::protocol::VmInfo,
+        def: &vmconfig::VmDefinition,
+        saved: bool,
+    ) -> Result<Value, Failure> {
+        if saved {
+            return Err(Failure::Refused(format!(
+                "cannot move '{name}': it is a saved container; restore it and turn it off, or discard its \
+                 checkpoint, first (a container moves off)"
+            )));
+        }
+        let paths = VmPaths::new(&self.ctx().data, name);
+        let tarball = paths.dir.join("rootfs-move.tar.gz");
+        let out = std::process::Command::new("tar")
+            .args(["--numeric-owner", "--xattrs", "-czf"])
+            .arg(&tarball)
+            .arg("-C")
+            .arg(paths.dir.join("rootfs"))
+            .arg(".")
+            .output()
+            .map_err(|e| Failure::Failed(format!("cannot move '{name}': cannot run tar: {e}")))?;
+        let sent = if out.status.success() {
+            peers.send(to, &format!("/api/pool/incoming/{name}/content"), &tarball)
+        } else {
+            Err(Failure::Failed(format!(
+                "cannot move '{name}': tar could not pack its root file system: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        };
+        let bytes = std::fs::metadata(&tarball).map(|m| m.len()).unwrap_or(0);
+        let _ = std::fs::remove_file(&tarball);
+        sent.map_err(|e| prefix(name, to, "sending its root file system", e))?;
+        let record = serde_json::to_value(info).expect("serialises");
+        match c.transfer_vm(name, to, &record) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(Failure::Refused(format!("cannot move '{name}': this host no longer owns it")))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let text = def.to_toml().map_err(|e| Failure::Failed(format!("definition: {e}")))?;
+        if let Err(e) = peers.call(to, &Request::VmAdopt { definition: text, saved: false, rootfs: true }) {
+            if let Err(back) = c.take_back_vm(name, to) {
+                tracing::error!(
+                    "moving '{name}': taking it back from '{to}' after a failed handover: {back}"
+                );
+            }
+            self.publish_vm(name);
+            return Err(prefix(name, to, "registering it there", e));
+        }
+        self.forget_moved(name, false, &[]);
+        let m = format!(
+            "moved container '{name}' (off) to host '{to}'; its root file system went along ({} MiB packed)",
+            bytes >> 20
+        );
+        self.ctx().event(Some(name), "info", "vm.moved", &m);
+        Ok(serde_json::json!({ "name": name, "host": to, "message": m, "copied": [], "shared": [] }))
     }
 
     /// Unregisters a VM that now lives on another host, with its directory and the originals of
@@ -437,15 +509,23 @@ impl Daemon {
         }
     }
 
-    /// On the destination of a move: registers the VM (saved, with the state received).
-    pub(crate) fn adopt_moved(&self, definition: &str, saved: bool) -> Result<Value, Failure> {
+    /// On the destination of a move: registers the VM (saved, with the state received), or the
+    /// container (with its root file system's tarball received).
+    pub(crate) fn adopt_moved(&self, definition: &str, saved: bool, rootfs: bool) -> Result<Value, Failure> {
         let def = vmconfig::VmDefinition::parse(definition)
             .map_err(|e| Failure::Invalid(format!("definition: {e}")))?;
         let staged = layout::incoming_state(&self.ctx().data, &def.name);
-        if saved && !staged.is_file() {
-            return Err(Failure::Invalid(format!("no saved state of '{}' arrived here", def.name)));
+        if (saved || rootfs) && !staged.is_file() {
+            let what = if rootfs { "root file system" } else { "saved state" };
+            return Err(Failure::Invalid(format!("no {what} of '{}' arrived here", def.name)));
         }
-        let r = self.create_as(definition, saved.then_some(staged.as_path()));
+        if rootfs != def.is_container() {
+            return Err(Failure::Invalid(format!(
+                "'{}': a container moves with its root file system, a VM without",
+                def.name
+            )));
+        }
+        let r = self.create_as(definition, (saved || rootfs).then_some(staged.as_path()));
         let _ = std::fs::remove_file(&staged);
         let mut v = r?;
         self.publish_vm(&def.name);

@@ -63,6 +63,10 @@ pub enum Request {
         definition: String,
         /// Whether it arrives saved (its state is in this host's incoming directory).
         saved: bool,
+        /// A container: its root file system arrived as a tarball in this host's incoming
+        /// directory (owned by the ids the definition's `id_base` names; it gets a slot here).
+        #[serde(default)]
+        rootfs: bool,
     },
     /// In a pool, from the coordinator: takes HA guest `definition` over from host `from`, whose
     /// lease expired, and starts it here (`crate::ha`). Only hosts of the pool send it.
@@ -830,6 +834,8 @@ pub struct ContainerInfo {
     pub id_base: u32,
     /// The signal that asks its init to power off.
     pub halt_signal: String,
+    /// LXC's directory of containers on its host (`lxc-console -P …` there reaches its console).
+    pub lxc_path: String,
 }
 
 #[cfg(test)]

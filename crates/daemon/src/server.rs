@@ -512,7 +512,7 @@ impl Daemon {
             Request::TemplateShip { name, to } => self.template_ship(&name, &to),
             Request::TemplateLocal { name, bases, drop } => self.template_local(&name, &bases, drop),
             Request::VmMove { name, to } => self.move_vm(&name, &to),
-            Request::VmAdopt { definition, saved } => self.adopt_moved(&definition, saved),
+            Request::VmAdopt { definition, saved, rootfs } => self.adopt_moved(&definition, saved, rootfs),
             Request::VmRecover { definition, from } => self.recover_vm(&definition, &from),
             Request::VmMigrate { name, to, options } => self.migrate_vm(&name, &to, options),
             Request::VmMigration { name } => {
@@ -804,6 +804,7 @@ impl Daemon {
     }
 
     /// Registers a VM from its definition; with `saved_state`, it arrives saved (a cold move:
+    /// for a container, that file is its root file system's tarball, which another host sent;
     /// the file, which another host wrote, becomes its saved state).
     pub(crate) fn create_as(&self, text: &str, saved_state: Option<&Path>) -> Result<Value, Failure> {
         let invalid = Failure::Invalid;
@@ -863,9 +864,9 @@ impl Daemon {
         }
         // A new container's root: unpacked (seconds for a distribution) before the registry is
         // locked, moved into the container's directory once the name is known to be free.
-        let staged = match def.is_container() && saved_state.is_none() {
-            true => Some(self.stage_rootfs(&mut def)?),
-            false => None,
+        let staged = match (def.is_container(), saved_state) {
+            (true, source) => Some(self.stage_rootfs(&mut def, source)?),
+            (false, _) => None,
         };
         let vms = self.lock();
         if vms.contains_key(&def.name) {
@@ -885,8 +886,8 @@ impl Daemon {
                     .map_err(|e| format!("cannot write {}: {e}", paths.definition.display()))
             });
         let written = written.and_then(|_| match saved_state {
-            Some(f) => crate::layout::take_saved_state(&paths, &self.ctx.emulator, f),
-            None => Ok(()),
+            Some(f) if !def.is_container() => crate::layout::take_saved_state(&paths, &self.ctx.emulator, f),
+            _ => Ok(()),
         });
         let written = written.and_then(|_| match &staged {
             Some(s) => s.move_into(&paths.dir),
@@ -897,7 +898,7 @@ impl Daemon {
             self.ctx.networks.release_nics(&vm_name);
             return Err(Failure::Failed(e));
         }
-        let state = if saved_state.is_some() { VmState::Saved } else { VmState::Off };
+        let state = if saved_state.is_some() && !def.is_container() { VmState::Saved } else { VmState::Off };
         let rec = VmRecord {
             name: def.name.clone(),
             uuid: def.uuid.clone(),

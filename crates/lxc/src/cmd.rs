@@ -60,6 +60,11 @@ impl Lxc {
         Lxc { path: path.into() }
     }
 
+    /// The directory of containers (LXC's `-P`).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The container's directory (its `config` is there).
     pub fn dir(&self, name: &str) -> PathBuf {
         self.path.join(name)

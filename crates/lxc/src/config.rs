@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use crate::idmap::IDS_PER_CONTAINER;
 
 /// One NIC: a veth pair whose host side (`host_name`, vine's name for the NIC's port) joins
-/// `bridge`; the container side is `eth{index}` with `mac`.
+/// `bridge` through the `plug` hook (LXC's own bridge attachment reads `/sys/class/net`, which
+/// shows another network namespace's links where the daemon runs in a namespace of its own
+/// without its own sysfs); the container side is `eth{index}` with `mac`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Veth {
     /// The host side's name (at most 15 characters).
@@ -16,6 +18,9 @@ pub struct Veth {
     pub bridge: String,
     /// The container side's MAC.
     pub mac: String,
+    /// The command LXC runs once the pair exists (`script.up`; LXC appends the container's name,
+    /// `net`, `up`, `veth` and the host side's name).
+    pub plug: String,
 }
 
 /// What vine sets for one container.
@@ -80,7 +85,7 @@ pub fn render(c: &ContainerConfig) -> String {
     }
     for (i, n) in c.nics.iter().enumerate() {
         line(&format!("lxc.net.{i}.type"), "veth");
-        line(&format!("lxc.net.{i}.link"), &n.bridge);
+        line(&format!("lxc.net.{i}.script.up"), &n.plug);
         line(&format!("lxc.net.{i}.veth.pair"), &n.host_name);
         line(&format!("lxc.net.{i}.hwaddr"), &n.mac);
         line(&format!("lxc.net.{i}.name"), &format!("eth{i}"));
@@ -118,6 +123,7 @@ mod tests {
                 host_name: "vt0123abcd".into(),
                 bridge: "vb99".into(),
                 mac: "52:54:00:00:00:01".into(),
+                plug: "/usr/bin/vine network plug-port vb99".into(),
             }],
             console_log: "/var/lib/vine/vms/web1/console.log".into(),
             console_log_size: 2 << 20,
@@ -135,7 +141,7 @@ mod tests {
             "lxc.rootfs.path = dir:/var/lib/vine/vms/web1/rootfs\n",
             "lxc.cgroup.dir.container = vine/web1/ct\n",
             "lxc.net.0.veth.pair = vt0123abcd\n",
-            "lxc.net.0.link = vb99\n",
+            "lxc.net.0.script.up = /usr/bin/vine network plug-port vb99\n",
             "lxc.net.0.hwaddr = 52:54:00:00:00:01\n",
             "lxc.signal.halt = SIGUSR2\n",
             "lxc.console.size = 2097152\n",

@@ -63,19 +63,20 @@ pub struct Unpacked {
 }
 
 /// Unpacks `image` into `dest` (which must not exist) owned by the container whose root is host
-/// id `base`. On failure nothing is left at `dest`.
-pub fn unpack(image: &Path, dest: &Path, base: u32) -> Result<Unpacked, RootfsError> {
+/// id `base`. The image's files are owned by ids 0–65535, or (a container's root moving between
+/// hosts) by `from` … `from + 65535`. On failure nothing is left at `dest`.
+pub fn unpack(image: &Path, dest: &Path, base: u32, from: u32) -> Result<Unpacked, RootfsError> {
     if dest.symlink_metadata().is_ok() {
         return Err(RootfsError::Exists(dest.to_path_buf()));
     }
-    let r = unpack_inner(image, dest, base);
+    let r = unpack_inner(image, dest, base, from);
     if r.is_err() {
         let _ = std::fs::remove_dir_all(dest);
     }
     r
 }
 
-fn unpack_inner(image: &Path, dest: &Path, base: u32) -> Result<Unpacked, RootfsError> {
+fn unpack_inner(image: &Path, dest: &Path, base: u32, from: u32) -> Result<Unpacked, RootfsError> {
     std::fs::create_dir_all(dest).map_err(io(dest))?;
     std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o755)).map_err(io(dest))?;
     let out = Command::new("tar")
@@ -93,7 +94,7 @@ fn unpack_inner(image: &Path, dest: &Path, base: u32) -> Result<Unpacked, Rootfs
         return Err(RootfsError::Unpack { image: image.to_path_buf(), why });
     }
     let mut done = Unpacked { entries: 0, devices_dropped: 0, init_target: None };
-    shift(image, dest, dest, base, &mut done)?;
+    shift(image, dest, dest, (from, base), &mut done)?;
     let init = dest.join("sbin/init");
     let meta = init.symlink_metadata().map_err(|_| RootfsError::NoInit(image.to_path_buf()))?;
     if meta.file_type().is_symlink() {
@@ -102,8 +103,16 @@ fn unpack_inner(image: &Path, dest: &Path, base: u32) -> Result<Unpacked, Rootfs
     Ok(done)
 }
 
-/// Shifts `path` (and below) to the container's ids, dropping device nodes.
-fn shift(image: &Path, root: &Path, path: &Path, base: u32, done: &mut Unpacked) -> Result<(), RootfsError> {
+/// Shifts `path` (and below) from ids `from + n` to the container's `base + n` (`ids` is
+/// `(from, base)`), dropping device nodes.
+fn shift(
+    image: &Path,
+    root: &Path,
+    path: &Path,
+    ids: (u32, u32),
+    done: &mut Unpacked,
+) -> Result<(), RootfsError> {
+    let (from, base) = ids;
     use std::os::unix::fs::FileTypeExt;
     let meta = path.symlink_metadata().map_err(io(path))?;
     let ft = meta.file_type();
@@ -113,16 +122,17 @@ fn shift(image: &Path, root: &Path, path: &Path, base: u32, done: &mut Unpacked)
         return Ok(());
     }
     let inside = || format!("/{}", path.strip_prefix(root).unwrap_or(path).display());
-    let (uid, gid) = (meta.uid(), meta.gid());
+    // The root directory itself is vine's (made before tar ran): the container's root owns it.
+    let (uid, gid) = if path == root { (from, from) } else { (meta.uid(), meta.gid()) };
     // A regular file may meet here again through a hard link: its inode is shifted already.
     let mine = |id: u32| base >= IDS_PER_CONTAINER && id >= base && id - base < IDS_PER_CONTAINER;
-    if !(mine(uid) && mine(gid)) {
-        for id in [uid, gid] {
-            if id >= IDS_PER_CONTAINER {
-                return Err(RootfsError::ForeignId { image: image.to_path_buf(), file: inside(), id });
-            }
-        }
-        std::os::unix::fs::lchown(path, Some(base + uid), Some(base + gid)).map_err(io(path))?;
+    if path == root || !(mine(uid) && mine(gid)) {
+        let own = |id: u32| id.checked_sub(from).filter(|n| *n < IDS_PER_CONTAINER);
+        let (Some(u), Some(g)) = (own(uid), own(gid)) else {
+            let id = if own(uid).is_none() { uid } else { gid };
+            return Err(RootfsError::ForeignId { image: image.to_path_buf(), file: inside(), id });
+        };
+        std::os::unix::fs::lchown(path, Some(base + u), Some(base + g)).map_err(io(path))?;
         if !ft.is_symlink() {
             // chown clears set-id bits; put the mode back as the image had it.
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
@@ -133,7 +143,7 @@ fn shift(image: &Path, root: &Path, path: &Path, base: u32, done: &mut Unpacked)
     if ft.is_dir() {
         for e in std::fs::read_dir(path).map_err(io(path))? {
             let e = e.map_err(io(path))?;
-            shift(image, root, &e.path(), base, done)?;
+            shift(image, root, &e.path(), ids, done)?;
         }
     }
     Ok(())
@@ -175,12 +185,28 @@ mod tests {
             std::fs::hard_link(s.join("sbin/tool"), s.join("sbin/tool2")).unwrap();
         });
         let dest = dir.path().join("root");
-        let u = unpack(&img, &dest, 2_000_000_000).unwrap();
+        let u = unpack(&img, &dest, 2_000_000_000, 0).unwrap();
         assert_eq!(u.init_target.as_deref(), Some("/bin/busybox"));
         let m = std::fs::metadata(dest.join("sbin/tool")).unwrap();
         assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (2_000_001_000, 2_000_001_000, 0o4755));
         assert_eq!(std::fs::metadata(&dest).unwrap().uid(), 2_000_000_000);
-        assert!(matches!(unpack(&img, &dest, 2_000_000_000), Err(RootfsError::Exists(_))));
+        assert!(matches!(unpack(&img, &dest, 2_000_000_000, 0), Err(RootfsError::Exists(_))));
+        // A root moving to another slot: ids from + n become base + n.
+        let moved = dir.path().join("moved.tar.gz");
+        let ok = Command::new("tar")
+            .args(["--numeric-owner", "-czf"])
+            .arg(&moved)
+            .arg("-C")
+            .arg(&dest)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        unpack(&moved, &dir.path().join("root3"), 2_000_131_072, 2_000_000_000).unwrap();
+        let m = std::fs::metadata(dir.path().join("root3/sbin/tool")).unwrap();
+        assert_eq!((m.uid(), m.mode() & 0o7777), (2_000_132_072, 0o4755));
+        let e = unpack(&moved, &dir.path().join("root4"), 2_000_131_072, 0).unwrap_err().to_string();
+        assert!(e.contains("belongs to id 2000000000"), "{e}");
         // An image with a file owned outside the container's ids is refused and leaves nothing.
         let dir2 = tempfile::tempdir().unwrap();
         let bad = tarball(dir2.path(), |s| {
@@ -189,10 +215,10 @@ mod tests {
             std::os::unix::fs::lchown(s.join("f"), Some(70000), None).unwrap();
         });
         let dest2 = dir2.path().join("root");
-        let e = unpack(&bad, &dest2, 2_000_000_000).unwrap_err().to_string();
+        let e = unpack(&bad, &dest2, 2_000_000_000, 0).unwrap_err().to_string();
         assert!(e.contains("/f belongs to id 70000"), "{e}");
         assert!(!dest2.exists());
-        let e = unpack(&dir2.path().join("missing.tar"), &dest2, 2_000_000_000).unwrap_err().to_string();
+        let e = unpack(&dir2.path().join("missing.tar"), &dest2, 2_000_000_000, 0).unwrap_err().to_string();
         assert!(e.starts_with("cannot unpack the image"), "{e}");
     }
 

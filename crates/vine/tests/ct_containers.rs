@@ -9,8 +9,15 @@
 //! - every control, checked from inside: pause/resume (a counter stops and continues), reset
 //!   (init starts again: the boot count), shutdown (the image's shutdown script runs), save
 //!   (CRIU, or refused with CRIU's reason), off, delete (root file system and cgroups gone);
-//! - a 25 % CPU cap holds; a process exceeding the memory limit is killed inside, an event says
-//!   so, and the container and its neighbour run on.
+//! - a 25 % CPU cap holds; weights 100 and 300 on one core share it 1:3; a process exceeding
+//!   the memory limit is killed inside, an event says so, and the container and its neighbour
+//!   run on;
+//! - a container reaches a VM (the guest kit) on its network;
+//! - keystrokes sent through vine's console relay reach the container's shell;
+//! - a user with the use right on one container controls it and reads its console, and sees
+//!   nothing of the others;
+//! - a Debian container (systemd, from `scripts/ct-image.sh debian`) boots with its own host
+//!   name, users and address, and shuts down through systemd.
 
 mod vmhost;
 
@@ -23,9 +30,9 @@ use vmhost::VmHost;
 
 const BOOT: Duration = Duration::from_secs(60);
 
-fn image() -> PathBuf {
+fn image(kind: &str) -> PathBuf {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/ct-image.sh");
-    let out = Command::new("bash").arg(&script).arg("busybox").output().unwrap();
+    let out = Command::new("bash").arg(&script).arg(kind).output().unwrap();
     assert!(out.status.success(), "{}", vmhost::text(&out));
     let path = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_string();
     PathBuf::from(path)
@@ -102,7 +109,7 @@ fn cpu_ns(h: &VmHost, name: &str) -> u64 {
 #[test]
 fn busybox_containers_are_isolated_networked_controlled_and_limited() {
     let t0 = Instant::now();
-    let img = image();
+    let img = image("busybox");
     let h = VmHost::start();
     let pool = h.dir.path().join("p1");
     h.ok(&["pool", "create", "p1", "--path", pool.to_str().unwrap()]);
@@ -117,6 +124,9 @@ fn busybox_containers_are_isolated_networked_controlled_and_limited() {
     for (name, net) in [("c1", "n1"), ("c2", "n1"), ("c3", "n2")] {
         h.ok(&["ct", "create", name, "--image", "p1/busybox", "--memory", "64M", "--nic", net, "--start"]);
     }
+    // A VM of the guest kit on n1, booting while the containers are checked.
+    h.create_kit_vm("v1", &["vine.net=1"], &["--nic", "n1"]);
+    h.ok(&["vm", "start", "v1"]);
     // A VM-only option is refused by name; so is a missing image.
     let e = h.fails(&["ct", "create", "bad", "--image", "p1/nothing", "--memory", "64M"]);
     assert!(e.contains("container.image"), "{e}");
@@ -158,6 +168,44 @@ fn busybox_containers_are_isolated_networked_controlled_and_limited() {
     inside_ok(&h, "c1", &format!("ping -c 2 -W 2 {a2}"));
     let (ok, out) = inside(&h, "c3", &format!("ping -c 2 -W 2 {a1}"));
     assert!(!ok, "c3 on n2 reached c1 on n1: {out}");
+    let vm_line = h.console("v1").wait_for("VINE-IP ", vmhost::BOOT).unwrap();
+    let vm_ip = vm_line.split_whitespace().nth(1).unwrap().to_string();
+    assert!(vm_ip.starts_with("10.233.95."), "{vm_line}");
+    inside_ok(&h, "c1", &format!("ping -c 2 -W 2 {vm_ip}"));
+    let (ok, out) = inside(&h, "c3", &format!("ping -c 2 -W 2 {vm_ip}"));
+    assert!(!ok, "c3 on n2 reached the VM on n1: {out}");
+    h.ok(&["vm", "off", "v1"]);
+
+    // --- the console: keystrokes through vine's relay reach the container's shell ---
+    {
+        use std::io::Write;
+        let sock = h.data.join("vms/c1/run/console.sock");
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        s.write_all(b"echo typed-$((6*7))\n").unwrap();
+        wait_console(&h, "c1", "typed-42", 1);
+        let log = h.ok(&["ct", "console", "c1", "--log"]);
+        assert!(log.contains("typed-42") && log.contains("vine-ct: up c1"), "{log}");
+    }
+
+    // --- rights: ann may use c1 only ---
+    h.ok(&["user", "add", "ann", "--password", "ann-password"]);
+    h.ok(&["acl", "grant", "ann", "use", "c1"]);
+    let ann = h.login("ann", "ann-password");
+    let (st, body) = h.https("GET", "/api/vms", Some(&ann), None);
+    assert_eq!(st, 200, "{body}");
+    let seen: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen.len(), 1, "{body}");
+    assert_eq!((seen[0]["name"].as_str(), seen[0]["kind"].as_str()), (Some("c1"), Some("container")));
+    let (st, body) = h.https("GET", "/api/vms/c1/console", Some(&ann), None);
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains("vine-ct: up c1"), "{body}");
+    for (method, path) in
+        [("GET", "/api/vms/c2"), ("GET", "/api/vms/c2/console"), ("POST", "/api/vms/c2/actions/pause")]
+    {
+        let (st, body) = h.https(method, path, Some(&ann), Some("{}"));
+        assert!(st == 403 || st == 404, "ann {method} {path}: {st} {body}");
+    }
+    assert_eq!(h.state("c2"), "running");
 
     // --- CPU cap and memory limit ---
     h.ok(&["ct", "set", "c2", "--cpu-max", "25"]);
@@ -168,6 +216,30 @@ fn busybox_containers_are_isolated_networked_controlled_and_limited() {
     let pct = (cpu_ns(&h, "c2") - c0) as f64 / w0.elapsed().as_nanos() as f64 * 100.0;
     assert!((20.0..=30.0).contains(&pct), "a 25% cap gave {pct:.1}%");
     inside_ok(&h, "c2", "kill $(cat /tmp/busy.pid)");
+
+    // Weights 100 and 300, both on one core: 1:3 within 15 %.
+    h.ok(&["ct", "set", "c2", "--cpu-max", "none", "--cpu-weight", "300"]);
+    h.ok(&["ct", "set", "c1", "--cpu-weight", "100"]);
+    for name in ["c1", "c2"] {
+        let cpuset =
+            Path::new("/sys/fs/cgroup/cpuset").join(&h.cgroup_parent).join(name).join("ct/cpuset.cpus");
+        std::fs::write(&cpuset, "0").unwrap_or_else(|e| panic!("{}: {e}", cpuset.display()));
+        inside_ok(&h, name, "(while :; do :; done) >/dev/null 2>&1 </dev/null & echo $! > /tmp/busy.pid");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (a0, b0) = (cpu_ns(&h, "c1"), cpu_ns(&h, "c2"));
+    std::thread::sleep(Duration::from_secs(4));
+    let (a, b) = ((cpu_ns(&h, "c1") - a0) as f64, (cpu_ns(&h, "c2") - b0) as f64);
+    let ratio = b / a;
+    assert!((2.55..=3.45).contains(&ratio), "weights 300:100 gave {ratio:.2} ({b:.0} ns : {a:.0} ns)");
+    for name in ["c1", "c2"] {
+        inside_ok(&h, name, "kill $(cat /tmp/busy.pid)");
+    }
+    // A running container's memory limit changes at once.
+    h.ok(&["ct", "set", "c2", "--memory", "80M"]);
+    let limit = Path::new("/sys/fs/cgroup/memory").join(&h.cgroup_parent).join("c2/memory.limit_in_bytes");
+    assert_eq!(std::fs::read_to_string(&limit).unwrap().trim(), (80u64 << 20).to_string());
+    h.ok(&["ct", "set", "c2", "--memory", "64M"]);
     let (ok, out) = inside(&h, "c2", "dd if=/dev/zero of=/dev/null bs=96M count=1");
     assert!(!ok, "a 96 MiB buffer fit in a 64 MiB container: {out}");
     let t = Instant::now();
@@ -247,4 +319,32 @@ fn busybox_containers_are_isolated_networked_controlled_and_limited() {
         }
     }
     eprintln!("containers test took {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+#[test]
+fn a_debian_container_boots_systemd_with_its_own_name_users_and_address() {
+    let t0 = Instant::now();
+    let img = image("debian");
+    let h = VmHost::start();
+    let pool = h.dir.path().join("p1");
+    h.ok(&["pool", "create", "p1", "--path", pool.to_str().unwrap()]);
+    h.ok(&["ct", "image", "import", "p1/debian", img.to_str().unwrap()]);
+    h.ok(&["network", "create", "n1", "--kind", "internal", "--subnet", "10.233.97.0/24"]);
+    h.ok(&["ct", "create", "deb1", "--image", "p1/debian", "--memory", "256M", "--nic", "n1", "--start"]);
+    let v = h.show("deb1");
+    assert_eq!(v["container"]["halt_signal"], "SIGRTMIN+3", "{v}");
+    wait_console(&h, "deb1", "vine-ct: up deb1 boot 1", 1);
+    let a = address(&h, "deb1");
+    assert!(a.starts_with("10.233.97."), "{a}");
+    assert_eq!(inside_ok(&h, "deb1", "hostname").trim(), "deb1");
+    assert_eq!(inside_ok(&h, "deb1", "cat /proc/1/comm").trim(), "systemd");
+    assert!(inside_ok(&h, "deb1", "getent passwd app").starts_with("app:x:1000:1000"));
+    assert!(inside_ok(&h, "deb1", "cat /etc/os-release").contains("bookworm"));
+    let base = v["container"]["id_base"].as_u64().unwrap() as u32;
+    assert_eq!(status_ids(v["pid"].as_u64().unwrap() as u32), (base, base));
+    h.ok(&["ct", "shutdown", "deb1", "--timeout", "60"]);
+    assert_eq!(h.state("deb1"), "off");
+    wait_console(&h, "deb1", "vine-ct: shutting down", 1);
+    h.ok(&["ct", "delete", "deb1"]);
+    eprintln!("debian container test took {:.1} s", t0.elapsed().as_secs_f64());
 }

@@ -9,7 +9,10 @@
 //! - a volume of the shared pool has one writer in the whole pool: a VM on h1 cannot start while
 //!   a VM on h2 writes it, and can once that one is off;
 //! - a saved VM moves and restores on h2: its guest's counter continues where it stopped;
-//! - a running VM, a host path disk and an unknown host are refused with sentences.
+//! - a running VM, a host path disk and an unknown host are refused with sentences;
+//! - a container moves cold from h1 to h2 with its root file system (a file written inside is
+//!   there), gets a slot of ids on h2, keeps its address on a network that spans the pool, and
+//!   the pool lists it with its kind; a running one is refused, and live migration is for VMs.
 
 mod poollab;
 
@@ -186,4 +189,86 @@ fn vms_move_cold_between_hosts_with_local_and_shared_volumes() {
         "a copy of the base outlived its template"
     );
     assert!(!shared.join("ts.base.vhd").exists());
+    container_moves(&lab);
+}
+
+/// A container's cold move from h1 to h2 (see the file's comment).
+fn container_moves(lab: &Lab) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/ct-image.sh");
+    let out = Command::new("bash").arg(&script).arg("busybox").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let img = String::from_utf8_lossy(&out.stdout).lines().last().unwrap().trim().to_string();
+    lab.ok("h1", &["ct", "image", "import", "loc/bb", &img]);
+    lab.ok("h1", &["network", "create", "ctn", "--kind", "nat", "--span", "--subnet", "10.246.64.0/24"]);
+    lab.wait(Duration::from_secs(20), "h2 joins the spanning network", || {
+        lab.json("h2", &["network", "list"]).as_array().unwrap().iter().any(|x| x["name"] == "ctn")
+    });
+    lab.ok(
+        "h1",
+        &[
+            "ct", "create", "k1", "--image", "loc/bb", "--memory", "64M", "--nic", "ctn", "--host", "h1",
+            "--start",
+        ],
+    );
+    let data = |h: &str| Path::new(lab.get(&format!("LAB_{h}_DATA"))).to_path_buf();
+    let address = |h: &str, boot: usize| -> String {
+        lab.wait_value(Duration::from_secs(60), "the container's lease", || {
+            let log = std::fs::read_to_string(data(h).join("vms/k1/run/console.log")).unwrap_or_default();
+            // The boot count lives in the container's root: "boot 2" on h2 shows it came along.
+            if !log.contains(&format!("vine-ct: up k1 boot {boot}")) {
+                return None;
+            }
+            log.lines()
+                .rev()
+                .find_map(|l| l.split("vine-ct: address ").nth(1))
+                .map(|r| r.split_whitespace().next().unwrap().to_string())
+        })
+    };
+    let before = address("h1", 1);
+    let attach = |h: &str, script: &str| {
+        let lxc = data(h).join("lxc");
+        let out = lab.inside(
+            h,
+            &["lxc-attach", "-P", lxc.to_str().unwrap(), "-n", "k1", "--", "/bin/sh", "-c", script],
+        );
+        assert!(out.status.success(), "in k1 on {h}: {script}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    attach("h1", "echo kept-across-hosts > /root/mark");
+    let e = lab.fails("h1", &["ct", "move", "k1", "--to", "h2"]);
+    assert!(e.contains("running"), "{e}");
+    let e = lab.fails("h1", &["vm", "migrate", "k1", "--to", "h2"]);
+    assert!(e.contains("container"), "{e}");
+    let base1 = lab.json("h1", &["ct", "show", "k1"])["container"]["id_base"].as_u64().unwrap();
+    lab.ok("h1", &["ct", "off", "k1"]);
+    let out = lab.ok("h1", &["ct", "move", "k1", "--to", "h2"]);
+    assert!(out.contains("root file system"), "{out}");
+    assert!(!data("h1").join("vms/k1").exists(), "k1's directory is left on h1");
+    let listed = lab.json("h1", &["vm", "list"]);
+    let k1 = listed.as_array().unwrap().iter().find(|v| v["name"] == "k1").cloned().unwrap_or_default();
+    assert_eq!((k1["host"].as_str(), k1["kind"].as_str()), (Some("h2"), Some("container")), "{listed}");
+    lab.ok("h2", &["ct", "start", "k1"]);
+    let after = address("h2", 2);
+    assert_eq!(after, before, "the container's address changed with its host");
+    assert_eq!(attach("h2", "cat /root/mark").trim(), "kept-across-hosts");
+    let v = lab.json("h2", &["ct", "show", "k1"]);
+    let pid = v["pid"].as_u64().unwrap();
+    let uid = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid: u64 = uid
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        uid,
+        v["container"]["id_base"].as_u64().unwrap(),
+        "root inside is not the container's id base"
+    );
+    eprintln!("k1: id base {base1} on h1, {uid} on h2");
+    lab.ok("h2", &["ct", "off", "k1"]);
+    lab.ok("h2", &["ct", "delete", "k1"]);
 }

@@ -138,7 +138,41 @@ impl Actor {
         let id = process::identify(pid).ok_or("its init ended at once")?;
         self.proc = Some(Proc { id, child: None, qmp: None, disks: Vec::new(), stats_on: false });
         self.oom_kills = self.ct_oom_kills();
+        self.ct_start_relay();
         Ok(())
+    }
+
+    /// Starts the keystroke relay viewers type into (`vine console-log --lxc`); it ends with
+    /// the container. Without it the console is only shown, so a failure is only logged.
+    fn ct_start_relay(&self) {
+        let p = &self.paths;
+        let _ = std::fs::remove_file(&p.console_socket);
+        let mut cmd = Command::new(&self.ctx.vine_exe);
+        cmd.arg("console-log")
+            .arg("--lxc")
+            .arg(&self.name)
+            .arg("--lxc-path")
+            .arg(self.ctx.lxc.path())
+            .arg("--socket")
+            .arg(&p.console_socket);
+        let mut child = match process::spawn_detached(cmd, &p.qemu_log) {
+            Ok((child, _)) => child,
+            Err(e) => {
+                tracing::warn!(vm = self.name, error = %e, "cannot start the console relay");
+                return;
+            }
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !p.console_socket.exists() && Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                tracing::warn!(vm = self.name, %status, "the console relay exited at once");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = std::thread::Builder::new().name("relay-reaper".into()).spawn(move || {
+            let _ = child.wait();
+        });
     }
 
     /// Saves the container with CRIU (it stops); refused with CRIU's reason when CRIU cannot.

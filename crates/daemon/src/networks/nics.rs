@@ -133,7 +133,16 @@ impl Networks {
                 return Err(format!("NIC {i} on network '{}': {e}", nic.network).into());
             }
             self.guard_table().insert(port.clone(), (nic.network.clone(), bytes.0, addrs));
-            out.push(lxc::Veth { host_name: port, bridge, mac });
+            // LXC splits the hook's command line at spaces, with no quoting.
+            let exe = self.exe.display().to_string();
+            if exe.contains(char::is_whitespace) {
+                return Err(format!(
+                    "the vine binary's path {exe:?} has spaces, which LXC's hooks cannot take"
+                )
+                .into());
+            }
+            let plug = format!("{exe} network plug-port {bridge}");
+            out.push(lxc::Veth { host_name: port, bridge, mac, plug });
         }
         Ok(out)
     }

@@ -35,18 +35,30 @@ impl Drop for Staged {
 }
 
 impl Daemon {
-    /// Gives `def` (a container) a free id slot and unpacks its image into a staging directory
-    /// owned by that slot's ids; `def` gets the slot's base and its init's halt signal.
-    pub(super) fn stage_rootfs(&self, def: &mut VmDefinition) -> Result<Staged, Failure> {
+    /// Gives `def` (a container) a free id slot and unpacks its image (or `moved`, the tarball
+    /// of its root another host sent, owned by the ids of the definition's old `id_base`) into a
+    /// staging directory owned by that slot's ids; `def` gets the slot's base and its init's
+    /// halt signal.
+    pub(super) fn stage_rootfs(
+        &self,
+        def: &mut VmDefinition,
+        moved: Option<&Path>,
+    ) -> Result<Staged, Failure> {
         let c = def
             .container
             .as_mut()
             .ok_or_else(|| Failure::Invalid("definition: a container needs [container]".into()))?;
-        let image = self
-            .ctx
-            .pools
-            .resolve(&c.image)
-            .map_err(|e| Failure::Invalid(format!("definition: field `container.image`: {e}")))?;
+        let (image, from) = match moved {
+            Some(tarball) => (tarball.to_path_buf(), c.id_base),
+            None => {
+                let image = self
+                    .ctx
+                    .pools
+                    .resolve(&c.image)
+                    .map_err(|e| Failure::Invalid(format!("definition: field `container.image`: {e}")))?;
+                (image, 0)
+            }
+        };
         let slot = {
             let vms = self.lock();
             let mut pending = self.pending_slots.lock().unwrap_or_else(|p| p.into_inner());
@@ -74,7 +86,7 @@ impl Daemon {
             .map_err(|e| Failure::Failed(format!("cannot create {}: {e}", staged.dir.display())))?;
         let base = lxc::idmap::base_of(slot);
         let unpacked =
-            lxc::rootfs::unpack(&image, &staged.dir.join("rootfs"), base).map_err(|e| match e {
+            lxc::rootfs::unpack(&image, &staged.dir.join("rootfs"), base, from).map_err(|e| match e {
                 lxc::rootfs::RootfsError::Io { .. } => Failure::Failed(e.to_string()),
                 _ => Failure::Invalid(format!("definition: field `container.image`: {e}")),
             })?;

@@ -64,11 +64,12 @@ pub enum CtCommand {
         #[arg(long)]
         to: String,
     },
-    /// What its console (`/dev/console`) showed.
+    /// Its console (`/dev/console`), live on this terminal (root on its host; Ctrl+] q leaves
+    /// it), or with --log what it showed.
     Console {
         /// The container.
         name: String,
-        /// Print the latest 64 KiB of the log.
+        /// Print the latest 64 KiB of the log instead.
         #[arg(long)]
         log: bool,
         /// With --log: all of the kept log, oldest first.
@@ -165,8 +166,10 @@ fn check_tarball(file: &Path) -> anyhow::Result<()> {
         bail!("{}: not a tarball tar can read: {}", file.display(), why.lines().next().unwrap_or("").trim());
     }
     let list = String::from_utf8_lossy(&out.stdout);
-    let has_init =
-        list.lines().any(|l| matches!(l.trim_start_matches("./").trim_start_matches('/'), "sbin/init"));
+    // `/sbin/init`, or `/usr/sbin/init` where `/sbin` links to `usr/sbin` (merged /usr).
+    let has_init = list
+        .lines()
+        .any(|l| matches!(l.trim_start_matches("./").trim_start_matches('/'), "sbin/init" | "usr/sbin/init"));
     if !has_init {
         bail!("{}: holds no sbin/init, so a container made from it would not start", file.display());
     }
@@ -205,7 +208,7 @@ pub fn run(cmd: CtCommand) -> anyhow::Result<i32> {
             }
             check_tarball(&file)?;
             let v = super::pool::upload(&volume, &file)?;
-            println!("imported image {volume} ({} bytes)", v["size"].as_u64().unwrap_or(0));
+            println!("imported image {volume} ({} bytes)", v["file_bytes"].as_u64().unwrap_or(0));
             return Ok(0);
         }
         CtCommand::Show { name, json } => VmCommand::Show { name, json },
@@ -222,7 +225,30 @@ pub fn run(cmd: CtCommand) -> anyhow::Result<i32> {
         CtCommand::Delete(t) => VmCommand::Delete(t),
         CtCommand::Set(a) => VmCommand::Set(a),
         CtCommand::Move { name, to } => VmCommand::Move { name, to },
+        CtCommand::Console { name, log: false, .. } => return live_console(&name),
         CtCommand::Console { name, log, all } => VmCommand::Console { name, log, all },
     };
     vm::run(as_vm)
+}
+
+/// Attaches this terminal to the container's console with LXC's own `lxc-console`, when the
+/// container is on this host and this is its root.
+fn live_console(name: &str) -> anyhow::Result<i32> {
+    use std::os::unix::process::CommandExt;
+    let v = vm::rest("GET", &format!("/api/vms/{}", api::client::encode(name)), None)?;
+    let i: VmInfo = serde_json::from_value(v)?;
+    let Some(c) = i.container else { bail!("'{name}' is a VM: its live console is the web console's") };
+    if !Path::new(&c.lxc_path).join(name).join("config").exists() {
+        bail!(
+            "'{name}' runs on another host{}: open its console in the web UI, or run this there",
+            i.host.map(|h| format!(" ({h})")).unwrap_or_default()
+        );
+    }
+    eprintln!("console of '{name}' (Ctrl+] q leaves it)");
+    let e = std::process::Command::new("lxc-console")
+        .arg("-P")
+        .arg(&c.lxc_path)
+        .args(["-n", name, "-t", "0", "-e", "^]"])
+        .exec();
+    bail!("cannot run lxc-console: {e}")
 }

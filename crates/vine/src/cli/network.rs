@@ -68,6 +68,16 @@ pub enum NetworkCommand {
         #[arg(long)]
         leases: PathBuf,
     },
+    /// Plug a container's NIC port into its network's bridge: LXC's `script.up` hook, run with
+    /// LXC's own arguments after these (the last is the port: the veth's host side).
+    #[command(hide = true)]
+    PlugPort {
+        /// The bridge.
+        bridge: String,
+        /// What LXC adds: container, `net`, `up`, the type, the port.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        lxc: Vec<String>,
+    },
 }
 
 /// Network kinds.
@@ -255,6 +265,17 @@ pub fn run(cmd: NetworkCommand) -> anyhow::Result<i32> {
                     );
                 }
             }
+            Ok(0)
+        }
+        NetworkCommand::PlugPort { bridge, lxc } => {
+            use netconf::kernel::Kernel;
+            let port = lxc.last().context("no port: LXC names it last")?;
+            if !port.starts_with("vt") {
+                bail!("{port:?} is not a port vine named (vt…)");
+            }
+            netconf::kernel::Live
+                .replug(port, &bridge)
+                .with_context(|| format!("plugging {port} into {bridge}"))?;
             Ok(0)
         }
         NetworkCommand::DhcpServe { interface, config, leases } => {
