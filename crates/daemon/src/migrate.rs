@@ -701,15 +701,26 @@ impl Daemon {
                     let Some((name, to)) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
                         return;
                     };
-                    let r = self.migrate_vm(&name, &to, MigrateOptions::default());
-                    done.lock().unwrap_or_else(|p| p.into_inner()).push((name, to, r));
+                    let container = self
+                        .view_of(&name)
+                        .is_ok_and(|(_, v)| v.lock().unwrap_or_else(|p| p.into_inner()).def.is_container());
+                    let r = if container {
+                        self.cold_move_running(&name, &to)
+                    } else {
+                        self.migrate_vm(&name, &to, MigrateOptions::default())
+                    };
+                    done.lock().unwrap_or_else(|p| p.into_inner()).push((name, to, r, container));
                 });
             }
         });
         let mut moved = Vec::new();
-        for (name, to, r) in done.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        let mut cold = 0;
+        for (name, to, r, container) in done.into_inner().unwrap_or_else(|p| p.into_inner()) {
             match r {
-                Ok(_) => moved.push(json!({ "name": name, "host": to })),
+                Ok(_) => {
+                    cold += usize::from(container);
+                    moved.push(json!({ "name": name, "host": to }))
+                }
                 Err(e) => failed.push(format!("{name} to {to}: {e}")),
             }
         }
@@ -723,7 +734,15 @@ impl Daemon {
             self.ctx().event(None, "error", "host.evacuate-failed", &m);
             return Err(Failure::Failed(m));
         }
-        let m = format!("evacuated host '{me}': {} VM(s) migrated live; it is in maintenance", moved.len());
+        let containers = if cold > 0 {
+            format!(", {cold} container(s) moved cold (shut down, moved, started there)")
+        } else {
+            String::new()
+        };
+        let m = format!(
+            "evacuated host '{me}': {} VM(s) migrated live{containers}; it is in maintenance",
+            moved.len() - cold
+        );
         self.ctx().event(None, "info", "host.evacuated", &m);
         Ok(json!({ "message": m, "moved": moved }))
     }

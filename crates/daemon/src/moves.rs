@@ -414,6 +414,21 @@ impl Daemon {
         Ok(serde_json::json!({ "name": name, "host": to, "message": m, "copied": copied, "shared": stays }))
     }
 
+    /// A running container this host owns moves to `to` the only way a container moves: it
+    /// shuts down (cut off if its init does not power off in time), moves cold and starts there
+    /// (an evacuation's way for containers).
+    pub(crate) fn cold_move_running(&self, name: &str, to: &str) -> Result<Value, Failure> {
+        if let Err(e) = self.control_here(name, Control::Shutdown) {
+            tracing::warn!("moving '{name}' to '{to}': shutting it down: {e}; cutting it off");
+            self.control_here(name, Control::Off)?;
+        }
+        let v = self.move_vm(name, to)?;
+        let start =
+            Request::VmControl { name: name.into(), control: Control::Start, options: Default::default() };
+        self.peers()?.call(to, &start).map_err(|e| prefix(name, to, "starting it there", e))?;
+        Ok(v)
+    }
+
     /// A container's cold move: its root file system goes as a tarball (owned by its ids here;
     /// the destination gives it a slot of its own and shifts them), then the same handover as a
     /// VM's (ownership in one etcd transaction, the destination registers it, this host

@@ -33,8 +33,9 @@ use policy::{Command, Constraints, Planner};
 use serde_json::Value;
 
 use crate::advice::{advice, Ids};
-use crate::protocol::{Changes, Failure, MigrateOptions, Request};
+use crate::protocol::{Changes, ControlOptions, Failure, MigrateOptions, Request};
 use crate::Daemon;
+use vmm::Control;
 
 /// How often the loop looks whether it is the coordinator and a round is due.
 const TICK: Duration = Duration::from_secs(1);
@@ -452,14 +453,50 @@ impl Daemon {
         }
     }
 
-    /// Migrates `vm` from `from` to `to` live, on the host that owns it.
+    /// Migrates `vm` from `from` to `to` live, on the host that owns it; a container, which
+    /// cannot move live, moves cold ([`Daemon::policy_move_container`]).
     fn policy_migrate(&self, c: &Cluster, vm: &str, from: &str, to: &str) -> Result<(), Failure> {
+        let container = c.vms()?.iter().any(|v| v["name"] == vm && v["kind"] == "container");
+        if container {
+            return self.policy_move_container(c, vm, from, to);
+        }
         let options = MigrateOptions::default();
         if from == c.config().host {
             return self.migrate_vm(vm, to, options).map(|_| ());
         }
         let req = Request::VmMigrate { name: vm.into(), to: to.into(), options };
         self.peers()?.call(from, &req).map(|_| ())
+    }
+
+    /// A container the plan moves: it shuts down (its init powers off; cut off if it does not
+    /// within its timeout), moves cold with its root file system, and starts on `to`. The
+    /// event log says so before it stops.
+    fn policy_move_container(&self, c: &Cluster, vm: &str, from: &str, to: &str) -> Result<(), Failure> {
+        let at = |host: &str, req: Request| -> Result<Value, Failure> {
+            if host == c.config().host {
+                self.call(req)
+            } else {
+                self.peers()?.call(host, &req)
+            }
+        };
+        let control = |host: &str, control: Control| {
+            at(host, Request::VmControl { name: vm.into(), control, options: ControlOptions::default() })
+        };
+        self.ctx().event(
+            Some(vm),
+            "info",
+            "policy.cold-move",
+            &format!(
+                "the policy moves container '{vm}' cold from host '{from}' to host '{to}': a container cannot \
+                 move live, so it shuts down, moves with its root file system and starts there"
+            ),
+        );
+        if let Err(e) = control(from, Control::Shutdown) {
+            tracing::warn!("policy: shutting '{vm}' down for its cold move: {e}; cutting it off");
+            control(from, Control::Off)?;
+        }
+        at(from, Request::VmMove { name: vm.into(), to: to.into() })?;
+        control(to, Control::Start).map(|_| ())
     }
 
     /// Puts `host` in standby once it has no VM left, and runs the power program.

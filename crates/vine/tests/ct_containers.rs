@@ -199,6 +199,10 @@ fn busybox_containers_are_isolated_networked_controlled_and_limited() {
     let (st, body) = h.https("GET", "/api/vms/c1/console", Some(&ann), None);
     assert_eq!(st, 200, "{body}");
     assert!(body.contains("vine-ct: up c1"), "{body}");
+    for action in ["pause", "resume"] {
+        let (st, body) = h.https("POST", &format!("/api/vms/c1/actions/{action}"), Some(&ann), Some("{}"));
+        assert_eq!(st, 200, "ann {action} c1: {body}");
+    }
     for (method, path) in
         [("GET", "/api/vms/c2"), ("GET", "/api/vms/c2/console"), ("POST", "/api/vms/c2/actions/pause")]
     {

@@ -12,7 +12,8 @@
 //! - a running VM, a host path disk and an unknown host are refused with sentences;
 //! - a container moves cold from h1 to h2 with its root file system (a file written inside is
 //!   there), gets a slot of ids on h2, keeps its address on a network that spans the pool, and
-//!   the pool lists it with its kind; a running one is refused, and live migration is for VMs.
+//!   the pool lists it with its kind; a running one is refused, and live migration is for VMs;
+//!   evacuating its host moves it cold (shut down, moved, started) and it runs on the other.
 
 mod poollab;
 
@@ -269,6 +270,12 @@ fn container_moves(lab: &Lab) {
         "root inside is not the container's id base"
     );
     eprintln!("k1: id base {base1} on h1, {uid} on h2");
-    lab.ok("h2", &["ct", "off", "k1"]);
-    lab.ok("h2", &["ct", "delete", "k1"]);
+    // Evacuating h2 moves the running container cold back to h1, where it runs again.
+    let out = lab.ok("h1", &["host", "evacuate", "h2"]);
+    assert!(out.contains("1 container(s) moved cold"), "{out}");
+    assert_eq!(lab.json("h1", &["ct", "show", "k1"])["state"], "running");
+    assert!(lab.ok("h1", &["events", "--vm", "k1"]).contains("vm.moved"));
+    lab.ok("h1", &["host", "maintenance", "h2", "off"]);
+    lab.ok("h1", &["ct", "off", "k1"]);
+    lab.ok("h1", &["ct", "delete", "k1"]);
 }
