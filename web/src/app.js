@@ -194,7 +194,7 @@ async function vmsPage() {
     <div class="card" id="template-card" hidden>
       <h2>New virtual machine from a template</h2>
       <form id="template-form" class="stack">
-        <label><span>Name</span><input name="name" type="text" required pattern="[A-Za-z0-9._\-]+"></label>
+        <label><span>Name</span><input name="name" type="text" required pattern="[A-Za-z0-9._\\-]+"></label>
         <label><span>Template</span><select name="template" required></select></label>
         <label><span>How many (NAME-1 … NAME-N)</span><input name="count" type="number" min="1" max="100" placeholder="1"></label>
         <label><span>Full copy of the base (not a linked clone)</span><input name="full" type="checkbox"></label>
@@ -375,7 +375,7 @@ async function vmPage(name) {
       <div class="card"><h2>Memory <span class="muted" id="mem-now"></span></h2><canvas id="mem-graph" class="graph"></canvas></div>
     </div>
     <div class="card"><h2>Serial console <span class="muted" id="console-status"></span></h2><div id="terminal"></div></div>
-    <div class="card"><h2>Graphical console</h2>
+    <div class="card" id="vnc-card"><h2>Graphical console</h2>
       <div class="row"><button id="vnc-connect">Connect</button><span class="muted" id="vnc-status">not connected</span></div>
       <div id="vnc" hidden></div></div>
     <div class="card"><h2>Events</h2><table id="vm-events"><thead><tr><th>Time</th><th>Level</th><th>Kind</th><th>Message</th></tr></thead><tbody></tbody></table></div>`;
@@ -394,14 +394,20 @@ async function vmPage(name) {
     const le = $("#last-error");
     le.hidden = !vm.last_error;
     le.textContent = vm.last_error || "";
+    const ct = vm.container;
+    // A container has no graphical console, and it moves cold only.
+    $("#vnc-card").hidden = !!ct;
     const rows = [
-      ["State", vm.state], ...(vm.host ? [["Host", vm.host]] : []), ["UUID", vm.uuid], ["vCPUs", vm.cpus], ["Memory", bytes(vm.memory)],
-      ["Disks", vm.disks.length ? vm.disks.join(", ") : "none"],
+      ["Kind", ct ? "container (LXC)" : "virtual machine"],
+      ["State", vm.state], ...(vm.host ? [["Host", vm.host]] : []), ["UUID", vm.uuid],
+      [ct ? "CPUs" : "vCPUs", vm.cpus], [ct ? "Memory limit" : "Memory", bytes(vm.memory)],
+      ...(ct ? [["Image", ct.image], ["Root file system", ct.rootfs], ["Host ids", `${ct.id_base}–${ct.id_base + 65535}`]]
+        : [["Disks", vm.disks.length ? vm.disks.join(", ") : "none"]]),
       ["NICs", (vm.nics && vm.nics.length) ? vm.nics.map((n) => n.mac || JSON.stringify(n)).join(", ") : "none"],
       ["CPU weight", vm.cpu.weight], ["CPU reserve", `${vm.cpu.reserve}%`],
-      ["CPU max", vm.cpu.max == null ? "none" : `${vm.cpu.max}%`], ["Undo disks", vm.undo_disks ? "on" : "off"],
-      ...(vm.host ? [["HA", vm.ha ? "on" : "off"]] : []),
-      ["Saved state", vm.saved_state ? "yes" : "no"], ["QEMU pid", vm.pid ?? "—"],
+      ["CPU max", vm.cpu.max == null ? "none" : `${vm.cpu.max}%`], ...(ct ? [] : [["Undo disks", vm.undo_disks ? "on" : "off"]]),
+      ...(vm.host && !ct ? [["HA", vm.ha ? "on" : "off"]] : []),
+      ["Saved state", vm.saved_state ? "yes" : "no"], [ct ? "Init pid" : "QEMU pid", vm.pid ?? "—"],
       ["CPU time", vm.cpu_time_ns == null ? "—" : `${(vm.cpu_time_ns / 1e9).toFixed(1)} s`],
       ["Definition file", vm.definition_file],
     ];
@@ -417,7 +423,7 @@ async function vmPage(name) {
         sel.innerHTML = others.map((h) => `<option value="${esc(h)}">${esc(h)}</option>`).join("");
         sel.dataset.hosts = others.join(",");
       }
-      if (!migrating) $("#migrate-go").disabled = !others.length || !["running", "paused"].includes(vm.state);
+      if (!migrating) $("#migrate-go").disabled = !others.length || !!vm.container || !["running", "paused"].includes(vm.state);
     }
     // Shown only once its button says whether this VM can go now.
     mc.hidden = !vm.host;

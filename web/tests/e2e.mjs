@@ -168,6 +168,31 @@ try {
   await page.click('nav a[data-nav="vms"]');
   await page.waitForSelector('#vm-table tr[data-vm="webclone"]');
 
+  // A container beside the VMs: its kind in the list, and its console in the same terminal,
+  // keystrokes reaching its shell through vine's relay into lxc-console.
+  const ct = env("VINE_CONTAINER");
+  await page.waitForSelector(`#vm-table tr[data-vm="${ct}"][data-kind="container"]`);
+  if (!(await headers("#vm-table")).includes("Kind")) throw new Error(`no Kind column beside a container: ${await headers("#vm-table")}`);
+  await page.click(`#vm-table tr[data-vm="${ct}"] a`);
+  await page.waitForSelector(`h1:has-text("${ct}")`);
+  const termHas = (what) => page.waitForFunction((w) => {
+    const t = window.vineTerminal;
+    if (!t) return false;
+    const b = t.buffer.active;
+    for (let i = 0; i < b.length; i++) {
+      if (b.getLine(i)?.translateToString(true).includes(w)) return true;
+    }
+    return false;
+  }, what, { timeout: STEP_MS, polling: 250 });
+  await termHas(`vine-ct: up ${ct}`);
+  await page.click("#terminal");
+  await page.keyboard.type("echo CT-TYPED-$((6*7))\n");
+  await termHas("CT-TYPED-42");
+  if (await page.locator("#vnc-card").isVisible()) throw new Error("a container's page offers a graphical console");
+  step(`container ${ct}: listed as a container, its console answered CT-TYPED-42 typed in the page`);
+  await page.click('nav a[data-nav="vms"]');
+  await page.waitForSelector("#vm-table tbody tr");
+
   // The event log has the controls, in order.
   await page.click('nav a[data-nav="events"]');
   await page.waitForSelector("#events tbody tr");

@@ -971,6 +971,12 @@ impl Actor {
     /// definition it runs with). The guest's driver gives pages back or takes them, at its pace.
     fn balloon(&mut self, old: &VmDefinition, bytes: u64) -> Res<()> {
         use crate::protocol::BALLOON_MIN;
+        if old.is_container() {
+            return Err(refused(format!(
+                "'{}' is a container: it has no balloon; its memory limit changes at once (--memory)",
+                self.name
+            )));
+        }
         if !self.state().has_process() {
             return Err(refused(format!(
                 "balloon: '{}' is {}; a balloon sizes a running guest (memory sets the next start's)",

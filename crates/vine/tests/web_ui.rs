@@ -40,6 +40,13 @@ fn the_web_ui_logs_in_boots_a_vm_shows_its_console_controls_it_and_lists_the_eve
     h.ok(&["pool", "create", "webpool", "--path", h.dir.path().join("webpool").to_str().unwrap()]);
     h.ok(&["volume", "create", "webpool/tsrc.vhd", "--size", "16M"]);
     h.ok(&["template", "create", "webtpl", "--from-volume", "webpool/tsrc.vhd", "--memory", "64M"]);
+    // A container beside the VMs (scripts/ct-image.sh's busybox image).
+    let script = repo().join("scripts/ct-image.sh");
+    let out = Command::new("bash").arg(&script).arg("busybox").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let image = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_string();
+    h.ok(&["ct", "image", "import", "webpool/busybox", &image]);
+    h.ok(&["ct", "create", "webct", "--image", "webpool/busybox", "--memory", "64M", "--start"]);
     let out = Command::new("node")
         .arg(web.join("tests/e2e.mjs"))
         .current_dir(&web)
@@ -53,6 +60,7 @@ fn the_web_ui_logs_in_boots_a_vm_shows_its_console_controls_it_and_lists_the_eve
         .env("VINE_SCREENSHOTS", &shots)
         .env("VINE_POOL", "webpool")
         .env("VINE_TEMPLATE", "webtpl")
+        .env("VINE_CONTAINER", "webct")
         .output()
         .expect("node runs (scripts/setup.sh installs nodejs)");
     let text = vmhost::text(&out);
@@ -87,5 +95,8 @@ fn the_web_ui_logs_in_boots_a_vm_shows_its_console_controls_it_and_lists_the_eve
         let png = std::fs::read(shots.join(format!("{name}.png"))).unwrap();
         assert!(png.starts_with(b"\x89PNG") && png.len() > 5000, "{name}.png is no screenshot");
     }
+    let ct_log = std::fs::read_to_string(h.data.join("vms/webct/run/console.log")).unwrap_or_default();
+    assert!(ct_log.contains("CT-TYPED-42"), "what the page typed did not reach the container: {ct_log}");
+    h.ok(&["ct", "off", "webct"]);
     vmhost::eventually("the VM's processes end", Duration::from_secs(30), || h.cgroup_pids().is_empty());
 }
