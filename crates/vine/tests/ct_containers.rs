@@ -335,6 +335,8 @@ fn a_debian_container_boots_systemd_with_its_own_name_users_and_address() {
     h.ok(&["ct", "image", "import", "p1/debian", img.to_str().unwrap()]);
     h.ok(&["network", "create", "n1", "--kind", "internal", "--subnet", "10.233.97.0/24"]);
     h.ok(&["ct", "create", "deb1", "--image", "p1/debian", "--memory", "256M", "--nic", "n1", "--start"]);
+    h.create_kit_vm("v2", &["vine.net=1"], &["--nic", "n1"]);
+    h.ok(&["vm", "start", "v2"]);
     let v = h.show("deb1");
     assert_eq!(v["container"]["halt_signal"], "SIGRTMIN+3", "{v}");
     wait_console(&h, "deb1", "vine-ct: up deb1 boot 1", 1);
@@ -342,6 +344,16 @@ fn a_debian_container_boots_systemd_with_its_own_name_users_and_address() {
     assert!(a.starts_with("10.233.97."), "{a}");
     assert_eq!(inside_ok(&h, "deb1", "hostname").trim(), "deb1");
     assert_eq!(inside_ok(&h, "deb1", "cat /proc/1/comm").trim(), "systemd");
+    // Its own processes only: a few systemd services, none of the host's.
+    let n: usize = inside_ok(&h, "deb1", "ls -d /proc/[0-9]* | wc -l").trim().parse().unwrap();
+    assert!(n < 40, "deb1 sees {n} processes");
+    let daemon = h.daemon_pid();
+    assert!(!inside(&h, "deb1", &format!("grep -q vine /proc/{daemon}/cmdline")).0, "deb1 sees the daemon");
+    // It reaches a VM on its network.
+    let vm_line = h.console("v2").wait_for("VINE-IP ", vmhost::BOOT).unwrap();
+    let vm_ip = vm_line.split_whitespace().nth(1).unwrap().to_string();
+    inside_ok(&h, "deb1", &format!("ping -c 2 -W 2 {vm_ip}"));
+    h.ok(&["vm", "off", "v2"]);
     assert!(inside_ok(&h, "deb1", "getent passwd app").starts_with("app:x:1000:1000"));
     assert!(inside_ok(&h, "deb1", "cat /etc/os-release").contains("bookworm"));
     let base = v["container"]["id_base"].as_u64().unwrap() as u32;
