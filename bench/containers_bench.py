@@ -65,8 +65,9 @@ def hand_rootfs():
     root = f"{HAND}/b2/rootfs"
     os.makedirs(root)
     run("tar", "--numeric-owner", "-xpf", IMAGE, "-C", root)
+    # Each path once: the root, then every entry as its directory lists it.
     for d, dirs, files in os.walk(root):
-        for p in [d] + [os.path.join(d, x) for x in dirs + files]:
+        for p in ([d] if d == root else []) + [os.path.join(d, x) for x in dirs + files]:
             st = os.lstat(p)
             os.lchown(p, HAND_BASE + st.st_uid, HAND_BASE + st.st_gid)
             if not os.path.islink(p):

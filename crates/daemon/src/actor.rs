@@ -298,6 +298,10 @@ pub struct Actor {
     postcopy_here: bool,
     /// A container's OOM kills seen so far this session.
     oom_kills: u64,
+    /// A container's LXC monitor (its init's parent).
+    monitor: Option<Identity>,
+    /// When a running container's console relay is due to start.
+    relay_at: Option<Instant>,
 }
 
 /// Why an operation of the actor failed: refused (the request cannot be carried out as things
@@ -394,6 +398,8 @@ impl Actor {
             migrating_from: None,
             postcopy_here: false,
             oom_kills: 0,
+            monitor: None,
+            relay_at: None,
         }
     }
 

@@ -14,6 +14,9 @@ const CT_CGROUP: &str = "ct";
 const MONITOR_CGROUP: &str = "lxc-monitor";
 /// How long a container's init gets to end after LXC says it stopped.
 const END_WAIT: Duration = Duration::from_secs(10);
+/// How long after a start the console relay starts (not while the container boots: its few
+/// processes would take CPU from the boot, and nobody types into a console in its first moment).
+const RELAY_DELAY: Duration = Duration::from_millis(700);
 
 impl Actor {
     /// Whether this instance is a container.
@@ -131,21 +134,40 @@ impl Actor {
         } else {
             lxc.start(&self.name, &log).map_err(|e| Fail::from(e.to_string()))?;
         }
-        let pid = match lxc.state(&self.name).map_err(|e| Fail::from(e.to_string()))? {
-            lxc::RunState::Running(p) | lxc::RunState::Frozen(p) => p,
-            other => return Err(format!("LXC says it is {other:?} just after its start").into()),
+        // Its init is the process of its cgroup whose parent (LXC's monitor) is outside it: read
+        // there rather than asked of `lxc-info`, a process start while the container boots.
+        let pid = match self.ct_init_pid() {
+            Some(p) => p,
+            None => match lxc.state(&self.name).map_err(|e| Fail::from(e.to_string()))? {
+                lxc::RunState::Running(p) | lxc::RunState::Frozen(p) => p,
+                other => return Err(format!("LXC says it is {other:?} just after its start").into()),
+            },
         };
         let id = process::identify(pid).ok_or("its init ended at once")?;
         self.proc = Some(Proc { id, child: None, qmp: None, disks: Vec::new(), stats_on: false });
+        self.monitor = parent_of(pid).and_then(process::identify);
         self.oom_kills = self.ct_oom_kills();
-        self.ct_start_relay();
+        self.relay_at = Some(Instant::now() + RELAY_DELAY);
         Ok(())
     }
 
-    /// Starts the keystroke relay viewers type into (`vine console-log --lxc`); it ends with
-    /// the container. Without it the console is only shown, so a failure is only logged.
+    /// The container's init: the process of its cgroup whose parent is not in it.
+    fn ct_init_pid(&self) -> Option<u32> {
+        let cg = self.ctx.resources.cgroup(&self.name).ok()?;
+        let procs = cg.read("memory", &format!("{CT_CGROUP}/cgroup.procs")).ok()?;
+        let pids: Vec<u32> = procs.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        pids.iter().copied().find(|p| parent_of(*p).is_some_and(|pp| !pids.contains(&pp)))
+    }
+
+    /// Starts the keystroke relay viewers type into (`vine console-log --lxc`), unless one
+    /// answers on the console socket already (after a daemon restart); it ends with the
+    /// container's init. Without it the console is only shown, so a failure is only logged.
     fn ct_start_relay(&self) {
         let p = &self.paths;
+        if std::os::unix::net::UnixStream::connect(&p.console_socket).is_ok() {
+            return;
+        }
+        let Some(init) = self.proc.as_ref().map(|p| p.id) else { return };
         let _ = std::fs::remove_file(&p.console_socket);
         let mut cmd = Command::new(&self.ctx.vine_exe);
         cmd.arg("console-log")
@@ -154,7 +176,9 @@ impl Actor {
             .arg("--lxc-path")
             .arg(self.ctx.lxc.path())
             .arg("--socket")
-            .arg(&p.console_socket);
+            .arg(&p.console_socket)
+            .arg("--init")
+            .arg(format!("{}:{}", init.pid, init.start_ticks));
         let mut child = match process::spawn_detached(cmd, &p.qemu_log) {
             Ok((child, _)) => child,
             Err(e) => {
@@ -211,6 +235,14 @@ impl Actor {
     /// The container has stopped: its NIC ports, resources and cgroups go.
     pub(super) fn ct_end(&mut self) {
         self.proc = None;
+        self.relay_at = None;
+        // LXC's monitor logs its cleanup into the instance's directory: wait until it is done.
+        if let Some(m) = self.monitor.take() {
+            let deadline = Instant::now() + END_WAIT;
+            while process::is_alive(m) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
         self.ctx.networks.unplug(&self.name);
         // LXC made the instance's cgroup in every hierarchy; vine's controls' are removed by
         // `release_resources`, the rest here (children first).
@@ -255,6 +287,10 @@ impl Actor {
                 &format!("container '{}' powered itself off (its init ended)", self.name),
             );
             return;
+        }
+        if self.relay_at.is_some_and(|t| Instant::now() >= t) {
+            self.relay_at = None;
+            self.ct_start_relay();
         }
         if self.last_poll.elapsed() < POLL {
             return;
@@ -321,6 +357,8 @@ impl Actor {
                 let def = self.view.lock().unwrap_or_else(|p| p.into_inner()).def.clone();
                 self.ctx.resources.hold(&self.name, controls_of(&def));
                 self.proc = Some(Proc { id, child: None, qmp: None, disks: Vec::new(), stats_on: false });
+                self.monitor = parent_of(id.pid).and_then(process::identify);
+                self.relay_at = Some(Instant::now());
                 self.ctx.networks.replug(&self.name, &def);
                 self.oom_kills = self.ct_oom_kills();
                 let s = match self.ctx.lxc.state(&self.name) {
@@ -349,6 +387,12 @@ impl Actor {
             None => {}
         }
     }
+}
+
+/// The parent of process `pid`, from `/proc/PID/stat`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?.parse().ok()
 }
 
 /// CRIU's error lines from one of its logs, as "; CRIU says: …" (empty when it has none).

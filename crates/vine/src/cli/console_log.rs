@@ -24,6 +24,9 @@ pub struct ConsoleLogArgs {
     /// With --lxc: LXC's directory of containers (`-P`).
     #[arg(long)]
     lxc_path: Option<PathBuf>,
+    /// With --lxc: the container's init as PID:START_TICKS; the relay ends with it.
+    #[arg(long, requires = "lxc")]
+    init: Option<String>,
     /// The socket viewers send keystrokes to.
     #[arg(long)]
     socket: PathBuf,
@@ -38,7 +41,13 @@ pub struct ConsoleLogArgs {
 /// Runs the logger until its QEMU is gone.
 pub fn run(args: ConsoleLogArgs) -> anyhow::Result<i32> {
     if let (Some(name), Some(path)) = (&args.lxc, &args.lxc_path) {
-        return relay(name, path, &args.socket);
+        let init = args
+            .init
+            .as_deref()
+            .and_then(|s| s.split_once(':'))
+            .and_then(|(p, t)| Some(vmm::process::Identity { pid: p.parse().ok()?, start_ticks: t.parse().ok()? }))
+            .context("--lxc needs --init PID:START_TICKS")?;
+        return relay(name, path, &args.socket, init);
     }
     let (Some(feed_path), Some(log_path)) = (&args.feed, &args.log) else {
         anyhow::bail!("--feed and --log are needed without --lxc");
@@ -66,13 +75,22 @@ fn sh_quote(s: &str) -> String {
 }
 
 /// A container's keystroke relay (see the module's comment).
-fn relay(name: &str, lxc_path: &std::path::Path, socket: &std::path::Path) -> anyhow::Result<i32> {
+fn relay(
+    name: &str,
+    lxc_path: &std::path::Path,
+    socket: &std::path::Path,
+    init: vmm::process::Identity,
+) -> anyhow::Result<i32> {
     use std::io::{Read, Write};
     use std::process::{Command, Stdio};
     use std::sync::{Arc, Mutex};
     let _ = std::fs::remove_file(socket);
     let listener = std::os::unix::net::UnixListener::bind(socket)
         .with_context(|| format!("listening on {}", socket.display()))?;
+    // The socket is removed at the end only while it is this relay's (a later start's relay
+    // may have bound the path again).
+    let inode = |p: &std::path::Path| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).ok();
+    let mine = inode(socket);
     let sink: Arc<Mutex<Option<std::process::ChildStdin>>> = Arc::new(Mutex::new(None));
     {
         let sink = sink.clone();
@@ -118,18 +136,13 @@ fn relay(name: &str, lxc_path: &std::path::Path, socket: &std::path::Path) -> an
         *sink.lock().unwrap_or_else(|p| p.into_inner()) = child.stdin.take();
         let _ = child.wait();
         *sink.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        // Ended with its container, or by a viewer's escape: the container decides.
-        let state = Command::new("lxc-info").arg("-P").arg(lxc_path).args(["-n", name, "-s"]).output();
-        let running = state
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout).contains("RUNNING")
-                    || String::from_utf8_lossy(&o.stdout).contains("FROZEN")
-            })
-            .unwrap_or(false);
-        if !running {
-            let _ = std::fs::remove_file(socket);
+        // Ended with its container, or by a viewer's escape: the container's init decides.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        if !vmm::process::is_alive(init) {
+            if inode(socket) == mine {
+                let _ = std::fs::remove_file(socket);
+            }
             return Ok(0);
         }
-        std::thread::sleep(std::time::Duration::from_millis(500));
     }
 }
