@@ -9,7 +9,9 @@ Called by bench/containers.sh (which starts a private vine daemon) as
 Start: each round starts the busybox container both ways, in alternating order, timing from the
 start command to "vine-ct: up NAME boot K" in its console log (LXC writes it), then kills it:
 
-* vine: `vine ct start b1` (container made once beforehand with `vine ct create`);
+* vine, CLI: `vine ct start b1` (container made once beforehand with `vine ct create`);
+* vine, API: `POST /api/vms/b1/actions/start` on the daemon's socket, from one kept-alive HTTP
+  connection (what an orchestrator does);
 * hand: `lxc-start -P HAND -n b2 -d`, with a configuration written once beforehand that gives
   it what vine gives its container (the same root, an id range of its own, the 128 MiB limit,
   the console log) and a root unpacked from the same image and shifted to its ids.
@@ -21,8 +23,10 @@ for a container its processes and their page cache, for a VM QEMU with the guest
 memory, and its console logger) and the fall of MemAvailable divided by N.
 """
 
+import http.client
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +38,19 @@ ENV = dict(os.environ, VINE_SOCKET=f"{WORK}/vine.sock")
 HAND = f"{WORK}/hand"
 HAND_BASE = 2_000_000_000 + 1999 * 65536  # the last slot of vine's range: no vine container uses it
 TIMEOUT = 300
+
+
+class UnixHTTP(http.client.HTTPConnection):
+    """HTTP over the daemon's Unix socket (root there is the administrator)."""
+
+    def __init__(self, path):
+        super().__init__("localhost")
+        self.path = path
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(self.path)
+        self.sock = s
 
 
 def run(*cmd, env=None, check=True):
@@ -105,14 +122,24 @@ def start_latency():
     hand_rootfs()
     vine_log = f"{WORK}/data/vms/b1/run/console.log"
     hand_log = f"{HAND}/b2/console.log"
-    times = {"vine": [], "hand": []}
+    times = {"vine": [], "api": [], "hand": []}
     boots = {"vine": 0, "hand": 0}
+    conn = UnixHTTP(f"{WORK}/vine.sock")
 
     def once(side):
-        boots[side] += 1
-        marker = f"vine-ct: up {'b1' if side == 'vine' else 'b2'} boot {boots[side]}".encode()
+        key = "hand" if side == "hand" else "vine"
+        boots[key] += 1
+        marker = f"vine-ct: up {'b2' if side == 'hand' else 'b1'} boot {boots[key]}".encode()
         t0 = time.monotonic()
-        if side == "vine":
+        if side == "api":
+            conn.request("POST", "/api/vms/b1/actions/start", body=b"{}", headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            body = r.read()
+            if r.status != 200:
+                sys.exit(f"start through the API: {r.status} {body!r}")
+            t = wait_marker(vine_log, marker, t0)
+            vine("ct", "off", "b1")
+        elif side == "vine":
             vine("ct", "start", "b1")
             t = wait_marker(vine_log, marker, t0)
             vine("ct", "off", "b1")
@@ -124,15 +151,18 @@ def start_latency():
         return t
 
     # One of each first, not counted (page cache of the root, LXC's first run).
-    once("vine"), once("hand")
-    times = {"vine": [], "hand": []}
+    once("vine"), once("api"), once("hand")
+    times = {"vine": [], "api": [], "hand": []}
+    sides = ["vine", "api", "hand"]
     for r in range(ROUNDS):
-        order = ["vine", "hand"] if r % 2 == 0 else ["hand", "vine"]
+        order = sides[r % 3:] + sides[:r % 3]
         got = {side: once(side) for side in order}
-        print(f"round {r + 1}: vine {got['vine'] * 1e3:.1f} ms, by hand {got['hand'] * 1e3:.1f} ms")
-    v, h = statistics.median(times["vine"]), statistics.median(times["hand"])
-    print(f"start to the userspace marker, median of {ROUNDS}: vine {v * 1e3:.1f} ms, "
-          f"LXC by hand {h * 1e3:.1f} ms, vine / hand = {v / h:.3f}")
+        print(f"round {r + 1}: vine CLI {got['vine'] * 1e3:.1f} ms, vine API {got['api'] * 1e3:.1f} ms, "
+              f"by hand {got['hand'] * 1e3:.1f} ms")
+    v, a, h = (statistics.median(times[s]) for s in sides)
+    print(f"start to the userspace marker, median of {ROUNDS}: vine CLI {v * 1e3:.1f} ms, vine API "
+          f"{a * 1e3:.1f} ms, LXC by hand {h * 1e3:.1f} ms; vine CLI / hand = {v / h:.3f}, "
+          f"vine API / hand = {a / h:.3f}")
     vine("ct", "delete", "b1")
 
 

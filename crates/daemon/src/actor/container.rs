@@ -73,9 +73,11 @@ impl Actor {
 
     /// Starts the container (or restores it from its checkpoint).
     fn ct_start(&mut self, restore: bool) -> Res<()> {
+        let t0 = Instant::now();
         let def = self.load_definition()?;
         let def = self.claim_macs(def)?;
         self.admit(&def)?;
+        tracing::debug!(vm = self.name, us = t0.elapsed().as_micros() as u64, "definition read and admitted");
         match self.ct_launch(&def, restore) {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -91,8 +93,14 @@ impl Actor {
         if !rootfs.is_dir() {
             return Err(refused(format!("its root file system {} is gone", rootfs.display())));
         }
-        lxc::idmap::ensure_registered(Path::new("/etc"))
-            .map_err(|e| format!("cannot register vine's id range in /etc/subuid and /etc/subgid: {e}"))?;
+        let t0 = Instant::now();
+        // Once per daemon: the files are read again only after a failure.
+        static REGISTERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !REGISTERED.load(std::sync::atomic::Ordering::Relaxed) {
+            lxc::idmap::ensure_registered(Path::new("/etc"))
+                .map_err(|e| format!("cannot register vine's id range in /etc/subuid and /etc/subgid: {e}"))?;
+            REGISTERED.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         self.ctx.resources.apply(&self.name).map_err(|e| format!("cgroup: {e}"))?;
         let nics = self.ctx.networks.veths(&self.name, def)?;
         self.prepare_run_dir()?;
@@ -125,6 +133,7 @@ impl Actor {
         };
         let lxc = self.ctx.lxc.clone();
         lxc.write_config(&self.name, &lxc::config::render(&cfg)).map_err(|e| Fail::from(e.to_string()))?;
+        tracing::debug!(vm = self.name, us = t0.elapsed().as_micros() as u64, "cgroups, ports and configuration ready");
         let log = self.lxc_log();
         if restore {
             let dir = self.checkpoint_dir();
@@ -132,7 +141,9 @@ impl Actor {
                 .map_err(|e| Fail::from(format!("{e}{}", criu_words(&dir.join("restore.log")))))?;
             let _ = std::fs::remove_dir_all(&dir);
         } else {
+            let t0 = Instant::now();
             lxc.start(&self.name, &log).map_err(|e| Fail::from(e.to_string()))?;
+            tracing::debug!(vm = self.name, us = t0.elapsed().as_micros() as u64, "lxc-start returned");
         }
         // Its init is the process of its cgroup whose parent (LXC's monitor) is outside it: read
         // there rather than asked of `lxc-info`, a process start while the container boots.
