@@ -97,8 +97,9 @@ impl Actor {
         // Once per daemon: the files are read again only after a failure.
         static REGISTERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         if !REGISTERED.load(std::sync::atomic::Ordering::Relaxed) {
-            lxc::idmap::ensure_registered(Path::new("/etc"))
-                .map_err(|e| format!("cannot register vine's id range in /etc/subuid and /etc/subgid: {e}"))?;
+            lxc::idmap::ensure_registered(Path::new("/etc")).map_err(|e| {
+                format!("cannot register vine's id range in /etc/subuid and /etc/subgid: {e}")
+            })?;
             REGISTERED.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         self.ctx.resources.apply(&self.name).map_err(|e| format!("cgroup: {e}"))?;
@@ -133,7 +134,11 @@ impl Actor {
         };
         let lxc = self.ctx.lxc.clone();
         lxc.write_config(&self.name, &lxc::config::render(&cfg)).map_err(|e| Fail::from(e.to_string()))?;
-        tracing::debug!(vm = self.name, us = t0.elapsed().as_micros() as u64, "cgroups, ports and configuration ready");
+        tracing::debug!(
+            vm = self.name,
+            us = t0.elapsed().as_micros() as u64,
+            "cgroups, ports and configuration ready"
+        );
         let log = self.lxc_log();
         if restore {
             let dir = self.checkpoint_dir();

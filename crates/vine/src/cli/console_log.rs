@@ -45,7 +45,9 @@ pub fn run(args: ConsoleLogArgs) -> anyhow::Result<i32> {
             .init
             .as_deref()
             .and_then(|s| s.split_once(':'))
-            .and_then(|(p, t)| Some(vmm::process::Identity { pid: p.parse().ok()?, start_ticks: t.parse().ok()? }))
+            .and_then(|(p, t)| {
+                Some(vmm::process::Identity { pid: p.parse().ok()?, start_ticks: t.parse().ok()? })
+            })
             .context("--lxc needs --init PID:START_TICKS")?;
         return relay(name, path, &args.socket, init);
     }
@@ -89,7 +91,8 @@ fn relay(
         .with_context(|| format!("listening on {}", socket.display()))?;
     // The socket is removed at the end only while it is this relay's (a later start's relay
     // may have bound the path again).
-    let inode = |p: &std::path::Path| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).ok();
+    let inode =
+        |p: &std::path::Path| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).ok();
     let mine = inode(socket);
     let sink: Arc<Mutex<Option<std::process::ChildStdin>>> = Arc::new(Mutex::new(None));
     {
