@@ -70,10 +70,14 @@ impl Lxc {
         self.path.join(name)
     }
 
-    /// Writes the container's configuration.
+    /// Writes the container's configuration (not when the file holds it already: most starts
+    /// write the same text, and a write and rename cost more than a read).
     pub fn write_config(&self, name: &str, text: &str) -> Result<(), LxcError> {
         let dir = self.dir(name);
         let path = dir.join("config");
+        if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
+            return Ok(());
+        }
         let w = std::fs::create_dir_all(&dir).and_then(|()| {
             let tmp = dir.join("config.tmp");
             std::fs::write(&tmp, text)?;
