@@ -159,6 +159,10 @@ fn busybox_containers_are_isolated_networked_controlled_and_limited() {
         assert!(base >= 65_536);
         bases.push(base);
     }
+    let ports: Vec<String> = ["c1", "c2", "c3"]
+        .iter()
+        .map(|n| h.show(n)["nics"][0]["tap"].as_str().unwrap().to_string())
+        .collect();
     bases.sort();
     assert!(bases.windows(2).all(|w| w[1] - w[0] >= 65_536), "overlapping id ranges: {bases:?}");
 
@@ -321,6 +325,13 @@ fn busybox_containers_are_isolated_networked_controlled_and_limited() {
             let d = Path::new("/sys/fs/cgroup").join(ctl).join(&h.cgroup_parent).join(name);
             assert!(!d.exists(), "{} is left", d.display());
         }
+    }
+    // Their ports' port security rules went with them.
+    let tables =
+        String::from_utf8_lossy(&Command::new("nft").args(["list", "tables"]).output().unwrap().stdout)
+            .to_string();
+    for p in &ports {
+        assert!(!tables.contains(p.as_str()), "the rules of {p} outlived its container:\n{tables}");
     }
     eprintln!("containers test took {:.1} s", t0.elapsed().as_secs_f64());
 }

@@ -177,11 +177,15 @@ impl Networks {
     pub fn unplug(&self, vm: &str) {
         for i in 0..vmconfig::MAX_NICS {
             let tap = self.tap_name(vm, i);
-            self.guard_table().remove(&tap);
-            if self.kernel.link_exists(&tap) {
+            let guarded = self.guard_table().remove(&tap).is_some();
+            let exists = self.kernel.link_exists(&tap);
+            if exists {
                 if let Err(e) = self.kernel.remove_tap(&tap) {
                     tracing::warn!(vm, tap, error = %e, "cannot delete a tap");
                 }
+            }
+            // A container's port (a veth) is gone with its container by now; its rules are not.
+            if exists || guarded {
                 if let Err(e) = self.kernel.unguard_port(&tap) {
                     tracing::warn!(vm, tap, error = %e, "cannot delete a tap's port security rules");
                 }
