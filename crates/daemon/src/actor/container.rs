@@ -381,15 +381,8 @@ impl Actor {
                     Ok(lxc::RunState::Frozen(_)) => VmState::Paused,
                     _ => VmState::Running,
                 };
-                self.set_state(s);
-                if let Err(e) = self.ctx.resources.apply_all() {
-                    tracing::warn!(error = %e, "cannot rewrite cgroup files");
-                }
-                self.event(
-                    "info",
-                    "vm.reattached",
-                    &format!("found container '{}' {} (init pid {})", self.name, s.name(), id.pid),
-                );
+                let m = format!("found container '{}' {} (init pid {})", self.name, s.name(), id.pid);
+                self.reattached(s, &m);
             }
             None if recorded.has_process() => {
                 self.ct_end();

@@ -270,14 +270,15 @@ impl Actor {
                 }
             }
         };
+        self.reattached(s, &format!("found '{}' {} (QEMU pid {})", self.name, s.name(), id.pid));
+    }
+
+    /// The end of a reattach: the state found, the cgroup files rewritten, the event.
+    pub(super) fn reattached(&mut self, s: VmState, message: &str) {
         self.set_state(s);
         if let Err(e) = self.ctx.resources.apply_all() {
             tracing::warn!(error = %e, "cannot rewrite cgroup files");
         }
-        self.event(
-            "info",
-            "vm.reattached",
-            &format!("found '{}' {} (QEMU pid {})", self.name, s.name(), id.pid),
-        );
+        self.event("info", "vm.reattached", message);
     }
 }
