@@ -378,6 +378,26 @@ impl Daemon {
     /// puts it (the reason is an event, `vm.placed`); made elsewhere, the request is forwarded
     /// there ([`Failure::Elsewhere`]). Here, the name is claimed in etcd first (refused if
     /// another host owns a VM of that name) and released again if the VM cannot be made.
+    /// A container made on host `to` from an image of a host-local pool here: the image goes
+    /// there first (once: a copy it has already is used as it is), as a template's bases do.
+    fn ship_image(&self, image: &str, to: &str) -> Result<(), Failure> {
+        let Some((pool, volume)) = vmconfig::volume_ref(image) else { return Ok(()) };
+        if self.shared_pool_names().contains(pool) {
+            return Ok(());
+        }
+        let Ok(file) = self.ctx().pools.resolve(image) else { return Ok(()) };
+        let target = format!("/api/pools/{pool}/volumes/{volume}/content");
+        match self.peers()?.send(to, &target, &file) {
+            Ok(()) => {
+                let m = format!("copied image {image} to host '{to}' for a container made there");
+                self.ctx().event(None, "info", "volume.copied", &m);
+                Ok(())
+            }
+            Err(Failure::Refused(m)) if m.contains("exists") => Ok(()),
+            Err(e) => Err(Failure::Failed(format!("cannot copy image {image} to host '{to}': {e}"))),
+        }
+    }
+
     pub(crate) fn create_in_pool(
         &self,
         text: &str,
@@ -420,6 +440,9 @@ impl Daemon {
             }
         };
         if target != me {
+            if let Some(c) = def.container.as_ref() {
+                self.ship_image(&c.image, &target)?;
+            }
             return Err(Failure::Elsewhere { vm: def.name.clone(), host: target });
         }
         let first =

@@ -270,6 +270,15 @@ fn container_moves(lab: &Lab) {
         "root inside is not the container's id base"
     );
     eprintln!("k1: id base {base1} on h1, {uid} on h2");
+    // A container made on h2 from an image of h1's host-local pool: the image goes there first.
+    let has_image = |h: &str| {
+        lab.json(h, &["volume", "list", "loc"]).as_array().unwrap().iter().any(|v| v["volume"] == "loc/bb")
+    };
+    assert!(!has_image("h2"), "h2 has the image before any container needs it");
+    lab.ok("h1", &["ct", "create", "k2", "--image", "loc/bb", "--memory", "64M", "--host", "h2"]);
+    assert_eq!(lab.json("h1", &["ct", "show", "k2"])["host"], "h2");
+    assert!(has_image("h2"), "the image did not go to h2");
+    lab.ok("h1", &["ct", "delete", "k2"]);
     // Evacuating h2 moves the running container cold back to h1, where it runs again.
     let out = lab.ok("h1", &["host", "evacuate", "h2"]);
     assert!(out.contains("1 container(s) moved cold"), "{out}");
