@@ -140,13 +140,6 @@ impl Lxc {
         Ok(parse_info(&String::from_utf8_lossy(&out.stdout)))
     }
 
-    /// Runs `argv` inside it (`lxc-attach`, a clean environment) and returns its output.
-    pub fn attach(&self, name: &str, argv: &[&str]) -> Result<Output, LxcError> {
-        let mut args = vec!["--clear-env", "--"];
-        args.extend_from_slice(argv);
-        self.run("lxc-attach", name, &args)
-    }
-
     /// Checkpoints it into `dir` with CRIU and stops it (`lxc-checkpoint -s`).
     pub fn checkpoint(&self, name: &str, dir: &Path, log: &Path) -> Result<(), LxcError> {
         let d = dir.display().to_string();

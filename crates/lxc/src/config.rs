@@ -7,15 +7,13 @@ use std::path::PathBuf;
 use crate::idmap::IDS_PER_CONTAINER;
 
 /// One NIC: a veth pair whose host side (`host_name`, vine's name for the NIC's port) joins
-/// `bridge` through the `plug` hook (LXC's own bridge attachment reads `/sys/class/net`, which
+/// its network's bridge through the `plug` hook (LXC's own bridge attachment reads `/sys/class/net`, which
 /// shows another network namespace's links where the daemon runs in a namespace of its own
 /// without its own sysfs); the container side is `eth{index}` with `mac`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Veth {
     /// The host side's name (at most 15 characters).
     pub host_name: String,
-    /// The bridge it joins.
-    pub bridge: String,
     /// The container side's MAC.
     pub mac: String,
     /// The command LXC runs once the pair exists (`script.up`; LXC appends the container's name,
@@ -121,7 +119,6 @@ mod tests {
             pivot_cgroup: "vine".into(),
             nics: vec![Veth {
                 host_name: "vt0123abcd".into(),
-                bridge: "vb99".into(),
                 mac: "52:54:00:00:00:01".into(),
                 plug: "/usr/bin/vine network plug-port vb99".into(),
             }],

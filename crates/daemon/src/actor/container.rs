@@ -296,12 +296,8 @@ impl Actor {
         }
         if self.qemu_exited() {
             self.ct_end();
-            self.set_state(VmState::Off);
-            self.event(
-                "info",
-                "vm.powered-off",
-                &format!("container '{}' powered itself off (its init ended)", self.name),
-            );
+            let m = format!("container '{}' powered itself off (its init ended)", self.name);
+            self.set_state_with_event(VmState::Off, "info", "vm.powered-off", &m);
             return;
         }
         if self.relay_at.is_some_and(|t| Instant::now() >= t) {
@@ -386,12 +382,8 @@ impl Actor {
             }
             None if recorded.has_process() => {
                 self.ct_end();
-                self.set_state(VmState::Off);
-                self.event(
-                    "warning",
-                    "vm.powered-off",
-                    &format!("container '{}' ended while the daemon was away", self.name),
-                );
+                let m = format!("container '{}' ended while the daemon was away", self.name);
+                self.set_state_with_event(VmState::Off, "warning", "vm.powered-off", &m);
             }
             None => {}
         }

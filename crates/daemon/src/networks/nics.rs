@@ -142,7 +142,7 @@ impl Networks {
                 .into());
             }
             let plug = format!("{exe} network plug-port {bridge}");
-            out.push(lxc::Veth { host_name: port, bridge, mac, plug });
+            out.push(lxc::Veth { host_name: port, mac, plug });
         }
         Ok(out)
     }
