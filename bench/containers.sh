@@ -4,14 +4,15 @@
 # idle container against per idle VM of the guest kit, 20 of each, in the same run
 # (bench/containers_bench.py does the work and prints the table).
 #
-#   bash bench/containers.sh [ROUNDS [N]]      (defaults 10 rounds, 20 instances)
+#   bash bench/containers.sh [ROUNDS [N]]      (defaults 10 rounds, 20 instances; N=0: start only)
 #
 # The container is the busybox image (scripts/ct-image.sh busybox): its init prints
 # "vine-ct: up NAME boot K" on the console once its boot script ran. Both sides give it the same
 # LXC configuration (unprivileged, its own id range, 128 MiB limit, no NIC), from a root
 # unpacked from the same image; vine's is `vine ct start` (API, definition, admission, cgroups,
 # configuration, lxc-start, console relay), by hand it is one `lxc-start -d` of a configuration
-# written beforehand. Needs root. VINE_BIN=PATH uses that vine binary instead of building the
+# written beforehand, run twice: as a user would (LXC then writes the id maps through shadow's
+# newuidmap/newgidmap) and with the PATH vine gives LXC (it writes them itself: the floor). Needs root. VINE_BIN=PATH uses that vine binary instead of building the
 # shipped one (scripts/build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -14,7 +14,10 @@ start command to "vine-ct: up NAME boot K" in its console log (LXC writes it), t
   connection (what an orchestrator does);
 * hand: `lxc-start -P HAND -n b2 -d`, with a configuration written once beforehand that gives
   it what vine gives its container (the same root, an id range of its own, the 128 MiB limit,
-  the console log) and a root unpacked from the same image and shifted to its ids.
+  the console log) and a root unpacked from the same image and shifted to its ids;
+* hand, direct maps: the same `lxc-start` with the PATH vine gives LXC's commands (without
+  shadow's newuidmap and newgidmap, so LXC writes the id maps itself, as vine's do): the floor
+  for what vine does.
 
 Memory: N busybox containers (64 MiB limit) and then N guest-kit VMs (128 MiB, diskless: the
 kit's kernel and initramfs), each set started and left idle for 10 s once every instance
@@ -38,6 +41,11 @@ ENV = dict(os.environ, VINE_SOCKET=f"{WORK}/vine.sock")
 HAND = f"{WORK}/hand"
 HAND_BASE = 2_000_000_000 + 1999 * 65536  # the last slot of vine's range: no vine container uses it
 TIMEOUT = 300
+# What vine's LXC commands run with (crates/lxc/src/cmd.rs): PATH less the id-map helpers' folders.
+DIRECT = dict(os.environ, PATH=os.pathsep.join(
+    d for d in os.environ.get("PATH", "").split(os.pathsep)
+    if not any(os.path.exists(os.path.join(d, h)) for h in ("newuidmap", "newgidmap"))))
+LXC_START = shutil.which("lxc-start")
 
 
 class UnixHTTP(http.client.HTTPConnection):
@@ -122,14 +130,13 @@ def start_latency():
     hand_rootfs()
     vine_log = f"{WORK}/data/vms/b1/run/console.log"
     hand_log = f"{HAND}/b2/console.log"
-    times = {"vine": [], "api": [], "hand": []}
     boots = {"vine": 0, "hand": 0}
     conn = UnixHTTP(f"{WORK}/vine.sock")
 
     def once(side):
-        key = "hand" if side == "hand" else "vine"
+        key = "hand" if side.startswith("hand") else "vine"
         boots[key] += 1
-        marker = f"vine-ct: up {'b2' if side == 'hand' else 'b1'} boot {boots[key]}".encode()
+        marker = f"vine-ct: up {'b2' if key == 'hand' else 'b1'} boot {boots[key]}".encode()
         t0 = time.monotonic()
         if side == "api":
             conn.request("POST", "/api/vms/b1/actions/start", body=b"{}", headers={"Content-Type": "application/json"})
@@ -144,25 +151,28 @@ def start_latency():
             t = wait_marker(vine_log, marker, t0)
             vine("ct", "off", "b1")
         else:
-            run("lxc-start", "-P", HAND, "-n", "b2", "-d")
+            run(LXC_START, "-P", HAND, "-n", "b2", "-d", env=DIRECT if side == "direct" else None)
             t = wait_marker(hand_log, marker, t0)
             run("lxc-stop", "-P", HAND, "-n", "b2", "-k")
         times[side].append(t)
         return t
 
+    sides = ["vine", "api", "hand", "direct"]
+    times = {s: [] for s in sides}
     # One of each first, not counted (page cache of the root, LXC's first run).
-    once("vine"), once("api"), once("hand")
-    times = {"vine": [], "api": [], "hand": []}
-    sides = ["vine", "api", "hand"]
+    for side in sides:
+        once(side)
+    times = {s: [] for s in sides}
     for r in range(ROUNDS):
-        order = sides[r % 3:] + sides[:r % 3]
+        order = sides[r % 4:] + sides[:r % 4]
         got = {side: once(side) for side in order}
         print(f"round {r + 1}: vine CLI {got['vine'] * 1e3:.1f} ms, vine API {got['api'] * 1e3:.1f} ms, "
-              f"by hand {got['hand'] * 1e3:.1f} ms")
-    v, a, h = (statistics.median(times[s]) for s in sides)
+              f"by hand {got['hand'] * 1e3:.1f} ms, by hand with direct maps {got['direct'] * 1e3:.1f} ms")
+    v, a, h, d = (statistics.median(times[s]) for s in sides)
     print(f"start to the userspace marker, median of {ROUNDS}: vine CLI {v * 1e3:.1f} ms, vine API "
-          f"{a * 1e3:.1f} ms, LXC by hand {h * 1e3:.1f} ms; vine CLI / hand = {v / h:.3f}, "
-          f"vine API / hand = {a / h:.3f}")
+          f"{a * 1e3:.1f} ms, LXC by hand {h * 1e3:.1f} ms, LXC by hand with direct maps {d * 1e3:.1f} ms; "
+          f"vine CLI / hand = {v / h:.3f}, vine API / hand = {a / h:.3f}; against direct maps: "
+          f"CLI {v / d:.3f}, API {a / d:.3f}")
     vine("ct", "delete", "b1")
 
 
@@ -238,7 +248,8 @@ def cleanup():
 if MODE == "run":
     try:
         start_latency()
-        memory()
+        if N > 0:
+            memory()
     finally:
         cleanup()
 elif MODE == "cleanup":

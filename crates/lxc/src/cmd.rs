@@ -1,6 +1,15 @@
 //! LXC's commands for one container directory (`lxc-start -P PATH -n NAME` …), with their
 //! failures turned into sentences that carry LXC's own reason (the last lines of its log).
+//!
+//! The commands run with a `PATH` that leaves out shadow's `newuidmap` and `newgidmap`. When
+//! LXC finds both on `PATH` it writes every id map through them, even for root: two set-user-id
+//! programs started per map, about a third of a busybox container's start on this machine
+//! (bench/containers.sh). Without them LXC, run by root, writes `/proc/PID/uid_map` and
+//! `gid_map` itself: the same maps. What the helpers guard, that shadow never hands another user
+//! ids a container uses, holds because vine registers its whole range for root in `/etc/subuid`
+//! and `/etc/subgid` ([`crate::idmap::ensure_registered`]).
 
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -52,12 +61,18 @@ pub enum RunState {
 #[derive(Debug, Clone)]
 pub struct Lxc {
     path: PathBuf,
+    /// The `PATH` LXC's commands run with (this process's, less the id-map helpers' folders).
+    search: OsString,
 }
+
+/// The shadow helpers LXC would write id maps through.
+const IDMAP_HELPERS: [&str; 2] = ["newuidmap", "newgidmap"];
 
 impl Lxc {
     /// Containers under `path`.
     pub fn new(path: impl Into<PathBuf>) -> Lxc {
-        Lxc { path: path.into() }
+        let search = std::env::var_os("PATH").unwrap_or_default();
+        Lxc { path: path.into(), search: without_idmap_helpers(&search) }
     }
 
     /// The directory of containers (LXC's `-P`).
@@ -87,7 +102,12 @@ impl Lxc {
     }
 
     fn run(&self, tool: &str, name: &str, args: &[&str]) -> Result<Output, LxcError> {
-        let mut cmd = Command::new(tool);
+        // Found on this process's PATH: the command's own PATH may lack LXC's folder.
+        let program = std::env::var_os("PATH")
+            .and_then(|p| std::env::split_paths(&p).map(|d| d.join(tool)).find(|f| f.is_file()))
+            .unwrap_or_else(|| PathBuf::from(tool));
+        let mut cmd = Command::new(program);
+        cmd.env("PATH", &self.search);
         cmd.arg("-P").arg(&self.path).arg("-n").arg(name).args(args);
         cmd.output().map_err(|source| LxcError::Spawn { command: tool.into(), source })
     }
@@ -153,6 +173,15 @@ impl Lxc {
     }
 }
 
+/// `search` less every folder that holds one of the id-map helpers (on a merged-/usr system
+/// `/bin` is `/usr/bin`, so both go).
+fn without_idmap_helpers(search: &OsStr) -> OsString {
+    let kept = std::env::split_paths(search)
+        .filter(|d| !IDMAP_HELPERS.iter().any(|h| d.join(h).exists()))
+        .collect::<Vec<_>>();
+    std::env::join_paths(kept).unwrap_or_default()
+}
+
 /// `lxc-info -s -p`'s answer: `State:` and `PID:` lines.
 fn parse_info(text: &str) -> RunState {
     let field =
@@ -203,6 +232,21 @@ fn reason(out: &Output, log: &str) -> String {
 mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn the_commands_path_leaves_out_the_id_map_helpers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (helpers, tools, other) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+        for d in [&helpers, &tools, &other] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(helpers.join("newuidmap"), "").unwrap();
+        std::fs::write(tools.join("lxc-start"), "").unwrap();
+        std::fs::write(other.join("newgidmap"), "").unwrap();
+        let search = std::env::join_paths([&tools, &helpers, &other]).unwrap();
+        assert_eq!(without_idmap_helpers(&search), std::env::join_paths([&tools]).unwrap());
+        assert_eq!(without_idmap_helpers(&std::env::join_paths([&helpers]).unwrap()), OsString::new());
+    }
 
     #[test]
     fn lxc_info_is_read_by_its_keys() {
