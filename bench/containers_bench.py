@@ -134,7 +134,7 @@ def start_latency():
     conn = UnixHTTP(f"{WORK}/vine.sock")
 
     def once(side):
-        key = "hand" if side.startswith("hand") else "vine"
+        key = "hand" if side in ("hand", "direct") else "vine"
         boots[key] += 1
         marker = f"vine-ct: up {'b2' if key == 'hand' else 'b1'} boot {boots[key]}".encode()
         t0 = time.monotonic()
