@@ -1,5 +1,6 @@
 //! Containers' id ranges. vine registers one range for root in `/etc/subuid` and `/etc/subgid`
-//! (LXC's `newuidmap` allows only registered ranges) and gives each container a slot of it:
+//! (shadow then hands no user those ids, and `newuidmap` would map only registered ranges; LXC's
+//! commands run without it, see [`crate::cmd`]) and gives each container a slot of it:
 //! slot `k` maps container ids 0–65535 onto host ids `IDMAP_START + k × 65536`, so no two
 //! containers share a host id and none is a host user.
 
