@@ -453,7 +453,9 @@ impl Daemon {
         }
         let made = self.create_from(text, template);
         match (&made, claim) {
-            (Ok(_), _) => self.publish_vm(&def.name),
+            // Published before the answer: the claim alone is no view, and a `show` on another
+            // host right after the create must find it.
+            (Ok(_), _) => self.publish_now(&def.name),
             (Err(_), Claim::Claimed) => {
                 if let Err(e) = c.release_vm(&def.name) {
                     tracing::warn!("releasing the claim on '{}' after a failed create: {e}", def.name);
