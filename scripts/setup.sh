@@ -6,7 +6,7 @@ set -euo pipefail
 # QEMU is pinned to the bookworm-backports 10.0 series: its VHD size rule (current_size unless the
 # creator is `vpc `/`qemu`) is the one vine's tests assert. See docs/disk.md.
 QEMU_SERIES="1:10.0"
-APT_PACKAGES=(curl python3 python3-venv 7zip libnbd-bin fio libvhdi-utils busybox-static iproute2 procps psmisc syslinux syslinux-common mtools dosfstools nodejs chromium nftables isc-dhcp-client dnsmasq-base gcc libc6-dev dpkg-dev lintian man-db bash-completion etcd-server etcd-client protobuf-compiler libprotobuf-dev genisoimage lxc criu uidmap)
+APT_PACKAGES=(curl python3 python3-venv 7zip libnbd-bin fio libvhdi-utils busybox-static iproute2 procps psmisc syslinux syslinux-common mtools dosfstools nodejs chromium nftables isc-dhcp-client dnsmasq-base gcc libc6-dev dpkg-dev lintian man-db bash-completion etcd-server etcd-client protobuf-compiler libprotobuf-dev genisoimage lxc criu uidmap libcap2-bin)
 BACKPORTS_PACKAGES=(qemu-system-x86 qemu-utils qemu-block-extra)
 
 log() { printf 'setup: %s\n' "$*"; }

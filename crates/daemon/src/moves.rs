@@ -453,7 +453,9 @@ impl Daemon {
         let paths = VmPaths::new(&self.ctx().data, name);
         let tarball = paths.dir.join("rootfs-move.tar.gz");
         let out = std::process::Command::new("tar")
-            .args(["--numeric-owner", "--xattrs", "-czf"])
+            .arg("--numeric-owner")
+            .args(lxc::rootfs::XATTR_ARGS)
+            .arg("-czf")
             .arg(&tarball)
             .arg("-C")
             .arg(paths.dir.join("rootfs"))

@@ -3,6 +3,12 @@
 //! the container's ids (id `n` inside is `base + n` on the host). Device nodes are dropped: an
 //! unprivileged container gets its devices from LXC (`lxc.autodev`), and a node the host made
 //! would reach host devices.
+//!
+//! File capabilities (`security.capability`, e.g. `ping`'s `cap_net_raw`) and `user.*`
+//! attributes come along: tar keeps them ([`XATTR_ARGS`]), and since a change of owner clears them, each is written back after the shift as a
+//! namespaced capability (revision 3) whose root is the container's root, `base`: it holds for
+//! processes of the container's user namespace, and gives nothing to a host process that runs the
+//! file.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -34,6 +40,14 @@ pub enum RootfsError {
         /// The id.
         id: u32,
     },
+    /// A file's capabilities are in no format the kernel knows.
+    #[error("image {image}: {file} has file capabilities in no format the kernel knows")]
+    BadCaps {
+        /// The image.
+        image: PathBuf,
+        /// The file (inside the root).
+        file: String,
+    },
     /// The image holds no `/sbin/init` (it would not boot).
     #[error("image {0} has no /sbin/init")]
     NoInit(PathBuf),
@@ -45,6 +59,43 @@ pub enum RootfsError {
         /// What failed.
         source: std::io::Error,
     },
+}
+
+/// The extended attribute that holds a file's capabilities.
+pub const CAPS: &str = "security.capability";
+
+/// GNU tar's options that keep a root's extended attributes, packing and unpacking: its users'
+/// (`user.*`) and its files' capabilities (no other `security.*`: those are the host's).
+pub const XATTR_ARGS: [&str; 3] =
+    ["--xattrs", "--xattrs-include=user.*", "--xattrs-include=security.capability"];
+
+/// `security.capability` values (`linux/capability.h`): the revision in the top byte of the
+/// first little-endian word, the effective flag in its lowest bit.
+const CAP_REVISION_MASK: u32 = 0xff00_0000;
+const CAP_REVISION_1: u32 = 0x0100_0000;
+const CAP_REVISION_2: u32 = 0x0200_0000;
+const CAP_REVISION_3: u32 = 0x0300_0000;
+const CAP_FLAGS_EFFECTIVE: u32 = 0x0000_0001;
+
+/// A file capability value made namespaced with `root` as its root id (revision 3: magic,
+/// permitted/inheritable words ×2, root id), from revision 1, 2 or 3. `None` when it is none of
+/// those.
+pub fn namespaced_caps(raw: &[u8], root: u32) -> Option<Vec<u8>> {
+    let word = |i: usize| raw.get(i * 4..i * 4 + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let magic = word(0)?;
+    let words = match (magic & CAP_REVISION_MASK, raw.len()) {
+        (CAP_REVISION_1, 12) => 2,
+        (CAP_REVISION_2, 20) | (CAP_REVISION_3, 24) => 4,
+        _ => return None,
+    };
+    let mut out = Vec::with_capacity(24);
+    out.extend_from_slice(&(CAP_REVISION_3 | (magic & CAP_FLAGS_EFFECTIVE)).to_le_bytes());
+    for i in 0..4 {
+        let w = if i < words { word(1 + i)? } else { 0 };
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    out.extend_from_slice(&root.to_le_bytes());
+    Some(out)
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError + '_ {
@@ -80,7 +131,9 @@ fn unpack_inner(image: &Path, dest: &Path, base: u32, from: u32) -> Result<Unpac
     std::fs::create_dir_all(dest).map_err(io(dest))?;
     std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o755)).map_err(io(dest))?;
     let out = Command::new("tar")
-        .args(["--numeric-owner", "--same-owner", "--same-permissions", "--no-overwrite-dir", "-x", "-f"])
+        .args(["--numeric-owner", "--same-owner", "--same-permissions", "--no-overwrite-dir"])
+        .args(XATTR_ARGS)
+        .args(["-x", "-f"])
         .arg(image)
         .arg("-C")
         .arg(dest)
@@ -132,11 +185,18 @@ fn shift(
             let id = if own(uid).is_none() { uid } else { gid };
             return Err(RootfsError::ForeignId { image: image.to_path_buf(), file: inside(), id });
         };
+        // chown clears set-id bits and capabilities: read them first, put them back after.
+        let caps = if ft.is_file() { xattr::get(path, CAPS).map_err(io(path))? } else { None };
         std::os::unix::fs::lchown(path, Some(base + u), Some(base + g)).map_err(io(path))?;
         if !ft.is_symlink() {
-            // chown clears set-id bits; put the mode back as the image had it.
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
                 .map_err(io(path))?;
+        }
+        if let Some(raw) = caps {
+            let Some(shifted) = namespaced_caps(&raw, base) else {
+                return Err(RootfsError::BadCaps { image: image.to_path_buf(), file: inside() });
+            };
+            xattr::set(path, CAPS, &shifted).map_err(io(path))?;
         }
     }
     done.entries += 1;
@@ -168,6 +228,86 @@ mod tests {
             .unwrap();
         assert!(ok.success());
         t
+    }
+
+    #[test]
+    fn file_capabilities_become_the_container_root_s() {
+        // cap_net_raw (bit 13) permitted, effective, revision 2.
+        let mut v2 = Vec::new();
+        for w in [CAP_REVISION_2 | CAP_FLAGS_EFFECTIVE, 1 << 13, 0, 0, 0] {
+            v2.extend_from_slice(&u32::to_le_bytes(w));
+        }
+        let v3 = namespaced_caps(&v2, 2_000_000_000).unwrap();
+        assert_eq!(v3.len(), 24);
+        assert_eq!(&v3[..4], &(CAP_REVISION_3 | CAP_FLAGS_EFFECTIVE).to_le_bytes());
+        assert_eq!(&v3[4..20], &v2[4..20]);
+        assert_eq!(&v3[20..], &2_000_000_000u32.to_le_bytes());
+        // A container's root moving on: the root id is replaced, nothing else.
+        let again = namespaced_caps(&v3, 2_000_065_536).unwrap();
+        assert_eq!((&again[..20], &again[20..]), (&v3[..20], &2_000_065_536u32.to_le_bytes()[..]));
+        // Revision 1 has one word of each; not effective stays not effective.
+        let mut v1 = Vec::new();
+        for w in [CAP_REVISION_1, 1 << 13, 0] {
+            v1.extend_from_slice(&u32::to_le_bytes(w));
+        }
+        let from1 = namespaced_caps(&v1, 7).unwrap();
+        assert_eq!(&from1[..4], &CAP_REVISION_3.to_le_bytes());
+        assert_eq!(&from1[4..8], &(1u32 << 13).to_le_bytes());
+        assert_eq!(&from1[12..20], &[0; 8]);
+        for bad in [&v2[..19], &[0u8; 20][..], &[], &v3[..20]] {
+            assert_eq!(namespaced_caps(bad, 7), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_image_s_file_capabilities_hold_for_the_container_only() {
+        if !nix_root() {
+            eprintln!("skipped: needs root to set file capabilities");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut v2 = Vec::new();
+        for w in [CAP_REVISION_2 | CAP_FLAGS_EFFECTIVE, 1 << 13, 0, 0, 0] {
+            v2.extend_from_slice(&u32::to_le_bytes(w));
+        }
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("sbin")).unwrap();
+        std::os::unix::fs::symlink("/bin/busybox", src.join("sbin/init")).unwrap();
+        std::fs::write(src.join("ping"), "x").unwrap();
+        std::fs::set_permissions(src.join("ping"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        xattr::set(src.join("ping"), CAPS, &v2).unwrap();
+        xattr::set(src.join("ping"), "user.note", b"kept").unwrap();
+        let pack = |from: &Path, to: &Path| {
+            let ok = Command::new("tar")
+                .args(["--numeric-owner"])
+                .args(XATTR_ARGS)
+                .arg("-czf")
+                .arg(to)
+                .arg("-C")
+                .arg(from)
+                .arg(".")
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        };
+        let img = dir.path().join("img.tar.gz");
+        pack(&src, &img);
+        let dest = dir.path().join("root");
+        unpack(&img, &dest, 2_000_000_000, 0).unwrap();
+        let caps = xattr::get(dest.join("ping"), CAPS).unwrap().expect("capabilities kept");
+        assert_eq!(caps, namespaced_caps(&v2, 2_000_000_000).unwrap());
+        assert_eq!(xattr::get(dest.join("ping"), "user.note").unwrap().as_deref(), Some(&b"kept"[..]));
+        // libcap reads it as the kernel will: cap_net_raw for the namespace whose root is the base.
+        if let Ok(out) = Command::new("getcap").arg("-n").arg(dest.join("ping")).output() {
+            let said = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(said.contains("cap_net_raw=ep") && said.contains("rootid=2000000000"), "{said}");
+        }
+        // Moving to another slot: the capabilities follow the container's new root.
+        let moved = dir.path().join("moved.tar.gz");
+        pack(&dest, &moved);
+        unpack(&moved, &dir.path().join("root2"), 2_000_065_536, 2_000_000_000).unwrap();
+        let caps = xattr::get(dir.path().join("root2/ping"), CAPS).unwrap().unwrap();
+        assert_eq!(&caps[20..], &2_000_065_536u32.to_le_bytes());
     }
 
     #[test]

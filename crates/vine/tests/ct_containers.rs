@@ -364,6 +364,18 @@ fn a_debian_container_boots_systemd_with_its_own_name_users_and_address() {
     let vm_line = h.console("v2").wait_for("VINE-IP ", vmhost::BOOT).unwrap();
     let vm_ip = vm_line.split_whitespace().nth(1).unwrap().to_string();
     inside_ok(&h, "deb1", &format!("ping -c 2 -W 2 {vm_ip}"));
+    // As an ordinary user too: ping's file capability (cap_net_raw) came with the image, made
+    // the container root's (revision 3, its root id the container's id base).
+    inside_ok(
+        &h,
+        "deb1",
+        &format!("setpriv --reuid=1000 --regid=1000 --clear-groups ping -c 1 -W 2 {vm_ip}"),
+    );
+    let ping = rootfs(&h, "deb1").join("usr/bin/ping");
+    let caps = Command::new("getcap").arg("-n").arg(&ping).output().unwrap();
+    let caps = String::from_utf8_lossy(&caps.stdout).to_string();
+    let base = v["container"]["id_base"].as_u64().unwrap();
+    assert!(caps.contains("cap_net_raw=ep") && caps.contains(&format!("rootid={base}")), "{caps}");
     h.ok(&["vm", "off", "v2"]);
     assert!(inside_ok(&h, "deb1", "getent passwd app").starts_with("app:x:1000:1000"));
     assert!(inside_ok(&h, "deb1", "cat /etc/os-release").contains("bookworm"));
