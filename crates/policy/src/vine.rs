@@ -111,7 +111,10 @@ pub fn plan_predictive(
     };
 
     let mut plan = Plan::default();
-    let on: Vec<bool> = st.snap.hosts.iter().map(|h| h.measured_mips > 0.0).collect();
+    // A host is on when it does work or holds a VM: an idle container can use no CPU at all
+    // over an interval, and its host is still on (and worth emptying).
+    let on: Vec<bool> =
+        (0..n).map(|h| st.snap.hosts[h].measured_mips > 0.0 || !st.hosts[h].vms.is_empty()).collect();
     for h in 0..n {
         if on[h] || !st.hosts[h].vms.is_empty() {
             d.index(st, h);

@@ -187,3 +187,18 @@ fn every_command_carries_its_reason() {
         }
     }
 }
+
+#[test]
+fn hosts_whose_instances_use_no_cpu_at_all_are_still_emptied() {
+    // An idle container can use no CPU over a whole interval: its host does no measured work,
+    // yet it is on, and it is the cheapest host to empty.
+    let seeds: Vec<VmSeed> = (0..2)
+        .map(|i| VmSeed { kind: 3, host: i, now: 0.0, memory: (1, 1.0), history: vec![0.0; 12] })
+        .collect();
+    let snap = build(2, &seeds);
+    assert!(snap.hosts.iter().all(|h| h.measured_mips == 0.0));
+    let plan = Planner::new(Policy::builtin("vine").unwrap()).plan(&snap);
+    assert_eq!(plan.migrations.len(), 1, "{plan:?}");
+    let after = apply(&snap, &plan);
+    assert!(after.iter().any(|l| l.is_empty()) && after.iter().any(|l| l.len() == 2), "{after:?}");
+}
