@@ -13,7 +13,9 @@
 //! - a container moves cold from h1 to h2 with its root file system (a file written inside is
 //!   there), gets a slot of ids on h2, keeps its address on a network that spans the pool, and
 //!   the pool lists it with its kind; a running one is refused, and live migration is for VMs;
-//!   evacuating its host moves it cold (shut down, moved, started) and it runs on the other.
+//!   evacuating its host moves it cold (shut down, moved, started) and it runs on the other;
+//! - the policy engine, consolidating two idle hosts that each run a container, moves one
+//!   container cold (an event says it is cold and why), and both run on one host.
 
 mod poollab;
 
@@ -48,7 +50,8 @@ fn sha256(file: &Path) -> String {
 
 #[test]
 fn vms_move_cold_between_hosts_with_local_and_shared_volumes() {
-    let lab = Lab::up(2, "vtmove", "10.246.0");
+    // Samples every 2 s: the policy at the end plans on a few of them.
+    let lab = Lab::up_with(2, "vtmove", "10.246.0", &["--sample-interval", "2"]);
     lab.pool();
     let kit = Kit::ensure().expect("guest kit");
     let dir = Path::new(lab.get("LAB_DIR")).to_path_buf();
@@ -285,6 +288,74 @@ fn container_moves(lab: &Lab) {
     assert_eq!(lab.json("h1", &["ct", "show", "k1"])["state"], "running");
     assert!(lab.ok("h1", &["events", "--vm", "k1"]).contains("vm.moved"));
     lab.ok("h1", &["host", "maintenance", "h2", "off"]);
-    lab.ok("h1", &["ct", "off", "k1"]);
-    lab.ok("h1", &["ct", "delete", "k1"]);
+    policy_moves_a_container_cold(lab);
+}
+
+/// Two idle hosts, a container running on each: the policy consolidates them on one host, which
+/// for a container is a cold move (see the file's comment).
+fn policy_moves_a_container_cold(lab: &Lab) {
+    lab.ok("h1", &["ct", "create", "k3", "--image", "loc/bb", "--memory", "64M", "--host", "h2", "--start"]);
+    let where_ = || -> Vec<(String, String)> {
+        let listed = lab.json("h1", &["vm", "list"]);
+        let mut at: Vec<(String, String)> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["kind"] == "container")
+            .map(|v| (v["name"].as_str().unwrap().to_string(), format!("{} {}", v["host"], v["state"])))
+            .collect();
+        at.sort();
+        at
+    };
+    let before = where_();
+    eprintln!("before the policy: {before:?}");
+    let file = std::env::temp_dir().join("vine-lab-move-policy.toml");
+    std::fs::write(&file, include_str!("../../../bench/pool-policy.toml")).unwrap();
+    lab.ok("h1", &["policy", "use", file.to_str().unwrap()]);
+    lab.ok("h1", &["policy", "set", "--interval", "3", "--threshold", "5"]);
+    lab.ok("h1", &["policy", "mode", "automatic"]);
+    let mut polls = 0u32;
+    let after =
+        lab.wait_value(Duration::from_secs(150), "the policy puts both containers on one host", || {
+            polls += 1;
+            if polls.is_multiple_of(50) {
+                // What the engine sees meanwhile, for whoever reads a failure.
+                let a = lab.vine("h1", &["policy", "advice"]);
+                let e = lab.vine("h1", &["events"]);
+                let e = String::from_utf8_lossy(&e.stdout);
+                let policy: Vec<&str> =
+                    e.lines().filter(|l| l.contains("policy.") || l.contains("vm.")).collect();
+                eprintln!(
+                    "meanwhile, at {:?}:\n{}\n{}",
+                    where_(),
+                    String::from_utf8_lossy(&a.stdout),
+                    policy[policy.len().saturating_sub(12)..].join("\n")
+                );
+            }
+            let at = where_();
+            let hosts: std::collections::BTreeSet<&str> =
+                at.iter().map(|(_, h)| h.split(' ').next().unwrap()).collect();
+            (at.len() == 2 && hosts.len() == 1 && at.iter().all(|(_, h)| h.ends_with("\"running\"")))
+                .then_some(at)
+        });
+    lab.ok("h1", &["policy", "mode", "off"]);
+    eprintln!("after the policy: {after:?}");
+    let events: Vec<Value> =
+        lab.ok("h1", &["events", "--json"]).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let cold: Vec<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "policy.cold-move")
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert_eq!(cold.len(), 1, "one cold move by the policy: {cold:?}");
+    assert!(cold[0].contains("cannot move live") && cold[0].contains("root file system"), "{}", cold[0]);
+    let moved = if cold[0].contains("'k1'") { "k1" } else { "k3" };
+    assert!(
+        lab.ok("h1", &["events", "--vm", moved]).contains("vm.moved"),
+        "{moved}'s move is not in its events"
+    );
+    for ct in ["k1", "k3"] {
+        lab.ok("h1", &["ct", "off", ct]);
+        lab.ok("h1", &["ct", "delete", ct]);
+    }
 }
