@@ -230,13 +230,26 @@ mod tests {
         t
     }
 
+    /// cap_net_raw (bit 13) permitted and effective, revision 2 (what `setcap` writes on a host).
+    fn net_raw_v2() -> Vec<u8> {
+        [CAP_REVISION_2 | CAP_FLAGS_EFFECTIVE, 1 << 13, 0, 0, 0]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect()
+    }
+
+    /// A scratch directory, for a test that needs root (`None`, said, otherwise).
+    fn as_root(to: &str) -> Option<tempfile::TempDir> {
+        if !nix_root() {
+            eprintln!("skipped: needs root to {to}");
+            return None;
+        }
+        Some(tempfile::tempdir().unwrap())
+    }
+
     #[test]
     fn file_capabilities_become_the_container_root_s() {
-        // cap_net_raw (bit 13) permitted, effective, revision 2.
-        let mut v2 = Vec::new();
-        for w in [CAP_REVISION_2 | CAP_FLAGS_EFFECTIVE, 1 << 13, 0, 0, 0] {
-            v2.extend_from_slice(&u32::to_le_bytes(w));
-        }
+        let v2 = net_raw_v2();
         let v3 = namespaced_caps(&v2, 2_000_000_000).unwrap();
         assert_eq!(v3.len(), 24);
         assert_eq!(&v3[..4], &(CAP_REVISION_3 | CAP_FLAGS_EFFECTIVE).to_le_bytes());
@@ -261,15 +274,8 @@ mod tests {
 
     #[test]
     fn an_image_s_file_capabilities_hold_for_the_container_only() {
-        if !nix_root() {
-            eprintln!("skipped: needs root to set file capabilities");
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let mut v2 = Vec::new();
-        for w in [CAP_REVISION_2 | CAP_FLAGS_EFFECTIVE, 1 << 13, 0, 0, 0] {
-            v2.extend_from_slice(&u32::to_le_bytes(w));
-        }
+        let Some(dir) = as_root("set file capabilities") else { return };
+        let v2 = net_raw_v2();
         let src = dir.path().join("src");
         std::fs::create_dir_all(src.join("sbin")).unwrap();
         std::os::unix::fs::symlink("/bin/busybox", src.join("sbin/init")).unwrap();
@@ -312,11 +318,7 @@ mod tests {
 
     #[test]
     fn an_image_is_shifted_to_the_container_s_ids_with_its_modes_kept() {
-        if !nix_root() {
-            eprintln!("skipped: needs root to chown");
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
+        let Some(dir) = as_root("chown") else { return };
         let img = tarball(dir.path(), |s| {
             std::fs::write(s.join("sbin/tool"), "x").unwrap();
             std::os::unix::fs::lchown(s.join("sbin/tool"), Some(1000), Some(1000)).unwrap();
