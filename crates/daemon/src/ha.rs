@@ -387,8 +387,15 @@ impl Daemon {
             return false;
         }
         if state.has_process() {
+            // Back from being cut off (or frozen) for longer than its lease: the fence fires
+            // first, as it would have there (the thread that checks it may not have run yet), and
+            // its reason is the one recorded.
+            self.fence().check();
             let mut v = view.lock().unwrap_or_else(|p| p.into_inner());
-            v.fenced = Some(format!("the pool restarted it on host '{owner}' while this host was cut off"));
+            if v.fenced.is_none() {
+                v.fenced =
+                    Some(format!("the pool restarted it on host '{owner}' while this host was cut off"));
+            }
             drop(v);
             if let Some(p) = pid {
                 kill(p);
