@@ -374,10 +374,6 @@ impl Daemon {
 }
 
 impl Daemon {
-    /// `vine vm create`, in a pool or not. In a pool the VM goes to `host`, or where placement
-    /// puts it (the reason is an event, `vm.placed`); made elsewhere, the request is forwarded
-    /// there ([`Failure::Elsewhere`]). Here, the name is claimed in etcd first (refused if
-    /// another host owns a VM of that name) and released again if the VM cannot be made.
     /// A container made on host `to` from an image of a host-local pool here: the image goes
     /// there first (once: a copy it has already is used as it is), as a template's bases do.
     fn ship_image(&self, image: &str, to: &str) -> Result<(), Failure> {
@@ -393,11 +389,15 @@ impl Daemon {
                 self.ctx().event(None, "info", "volume.copied", &m);
                 Ok(())
             }
-            Err(Failure::Refused(m)) if m.contains("exists") => Ok(()),
+            Err(e) if e.is_already_there() => Ok(()),
             Err(e) => Err(Failure::Failed(format!("cannot copy image {image} to host '{to}': {e}"))),
         }
     }
 
+    /// `vine vm create`, in a pool or not. In a pool the VM goes to `host`, or where placement
+    /// puts it (the reason is an event, `vm.placed`); made elsewhere, the request is forwarded
+    /// there ([`Failure::Elsewhere`]). Here, the name is claimed in etcd first (refused if
+    /// another host owns a VM of that name) and released again if the VM cannot be made.
     pub(crate) fn create_in_pool(
         &self,
         text: &str,

@@ -360,7 +360,7 @@ impl Daemon {
                     bytes += std::fs::metadata(&x.file).map(|m| m.len()).unwrap_or(0);
                     copies[i].sent = true;
                 }
-                Err(Failure::Refused(m)) if !x.writable && m.contains("exists") => {}
+                Err(e) if !x.writable && e.is_already_there() => {}
                 Err(e) => {
                     let what = format!("copying {}", x.volume);
                     undo(&copies);

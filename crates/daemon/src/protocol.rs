@@ -681,6 +681,14 @@ pub enum Failure {
     },
 }
 
+impl Failure {
+    /// Whether a peer refused an upload because it holds that volume already (what a copy of a
+    /// base, an image or a read-only volume to another host takes as done).
+    pub fn is_already_there(&self) -> bool {
+        matches!(self, Failure::Refused(m) if m.contains("already exists"))
+    }
+}
+
 /// The answer to a request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Response {

@@ -520,7 +520,7 @@ impl Daemon {
             let (pool, vol) = vmconfig::volume_ref(b).expect("a base is a volume");
             match peers.send(to, &format!("/api/pools/{pool}/volumes/{vol}/content"), &file) {
                 Ok(()) => sent.push(b.clone()),
-                Err(Failure::Refused(m)) if m.contains("exists") => {}
+                Err(e) if e.is_already_there() => {}
                 Err(e) => return Err(e),
             }
         }
