@@ -16,7 +16,7 @@
 set -euo pipefail
 
 # Bump whenever anything below changes what ends up in the kit.
-RECIPE=13
+RECIPE=14
 # The kernel command line the tests start from; tests append `vine.*` options.
 CMDLINE="console=ttyS0 panic=-1 quiet"
 # Drivers the guest needs (loaded with their dependencies, in order, unless built in).
@@ -148,6 +148,7 @@ gcc -O2 -Wall -static -o "$ROOT/bin/vine-dirty" "$HERE/guest-dirty.c"
 gcc -O2 -Wall -static -o "$ROOT/bin/vine-pings" "$HERE/guest-pings.c"
 gcc -O2 -Wall -static -o "$ROOT/bin/vine-load" "$HERE/guest-load.c"
 gcc -O2 -Wall -static -o "$ROOT/bin/vine-hold" "$HERE/guest-hold.c"
+gcc -O2 -Wall -static -o "$ROOT/bin/vine-tick" "$HERE/guest-tick.c"
 for rel in "${LOAD_ORDER[@]}"; do
     mkdir -p "$ROOT/lib/modules/$KREL/${rel%/*}"
     cp "$KMODS/$rel" "$ROOT/lib/modules/$KREL/$rel"
@@ -186,10 +187,11 @@ cat >"$ROOT/init" <<'EOF'
 #   vine.dirty=MIB        dirty MIB MiB of memory continuously (/bin/vine-dirty,
 #                         scripts/guest-dirty.c): "VINE-DIRTY-START <MiB>", then every 10 s
 #                         "VINE-DIRTY <passes>"
-#   vine.tick=1           print "VINE-TICK <n>" every 10 ms (a timestamp loop: whoever reads the
-#                         console sees any pause of the guest as a gap between two ticks)
-#   vine.spew=MIB         write MIB MiB of text lines to the serial console as fast as it takes
-#                         them, then print "VINE-SPEW-DONE" (a guest flooding its console)
+#   vine.tick=1           print "VINE-TICK <n>" every 10 ms (/bin/vine-tick, scripts/guest-tick.c:
+#                         a timestamp loop; whoever reads the console sees any pause of the
+#                         guest as a gap between two ticks)
+#   vine.spew=MIB         write MIB MiB of text lines to the console as fast as it takes them,
+#                         then print "VINE-SPEW-DONE" (a guest flooding its console)
 #   vine.net=1            DHCP on eth0 with udhcpc; print "VINE-IP <addr>" on each lease
 #   vine.ping=A[,B...]    with vine.net: once leased, ping each target every second, printing
 #                         "VINE-PING <addr> ok" or "VINE-PING <addr> fail"
@@ -202,6 +204,8 @@ cat >"$ROOT/init" <<'EOF'
 #                         requests from N invented MACs (/bin/vine-flood, scripts/guest-flood.c)
 #                         and print its "VINE-FLOOD sent=.. offers=.. acks=.. arp=.." line
 #   vine.floodarp=A[,B..] with vine.flood: then send ARP replies claiming each address
+# The console is the last console= of the kernel command line: ttyS0 (the UART) or hvc0 (a virtio
+# console, whose driver is a module: /init's output moves to it once it is loaded).
 # "VINE-BOOT-OK" is printed once the drivers are loaded and the power button is armed: ACPI
 # power button (QMP system_powerdown) -> acpid -> poweroff -f. Errors print "VINE-ERROR <what>".
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -230,6 +234,18 @@ wait_dev() { # PATH: up to 10 s for a device node
     while [ ! -e "$1" ] && [ $i -lt 100 ]; do usleep 100000; i=$((i + 1)); done
     [ -e "$1" ]
 }
+
+con=ttyS0
+for w in $(cat /proc/cmdline); do
+    case "$w" in console=*) con=${w#console=}; con=${con%%,*} ;; esac
+done
+if [ "$con" = hvc0 ]; then
+    if wait_dev /dev/hvc0; then
+        exec </dev/hvc0 >/dev/hvc0 2>&1
+    else
+        echo "VINE-ERROR no /dev/hvc0"
+    fi
+fi
 
 wait_dev /dev/input/event0 || echo "VINE-ERROR no input device for the power button"
 # acpid daemonises before it opens the input devices, so run it in the foreground (in the
@@ -276,8 +292,14 @@ fi
 
 spew=$(opt spew)
 if [ -n "$spew" ]; then
+    # One MiB of lines written MIB times by cat, in big blocks, with the tty's output processing
+    # off (no CR added to each line): the console gets whole blocks as fast as a guest can write.
     (yes "VINE-SPEW 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz" \
-         | head -c "$((spew * 1048576))" >/dev/ttyS0
+         | head -c 1048576 >/tmp/spew
+     stty -F "/dev/$con" -opost
+     i=0
+     while [ $i -lt "$spew" ]; do cat /tmp/spew; i=$((i + 1)); done >"/dev/$con"
+     stty -F "/dev/$con" opost
      echo "VINE-SPEW-DONE") &
 fi
 
@@ -301,7 +323,7 @@ if [ -n "$disk" ]; then
 fi
 
 if [ "$(opt tick)" = 1 ]; then
-    (n=0; while :; do n=$((n + 1)); echo "VINE-TICK $n"; usleep 10000; done) &
+    vine-tick &
 fi
 
 dirty=$(opt dirty)

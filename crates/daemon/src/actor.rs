@@ -1105,6 +1105,7 @@ pub fn info(ctx: &Ctx, view: &View) -> VmInfo {
         }),
         definition_file: paths.definition.display().to_string(),
         console_log: paths.console.display().to_string(),
+        console: d.console,
         saved_state: if d.is_container() {
             paths.run.join("checkpoint").exists()
         } else {

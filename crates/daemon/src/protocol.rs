@@ -823,6 +823,9 @@ pub struct VmInfo {
     pub definition_file: String,
     /// The serial console log.
     pub console_log: String,
+    /// The device vine's console is on in the guest (`uart` or `virtio`).
+    #[serde(default)]
+    pub console: vmconfig::ConsoleDevice,
     /// Whether a saved state exists.
     pub saved_state: bool,
     /// CPU time used since the current start, in nanoseconds (from its cgroup).

@@ -46,6 +46,19 @@ fn sample_file_parses_and_round_trips() {
     assert!(d.disks[1].cdrom);
     assert_eq!(d.serial[1], SerialPort::File { path: "/tmp/com2.log".into() });
     assert_eq!(VmDefinition::parse(&d.to_toml().unwrap()).unwrap(), d);
+    assert_eq!(d.console, ConsoleDevice::Uart);
+    assert!(!d.to_toml().unwrap().contains("console ="));
+}
+
+#[test]
+fn a_virtio_console_round_trips_and_a_wrong_one_is_named() {
+    let mut d = VmDefinition::parse(SAMPLE).unwrap();
+    d.console = ConsoleDevice::Virtio;
+    let text = d.to_toml().unwrap();
+    assert!(text.contains("console = \"virtio\""), "{text}");
+    assert_eq!(VmDefinition::parse(&text).unwrap(), d);
+    let e = err(&SAMPLE.replace("memory = ", "console = \"hvc\"\nmemory = "));
+    assert!(e.contains("console") && e.contains("hvc"), "{e}");
 }
 
 fn err(text: &str) -> String {

@@ -1,13 +1,14 @@
 //! The QEMU command line for a VM definition: pure, so every device mapping is unit-tested.
 //! Disks reach QEMU only as NBD exports served by vine's storage engine (QEMU never opens a
-//! VHD); CD/DVD images are plain ISO files opened read-only. The first `console` serial port is a
-//! socket the web console attaches to, logging everything to vine's console log; the display is
+//! VHD); CD/DVD images are plain ISO files opened read-only. The first `console` serial port (a
+//! UART, or a virtio console) is a socket the web console attaches to, logging everything to
+//! vine's console log; the display is
 //! a VGA card served over VNC on a Unix socket (the web UI's graphical console), nothing else.
 
 use std::path::{Path, PathBuf};
 
 use host::Accelerator;
-use vmconfig::{BootDevice, Bus, SerialPort, VmDefinition};
+use vmconfig::{BootDevice, Bus, ConsoleDevice, SerialPort, VmDefinition};
 
 /// Where a VM's disk is served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,14 +108,26 @@ pub fn qemu_args(plan: &LaunchPlan) -> Result<Vec<String>, LaunchError> {
             SerialPort::Console => {
                 // To vine's console logger (crate conlog), which bounds and rotates the log; it
                 // is reconnected if the logger comes back after a failure.
-                push(&[
-                    "-chardev",
-                    &format!(
-                        "socket,id=serial{i},path={},server=off,reconnect-ms=1000",
+                let feed = |id: &str| {
+                    format!(
+                        "socket,id={id},path={},server=off,reconnect-ms=1000",
                         plan.console_feed.display()
-                    ),
-                ]);
-                push(&["-serial", &format!("chardev:serial{i}")]);
+                    )
+                };
+                match d.console {
+                    ConsoleDevice::Uart => {
+                        push(&["-chardev", &feed(&format!("serial{i}"))]);
+                        push(&["-serial", &format!("chardev:serial{i}")]);
+                    }
+                    ConsoleDevice::Virtio => {
+                        // The UART stays (so the other port keeps its number), unconnected; the
+                        // logger's feed is a virtio console on a bus of its own.
+                        push(&["-serial", "null"]);
+                        push(&["-chardev", &feed(&format!("vconsole{i}"))]);
+                        push(&["-device", &format!("virtio-serial-pci,id=vcon{i}")]);
+                        push(&["-device", &format!("virtconsole,bus=vcon{i}.0,chardev=vconsole{i}")]);
+                    }
+                }
             }
             SerialPort::File { path } => {
                 push(&["-chardev", &format!("file,id=serial{i},path={path},append=on")]);
@@ -262,6 +275,22 @@ mod tests {
         );
         assert!(a.contains("-qmp unix:/run/q.sock,server=on,wait=off"), "{a}");
         assert!(a.contains("-display none -no-shutdown -vga std -vnc unix:/var/v.sock"), "{a}");
+    }
+
+    #[test]
+    fn a_virtio_console_feeds_the_logger_and_leaves_the_uart_unconnected() {
+        let mut d = def();
+        d.console = ConsoleDevice::Virtio;
+        let a = joined(&qemu_args(&plan(&d, &[])).unwrap());
+        assert!(
+            a.contains(
+                "-serial null -chardev socket,id=vconsole0,path=/var/c.sock,server=off,reconnect-ms=1000 \
+                 -device virtio-serial-pci,id=vcon0 \
+                 -device virtconsole,bus=vcon0.0,chardev=vconsole0 -serial null"
+            ),
+            "{a}"
+        );
+        assert!(!a.contains("chardev:"), "{a}");
     }
 
     #[test]

@@ -476,6 +476,10 @@ pub struct NewVm {
     /// Its command line.
     #[serde(default)]
     pub append: Option<String>,
+    /// The device of vine's console in the guest: `uart` (default, Linux `ttyS0`) or `virtio`
+    /// (Linux `hvc0`).
+    #[serde(default)]
+    pub console: Option<vmconfig::ConsoleDevice>,
     /// Undo disks.
     #[serde(default)]
     pub undo_disks: bool,
@@ -575,6 +579,9 @@ fn definition_of(n: &NewVm, name: &str, base: Option<VmDefinition>) -> ApiResult
     }
     for x in &n.nics {
         d.nics.push(vmconfig::Nic { network: x.network.clone(), mac: x.mac.clone() });
+    }
+    if let Some(c) = n.console {
+        d.console = c;
     }
     d.undo_disks |= n.undo_disks;
     if let Some(c) = &n.cloud_init {

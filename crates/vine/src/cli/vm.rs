@@ -217,6 +217,10 @@ pub struct CreateArgs {
     /// Its command line.
     #[arg(long, requires = "kernel", allow_hyphen_values = true)]
     pub append: Option<String>,
+    /// The device of vine's console in the guest: uart (default; Linux ttyS0) or virtio
+    /// (Linux hvc0: far faster, needs the guest's virtio_console driver).
+    #[arg(long, value_parser = ["uart", "virtio"])]
+    pub console: Option<String>,
     /// Write disk changes to undo disks (commit or discard them at the end of a session).
     #[arg(long)]
     pub undo_disks: bool,
@@ -433,6 +437,9 @@ fn new_vm(a: &CreateArgs) -> anyhow::Result<Value> {
     if let Some(ci) = a.cloud_init.data(None)? {
         v["cloud_init"] = ci;
     }
+    if let Some(c) = &a.console {
+        v["console"] = json!(c);
+    }
     if let Some(k) = &a.kernel {
         v["kernel"] = json!(absolute(k)?);
         v["initrd"] = json!(a.initrd.as_deref().map(absolute).transpose()?);
@@ -598,6 +605,9 @@ pub fn run(cmd: VmCommand) -> anyhow::Result<i32> {
             } else {
                 println!("undo disks:  {}", if i.undo_disks { "on" } else { "off" });
                 println!("ha:          {}", if i.ha { "on" } else { "off" });
+                if !i.console.is_uart() {
+                    println!("console:     virtio (the guest's hvc0)");
+                }
             }
             if let Some(c) = &i.cloud_init {
                 println!(
