@@ -5,6 +5,7 @@
 #   bash bench/api-load.sh [DURATION_S [CONCURRENCY...]]     (default: 60 s at 10, 50 and 200)
 #   THINK_MS=1000 bash bench/api-load.sh ...                 (clients pause 0-2 s between requests)
 #   SIDES=vine CYCLE=0 bash bench/api-load.sh ...            (vine alone; VMs left running)
+#   VINE=/path/to/vine bash bench/api-load.sh ...            (default: the binary scripts/build.sh builds)
 #
 # Each side holds four running VMs booted from the guest kit (256 MiB, one vCPU, TCG) which cycle
 # start, save, restore, off during each load phase. Needs root. Installs libvirt-daemon-system,
@@ -17,7 +18,7 @@ DURATION=${1:-60}
 shift || true
 LEVELS=("$@")
 [ ${#LEVELS[@]} -gt 0 ] || LEVELS=(10 50 200)
-VINE=$(bash scripts/build.sh)/vine
+VINE=${VINE:-$(bash scripts/build.sh)/vine}
 bash scripts/guest-kit.sh >/dev/null
 KIT=${VINE_KIT_DIR:-/var/lib/vine/kit}
 source bench/lib.sh

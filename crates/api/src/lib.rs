@@ -13,8 +13,6 @@
 //! * [`console`]: the serial and graphical consoles over websockets, the live event stream.
 //! * [`relay`]: those consoles for a VM another host of the pool owns, relayed from that host.
 //! * [`web`]: the web admin site's static files (built from `web/` by `scripts/web.sh`).
-//! * [`hasher`] and [`sched`]: password hashing on low-priority threads; short scheduler slices
-//!   for the request threads, so guests keeping the cores busy do not keep requests waiting.
 #![warn(missing_docs)]
 
 pub mod auth;
@@ -25,7 +23,6 @@ pub mod hooks;
 pub mod metrics;
 pub mod relay;
 pub mod routes;
-pub mod sched;
 pub mod serve;
 pub mod throttle;
 pub mod tls;

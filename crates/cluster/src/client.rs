@@ -56,6 +56,8 @@ fn runtime() -> Result<tokio::runtime::Runtime, ClusterError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("vine-cluster")
+        // Requests and a migration's commit wait on etcd's answers (host::sched).
+        .on_thread_start(host::sched::latency_critical)
         .enable_all()
         .build()
         .map_err(ClusterError::Runtime)

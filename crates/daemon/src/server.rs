@@ -293,7 +293,12 @@ impl Daemon {
         let (ctx, v, n) = (self.ctx.clone(), view.clone(), name.to_string());
         let join = std::thread::Builder::new()
             .name(format!("vm-{name}"))
-            .spawn(move || crate::supervisor::supervise(&n, &ctx, &v, a, &rx))
+            .spawn(move || {
+                // It answers QEMU while guests keep the cores busy (a migration's switchover
+                // waits on it with the guest paused); what it starts gets the default slice.
+                host::sched::latency_critical();
+                crate::supervisor::supervise(&n, &ctx, &v, a, &rx)
+            })
             .expect("threads can be started");
         self.lock().insert(name.to_string(), Handle { tx, view, join: Some(join) });
     }

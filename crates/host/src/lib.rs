@@ -1,10 +1,12 @@
 //! Facts about the host: CPUs, memory, which accelerator QEMU can use and why, and which cgroup
 //! hierarchy holds the resource controllers. Everything is read through [`Probe`], so the rules
-//! are unit-tested against recorded files from other hosts.
+//! are unit-tested against recorded files from other hosts. [`sched`] asks the host's scheduler
+//! for short slices for the daemon's latency-critical threads.
 #![warn(missing_docs)]
 
 pub mod accel;
 pub mod cgroup;
+pub mod sched;
 
 use std::path::Path;
 

@@ -113,10 +113,10 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<i32> {
     }
     let app = api::web::with_ui(api::router(api::AppState::new(d.clone(), store)), web_dir);
     // Request threads (workers and the blocking pool) ask for short scheduler slices, so they
-    // are not kept waiting behind busy guests (api::sched).
+    // are not kept waiting behind busy guests (host::sched).
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .on_thread_start(api::sched::request_thread_started)
+        .on_thread_start(host::sched::latency_critical)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
