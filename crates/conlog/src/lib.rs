@@ -100,6 +100,20 @@ pub struct Page {
 /// when `offset` is `None`. Offsets count from the oldest byte still kept, across the rotated
 /// files.
 pub fn page(log: &Path, offset: Option<u64>, limit: u64) -> std::io::Result<Page> {
+    // A rotation between listing the files and opening them moves one away: read again.
+    let mut tries = 0;
+    loop {
+        match page_once(log, offset, limit) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 20 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            r => return r,
+        }
+    }
+}
+
+fn page_once(log: &Path, offset: Option<u64>, limit: u64) -> std::io::Result<Page> {
     let limit = limit.min(MAX_PAGE);
     let parts: Vec<(PathBuf, u64)> =
         files(log).into_iter().filter_map(|p| std::fs::metadata(&p).ok().map(|m| (p, m.len()))).collect();

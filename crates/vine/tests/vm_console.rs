@@ -7,7 +7,8 @@
 //! which QEMU hands on a byte at a time: under 1 MiB/s under TCG (0.8 MiB/s into a plain file
 //! with no vine at all, 0.4 MiB/s through vine's console logger), so 1 GiB through the UART would
 //! take some 45 minutes here; it writes 32 MiB, four times the log's bound (2 MiB × 4 files). `VINE_SPEW_MIB` and
-//! `VINE_SPEW_UART_MIB` change the amounts.
+//! `VINE_SPEW_UART_MIB` change the amounts. QEMU drops what a virtio console writes while the
+//! logger is behind, so the guest repeats its closing marker every 5 s after the flood.
 
 mod vmhost;
 
@@ -183,7 +184,13 @@ fn guests_flooding_their_consoles_are_bounded_and_the_latest_output_is_shown() {
             f.vm,
             &first[first.len().saturating_sub(300)..]
         );
-        assert!(first.len() <= 256 << 10, "{}: the web console sent {} bytes first", f.vm, first.len());
+        // The log's last 256 KiB, and the markers the guest printed while the script listened.
+        assert!(
+            first.len() <= (256 << 10) + 1024,
+            "{}: the web console sent {} bytes first",
+            f.vm,
+            first.len()
+        );
     }
     for f in &floods {
         h.ok(&["vm", "off", f.vm]);
