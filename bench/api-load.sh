@@ -76,7 +76,22 @@ EOF
         lv start "load-$i" >/dev/null
     fi
 done
-sleep 15 # both sides' guests are up before anything is measured
+# Nothing is measured until every guest on both sides has booted (its counter has begun) and the
+# machine has settled: four TCG boots on two cores take longer than any fixed pause.
+booted() { grep -qa "VINE-COUNTER" "$1" 2>/dev/null; }
+for _ in $(seq 1 240); do
+    up=0
+    for i in 0 1 2 3; do
+        booted "$work/data/vms/load-$i/run/console.log" && up=$((up + 1))
+        if $with_libvirt; then booted "$work/load-$i.console.log" && up=$((up + 1)); fi
+    done
+    want=4
+    $with_libvirt && want=8
+    [ "$up" -ge "$want" ] && break
+    sleep 0.5
+done
+[ "$up" -ge "$want" ] || { echo "api-load.sh: only $up of $want guests booted within 120 s" >&2; exit 1; }
+sleep 5
 password=$(cat "$work/data/initial-admin-password")
 token=$(vine_token "$work" "$port" "$password")
 echo "commit $(git rev-parse --short HEAD), $(date -u +%Y-%m-%d), $(virsh --version | sed 's/^/libvirt /'), $(nproc) CPUs, ${DURATION} s per phase, sides: $SIDES"

@@ -150,8 +150,8 @@ pub fn encode(s: &str) -> String {
         .collect()
 }
 
-trait ReadWrite: Read + Write {}
-impl<T: Read + Write> ReadWrite for T {}
+trait ReadWrite: Read + Write + Send {}
+impl<T: Read + Write + Send> ReadWrite for T {}
 
 fn decode_chunked(mut body: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
@@ -229,6 +229,16 @@ impl Client {
 
     /// A connection to the daemon (TLS for a remote one).
     fn connect(&self, verifier: &std::sync::Arc<Pinned>) -> Result<Box<dyn ReadWrite>, ClientError> {
+        self.connect_with(verifier, false)
+    }
+
+    /// [`Client::connect`]; `handshake`: the TLS handshake is done now rather than with the
+    /// first write.
+    fn connect_with(
+        &self,
+        verifier: &std::sync::Arc<Pinned>,
+        handshake: bool,
+    ) -> Result<Box<dyn ReadWrite>, ClientError> {
         let path = self.path.clone();
         let io = |source| ClientError::Io { path: path.clone(), source };
         let proto = |problem: String| ClientError::Protocol { path: self.path.clone(), problem };
@@ -247,8 +257,14 @@ impl Client {
                 let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr).trim_matches(['[', ']']);
                 let name = rustls::pki_types::ServerName::try_from(host.to_string())
                     .map_err(|e| proto(e.to_string()))?;
-                let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+                let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
                     .map_err(|e| proto(e.to_string()))?;
+                let mut tcp = tcp;
+                if handshake {
+                    while conn.is_handshaking() {
+                        conn.complete_io(&mut tcp).map_err(io)?;
+                    }
+                }
                 Box::new(rustls::StreamOwned::new(conn, tcp))
             }
         })
@@ -401,10 +417,29 @@ impl Client {
         target: &str,
         body: Option<(&str, &[u8])>,
     ) -> Result<(u16, Value), ClientError> {
+        let mut s = self.connect(verifier)?;
+        self.send_on(&mut *s, method, target, body)
+    }
+
+    /// A connection opened now (for HTTPS, with its TLS handshake done) for one request sent
+    /// later: where the wait for the answer matters more than the time to get ready (the last
+    /// call of a live migration's switchover, while the guest is paused).
+    pub fn open(&self) -> Result<Open, ClientError> {
+        let v = self.verifier();
+        let s = self.connect_with(&v, true)?;
+        Ok(Open { client: self.clone(), stream: s, opened: std::time::Instant::now() })
+    }
+
+    fn send_on(
+        &self,
+        s: &mut dyn ReadWrite,
+        method: &str,
+        target: &str,
+        body: Option<(&str, &[u8])>,
+    ) -> Result<(u16, Value), ClientError> {
         let path = self.path.clone();
         let io = |source| ClientError::Io { path: path.clone(), source };
         let proto = |problem: String| ClientError::Protocol { path: self.path.clone(), problem };
-        let mut s = self.connect(verifier)?;
         let mut head = self.head(method, target);
         if let Some((kind, payload)) = body {
             head.push_str(&format!("Content-Type: {kind}\r\nContent-Length: {}\r\n", payload.len()));
@@ -423,12 +458,43 @@ impl Client {
 
     /// Like [`Client::request`], turning a non-2xx answer into [`ClientError::Refused`].
     pub fn call(&self, method: &str, target: &str, body: Option<&Value>) -> Result<Value, ClientError> {
-        let (status, v) = self.request(method, target, body)?;
-        if (200..300).contains(&status) {
-            return Ok(v);
+        refused_unless_2xx(self.request(method, target, body)?)
+    }
+}
+
+fn refused_unless_2xx((status, v): (u16, Value)) -> Result<Value, ClientError> {
+    if (200..300).contains(&status) {
+        return Ok(v);
+    }
+    let message = v["error"].as_str().map(String::from).unwrap_or_else(|| format!("HTTP {status}: {v}"));
+    Err(ClientError::Refused { status, message })
+}
+
+/// A connection [`Client::open`] made ready, for one request.
+pub struct Open {
+    client: Client,
+    stream: Box<dyn ReadWrite>,
+    opened: std::time::Instant,
+}
+
+impl Open {
+    /// How long a connection may wait for its request: the server closes one that sends no
+    /// request head within [`crate::serve::HEADER_TIMEOUT`]; past this, a new one is opened.
+    pub const FRESH: std::time::Duration = std::time::Duration::from_secs(20);
+
+    /// [`Client::request`] on this connection, or on a new one if this one waited too long.
+    pub fn request(
+        mut self,
+        method: &str,
+        target: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), ClientError> {
+        if self.opened.elapsed() > Self::FRESH {
+            return self.client.request(method, target, body);
         }
-        let message = v["error"].as_str().map(String::from).unwrap_or_else(|| format!("HTTP {status}: {v}"));
-        Err(ClientError::Refused { status, message })
+        let payload = body.map(|b| b.to_string().into_bytes());
+        let body = payload.as_deref().map(|p| ("application/json", p));
+        self.client.send_on(&mut *self.stream, method, target, body)
     }
 }
 

@@ -293,6 +293,8 @@ impl Daemon {
             job: job.clone(),
             on_postcopy: std::sync::Mutex::new(Some(on_postcopy)),
         };
+        // The destination's "go on" is sent while the guest is paused: its connection is opened now.
+        let go_on = peers.ready(to);
         let r = self.ask(name, |reply| Msg::MigrateOut { out: Box::new(out), reply });
         let figures = match r {
             Ok(v) => v,
@@ -301,18 +303,24 @@ impl Daemon {
                 return Err(e);
             }
         };
-        // 4. The commit point.
+        // 4. The commit point. From here the guest is paused on the source until the destination
+        // is told to go on: every step below is downtime the guest sees beyond QEMU's figure.
+        let handover_began = std::time::Instant::now();
         let mut record = serde_json::to_value(&info).expect("serialises");
         record["state"] = json!(info.state.name());
         let writes = self.shared_writes(name);
         let end_here = |commit: bool| self.ask(name, |reply| Msg::MigrateEnd { commit, paused, reply });
         // Handed over already when post-copy began (etcd says so: the VM is the destination's).
-        let handed =
-            if committed.load(Ordering::SeqCst) || c.owner_of(name).ok().flatten().as_deref() == Some(to) {
-                Ok(true)
-            } else {
-                c.hand_over_vm(name, to, &record, &writes)
-            };
+        let handed = if committed.load(Ordering::SeqCst) {
+            Ok(true)
+        } else {
+            match c.hand_over_vm(name, to, &record, &writes) {
+                // Not this host's any more: handed over already if it is the destination's.
+                Ok(false) => Ok(c.owner_of(name).ok().flatten().as_deref() == Some(to)),
+                r => r,
+            }
+        };
+        let etcd_ms = handover_began.elapsed().as_secs_f64() * 1e3;
         match handed {
             Ok(true) => {}
             Ok(false) | Err(_) => {
@@ -329,15 +337,24 @@ impl Daemon {
         // has closed it (its standby server waits for the lock at its first request).
         let end = Request::VmIncomingEnd { name: name.into(), commit: true, paused };
         let confirmed = std::thread::scope(|s| {
-            let there = s.spawn(|| peers.call(to, &end));
+            let there = s.spawn(|| {
+                let r = go_on.call(&end);
+                (r, handover_began.elapsed().as_secs_f64() * 1e3)
+            });
             if let Err(e) = end_here(true) {
                 tracing::error!("migrated '{name}' to '{to}', but stopping it here failed: {e}");
             }
-            there
-                .join()
-                .unwrap_or_else(|_| Err(Failure::Failed("the call to the destination panicked".into())))
+            there.join().unwrap_or_else(|_| {
+                (Err(Failure::Failed("the call to the destination panicked".into())), f64::NAN)
+            })
         });
-        tracing::debug!(vm = name, "the destination's end: {confirmed:?}");
+        let (confirmed, going_on_ms) = confirmed;
+        tracing::info!(
+            vm = name,
+            "handed over to '{to}': the pool's record after {etcd_ms:.1} ms, the guest going on there \
+             after {going_on_ms:.1} ms, the source let go after {:.1} ms; the destination's end: {confirmed:?}",
+            handover_began.elapsed().as_secs_f64() * 1e3
+        );
         if let Err(e) = confirmed {
             self.ctx().event(
                 Some(name),

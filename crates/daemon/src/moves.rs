@@ -42,6 +42,15 @@ pub trait Peers: Send + Sync {
     fn send(&self, host: &str, target: &str, file: &Path) -> Result<(), Failure>;
     /// A DELETE of `target` on host `host`.
     fn delete(&self, host: &str, target: &str) -> Result<(), Failure>;
+    /// A call to host `host` made ready now (the host looked up, the connection open) and sent
+    /// later, when the time it takes is downtime: a live migration's "go on" to its destination.
+    fn ready(&self, host: &str) -> Box<dyn ReadyCall>;
+}
+
+/// A call [`Peers::ready`] prepared: sent once.
+pub trait ReadyCall: Send {
+    /// Carries out `req` (as [`Peers::call`]; on a new connection if getting ready failed).
+    fn call(self: Box<Self>, req: &Request) -> Result<Value, Failure>;
 }
 
 /// A volume a move copies.

@@ -60,6 +60,20 @@ fn logins_are_throttled_and_timing_safe_sessions_end_hooks_and_origins_are_check
     let h = VmHost::start();
     h.ok(&["user", "add", "ann", "--password", "ann-password-1"]);
 
+    // A connection opened ahead of its request (a live migration's last call to its destination):
+    // the TLS handshake, and with it the certificate's check, happens at `open`; the request goes
+    // later on that connection.
+    let addr = format!("127.0.0.1:{}", h.https_port());
+    let fingerprint = api::client::fetch_fingerprint(&addr).unwrap();
+    let impostor = api::client::Client::https(&addr, &"ab".repeat(32), None);
+    assert!(impostor.open().is_err(), "a connection to a certificate of another fingerprint opened");
+    let open = api::client::Client::https(&addr, &fingerprint, None).open().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (code, body) = open
+        .request("POST", "/api/login", Some(&json!({"user": "ann", "password": "ann-password-1"})))
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+
     // An unknown user and a wrong password take the same time: 41 pairs, each from an address of
     // its own (so no throttle is involved), the two tries of a pair back to back in alternating
     // order; the median of the pairs' differences against the median wrong-password time (the

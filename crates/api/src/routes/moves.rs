@@ -233,4 +233,34 @@ impl daemon::moves::Peers for HostPeers {
     fn delete(&self, host: &str, target: &str) -> Result<(), Failure> {
         checked(host, self.client(host)?.request("DELETE", target, None)).map(|_| ())
     }
+
+    fn ready(&self, host: &str) -> Box<dyn daemon::moves::ReadyCall> {
+        let client = self.client(host);
+        let open = client.as_ref().ok().and_then(|c| match c.open() {
+            Ok(o) => Some(o),
+            Err(e) => {
+                tracing::debug!("opening a connection to host '{host}' ahead of a call: {e}");
+                None
+            }
+        });
+        Box::new(Ready { host: host.to_string(), client, open })
+    }
+}
+
+/// A pool call made ready: the peer's address and certificate looked up, its connection open.
+struct Ready {
+    host: String,
+    client: Result<Client, Failure>,
+    open: Option<crate::client::Open>,
+}
+
+impl daemon::moves::ReadyCall for Ready {
+    fn call(self: Box<Self>, req: &Request) -> Result<Value, Failure> {
+        let body = serde_json::to_value(req).expect("requests serialise");
+        let sent = match self.open {
+            Some(open) => open.request("POST", "/api/pool/call", Some(&body)),
+            None => self.client?.request("POST", "/api/pool/call", Some(&body)),
+        };
+        checked(&self.host, sent)
+    }
 }

@@ -565,13 +565,22 @@ impl Actor {
                 Ok(json!({ "name": self.name, "state": self.state().name() }))
             }
             (VmState::Incoming, true) => {
+                let t = Instant::now();
                 self.wait_migration()?;
+                let arrived = t.elapsed();
                 let after = if paused {
                     VmState::Paused
                 } else {
                     self.qmp_do("cont", None)?;
                     VmState::Running
                 };
+                tracing::info!(
+                    vm = self.name,
+                    "arrived: QEMU's incoming migration ended {:.1} ms after the end was asked, the guest \
+                     went on {:.1} ms after",
+                    arrived.as_secs_f64() * 1e3,
+                    t.elapsed().as_secs_f64() * 1e3
+                );
                 self.set_state(after);
                 Ok(json!({ "name": self.name, "state": after.name() }))
             }
