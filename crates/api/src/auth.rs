@@ -135,6 +135,11 @@ pub fn issue(
 
 /// The principal of a presented token (`id.secret`), if it is valid and not expired.
 pub fn check_token(store: &dyn Store, presented: &str) -> Option<Principal> {
+    check_token_until(store, presented).map(|(p, _)| p)
+}
+
+/// [`check_token`], with when the token expires (ms since the epoch; `None`: never).
+pub fn check_token_until(store: &dyn Store, presented: &str) -> Option<(Principal, Option<i64>)> {
     let (id, secret) = presented.trim().split_once('.')?;
     if id.len() > 64 || secret.len() > 128 {
         return None;
@@ -147,7 +152,52 @@ pub fn check_token(store: &dyn Store, presented: &str) -> Option<Principal> {
         let _ = store.delete_token(id);
         return None;
     }
-    principal_of(store, &rec.user, Some(rec.id))
+    principal_of(store, &rec.user, Some(rec.id)).map(|p| (p, rec.expires_ms))
+}
+
+/// Principals of tokens checked lately, so that most requests need not read the store. An
+/// entry holds the store's [`Store::auth_generation`] as it was before the token was read and
+/// serves only while that is unchanged (any write to users, tokens or rights ends every entry
+/// at once: a revoked token or right stops working with the very write) and the token has not
+/// expired. Keyed by the SHA-256 of the presented token; at most [`PrincipalCache::MAX`]
+/// entries.
+#[derive(Debug, Default)]
+pub struct PrincipalCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, Cached>>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    principal: Principal,
+    generation: u64,
+    expires_ms: Option<i64>,
+}
+
+impl PrincipalCache {
+    /// Entries kept at most (past this the cache starts again empty).
+    pub const MAX: usize = 4096;
+
+    /// The principal of `presented` if it was checked at the store's generation `now`.
+    pub fn get(&self, now: u64, presented: &str) -> Option<Principal> {
+        let key = sha256_hex(presented.trim().as_bytes());
+        let mut m = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let hit = m.get(&key)?;
+        if hit.generation != now || hit.expires_ms.is_some_and(|e| e < now_ms()) {
+            m.remove(&key);
+            return None;
+        }
+        Some(hit.principal.clone())
+    }
+
+    /// Keeps what checking `presented` gave, read at the store's generation `generation`.
+    pub fn put(&self, generation: u64, presented: &str, principal: &Principal, expires_ms: Option<i64>) {
+        let key = sha256_hex(presented.trim().as_bytes());
+        let mut m = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= Self::MAX {
+            m.clear();
+        }
+        m.insert(key, Cached { principal: principal.clone(), generation, expires_ms });
+    }
 }
 
 /// The principal of stored user `user` (with their rights), authenticated by token `token` or,
@@ -213,6 +263,66 @@ mod tests {
         s.delete_token(&rec.id).unwrap();
         s.put_token(&TokenRecord { expires_ms: Some(1), ..rec }).unwrap();
         assert!(check_token(&s, &old).is_none(), "expired sessions are refused");
+    }
+
+    #[test]
+    fn kept_principals_serve_only_while_users_tokens_and_rights_are_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store::SqliteStore::open(&dir.path().join("db")).unwrap();
+        ensure_admin(&s).unwrap();
+        let cache = PrincipalCache::default();
+        let (tok, rec) = issue(&s, "admin", "api", "test").unwrap();
+        let keep = |presented: &str| {
+            let g = s.auth_generation().unwrap();
+            let (p, until) = check_token_until(&s, presented).unwrap();
+            cache.put(g, presented, &p, until);
+            p
+        };
+        let p = keep(&tok);
+        let now = s.auth_generation().unwrap();
+        assert_eq!(cache.get(now, &tok), Some(p.clone()));
+        assert_eq!(cache.get(now, &format!("{}.{}", rec.id, random_hex(32))), None, "another secret");
+        // Any write to users, tokens or rights ends every entry, even one about someone else.
+        s.create_user(&UserRecord {
+            name: "ann".into(),
+            password_hash: hash_password("ann"),
+            admin: false,
+            can_create: false,
+            created_ms: now_ms(),
+        })
+        .unwrap();
+        let after = s.auth_generation().unwrap();
+        assert_ne!(after, now);
+        assert_eq!(cache.get(after, &tok), None);
+        keep(&tok);
+        s.delete_token(&rec.id).unwrap();
+        assert_eq!(cache.get(s.auth_generation().unwrap(), &tok), None, "a revoked token is not kept");
+        // A write that fails still counts (it may have been partly done): never stale.
+        let g = s.auth_generation().unwrap();
+        let _ = s.delete_user("nobody");
+        assert_ne!(s.auth_generation().unwrap(), g);
+        // An expired session is not served, whatever the generation.
+        let (old, _) = issue(&s, "admin", "session", "web").unwrap();
+        let g = s.auth_generation().unwrap();
+        let p = check_token(&s, &old).unwrap();
+        cache.put(g, &old, &p, Some(now_ms() - 1));
+        assert_eq!(cache.get(g, &old), None, "expired");
+        // Writes that do not touch who anyone is leave the entries alone.
+        let (tok, _) = issue(&s, "admin", "api", "test").unwrap();
+        keep(&tok);
+        let g = s.auth_generation().unwrap();
+        s.append_event(&store::EventRecord {
+            id: 0,
+            time_ms: now_ms(),
+            vm: None,
+            host: None,
+            level: "info".into(),
+            kind: "test".into(),
+            message: "m".into(),
+        })
+        .unwrap();
+        assert_eq!(s.auth_generation().unwrap(), g);
+        assert!(cache.get(g, &tok).is_some());
     }
 
     #[test]

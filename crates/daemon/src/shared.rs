@@ -208,6 +208,12 @@ impl PoolStore {
 }
 
 impl Store for PoolStore {
+    // Every change to users, tokens and rights, made here or on another host, is written to
+    // the local store (`apply_shared`, `replace_shared`), which counts them.
+    fn auth_generation(&self) -> Option<u64> {
+        self.local.auth_generation()
+    }
+
     fn create_vm(&self, vm: &VmRecord) -> Result<(), StoreError> {
         self.local.create_vm(vm)
     }

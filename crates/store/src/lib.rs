@@ -378,6 +378,13 @@ pub trait Store: Send + Sync {
     /// Replaces the shared tables with `t` in one transaction (a host joining a pool, or
     /// catching up with it).
     fn replace_shared(&self, t: &SharedTables) -> Result<(), StoreError>;
+    /// A number that changes after every write that can change who a token or session is or
+    /// what they may do (users, tokens, rights, the shared tables), read without waiting on
+    /// anything: what was read about a token may be kept while it is unchanged. `None`: this
+    /// store cannot tell, so nothing read from it may be kept.
+    fn auth_generation(&self) -> Option<u64> {
+        None
+    }
     /// Applies one change to the shared tables (idempotent).
     fn apply_shared(&self, c: &SharedChange) -> Result<(), StoreError>;
 }

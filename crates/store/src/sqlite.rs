@@ -108,6 +108,9 @@ pub struct SqliteStore {
     /// events): under WAL it sees every committed write and never waits for the writer's fsync.
     read: Mutex<Connection>,
     checkpointer: Option<Checkpointer>,
+    /// [`Store::auth_generation`]: bumped after every write to users, tokens, rights or the
+    /// shared tables (this process is the database's only writer).
+    auth_generation: std::sync::atomic::AtomicU64,
 }
 
 /// The background checkpoint thread; dropping the sender ends it.
@@ -156,6 +159,14 @@ fn db(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
 }
 
 impl SqliteStore {
+    /// Runs a write that may change what a token stands for, then counts it
+    /// ([`Store::auth_generation`]), whether it succeeded or not.
+    fn counted(&self, write: impl FnOnce() -> Result<(), StoreError>) -> Result<(), StoreError> {
+        let r = write();
+        self.auth_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        r
+    }
+
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path).map_err(db("open"))?;
@@ -186,7 +197,12 @@ impl SqliteStore {
         let read = Connection::open(path).map_err(db("open the read connection"))?;
         read.busy_timeout(std::time::Duration::from_secs(5)).map_err(db("set busy timeout"))?;
         let checkpointer = Some(Checkpointer::start(path)?);
-        Ok(Self { conn: Mutex::new(conn), read: Mutex::new(read), checkpointer })
+        Ok(Self {
+            conn: Mutex::new(conn),
+            read: Mutex::new(read),
+            checkpointer,
+            auth_generation: Default::default(),
+        })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -261,6 +277,10 @@ fn vm_row(r: &rusqlite::Row) -> rusqlite::Result<VmRecord> {
 }
 
 impl Store for SqliteStore {
+    fn auth_generation(&self) -> Option<u64> {
+        Some(self.auth_generation.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
     fn create_vm(&self, vm: &VmRecord) -> Result<(), StoreError> {
         let r = self.conn().execute(
             "INSERT INTO vms (name, uuid, definition, state, pid, runtime) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -375,19 +395,21 @@ impl Store for SqliteStore {
     }
 
     fn create_user(&self, u: &UserRecord) -> Result<(), StoreError> {
-        let r = self.conn().execute(
-            "INSERT INTO users (name, password_hash, admin, can_create, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![u.name, u.password_hash, u.admin, u.can_create, u.created_ms],
-        );
-        match r {
-            Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Err(StoreError::Duplicate { what: "user", name: u.name.clone() })
+        self.counted(|| {
+            let r = self.conn().execute(
+                "INSERT INTO users (name, password_hash, admin, can_create, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![u.name, u.password_hash, u.admin, u.can_create, u.created_ms],
+            );
+            match r {
+                Ok(_) => Ok(()),
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    Err(StoreError::Duplicate { what: "user", name: u.name.clone() })
+                }
+                Err(e) => Err(StoreError::Db { op: "create user", source: e }),
             }
-            Err(e) => Err(StoreError::Db { op: "create user", source: e }),
-        }
+        })
     }
 
     fn get_user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
@@ -411,39 +433,45 @@ impl Store for SqliteStore {
     }
 
     fn update_user(&self, u: &UserRecord) -> Result<(), StoreError> {
-        let n = self
-            .conn()
-            .execute(
-                "UPDATE users SET password_hash = ?2, admin = ?3, can_create = ?4 WHERE name = ?1",
-                params![u.name, u.password_hash, u.admin, u.can_create],
-            )
-            .map_err(db("update user"))?;
-        if n == 0 {
-            return Err(StoreError::Missing { what: "user", name: u.name.clone() });
-        }
-        Ok(())
+        self.counted(|| {
+            let n = self
+                .conn()
+                .execute(
+                    "UPDATE users SET password_hash = ?2, admin = ?3, can_create = ?4 WHERE name = ?1",
+                    params![u.name, u.password_hash, u.admin, u.can_create],
+                )
+                .map_err(db("update user"))?;
+            if n == 0 {
+                return Err(StoreError::Missing { what: "user", name: u.name.clone() });
+            }
+            Ok(())
+        })
     }
 
     fn delete_user(&self, name: &str) -> Result<(), StoreError> {
-        let n = self
-            .conn()
-            .execute("DELETE FROM users WHERE name = ?1", params![name])
-            .map_err(db("delete user"))?;
-        if n == 0 {
-            return Err(StoreError::Missing { what: "user", name: name.into() });
-        }
-        Ok(())
+        self.counted(|| {
+            let n = self
+                .conn()
+                .execute("DELETE FROM users WHERE name = ?1", params![name])
+                .map_err(db("delete user"))?;
+            if n == 0 {
+                return Err(StoreError::Missing { what: "user", name: name.into() });
+            }
+            Ok(())
+        })
     }
 
     fn put_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT INTO tokens (id, user, secret_sha256, kind, label, created_ms, expires_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![t.id, t.user, t.secret_sha256, t.kind, t.label, t.created_ms, t.expires_ms],
-            )
-            .map_err(db("store token"))?;
-        Ok(())
+        self.counted(|| {
+            self.conn()
+                .execute(
+                    "INSERT INTO tokens (id, user, secret_sha256, kind, label, created_ms, expires_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![t.id, t.user, t.secret_sha256, t.kind, t.label, t.created_ms, t.expires_ms],
+                )
+                .map_err(db("store token"))?;
+            Ok(())
+        })
     }
 
     fn get_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
@@ -470,41 +498,47 @@ impl Store for SqliteStore {
     }
 
     fn delete_token(&self, id: &str) -> Result<(), StoreError> {
-        let n = self
-            .conn()
-            .execute("DELETE FROM tokens WHERE id = ?1", params![id])
-            .map_err(db("delete token"))?;
-        if n == 0 {
-            return Err(StoreError::Missing { what: "token", name: id.into() });
-        }
-        Ok(())
+        self.counted(|| {
+            let n = self
+                .conn()
+                .execute("DELETE FROM tokens WHERE id = ?1", params![id])
+                .map_err(db("delete token"))?;
+            if n == 0 {
+                return Err(StoreError::Missing { what: "token", name: id.into() });
+            }
+            Ok(())
+        })
     }
 
     fn grant(&self, e: &AclEntry) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT OR IGNORE INTO acl (user, vm, right) VALUES (?1, ?2, ?3)",
-                params![e.user, e.vm, e.right],
-            )
-            .map_err(db("grant"))?;
-        Ok(())
+        self.counted(|| {
+            self.conn()
+                .execute(
+                    "INSERT OR IGNORE INTO acl (user, vm, right) VALUES (?1, ?2, ?3)",
+                    params![e.user, e.vm, e.right],
+                )
+                .map_err(db("grant"))?;
+            Ok(())
+        })
     }
 
     fn revoke(&self, e: &AclEntry) -> Result<(), StoreError> {
-        let n = self
-            .conn()
-            .execute(
-                "DELETE FROM acl WHERE user = ?1 AND vm = ?2 AND right = ?3",
-                params![e.user, e.vm, e.right],
-            )
-            .map_err(db("revoke"))?;
-        if n == 0 {
-            return Err(StoreError::Missing {
-                what: "right",
-                name: format!("{} {} {}", e.user, e.right, e.vm),
-            });
-        }
-        Ok(())
+        self.counted(|| {
+            let n = self
+                .conn()
+                .execute(
+                    "DELETE FROM acl WHERE user = ?1 AND vm = ?2 AND right = ?3",
+                    params![e.user, e.vm, e.right],
+                )
+                .map_err(db("revoke"))?;
+            if n == 0 {
+                return Err(StoreError::Missing {
+                    what: "right",
+                    name: format!("{} {} {}", e.user, e.right, e.vm),
+                });
+            }
+            Ok(())
+        })
     }
 
     fn acl(&self, user: Option<&str>, vm: Option<&str>) -> Result<Vec<AclEntry>, StoreError> {
@@ -524,8 +558,12 @@ impl Store for SqliteStore {
     }
 
     fn revoke_vm(&self, vm: &str) -> Result<(), StoreError> {
-        self.conn().execute("DELETE FROM acl WHERE vm = ?1", params![vm]).map_err(db("revoke VM rights"))?;
-        Ok(())
+        self.counted(|| {
+            self.conn()
+                .execute("DELETE FROM acl WHERE vm = ?1", params![vm])
+                .map_err(db("revoke VM rights"))?;
+            Ok(())
+        })
     }
 
     fn add_hook(&self, h: &HookRecord) -> Result<u64, StoreError> {
@@ -772,30 +810,32 @@ impl Store for SqliteStore {
     }
 
     fn replace_shared(&self, t: &SharedTables) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db("replace shared tables"))?;
-        tx.execute_batch(
-            "DELETE FROM acl; DELETE FROM tokens; DELETE FROM users; DELETE FROM hooks;
-                        DELETE FROM templates;",
-        )
-        .map_err(db("replace shared tables"))?;
-        let changes = t
-            .users
-            .iter()
-            .cloned()
-            .map(SharedChange::User)
-            .chain(t.tokens.iter().cloned().map(SharedChange::Token))
-            .chain(t.acl.iter().cloned().map(SharedChange::Grant))
-            .chain(t.hooks.iter().cloned().map(SharedChange::Hook))
-            .chain(t.templates.iter().cloned().map(SharedChange::Template));
-        for c in changes {
-            apply(&tx, &c)?;
-        }
-        tx.commit().map_err(db("replace shared tables"))
+        self.counted(|| {
+            let mut conn = self.conn();
+            let tx = conn.transaction().map_err(db("replace shared tables"))?;
+            tx.execute_batch(
+                "DELETE FROM acl; DELETE FROM tokens; DELETE FROM users; DELETE FROM hooks;
+                            DELETE FROM templates;",
+            )
+            .map_err(db("replace shared tables"))?;
+            let changes = t
+                .users
+                .iter()
+                .cloned()
+                .map(SharedChange::User)
+                .chain(t.tokens.iter().cloned().map(SharedChange::Token))
+                .chain(t.acl.iter().cloned().map(SharedChange::Grant))
+                .chain(t.hooks.iter().cloned().map(SharedChange::Hook))
+                .chain(t.templates.iter().cloned().map(SharedChange::Template));
+            for c in changes {
+                apply(&tx, &c)?;
+            }
+            tx.commit().map_err(db("replace shared tables"))
+        })
     }
 
     fn apply_shared(&self, c: &SharedChange) -> Result<(), StoreError> {
-        apply(&self.conn(), c)
+        self.counted(|| apply(&self.conn(), c))
     }
 }
 

@@ -50,6 +50,9 @@ pub struct AppState {
     pub throttle: Arc<std::sync::Mutex<crate::throttle::Throttle>>,
     /// The password hashing threads.
     pub hasher: crate::hasher::Hasher,
+    /// Principals of tokens checked lately (kept only while users, tokens and rights are
+    /// unchanged).
+    pub principals: Arc<auth::PrincipalCache>,
 }
 
 impl AppState {
@@ -59,7 +62,7 @@ impl AppState {
         auth::warm_up();
         let hasher = crate::hasher::Hasher::start(crate::hasher::Hasher::default_threads());
         daemon.set_peers(std::sync::Arc::new(moves::HostPeers::new(&daemon)));
-        AppState { daemon, store, throttle: Default::default(), hasher }
+        AppState { daemon, store, throttle: Default::default(), hasher, principals: Default::default() }
     }
 }
 
@@ -261,17 +264,38 @@ impl FromRequestParts<AppState> for Principal {
             }
             return Err(not_logged_in());
         }
-        // Two SQLite reads (token, user): on the blocking pool, not on the async workers.
-        let store = state.store.clone();
-        let (by_bearer, by_cookie) = blocking(move || {
-            let by_bearer = bearer.and_then(|b| auth::check_token(store.as_ref(), &b));
-            let by_cookie = match by_bearer {
-                Some(_) => None,
-                None => cookie.and_then(|c| auth::check_token(store.as_ref(), &c)),
-            };
-            Ok((by_bearer, by_cookie))
-        })
-        .await?;
+        // A token checked lately, with users, tokens and rights unchanged since: no store read.
+        let kept = state.store.auth_generation().and_then(|now| match (&bearer, &cookie) {
+            (Some(b), _) => state.principals.get(now, b).map(|p| (p, false)),
+            (None, Some(c)) => state.principals.get(now, c).map(|p| (p, true)),
+            (None, None) => None,
+        });
+        let (by_bearer, by_cookie) = match kept {
+            Some((p, false)) => (Some(p), None),
+            Some((p, true)) => (None, Some(p)),
+            None => {
+                // Two SQLite reads (token, user): on the blocking pool, not on the async workers.
+                let (store, principals) = (state.store.clone(), state.principals.clone());
+                blocking(move || {
+                    // Read before the token: a write after this makes what is kept below stale.
+                    let generation = store.auth_generation();
+                    let check = |presented: &str| {
+                        let (p, until) = auth::check_token_until(store.as_ref(), presented)?;
+                        if let Some(g) = generation {
+                            principals.put(g, presented, &p, until);
+                        }
+                        Some(p)
+                    };
+                    let by_bearer = bearer.as_deref().and_then(check);
+                    let by_cookie = match by_bearer {
+                        Some(_) => None,
+                        None => cookie.as_deref().and_then(check),
+                    };
+                    Ok((by_bearer, by_cookie))
+                })
+                .await?
+            }
+        };
         if let Some(p) = by_bearer {
             return Ok(p);
         }
