@@ -201,12 +201,12 @@ def client_thread(side, ops, seed, deadline, out):
         time.sleep(rng.uniform(0, 2 * THINK_S))
     while time.time() < deadline:
         name = ops[i % len(ops)]
-        t = time.perf_counter()
+        t, at = time.perf_counter(), time.time()
         try:
             if c.op(name, i):
-                out.append((name, time.perf_counter() - t, None))
+                out.append((name, time.perf_counter() - t, None, at))
         except Exception as e:  # noqa: BLE001 - counted and reported
-            out.append((name, time.perf_counter() - t, repr(e)[:300]))
+            out.append((name, time.perf_counter() - t, repr(e)[:300], at))
         i += 1
         if THINK_S:
             time.sleep(rng.uniform(0, 2 * THINK_S))
@@ -235,12 +235,12 @@ def cycler(side, vm, stop, out):
     k = 0
     while not stop.is_set():
         action = steps[k % 4]
-        t = time.perf_counter()
+        t, at = time.perf_counter(), time.time()
         try:
             c.control(vm, action)
-            out.append((f"vm {action}", time.perf_counter() - t, None))
+            out.append((f"vm {action} {vm}", time.perf_counter() - t, None, at))
         except Exception as e:  # noqa: BLE001
-            out.append((f"vm {action}", time.perf_counter() - t, repr(e)[:300]))
+            out.append((f"vm {action} {vm}", time.perf_counter() - t, repr(e)[:300], at))
             time.sleep(1)
         k += 1
         stop.wait(1.0)
@@ -302,9 +302,21 @@ def idle(side):
     return samples
 
 
+def slowest(side, samples, cyc, n=8):
+    """Logs the slowest requests of a phase with when they began, beside the VM operations under
+    way then (times in seconds from the phase's first request): where a tail comes from."""
+    timed = [s for s in samples if len(s) > 3 and s[0] != "login"]
+    if not timed:
+        return
+    t0 = min(s[3] for s in timed)
+    for name, dt, err, at in sorted(timed, key=lambda s: -s[1])[:n]:
+        during = [f"{c[0]} ({c[3] - t0:.2f}+{c[1]:.2f} s)" for c in cyc if c[3] <= at + dt and at <= c[3] + c[1]]
+        log(f"{side}: slow {name} {dt * 1e3:.0f} ms at {at - t0:.3f} s; VM operations then: {', '.join(during) or 'none'}")
+
+
 def by_op(samples):
     ops = {}
-    for name, dt, err in samples:
+    for name, dt, err, *_ in samples:
         o = ops.setdefault(name, {"ok": [], "errors": []})
         (o["errors"].append(err) if err else o["ok"].append(dt))
     return ops
@@ -389,6 +401,7 @@ def main():
             log(f"{side}: {c} clients + {LOGINS} logins + 4 VMs cycling, {DURATION:.0f} s")
             samples, cyc = under_load(side, c)
             results[(side, c)] = (by_op(samples), cyc)
+            slowest(side, samples, cyc)
             n = len(samples)
             errs = sum(1 for s in samples if s[2])
             log(f"{side}: {n} requests, {errs} failed, {len(cyc)} VM operations "
