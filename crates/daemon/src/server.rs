@@ -408,18 +408,28 @@ impl Daemon {
     /// Answers at once, on the caller's thread, a request that needs nothing that can wait on
     /// I/O or another thread: how this host's VMs look while it is in no pool (their views in
     /// memory and a few reads of /sys). `None`: the request takes [`Daemon::call`], which may
-    /// block. The API answers these on its async workers, sparing a request two thread handoffs.
+    /// block — also when a lock it needs is held at this moment (a VM being registered holds
+    /// the registry through its store write), so a caller never waits. The API answers these
+    /// on its async workers, sparing a request two thread handoffs.
     pub fn answer_now(&self, req: &Request) -> Option<Result<Value, Failure>> {
         if self.cluster().is_some() {
             return None; // the pool's VMs are read from etcd
         }
-        match req {
-            Request::VmList => Some(Ok(serde_json::to_value(self.local_infos()).expect("serialises"))),
-            Request::VmShow { name } => {
-                Some(self.local_info(name).map(|i| serde_json::to_value(i).expect("serialises")))
+        let now = |view: &Arc<Mutex<View>>| view.try_lock().ok().map(|v| v.clone());
+        let views: Vec<View> = {
+            let vms = self.vms.try_lock().ok()?;
+            match req {
+                Request::VmList => vms.values().map(|h| now(&h.view)).collect::<Option<_>>()?,
+                Request::VmShow { name } => vec![now(&vms.get(name)?.view)?],
+                _ => return None,
             }
-            _ => None,
+        };
+        let infos: Vec<VmInfo> = views.iter().map(|v| actor::info(&self.ctx, v)).collect();
+        Some(Ok(match req {
+            Request::VmShow { .. } => serde_json::to_value(&infos[0]),
+            _ => serde_json::to_value(&infos),
         }
+        .expect("serialises")))
     }
 
     /// Carries out one request.
