@@ -187,6 +187,16 @@ CLIENTS = {"vine": VineClient, "libvirt": LibvirtClient}
 # --- load --------------------------------------------------------------------------------------
 
 
+def queued_s():
+    """Seconds this thread has spent runnable but waiting for a CPU (Linux schedstat): the part of
+    a request's time that is the client's own delay, not the server's."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def client_thread(side, ops, seed, deadline, out):
     """One client: its own connection, round the operations until the deadline."""
     short_slice()
@@ -201,12 +211,12 @@ def client_thread(side, ops, seed, deadline, out):
         time.sleep(rng.uniform(0, 2 * THINK_S))
     while time.time() < deadline:
         name = ops[i % len(ops)]
-        t, at = time.perf_counter(), time.time()
+        w, t, at = queued_s(), time.perf_counter(), time.time()
         try:
             if c.op(name, i):
-                out.append((name, time.perf_counter() - t, None, at))
+                out.append((name, time.perf_counter() - t, None, at, queued_s() - w))
         except Exception as e:  # noqa: BLE001 - counted and reported
-            out.append((name, time.perf_counter() - t, repr(e)[:300], at))
+            out.append((name, time.perf_counter() - t, repr(e)[:300], at, queued_s() - w))
         i += 1
         if THINK_S:
             time.sleep(rng.uniform(0, 2 * THINK_S))
@@ -305,13 +315,22 @@ def idle(side):
 def slowest(side, samples, cyc, n=8):
     """Logs the slowest requests of a phase with when they began, beside the VM operations under
     way then (times in seconds from the phase's first request): where a tail comes from."""
-    timed = [s for s in samples if len(s) > 3 and s[0] != "login"]
+    timed = [s for s in samples if len(s) > 4 and s[0] != "login"]
     if not timed:
         return
+    for op in ("list", "show"):
+        xs = sorted((s for s in timed if s[0] == op), key=lambda s: -s[1])
+        tail = xs[:max(1, len(xs) // 100)]
+        if tail:
+            log(f"{side}: the slowest 1% of {op} ({len(tail)} requests, {tail[-1][1] * 1e3:.1f} ms and over): "
+                f"the clients waited for a CPU {sum(s[4] for s in tail) / sum(s[1] for s in tail):.0%} of their time")
     t0 = min(s[3] for s in timed)
-    for name, dt, err, at in sorted(timed, key=lambda s: -s[1])[:n]:
+    for name, dt, err, at, queued in sorted(timed, key=lambda s: -s[1])[:n]:
         during = [f"{c[0]} ({c[3] - t0:.2f}+{c[1]:.2f} s)" for c in cyc if c[3] <= at + dt and at <= c[3] + c[1]]
-        log(f"{side}: slow {name} {dt * 1e3:.0f} ms at {at - t0:.3f} s; VM operations then: {', '.join(during) or 'none'}")
+        clock = time.strftime("%H:%M:%S", time.gmtime(at)) + f".{int(at * 1e6) % 1000000:06d}"
+        log(f"{side}: slow {name} {dt * 1e3:.0f} ms (the client waited {queued * 1e3:.0f} ms of it for a CPU) "
+            f"at {at - t0:.3f} s ({clock} UTC); "
+            f"VM operations then: {', '.join(during) or 'none'}")
 
 
 def by_op(samples):

@@ -31,11 +31,13 @@ libvirt_start() {
 }
 
 # vine_start VINE WORK CGROUP: a private daemon in WORK (data, socket, log) on a free HTTPS port
-# of 127.0.0.1; sets VINE_DAEMON (its pid) and VINE_PORT, exports VINE_SOCKET.
+# of 127.0.0.1; sets VINE_DAEMON (its pid) and VINE_PORT, exports VINE_SOCKET. The daemon runs in
+# a session of its own, as a service does (and as `libvirtd -d` puts itself): in this script's
+# session the kernel's autogroup would weigh it together with the benchmark's clients.
 vine_start() {
     local vine=$1 work=$2 cgroup=$3
     chmod o+x "$work" # the emulator user reaches the VMs' run directories through it
-    "$vine" daemon --data-dir "$work/data" --socket "$work/vine.sock" --cgroup-parent "$cgroup" \
+    setsid "$vine" daemon --data-dir "$work/data" --socket "$work/vine.sock" --cgroup-parent "$cgroup" \
         --listen 127.0.0.1:0 >"$work/daemon.log" 2>&1 &
     VINE_DAEMON=$!
     for _ in $(seq 100); do grep -q "https://" "$work/daemon.log" 2>/dev/null && break; sleep 0.1; done

@@ -307,10 +307,15 @@ mod tests {
         let p = check_token(&s, &old).unwrap();
         cache.put(g, &old, &p, Some(now_ms() - 1));
         assert_eq!(cache.get(g, &old), None, "expired");
-        // Writes that do not touch who anyone is leave the entries alone.
+        // Writes that do not touch who anyone is leave the entries alone: a new token (a login)
+        // and an event.
         let (tok, _) = issue(&s, "admin", "api", "test").unwrap();
         keep(&tok);
         let g = s.auth_generation().unwrap();
+        let (other, _) = issue(&s, "admin", "session", "web login").unwrap();
+        assert_eq!(s.auth_generation().unwrap(), g, "a login ends no kept entry");
+        assert!(cache.get(g, &tok).is_some());
+        assert!(check_token(&s, &other).is_some());
         s.append_event(&store::EventRecord {
             id: 0,
             time_ms: now_ms(),

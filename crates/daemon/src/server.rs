@@ -417,12 +417,22 @@ impl Daemon {
         }
         let now = |view: &Arc<Mutex<View>>| view.try_lock().ok().map(|v| v.clone());
         let views: Vec<View> = {
-            let vms = self.vms.try_lock().ok()?;
-            match req {
-                Request::VmList => vms.values().map(|h| now(&h.view)).collect::<Option<_>>()?,
-                Request::VmShow { name } => vec![now(&vms.get(name)?.view)?],
-                _ => return None,
+            if !matches!(req, Request::VmList | Request::VmShow { .. }) {
+                return None;
             }
+            let Ok(vms) = self.vms.try_lock() else {
+                tracing::debug!(target: "vine_api::slow", "answer_now: the VM registry is held; left to the blocking pool");
+                return None;
+            };
+            let views = match req {
+                Request::VmList => vms.values().map(|h| now(&h.view)).collect::<Option<_>>(),
+                Request::VmShow { name } => vms.get(name).and_then(|h| now(&h.view)).map(|v| vec![v]),
+                _ => None,
+            };
+            if views.is_none() {
+                tracing::debug!(target: "vine_api::slow", "answer_now: a VM's view is held (or no such VM); left to the blocking pool");
+            }
+            views?
         };
         let infos: Vec<VmInfo> = views.iter().map(|v| actor::info(&self.ctx, v)).collect();
         Some(Ok(match req {

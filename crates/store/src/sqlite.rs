@@ -108,8 +108,8 @@ pub struct SqliteStore {
     /// events): under WAL it sees every committed write and never waits for the writer's fsync.
     read: Mutex<Connection>,
     checkpointer: Option<Checkpointer>,
-    /// [`Store::auth_generation`]: bumped after every write to users, tokens, rights or the
-    /// shared tables (this process is the database's only writer).
+    /// [`Store::auth_generation`]: bumped after every write to users, rights, the shared tables or a
+    /// token other than adding one (this process is the database's only writer).
     auth_generation: std::sync::atomic::AtomicU64,
 }
 
@@ -462,16 +462,17 @@ impl Store for SqliteStore {
     }
 
     fn put_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
-        self.counted(|| {
-            self.conn()
-                .execute(
-                    "INSERT INTO tokens (id, user, secret_sha256, kind, label, created_ms, expires_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![t.id, t.user, t.secret_sha256, t.kind, t.label, t.created_ms, t.expires_ms],
-                )
-                .map_err(db("store token"))?;
-            Ok(())
-        })
+        // Not counted in `auth_generation`: a plain INSERT adds a token and changes none, and
+        // only what a token was found to be is ever kept (a login a second would otherwise end
+        // every kept entry).
+        self.conn()
+            .execute(
+                "INSERT INTO tokens (id, user, secret_sha256, kind, label, created_ms, expires_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![t.id, t.user, t.secret_sha256, t.kind, t.label, t.created_ms, t.expires_ms],
+            )
+            .map_err(db("store token"))?;
+        Ok(())
     }
 
     fn get_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {

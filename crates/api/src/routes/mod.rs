@@ -1078,8 +1078,45 @@ pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30)
 
 /// Reads every request body in full before routing, so no answer (401, 404, …) leaves unread
 /// bytes behind that would make the server drop a keep-alive connection under the client's next
-/// request. A body over the limit is answered 413 and the connection is closed.
+/// request. A body over the limit is answered 413 and the connection is closed. An answer that
+/// took [`SLOW_ANSWER`] or more is logged (debug) with its time.
 async fn read_body(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let began = std::time::Instant::now();
+    let watched = tracing::enabled!(target: "vine_api::slow", tracing::Level::DEBUG);
+    let queued_before = if watched { queued_on_this_thread() } else { None };
+    let what = (req.method().clone(), req.uri().clone());
+    let answer = read_body_then(req, next).await;
+    let took = began.elapsed();
+    if took >= SLOW_ANSWER {
+        // Time this thread was runnable but not running (meaningful when the request stayed on
+        // one thread, as most do).
+        let queued_ms = queued_before
+            .zip(queued_on_this_thread())
+            .filter(|((t0, _), (t1, _))| t0 == t1)
+            .map(|((_, q0), (_, q1))| q1.saturating_sub(q0) as f64 / 1e6);
+        tracing::debug!(
+            target: "vine_api::slow",
+            method = %what.0,
+            path = what.1.path(),
+            status = answer.status().as_u16(),
+            ms = took.as_secs_f64() * 1e3,
+            queued_ms,
+            "answered slowly (from its head read to its answer made)"
+        );
+    }
+    answer
+}
+
+/// This thread's id and the nanoseconds it has spent waiting for a CPU (Linux schedstat).
+fn queued_on_this_thread() -> Option<(std::thread::ThreadId, u64)> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    Some((std::thread::current().id(), text.split_whitespace().nth(1)?.parse().ok()?))
+}
+
+/// An answer slower than this is logged at debug level under the target `vine_api::slow`.
+const SLOW_ANSWER: std::time::Duration = std::time::Duration::from_millis(5);
+
+async fn read_body_then(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     // A volume upload streams its body to disk (its handler reads it all, whatever it answers).
     if req.method() == axum::http::Method::PUT && req.uri().path().ends_with("/content") {
         return next.run(req).await;
