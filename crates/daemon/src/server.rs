@@ -591,7 +591,9 @@ impl Daemon {
                 }
                 let r = self.ask(&name, |reply| Msg::Control { control, options, reply });
                 if r.is_ok() && matches!(control, Control::Remove | Control::Delete) {
-                    if let Some(mut h) = self.lock().remove(&name) {
+                    // Taken out first: the registry is not held while the thread ends.
+                    let gone = self.lock().remove(&name);
+                    if let Some(mut h) = gone {
                         if let Some(j) = h.join.take() {
                             let _ = j.join();
                         }
