@@ -6,6 +6,8 @@
 #   THINK_MS=1000 bash bench/api-load.sh ...                 (clients pause 0-2 s between requests)
 #   SIDES=vine CYCLE=0 bash bench/api-load.sh ...            (vine alone; VMs left running)
 #   VINE=/path/to/vine bash bench/api-load.sh ...            (default: the binary scripts/build.sh builds)
+#   CLIENT_RT=1 bash bench/api-load.sh ...                   (clients on the real-time round-robin
+#                                                             policy: they never wait for a core)
 #
 # Each side holds four running VMs booted from the guest kit (256 MiB, one vCPU, TCG) which cycle
 # start, save, restore, off during each load phase. Needs root. Installs libvirt-daemon-system,
@@ -58,6 +60,10 @@ clients_cgroup() {
     if [ -f /sys/fs/cgroup/cpu/cpu.shares ]; then
         CLIENTS_CG=/sys/fs/cgroup/cpu/vine-bench-clients
         mkdir -p "$CLIENTS_CG" && echo 10240 >"$CLIENTS_CG/cpu.shares"
+        # CLIENT_RT=1 (real-time clients) needs a real-time budget in the group: 20 % of a core.
+        if [ "${CLIENT_RT:-0}" = 1 ] && [ -f "$CLIENTS_CG/cpu.rt_runtime_us" ]; then
+            echo 200000 >"$CLIENTS_CG/cpu.rt_runtime_us"
+        fi
     elif grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
         CLIENTS_CG=/sys/fs/cgroup/vine-bench-clients
         mkdir -p "$CLIENTS_CG" && echo 1000 >"$CLIENTS_CG/cpu.weight"
