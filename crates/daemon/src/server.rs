@@ -425,9 +425,8 @@ impl Daemon {
                 return None;
             };
             let views = match req {
-                Request::VmList => vms.values().map(|h| now(&h.view)).collect::<Option<_>>(),
                 Request::VmShow { name } => vms.get(name).and_then(|h| now(&h.view)).map(|v| vec![v]),
-                _ => None,
+                _ => vms.values().map(|h| now(&h.view)).collect::<Option<_>>(),
             };
             if views.is_none() {
                 tracing::debug!(target: "vine_api::slow", "answer_now: a VM's view is held (or no such VM); left to the blocking pool");

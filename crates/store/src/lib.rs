@@ -380,8 +380,9 @@ pub trait Store: Send + Sync {
     fn replace_shared(&self, t: &SharedTables) -> Result<(), StoreError>;
     /// A number that changes after every write that can change who a token or session is or
     /// what they may do (users, tokens deleted, rights, the shared tables; not a token added,
-    /// which changes no other), read without waiting on anything: what was read about a token may be kept while it is unchanged. `None`: this
-    /// store cannot tell, so nothing read from it may be kept.
+    /// which changes no other), read without waiting on anything: what was read about a token
+    /// may be kept while it is unchanged. `None`: this store cannot tell, so nothing read from
+    /// it may be kept.
     fn auth_generation(&self) -> Option<u64> {
         None
     }

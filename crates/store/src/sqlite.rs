@@ -108,8 +108,8 @@ pub struct SqliteStore {
     /// events): under WAL it sees every committed write and never waits for the writer's fsync.
     read: Mutex<Connection>,
     checkpointer: Option<Checkpointer>,
-    /// [`Store::auth_generation`]: bumped after every write to users, rights, the shared tables or a
-    /// token other than adding one (this process is the database's only writer).
+    /// [`Store::auth_generation`]: bumped after every write to users, rights, the shared tables
+    /// or a token other than adding one (this process is the database's only writer).
     auth_generation: std::sync::atomic::AtomicU64,
 }
 

@@ -1081,9 +1081,11 @@ pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30)
 /// request. A body over the limit is answered 413 and the connection is closed. An answer that
 /// took [`SLOW_ANSWER`] or more is logged (debug) with its time.
 async fn read_body(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if !tracing::enabled!(target: "vine_api::slow", tracing::Level::DEBUG) {
+        return read_body_then(req, next).await;
+    }
     let began = std::time::Instant::now();
-    let watched = tracing::enabled!(target: "vine_api::slow", tracing::Level::DEBUG);
-    let queued_before = if watched { queued_on_this_thread() } else { None };
+    let queued_before = queued_on_this_thread();
     let what = (req.method().clone(), req.uri().clone());
     let answer = read_body_then(req, next).await;
     let took = began.elapsed();
