@@ -295,10 +295,15 @@ impl Client {
         let v = self.verifier();
         let mut s = self.connect(&v)?;
         let head = format!(
-            "{}Content-Type: application/octet-stream\r\nContent-Length: {total}\r\n\r\n",
+            "{}Content-Type: application/octet-stream\r\nContent-Length: {total}\r\nExpect: 100-continue\r\n\r\n",
             self.head("PUT", target)
         );
         s.write_all(head.as_bytes()).map_err(io)?;
+        s.flush().map_err(io)?;
+        // A server that refuses (403, 409) answers before it asks for the body: nothing is sent.
+        if let Some(answer) = self.await_continue(&mut *s)? {
+            return Ok(answer);
+        }
         let mut buf = vec![0u8; 1 << 20];
         let mut sent = 0u64;
         loop {
@@ -307,8 +312,8 @@ impl Client {
             if n == 0 {
                 break;
             }
-            // A server that refuses early (403, 409) may close before the body is in: its answer
-            // then says why.
+            // A server that fails while reading (a full disk) may close before the body is in:
+            // its answer then says why.
             if s.write_all(&buf[..n]).is_err() {
                 break;
             }
@@ -334,20 +339,8 @@ impl Client {
         let mut s = self.connect(&v)?;
         s.write_all(format!("{}\r\n", self.head("GET", target)).as_bytes()).map_err(io)?;
         s.flush().map_err(io)?;
-        // The head, byte by byte up to its blank line (it is short).
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if head.len() > 64 << 10 {
-                return Err(proto("the answer's headers are over 64 KiB".into()));
-            }
-            match s.read(&mut b) {
-                Ok(0) => return Err(proto("the answer ended in its headers".into())),
-                Ok(_) => head.push(b[0]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io(e)),
-            }
-        }
+        let head =
+            read_head(&mut *s).map_err(io)?.ok_or_else(|| proto("the answer ended in its headers".into()))?;
         let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
         let status: u16 = text
             .split_whitespace()
@@ -446,14 +439,45 @@ impl Client {
         } else if method != "GET" && method != "DELETE" {
             head.push_str("Content-Length: 0\r\n");
         }
+        let payload = body.map(|b| b.1).unwrap_or_default();
+        if payload.len() > EXPECT_CONTINUE_OVER {
+            // A large body waits for the server's go-ahead: one that refuses early (401, 403)
+            // closes with the body unread, and the bytes still on their way would meet a reset
+            // instead of its answer.
+            head.push_str("Expect: 100-continue\r\n\r\n");
+            s.write_all(head.as_bytes()).map_err(io)?;
+            s.flush().map_err(io)?;
+            if let Some(answer) = self.await_continue(s)? {
+                return Ok(answer);
+            }
+            s.write_all(payload).map_err(io)?;
+            s.flush().map_err(io)?;
+            let raw = read_answer(&mut *s).map_err(io)?;
+            return parse_answer(&raw).map_err(proto);
+        }
         head.push_str("\r\n");
         // One write: the server then has the whole request at its first read.
         let mut all = head.into_bytes();
-        all.extend_from_slice(body.map(|b| b.1).unwrap_or_default());
+        all.extend_from_slice(payload);
         s.write_all(&all).map_err(io)?;
         s.flush().map_err(io)?;
         let raw = read_answer(&mut *s).map_err(io)?;
         parse_answer(&raw).map_err(proto)
+    }
+
+    /// After a head sent with `Expect: 100-continue`: `None` when the server asks for the body,
+    /// or its final answer when it decided without it.
+    fn await_continue(&self, s: &mut dyn ReadWrite) -> Result<Option<(u16, Value)>, ClientError> {
+        let io = |source| ClientError::Io { path: self.path.clone(), source };
+        let proto = |problem: String| ClientError::Protocol { path: self.path.clone(), problem };
+        let head = read_head(&mut *s).map_err(io)?.ok_or_else(|| proto("no answer".into()))?;
+        let status = head.split(|&b| b == b' ').nth(1).and_then(|c| std::str::from_utf8(c).ok());
+        if status == Some("100") {
+            return Ok(None);
+        }
+        let mut rest = std::io::Read::chain(&head[..], &mut *s);
+        let raw = read_answer(&mut rest).map_err(io)?;
+        parse_answer(&raw).map(Some).map_err(proto)
     }
 
     /// Like [`Client::request`], turning a non-2xx answer into [`ClientError::Refused`].
@@ -501,6 +525,32 @@ impl Open {
 /// Reads one HTTP answer: up to the end of its body when a Content-Length gives it (the client
 /// need not wait for the server to close the connection), otherwise to the end of the stream. An
 /// answer that ends before its Content-Length is an error saying how much came.
+/// Bodies above this many bytes are sent only once the server asks for them.
+const EXPECT_CONTINUE_OVER: usize = 64 << 10;
+
+/// One answer's head, up to and with its blank line (read byte by byte: nothing after it is
+/// taken); `None` when the connection ends first.
+fn read_head(s: &mut dyn Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 64 << 10 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the answer's headers are over 64 KiB",
+            ));
+        }
+        match s.read(&mut b) {
+            Ok(0) => return Ok(None),
+            Ok(_) => head.push(b[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Some(head))
+}
+
 fn read_answer(s: &mut dyn Read) -> std::io::Result<Vec<u8>> {
     let mut raw = Vec::with_capacity(16 << 10);
     let mut chunk = [0u8; 16 << 10];
@@ -612,6 +662,69 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}junk",
         ]);
         assert_eq!(parse_answer(&read_answer(&mut s).unwrap()).unwrap(), (200, serde_json::json!({})));
+    }
+
+    /// A server on a Unix socket that reads one request's head, then does `then` with the
+    /// stream and the head; the test gets what the client made of its answer.
+    fn one_request(
+        then: impl FnOnce(&mut UnixStream, &str) + Send + 'static,
+        body: &[u8],
+    ) -> Result<(u16, Value), ClientError> {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let head = String::from_utf8(read_head(&mut s).unwrap().unwrap()).unwrap();
+            then(&mut s, &head);
+        });
+        let r = Client::new(&sock).request_raw("PUT", "/x", Some(("application/octet-stream", body)));
+        server.join().unwrap();
+        r
+    }
+
+    #[test]
+    fn a_large_body_waits_for_the_go_ahead_and_a_refusal_before_it_is_the_answer() {
+        let big = vec![7u8; 1 << 20];
+        // Refused at the head: the server closes without reading a byte of the body, and the
+        // client reports its answer, not a broken pipe.
+        let r = one_request(
+            |s, head| {
+                assert!(head.to_ascii_lowercase().contains("expect: 100-continue"), "{head}");
+                let body = r#"{"error":"no"}"#;
+                let answer = format!(
+                    "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                s.write_all(answer.as_bytes()).unwrap();
+            },
+            &big,
+        );
+        assert_eq!(r.unwrap(), (403, serde_json::json!({"error": "no"})));
+        // Asked for: the whole body follows, then the final answer is read.
+        let r = one_request(
+            |s, _| {
+                s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap();
+                let mut got = vec![0u8; 1 << 20];
+                s.read_exact(&mut got).unwrap();
+                assert!(got.iter().all(|&b| b == 7));
+                s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+            },
+            &big,
+        );
+        assert_eq!(r.unwrap(), (204, Value::Null));
+        // A small body goes with its head, unasked.
+        let r = one_request(
+            |s, head| {
+                assert!(!head.to_ascii_lowercase().contains("expect"), "{head}");
+                let mut got = [0u8; 3];
+                s.read_exact(&mut got).unwrap();
+                assert_eq!(&got, b"abc");
+                s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+            },
+            b"abc",
+        );
+        assert_eq!(r.unwrap(), (204, Value::Null));
     }
 
     proptest::proptest! {
