@@ -34,11 +34,13 @@ libvirt_start() {
 # of 127.0.0.1; sets VINE_DAEMON (its pid) and VINE_PORT, exports VINE_SOCKET. The daemon runs in
 # a session of its own, as a service does (and as `libvirtd -d` puts itself): in this script's
 # session the kernel's autogroup would weigh it together with the benchmark's clients.
+# VINE_DAEMON_ARGS: more options for the daemon (e.g. "--login-cpu 25").
 vine_start() {
     local vine=$1 work=$2 cgroup=$3
     chmod o+x "$work" # the emulator user reaches the VMs' run directories through it
+    # shellcheck disable=SC2086 # the extra options are words
     setsid "$vine" daemon --data-dir "$work/data" --socket "$work/vine.sock" --cgroup-parent "$cgroup" \
-        --listen 127.0.0.1:0 >"$work/daemon.log" 2>&1 &
+        --listen 127.0.0.1:0 ${VINE_DAEMON_ARGS:-} >"$work/daemon.log" 2>&1 &
     VINE_DAEMON=$!
     for _ in $(seq 100); do grep -q "https://" "$work/daemon.log" 2>/dev/null && break; sleep 0.1; done
     VINE_PORT=$(grep -o 'https://127.0.0.1:[0-9]*' "$work/daemon.log" | cut -d: -f3)

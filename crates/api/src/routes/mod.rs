@@ -56,11 +56,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The state of a daemon's API. Computes the stand-in password hash now, so the first login
-    /// of an unknown user costs no more than any other.
-    pub fn new(daemon: Arc<Daemon>, store: Arc<dyn Store>) -> AppState {
+    /// The state of a daemon's API; password checks use at most `login_cpu` of one core over
+    /// time (0 < share ≤ 1). Computes the stand-in password hash now, so the first login of an
+    /// unknown user costs no more than any other.
+    pub fn new(daemon: Arc<Daemon>, store: Arc<dyn Store>, login_cpu: f64) -> AppState {
         auth::warm_up();
-        let hasher = crate::hasher::Hasher::start(crate::hasher::Hasher::default_threads());
+        let hasher = crate::hasher::Hasher::start(crate::hasher::Hasher::default_threads(), login_cpu);
         daemon.set_peers(std::sync::Arc::new(moves::HostPeers::new(&daemon)));
         AppState { daemon, store, throttle: Default::default(), hasher, principals: Default::default() }
     }

@@ -40,6 +40,19 @@ pub struct DaemonArgs {
     /// the Debian package); `root` runs them unconfined (not recommended).
     #[arg(long, default_value = sandbox::DEFAULT_USER)]
     pub emulator_user: String,
+    /// Percent of one core that password checks (Argon2, tens of milliseconds of CPU each) may
+    /// use over time: a flood of logins waits its turn instead of taking CPU from the VMs and
+    /// the API (1–100).
+    #[arg(long, default_value_t = api::hasher::DEFAULT_CPU_SHARE * 100.0, value_parser = login_cpu)]
+    pub login_cpu: f64,
+}
+
+/// `--login-cpu`: a percentage from 1 to 100.
+fn login_cpu(s: &str) -> Result<f64, String> {
+    match s.trim().trim_end_matches('%').parse::<f64>() {
+        Ok(p) if (1.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("'{s}': expected a percentage of one core from 1 to 100")),
+    }
 }
 
 /// The socket the CLI uses: `--socket`, else VINE_SOCKET, else the default.
@@ -111,7 +124,8 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<i32> {
             web_dir.display()
         );
     }
-    let app = api::web::with_ui(api::router(api::AppState::new(d.clone(), store)), web_dir);
+    let app =
+        api::web::with_ui(api::router(api::AppState::new(d.clone(), store, args.login_cpu / 100.0)), web_dir);
     // Request threads (workers and the blocking pool) ask for short scheduler slices, so they
     // are not kept waiting behind busy guests (host::sched).
     let rt = tokio::runtime::Builder::new_multi_thread()
