@@ -47,7 +47,7 @@ cleanup() {
     fi
     for pid in "${LIBVIRT_STARTED[@]}"; do kill "$pid" 2>/dev/null; done
     [ -n "$CLIENTS_CG" ] && rmdir "$CLIENTS_CG" 2>/dev/null
-    rmdir /sys/fs/cgroup/*/vine-bench-load 2>/dev/null
+    rmdir /sys/fs/cgroup/*/vine-bench-load /sys/fs/cgroup/*/vine-bench-load-daemon 2>/dev/null
     rm -rf "$work"
 }
 # The clients run on this machine beside the guests; a client woken by its answer that waits for

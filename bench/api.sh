@@ -30,6 +30,9 @@ cleanup() {
     fi
     for pid in "${LIBVIRT_STARTED[@]}"; do kill "$pid" 2>/dev/null || true; done
     if [ -n "$VINE_DAEMON" ]; then kill "$VINE_DAEMON" 2>/dev/null || true; wait "$VINE_DAEMON" 2>/dev/null || true; fi
+    for d in /sys/fs/cgroup/*/vine-bench-api/*/ /sys/fs/cgroup/*/vine-bench-api/ /sys/fs/cgroup/*/vine-bench-api-daemon/; do
+        rmdir "$d" 2>/dev/null || true
+    done
     rm -rf "$work"
 }
 trap cleanup EXIT

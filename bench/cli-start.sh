@@ -22,7 +22,7 @@ cleanup() {
         kill "$daemon" 2>/dev/null || true
         wait "$daemon" 2>/dev/null || true
     fi
-    for c in cpu cpuacct memory; do rmdir /sys/fs/cgroup/$c/vine-bench-cli 2>/dev/null || true; done
+    for c in cpu cpuacct memory; do rmdir /sys/fs/cgroup/$c/vine-bench-cli /sys/fs/cgroup/$c/vine-bench-cli-daemon 2>/dev/null || true; done
     rm -rf "$work"
 }
 trap cleanup EXIT

@@ -39,7 +39,7 @@ cleanup() {
         kill "$VINE_DAEMON" 2>/dev/null || true
         wait "$VINE_DAEMON" 2>/dev/null || true
     fi
-    for root in /sys/fs/cgroup/*/vine-bench-ct /sys/fs/cgroup/*/vine-bench-hand; do
+    for root in /sys/fs/cgroup/*/vine-bench-ct /sys/fs/cgroup/*/vine-bench-ct-daemon /sys/fs/cgroup/*/vine-bench-hand; do
         [ -d "$root" ] || continue
         find "$root" -depth -type d -exec rmdir {} + 2>/dev/null || true
     done

@@ -45,7 +45,7 @@ cleanup() {
         wait "$VINE_DAEMON" 2>/dev/null || true
     fi
     for c in cpu cpuacct memory; do
-        for d in /sys/fs/cgroup/$c/vine-bench-prov/*/ /sys/fs/cgroup/$c/vine-bench-prov/; do
+        for d in /sys/fs/cgroup/$c/vine-bench-prov/*/ /sys/fs/cgroup/$c/vine-bench-prov/ /sys/fs/cgroup/$c/vine-bench-prov-daemon/; do
             rmdir "$d" 2>/dev/null || true
         done
     done

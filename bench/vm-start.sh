@@ -28,7 +28,7 @@ cleanup() {
         kill "$daemon" 2>/dev/null || true
         wait "$daemon" 2>/dev/null || true
     fi
-    for c in cpu cpuacct memory; do rmdir /sys/fs/cgroup/$c/vine-bench 2>/dev/null || true; done
+    for c in cpu cpuacct memory; do rmdir /sys/fs/cgroup/$c/vine-bench /sys/fs/cgroup/$c/vine-bench-daemon 2>/dev/null || true; done
     rm -rf "$work"
 }
 trap cleanup EXIT

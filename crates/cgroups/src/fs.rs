@@ -110,6 +110,11 @@ impl Cgroup {
         self.write_files(&files)
     }
 
+    /// Writes these control files.
+    pub fn write(&self, files: &[CgroupFile]) -> Result<(), CgroupError> {
+        self.write_files(files)
+    }
+
     fn write_files(&self, files: &[CgroupFile]) -> Result<(), CgroupError> {
         for f in files {
             let path = self.dir(f.controller).join(f.file);

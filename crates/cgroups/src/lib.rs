@@ -6,9 +6,11 @@
 //!   guarantee every reservation under full contention.
 //! * [`mapping`]: effective controls → the files of cgroup v1 or v2 (pure, unit-tested for both).
 //! * [`fs`]: creating cgroups, writing those files, moving processes (v1 tested on this host).
+//! * [`daemon`]: the daemon's own CPU group beside its VMs' (high weight, a ceiling).
 #![warn(missing_docs)]
 
 pub mod controls;
+pub mod daemon;
 pub mod fs;
 pub mod mapping;
 pub mod shares;

@@ -49,6 +49,10 @@ fn daemon_log(journal: bool) -> String {
     }
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let _ = child.wait();
+    // The daemon's own CPU group, empty now (the other test's daemon may still be in it).
+    for top in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let _ = std::fs::remove_dir(top.path().join(format!("vine-test-log-{}-daemon", std::process::id())));
+    }
     std::fs::read_to_string(&log_path).unwrap()
 }
 
@@ -67,6 +71,7 @@ impl Drop for Reaped {
 fn a_log_file_has_no_colour_codes() {
     let text = daemon_log(false);
     assert!(!text.contains('\x1b'), "terminal escapes in the log file:\n{text:?}");
+    assert!(text.contains("the daemon runs in a CPU group of its own"), "no CPU group:\n{text}");
     let stop =
         text.lines().find(|l| l.contains("stopping")).unwrap_or_else(|| panic!("no stop line:\n{text}"));
     assert!(stop.contains(" INFO "), "an info line with its level: {stop}");

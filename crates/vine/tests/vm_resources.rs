@@ -60,6 +60,19 @@ fn weights_caps_and_reservations_on_running_guests() {
     let layout = host::cgroup::detect(&host::LiveHost).unwrap();
     assert!(matches!(layout, host::CgroupLayout::V1 { .. }), "this test reads cgroup v1 files");
     let h = VmHost::start();
+    // The daemon runs in a CPU group of its own beside its VMs', ten times the default weight,
+    // with a ceiling of a quarter of the host (at least one CPU).
+    let own = format!("{}-daemon", h.cgroup_parent);
+    let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", h.daemon_pid())).unwrap();
+    assert!(
+        cgroup.lines().any(|l| l.split(':').nth(1).is_some_and(|c| c.split(',').any(|c| c == "cpu"))
+            && l.ends_with(&format!(":/{own}"))),
+        "the daemon is not in {own}:\n{cgroup}"
+    );
+    let own_file = |f: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/{own}/{f}")).unwrap();
+    assert_eq!(own_file("cpu.shares").trim(), "10240");
+    let cpus = std::thread::available_parallelism().unwrap().get() as u64;
+    assert_eq!(own_file("cpu.cfs_quota_us").trim(), (cpus * 25_000).max(100_000).to_string());
     h.create_kit_vm("w100", &["vine.cpuburn=1"], &["--cpu-weight", "100"]);
     h.create_kit_vm("w300", &["vine.cpuburn=1"], &["--cpu-weight", "300"]);
     for vm in ["w100", "w300"] {

@@ -45,6 +45,13 @@ pub struct DaemonArgs {
     /// the API (1–100).
     #[arg(long, default_value_t = api::hasher::DEFAULT_CPU_SHARE * 100.0, value_parser = login_cpu)]
     pub login_cpu: f64,
+    /// CPU weight of the daemon's own cgroup (PARENT-daemon, beside the VMs'), on the VMs' scale
+    /// (100 is the default weight; 1–10000): requests are answered at once on cores the guests
+    /// keep busy, while a ceiling of a quarter of the host's CPUs (at least one) keeps a flood
+    /// of requests from taking the guests' CPU. 0 leaves the daemon in the cgroup it was started in.
+    #[arg(long, default_value_t = cgroups::daemon::DEFAULT_WEIGHT,
+          value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub cpu_weight: u32,
 }
 
 /// `--login-cpu`: a percentage from 1 to 100.
@@ -69,12 +76,13 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<i32> {
         .or_else(|| std::env::var_os("VINE_DATA_DIR").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     let socket = socket_path(args.socket);
+    let cgroup_parent = args.cgroup_parent;
     let cfg = daemon::Config {
         data_dir: data_dir.clone(),
         socket: socket.clone(),
         qemu: args.qemu,
         vine_exe: std::env::current_exe().context("finding the vine binary")?,
-        cgroup_parent: args.cgroup_parent,
+        cgroup_parent: cgroup_parent.clone(),
         sample_interval: std::time::Duration::try_from_secs_f64(args.sample_interval)
             .ok()
             .filter(|d| !d.is_zero())
@@ -113,6 +121,23 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<i32> {
         use std::io::Write as _;
         writeln!(f, "{password}").with_context(|| format!("writing {}", file.display()))?;
         println!("first start: user 'admin' has password {password} (also in {}, mode 0600)", file.display());
+    }
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let v2_line = own.lines().find(|l| l.starts_with("0::"));
+    let ceiling = cgroups::daemon::ceiling_pct(h.cpus);
+    match cgroups::daemon::place(
+        &h.cgroup,
+        &cgroup_parent,
+        args.cpu_weight,
+        ceiling,
+        std::process::id(),
+        v2_line,
+    ) {
+        Ok(cgroups::daemon::Placement::Moved { group, weight, max_pct }) => {
+            tracing::info!(group, weight, max_pct, "the daemon runs in a CPU group of its own")
+        }
+        Ok(cgroups::daemon::Placement::Stayed(why)) => tracing::info!("the daemon's CPU group: {why}"),
+        Err(e) => tracing::warn!("the daemon stays in the CPU group it was started in: {e}"),
     }
     let tls = api::tls::load_or_create(&data_dir.join("tls"), &h.hostname).context("TLS certificate")?;
     api::hooks::start(d.clone());

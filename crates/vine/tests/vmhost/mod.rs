@@ -384,7 +384,28 @@ impl Drop for VmHost {
                 libc::kill(pid as libc::pid_t, libc::SIGKILL);
             }
         }
+        // The daemon's own CPU group (PARENT-daemon): what is left there (DHCP servers) is ours.
+        let own: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join(format!("{}-daemon", self.cgroup_parent)))
+            .chain([Path::new("/sys/fs/cgroup").join(format!("{}-daemon", self.cgroup_parent))])
+            .filter(|d| d.is_dir())
+            .collect();
+        for d in &own {
+            for pid in std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default().lines() {
+                let Ok(pid) = pid.trim().parse::<i32>() else { continue };
+                // SAFETY: kill(2) on a process in a cgroup only this test's daemon populates.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
         std::thread::sleep(Duration::from_millis(200));
+        for d in own {
+            let _ = std::fs::remove_dir(d);
+        }
         let mut dirs = self.cgroup_dirs();
         dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
         for d in dirs {
