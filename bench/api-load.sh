@@ -6,8 +6,13 @@
 #   THINK_MS=1000 bash bench/api-load.sh ...                 (clients pause 0-2 s between requests)
 #   SIDES=vine CYCLE=0 bash bench/api-load.sh ...            (vine alone; VMs left running)
 #   VINE=/path/to/vine bash bench/api-load.sh ...            (default: the binary scripts/build.sh builds)
-#   CLIENT_RT=1 bash bench/api-load.sh ...                   (clients on the real-time round-robin
-#                                                             policy: they never wait for a core)
+#   CLIENT_RT=0 bash bench/api-load.sh ...                   (clients on the normal policy; by
+#                                                             default they run on the real-time
+#                                                             round-robin policy, the same for both
+#                                                             sides, so they never wait for a core
+#                                                             behind the guests and measure the
+#                                                             servers, as clients on another
+#                                                             machine would)
 #
 # Each side holds four running VMs booted from the guest kit (256 MiB, one vCPU, TCG) which cycle
 # start, save, restore, off during each load phase. Needs root. Installs libvirt-daemon-system,
@@ -60,8 +65,9 @@ clients_cgroup() {
     if [ -f /sys/fs/cgroup/cpu/cpu.shares ]; then
         CLIENTS_CG=/sys/fs/cgroup/cpu/vine-bench-clients
         mkdir -p "$CLIENTS_CG" && echo 10240 >"$CLIENTS_CG/cpu.shares"
-        # CLIENT_RT=1 (real-time clients) needs a real-time budget in the group: 20 % of a core.
-        if [ "${CLIENT_RT:-0}" = 1 ] && [ -f "$CLIENTS_CG/cpu.rt_runtime_us" ]; then
+        # Real-time clients (CLIENT_RT=1, the default) need a real-time budget in the group: 20 %
+        # of a core.
+        if [ "${CLIENT_RT:-1}" = 1 ] && [ -f "$CLIENTS_CG/cpu.rt_runtime_us" ]; then
             echo 200000 >"$CLIENTS_CG/cpu.rt_runtime_us"
         fi
     elif grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then

@@ -65,7 +65,7 @@ CA = f"{DATA}/tls/cert.pem"
 # a client on another machine would. The same clients measure both sides. CLIENT_SLICE_US=0
 # leaves the default slice.
 CLIENT_SLICE_NS = int(os.environ.get("CLIENT_SLICE_US", "100")) * 1000
-CLIENT_RT = os.environ.get("CLIENT_RT", "0") == "1"
+CLIENT_RT = os.environ.get("CLIENT_RT", "1") == "1"
 
 
 def log(*a):
@@ -82,7 +82,7 @@ def pct(xs, p):
 
 def short_slice():
     """Asks for CLIENT_SLICE_NS as this thread's scheduler slice (sched_setattr, normal policy);
-    with CLIENT_RT=1, the round-robin real-time policy instead."""
+    by default (CLIENT_RT=1), the round-robin real-time policy instead."""
     if CLIENT_RT:
         os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
         return
