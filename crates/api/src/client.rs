@@ -451,15 +451,13 @@ impl Client {
                 return Ok(answer);
             }
             s.write_all(payload).map_err(io)?;
-            s.flush().map_err(io)?;
-            let raw = read_answer(&mut *s).map_err(io)?;
-            return parse_answer(&raw).map_err(proto);
+        } else {
+            head.push_str("\r\n");
+            // One write: the server then has the whole request at its first read.
+            let mut all = head.into_bytes();
+            all.extend_from_slice(payload);
+            s.write_all(&all).map_err(io)?;
         }
-        head.push_str("\r\n");
-        // One write: the server then has the whole request at its first read.
-        let mut all = head.into_bytes();
-        all.extend_from_slice(payload);
-        s.write_all(&all).map_err(io)?;
         s.flush().map_err(io)?;
         let raw = read_answer(&mut *s).map_err(io)?;
         parse_answer(&raw).map_err(proto)
@@ -522,9 +520,6 @@ impl Open {
     }
 }
 
-/// Reads one HTTP answer: up to the end of its body when a Content-Length gives it (the client
-/// need not wait for the server to close the connection), otherwise to the end of the stream. An
-/// answer that ends before its Content-Length is an error saying how much came.
 /// Bodies above this many bytes are sent only once the server asks for them.
 const EXPECT_CONTINUE_OVER: usize = 64 << 10;
 
@@ -551,6 +546,9 @@ fn read_head(s: &mut dyn Read) -> std::io::Result<Option<Vec<u8>>> {
     Ok(Some(head))
 }
 
+/// Reads one HTTP answer: up to the end of its body when a Content-Length gives it (the client
+/// need not wait for the server to close the connection), otherwise to the end of the stream. An
+/// answer that ends before its Content-Length is an error saying how much came.
 fn read_answer(s: &mut dyn Read) -> std::io::Result<Vec<u8>> {
     let mut raw = Vec::with_capacity(16 << 10);
     let mut chunk = [0u8; 16 << 10];
