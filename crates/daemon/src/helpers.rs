@@ -64,7 +64,7 @@ impl Helper {
     ) -> Result<(Helper, String), HelperError> {
         let offset = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
         let (mut child, id) =
-            process::spawn_detached(cmd, log).map_err(|e| HelperError::Spawn(e.to_string()))?;
+            process::spawn_detached(cmd, std::process::Stdio::null(), log).map_err(|e| HelperError::Spawn(e.to_string()))?;
         spawned(id.pid);
         let deadline = Instant::now() + within;
         loop {

@@ -1,7 +1,7 @@
 //! Confinement of vine's helper processes, as libvirt confines QEMU: a dedicated unprivileged
 //! system user (`vine-qemu`, made by `scripts/setup.sh` as Debian's libvirt makes
-//! `libvirt-qemu`) that QEMU runs as from its first instruction ([`run_as`], for a child before
-//! its exec) and that a disk server becomes once it has opened its image and socket
+//! `libvirt-qemu`) that QEMU runs as from its first instruction (started through the launcher of
+//! [`launch`], which drops to it before the exec) and that a disk server becomes once it has opened its image and socket
 //! ([`become_user`]); and a seccomp filter ([`deny_escape_syscalls`]) for the disk servers that
 //! denies what a process serving a file over a socket never needs (exec, namespaces, mounts,
 //! privilege changes, tracing, kernel modules, BPF), the counterpart of QEMU's own `-sandbox`.
@@ -11,8 +11,9 @@
 //! gain privileges or start programs.
 #![warn(missing_docs)]
 
-use std::os::unix::process::CommandExt;
-use std::process::Command;
+pub mod launch;
+
+pub use launch::{exec_as, launch, Handover, Launch};
 
 /// The default emulator user.
 pub const DEFAULT_USER: &str = "vine-qemu";
@@ -44,6 +45,18 @@ pub enum SandboxError {
     /// The seccomp filter could not be built or installed.
     #[error("seccomp filter: {0}")]
     Seccomp(String),
+    /// Files could not be handed to the launcher.
+    #[error("handing files over: {0}")]
+    Handover(String),
+    /// The launcher could not start the program.
+    #[error("cannot start {program}: {source}")]
+    Exec {
+        /// The program.
+        program: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A user to run as: ids resolved once, so nothing is looked up in a child after fork.
@@ -96,28 +109,6 @@ impl User {
 
 fn os(what: &'static str) -> SandboxError {
     SandboxError::Os { what, source: std::io::Error::last_os_error() }
-}
-
-/// Makes `cmd`'s child drop to `user` (supplementary groups, group, then user) before its exec.
-pub fn run_as(cmd: &mut Command, user: &User) {
-    if user.is_root() {
-        return;
-    }
-    let (uid, gid, groups) = (user.uid, user.gid, user.groups.clone());
-    // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
-    // calls are allowed: setgroups(2), setgid(2) and setuid(2) are system calls that allocate
-    // nothing, and `groups` was allocated before the fork and is only read.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                || libc::setgid(gid) != 0
-                || libc::setuid(uid) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
 }
 
 /// Makes this process `user` for good (every thread: glibc applies set*id to all of them).
@@ -224,20 +215,10 @@ mod tests {
     }
 
     #[test]
-    fn a_child_runs_as_the_user_and_a_filtered_process_cannot_exec() {
-        // SAFETY: getuid(2) only reads this process's credentials.
-        if unsafe { libc::getuid() } != 0 {
-            return; // Dropping to another user needs root; the suite runs as root.
-        }
-        let nobody = User { name: "nobody".into(), uid: 65534, gid: 65534, groups: vec![] };
-        let mut c = Command::new("id");
-        c.arg("-u");
-        run_as(&mut c, &nobody);
-        let out = c.output().unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "65534");
+    fn a_filtered_process_cannot_exec() {
         // The filter, in a child process of its own (it cannot be removed).
         let me = std::env::current_exe().unwrap();
-        let out = Command::new(me)
+        let out = std::process::Command::new(me)
             .args(["--exact", "tests::filtered_child", "--nocapture", "--include-ignored"])
             .env("SANDBOX_FILTER_CHILD", "1")
             .output()
@@ -255,7 +236,7 @@ mod tests {
         deny_escape_syscalls().unwrap();
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
         println!("{}", status.lines().find(|l| l.starts_with("Seccomp:")).unwrap());
-        let e = Command::new("/bin/true").status().unwrap_err();
+        let e = std::process::Command::new("/bin/true").status().unwrap_err();
         println!("exec refused: {e}");
         // Reading and writing files still works.
         let f = tempfile::tempfile().unwrap();

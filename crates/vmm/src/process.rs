@@ -65,9 +65,17 @@ pub fn is_alive(id: Identity) -> bool {
 }
 
 /// Starts `cmd` in its own process group (so signals to the daemon's group do not reach it),
-/// stdin from /dev/null, stdout and stderr appended to `log`. The caller reaps it while it lives;
+/// stdin from `stdin`, stdout and stderr appended to `log`. The caller reaps it while it lives;
 /// after a daemon restart it is adopted by init and watched through [`is_alive`].
-pub fn spawn_detached(mut cmd: Command, log: &Path) -> Result<(std::process::Child, Identity), ProcessError> {
+///
+/// Nothing runs between fork and exec here, so the standard library starts the child with
+/// posix_spawn(3) and the caller's process is not copied; a command that needs such work goes
+/// through `sandbox::launch` instead of `pre_exec`.
+pub fn spawn_detached(
+    mut cmd: Command,
+    stdin: Stdio,
+    log: &Path,
+) -> Result<(std::process::Child, Identity), ProcessError> {
     let out = File::options()
         .create(true)
         .append(true)
@@ -76,7 +84,7 @@ pub fn spawn_detached(mut cmd: Command, log: &Path) -> Result<(std::process::Chi
     let err =
         out.try_clone().map_err(|source| ProcessError::Log { path: log.display().to_string(), source })?;
     let program = cmd.get_program().to_string_lossy().into_owned();
-    cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+    cmd.stdin(stdin).stdout(out).stderr(err).process_group(0);
     let child = cmd.spawn().map_err(|source| ProcessError::Spawn { program, source })?;
     let id = identify(child.id()).ok_or(ProcessError::Vanished(child.id()))?;
     Ok((child, id))
@@ -100,7 +108,7 @@ mod tests {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo started; exec sleep 30"]);
         let log = dir.path().join("log");
-        let (mut child, id) = spawn_detached(cmd, &log).unwrap();
+        let (mut child, id) = spawn_detached(cmd, Stdio::null(), &log).unwrap();
         assert!(is_alive(id));
         // Its output reaches the log.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

@@ -195,7 +195,7 @@ impl Actor {
             .arg(&p.console_socket)
             .arg("--init")
             .arg(format!("{}:{}", init.pid, init.start_ticks));
-        let mut child = match process::spawn_detached(cmd, &p.qemu_log) {
+        let mut child = match process::spawn_detached(cmd, std::process::Stdio::null(), &p.qemu_log) {
             Ok((child, _)) => child,
             Err(e) => {
                 tracing::warn!(vm = self.name, error = %e, "cannot start the console relay");

@@ -69,23 +69,23 @@ impl Actor {
             let mut cmd = Command::new(&self.ctx.qemu);
             cmd.args(&args);
             // QEMU inherits the files vine opened for it and runs as the emulator user from its
-            // first instruction.
-            let mappings = passed
+            // first instruction: the launcher puts them in place and drops to the user, so the
+            // daemon never forks itself.
+            let files = passed
                 .iter()
-                .map(|(f, child_fd)| {
-                    f.try_clone().map(|parent_fd| command_fds::FdMapping {
-                        parent_fd: parent_fd.into(),
-                        child_fd: *child_fd,
-                    })
-                })
+                .map(|(f, child_fd)| f.try_clone().map(|f| (std::os::fd::OwnedFd::from(f), *child_fd)))
                 .collect::<std::io::Result<Vec<_>>>()
                 .map_err(|e| format!("cannot pass files to QEMU: {e}"))?;
-            command_fds::CommandFdExt::fd_mappings(&mut cmd, mappings)
+            let l = sandbox::launch(&self.ctx.vine_exe, &self.ctx.emulator, cmd, files)
                 .map_err(|e| format!("cannot pass files to QEMU: {e}"))?;
-            sandbox::run_as(&mut cmd, &self.ctx.emulator);
             let log_from = std::fs::metadata(&self.paths.qemu_log).map(|m| m.len()).unwrap_or(0);
-            let (mut child, id) =
-                process::spawn_detached(cmd, &self.paths.qemu_log).map_err(|e| e.to_string())?;
+            let (mut child, id) = process::spawn_detached(l.command, l.stdin, &self.paths.qemu_log)
+                .map_err(|e| e.to_string())?;
+            if let Err(e) = l.handover.send() {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Fail::from(format!("cannot pass files to QEMU: {e}")));
+            }
             let placed = self.ctx.resources.apply(&self.name).and_then(|()| cg.add_process(id.pid));
             if let Err(e) = placed {
                 let _ = child.kill();
@@ -204,9 +204,10 @@ impl Actor {
             .arg(&p.console_socket)
             .arg("--log")
             .arg(&p.console);
-        sandbox::run_as(&mut cmd, &self.ctx.emulator);
-        let (mut child, id) =
-            process::spawn_detached(cmd, &p.qemu_log).map_err(|e| format!("console logger: {e}"))?;
+        let l = sandbox::launch(&self.ctx.vine_exe, &self.ctx.emulator, cmd, Vec::new())
+            .map_err(|e| format!("console logger: {e}"))?;
+        let (mut child, id) = process::spawn_detached(l.command, l.stdin, &p.qemu_log)
+            .map_err(|e| format!("console logger: {e}"))?;
         let placed = self.ctx.resources.apply(&self.name).and_then(|()| cg.add_process(id.pid));
         if let Err(e) = placed {
             tracing::warn!(vm = self.name, error = %e, "cannot move the console logger into the VM's cgroup");

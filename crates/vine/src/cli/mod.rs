@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod cluster;
 pub mod console_log;
+pub mod exec_as;
 pub mod ct;
 pub mod daemon;
 pub mod disk;
@@ -104,6 +105,9 @@ pub enum Command {
     /// A VM's console logger (started by the daemon).
     #[command(hide = true)]
     ConsoleLog(Lazy<console_log::ConsoleLogArgs>),
+    /// The launcher of confined programs (started by the daemon).
+    #[command(hide = true)]
+    ExecAs(Lazy<exec_as::ExecAsArgs>),
     /// Workload policies and the trace-driven simulator.
     #[command(subcommand)]
     Policy(Lazy<policy::PolicyCommand>),
@@ -180,6 +184,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Token(Lazy(cmd)) => admin::token(cmd),
         Command::Remote(Lazy(cmd)) => remote::run(cmd),
         Command::ConsoleLog(Lazy(args)) => console_log::run(args),
+        Command::ExecAs(Lazy(args)) => exec_as::run(args),
         Command::Completions { shell } => docs::completions(shell),
         Command::Manpages { dir } => docs::manpages(&dir),
     }
