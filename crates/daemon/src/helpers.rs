@@ -63,8 +63,8 @@ impl Helper {
         ready: impl Fn(&str) -> bool,
     ) -> Result<(Helper, String), HelperError> {
         let offset = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
-        let (mut child, id) =
-            process::spawn_detached(cmd, std::process::Stdio::null(), log).map_err(|e| HelperError::Spawn(e.to_string()))?;
+        let (mut child, id) = process::spawn_detached(cmd, std::process::Stdio::null(), log)
+            .map_err(|e| HelperError::Spawn(e.to_string()))?;
         spawned(id.pid);
         let deadline = Instant::now() + within;
         loop {

@@ -177,7 +177,10 @@ fn close_others_on_exec(keep: &[i32]) -> Result<(), SandboxError> {
             // the close-on-exec flag on open descriptors in the range, so every object owning
             // one stays valid until the exec.
             if unsafe { libc::close_range(first, last, libc::CLOSE_RANGE_CLOEXEC as i32) } != 0 {
-                return Err(SandboxError::Os { what: "close_range", source: std::io::Error::last_os_error() });
+                return Err(SandboxError::Os {
+                    what: "close_range",
+                    source: std::io::Error::last_os_error(),
+                });
             }
         }
         first = last.map_or(u32::MAX, |l| l.saturating_add(2));

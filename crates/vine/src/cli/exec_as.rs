@@ -29,8 +29,12 @@ pub struct ExecAsArgs {
 
 /// Runs the launcher; returns only if the program could not be started.
 pub fn run(args: ExecAsArgs) -> anyhow::Result<i32> {
-    let user =
-        sandbox::User { name: format!("uid {}", args.uid), uid: args.uid, gid: args.gid, groups: args.groups };
+    let user = sandbox::User {
+        name: format!("uid {}", args.uid),
+        uid: args.uid,
+        gid: args.gid,
+        groups: args.groups,
+    };
     let e = sandbox::exec_as(&user, &args.fds, &args.command[0], &args.command[1..]);
     Err(anyhow::Error::new(e).context("vine exec-as"))
 }

@@ -4,11 +4,11 @@
 pub mod admin;
 pub mod cluster;
 pub mod console_log;
-pub mod exec_as;
 pub mod ct;
 pub mod daemon;
 pub mod disk;
 pub mod docs;
+pub mod exec_as;
 pub mod export;
 pub mod host;
 pub mod import;
