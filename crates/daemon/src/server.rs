@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use serde_json::{json, Value};
@@ -110,7 +110,9 @@ pub struct Daemon {
     me: std::sync::Weak<Daemon>,
     ctx: Arc<Ctx>,
     cfg: Config,
-    vms: Mutex<BTreeMap<String, Handle>>,
+    /// The registry of VMs: read by every request that names a VM, written when one is added
+    /// or removed, so readers never wait on one another.
+    vms: RwLock<BTreeMap<String, Handle>>,
     /// Containers' id slots taken by creations under way (`containers`).
     pending_slots: Arc<Mutex<std::collections::BTreeSet<u32>>>,
     stopping: AtomicBool,
@@ -164,7 +166,7 @@ impl Daemon {
             me: me.clone(),
             ctx,
             cfg,
-            vms: Mutex::new(BTreeMap::new()),
+            vms: RwLock::new(BTreeMap::new()),
             pending_slots: Default::default(),
             stopping: AtomicBool::new(false),
             membership: crate::membership::Membership::new(slot, pool_store),
@@ -231,7 +233,7 @@ impl Daemon {
             })
             .sum();
         cluster::HostLoad {
-            vms: self.lock().len(),
+            vms: self.read().len(),
             running,
             memory_held_bytes,
             cpu_reserved_pct,
@@ -242,7 +244,7 @@ impl Daemon {
     }
 
     fn running_views(&self) -> Vec<View> {
-        self.lock()
+        self.read()
             .values()
             .map(|h| h.view.lock().unwrap_or_else(|p| p.into_inner()).clone())
             .filter(|v| v.state.has_process())
@@ -254,8 +256,14 @@ impl Daemon {
         &self.ctx
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Handle>> {
-        self.vms.lock().unwrap_or_else(|p| p.into_inner())
+    /// The registry, to add or remove a VM (or to keep others from doing so meanwhile).
+    fn lock(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Handle>> {
+        self.vms.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The registry, to read.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Handle>> {
+        self.vms.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Starts the actor of a VM found in the store.
@@ -420,8 +428,8 @@ impl Daemon {
             if !matches!(req, Request::VmList | Request::VmShow { .. }) {
                 return None;
             }
-            let Ok(vms) = self.vms.try_lock() else {
-                tracing::debug!(target: "vine_api::slow", "answer_now: the VM registry is held; left to the blocking pool");
+            let Ok(vms) = self.vms.try_read() else {
+                tracing::debug!(target: "vine_api::slow", "answer_now: the VM registry is being changed; left to the blocking pool");
                 return None;
             };
             let views = match req {
@@ -464,12 +472,12 @@ impl Daemon {
 
     /// Whether a VM of this name is registered.
     pub fn has_vm(&self, name: &str) -> bool {
-        self.lock().contains_key(name)
+        self.read().contains_key(name)
     }
 
     /// Names of the registered VMs.
     pub fn vm_names(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
+        self.read().keys().cloned().collect()
     }
 
     /// This daemon, for threads that must not keep it alive.
@@ -485,7 +493,7 @@ impl Daemon {
     /// This host's VMs as shown, by name.
     pub(crate) fn local_infos(&self) -> Vec<VmInfo> {
         let views: Vec<View> =
-            self.lock().values().map(|h| h.view.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect();
+            self.read().values().map(|h| h.view.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect();
         views.iter().map(|v| actor::info(&self.ctx, v)).collect()
     }
 
@@ -498,11 +506,11 @@ impl Daemon {
 
     /// Every VM's view here, by name.
     pub(crate) fn views(&self) -> Vec<(String, Arc<Mutex<View>>)> {
-        self.lock().iter().map(|(n, h)| (n.clone(), h.view.clone())).collect()
+        self.read().iter().map(|(n, h)| (n.clone(), h.view.clone())).collect()
     }
 
     pub(crate) fn view_of(&self, name: &str) -> Result<(Sender<Msg>, Arc<Mutex<View>>), Failure> {
-        let vms = self.lock();
+        let vms = self.read();
         let h = vms.get(name).ok_or_else(|| Failure::NotFound(format!("no VM named '{name}'")))?;
         Ok((h.tx.clone(), h.view.clone()))
     }

@@ -297,6 +297,18 @@ mod tests {
     /// The environment variable that makes [`launcher_child`] act.
     const CHILD: &str = "SANDBOX_LAUNCHER_CHILD";
 
+    /// This test binary standing in for `vine exec-as` (see `launcher_child`), its output kept.
+    fn launcher_process(stdin: Stdio) -> std::process::Child {
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "launch::tests::launcher_child", "--nocapture"])
+            .env(CHILD, "1")
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     #[test]
     fn the_launcher_places_the_files_drops_to_the_user_and_execs_the_program() {
         // SAFETY: getuid(2) only reads this process's credentials.
@@ -309,15 +321,7 @@ mod tests {
         let nobody = User { name: "nobody".into(), uid: 65534, gid: 65534, groups: vec![] };
         let file = OwnedFd::from(File::open(&path).unwrap());
         let l = launch(Path::new("/unused"), &nobody, Command::new("sh"), vec![(file, 10)]).unwrap();
-        // This test binary stands in for `vine exec-as` (see `launcher_child`).
-        let child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "launch::tests::launcher_child", "--nocapture"])
-            .env(CHILD, "1")
-            .stdin(l.stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = launcher_process(l.stdin);
         l.handover.send().unwrap();
         let out = child.wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
@@ -335,14 +339,7 @@ mod tests {
         let nobody = User { name: "nobody".into(), uid: 65534, gid: 65534, groups: vec![] };
         let file = OwnedFd::from(File::open("/dev/null").unwrap());
         let l = launch(Path::new("/unused"), &nobody, Command::new("sh"), vec![(file, 10)]).unwrap();
-        let child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "launch::tests::launcher_child", "--nocapture"])
-            .env(CHILD, "1")
-            .stdin(l.stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = launcher_process(l.stdin);
         drop(l.handover);
         let out = child.wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);

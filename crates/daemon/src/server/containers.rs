@@ -60,7 +60,7 @@ impl Daemon {
             }
         };
         let slot = {
-            let vms = self.lock();
+            let vms = self.read();
             let mut pending = self.pending_slots.lock().unwrap_or_else(|p| p.into_inner());
             let used = vms
                 .values()
