@@ -194,8 +194,11 @@ fn networks_span_the_pool(lab: &Lab, kit: &Kit) {
     while console(lab, "h2", "nx").matches("VINE-PING 10.251.65.1 ok").count() < 3 {
         assert!(
             asked.elapsed() < Duration::from_secs(120),
-            "nx tried them all a few times: not within 120 s; its console:\n{}",
-            console(lab, "h2", "nx")
+            "nx tried them all a few times: not within 120 s; its console:\n{}\nleases on iso (h1):\n{}\nthe VXLAN links of h1:\n{}\nthe VXLAN links of h2:\n{}",
+            console(lab, "h2", "nx"),
+            lab.ok("h1", &["network", "leases", "iso"]),
+            vxlan_links(lab, "h1"),
+            vxlan_links(lab, "h2")
         );
         std::thread::sleep(Duration::from_millis(200));
     }
